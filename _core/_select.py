@@ -1,0 +1,40 @@
+"""Pick the compiled or the pure-Python implementation of each ``_core`` module."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from types import ModuleType
+
+NO_EXTENSIONS = os.environ.get("IAXGW_NO_EXTENSIONS", "") not in ("", "0")
+log = logging.getLogger("iaxgw.core")
+
+
+def _compiled_available() -> bool:
+    try:
+        importlib.import_module("iaxgw._core._frames_c")
+    except ImportError:
+        return False
+    return True
+
+
+USING_EXTENSIONS = not NO_EXTENSIONS and _compiled_available()
+if not NO_EXTENSIONS and not USING_EXTENSIONS:
+    log.warning("iaxgw compiled core not built; using the pure-Python twins (slower)")
+
+
+def load(name: str) -> ModuleType:
+    """Return ``iaxgw._core._<name>_c`` or ``_<name>_py`` according to the selection."""
+    suffix = "c" if USING_EXTENSIONS else "py"
+    return importlib.import_module(f"iaxgw._core._{name}_{suffix}")
+
+
+def both(name: str) -> list[ModuleType]:
+    """Both implementations that can be imported here (for tests and benchmarks)."""
+    mods = [importlib.import_module(f"iaxgw._core._{name}_py")]
+    try:
+        mods.insert(0, importlib.import_module(f"iaxgw._core._{name}_c"))
+    except ImportError:
+        pass
+    return mods

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh clone: install, provision the Asterisk lab (as root), lint, type-check, test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+python3 -m pip install -q '.[test,plots]'
+if [ "$(id -u)" = 0 ]; then
+    iaxgw lab provision
+    export IAXGW_REQUIRE_ASTERISK=1
+else
+    echo "not root: tests marked 'asterisk' will be skipped" >&2
+fi
+ruff check .
+mypy
+cython-lint --max-line-length 100 _core
+python3 -m pytest -q -p no:randomly --timeout 600 tests
+IAXGW_NO_EXTENSIONS=1 python3 -m pytest -q --timeout 600 -m "not asterisk" tests

@@ -1,0 +1,66 @@
+"""Build script: maps the top-level folders onto the ``iaxgw`` namespace and compiles ``_core``.
+
+``IAXGW_NO_EXTENSIONS=1`` at build time skips the Cython extensions (the pure-Python twins are then
+used at import).  ``IAXGW_DEBUG_BUILD=1`` builds with line tracing and without optimisation.
+``IAXGW_SANITIZE=1`` adds AddressSanitizer/UBSan flags (for the fuzz harness).
+"""
+
+from __future__ import annotations
+
+import os
+
+from setuptools import setup
+from setuptools.extension import Extension
+
+PACKAGES = {
+    "iaxgw.gateway": "gateway",
+    "iaxgw._core": "_core",
+    "iaxgw.sim": "sim",
+}
+CORE_MODULES = ["_frames_c", "_ies_c", "_trunk_c", "_g711_c"]
+
+
+def _extensions() -> list[Extension]:
+    if os.environ.get("IAXGW_NO_EXTENSIONS"):
+        return []
+    from Cython.Build import cythonize
+
+    debug = bool(os.environ.get("IAXGW_DEBUG_BUILD"))
+    sanitize = bool(os.environ.get("IAXGW_SANITIZE"))
+    cflags = ["-O0", "-g"] if debug else ["-O3"]
+    ldflags: list[str] = []
+    macros: list[tuple[str, str | None]] = []
+    if sanitize:
+        cflags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
+        ldflags += ["-fsanitize=address,undefined"]
+    if debug:
+        macros.append(("CYTHON_TRACE_NOGIL", "1"))
+    exts = [
+        Extension(
+            f"iaxgw._core.{name}",
+            [f"_core/{name}.pyx"],
+            extra_compile_args=cflags,
+            extra_link_args=ldflags,
+            define_macros=macros,
+        )
+        for name in CORE_MODULES
+        if os.path.exists(f"_core/{name}.pyx")
+    ]
+    directives = {
+        "language_level": "3",
+        "embedsignature": True,
+        "freethreading_compatible": True,
+    }
+    if debug:
+        directives["linetrace"] = True
+    return cythonize(exts, compiler_directives=directives, annotate=False)
+
+
+setup(
+    packages=list(PACKAGES),
+    package_dir=PACKAGES,
+    package_data={"iaxgw._core": ["*.pyi", "py.typed", "*.pxd"], "iaxgw.gateway": ["py.typed", "defaults/*"],
+                  "iaxgw.sim": ["py.typed", "data/*"]},
+    ext_modules=_extensions(),
+    zip_safe=False,
+)

@@ -1,0 +1,1 @@
+"""iaxgw sim: load generation, media, measurement and reports; the Asterisk lab."""

@@ -1,0 +1,3 @@
+"""Shared pytest configuration for iaxgw."""
+
+from __future__ import annotations
