@@ -27,7 +27,7 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class AclRule:
-    """One ``permit``/``deny`` line; rules apply in order, the last match wins (Asterisk semantics)."""
+    """One ``permit``/``deny`` line; rules apply in order and the last match wins."""
 
     permit: bool
     network: Network
@@ -63,7 +63,8 @@ class Entry:
     qualify: int | None = None           # maxms (qualify=yes -> 2000); None = no
     trunk: bool = False
     requirecalltoken: CallTokenMode | None = None   # None = global default ("yes")
-    codecs: list[str] = field(default_factory=lambda: ["ulaw", "alaw"])  # allowed, in preference order
+    # allowed codecs, in preference order
+    codecs: list[str] = field(default_factory=lambda: ["ulaw", "alaw"])
     callerid: str | None = None
     source: Source | None = None
 
