@@ -1,0 +1,232 @@
+"""What a load test will do: its options, the call plan and the call-number budget.
+
+Pure functions and data only (no I/O, no clock), so the CLI and the tests can check a plan
+before any datagram is sent.  The engine that runs a plan is :mod:`iaxgw.sim.loadtest`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Mode = Literal["direct", "hairpin"]
+
+#: Asterisk holds at most this many call numbers per source IP (``maxcallnumbers``), each until
+#: 60 s after its call ended (iax2-facts section 9, pitfall 18).
+ASTERISK_MAXCALLNUMBERS = 2048
+CALLNO_HOLD_S = 60.0
+
+#: The echo extension of each embedded site (the lab's and serve's numbering: 2xx = office-a,
+#: 3xx = office-b; x00 echo, x01 milliwatt, x02 busy, x03 congestion).
+ECHO_EXTEN = {"office-a": "200", "office-b": "300"}
+#: Hairpin extensions on office-a: ``_29X`` dials back over the trunk to office-b's ``30X``.
+HAIRPIN_PREFIX = "29"
+
+
+class PlanError(ValueError):
+    """An option value that cannot make a plan; the CLI turns it into a usage error (exit 2)."""
+
+
+def parse_extens(text: str) -> list[str]:
+    """``"200"``, ``"200-299"`` or ``"200,202,210-215"`` -> the extensions, in order.
+
+    Ranges keep the width of their first bound (``"0200-0203"`` -> ``"0200".."0203"``).
+    """
+    out: list[str] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            raise PlanError(f"empty extension in {text!r}")
+        lo, sep, hi = part.partition("-")
+        if not sep:
+            if not part.replace("*", "").replace("#", "").isalnum():
+                raise PlanError(f"bad extension {part!r}")
+            out.append(part)
+            continue
+        if not (lo.isdigit() and hi.isdigit()):
+            raise PlanError(f"bad extension range {part!r}: expected digits like 200-299")
+        a, b = int(lo), int(hi)
+        if b < a:
+            raise PlanError(f"bad extension range {part!r}: end before start")
+        if b - a >= 100_000:
+            raise PlanError(f"extension range {part!r} is too large")
+        out.extend(str(n).zfill(len(lo)) for n in range(a, b + 1))
+    return out
+
+
+def parse_duration(text: str) -> tuple[float, float]:
+    """``"20"`` -> (20, 20); ``"10-30"`` -> (10, 30): each call holds a uniform time in range."""
+    lo, sep, hi = text.strip().partition("-")
+    try:
+        a = float(lo)
+        b = float(hi) if sep else a
+    except ValueError:
+        raise PlanError(f"bad duration {text!r}: expected SECONDS or MIN-MAX") from None
+    if a <= 0 or b < a or b > 86_400:
+        raise PlanError(f"bad duration {text!r}: need 0 < MIN <= MAX <= 86400")
+    return a, b
+
+
+def parse_hostport(text: str, default_port: int = 4569) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT`` or ``[v6]:PORT``."""
+    text = text.strip()
+    host, port = text, default_port
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise PlanError(f"bad address {text!r}")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise PlanError(f"bad address {text!r}")
+            port = _port(rest[1:], text)
+    elif text.count(":") == 1:
+        host, p = text.split(":")
+        port = _port(p, text)
+    if not host:
+        raise PlanError(f"bad address {text!r}: empty host")
+    return host, port
+
+
+def _port(p: str, text: str) -> int:
+    if not p.isdigit() or not 0 < int(p) < 65536:
+        raise PlanError(f"bad port in {text!r}")
+    return int(p)
+
+
+@dataclass(slots=True)
+class LoadtestOptions:
+    """Everything ``iaxgw loadtest`` takes (see the CLI for the user-facing text)."""
+
+    calls: int = 10                       # concurrency to reach and hold
+    rate: float | None = None             # call attempts per second; None: calls / 5, >= 10
+    total: int | None = None              # attempts; None: one round (= calls)
+    duration: tuple[float, float] = (20.0, 20.0)
+    codec: str = "ulaw"
+    media: str = "tone"                   # tone | silence | path to a .wav
+    trunk: bool | None = None             # None: as the peer entry says
+    trunktimestamps: bool | None = None   # None: as [general] says
+    mode: Mode = "direct"
+    extens: list[str] | None = None       # None: the peer's echo extension
+    peer: str = "office-a"
+    peer_host: tuple[str, int] | None = None
+    config_dir: Path | None = None        # None: the embedded seed config
+    bind: tuple[str, int] | None = None   # None: the config's bindaddr/bindport
+    report_dir: Path | None = None
+    max_failed: int = 0
+    setup_timeout: float = 10.0           # NEW -> ANSWER, else the call ends as TIMEOUT
+    hangup_timeout: float = 5.0           # our HANGUP -> call gone, else counted as stuck
+    callno_budget: int = ASTERISK_MAXCALLNUMBERS
+    seed: int = 1
+    quiet: bool = False
+    json_out: bool = False
+    live: bool = True                     # rich live screen (off with quiet/json or no tty)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def attempts(self) -> int:
+        return self.total if self.total is not None else self.calls
+
+    @property
+    def cps(self) -> float:
+        if self.rate is not None:
+            return self.rate
+        return max(10.0, self.calls / 5.0)
+
+    def check(self) -> None:
+        """Raise :class:`PlanError` on values that make no plan; collect warnings."""
+        if self.calls < 1:
+            raise PlanError("--calls must be at least 1")
+        if self.calls > 30_000:
+            raise PlanError("--calls above 30000 cannot fit the 15-bit call-number space")
+        if self.rate is not None and not 0 < self.rate <= 10_000:
+            raise PlanError("--rate must be in (0, 10000] calls per second")
+        if self.total is not None and self.total < 1:
+            raise PlanError("--total must be at least 1")
+        if self.max_failed < 0:
+            raise PlanError("--max-failed must be >= 0")
+        if self.codec not in ("ulaw", "alaw"):
+            raise PlanError(f"--codec must be ulaw or alaw, not {self.codec!r}")
+        if self.media not in ("tone", "silence"):
+            p = Path(self.media)
+            if p.suffix.lower() != ".wav":
+                raise PlanError(f"--media must be tone, silence or a FILE.wav, not {self.media!r}")
+            if not p.is_file():
+                raise PlanError(f"--media file {self.media!r} does not exist")
+        if self.setup_timeout <= 0:
+            raise PlanError("setup timeout must be > 0")
+        held = callnos_needed_within(self.attempts, self.cps, self.duration[0], self.calls)
+        if held > self.callno_budget:
+            self.warnings.append(
+                f"--total {self.attempts} at {self.cps:g} calls/s would hold about {held} call "
+                f"numbers within {CALLNO_HOLD_S:.0f} s; Asterisk allows {self.callno_budget} per "
+                f"source IP (maxcallnumbers), so new calls will wait for numbers to free up")
+
+    def exten_list(self) -> list[str]:
+        if self.extens:
+            return self.extens
+        if self.mode == "hairpin":
+            return [f"{HAIRPIN_PREFIX}{d}" for d in range(10)]
+        return [ECHO_EXTEN.get(self.peer, "200")]
+
+
+def callnos_needed_within(total: int, cps: float, min_duration: float, calls: int) -> int:
+    """Peak call numbers the target holds for us: live calls plus those ended < 60 s ago.
+
+    With attempts at ``cps`` and at most ``calls`` live, a 60 s + hold window sees at most
+    ``cps * (hold + 60)`` attempts (and never more than ``total``).
+    """
+    per_call = max(min_duration, calls / cps)
+    return int(min(total, calls + cps * CALLNO_HOLD_S, cps * (per_call + CALLNO_HOLD_S)))
+
+
+class CallnoBudget:
+    """Call numbers the target holds for us: live calls and calls ended less than 60 s ago."""
+
+    def __init__(self, limit: int, hold: float = CALLNO_HOLD_S) -> None:
+        self.limit = limit
+        self.hold = hold
+        self.live = 0
+        self._released: deque[float] = deque()
+        self.waits = 0        # times a new call had to wait for the budget
+
+    def held(self, now: float) -> int:
+        rel = self._released
+        while rel and rel[0] <= now - self.hold:
+            rel.popleft()
+        return self.live + len(rel)
+
+    def available(self, now: float) -> bool:
+        return self.held(now) < self.limit
+
+    def take(self) -> None:
+        self.live += 1
+
+    def release(self, now: float) -> None:
+        self.live -= 1
+        self._released.append(now)
+
+    def next_free(self, now: float) -> float:
+        """When the oldest released number is returned (``now`` if one is free already)."""
+        if self.available(now):
+            return now
+        return self._released[0] + self.hold if self._released else now + 1.0
+
+
+@dataclass(slots=True)
+class PlannedCall:
+    index: int
+    exten: str
+    hold: float          # seconds to stay up after answer
+
+
+def plan_calls(opts: LoadtestOptions) -> list[PlannedCall]:
+    """The attempts in order: extensions round-robin, hold times drawn with ``opts.seed``."""
+    rng = random.Random(opts.seed)
+    extens = opts.exten_list()
+    lo, hi = opts.duration
+    return [PlannedCall(i, extens[i % len(extens)], lo if hi == lo else rng.uniform(lo, hi))
+            for i in range(opts.attempts)]
