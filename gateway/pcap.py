@@ -39,7 +39,7 @@ def _checksum(data: bytes) -> int:
     """The Internet checksum (RFC 1071) of ``data``."""
     if len(data) % 2:
         data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total > 0xFFFF:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -97,7 +97,7 @@ class PcapWriter:
             packet = _ETH_HDR.pack(dmac, smac, _ETHERTYPE_IPV4) + packet
         t = time.time() if when is None else when
         sec = int(t)
-        usec = int(round((t - sec) * 1_000_000))
+        usec = round((t - sec) * 1_000_000)
         if usec >= 1_000_000:
             sec, usec = sec + 1, usec - 1_000_000
         with self._lock:
