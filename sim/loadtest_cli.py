@@ -1,0 +1,142 @@
+"""``iaxgw loadtest``: the click layer over :func:`iaxgw.sim.loadtest.run_loadtest`.
+
+Also :func:`lab_main`, the default action of ``iaxgw lab`` (plugged into ``sim/lab_cli.py``):
+a whole two-site run on loopback from the embedded seed configs, with or without a real Asterisk.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from iaxgw.sim.loadtest_plan import (
+    LoadtestOptions,
+    PlanError,
+    parse_duration,
+    parse_extens,
+    parse_hostport,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _duration(ctx: click.Context | None, param: click.Parameter | None,
+              value: str | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except PlanError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _extens(ctx: click.Context | None, param: click.Parameter | None,
+            value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    try:
+        return parse_extens(value)
+    except PlanError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _hostport(ctx: click.Context | None, param: click.Parameter | None,
+              value: str | None) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    try:
+        return parse_hostport(value)
+    except PlanError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def common_options(f: F) -> F:
+    """Options shared by ``loadtest`` and ``lab`` (the ones that make sense for both)."""
+    opts = [
+        click.option("--calls", type=click.IntRange(1, 30_000), default=10, show_default=True,
+                     help="Concurrent calls to reach and hold."),
+        click.option("--rate", type=click.FloatRange(0, 10_000, min_open=True), default=None,
+                     help="Call attempts per second (ramp).  [default: calls/5, at least 10]"),
+        click.option("--duration", callback=_duration, default="20", show_default=True,
+                     metavar="SECONDS|MIN-MAX", help="How long each call stays up once answered."),
+        click.option("--codec", type=click.Choice(["ulaw", "alaw"]), default="ulaw",
+                     show_default=True),
+        click.option("--trunk/--no-trunk", default=None,
+                     help="Send media in trunk (meta) frames.  [default: as the peer entry says]"),
+        click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
+                     default=None, help="Write summary.json, calls.csv, timeseries.csv, plots here."),
+        click.option("--quiet", "-q", is_flag=True, help="No live screen, only the final summary."),
+        click.option("--json", "json_out", is_flag=True, help="Print summary.json to stdout."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def build_options(**kw: Any) -> LoadtestOptions:
+    """CLI keyword arguments -> checked :class:`LoadtestOptions` (``click.UsageError`` if bad)."""
+    opts = LoadtestOptions()
+    for key, value in kw.items():
+        if value is None:
+            continue
+        if not hasattr(opts, key):
+            raise TypeError(f"unknown load test option {key!r}")
+        setattr(opts, key, value)
+    if opts.json_out or not sys.stdout.isatty():
+        opts.live = False
+    if opts.quiet:
+        opts.live = False
+    try:
+        opts.check()
+    except PlanError as exc:
+        raise click.UsageError(str(exc)) from None
+    return opts
+
+
+@click.command("loadtest")
+@common_options
+@click.option("--total", type=click.IntRange(1, 10_000_000), default=None,
+              help="Stop after this many call attempts.  [default: one round = --calls]")
+@click.option("--config", "config_dir", type=click.Path(exists=True, file_okay=False,
+              path_type=Path), default=None,
+              help="Folder with our iax.conf.  [default: the embedded seed, we are office-b]")
+@click.option("--peer", default="office-a", show_default=True,
+              help="The iax.conf entry to call.")
+@click.option("--peer-host", callback=_hostport, default=None, metavar="HOST[:PORT]",
+              help="Call this address instead of the peer entry's host.")
+@click.option("--bind", callback=_hostport, default=None, metavar="HOST[:PORT]",
+              help="Our local address.  [default: the config's bindaddr/bindport]")
+@click.option("--exten", "extens", callback=_extens, default=None, metavar="EXTEN|LO-HI",
+              help="Extensions to dial, round-robin.  [default: the peer's echo extension]")
+@click.option("--media", default="tone", show_default=True, metavar="tone|silence|FILE.wav",
+              help="What each call sends; 'tone' gives every call its own audio signature.")
+@click.option("--trunktimestamps/--no-trunktimestamps", default=None,
+              help="Add a timestamp to each trunk entry.  [default: as [general] says]")
+@click.option("--mode", type=click.Choice(["direct", "hairpin"]), default="direct",
+              show_default=True,
+              help="hairpin: the target dials every call back to us and we echo it.")
+@click.option("--max-failed", type=click.IntRange(0), default=0, show_default=True,
+              help="Exit 0 only when failed calls <= this (and the audio checks pass).")
+@click.option("--setup-timeout", type=click.FloatRange(0.1, 300), default=10.0,
+              show_default=True, help="Seconds from NEW to ANSWER before a call counts as TIMEOUT.")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Random seed for MIN-MAX durations.")
+def loadtest(**kw: Any) -> None:
+    """Place many concurrent IAX2 calls at a peer and measure them (exit 0 = all good)."""
+    from iaxgw.sim.loadtest import run_loadtest
+
+    opts = build_options(**kw)
+    result = run_loadtest(opts)
+    sys.exit(result.exit_code)
+
+
+def lab_main(*, asterisk: bool = False, **kw: Any) -> int:
+    """``iaxgw lab``'s default action: serve + loadtest on loopback (or loadtest vs Asterisk)."""
+    from iaxgw.sim.loadtest import run_lab
+
+    opts = build_options(**kw)
+    return run_lab(opts, asterisk=asterisk)
