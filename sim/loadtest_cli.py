@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-
 from iaxgw.sim.loadtest_plan import (
     LoadtestOptions,
     PlanError,
@@ -68,7 +67,8 @@ def common_options(f: F) -> F:
         click.option("--trunk/--no-trunk", default=None,
                      help="Send media in trunk (meta) frames.  [default: as the peer entry says]"),
         click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
-                     default=None, help="Write summary.json, calls.csv, timeseries.csv, plots here."),
+                     default=None,
+                     help="Write summary.json, calls.csv, timeseries.csv, plots here."),
         click.option("--quiet", "-q", is_flag=True, help="No live screen, only the final summary."),
         click.option("--json", "json_out", is_flag=True, help="Print summary.json to stdout."),
     ]
