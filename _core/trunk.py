@@ -1,0 +1,53 @@
+"""IAX2 trunk (meta) frames: multiplexer, parser and demultiplexer (iax2-facts §3).
+
+Dispatches to the compiled ``_trunk_c`` or the pure-Python ``_trunk_py`` (``IAXGW_NO_EXTENSIONS``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from iaxgw._core._select import load
+
+_impl = load("trunk")
+
+if TYPE_CHECKING:
+    from iaxgw._core._trunk_c import (
+        ENTRY_LEN,
+        ENTRY_TS_LEN,
+        HEADER_LEN,
+        MAX_CALLNO,
+        MAX_PAYLOAD,
+        META_TRUNK,
+        TrunkDemux,
+        TrunkFrame,
+        TrunkMux,
+        pack_trunk,
+        parse_trunk,
+    )
+else:
+    META_TRUNK = _impl.META_TRUNK
+    HEADER_LEN = _impl.HEADER_LEN
+    ENTRY_LEN = _impl.ENTRY_LEN
+    ENTRY_TS_LEN = _impl.ENTRY_TS_LEN
+    MAX_PAYLOAD = _impl.MAX_PAYLOAD
+    MAX_CALLNO = _impl.MAX_CALLNO
+    TrunkFrame = _impl.TrunkFrame
+    TrunkMux = _impl.TrunkMux
+    TrunkDemux = _impl.TrunkDemux
+    pack_trunk = _impl.pack_trunk
+    parse_trunk = _impl.parse_trunk
+
+__all__ = [
+    "ENTRY_LEN",
+    "ENTRY_TS_LEN",
+    "HEADER_LEN",
+    "MAX_CALLNO",
+    "MAX_PAYLOAD",
+    "META_TRUNK",
+    "TrunkDemux",
+    "TrunkFrame",
+    "TrunkMux",
+    "pack_trunk",
+    "parse_trunk",
+]
