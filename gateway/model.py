@@ -67,6 +67,7 @@ class Entry:
     codecs: list[str] = field(default_factory=lambda: ["ulaw", "alaw"])
     callerid: str | None = None
     source: Source | None = None
+    contexts: list[str] = field(default_factory=list)   # every context= line; [0] == context
 
     @property
     def is_user(self) -> bool:
