@@ -1,0 +1,183 @@
+"""The control socket of a running ``iaxgw serve``: JSON lines over a Unix stream socket.
+
+Request: one line ``{"cmd": "peers"}`` (``peers``, ``channels``, ``netstats``, ``stats``,
+``ping``).  Response: one line ``{"ok": true, "data": ...}`` or ``{"ok": false, "error": "..."}``.
+A connection may carry any number of requests; the server answers them in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import json
+import logging
+import os
+import socket
+import stat
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("iaxgw.control")
+
+Handler = Callable[[str, Mapping[str, Any]], Any | Awaitable[Any]]
+MAX_LINE = 64 * 1024
+
+
+class ControlError(Exception):
+    """The control socket could not be reached or returned an error."""
+
+
+def default_control_path() -> str:
+    """``$XDG_RUNTIME_DIR/iaxgw.sock``, else ``/tmp/iaxgw-<uid>.sock``."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return os.path.join(runtime, "iaxgw.sock")
+    return f"/tmp/iaxgw-{os.getuid()}.sock"
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, enums, tuples, sets and bytes to plain JSON values (recursively)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.name if not isinstance(obj, int) else int(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return bytes(obj).hex()
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    return str(obj)
+
+
+def _socket_in_use(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+class ControlServer:
+    """Serve ``handler(cmd, request)`` on a Unix socket until :meth:`close`."""
+
+    def __init__(self, path: str, handler: Handler) -> None:
+        self.path = path
+        self._handler = handler
+        self._server: asyncio.AbstractServer | None = None
+        self._conns: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        p = Path(self.path)
+        if p.exists() or p.is_symlink():
+            if not stat.S_ISSOCK(p.lstat().st_mode):
+                raise ControlError(f"{self.path} exists and is not a socket")
+            if _socket_in_use(self.path):
+                raise ControlError(f"another iaxgw serve is already listening at {self.path}")
+            p.unlink()  # stale socket from a server that died
+        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._server = await asyncio.start_unix_server(self._client, path=self.path,
+                                                           limit=MAX_LINE)
+        except OSError as exc:
+            raise ControlError(f"cannot listen at {self.path}: {exc.strerror or exc}") from exc
+        with contextlib.suppress(OSError):
+            os.chmod(self.path, 0o600)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._conns):
+                task.cancel()
+            await asyncio.gather(*self._conns, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            self._server = None
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns.add(task)
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    writer.write(b'{"ok": false, "error": "request line too long"}\n')
+                    break
+                if not line:
+                    break
+                reply = await self._answer(line)
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._conns.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _answer(self, line: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            return {"ok": False, "error": "request is not JSON"}
+        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+            return {"ok": False, "error": 'request must be an object with a "cmd" string'}
+        cmd = request["cmd"]
+        if cmd == "ping":
+            return {"ok": True, "data": "pong"}
+        try:
+            result = self._handler(cmd, request)
+            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                result = await result
+        except KeyError:
+            return {"ok": False, "error": f"unknown command {cmd!r}"}
+        except Exception as exc:  # a bad request must never take the server down
+            log.exception("control command %r failed", cmd)
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        return {"ok": True, "data": to_jsonable(result)}
+
+
+def query(path: str, cmd: str, timeout: float = 5.0, **args: Any) -> Any:
+    """Send one request to the server at ``path`` and return its ``data`` (blocking)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
+            raise ControlError(f"no iaxgw serve at {path}") from None
+        except OSError as exc:
+            raise ControlError(f"no iaxgw serve at {path} ({exc.strerror or exc})") from None
+        try:
+            s.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+            buf = bytearray()
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        except TimeoutError:
+            raise ControlError(f"iaxgw serve at {path} did not answer within {timeout:g} s") \
+                from None
+        except OSError as exc:
+            raise ControlError(f"lost the connection to {path}: {exc}") from None
+    try:
+        reply = json.loads(buf)
+    except ValueError:
+        raise ControlError(f"iaxgw serve at {path} sent a bad reply") from None
+    if not isinstance(reply, dict):
+        raise ControlError(f"iaxgw serve at {path} sent a bad reply")
+    if not reply.get("ok"):
+        raise ControlError(str(reply.get("error", "request failed")))
+    return reply.get("data")
