@@ -1,0 +1,657 @@
+"""Per-call measurement for ``iaxgw loadtest``: setup times, media loss/jitter, echo RTT, E-model.
+
+The runner drives one :class:`CallStats` per call with one method call per frame::
+
+    call = CallStats(index, mode="echo")
+    call.on_setup_event("NEW", now)          # ... "ACCEPT", "ANSWER", "REJECT", "BUSY", ...
+    payload = call.on_tx(ts_ms, now)         # per sent 20 ms frame: counts it, returns the bytes
+    call.on_rx(ts_ms, now, payload)          # per received voice frame: O(1)
+    call.analyze()                           # about once a second (the collector does this)
+    record = call.finish(now)                # -> CallRecord, every figure of the call
+
+``on_rx`` does a few float operations and one list append; the audio it keeps is analysed in batch
+(:mod:`iaxgw.sim.signature`) by :meth:`CallStats.analyze`.
+
+Conventions
+-----------
+* Timestamps given to ``on_rx`` are already unwrapped milliseconds.  IAX2 mini frames carry only the
+  low 16 bits; :class:`TsUnwrap` turns them into a monotonic ms count.
+* Loss: mini frames have no sequence number.  The sender sends one frame per ``frame_ms`` with the
+  timestamp advancing by ``frame_ms``, so ``expected = (max_ts - min_ts) / frame_ms + 1`` over what
+  was received, and ``lost = expected - (received - duplicates)``.  Duplicates and late
+  (out-of-order) frames are told apart with a 64-frame bitmap behind the highest timestamp.
+* Jitter: RFC 3550 section 6.4.1 / A.8 interarrival jitter in ms, ``J += (|D| - J) / 16`` with
+  ``D`` the change in transit time (arrival - media timestamp) between consecutive arrivals.
+* E-model: ITU-T G.107 simplified for G.711 (see :func:`r_factor`).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from dataclasses import asdict, dataclass, fields
+from operator import itemgetter
+from typing import Any, Final, Literal
+
+import numpy as np
+from iaxgw.sim import signature as sig
+
+Mode = Literal["echo", "tone", "none"]
+
+# ---------------------------------------------------------------------------------------------
+# E-model (ITU-T G.107, simplified for G.711)
+# ---------------------------------------------------------------------------------------------
+
+R0: Final = 93.2          #: default basic signal-to-noise ratio, Is = 0, A = 0
+BPL_PLC: Final = 25.1     #: G.711 packet-loss robustness with packet-loss concealment (G.113)
+BPL_NO_PLC: Final = 4.3   #: G.711 without PLC
+IE_G711: Final = 0.0      #: equipment impairment of G.711
+JB_FACTOR: Final = 2.0    #: jitter-buffer allowance in the one-way delay: JB_FACTOR x jitter
+
+
+def delay_impairment(one_way_ms: float) -> float:
+    """G.107 Id, simplified: ``0.024 d + 0.11 (d - 177.3) H(d - 177.3)``."""
+    d = max(0.0, one_way_ms)
+    return 0.024 * d + (0.11 * (d - 177.3) if d > 177.3 else 0.0)
+
+
+def r_factor(loss_pct: float, one_way_ms: float | None = None, *, ie: float = IE_G711,
+             bpl: float = BPL_PLC) -> float:
+    """``R = 93.2 - Id - Ie,eff`` with ``Ie,eff = Ie + (95 - Ie) Ppl / (Ppl + Bpl)``.
+
+    ``one_way_ms`` None means the delay is unknown and contributes nothing (Id = 0).  Clamped to
+    [0, 100]."""
+    ppl = max(0.0, loss_pct)
+    ie_eff = ie + (95.0 - ie) * ppl / (ppl + bpl)
+    idd = delay_impairment(one_way_ms) if one_way_ms is not None else 0.0
+    return min(100.0, max(0.0, R0 - idd - ie_eff))
+
+
+def mos_from_r(r: float) -> float:
+    """G.107 Annex B: ``MOS = 1 + 0.035 R + 7e-6 R (R - 60)(100 - R)``, clamped to [1, 4.5]."""
+    if r <= 0.0:
+        return 1.0
+    mos = 1.0 + 0.035 * r + 7e-6 * r * (r - 60.0) * (100.0 - r)
+    return min(4.5, max(1.0, mos))
+
+
+def one_way_delay_ms(rtt_ms: float | None, jitter_ms: float | None,
+                     jb_factor: float = JB_FACTOR) -> float | None:
+    """Estimated mouth-to-ear delay: ``RTT / 2 + jb_factor x jitter``; None when RTT is unknown."""
+    if rtt_ms is None:
+        return None
+    return rtt_ms / 2.0 + jb_factor * (jitter_ms or 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Timestamps
+# ---------------------------------------------------------------------------------------------
+
+
+def unwrap16(ts16: int, reference_ms: int) -> int:
+    """The full ms timestamp closest to ``reference_ms`` whose low 16 bits are ``ts16``."""
+    ts = (reference_ms & ~0xFFFF) | (ts16 & 0xFFFF)
+    if ts - reference_ms > 0x8000:
+        ts -= 0x10000
+    elif reference_ms - ts > 0x8000:
+        ts += 0x10000
+    return ts
+
+
+class TsUnwrap:
+    """Unwraps a stream of 16-bit mini-frame timestamps into monotonic ms (tolerates reordering
+    of up to ±32 s).  Seed it with the 32-bit timestamp of a full frame when one is known."""
+
+    __slots__ = ("last",)
+
+    def __init__(self, start_ms: int = 0) -> None:
+        self.last = start_ms
+
+    def __call__(self, ts16: int) -> int:
+        ts = unwrap16(ts16, self.last)
+        if ts > self.last:
+            self.last = ts
+        return ts
+
+    def full(self, ts32: int) -> int:
+        """A full frame's 32-bit timestamp: re-seeds the reference."""
+        if ts32 > self.last:
+            self.last = ts32
+        return ts32
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup outcome
+# ---------------------------------------------------------------------------------------------
+
+OUTCOMES: Final = ("ANSWERED", "BUSY", "CONGESTION", "REJECT", "HANGUP", "TIMEOUT",
+                   "NO_ANSWER", "ERROR", "IN_PROGRESS")
+_FAIL_EVENTS: Final = frozenset(OUTCOMES) - {"ANSWERED", "IN_PROGRESS"}
+
+
+def cause_key(outcome: str, cause: str | None) -> str:
+    """How a failure is counted in ``causes``: ``"BUSY"``, ``"REJECT (No authority found)"``."""
+    return f"{outcome} ({cause})" if cause else outcome
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-call record (immutable, one CSV row)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """Every figure of one finished call.  ``None`` means not measured, never zero by default."""
+
+    index: int
+    mode: str
+    signature: int | None
+    f1_hz: int | None
+    f2_hz: int | None
+    outcome: str
+    cause: str | None
+    cause_code: int | None
+    start_s: float | None          #: NEW sent (runner clock)
+    accept_ms: float | None        #: NEW -> ACCEPT
+    ringing_ms: float | None       #: NEW -> RINGING
+    answer_ms: float | None        #: NEW -> ANSWER
+    duration_s: float | None       #: ANSWER -> end
+    tx_frames: int
+    tx_bytes: int
+    rx_frames: int
+    rx_bytes: int
+    expected: int | None
+    lost: int | None
+    loss_pct: float | None
+    duplicates: int
+    out_of_order: int
+    jitter_ms: float | None        #: RFC 3550 estimate at the end of the call
+    jitter_mean_ms: float | None
+    jitter_max_ms: float | None
+    rtt_ms: float | None           #: median echo round trip (echo mode)
+    rtt_max_ms: float | None
+    rtt_samples: int
+    ping_rtt_ms: float | None      #: median IAX2 PING/LAGRQ round trip, if the runner fed any
+    delay_ms: float | None         #: one-way delay used by the E-model
+    r_factor: float | None
+    mos: float | None
+    audio: str                     #: verified|crossed|one_way|silent|unverified|n/a
+    audio_verified: bool
+    audio_crossed: bool
+    audio_one_way: bool
+    audio_silent: bool
+    audio_windows: int
+    own_windows: int
+    crossed_windows: int
+    crossed_from: int | None       #: signature id seen most often among foreign windows
+    milliwatt_windows: int
+    silent_frames: int
+    tx_pps: float | None
+    rx_pps: float | None
+    tx_bytes_per_s: float | None
+    rx_bytes_per_s: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The live per-call accumulator
+# ---------------------------------------------------------------------------------------------
+
+_MASK64: Final = (1 << 64) - 1
+_CARRY_FRAMES: Final = 5          # > marker length: a marker cut by a batch edge is seen next time
+_ANALYZE_MIN_FRAMES: Final = 25   # analyse when at least 0.5 s of audio is pending
+_PENDING_LIMIT: Final = 200       # analyse inline if the runner never calls analyze()
+
+
+class CallStats:
+    """Live statistics of one call.  Not thread-safe; one event loop drives it."""
+
+    __slots__ = (
+        "_ana_windows", "_carry", "_mask", "_max_ts", "_min_ts", "_pending", "_transit", "audio",
+        "bpl", "cause", "cause_code", "codec", "detector", "duplicates", "frame_ms", "index",
+        "jb_factor", "jitter", "jitter_max", "jitter_sum", "mode", "out_of_order", "outcome",
+        "payloads", "ping_rtts", "rtts", "rx_bytes", "rx_codec", "rx_frames", "signature",
+        "snap_expected", "snap_lost", "t_accept", "t_answer", "t_end", "t_first_rx",
+        "t_first_tx", "t_last_rx", "t_last_tx", "t_new", "t_ringing", "tx_bytes", "tx_frames",
+        "tx_marks",
+    )
+
+    #: a call is "silent" when at least this share of its received frames (and >= 5) were silence
+    SILENT_SHARE = 0.05
+    #: foreign-signature windows needed to call a call "crossed" (count and share of windows)
+    CROSSED_MIN = 2
+    CROSSED_SHARE = 0.05
+    #: share of examined windows that must carry our signature (echo) or 1004 Hz (tone)
+    VERIFY_SHARE = 0.5
+
+    def __init__(self, index: int, *, mode: Mode = "echo", codec: sig.Codec = "ulaw",
+                 rx_codec: sig.Codec | None = None, frame_ms: int = sig.FRAME_MS,
+                 plan: sig.SignaturePlan | None = None, detector: sig.Detector | None = None,
+                 bpl: float = BPL_PLC, jb_factor: float = JB_FACTOR,
+                 analysis_windows: int | None = None) -> None:
+        self.index = index
+        self.mode: Mode = mode
+        self.codec: sig.Codec = codec
+        self.rx_codec: sig.Codec = rx_codec or codec
+        self.frame_ms = frame_ms
+        self.bpl = bpl
+        self.jb_factor = jb_factor
+        if mode == "none":
+            self.signature: sig.Signature | None = None
+            self.payloads: list[bytes] = []
+            self.detector: sig.Detector | None = None
+        else:
+            plan = plan or (detector.plan if detector else sig.default_plan())
+            self.detector = detector or sig.Detector(plan)
+            self.signature = plan.signature(index)
+            self.payloads = plan.payloads(index, codec)
+        self._ana_windows = analysis_windows
+        # setup
+        self.t_new: float | None = None
+        self.t_accept: float | None = None
+        self.t_ringing: float | None = None
+        self.t_answer: float | None = None
+        self.t_end: float | None = None
+        self.outcome: str | None = None
+        self.cause: str | None = None
+        self.cause_code: int | None = None
+        # tx
+        self.tx_frames = 0
+        self.tx_bytes = 0
+        self.t_first_tx: float | None = None
+        self.t_last_tx = 0.0
+        self.tx_marks: deque[float] = deque(maxlen=8)
+        # rx
+        self.rx_frames = 0
+        self.rx_bytes = 0
+        self.t_first_rx: float | None = None
+        self.t_last_rx = 0.0
+        self.duplicates = 0
+        self.out_of_order = 0
+        self.jitter = 0.0
+        self.jitter_max = 0.0
+        self.jitter_sum = 0.0
+        self._transit = 0.0
+        self._max_ts = 0
+        self._min_ts = 0
+        self._mask = 0
+        self.snap_expected = 0
+        self.snap_lost = 0
+        # audio
+        self._pending: list[tuple[int, float, bytes]] = []
+        self._carry: list[tuple[int, float, bytes]] = []
+        self.audio = sig.Analysis()
+        self.rtts: list[float] = []
+        self.ping_rtts: list[float] = []
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def on_setup_event(self, event: str, t_s: float, cause: str | None = None,
+                       cause_code: int | None = None) -> None:
+        """Record a signalling event: NEW, ACCEPT, RINGING, ANSWER, or a failure
+        (REJECT, BUSY, CONGESTION, HANGUP, TIMEOUT, NO_ANSWER, ERROR) with its cause."""
+        ev = event.upper()
+        if ev == "NEW":
+            self.t_new = t_s
+        elif ev == "ACCEPT":
+            self.t_accept = self.t_accept if self.t_accept is not None else t_s
+        elif ev in ("RINGING", "RING"):
+            self.t_ringing = self.t_ringing if self.t_ringing is not None else t_s
+        elif ev in ("ANSWER", "ANSWERED"):
+            if self.t_answer is None and self.outcome is None:
+                self.t_answer = t_s
+                self.outcome = "ANSWERED"
+        elif ev in _FAIL_EVENTS:
+            if self.outcome is None:
+                self.outcome = ev
+                self.cause, self.cause_code = cause, cause_code
+            elif self.outcome == "ANSWERED" and self.cause is None:
+                self.cause, self.cause_code = cause, cause_code   # how the answered call ended
+        else:
+            raise ValueError(f"unknown setup event {event!r}")
+
+    # -- media: the per-frame paths -----------------------------------------------------------
+
+    def on_tx(self, ts_ms: int, now_s: float) -> bytes:
+        """Count one sent voice frame and return its payload (the signature cycle position for
+        media timestamp ``ts_ms``)."""
+        self.tx_frames += 1
+        self.t_last_tx = now_s
+        if self.t_first_tx is None:
+            self.t_first_tx = now_s
+        payloads = self.payloads
+        if not payloads:
+            return b""
+        i = (ts_ms // self.frame_ms) % len(payloads)
+        if i == 0:
+            self.tx_marks.append(now_s)
+        p = payloads[i]
+        self.tx_bytes += len(p)
+        return p
+
+    def count_tx(self, nbytes: int, now_s: float) -> None:
+        """Count a sent frame whose payload the runner made itself."""
+        self.tx_frames += 1
+        self.tx_bytes += nbytes
+        self.t_last_tx = now_s
+        if self.t_first_tx is None:
+            self.t_first_tx = now_s
+
+    def on_rx(self, ts_ms: int, arrival_s: float, payload: bytes) -> None:
+        """One received voice frame: unwrapped media timestamp (ms), local arrival time (s)."""
+        n = self.rx_frames = self.rx_frames + 1
+        self.rx_bytes += len(payload)
+        self.t_last_rx = arrival_s
+        transit = arrival_s * 1000.0 - ts_ms
+        if n == 1:
+            self.t_first_rx = arrival_s
+            self._max_ts = self._min_ts = ts_ms
+            self._mask = 1
+        else:
+            d = transit - self._transit
+            if d < 0.0:
+                d = -d
+            j = self.jitter + (d - self.jitter) * 0.0625
+            self.jitter = j
+            self.jitter_sum += j
+            if j > self.jitter_max:
+                self.jitter_max = j
+            fm = self.frame_ms
+            hi = self._max_ts
+            if ts_ms > hi:
+                k = (ts_ms - hi + (fm >> 1)) // fm
+                self._mask = ((self._mask << k) | 1) & _MASK64 if k < 64 else 1
+                self._max_ts = ts_ms
+            else:
+                i = (hi - ts_ms + (fm >> 1)) // fm
+                if i < 64:
+                    bit = 1 << i
+                    if self._mask & bit:
+                        self.duplicates += 1
+                    else:
+                        self._mask |= bit
+                        self.out_of_order += 1
+                else:
+                    self.out_of_order += 1
+                if ts_ms < self._min_ts:
+                    self._min_ts = ts_ms
+        self._transit = transit
+        if self.detector is not None:
+            pend = self._pending
+            pend.append((ts_ms, arrival_s, payload))
+            if len(pend) >= _PENDING_LIMIT:
+                self.analyze()
+
+    def on_rtt(self, rtt_ms: float) -> None:
+        """An IAX2 PING/PONG or LAGRQ/LAGRP round trip (ms); used when there is no echo."""
+        self.ping_rtts.append(rtt_ms)
+
+    # -- derived figures --------------------------------------------------------------------
+
+    @property
+    def expected(self) -> int:
+        if not self.rx_frames:
+            return 0
+        fm = self.frame_ms
+        return (self._max_ts - self._min_ts + (fm >> 1)) // fm + 1
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.expected - (self.rx_frames - self.duplicates))
+
+    @property
+    def loss_pct(self) -> float | None:
+        exp = self.expected
+        return 100.0 * self.lost / exp if exp else None
+
+    @property
+    def jitter_mean(self) -> float | None:
+        return self.jitter_sum / (self.rx_frames - 1) if self.rx_frames > 1 else None
+
+    def rtt_estimate(self) -> float | None:
+        """Median echo RTT (ms), else median PING RTT, else None."""
+        if self.rtts:
+            return statistics.median(self.rtts)
+        if self.ping_rtts:
+            return statistics.median(self.ping_rtts)
+        return None
+
+    def quality(self) -> tuple[float | None, float | None, float | None]:
+        """(one-way delay ms, R, MOS) from what is known now; all None without received media."""
+        loss = self.loss_pct
+        if loss is None:
+            return None, None, None
+        delay = one_way_delay_ms(self.rtt_estimate(), self.jitter_mean, self.jb_factor)
+        r = r_factor(loss, delay, bpl=self.bpl)
+        return delay, r, mos_from_r(r)
+
+    # -- batch audio analysis --------------------------------------------------------------
+
+    def analyze(self, final: bool = False) -> None:
+        """Analyse the audio received since the last call (cheap no-op when little is pending)."""
+        pend = self._pending
+        det = self.detector
+        if det is None or not pend or (len(pend) < _ANALYZE_MIN_FRAMES and not final):
+            return
+        self._pending = []
+        carry = self._carry
+        ncarry = len(carry)
+        batch = carry + pend
+        n = len(batch)
+        size = len(batch[0][2])
+        if size == 0 or any(len(b[2]) != size for b in batch):
+            batch = [b for b in batch if len(b[2]) == size] if size else []
+            n = len(batch)
+            ncarry = min(ncarry, n)
+            if not n or not size:
+                return
+        raw = sig.decode(b"".join(map(itemgetter(2), batch)), self.rx_codec)
+        pcm_frames = raw.astype(np.float64).reshape(n, size)
+        fresh = pcm_frames[ncarry:]
+        res = sig.Analysis(frames=len(fresh))
+        res.silent_frames = det.frame_silence(fresh.reshape(-1))
+        # place the frames by timestamp (lost frames stay zero)
+        ts = np.fromiter(map(itemgetter(0), batch), dtype=np.int64, count=n)
+        order = np.argsort(ts, kind="stable")
+        ts = ts[order]
+        spms = sig.RATE // 1000
+        offsets = (ts - ts[0]) * spms
+        limit = 4 * sig.RATE
+        keep = offsets + size <= limit
+        offsets, order = offsets[keep], order[keep]
+        total = int(offsets[-1]) + size
+        if total == len(order) * size and np.array_equal(offsets, np.arange(len(order)) * size):
+            pcm = pcm_frames[order].reshape(-1)
+        else:
+            pcm = np.zeros(total, dtype=np.float64)
+            idx = (offsets[:, None] + np.arange(size)).reshape(-1)
+            pcm[idx] = pcm_frames[order].reshape(-1)
+        carry_end = 0
+        if ncarry:
+            carry_end = min(total, int((carry[-1][0] - int(ts[0])) * spms) + size)
+        own = self.signature.sid if self.signature else None
+        if self.mode == "tone":
+            own = None
+        tone = det.tones(pcm[carry_end:], own, self._ana_windows)
+        res.windows, res.own, res.crossed = tone.windows, tone.own, tone.crossed
+        res.milliwatt, res.others = tone.milliwatt, tone.others
+        self.audio.add(res)
+        if self.mode == "echo" and tone.own > tone.crossed and self.tx_marks:
+            self._echo_rtts(det.markers(pcm), carry_end, batch, int(ts[0]))
+        # keep the newest frames for the next batch (timestamp order)
+        last = sorted(batch[-_CARRY_FRAMES:] if n > _CARRY_FRAMES else batch, key=itemgetter(0))
+        self._carry = [] if final else last
+
+    def _echo_rtts(self, onsets: list[int], carry_end: int,
+                   batch: list[tuple[int, float, bytes]], ts0: int) -> None:
+        if not onsets:
+            return
+        mlen = sig.MARKER_SAMPLES
+        # local clock = media time + median transit of this batch (robust to jitter)
+        offset = statistics.median(at - t / 1000.0 for t, at, _ in batch)
+        marks = self.tx_marks
+        for j in onsets:
+            if j + mlen <= carry_end:
+                continue            # seen in the previous batch
+            local = (ts0 + j / (sig.RATE / 1000)) / 1000.0 + offset
+            sent = [m for m in marks if m <= local + 0.010]
+            if sent:
+                self.rtts.append(max(0.0, (local - sent[-1]) * 1000.0))
+
+    # -- end -------------------------------------------------------------------------------
+
+    def audio_flags(self) -> dict[str, bool]:
+        """verified / crossed / one_way / silent, from what was analysed so far."""
+        a = self.audio
+        expect = self.mode != "none" and self.outcome == "ANSWERED" and self.tx_frames > 0
+        one_way = expect and (self.rx_frames == 0 or (a.frames > 0 and a.silent_frames == a.frames))
+        crossed = (a.crossed >= self.CROSSED_MIN and a.windows > 0
+                   and a.crossed >= self.CROSSED_SHARE * a.windows)
+        silent = (expect and not one_way and a.silent_frames >= 5
+                  and a.silent_frames >= self.SILENT_SHARE * a.frames)
+        hits = a.own if self.mode == "echo" else a.milliwatt
+        verified = (expect and not one_way and not crossed and hits > 0
+                    and hits >= self.VERIFY_SHARE * a.windows)
+        return {"verified": verified, "crossed": crossed, "one_way": one_way, "silent": silent}
+
+    def finish(self, t_s: float, outcome: str | None = None, cause: str | None = None,
+               cause_code: int | None = None) -> CallRecord:
+        """End the call (analysing what audio is left) and return its record.
+
+        Without an explicit outcome an unanswered call is NO_ANSWER if it was accepted and
+        TIMEOUT if nothing came back."""
+        self.t_end = t_s
+        if outcome is not None:
+            self.on_setup_event(outcome, t_s, cause, cause_code)
+        if self.outcome is None:
+            self.outcome = "NO_ANSWER" if self.t_accept is not None else "TIMEOUT"
+        self.analyze(final=True)
+        return self.record()
+
+    def record(self, now_s: float | None = None) -> CallRecord:
+        """The call's figures now (``finish`` calls this at the end)."""
+        end = self.t_end if self.t_end is not None else now_s
+
+        def since_new(t: float | None) -> float | None:
+            if t is None or self.t_new is None:
+                return None
+            return (t - self.t_new) * 1000.0
+
+        delay, r, mos = self.quality()
+        flags = self.audio_flags()
+        a = self.audio
+        if self.mode == "none" or self.outcome != "ANSWERED":
+            verdict = "n/a"
+        else:
+            verdict = next((k for k in ("one_way", "crossed", "silent", "verified") if flags[k]),
+                           "unverified")
+        crossed_from = max(a.others, key=a.others.__getitem__) if a.others else None
+        rtts = self.rtts
+        tx_span = (self.t_last_tx - self.t_first_tx) if self.t_first_tx is not None else 0.0
+        rx_span = (self.t_last_rx - self.t_first_rx) if self.t_first_rx is not None else 0.0
+        # frames are sent at the start of their 20 ms: n frames cover n x 20 ms
+        tx_dur = tx_span + self.frame_ms / 1000.0 if self.tx_frames else 0.0
+        rx_dur = rx_span + self.frame_ms / 1000.0 if self.rx_frames else 0.0
+        ping = statistics.median(self.ping_rtts) if self.ping_rtts else None
+        return CallRecord(
+            index=self.index, mode=self.mode,
+            signature=self.signature.sid if self.signature else None,
+            f1_hz=self.signature.f1 if self.signature else None,
+            f2_hz=self.signature.f2 if self.signature else None,
+            outcome=self.outcome or "IN_PROGRESS", cause=self.cause, cause_code=self.cause_code,
+            start_s=self.t_new,
+            accept_ms=since_new(self.t_accept), ringing_ms=since_new(self.t_ringing),
+            answer_ms=since_new(self.t_answer),
+            duration_s=(end - self.t_answer) if self.t_answer is not None and end else None,
+            tx_frames=self.tx_frames, tx_bytes=self.tx_bytes,
+            rx_frames=self.rx_frames, rx_bytes=self.rx_bytes,
+            expected=self.expected if self.rx_frames else None,
+            lost=self.lost if self.rx_frames else None, loss_pct=self.loss_pct,
+            duplicates=self.duplicates, out_of_order=self.out_of_order,
+            jitter_ms=self.jitter if self.rx_frames > 1 else None,
+            jitter_mean_ms=self.jitter_mean,
+            jitter_max_ms=self.jitter_max if self.rx_frames > 1 else None,
+            rtt_ms=statistics.median(rtts) if rtts else None,
+            rtt_max_ms=max(rtts) if rtts else None, rtt_samples=len(rtts),
+            ping_rtt_ms=ping, delay_ms=delay, r_factor=r, mos=mos,
+            audio=verdict, audio_verified=flags["verified"], audio_crossed=flags["crossed"],
+            audio_one_way=flags["one_way"], audio_silent=flags["silent"],
+            audio_windows=a.windows, own_windows=a.own, crossed_windows=a.crossed,
+            crossed_from=crossed_from, milliwatt_windows=a.milliwatt,
+            silent_frames=a.silent_frames,
+            tx_pps=self.tx_frames / tx_dur if tx_dur > 0 else None,
+            rx_pps=self.rx_frames / rx_dur if rx_dur > 0 else None,
+            tx_bytes_per_s=self.tx_bytes / tx_dur if tx_dur > 0 else None,
+            rx_bytes_per_s=self.rx_bytes / rx_dur if rx_dur > 0 else None,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Trunk / datagram counters (fed by the runner's socket layer)
+# ---------------------------------------------------------------------------------------------
+
+MINI_HEADER: Final = 4
+IPV4_UDP_OVERHEAD: Final = 28
+
+
+class TrunkCounters:
+    """Datagrams and bytes each way, split into full, mini and trunk (meta) datagrams.
+
+    ``saving()`` compares with what the same voice frames would have cost as one mini frame per
+    datagram: packets and wire bytes (UDP payload + IPv4/UDP headers)."""
+
+    __slots__ = ("bytes", "datagrams", "kinds", "subframes", "trunk_bytes", "voice_bytes")
+
+    def __init__(self) -> None:
+        self.datagrams = {"tx": 0, "rx": 0}
+        self.bytes = {"tx": 0, "rx": 0}
+        #: (direction, kind) -> datagrams; kind is "full", "mini" or "trunk"
+        self.kinds: dict[tuple[str, str], int] = {}
+        #: trunk datagrams only: their bytes, voice sub-frames and the sub-frames' payload bytes
+        self.trunk_bytes = {"tx": 0, "rx": 0}
+        self.subframes = {"tx": 0, "rx": 0}
+        self.voice_bytes = {"tx": 0, "rx": 0}
+
+    def add(self, direction: Literal["tx", "rx"], nbytes: int, kind: str = "mini",
+            subframes: int = 0, voice_bytes: int = 0) -> None:
+        """One datagram of ``nbytes`` UDP payload; for a trunk datagram also how many voice
+        sub-frames it carried and their total payload bytes (without sub-frame headers)."""
+        self.datagrams[direction] += 1
+        self.bytes[direction] += nbytes
+        key = (direction, kind)
+        self.kinds[key] = self.kinds.get(key, 0) + 1
+        if kind == "trunk":
+            self.trunk_bytes[direction] += nbytes
+            self.subframes[direction] += subframes
+            self.voice_bytes[direction] += voice_bytes
+
+    def copy(self) -> TrunkCounters:
+        c = TrunkCounters()
+        c.datagrams, c.bytes, c.kinds = dict(self.datagrams), dict(self.bytes), dict(self.kinds)
+        c.trunk_bytes, c.subframes = dict(self.trunk_bytes), dict(self.subframes)
+        c.voice_bytes = dict(self.voice_bytes)
+        return c
+
+    def saving(self, direction: Literal["tx", "rx"] = "tx",
+               ip_overhead: int = IPV4_UDP_OVERHEAD) -> dict[str, float | None]:
+        """Datagram and wire-byte saving (%) of trunking versus one mini frame per voice frame;
+        None when no trunk datagram went that way."""
+        trunk = self.kinds.get((direction, "trunk"), 0)
+        if not trunk:
+            return {"datagrams_pct": None, "bytes_pct": None}
+        sub = self.subframes[direction]
+        actual_dg = self.datagrams[direction]
+        actual_b = self.bytes[direction] + ip_overhead * actual_dg
+        mini_dg = actual_dg - trunk + sub
+        mini_b = (self.bytes[direction] - self.trunk_bytes[direction] + self.voice_bytes[direction]
+                  + MINI_HEADER * sub + ip_overhead * mini_dg)
+        return {
+            "datagrams_pct": 100.0 * (1.0 - actual_dg / mini_dg) if mini_dg else None,
+            "bytes_pct": 100.0 * (1.0 - actual_b / mini_b) if mini_b else None,
+        }

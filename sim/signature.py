@@ -1,0 +1,375 @@
+"""Per-call audio signatures: what each load-test call sends, and batch detection of what came back.
+
+Every call sends a one-second cycle of 50 G.711 frames (20 ms, 160 samples each):
+
+* a **tone pair** (f1, f2) taken from a grid of 25 Hz DFT bins between 400 and 3300 Hz.  The grid
+  leaves out everything within 75 Hz of the Milliwatt tone (1004 Hz) and its harmonics (2008 and
+  3012 Hz), and the two tones of a pair are at least 100 Hz apart.  That gives a few thousand
+  distinct pairs (:attr:`SignaturePlan.capacity`), assigned to call indices in a fixed shuffled
+  order so that neighbouring calls get unrelated pairs;
+* a **timing marker**: the first 80 ms of every cycle are a linear chirp (300 -> 3300 Hz) instead
+  of the pair.  The chirp has a sharp autocorrelation, so in echo mode its arrival time gives the
+  echo round trip (unambiguous up to the cycle length, 1 s).
+
+Every tone has an integer frequency, so the cycle is phase-continuous when it repeats, and every
+grid tone has a whole number of periods in a 320-sample analysis window: on a clean window the DFT
+puts all of a tone's energy in its own bin.  Both survive G.711 µ-law, A-law and µ-law <-> A-law
+transcoding (the quantisation noise is ~35 dB below the tones).
+
+The payload cycle is encoded once per call (:meth:`SignaturePlan.payloads`); sending is a list
+index.  Detection (:class:`Detector`) runs in batch with numpy on about one second of received
+audio at a time, never per packet.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+Codec = Literal["ulaw", "alaw"]
+Int16Array = npt.NDArray[np.int16]
+FloatArray = npt.NDArray[np.float64]
+
+RATE = 8000                   #: samples per second (G.711)
+FRAME_SAMPLES = 160           #: samples per 20 ms frame
+FRAME_MS = 20
+CYCLE_FRAMES = 50             #: frames per signature cycle (1 s)
+CYCLE_SAMPLES = CYCLE_FRAMES * FRAME_SAMPLES
+WINDOW = 320                  #: analysis window (40 ms): 25 Hz bins
+MARKER_SAMPLES = 640          #: chirp length (80 ms)
+MILLIWATT_HZ = 1004.0
+TONE_AMPLITUDE = 7000.0       #: per tone; the pair peaks at 14,000 (-7 dBFS)
+MARKER_AMPLITUDE = 12000.0
+SILENCE_RMS = 80.0            #: below this (int16 RMS, about -52 dBFS) a frame counts as silent
+
+
+# ---------------------------------------------------------------------------------------------
+# G.711: bit-exact numpy lookup tables (ITU-T G.711, as in the Sun reference g711.c).  Used for
+# batch decoding and as the fallback encoder when ``iaxgw._core.g711`` is not available.
+# ---------------------------------------------------------------------------------------------
+
+_SEG_UEND = (0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF)
+_SEG_AEND = (0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF)
+
+
+def _seg(value: int, ends: tuple[int, ...]) -> int:
+    for i, end in enumerate(ends):
+        if value <= end:
+            return i
+    return 8
+
+
+def _linear2ulaw(pcm: int) -> int:
+    pcm >>= 2
+    if pcm < 0:
+        pcm, mask = -pcm, 0x7F
+    else:
+        mask = 0xFF
+    pcm = min(pcm, 8159) + 0x21
+    seg = _seg(pcm, _SEG_UEND)
+    if seg >= 8:
+        return 0x7F ^ mask
+    return ((seg << 4) | ((pcm >> (seg + 1)) & 0xF)) ^ mask
+
+
+def _ulaw2linear(u: int) -> int:
+    u = ~u & 0xFF
+    t = (((u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4)
+    return 0x84 - t if u & 0x80 else t - 0x84
+
+
+def _linear2alaw(pcm: int) -> int:
+    pcm >>= 3
+    if pcm >= 0:
+        mask = 0xD5
+    else:
+        mask, pcm = 0x55, -pcm - 1
+    seg = _seg(pcm, _SEG_AEND)
+    if seg >= 8:
+        return 0x7F ^ mask
+    aval = seg << 4
+    aval |= (pcm >> 1) & 0xF if seg < 2 else (pcm >> seg) & 0xF
+    return aval ^ mask
+
+
+def _alaw2linear(a: int) -> int:
+    a ^= 0x55
+    t = (a & 0xF) << 4
+    seg = (a & 0x70) >> 4
+    if seg == 0:
+        t += 8
+    elif seg == 1:
+        t += 0x108
+    else:
+        t = (t + 0x108) << (seg - 1)
+    return t if a & 0x80 else -t
+
+
+@functools.cache
+def _tables() -> dict[str, npt.NDArray[np.int16] | npt.NDArray[np.uint8]]:
+    lin = range(-32768, 32768)
+    return {
+        "ulaw_dec": np.array([_ulaw2linear(i) for i in range(256)], dtype=np.int16),
+        "alaw_dec": np.array([_alaw2linear(i) for i in range(256)], dtype=np.int16),
+        # indexed by (int16 value + 32768)
+        "ulaw_enc": np.array([_linear2ulaw(x) for x in lin], dtype=np.uint8),
+        "alaw_enc": np.array([_linear2alaw(x) for x in lin], dtype=np.uint8),
+    }
+
+
+def decode(data: bytes, codec: Codec) -> Int16Array:
+    """Decode G.711 bytes to int16 samples (one numpy lookup; call it on whole windows)."""
+    table = _tables()["ulaw_dec" if codec == "ulaw" else "alaw_dec"]
+    out: Int16Array = table[np.frombuffer(data, dtype=np.uint8)]  # type: ignore[assignment]
+    return out
+
+
+def encode(pcm: Int16Array, codec: Codec) -> bytes:
+    """Encode int16 samples to G.711 bytes (numpy lookup)."""
+    table = _tables()["ulaw_enc" if codec == "ulaw" else "alaw_enc"]
+    idx = pcm.astype(np.int32) + 32768
+    return bytes(table[idx].tobytes())
+
+
+def transcode(data: bytes, src: Codec, dst: Codec) -> bytes:
+    """What a PBX bridging a µ-law leg to an A-law leg does to the audio (via linear)."""
+    return encode(decode(data, src), dst)
+
+
+def _core_encoder(codec: Codec) -> object | None:
+    """``iaxgw._core.g711``'s encoder when it is importable (same output; compiled is faster)."""
+    try:
+        from iaxgw._core import g711  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+    return getattr(g711, f"{codec}_encode", None)
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan: call index -> signature -> payload cycle
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """The tone pair of one call.  ``sid`` is the call index modulo the plan's capacity."""
+
+    sid: int
+    f1: int
+    f2: int
+
+
+def _marker() -> FloatArray:
+    n = np.arange(MARKER_SAMPLES, dtype=np.float64)
+    f0, f1 = 300.0, 3300.0
+    dur = MARKER_SAMPLES / RATE
+    phase = 2 * math.pi * (f0 * n / RATE + (f1 - f0) / (2 * dur) * (n / RATE) ** 2)
+    ramp = np.minimum(1.0, np.minimum(n, MARKER_SAMPLES - 1 - n) / 40.0)   # 5 ms fades
+    out: FloatArray = MARKER_AMPLITUDE * ramp * np.sin(phase)
+    return out
+
+
+class SignaturePlan:
+    """Maps call indices to tone pairs and builds each call's encoded payload cycle."""
+
+    def __init__(self, *, min_hz: int = 400, max_hz: int = 3300, guard_hz: int = 75,
+                 min_separation_hz: int = 100, seed: int = 0x1A2) -> None:
+        step = RATE // WINDOW   # 25 Hz: one DFT bin of the analysis window
+        avoid = (MILLIWATT_HZ, 2 * MILLIWATT_HZ, 3 * MILLIWATT_HZ)
+        grid = [f for f in range(min_hz, max_hz + 1, step)
+                if all(abs(f - h) >= guard_hz for h in avoid)]
+        pairs = [(a, b) for i, a in enumerate(grid) for b in grid[i + 1:]
+                 if b - a >= min_separation_hz]
+        order = np.random.default_rng(seed).permutation(len(pairs))
+        self.grid: tuple[int, ...] = tuple(grid)
+        self.pairs: tuple[tuple[int, int], ...] = tuple(pairs[i] for i in order)
+        self.capacity = len(self.pairs)
+        #: DFT bin (of a WINDOW-sample window) of each grid frequency
+        self.grid_bins: npt.NDArray[np.intp] = np.array([f // step for f in grid], dtype=np.intp)
+        g = len(grid)
+        pos = {f: i for i, f in enumerate(grid)}
+        #: (grid index a * G + grid index b), a < b  ->  signature id, or -1
+        self.pair_lookup: npt.NDArray[np.int32] = np.full(g * g, -1, dtype=np.int32)
+        for sid, (a, b) in enumerate(self.pairs):
+            self.pair_lookup[pos[a] * g + pos[b]] = sid
+        self.marker: FloatArray = _marker()
+
+    def signature(self, call_index: int) -> Signature:
+        sid = call_index % self.capacity
+        f1, f2 = self.pairs[sid]
+        return Signature(sid, f1, f2)
+
+    def pcm_cycle(self, call_index: int) -> Int16Array:
+        """The 1 s linear cycle of a call: marker chirp, then the tone pair."""
+        sig = self.signature(call_index)
+        t = np.arange(CYCLE_SAMPLES, dtype=np.float64) / RATE
+        pcm = TONE_AMPLITUDE * (np.sin(2 * math.pi * sig.f1 * t)
+                                + np.sin(2 * math.pi * sig.f2 * t))
+        pcm[:MARKER_SAMPLES] = self.marker
+        out: Int16Array = np.round(pcm).astype(np.int16)
+        return out
+
+    def payloads(self, call_index: int, codec: Codec = "ulaw") -> list[bytes]:
+        """The call's 50 encoded 20 ms payloads; frame with media timestamp ``ts`` sends
+        ``payloads[(ts // 20) % 50]``."""
+        pcm = self.pcm_cycle(call_index)
+        enc = _core_encoder(codec)
+        data = enc(pcm.tobytes()) if callable(enc) else encode(pcm, codec)
+        return [bytes(data[i:i + FRAME_SAMPLES]) for i in range(0, len(data), FRAME_SAMPLES)]
+
+    def silence(self, codec: Codec = "ulaw") -> bytes:
+        """One 20 ms frame of digital silence."""
+        return encode(np.zeros(FRAME_SAMPLES, dtype=np.int16), codec)
+
+
+@functools.cache
+def default_plan() -> SignaturePlan:
+    """The plan every load test uses unless told otherwise (build cost ~50 ms, then cached)."""
+    return SignaturePlan()
+
+
+# ---------------------------------------------------------------------------------------------
+# Detection
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Analysis:
+    """What one batch of received audio contained (40 ms windows unless stated)."""
+
+    frames: int = 0                 #: received frames analysed
+    silent_frames: int = 0          #: of those, frames below :data:`SILENCE_RMS`
+    windows: int = 0                #: non-silent windows examined
+    own: int = 0                    #: windows carrying our own tone pair
+    crossed: int = 0                #: windows carrying another call's tone pair
+    milliwatt: int = 0              #: windows dominated by 1004 Hz
+    others: dict[int, int] = field(default_factory=dict)   #: foreign signature id -> windows
+    markers: list[int] = field(default_factory=list)       #: marker onsets (sample offsets)
+
+    def add(self, other: Analysis) -> None:
+        self.frames += other.frames
+        self.silent_frames += other.silent_frames
+        self.windows += other.windows
+        self.own += other.own
+        self.crossed += other.crossed
+        self.milliwatt += other.milliwatt
+        for k, v in other.others.items():
+            self.others[k] = self.others.get(k, 0) + v
+
+
+@functools.cache
+def _fast_len(n: int) -> int:
+    """Smallest 5-smooth integer >= n (a fast FFT size)."""
+    best = 1 << max(0, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            p = p35
+            while p < n:
+                p *= 2
+            best = min(best, p)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+class Detector:
+    """Batch detector for one plan: tone pairs, the Milliwatt tone, silence and timing markers."""
+
+    #: a window carries a tone pair when its two strongest grid bins each hold at least
+    #: ``PAIR_EACH`` and together ``PAIR_SUM`` of the window's energy
+    PAIR_EACH = 0.2
+    PAIR_SUM = 0.7
+    MILLIWATT_MIN = 0.7
+    MARKER_NCC = 0.5
+
+    def __init__(self, plan: SignaturePlan | None = None) -> None:
+        self.plan = plan or default_plan()
+        n = np.arange(WINDOW, dtype=np.float64)
+        self._mw = np.exp(-2j * math.pi * MILLIWATT_HZ * n / RATE)
+        m = self.plan.marker
+        self._marker_norm = float(np.sqrt(np.dot(m, m)))
+        self._marker_spec: dict[int, npt.NDArray[np.complex128]] = {}
+
+    def frame_silence(self, pcm: FloatArray) -> int:
+        """Number of whole 160-sample frames in ``pcm`` whose RMS is below SILENCE_RMS."""
+        nfr = len(pcm) // FRAME_SAMPLES
+        if not nfr:
+            return 0
+        fr = pcm[: nfr * FRAME_SAMPLES].reshape(nfr, FRAME_SAMPLES)
+        ms = np.einsum("ij,ij->i", fr, fr) / FRAME_SAMPLES
+        return int(np.count_nonzero(ms < SILENCE_RMS * SILENCE_RMS))
+
+    def tones(self, pcm: FloatArray, own_sid: int | None,
+              max_windows: int | None = None) -> Analysis:
+        """Classify the non-silent 320-sample windows of ``pcm`` (contiguous audio).
+
+        ``max_windows`` examines only that many windows, spread evenly (to bound the cost)."""
+        res = Analysis()
+        nwin = len(pcm) // WINDOW
+        if not nwin:
+            return res
+        win = pcm[: nwin * WINDOW].reshape(nwin, WINDOW)
+        if max_windows is not None and nwin > max_windows:
+            win = win[np.linspace(0, nwin - 1, max_windows).astype(np.intp)]
+        energy = np.einsum("ij,ij->i", win, win)
+        loud = energy >= WINDOW * SILENCE_RMS * SILENCE_RMS
+        if not loud.any():
+            return res
+        win, energy = win[loud], energy[loud]
+        res.windows = len(win)
+        # fraction of each window's energy in one DFT bin: 2|X_k|^2 / N / sum(x^2)
+        spec = np.fft.rfft(win, axis=1)
+        scale = 2.0 / (WINDOW * energy)
+        grid = spec[:, self.plan.grid_bins]
+        frac = (grid.real ** 2 + grid.imag ** 2) * scale[:, None]
+        top = np.argpartition(frac, -2, axis=1)[:, -2:]
+        rows = np.arange(len(win))
+        p_a, p_b = frac[rows, top[:, 0]], frac[rows, top[:, 1]]
+        is_pair = (p_a >= self.PAIR_EACH) & (p_b >= self.PAIR_EACH) & (p_a + p_b >= self.PAIR_SUM)
+        lo, hi = np.minimum(top[:, 0], top[:, 1]), np.maximum(top[:, 0], top[:, 1])
+        sids = np.where(is_pair, self.plan.pair_lookup[lo * len(self.plan.grid) + hi], -1)
+        mw = win @ self._mw
+        mw_frac = (mw.real ** 2 + mw.imag ** 2) * scale
+        res.milliwatt = int(np.count_nonzero(mw_frac >= self.MILLIWATT_MIN))
+        found = sids[sids >= 0]
+        if own_sid is not None:
+            res.own = int(np.count_nonzero(found == own_sid))
+            found = found[found != own_sid]
+        res.crossed = len(found)
+        if len(found):
+            ids, counts = np.unique(found, return_counts=True)
+            res.others = {int(i): int(c) for i, c in zip(ids, counts)}
+        return res
+
+    def markers(self, pcm: FloatArray, max_markers: int = 3) -> list[int]:
+        """Sample offsets in ``pcm`` where a timing marker starts (normalised cross-correlation
+        with the chirp >= MARKER_NCC), earliest first."""
+        m = self.plan.marker
+        mlen = len(m)
+        if len(pcm) < mlen:
+            return []
+        nfft = _fast_len(len(pcm) + mlen - 1)
+        mspec = self._marker_spec.get(nfft)
+        if mspec is None:
+            mspec = self._marker_spec[nfft] = np.conj(np.fft.rfft(m, nfft))
+        corr = np.fft.irfft(np.fft.rfft(pcm, nfft) * mspec, nfft)
+        nvalid = len(pcm) - mlen + 1
+        corr = corr[:nvalid]
+        csum = np.concatenate(([0.0], np.cumsum(pcm * pcm)))
+        local = np.sqrt(np.maximum(csum[mlen:mlen + nvalid] - csum[:nvalid], 1e-9))
+        ncc = corr / (local * self._marker_norm)
+        out: list[int] = []
+        for _ in range(max_markers):
+            j = int(np.argmax(ncc))
+            if ncc[j] < self.MARKER_NCC:
+                break
+            out.append(j)
+            ncc[max(0, j - mlen): j + mlen] = 0.0
+        return sorted(out)
