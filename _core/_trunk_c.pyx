@@ -1,0 +1,395 @@
+# cython: language_level=3
+"""Compiled IAX2 trunk (meta) frame codec (iax2-facts §3); API in ``_trunk_c.pyi``.
+
+Twin: ``_trunk_py``.  Raw pointers are read only after explicit length checks.  The multiplexer
+writes all pending datagrams into one growing C buffer (8-byte header slots reserved) and slices
+``bytes`` out of it on ``flush``; it creates no Python object per entry.
+"""
+
+cimport cython
+from cpython.buffer cimport (
+    PyBUF_SIMPLE,
+    PyBuffer_Release,
+    PyObject_CheckBuffer,
+    PyObject_GetBuffer,
+)
+from cpython.bytes cimport (
+    PyBytes_AS_STRING,
+    PyBytes_CheckExact,
+    PyBytes_FromStringAndSize,
+    PyBytes_GET_SIZE,
+)
+from cpython.list cimport PyList_New
+from cpython.long cimport PyLong_Check
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from libc.string cimport memcpy
+
+from iaxgw._core.errors import FrameError
+
+
+cdef extern from "Python.h":
+    long long PyLong_AsLongLongAndOverflow(object obj, int* overflow) except? -1
+    object PyMemoryView_FromObject(object obj)
+    Py_buffer* PyMemoryView_GET_BUFFER(object mview)
+
+
+META_TRUNK = 1
+HEADER_LEN = 8
+ENTRY_LEN = 4
+ENTRY_TS_LEN = 6
+MAX_PAYLOAD = 0xFFFF
+MAX_CALLNO = 0x7FFF
+MIN_MTU = 16
+MAX_MTU = 0xFFFF
+
+cdef enum:
+    _HDR = 8
+    _ENT = 4
+    _ENT_TS = 6
+    _MAX_PAYLOAD = 0xFFFF
+    _MAX_CALLNO = 0x7FFF
+    _MIN_MTU = 16
+    _MAX_MTU = 0xFFFF
+
+
+cdef inline unsigned int _rd16(const unsigned char* p) noexcept nogil:
+    return (<unsigned int>p[0] << 8) | p[1]
+
+
+cdef inline unsigned int _rd32(const unsigned char* p) noexcept nogil:
+    return ((<unsigned int>p[0] << 24) | (<unsigned int>p[1] << 16)
+            | (<unsigned int>p[2] << 8) | p[3])
+
+
+cdef inline void _wr16(unsigned char* p, unsigned int v) noexcept nogil:
+    p[0] = (v >> 8) & 0xFF
+    p[1] = v & 0xFF
+
+
+cdef inline long long _as_int(object value, const char* what, long long lo,
+                              long long hi) except? -1:
+    """``value`` as a C integer in lo..hi; TypeError if not an int, FrameError if out of range."""
+    cdef int overflow = 0
+    cdef long long v
+    if not PyLong_Check(value):
+        raise TypeError(f"{what.decode()} must be an int, not {type(value).__name__}")
+    v = PyLong_AsLongLongAndOverflow(value, &overflow)
+    if overflow or v < lo or v > hi:
+        raise FrameError(f"{what.decode()} {value} out of range {lo}..{hi}")
+    return v
+
+
+cdef object _byte_view(object data, str what):
+    """A 1-D unsigned-byte memoryview of ``data`` (TypeError / FrameError otherwise)."""
+    cdef Py_buffer* b
+    if not PyObject_CheckBuffer(data):
+        raise TypeError(f"{what} must be a bytes-like object, not {type(data).__name__}")
+    mv = PyMemoryView_FromObject(data)
+    b = PyMemoryView_GET_BUFFER(mv)
+    if b.ndim == 1 and b.itemsize == 1 and b.format != NULL and b.format[0] == b'B' \
+            and b.format[1] == 0:
+        return mv
+    if not mv.c_contiguous:
+        raise FrameError(f"{what} buffer is not C-contiguous")
+    return mv.cast("B")
+
+
+@cython.freelist(8)
+@cython.final
+cdef class TrunkFrame:
+    """A parsed trunk datagram (see the stub for the meaning of each attribute)."""
+
+    cdef public object trunk_ts
+    cdef public bint timestamps
+    cdef public list entries
+    cdef public bint truncated
+
+    def __init__(self, trunk_ts, bint timestamps, list entries, bint truncated):
+        self.trunk_ts = trunk_ts
+        self.timestamps = timestamps
+        self.entries = entries
+        self.truncated = truncated
+
+    def __eq__(self, other):
+        cdef TrunkFrame o
+        if not isinstance(other, TrunkFrame):
+            return NotImplemented
+        o = <TrunkFrame>other
+        return (self.trunk_ts == o.trunk_ts and self.timestamps == o.timestamps
+                and self.truncated == o.truncated and self.entries == o.entries)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return (f"TrunkFrame(trunk_ts={self.trunk_ts}, timestamps={self.timestamps}, "
+                f"entries={len(self.entries)}, truncated={self.truncated})")
+
+
+cdef TrunkFrame _parse(object data):
+    cdef const unsigned char* p
+    cdef Py_ssize_t n, pos, start, end
+    cdef unsigned int length, callno, ts
+    cdef unsigned char cmddata
+    cdef Py_buffer* b
+    cdef object mv = None
+    cdef list entries
+    cdef TrunkFrame frame
+    if PyBytes_CheckExact(data):
+        p = <const unsigned char*>PyBytes_AS_STRING(data)
+        n = PyBytes_GET_SIZE(data)
+    else:
+        mv = _byte_view(data, "trunk datagram")
+        b = PyMemoryView_GET_BUFFER(mv)
+        p = <const unsigned char*>b.buf
+        n = b.len
+    if n < _HDR:
+        raise FrameError(f"trunk datagram too short: {n} bytes, need 8", n)
+    if p[0] != 0 or p[1] != 0:
+        raise FrameError(
+            f"not a meta frame: first word is 0x{_rd16(p):04x}, not 0x0000", 0)
+    if p[2] & 0x80:
+        raise FrameError("not a meta frame: V bit set (video mini frame)", 2)
+    if p[2] != 1:
+        raise FrameError(f"meta command {p[2]} is not TRUNK (1)", 2)
+    cmddata = p[3]
+    if cmddata > 1:
+        raise FrameError(f"unknown trunk cmddata 0x{cmddata:02x} (expected 0 or 1)", 3)
+    frame = TrunkFrame.__new__(TrunkFrame)
+    frame.trunk_ts = _rd32(p + 4)
+    frame.timestamps = cmddata
+    frame.truncated = False
+    entries = []
+    frame.entries = entries
+    pos = _HDR
+    if n > pos and mv is None:
+        mv = PyMemoryView_FromObject(data)
+    if cmddata:
+        while pos < n:
+            if n - pos < _ENT_TS:
+                frame.truncated = True
+                break
+            length = _rd16(p + pos)
+            callno = _rd16(p + pos + 2) & _MAX_CALLNO
+            ts = _rd16(p + pos + 4)
+            start = pos + _ENT_TS
+            end = start + length
+            if end > n:
+                frame.truncated = True
+                break
+            entries.append((callno, ts, mv[start:end]))
+            pos = end
+    else:
+        while pos < n:
+            if n - pos < _ENT:
+                frame.truncated = True
+                break
+            callno = _rd16(p + pos) & _MAX_CALLNO
+            length = _rd16(p + pos + 2)
+            start = pos + _ENT
+            end = start + length
+            if end > n:
+                frame.truncated = True
+                break
+            entries.append((callno, None, mv[start:end]))
+            pos = end
+    return frame
+
+
+def parse_trunk(data):
+    """Parse one trunk meta datagram; payloads are memoryview slices of ``data``."""
+    return _parse(data)
+
+
+@cython.final
+cdef class TrunkMux:
+    """Buffer voice payloads of many calls; ``flush`` returns the trunk datagrams."""
+
+    cdef unsigned char* _buf
+    cdef Py_ssize_t _cap
+    cdef Py_ssize_t _len          # bytes used in _buf: all datagrams, header slots included
+    cdef Py_ssize_t* _starts      # offset of each datagram in _buf
+    cdef Py_ssize_t _nstarts
+    cdef Py_ssize_t _starts_cap
+    cdef Py_ssize_t _pending
+    cdef Py_ssize_t _entry_len
+    cdef readonly int mtu
+    cdef bint _timestamps
+
+    def __cinit__(self):
+        self._buf = NULL
+        self._starts = NULL
+
+    def __init__(self, mtu=1240, timestamps=False):
+        cdef long long m
+        if not PyLong_Check(mtu):
+            raise TypeError(f"mtu must be an int, not {type(mtu).__name__}")
+        m = _as_int(mtu, b"mtu", 0, _MAX_MTU)
+        if m != 0 and m < _MIN_MTU:
+            raise FrameError(f"mtu {m} out of range: 0 (no limit) or {_MIN_MTU}..{_MAX_MTU}")
+        self.mtu = <int>m
+        self._timestamps = bool(timestamps)
+        self._entry_len = _ENT_TS if self._timestamps else _ENT
+        self._len = 0
+        self._nstarts = 0
+        self._pending = 0
+        self._reserve(4096 if m == 0 else 4 * m)
+
+    def __dealloc__(self):
+        PyMem_Free(self._buf)
+        PyMem_Free(self._starts)
+
+    cdef int _reserve(self, Py_ssize_t need) except -1:
+        cdef Py_ssize_t cap = self._cap if self._cap else 1024
+        cdef unsigned char* nb
+        if need <= self._cap:
+            return 0
+        while cap < need:
+            cap *= 2
+        nb = <unsigned char*>PyMem_Realloc(self._buf, cap)
+        if nb == NULL:
+            raise MemoryError()
+        self._buf = nb
+        self._cap = cap
+        return 0
+
+    cdef int _open_datagram(self) except -1:
+        cdef Py_ssize_t* ns
+        cdef Py_ssize_t cap
+        if self._nstarts == self._starts_cap:
+            cap = self._starts_cap * 2 if self._starts_cap else 16
+            ns = <Py_ssize_t*>PyMem_Realloc(self._starts, cap * sizeof(Py_ssize_t))
+            if ns == NULL:
+                raise MemoryError()
+            self._starts = ns
+            self._starts_cap = cap
+        self._reserve(self._len + _HDR)
+        self._starts[self._nstarts] = self._len
+        self._nstarts += 1
+        self._len += _HDR
+        return 0
+
+    @property
+    def timestamps(self):
+        return self._timestamps
+
+    @property
+    def pending(self):
+        return self._pending
+
+    @property
+    def pending_bytes(self):
+        return self._len
+
+    cdef int _add(self, object callno, object ts, object payload) except -1:
+        cdef long long c = _as_int(callno, b"call number", 1, _MAX_CALLNO)
+        cdef long long t = _as_int(ts, b"timestamp", 0, 0xFFFFFFFF)
+        cdef Py_buffer view
+        if PyBytes_CheckExact(payload):
+            return self._append(c, t, <const unsigned char*>PyBytes_AS_STRING(payload),
+                                PyBytes_GET_SIZE(payload))
+        if not PyObject_CheckBuffer(payload):
+            raise TypeError(
+                f"payload must be a bytes-like object, not {type(payload).__name__}")
+        try:
+            PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+        except (BufferError, ValueError):
+            raise FrameError("payload buffer is not C-contiguous") from None
+        try:
+            return self._append(c, t, <const unsigned char*>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+
+    cdef int _append(self, long long c, long long t, const unsigned char* src,
+                     Py_ssize_t n) except -1:
+        cdef Py_ssize_t size
+        cdef unsigned char* dst
+        if n > _MAX_PAYLOAD:
+            raise FrameError(f"payload of {n} bytes exceeds 65535")
+        size = self._entry_len + n
+        if self.mtu:
+            if _HDR + size > self.mtu:
+                raise FrameError(
+                    f"trunk entry of {size} bytes does not fit in mtu {self.mtu} "
+                    f"with the 8-byte header")
+        self._reserve(self._len + _HDR + size)
+        if self.mtu and self._nstarts and \
+                self._len - self._starts[self._nstarts - 1] + size >= self.mtu:
+            self._open_datagram()
+        if not self._nstarts:
+            self._open_datagram()
+        dst = self._buf + self._len
+        if self._timestamps:
+            _wr16(dst, <unsigned int>n)
+            _wr16(dst + 2, <unsigned int>c)
+            _wr16(dst + 4, <unsigned int>(t & 0xFFFF))
+        else:
+            _wr16(dst, <unsigned int>c)
+            _wr16(dst + 2, <unsigned int>n)
+        memcpy(dst + self._entry_len, src, n)
+        self._len += size
+        self._pending += 1
+        return 0
+
+    def add(self, callno, ts, payload):
+        """Buffer one payload for call ``callno`` with that call's full timestamp ``ts``."""
+        self._add(callno, ts, payload)
+
+    def flush(self, trunk_ts):
+        """Return the buffered datagrams stamped ``trunk_ts`` and clear the buffer."""
+        cdef long long t = _as_int(trunk_ts, b"trunk timestamp", 0, 0xFFFFFFFF)
+        cdef Py_ssize_t i, start, end
+        cdef unsigned char* h
+        cdef list out
+        if not self._pending:
+            return []
+        out = PyList_New(0)
+        for i in range(self._nstarts):
+            start = self._starts[i]
+            end = self._starts[i + 1] if i + 1 < self._nstarts else self._len
+            h = self._buf + start
+            h[0] = 0
+            h[1] = 0
+            h[2] = 1
+            h[3] = 1 if self._timestamps else 0
+            h[4] = (t >> 24) & 0xFF
+            h[5] = (t >> 16) & 0xFF
+            h[6] = (t >> 8) & 0xFF
+            h[7] = t & 0xFF
+            out.append(PyBytes_FromStringAndSize(<char*>h, end - start))
+        self._len = 0
+        self._nstarts = 0
+        self._pending = 0
+        return out
+
+
+def pack_trunk(entries, trunk_ts, timestamps=False, mtu=1240):
+    """Build the trunk datagrams for ``entries`` = ``(callno, ts, payload)`` in order."""
+    cdef TrunkMux mux
+    _as_int(trunk_ts, b"trunk timestamp", 0, 0xFFFFFFFF)
+    mux = TrunkMux(mtu, timestamps)
+    for callno, ts, payload in entries:
+        mux._add(callno, ts, payload)
+    return mux.flush(trunk_ts)
+
+
+@cython.final
+cdef class TrunkDemux:
+    """``feed`` = ``parse_trunk`` plus counters (datagrams, entries, truncated, errors)."""
+
+    cdef public Py_ssize_t datagrams
+    cdef public Py_ssize_t entries
+    cdef public Py_ssize_t truncated
+    cdef public Py_ssize_t errors
+
+    def feed(self, data):
+        cdef TrunkFrame frame
+        try:
+            frame = _parse(data)
+        except FrameError:
+            self.errors += 1
+            raise
+        self.datagrams += 1
+        self.entries += len(frame.entries)
+        if frame.truncated:
+            self.truncated += 1
+        return frame
