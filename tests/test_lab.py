@@ -230,6 +230,7 @@ def test_call_carries_trunked_audio_both_ways(office_pair: tuple[Any, Any],
     assert chans_a[0].remote_callno == chans_b[0].local_callno
     assert chans_b[0].remote_callno == chans_a[0].local_callno
     assert chans_a[0].format == "ulaw" and chans_a[0].peer == "127.0.0.20"
+    assert "Executing [300@from-iax:1]" in b.log_path.read_text(errors="replace")
     counts = decode_counts(pcap)
     # call setup in full frames, then media in trunk datagrams in both directions
     assert counts.full >= 5
