@@ -1,0 +1,169 @@
+"""The live load-test screen (rich) and the final summary table.
+
+:class:`LiveScreen` redraws a :class:`~iaxgw.sim.report.Snapshot` in place when stdout is a
+terminal; otherwise it prints one compact line per update (or nothing with ``quiet``), so logs
+and CI output stay readable.  :func:`print_summary` prints a ``summary.json`` dictionary.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from iaxgw.sim.report import Snapshot
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+
+def _f(v: float | None, fmt: str = ".1f", unit: str = "") -> str:
+    return "-" if v is None else f"{v:{fmt}}{unit}"
+
+
+def _causes(causes: dict[str, int], limit: int = 4) -> str:
+    if not causes:
+        return "-"
+    top = sorted(causes.items(), key=lambda kv: (-kv[1], kv[0]))
+    text = ", ".join(f"{k} {v}" for k, v in top[:limit])
+    return text + (f", +{len(top) - limit} more" if len(top) > limit else "")
+
+
+def render(snap: Snapshot, title: str = "iaxgw loadtest") -> Table:
+    """The live screen as a rich renderable."""
+    target = f" / {snap.target}" if snap.target is not None else ""
+    t = Table(title=f"{title}  {snap.elapsed_s:,.0f} s", show_header=False, box=None,
+              padding=(0, 2), title_justify="left")
+    t.add_column(style="bold cyan", no_wrap=True)
+    t.add_column(no_wrap=True)
+    t.add_column(style="bold cyan", no_wrap=True)
+    t.add_column(no_wrap=True)
+    t.add_row("calls up", f"{snap.calls_up}{target}", "setting up", str(snap.setting_up))
+    t.add_row("attempts", f"{snap.attempts} ({_f(snap.attempt_rate)}/s)",
+              "answered", str(snap.answered))
+    t.add_row("failed", str(snap.failed), "by cause", _causes(snap.causes))
+    t.add_row("setup p50", _f(snap.setup_p50_ms, ".0f", " ms"),
+              "setup p95", _f(snap.setup_p95_ms, ".0f", " ms"))
+    t.add_row("jitter p50", _f(snap.jitter_p50_ms, ".1f", " ms"),
+              "jitter max", _f(snap.jitter_max_ms, ".1f", " ms"))
+    t.add_row("loss", _f(snap.loss_pct, ".2f", " %"), "rtt p50", _f(snap.rtt_p50_ms, ".0f", " ms"))
+    t.add_row("MOS p50", _f(snap.mos_p50, ".2f"), "MOS min", _f(snap.mos_min, ".2f"))
+    t.add_row("tx/rx pps", f"{_f(snap.tx_pps, ',.0f')} / {_f(snap.rx_pps, ',.0f')}",
+              "CPU", _f(snap.cpu_pct, ".0f", " %"))
+    a = snap.audio
+    if a:
+        t.add_row("audio", f"ok {a.get('verified', 0)}",
+                  "problems", f"crossed {a.get('crossed', 0)}, one-way {a.get('one_way', 0)}, "
+                              f"silent {a.get('silent', 0)}")
+    return t
+
+
+def compact_line(snap: Snapshot) -> str:
+    """One log line per interval for non-terminal output."""
+    target = f"/{snap.target}" if snap.target is not None else ""
+    return (f"t={snap.elapsed_s:.0f}s up={snap.calls_up}{target} att={snap.attempts} "
+            f"rate={_f(snap.attempt_rate)}/s ans={snap.answered} fail={snap.failed} "
+            f"setup50={_f(snap.setup_p50_ms, '.0f')}ms jit50={_f(snap.jitter_p50_ms)}ms "
+            f"loss={_f(snap.loss_pct, '.2f')}% mos50={_f(snap.mos_p50, '.2f')} "
+            f"mosmin={_f(snap.mos_min, '.2f')} cpu={_f(snap.cpu_pct, '.0f')}%")
+
+
+class LiveScreen:
+    """``start()``, ``update(snapshot)`` (about once a second), ``stop()``; or a context manager.
+
+    On a terminal the screen is a ``rich.live.Live`` refreshed ``refresh_per_second`` times a
+    second.  Elsewhere each update prints :func:`compact_line` (``lines=False`` prints nothing).
+    ``quiet`` shows nothing at all (the caller prints the final summary)."""
+
+    def __init__(self, console: Console | None = None, *, quiet: bool = False,
+                 refresh_per_second: float = 2.0, lines: bool = True,
+                 title: str = "iaxgw loadtest") -> None:
+        self.console = console or Console()
+        self.quiet = quiet
+        self.lines = lines
+        self.title = title
+        self.refresh_per_second = refresh_per_second
+        self._live: Live | None = None
+        self.last: Snapshot | None = None
+
+    @property
+    def interactive(self) -> bool:
+        return self.console.is_terminal and not self.quiet
+
+    def start(self) -> None:
+        if self.interactive and self._live is None:
+            self._live = Live(Text("starting ..."), console=self.console,
+                              refresh_per_second=self.refresh_per_second, transient=False)
+            self._live.start()
+
+    def update(self, snap: Snapshot) -> None:
+        self.last = snap
+        if self.quiet:
+            return
+        if self._live is not None:
+            self._live.update(render(snap, self.title), refresh=True)
+        elif self.lines:
+            self.console.print(compact_line(snap), highlight=False, soft_wrap=True)
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def __enter__(self) -> LiveScreen:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def _pct_row(d: dict[str, Any] | None, unit: str, fmt: str = ".1f") -> str:
+    if not d:
+        return "-"
+    return "  ".join(f"{k} {_f(d.get(k), fmt)}" for k in ("p50", "p95", "p99", "max")) + f" {unit}"
+
+
+def summary_table(summary: dict[str, Any]) -> Group:
+    """The final summary (a ``summary.json`` dictionary) as rich renderables."""
+    t = Table(title="iaxgw loadtest summary", show_header=False, title_justify="left")
+    t.add_column(style="bold cyan", no_wrap=True)
+    t.add_column()
+    target = summary.get("target_calls")
+    t.add_row("calls", f"attempted {summary.get('attempted')}, answered "
+                       f"{summary.get('answered')}, failed {summary.get('failed')}"
+                       + (f", target {target}" if target is not None else "")
+                       + (f", max up {summary.get('max_concurrent')}"
+                          if summary.get("max_concurrent") is not None else ""))
+    t.add_row("setup (NEW->ANSWER)", _pct_row(summary.get("setup_ms"), "ms", ".0f"))
+    t.add_row("jitter", _pct_row(summary.get("jitter_ms"), "ms"))
+    t.add_row("echo RTT", _pct_row(summary.get("rtt_ms"), "ms", ".0f"))
+    t.add_row("loss", _f(summary.get("loss_pct"), ".2f", " %"))
+    mos = summary.get("mos") or {}
+    t.add_row("MOS", f"p50 {_f(mos.get('p50'), '.2f')}  min {_f(mos.get('min'), '.2f')}")
+    audio = summary.get("audio") or {}
+    if audio.get("checked") is not None:
+        t.add_row("audio", f"checked {audio.get('checked')}: verified {audio.get('verified')}, "
+                           f"crossed {audio.get('crossed')}, one-way {audio.get('one_way')}, "
+                           f"silent {audio.get('silent')}")
+    trunk = summary.get("trunk") or {}
+    dps, bpc = trunk.get("datagrams_per_s") or {}, trunk.get("bytes_per_call_s") or {}
+    if dps.get("tx") is not None or dps.get("rx") is not None:
+        t.add_row("datagrams/s", f"tx {_f(dps.get('tx'), ',.0f')}  rx {_f(dps.get('rx'), ',.0f')}")
+        t.add_row("bytes/call/s", f"tx {_f(bpc.get('tx'), ',.0f')}  rx {_f(bpc.get('rx'), ',.0f')}")
+    t.add_row("CPU", _f(summary.get("cpu_pct"), ".0f", " %"))
+    causes = summary.get("causes") or {}
+    parts: list[Table] = [t]
+    if causes:
+        c = Table(title="failures by cause", title_justify="left")
+        c.add_column("cause")
+        c.add_column("calls", justify="right")
+        for k, v in sorted(causes.items(), key=lambda kv: (-kv[1], kv[0])):
+            c.add_row(k, str(v))
+        parts.append(c)
+    return Group(*parts)
+
+
+def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+    (console or Console()).print(summary_table(summary))

@@ -1,0 +1,491 @@
+"""Load-test aggregation and reports: the run-wide collector, ``summary.json``, ``calls.csv``,
+``timeseries.csv`` and PNG plots.
+
+The runner owns one :class:`LoadStats`::
+
+    stats = LoadStats(target_calls=200, mode="echo")
+    call = stats.new_call(index, now)           # a CallStats; drive it per frame
+    ...
+    snap = stats.tick(now)                      # once a second: audio analysis + a time-series row
+    stats.end_call(call, now)                   # -> CallRecord
+    summary = stats.summary(now)
+    write_report(directory, summary, stats.all_records(now), stats.timeseries)
+
+Every figure that could not be measured is ``None`` (``null`` in JSON, an empty CSV cell), never a
+made-up zero.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from iaxgw.sim import signature as sig
+from iaxgw.sim.cpu import CpuMeter
+from iaxgw.sim.metrics import (
+    BPL_PLC,
+    IE_G711,
+    JB_FACTOR,
+    CallRecord,
+    CallStats,
+    Mode,
+    TrunkCounters,
+    cause_key,
+)
+
+SUMMARY_VERSION = 1
+TIMESERIES_FIELDS = ("time_s", "calls_up", "attempts", "answered", "failed", "setup_p50_ms",
+                     "jitter_p50_ms", "loss_pct", "mos_p50", "tx_pps", "rx_pps", "cpu_pct")
+
+
+def percentiles(values: Iterable[float | None],
+                points: Sequence[int] = (50, 95, 99)) -> dict[str, float | None]:
+    """``{"p50": .., "p95": .., "p99": .., "max": ..}`` over the non-None values (linear
+    interpolation); every entry None when there are no values."""
+    arr = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    out: dict[str, float | None] = {}
+    for p in points:
+        out[f"p{p}"] = float(np.percentile(arr, p)) if arr.size else None
+    out["max"] = float(arr.max()) if arr.size else None
+    return out
+
+
+def _p(values: Sequence[float], q: float) -> float | None:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The collector
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What the live screen shows; built by :meth:`LoadStats.tick`."""
+
+    elapsed_s: float
+    calls_up: int
+    target: int | None
+    setting_up: int
+    attempts: int
+    attempt_rate: float | None
+    answered: int
+    failed: int
+    causes: dict[str, int]
+    setup_p50_ms: float | None
+    setup_p95_ms: float | None
+    jitter_p50_ms: float | None
+    jitter_max_ms: float | None
+    loss_pct: float | None
+    mos_p50: float | None
+    mos_min: float | None
+    rtt_p50_ms: float | None
+    tx_pps: float | None
+    rx_pps: float | None
+    cpu_pct: float | None
+    audio: dict[str, int] = field(default_factory=dict)
+
+
+class LoadStats:
+    """All calls of one load test: live calls, finished records, trunk counters, time series."""
+
+    def __init__(self, *, target_calls: int | None = None, mode: Mode = "echo",
+                 codec: sig.Codec = "ulaw", rx_codec: sig.Codec | None = None,
+                 plan: sig.SignaturePlan | None = None, bpl: float = BPL_PLC,
+                 jb_factor: float = JB_FACTOR, analysis_windows: int | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 cpu: CpuMeter | None = None) -> None:
+        self.target = target_calls
+        self.mode: Mode = mode
+        self.codec: sig.Codec = codec
+        self.rx_codec: sig.Codec = rx_codec or codec
+        self.bpl = bpl
+        self.jb_factor = jb_factor
+        self.analysis_windows = analysis_windows
+        self.detector = sig.Detector(plan) if mode != "none" else None
+        self.clock = clock
+        self.started = clock()
+        self.cpu = cpu or CpuMeter()
+        self.active: dict[int, CallStats] = {}
+        self.records: list[CallRecord] = []
+        self.trunk = TrunkCounters()
+        self.timeseries: list[dict[str, float | int | None]] = []
+        self.attempts = 0
+        self.causes: dict[str, int] = {}
+        self.setup_ms: list[float] = []
+        self.cpu_samples: list[float] = []
+        self.max_up = 0
+        self._next_index = 0
+        self._last_tick = self.started
+        self._iv = self._zero_interval()
+        self._ended_tx = 0
+        self._ended_rx = 0
+        self._last_tx = 0
+        self._last_rx = 0
+        self._answer_seen: set[int] = set()
+
+    @staticmethod
+    def _zero_interval() -> dict[str, int]:
+        return {"attempts": 0, "answered": 0, "failed": 0, "expected": 0, "lost": 0}
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def new_call(self, now: float, index: int | None = None) -> CallStats:
+        """Register a new attempt (NEW sent at ``now``) and return its CallStats."""
+        if index is None:
+            index = self._next_index
+        self._next_index = max(self._next_index, index + 1)
+        call = CallStats(index, mode=self.mode, codec=self.codec, rx_codec=self.rx_codec,
+                         detector=self.detector, bpl=self.bpl, jb_factor=self.jb_factor,
+                         analysis_windows=self.analysis_windows)
+        call.on_setup_event("NEW", now)
+        self.active[index] = call
+        self.attempts += 1
+        self._iv["attempts"] += 1
+        return call
+
+    def end_call(self, call: CallStats, now: float, outcome: str | None = None,
+                 cause: str | None = None, cause_code: int | None = None) -> CallRecord:
+        """Finish a call (see :meth:`CallStats.finish`) and file its record."""
+        rec = call.finish(now, outcome, cause, cause_code)
+        self.active.pop(call.index, None)
+        self.records.append(rec)
+        self._account_answer(call)
+        self._account_media(call)
+        self._ended_tx += call.tx_frames
+        self._ended_rx += call.rx_frames
+        if rec.outcome != "ANSWERED":
+            key = cause_key(rec.outcome, rec.cause)
+            self.causes[key] = self.causes.get(key, 0) + 1
+            self._iv["failed"] += 1
+        return rec
+
+    def _account_answer(self, call: CallStats) -> None:
+        if call.t_answer is not None and call.t_new is not None and \
+                call.index not in self._answer_seen:
+            self._answer_seen.add(call.index)
+            self.setup_ms.append((call.t_answer - call.t_new) * 1000.0)
+            self._iv["answered"] += 1
+
+    def _account_media(self, call: CallStats) -> None:
+        exp, lost = call.expected, call.lost if call.rx_frames else 0
+        self._iv["expected"] += exp - call.snap_expected
+        self._iv["lost"] += lost - call.snap_lost
+        call.snap_expected, call.snap_lost = exp, lost
+
+    def on_rtt(self, call: CallStats, rtt_ms: float) -> None:
+        call.on_rtt(rtt_ms)
+
+    # -- periodic --------------------------------------------------------------------------
+
+    def tick(self, now: float) -> Snapshot:
+        """Analyse pending audio, close a time-series bucket and return the live snapshot.
+        Call it about once a second."""
+        dt = now - self._last_tick
+        up: list[CallStats] = []
+        setting_up = 0
+        tx = self._ended_tx
+        rx = self._ended_rx
+        for call in self.active.values():
+            call.analyze()
+            self._account_answer(call)
+            self._account_media(call)
+            tx += call.tx_frames
+            rx += call.rx_frames
+            if call.outcome == "ANSWERED":
+                up.append(call)
+            elif call.outcome is None:
+                setting_up += 1
+        self.max_up = max(self.max_up, len(up))
+        jit = [c.jitter for c in up if c.rx_frames > 1]
+        mos = [q for q in (c.quality()[2] for c in up) if q is not None]
+        rtts = [r for r in (c.rtt_estimate() for c in up) if r is not None]
+        cpu = self.cpu.sample()
+        if cpu is not None:
+            self.cpu_samples.append(cpu)
+        iv = self._iv
+        interval_setups = self.setup_ms[len(self.setup_ms) - iv["answered"]:] \
+            if iv["answered"] else []
+        row: dict[str, float | int | None] = {
+            "time_s": round(now - self.started, 3),
+            "calls_up": len(up),
+            "attempts": iv["attempts"],
+            "answered": iv["answered"],
+            "failed": iv["failed"],
+            "setup_p50_ms": _p(interval_setups, 50),
+            "jitter_p50_ms": _p(jit, 50),
+            "loss_pct": 100.0 * iv["lost"] / iv["expected"] if iv["expected"] > 0 else None,
+            "mos_p50": _p(mos, 50),
+            "tx_pps": (tx - self._last_tx) / dt if dt > 0 else None,
+            "rx_pps": (rx - self._last_rx) / dt if dt > 0 else None,
+            "cpu_pct": cpu,
+        }
+        self.timeseries.append(row)
+        audio = {"verified": 0, "crossed": 0, "one_way": 0, "silent": 0}
+        for rec in self.records:
+            audio["verified"] += rec.audio_verified
+            audio["crossed"] += rec.audio_crossed
+            audio["one_way"] += rec.audio_one_way
+            audio["silent"] += rec.audio_silent
+        for c in up:
+            flags = c.audio_flags()
+            audio["crossed"] += flags["crossed"]
+            audio["one_way"] += flags["one_way"]
+        snap = Snapshot(
+            elapsed_s=now - self.started, calls_up=len(up), target=self.target,
+            setting_up=setting_up, attempts=self.attempts,
+            attempt_rate=iv["attempts"] / dt if dt > 0 else None,
+            answered=len(self.setup_ms), failed=sum(self.causes.values()),
+            causes=dict(self.causes),
+            setup_p50_ms=_p(self.setup_ms, 50), setup_p95_ms=_p(self.setup_ms, 95),
+            jitter_p50_ms=row["jitter_p50_ms"],
+            jitter_max_ms=max((c.jitter_max for c in up if c.rx_frames > 1), default=None),
+            loss_pct=row["loss_pct"],
+            mos_p50=row["mos_p50"],
+            mos_min=min(mos) if mos else None,
+            rtt_p50_ms=_p(rtts, 50),
+            tx_pps=row["tx_pps"], rx_pps=row["rx_pps"],
+            cpu_pct=cpu, audio=audio,
+        )
+        self._last_tick = now
+        self._last_tx, self._last_rx = tx, rx
+        self._iv = self._zero_interval()
+        return snap
+
+    # -- the end ---------------------------------------------------------------------------
+
+    def all_records(self, now: float) -> list[CallRecord]:
+        """Finished calls plus the calls still active at ``now`` (as IN_PROGRESS/ANSWERED)."""
+        return self.records + [c.record(now) for c in self.active.values()]
+
+    def summary(self, now: float | None = None) -> dict[str, Any]:
+        now = self.clock() if now is None else now
+        return summarize(
+            self.all_records(now), duration_s=now - self.started, trunk=self.trunk,
+            cpu_samples=self.cpu_samples, target=self.target, mode=self.mode, codec=self.codec,
+            bpl=self.bpl, jb_factor=self.jb_factor, max_concurrent=self.max_up)
+
+
+def summarize(records: Sequence[CallRecord], *, duration_s: float | None = None,
+              trunk: TrunkCounters | None = None, cpu_samples: Sequence[float] = (),
+              target: int | None = None, mode: str = "echo", codec: str = "ulaw",
+              bpl: float = BPL_PLC, jb_factor: float = JB_FACTOR,
+              max_concurrent: int | None = None) -> dict[str, Any]:
+    """The ``summary.json`` dictionary for a set of call records."""
+    answered = [r for r in records if r.outcome == "ANSWERED"]
+    in_progress = sum(1 for r in records if r.outcome == "IN_PROGRESS")
+    causes: dict[str, int] = {}
+    for r in records:
+        if r.outcome not in ("ANSWERED", "IN_PROGRESS"):
+            key = cause_key(r.outcome, r.cause)
+            causes[key] = causes.get(key, 0) + 1
+    with_media = [r for r in answered if r.expected]
+    expected = sum(r.expected or 0 for r in with_media)
+    lost = sum(r.lost or 0 for r in with_media)
+    mos = [r.mos for r in with_media if r.mos is not None]
+    rfac = [r.r_factor for r in with_media if r.r_factor is not None]
+    checked = [r for r in answered if r.audio != "n/a"]
+    call_s = sum(r.duration_s or 0.0 for r in answered)
+
+    def per_s(v: int) -> float | None:
+        return v / duration_s if duration_s else None
+
+    def per_call_s(v: int) -> float | None:
+        return v / call_s if call_s > 0 else None
+
+    fed = trunk is not None and (trunk.datagrams["tx"] or trunk.datagrams["rx"])
+    trunk_d: dict[str, Any] = {
+        "datagrams_per_s": {d: per_s(trunk.datagrams[d]) if fed and trunk else None
+                            for d in ("tx", "rx")},
+        "bytes_per_call_s": {d: per_call_s(trunk.bytes[d]) if fed and trunk else None
+                             for d in ("tx", "rx")},
+        "datagrams": {d: trunk.datagrams[d] if fed and trunk else None for d in ("tx", "rx")},
+        "by_kind": ({f"{d}_{k}": n for (d, k), n in sorted(trunk.kinds.items())}
+                    if fed and trunk else {}),
+        "saving": {d: trunk.saving(d) if fed and trunk else None for d in ("tx", "rx")},
+        "call_seconds": call_s if answered else None,
+    }
+    summary: dict[str, Any] = _clean({
+        "version": SUMMARY_VERSION,
+        "mode": mode,
+        "codec": codec,
+        "duration_s": duration_s,
+        "target_calls": target,
+        "max_concurrent": max_concurrent,
+        "attempted": len(records),
+        "answered": len(answered),
+        "failed": len(records) - len(answered) - in_progress,
+        "in_progress": in_progress,
+        "causes": causes,
+        "setup_ms": percentiles(r.answer_ms for r in answered),
+        "accept_ms": percentiles(r.accept_ms for r in records),
+        "jitter_ms": percentiles(r.jitter_mean_ms for r in with_media),
+        "rtt_ms": percentiles(r.rtt_ms if r.rtt_ms is not None else r.ping_rtt_ms
+                              for r in with_media),
+        "loss_pct": 100.0 * lost / expected if expected else None,
+        "frames": {"tx": sum(r.tx_frames for r in records),
+                   "rx": sum(r.rx_frames for r in records),
+                   "expected": expected if with_media else None,
+                   "lost": lost if with_media else None,
+                   "duplicates": sum(r.duplicates for r in records),
+                   "out_of_order": sum(r.out_of_order for r in records)},
+        "mos": {"p50": _p(mos, 50), "p5": _p(mos, 5), "min": min(mos) if mos else None},
+        "r_factor": {"p50": _p(rfac, 50), "min": min(rfac) if rfac else None},
+        "emodel": {"standard": "ITU-T G.107 simplified for G.711", "ie": IE_G711, "bpl": bpl,
+                   "plc": bpl == BPL_PLC,
+                   "one_way_delay": f"RTT/2 + {jb_factor:g} x mean jitter; Id = 0 without RTT"},
+        "audio": {
+            "checked": len(checked) if mode != "none" else None,
+            "verified": sum(r.audio_verified for r in checked) if mode != "none" else None,
+            "crossed": sum(r.audio_crossed for r in checked) if mode != "none" else None,
+            "one_way": sum(r.audio_one_way for r in checked) if mode != "none" else None,
+            "silent": sum(r.audio_silent for r in checked) if mode != "none" else None,
+        },
+        "trunk": trunk_d,
+        "cpu_pct": float(np.mean(cpu_samples)) if len(cpu_samples) else None,
+        "cpu_max_pct": max(cpu_samples) if len(cpu_samples) else None,
+    })
+    return summary
+
+
+def _clean(obj: Any) -> Any:
+    """Non-finite floats become None (JSON has no NaN); numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# Writers
+# ---------------------------------------------------------------------------------------------
+
+
+class PlotsUnavailable(RuntimeError):
+    """matplotlib is not installed."""
+
+
+PLOTS_HINT = "PNG plots need matplotlib: pip install 'iaxgw[plots]'"
+
+
+def _cell(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def write_summary_json(path: Path, summary: dict[str, Any]) -> Path:
+    path.write_text(json.dumps(_clean(summary), indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def write_calls_csv(path: Path, records: Iterable[CallRecord]) -> Path:
+    names = CallRecord.field_names()
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(names)
+        for rec in records:
+            d = rec.as_dict()
+            w.writerow([_cell(d[n]) for n in names])
+    return path
+
+
+def write_timeseries_csv(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(TIMESERIES_FIELDS)
+        for row in rows:
+            w.writerow([_cell(row.get(n)) for n in TIMESERIES_FIELDS])
+    return path
+
+
+def write_plots(directory: Path, records: Sequence[CallRecord],
+                rows: Sequence[dict[str, Any]]) -> list[Path]:
+    """concurrency.png, setup_hist.png, jitter_mos.png; raises PlotsUnavailable without
+    matplotlib.  Uses the object API (no pyplot global state, no display needed)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise PlotsUnavailable(PLOTS_HINT) from exc
+
+    def col(name: str) -> list[float]:
+        return [math.nan if r.get(name) is None else float(r[name]) for r in rows]
+
+    t = col("time_s")
+    out: list[Path] = []
+
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(t, col("calls_up"), label="calls up")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("concurrent calls")
+    ax2 = ax.twinx()
+    ax2.bar(t, col("attempts"), width=0.8, alpha=0.3, color="tab:orange", label="attempts/s")
+    ax2.set_ylabel("attempts per second")
+    ax.set_title("Concurrency")
+    ax.legend(loc="upper left")
+    out.append(directory / "concurrency.png")
+    fig.savefig(out[-1], dpi=100)
+
+    setup = [r.answer_ms for r in records if r.answer_ms is not None]
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.add_subplot()
+    if setup:
+        ax.hist(setup, bins=min(50, max(5, len(setup) // 5)))
+    else:
+        ax.text(0.5, 0.5, "no answered calls", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("NEW -> ANSWER (ms)")
+    ax.set_ylabel("calls")
+    ax.set_title("Setup time")
+    out.append(directory / "setup_hist.png")
+    fig.savefig(out[-1], dpi=100)
+
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax, bx = fig.subplots(2, 1, sharex=True)
+    ax.plot(t, col("jitter_p50_ms"), color="tab:blue")
+    ax.set_ylabel("jitter p50 (ms)")
+    ax.set_title("Jitter and MOS")
+    bx.plot(t, col("mos_p50"), color="tab:green")
+    bx.set_ylim(1.0, 4.6)
+    bx.set_ylabel("MOS p50")
+    bx.set_xlabel("time (s)")
+    out.append(directory / "jitter_mos.png")
+    fig.savefig(out[-1], dpi=100)
+    return out
+
+
+@dataclass(slots=True)
+class ReportFiles:
+    files: list[Path]
+    plots_skipped: str | None = None   #: why no PNGs were written, if so
+
+
+def write_report(directory: Path | str, summary: dict[str, Any], records: Sequence[CallRecord],
+                 timeseries: Sequence[dict[str, Any]], plots: bool = True) -> ReportFiles:
+    """Write summary.json, calls.csv, timeseries.csv and (with matplotlib) the PNG plots."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    files = [write_summary_json(d / "summary.json", summary),
+             write_calls_csv(d / "calls.csv", records),
+             write_timeseries_csv(d / "timeseries.csv", timeseries)]
+    skipped = None
+    if plots:
+        try:
+            files += write_plots(d, records, timeseries)
+        except PlotsUnavailable as exc:
+            skipped = str(exc)
+    return ReportFiles(files, skipped)
