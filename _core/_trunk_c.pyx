@@ -9,6 +9,7 @@ writes all pending datagrams into one growing C buffer (8-byte header slots rese
 cimport cython
 from cpython.buffer cimport (
     PyBUF_SIMPLE,
+    PyBuffer_IsContiguous,
     PyBuffer_Release,
     PyObject_CheckBuffer,
     PyObject_GetBuffer,
@@ -86,11 +87,11 @@ cdef object _byte_view(object data, str what):
         raise TypeError(f"{what} must be a bytes-like object, not {type(data).__name__}")
     mv = PyMemoryView_FromObject(data)
     b = PyMemoryView_GET_BUFFER(mv)
+    if not PyBuffer_IsContiguous(b, b'C'):
+        raise FrameError(f"{what} buffer is not C-contiguous")
     if b.ndim == 1 and b.itemsize == 1 and b.format != NULL and b.format[0] == b'B' \
             and b.format[1] == 0:
         return mv
-    if not mv.c_contiguous:
-        raise FrameError(f"{what} buffer is not C-contiguous")
     return mv.cast("B")
 
 

@@ -78,10 +78,10 @@ def _byte_view(data: object, what: str) -> memoryview:
         raise TypeError(
             f"{what} must be a bytes-like object, not {type(data).__name__}"
         ) from None
-    if mv.format == "B" and mv.ndim == 1:
-        return mv
     if not mv.c_contiguous:
         raise FrameError(f"{what} buffer is not C-contiguous")
+    if mv.format == "B" and mv.ndim == 1:
+        return mv
     return mv.cast("B")
 
 
