@@ -73,6 +73,9 @@ def peer_status(maxms: int | None, lastms: int | None) -> tuple[str, int]:
 def _status_of(peer: Row) -> tuple[str, int]:
     status = peer.get("status")
     if isinstance(status, str) and status:
+        lastms = peer.get("lastms", peer.get("rtt_ms"))
+        if status.upper() in ("OK", "LAGGED") and isinstance(lastms, int) and lastms >= 0:
+            status = f"{status} ({lastms} ms)"
         upper = status.upper()
         if upper.startswith(("OK", "LAGGED")):
             return status, 1

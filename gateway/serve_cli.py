@@ -1,0 +1,117 @@
+"""``iaxgw serve`` and ``iaxgw show``: a thin click layer over :mod:`iaxgw.gateway.app`.
+
+Exit codes: 0 clean stop (SIGINT/SIGTERM), 1 runtime or configuration error (one line on
+stderr, ``file:line: reason`` for config files), 2 bad command-line usage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from iaxgw.gateway.control import ControlError, default_control_path, query
+from iaxgw.gateway.show import format_show
+
+log = logging.getLogger("iaxgw.serve")
+
+
+def _fail(prog: str, message: str) -> None:
+    click.echo(f"iaxgw {prog}: error: {message}", err=True)
+    sys.exit(1)
+
+
+def _hostport_cb(default_port: int) -> Any:
+    def cb(ctx: click.Context | None, param: click.Parameter | None,
+           value: str | None) -> tuple[str, int] | None:
+        if value is None:
+            return None
+        from iaxgw.gateway.app import parse_hostport
+
+        try:
+            return parse_hostport(value, default_port)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return cb
+
+
+@click.command("serve")
+@click.option("--peer", "peer", required=True, metavar="NAME",
+              help="The iax.conf peer/friend entry of the remote site (e.g. office-a).")
+@click.option("--config", "config_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, metavar="DIR",
+              help="Folder with iax.conf, extensions.conf [and phones.conf].  "
+                   "[default: embedded office-b of the seed, on loopback]")
+@click.option("--bind", "bind", callback=_hostport_cb(4569), default=None,
+              metavar="ADDR[:PORT]",
+              help="Local address.  [default: [general] bindaddr:bindport; embedded "
+                   "config: 127.0.0.20:4569]")
+@click.option("--peer-host", "peer_host", callback=_hostport_cb(4569), default=None,
+              metavar="HOST[:PORT]",
+              help="Where the --peer is (overrides its host=/port=).  "
+                   "[embedded config: 127.0.0.10:4569]")
+@click.option("--pcap", "pcap", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="Write every datagram sent and received to this pcap file.")
+@click.option("--metrics-port", "metrics_port", type=click.IntRange(0, 65535), default=None,
+              metavar="N", help="Serve Prometheus metrics on 127.0.0.1:N (0 = any free port).")
+@click.option("--debug-frames", is_flag=True, help="Log every decoded frame (one line each).")
+@click.option("--control", "control", type=click.Path(dir_okay=False), default=None,
+              metavar="PATH", help="Control socket for `iaxgw show`.  [default: "
+                                   "$XDG_RUNTIME_DIR/iaxgw.sock or /tmp/iaxgw-<uid>.sock]")
+@click.option("--phones", "phones", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, metavar="FILE",
+              help="phones.conf: how the emulated local phones behave.  "
+                   "[default: DIR/phones.conf if present]")
+@click.option("--spool", "spool", type=click.Path(file_okay=False, path_type=Path),
+              default=None, metavar="DIR", help="Where Voicemail() and recordings are written.")
+def serve(peer: str, config_dir: Path | None, bind: tuple[str, int] | None,
+          peer_host: tuple[str, int] | None, pcap: Path | None, metrics_port: int | None,
+          debug_frames: bool, control: str | None, phones: Path | None,
+          spool: Path | None) -> None:
+    """Run as one site of the trunk (by default the seed's office-b) until SIGINT/SIGTERM."""
+    from iaxgw.gateway.app import GatewayApp, PeerNotFound, ServeOptions, StartError, run_app
+
+    opts = ServeOptions(peer=peer, config_dir=config_dir, bind=bind, peer_host=peer_host,
+                        pcap=pcap, metrics_port=metrics_port, debug_frames=debug_frames,
+                        control=control or default_control_path(), phones=phones, spool=spool)
+    try:
+        app = GatewayApp.from_options(opts)
+    except PeerNotFound as exc:
+        raise click.BadParameter(str(exc), param_hint="'--peer'") from None
+    except StartError as exc:
+        _fail("serve", str(exc))
+        return
+    if debug_frames:
+        logging.getLogger("iaxgw.frames").setLevel(logging.DEBUG)
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+        for handler in logging.getLogger().handlers:
+            handler.setLevel(logging.DEBUG)
+    try:
+        code = run_app(app)
+    except StartError as exc:
+        _fail("serve", str(exc))
+        return
+    sys.exit(code)
+
+
+@click.command("show")
+@click.argument("what", type=click.Choice(["peers", "channels", "netstats", "stats"]))
+@click.option("--json", "as_json", is_flag=True, help="Print the raw data as JSON.")
+@click.option("--control", "control", type=click.Path(dir_okay=False), default=None,
+              metavar="PATH", help="Control socket of the running `iaxgw serve`.")
+def show(what: str, as_json: bool, control: str | None) -> None:
+    """Show peers, channels, netstats or stats of a running `iaxgw serve`."""
+    path = control or default_control_path()
+    try:
+        data = query(path, what)
+    except ControlError as exc:
+        _fail("show", str(exc))
+        return
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        click.echo(format_show(what, data), nl=False)
