@@ -5,13 +5,30 @@ The payload is read through a pointer and a length; every IE length is checked a
 left before its value is touched.
 """
 
-cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
 from cpython.bytes cimport PyBytes_GET_SIZE
 from cpython.datetime cimport datetime, datetime_new, import_datetime
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_DecodeUTF8
-from libc.string cimport memcmp
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
+from libc.string cimport memcmp, memcpy
+
+cdef extern from "Python.h":
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void *PyUnicode_DATA(object o)
+    ctypedef struct PyObject
+
+cdef extern from *:
+    """
+    #ifdef Py_GIL_DISABLED
+    #define IAXGW_IE_CACHE 0
+    #else
+    #define IAXGW_IE_CACHE 1
+    #endif
+    """
+    int IAXGW_IE_CACHE
 
 include "_wire.pxi"
 
@@ -41,9 +58,62 @@ cdef int _k
 for _k in range(256):
     _kinds[_k] = <unsigned char>int(IE_KINDS[_k])
 
-cdef const unsigned char _ZEROS[8]
 cdef bytes _ZERO8 = bytes(8)
 cdef bytes _ZERO4 = bytes(4)
+
+
+# Interning cache of parsed (id, value) pairs, keyed by the raw IE bytes.  Signalling between two
+# sites repeats most IEs verbatim (VERSION, FORMAT, CAPABILITY, CODEC_PREFS, USERNAME, empty
+# CALLTOKEN, ...), and every value type returned is immutable, so an identical IE can share one
+# tuple.  Direct-mapped, IEs of up to CACHE_MAX_VALUE bytes; only with the GIL (the slot update
+# is not atomic).
+cdef enum:
+    CACHE_SLOTS = 512
+    CACHE_MAX_VALUE = 30
+
+ctypedef struct _Slot:
+    PyObject *pair
+    unsigned int keylen
+    unsigned char key[CACHE_MAX_VALUE + 2]
+
+cdef _Slot _cache[CACHE_SLOTS]
+
+
+cdef inline unsigned int _slot_of(const unsigned char *raw, unsigned int n) noexcept nogil:
+    cdef unsigned int h = 2166136261u
+    cdef unsigned int k
+    for k in range(n):
+        h = (h ^ raw[k]) * 16777619u
+    return (h ^ (h >> 15)) & (CACHE_SLOTS - 1)
+
+
+cdef inline object _cache_get(const unsigned char *raw, unsigned int n, unsigned int slot):
+    cdef _Slot *e = &_cache[slot]
+    if e.pair != NULL and e.keylen == n and memcmp(e.key, raw, n) == 0:
+        return <object>e.pair
+    return None
+
+
+cdef inline void _cache_put(const unsigned char *raw, unsigned int n, unsigned int slot,
+                            tuple pair) noexcept:
+    cdef _Slot *e = &_cache[slot]
+    cdef PyObject *old = e.pair
+    Py_INCREF(pair)
+    e.pair = <PyObject *>pair
+    e.keylen = n
+    memcpy(e.key, raw, n)
+    if old != NULL:
+        Py_DECREF(<object>old)
+
+
+def _clear_cache():
+    """Empty the IE interning cache (benchmarks of the cold path use this)."""
+    cdef int k
+    for k in range(CACHE_SLOTS):
+        if _cache[k].pair != NULL:
+            Py_DECREF(<object>_cache[k].pair)
+            _cache[k].pair = NULL
+            _cache[k].keylen = 0
 
 
 cdef inline int _width(unsigned int kind) noexcept:
@@ -56,9 +126,9 @@ cdef inline int _width(unsigned int kind) noexcept:
 
 cdef datetime _decode_datetime(unsigned int value):
     try:
-        return datetime_new(2000 + (value >> 25), (value >> 21) & 0x0F, (value >> 16) & 0x1F,
-                            (value >> 11) & 0x1F, (value >> 5) & 0x3F, (value & 0x1F) * 2,
-                            0, None)
+        return datetime_new(2000 + (value >> 25), (value >> 21) & 0x0F,
+                            (value >> 16) & 0x1F, (value >> 11) & 0x1F, (value >> 5) & 0x3F,
+                            (value & 0x1F) * 2, 0, None)
     except ValueError:
         raise FrameError(f"invalid DATETIME fields {value:#010x}") from None
 
@@ -103,25 +173,67 @@ cdef object _sockaddr(const unsigned char *v, unsigned int ln):
     return PyBytes_FromStringAndSize(<const char *>v, ln)
 
 
-cdef list _parse(const unsigned char *p, Py_ssize_t n):
-    cdef list out = []
+cdef str _text(const unsigned char *v, unsigned int ln):
+    """UTF-8 with surrogateescape; pure ASCII (the usual case) is copied straight in."""
+    cdef unsigned int k
+    cdef unsigned char acc = 0
+    for k in range(ln):
+        acc |= v[k]
+    if acc >= 0x80:
+        return PyUnicode_DecodeUTF8(<const char *>v, ln, "surrogateescape")
+    if ln == 0:
+        return ""
+    cdef str s = PyUnicode_New(ln, 127)
+    memcpy(PyUnicode_DATA(s), v, ln)
+    return s
+
+
+cdef Py_ssize_t _count(const unsigned char *p, Py_ssize_t n) except -1:
+    """Number of IEs, checking that the lengths tile the payload exactly."""
     cdef Py_ssize_t i = 0
-    cdef unsigned int ie, ln, kind
-    cdef const unsigned char *v
-    cdef object value
+    cdef Py_ssize_t count = 0
+    cdef unsigned int ln
     while i < n:
         if n - i < 2:
             raise FrameError("truncated IE header: 1 byte left", i)
-        ie = p[i]
         ln = p[i + 1]
         if ln > n - i - 2:
             raise FrameError(
-                f"{ie_name(ie)} length {ln} overruns the payload ({n - i - 2} bytes left)", i
+                f"{ie_name(p[i])} length {ln} overruns the payload ({n - i - 2} bytes left)", i
             )
+        i += 2 + ln
+        count += 1
+    return count
+
+
+cdef list _parse(const unsigned char *p, Py_ssize_t n):
+    cdef Py_ssize_t count = _count(p, n)
+    cdef list out = PyList_New(count)
+    cdef Py_ssize_t i = 0
+    cdef Py_ssize_t j
+    cdef unsigned int ie, ln, kind
+    cdef const unsigned char *v
+    cdef object value
+    cdef object key
+    cdef object pair
+    cdef unsigned int slot = 0
+    cdef bint cacheable
+    for j in range(count):
+        ie = p[i]
+        ln = p[i + 1]
         v = p + i + 2
+        cacheable = IAXGW_IE_CACHE and ln <= CACHE_MAX_VALUE
+        if cacheable:
+            slot = _slot_of(p + i, ln + 2)
+            pair = _cache_get(p + i, ln + 2, slot)
+            if pair is not None:
+                Py_INCREF(pair)
+                PyList_SET_ITEM(out, j, pair)
+                i += 2 + ln
+                continue
         kind = _kinds[ie]
         if kind == K_STRING:
-            value = PyUnicode_DecodeUTF8(<const char *>v, ln, "surrogateescape")
+            value = _text(v, ln)
         elif kind == K_U16:
             if ln != 2:
                 raise FrameError(f"{ie_name(ie)} must be 2 bytes, got {ln}", i)
@@ -146,10 +258,7 @@ cdef list _parse(const unsigned char *p, Py_ssize_t n):
                 raise FrameError(f"{ie_name(ie)} must be empty, got {ln} bytes", i)
             value = None
         elif kind == K_OPT_STRING:
-            if ln:
-                value = PyUnicode_DecodeUTF8(<const char *>v, ln, "surrogateescape")
-            else:
-                value = None
+            value = _text(v, ln) if ln else None
         elif kind == K_VERSIONED_U64:
             if ln and v[0] == 0:
                 if ln != 9:
@@ -161,7 +270,16 @@ cdef list _parse(const unsigned char *p, Py_ssize_t n):
             value = _sockaddr(v, ln)
         else:
             value = PyBytes_FromStringAndSize(<const char *>v, ln)
-        out.append((ie, value))
+        key = ie
+        pair = PyTuple_New(2)
+        Py_INCREF(key)
+        PyTuple_SET_ITEM(pair, 0, key)
+        Py_INCREF(value)
+        PyTuple_SET_ITEM(pair, 1, value)
+        if cacheable:
+            _cache_put(p + i, ln + 2, slot, <tuple>pair)
+        Py_INCREF(pair)
+        PyList_SET_ITEM(out, j, pair)
         i += 2 + ln
     return out
 
@@ -180,8 +298,6 @@ def parse_ies(payload):
 
 
 cdef bytes _uint(int ie, object value, int width):
-    cdef int overflow = 0
-    cdef unsigned long long v
     if not PyLong_Check(value):
         raise FrameError(f"{ie_name(ie)} needs an int or bytes, not {type(value).__name__}")
     if value < 0 or value >> (8 * width):

@@ -77,16 +77,21 @@ def parse_ies(payload: Any) -> list[tuple[int, object]]:
     data = bytes(payload)
     n = len(data)
     out: list[tuple[int, object]] = []
+    # Structure first (the lengths must tile the payload), then the values.
     i = 0
     while i < n:
         if n - i < 2:
             raise FrameError("truncated IE header: 1 byte left", i)
-        ie = data[i]
         ln = data[i + 1]
         if ln > n - i - 2:
             raise FrameError(
-                f"{ie_name(ie)} length {ln} overruns the payload ({n - i - 2} bytes left)", i
+                f"{ie_name(data[i])} length {ln} overruns the payload ({n - i - 2} bytes left)", i
             )
+        i += 2 + ln
+    i = 0
+    while i < n:
+        ie = data[i]
+        ln = data[i + 1]
         v = data[i + 2 : i + 2 + ln]
         kind = _KINDS[ie]
         value: object
