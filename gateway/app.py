@@ -25,7 +25,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -190,8 +190,10 @@ class GatewayApp:
     def __init__(self, site: Site, *, peer: str, pcap: Path | None = None,
                  metrics_port: int | None = None, debug_frames: bool = False,
                  control: str | None = None, spool: Path | None = None,
-                 role_name: str = DEFAULT_SITE) -> None:
+                 role_name: str = DEFAULT_SITE,
+                 open_endpoint: Callable[..., Awaitable[Any]] | None = None) -> None:
         self.site = site
+        self._open_endpoint = open_endpoint
         self.config = site.config
         self.peer = peer
         self.bind = site.bind
@@ -235,8 +237,9 @@ class GatewayApp:
         return self._endpoint
 
     async def start(self) -> None:
-        from iaxgw.gateway.server import open_endpoint
-
+        open_endpoint = self._open_endpoint
+        if open_endpoint is None:
+            from iaxgw.gateway.server import open_endpoint
         loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         if self.pcap_path is not None:
