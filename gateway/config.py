@@ -14,12 +14,14 @@ Semantics follow Asterisk 22's ``chan_iax2`` (see docs/iax2-facts.md sections 9-
 
 from __future__ import annotations
 
+import importlib.resources
 import ipaddress
 import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 from iaxgw.gateway.asterisk_conf import ConfigError, Item, Section, read_conf
@@ -31,6 +33,7 @@ __all__ = [
     "PhonesConfig",
     "acl_allows",
     "calltoken_optional",
+    "default_config_dir",
     "load_iax_conf",
     "load_phones_conf",
     "parse_acl",
@@ -558,3 +561,22 @@ def load_phones_conf(path: str | os.PathLike[str]) -> PhonesConfig:
             raise ConfigError(f"duplicate phone [{sec.name}]", sec.source)
         cfg.phones[sec.name] = _phone(sec, cfg.default)
     return cfg
+
+
+# --- embedded defaults ------------------------------------------------------------------------
+
+SITES = ("office-a", "office-b")
+
+
+def default_config_dir(site: str = "office-b") -> Path:
+    """The folder holding the embedded iax.conf, extensions.conf and phones.conf for ``site``.
+
+    Both mirror the seed's two-site trunk on loopback: office-a is 127.0.0.10, office-b
+    127.0.0.20 (port 4569).  ``office-b`` is the gateway's side, ``office-a`` the load tester's.
+    """
+    if site not in SITES:
+        raise ValueError(f"unknown site {site!r}; expected one of {', '.join(SITES)}")
+    base = importlib.resources.files("iaxgw.gateway") / "defaults"
+    if site == "office-a":
+        base = base / "office-a"
+    return Path(str(base))
