@@ -47,8 +47,6 @@ TICK = 0.020                # media pacing: one 20 ms voice frame per call per t
 STOP_GRACE = 2.0            # s to wait for the HANGUPs to be acknowledged on stop
 DIALPLAN_GRACE = 2.0        # s a dialplan may run on after its call ended (h extension)
 DEFAULT_SITE = "office-b"
-DEFAULT_PEER_HOST: Addr = ("127.0.0.10", 4569)
-DEFAULT_BIND: Addr = ("127.0.0.20", 4569)
 
 
 class StartError(Exception):
@@ -132,11 +130,12 @@ def load_site(opts: ServeOptions) -> Site:
     errors = _config_error_types()
     embedded = opts.config_dir is None
     if embedded:
+        from iaxgw.gateway.config import default_config_dir
+
         try:
-            from iaxgw.gateway.defaults import default_config_dir
-        except ImportError as exc:  # pragma: no cover - the defaults ship with the package
-            raise StartError(f"no embedded configuration in this build ({exc})") from None
-        config_dir = Path(default_config_dir(opts.site))
+            config_dir = default_config_dir(opts.site)
+        except ValueError as exc:
+            raise StartError(str(exc)) from None
     else:
         assert opts.config_dir is not None
         config_dir = opts.config_dir
@@ -157,9 +156,7 @@ def load_site(opts: ServeOptions) -> Site:
         listing = ", ".join(names) if names else "none"
         what = "is a user-only entry" if entry is not None else "is not in"
         raise PeerNotFound(f"{opts.peer!r} {what} {iax_path}; peer/friend entries: {listing}")
-    host = opts.peer_host
-    if host is None and embedded:
-        host = DEFAULT_PEER_HOST
+    host = opts.peer_host        # the embedded configs already say 127.0.0.10 / 127.0.0.20
     if host is not None:
         config.entries[opts.peer] = replace(entry, host=host[0], port=host[1], dynamic=False)
     try:
@@ -179,7 +176,7 @@ def load_site(opts: ServeOptions) -> Site:
             raise StartError(str(exc)) from None
     bind = opts.bind
     if bind is None:
-        bind = DEFAULT_BIND if embedded else (config.general.bindaddr, config.general.bindport)
+        bind = (config.general.bindaddr, config.general.bindport)
     return Site(config=config, dialplan=dialplan, phones=phones, bind=bind,
                 config_dir=config_dir)
 
