@@ -71,6 +71,7 @@ def mos_from_r(r: float) -> float:
     """G.107 Annex B: ``MOS = 1 + 0.035 R + 7e-6 R (R - 60)(100 - R)``, clamped to [1, 4.5]."""
     if r <= 0.0:
         return 1.0
+    r = min(r, 100.0)
     mos = 1.0 + 0.035 * r + 7e-6 * r * (r - 60.0) * (100.0 - r)
     return min(4.5, max(1.0, mos))
 
@@ -476,8 +477,6 @@ class CallStats:
         if ncarry:
             carry_end = min(total, int((carry[-1][0] - int(ts[0])) * spms) + size)
         own = self.signature.sid if self.signature else None
-        if self.mode == "tone":
-            own = None
         tone = det.tones(pcm[carry_end:], own, self._ana_windows)
         res.windows, res.own, res.crossed = tone.windows, tone.own, tone.crossed
         res.milliwatt, res.others = tone.milliwatt, tone.others

@@ -1,0 +1,218 @@
+"""Audio signatures: G.711 tables, the plan, detection after transcoding, crossed / one-way /
+silent audio, Milliwatt, and echo round-trip measurement."""
+
+from __future__ import annotations
+
+import math
+import random
+import warnings
+
+import numpy as np
+import pytest
+from iaxgw.sim import signature as sig
+from iaxgw.sim.metrics import CallStats
+
+PLAN = sig.default_plan()
+DET = sig.Detector(PLAN)
+
+
+def _audioop():  # type: ignore[no-untyped-def]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import audioop
+        except ImportError:
+            return None
+    return audioop
+
+
+def test_g711_tables_bit_exact() -> None:
+    ao = _audioop()
+    if ao is None:
+        pytest.skip("audioop not available (Python >= 3.13)")
+    lin = np.arange(-32768, 32768, dtype=np.int16)
+    assert sig.encode(lin, "ulaw") == ao.lin2ulaw(lin.tobytes(), 2)
+    assert sig.encode(lin, "alaw") == ao.lin2alaw(lin.tobytes(), 2)
+    codes = bytes(range(256))
+    assert sig.decode(codes, "ulaw").tobytes() == ao.ulaw2lin(codes, 2)
+    assert sig.decode(codes, "alaw").tobytes() == ao.alaw2lin(codes, 2)
+
+
+def test_plan_capacity_and_grid() -> None:
+    assert PLAN.capacity >= 2000
+    assert len(set(PLAN.pairs)) == PLAN.capacity
+    for f in PLAN.grid:
+        assert all(abs(f - h) >= 75 for h in (1004, 2008, 3012))
+        assert f % 25 == 0
+    assert all(b - a >= 100 for a, b in PLAN.pairs)
+    s = PLAN.signature(PLAN.capacity + 5)
+    assert s == PLAN.signature(5)
+    # neighbouring call indices get unrelated pairs
+    assert PLAN.signature(1) != PLAN.signature(2)
+
+
+def test_payload_cycle_shape() -> None:
+    p = PLAN.payloads(42, "alaw")
+    assert len(p) == sig.CYCLE_FRAMES
+    assert all(isinstance(x, bytes) and len(x) == sig.FRAME_SAMPLES for x in p)
+    assert PLAN.payloads(42, "alaw") == p
+    assert PLAN.payloads(43, "alaw") != p
+
+
+def _received(index: int, src: sig.Codec, dst: sig.Codec) -> np.ndarray:
+    data = b"".join(PLAN.payloads(index, src))
+    if src != dst:
+        data = sig.transcode(data, src, dst)
+    return sig.decode(data, dst).astype(np.float64)
+
+
+@pytest.mark.parametrize(("src", "dst"), [("ulaw", "ulaw"), ("alaw", "alaw"),
+                                          ("ulaw", "alaw"), ("alaw", "ulaw")])
+def test_random_signatures_survive_g711(src: sig.Codec, dst: sig.Codec) -> None:
+    rng = random.Random(7)
+    for index in rng.sample(range(100_000), 60):
+        pcm = np.roll(_received(index, src, dst), rng.randrange(8000))   # any alignment
+        own = PLAN.signature(index).sid
+        res = DET.tones(pcm, own)
+        assert res.windows == 25
+        assert res.own >= 20, (index, res)           # all but the marker windows
+        assert res.crossed == 0, (index, res)
+        # and blind: the only signature seen is this call's
+        blind = DET.tones(pcm, None)
+        assert set(blind.others) == {own}
+
+
+def test_silence_detection() -> None:
+    silent = np.zeros(1600)
+    assert DET.frame_silence(silent) == 10
+    assert DET.tones(silent, 3).windows == 0
+    noise = np.random.default_rng(1).normal(0, 2000, 1600)
+    assert DET.frame_silence(noise) == 0
+
+
+def test_milliwatt_detected() -> None:
+    t = np.arange(8000) / 8000.0
+    mw = np.round(22000 * np.sin(2 * math.pi * 1004 * t)).astype(np.int16)
+    pcm = sig.decode(sig.encode(mw, "ulaw"), "ulaw").astype(np.float64)
+    res = DET.tones(pcm, None)
+    assert res.milliwatt == res.windows == 25
+    assert res.crossed == 0
+    assert DET.tones(_received(9, "ulaw", "ulaw"), None).milliwatt == 0
+
+
+# -- whole calls ------------------------------------------------------------------------------
+
+
+def _echo_call(index: int = 3, *, seconds: int = 8, delay: float = 0.150, noise: float = 0.005,
+               loss: float = 0.02, back: sig.Codec = "ulaw", feed: int | None = None,
+               silence_from: float | None = None, mode: str = "echo",
+               payload_of: object = None) -> CallStats:
+    """One call through a simulated far end that echoes after ``delay`` (+ U(0, noise)).
+
+    ``feed`` makes the far end return another call's audio instead; ``silence_from`` (0..1)
+    returns digital silence from that share of the call on; ``payload_of(k)`` overrides."""
+    rng = random.Random(index)
+    c = CallStats(index, mode=mode, rx_codec=back)  # type: ignore[arg-type]
+    c.on_setup_event("NEW", 0.0)
+    c.on_setup_event("ANSWER", 0.2)
+    other = PLAN.payloads(feed) if feed is not None else None
+    silence = PLAN.silence("ulaw")
+    arrivals = []
+    n = seconds * 50
+    for k in range(n):
+        t = 1.0 + 0.02 * k
+        p = c.on_tx(k * 20, t)
+        if other is not None:
+            p = other[k % 50]
+        if silence_from is not None and k >= silence_from * n:
+            p = silence
+        if callable(payload_of):
+            p = payload_of(k)
+        if rng.random() < loss:
+            continue
+        if back != "ulaw":
+            p = sig.transcode(p, "ulaw", back)
+        # the far end stamps its own media clock (starts at 7,777 ms)
+        arrivals.append((t + delay + rng.uniform(0.0, noise), 7777 + 20 * k, p))
+    arrivals.sort()
+    next_tick = 2.0
+    for at, ts, p in arrivals:
+        c.on_rx(ts, at, p)
+        if at >= next_tick:
+            c.analyze()
+            next_tick += 1.0
+    c.finish(arrivals[-1][0] + 0.05 if arrivals else 1.0 + 0.02 * n)
+    return c
+
+
+@pytest.mark.parametrize("back", ["ulaw", "alaw"])
+@pytest.mark.parametrize("delay", [0.040, 0.150, 0.600])
+def test_echo_verified_and_rtt(delay: float, back: sig.Codec) -> None:
+    c = _echo_call(17, delay=delay, back=back)
+    rec = c.record()
+    assert rec.audio == "verified"
+    assert rec.rtt_samples >= 5
+    # the far end adds U(0, 5 ms); the estimate is the median
+    assert rec.rtt_ms == pytest.approx(delay * 1000 + 2.5, abs=20.0)
+    assert rec.rtt_max_ms is not None and rec.rtt_max_ms < delay * 1000 + 20.0
+
+
+def test_crossed_audio() -> None:
+    c = _echo_call(3, feed=7)
+    rec = c.record()
+    assert rec.audio_crossed and rec.audio == "crossed"
+    assert rec.crossed_from == PLAN.signature(7).sid
+    assert rec.own_windows == 0
+    assert not rec.audio_verified
+    assert rec.rtt_ms is None            # markers of another call are not our round trip
+
+
+def test_one_way_no_media() -> None:
+    c = CallStats(5, mode="echo")
+    c.on_setup_event("NEW", 0.0)
+    c.on_setup_event("ANSWER", 0.1)
+    for k in range(200):
+        c.on_tx(k * 20, 0.2 + 0.02 * k)
+    rec = c.finish(4.5)
+    assert rec.audio_one_way and rec.audio == "one_way"
+    assert rec.rx_frames == 0 and rec.loss_pct is None and rec.mos is None
+
+
+def test_one_way_only_silence() -> None:
+    rec = _echo_call(5, silence_from=0.0).record()
+    assert rec.audio_one_way and rec.audio == "one_way"
+    assert rec.silent_frames == rec.rx_frames
+
+
+def test_silence_mid_call() -> None:
+    rec = _echo_call(6, silence_from=0.6, loss=0.0).record()
+    assert rec.audio_silent and not rec.audio_one_way
+    assert rec.audio == "silent"
+    assert rec.silent_frames == pytest.approx(0.4 * rec.rx_frames, abs=2)
+
+
+def test_clean_call_has_no_flags() -> None:
+    rec = _echo_call(8, loss=0.0).record()
+    assert rec.audio_verified
+    assert not (rec.audio_crossed or rec.audio_one_way or rec.audio_silent)
+    assert rec.silent_frames == 0
+
+
+def test_tone_mode_milliwatt() -> None:
+    t = np.arange(8000) / 8000.0
+    mw = sig.encode(np.round(20000 * np.sin(2 * math.pi * 1004 * t)).astype(np.int16), "ulaw")
+    frames = [mw[i:i + 160] for i in range(0, 8000, 160)]
+    rec = _echo_call(9, mode="tone", payload_of=lambda k: frames[k % 50]).record()
+    assert rec.audio == "verified" and rec.milliwatt_windows > 0
+    # an echo is not the Milliwatt tone
+    rec = _echo_call(9, mode="tone").record()
+    assert rec.audio == "unverified" and rec.milliwatt_windows == 0
+
+
+def test_pending_audio_is_bounded_without_analyze() -> None:
+    c = CallStats(1, mode="echo")
+    p = PLAN.payloads(1)
+    for k in range(1000):
+        c.on_rx(k * 20, k * 0.02, p[k % 50])
+    assert len(c._pending) < 250
+    assert c.audio.frames >= 800
