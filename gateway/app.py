@@ -303,11 +303,9 @@ class GatewayApp:
         deadline = loop.time() + timeout
         while loop.time() < deadline:
             try:
-                pending = [c for c in self._endpoint.channels()
-                           if str(_get(c, "state", "")).lower() not in ("", "dead", "ended",
-                                                                        "closed", "done")]
+                pending = len(self._endpoint.channels())   # TERMINATING until the ACK
             except Exception:
-                pending = []
+                pending = 0
             if not pending:
                 return
             await asyncio.sleep(0.02)
@@ -380,7 +378,7 @@ class GatewayApp:
         if self.debug_frames and frame_log.isEnabledFor(logging.DEBUG):
             frame_log.debug("%s", describe("tx" if d == "out" else "rx", data, addr))
 
-    def _on_media(self, callno: int, payload: bytes, ts: int, *rest: Any) -> None:
+    def _on_media(self, callno: int, ts: int, payload: bytes, now: float) -> None:
         session = self.sessions.get(callno)
         if session is not None:
             session.voice(bytes(payload), ts)
@@ -575,7 +573,7 @@ class GatewayApp:
                 "peercallno": int(_get(c, "remote_callno", _get(c, "peercallno", 0))),
                 "oseqno": int(_get(c, "oseqno", 0)),
                 "iseqno": int(_get(c, "iseqno", 0)),
-                "lag": int(_get(c, "lag", 0)),
+                "lag": self._lag(callno),
                 "jitter": round(float(_get(c, "jitter_ms", -1))),
                 "jitbuf": 0,
                 "format": _format_name(_get(c, "format", 0)),
@@ -588,6 +586,13 @@ class GatewayApp:
                 "frames_tx": int(_get(c, "frames_tx", 0)),
             })
         return rows
+
+    def _lag(self, callno: int) -> int:
+        try:
+            call = self._endpoint.call_info(callno)
+        except Exception:
+            return 0
+        return int(getattr(call, "lag_ms", 0) or 0)
 
     def netstat_rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -614,6 +619,9 @@ class GatewayApp:
                               f"outcome_{k}": v for k, v in sorted(self.call_outcomes.items())}}
         stats["media"] = {"ticks": self.ticks, "late_ticks": self.late_ticks,
                           "active_streams": len(self._media)}
+        stats["trunk"] = {"mtu": self.config.general.trunkmtu,
+                          "datagrams_in": stats.get("trunk_datagrams_in", 0),
+                          "datagrams_out": stats.get("trunk_datagrams_out", 0)}
         if self._pcap is not None:
             stats["pcap_records"] = self._pcap.count
         return stats

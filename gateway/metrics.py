@@ -67,13 +67,7 @@ class _SnapshotCollector(Collector):
         trunk = CounterMetricFamily("iaxgw_trunk_datagrams",
                                     "Trunk (meta) datagrams by direction", labels=["direction"])
         for direction in ("in", "out"):
-            value = 0.0
-            for key, v in stats.items():
-                k = key.lower()
-                if "trunk" in k and k.endswith(("_" + direction, "_rx" if direction == "in"
-                                                 else "_tx", "datagrams_" + direction)):
-                    value = max(value, v)
-            trunk.add_metric([direction], value)
+            trunk.add_metric([direction], stats.get(f"trunk_datagrams_{direction}", 0.0))
         yield trunk
         core = GaugeMetricFamily("iaxgw_endpoint_stat",
                                  "Every numeric counter of the protocol endpoint",

@@ -13,8 +13,8 @@ Keys read (missing keys fall back to Asterisk's placeholders):
 * channel: ``channel`` (name), ``peer`` / ``addr`` (host), ``username``, ``callno``,
   ``peercallno``, ``oseqno``, ``iseqno``, ``lag``, ``jitter``, ``jitbuf``, ``format``,
   ``first_msg``, ``last_msg`` (e.g. ``"Rx:NEW"``), and for netstats ``rtt``,
-  ``local``/``remote`` dicts with ``jitter``, ``delay``, ``lost``, ``losspct``, ``dropped``,
-  ``ooo``, ``packets``.
+  ``local``/``remote`` dicts with ``jitter``, ``delay``, ``lost``, ``losspct`` (or
+  ``loss_pct``), ``dropped``, ``ooo``, ``packets`` (or ``frames``).
 * stats: a flat or nested mapping of counters.
 """
 
@@ -172,11 +172,11 @@ def format_netstats(channels: Iterable[Row]) -> str:
             _str(ch, "channel", "(None)"),
             max(_int(ch, "rtt"), 0),
             _int(loc, "jitter", -1), _int(loc, "delay"), _int(loc, "lost", -1),
-            _int(loc, "losspct", -1), _int(loc, "dropped"), _int(loc, "ooo", -1),
-            _int(loc, "packets") // 1000,
+            _int(loc, "losspct", _int(loc, "loss_pct", -1)), _int(loc, "dropped"),
+            _int(loc, "ooo", -1), _int(loc, "packets", _int(loc, "frames")) // 1000,
             _int(rem, "jitter"), _int(rem, "delay"), _int(rem, "lost"),
-            _int(rem, "losspct"), _int(rem, "dropped"), _int(rem, "ooo"),
-            _int(rem, "packets") // 1000,
+            _int(rem, "losspct", _int(rem, "loss_pct")), _int(rem, "dropped"), _int(rem, "ooo"),
+            _int(rem, "packets", _int(rem, "frames")) // 1000,
             first_dir, first, last_dir, last,
         )).rstrip())
         n += 1

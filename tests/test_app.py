@@ -65,6 +65,9 @@ class FakeEndpoint:
         return [{"name": "office-a", "addr": ("127.0.0.10", 4569), "status": "OK",
                  "rtt_ms": 3, "trunk": True}]
 
+    def call_info(self, callno: int) -> Any:
+        return None
+
     def channels(self) -> list[dict[str, Any]]:
         return [{"peer": "office-a", "addr": ("127.0.0.10", 4569), "local_callno": c,
                  "remote_callno": 9, "oseqno": 1, "iseqno": 2, "format": 4, "state": "up"}
@@ -139,7 +142,7 @@ def test_echo_paced_on_one_grid(tmp_path: Path) -> None:
         start = loop.time()
         for k in range(25):   # 0.5 s of voice into both calls
             for callno in (5, 6):
-                ep.sink(callno, bytes([callno, k]) * 80, k * 20)
+                ep.sink(callno, k * 20, bytes([callno, k]) * 80, loop.time())
             await asyncio.sleep(max(0.0, start + (k + 1) * TICK - loop.time()))
         await asyncio.sleep(0.1)
         for callno in (5, 6):
