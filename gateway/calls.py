@@ -1,0 +1,341 @@
+"""Per-call state of the IAX2 endpoint: call numbers, the call record, receive statistics.
+
+Pure data and small helpers; the protocol logic that drives them lives in ``protocol.py``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+__all__ = [
+    "Call",
+    "CallKind",
+    "CallNumbers",
+    "CallState",
+    "ChannelInfo",
+    "NetStats",
+    "PeerInfo",
+    "Pending",
+    "RxStats",
+]
+
+Addr = tuple[str, int]
+
+#: Call number pools (fact sheet section 1): 2..16383 normal, 16384..32767 trunked calls.
+NORMAL_POOL = (2, 16383)
+TRUNK_POOL = (16384, 32767)
+#: A freed call number is held this long before reuse, and counts against its IP meanwhile.
+CALLNO_HOLD_S = 60.0
+
+
+class CallNumbers:
+    """Random call number allocation with a 60 s hold and a per-source-IP limit."""
+
+    __slots__ = ("_held", "_holdq", "_per_ip", "_rng", "_used", "hold", "limit")
+
+    def __init__(self, rng: random.Random, limit: int = 2048, hold: float = CALLNO_HOLD_S) -> None:
+        self._rng = rng
+        self.limit = limit
+        self.hold = hold
+        self._used: set[int] = set()
+        self._held: set[int] = set()
+        self._holdq: deque[tuple[float, int, str]] = deque()
+        self._per_ip: dict[str, int] = {}
+
+    def _prune(self, now: float) -> None:
+        q = self._holdq
+        while q and q[0][0] <= now:
+            _, callno, ip = q.popleft()
+            self._held.discard(callno)
+            self._dec(ip)
+
+    def _dec(self, ip: str) -> None:
+        left = self._per_ip.get(ip, 0) - 1
+        if left > 0:
+            self._per_ip[ip] = left
+        else:
+            self._per_ip.pop(ip, None)
+
+    def allocate(self, ip: str, now: float, trunk: bool = False) -> int | None:
+        """A free call number for a call with ``ip``, or None (IP over its limit, pool empty)."""
+        self._prune(now)
+        if self._per_ip.get(ip, 0) >= self.limit:
+            return None
+        lo, hi = TRUNK_POOL if trunk else NORMAL_POOL
+        used, held = self._used, self._held
+        callno = -1
+        for _ in range(32):
+            c = self._rng.randint(lo, hi)
+            if c not in used and c not in held:
+                callno = c
+                break
+        else:
+            start = self._rng.randint(lo, hi)
+            for i in range(hi - lo + 1):
+                c = lo + (start - lo + i) % (hi - lo + 1)
+                if c not in used and c not in held:
+                    callno = c
+                    break
+        if callno < 0:
+            return None
+        used.add(callno)
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        return callno
+
+    def release(self, callno: int, ip: str, now: float) -> None:
+        """Free ``callno``; it stays held (and counted for ``ip``) for ``hold`` seconds."""
+        if callno not in self._used:
+            return
+        self._used.discard(callno)
+        self._held.add(callno)
+        self._holdq.append((now + self.hold, callno, ip))
+
+    def count(self, ip: str, now: float) -> int:
+        """Numbers in use or held for ``ip``."""
+        self._prune(now)
+        return self._per_ip.get(ip, 0)
+
+    @property
+    def in_use(self) -> int:
+        return len(self._used)
+
+    def is_free(self, callno: int) -> bool:
+        return callno not in self._used and callno not in self._held
+
+
+class CallState(IntEnum):
+    """States of one call number's transaction (see ``protocol._IAX_TABLE``)."""
+
+    NEW_SENT = 1       # caller: NEW (or AUTHREP) sent, waiting ACCEPT/REJECT/AUTHREQ/CALLTOKEN
+    WAIT_AUTHREP = 2   # callee: AUTHREQ sent
+    ACCEPTED = 3       # ACCEPT sent or received: media flows, not answered yet
+    UP = 4             # answered
+    TERMINATING = 5    # our final frame (HANGUP/REJECT/REGACK/REGREJ) sent, waiting for its ACK
+    POKE = 6           # our POKE, waiting for the PONG
+    REG_OUT = 7        # we register to a registrar
+    REG_IN = 8         # a registrant registers to us (REGAUTH sent)
+
+
+class CallKind(IntEnum):
+    CALL_OUT = 1
+    CALL_IN = 2
+    POKE = 3
+    REG_OUT = 4
+    REG_IN = 5
+
+
+class Pending:
+    """One reliable full frame we sent and keep until acked (fact sheet section 7)."""
+
+    __slots__ = ("dcallno", "final", "frametype", "interval", "oseqno", "payload", "sends",
+                 "subclass", "timer", "ts")
+
+    def __init__(self, oseqno: int, ts: int, frametype: int, subclass: int, payload: bytes,
+                 final: bool, interval: float) -> None:
+        self.oseqno = oseqno
+        self.ts = ts
+        self.frametype = frametype
+        self.subclass = subclass
+        self.payload = payload
+        self.final = final
+        self.sends = 1
+        self.dcallno = 0
+        self.interval = interval
+        self.timer: list[Any] | None = None
+
+
+class RxStats:
+    """Receive statistics of one call's voice stream (RFC 3550 jitter, loss from ts gaps)."""
+
+    __slots__ = ("bytes", "dropped", "dup", "frames", "jitter", "jitter_max", "lost", "max_ts",
+                 "ooo", "prev_transit", "ptime")
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.bytes = 0
+        self.max_ts = -1
+        self.jitter = 0.0
+        self.jitter_max = 0.0
+        self.prev_transit = 0.0
+        self.lost = 0
+        self.ooo = 0
+        self.dup = 0
+        self.dropped = 0
+        self.ptime = 20
+
+    def update(self, ts: int, nbytes: int, now: float) -> None:
+        """Account one received voice frame with (unwrapped) ``ts`` arriving at ``now``."""
+        self.frames += 1
+        self.bytes += nbytes
+        transit = now * 1000.0 - ts
+        if self.frames > 1:
+            d = transit - self.prev_transit
+            if d < 0:
+                d = -d
+            j = self.jitter + (d - self.jitter) * 0.0625
+            self.jitter = j
+            if j > self.jitter_max:
+                self.jitter_max = j
+        self.prev_transit = transit
+        last = self.max_ts
+        if ts > last:
+            if last >= 0:
+                ptime = self.ptime
+                gap = ts - last - ptime
+                if gap >= ptime:
+                    self.lost += gap // ptime
+            self.max_ts = ts
+        elif ts == last:
+            self.dup += 1
+        else:
+            self.ooo += 1
+            if self.lost:
+                self.lost -= 1
+
+    @property
+    def loss_pct(self) -> int:
+        total = self.frames + self.lost
+        return (self.lost * 100) // total if total else 0
+
+
+class Call:
+    """Everything the endpoint keeps for one of its call numbers."""
+
+    __slots__ = (
+        "acked_to",
+        "addr",
+        "announced",
+        "auth_pending",
+        "callno",
+        "capability",
+        "challenge",
+        "codec",
+        "context",
+        "ended",
+        "entry",
+        "exten",
+        "fake_auth",
+        "format_rx",
+        "iseqno",
+        "kind",
+        "lag_ms",
+        "last_full_voice_ts",
+        "last_voice_ts",
+        "lastsent",
+        "new_ies",
+        "nextpred",
+        "oseqno",
+        "peer",
+        "peer_callno",
+        "pingtime",
+        "poke_sent",
+        "reg",
+        "remote_rr",
+        "rtt_ms",
+        "rx",
+        "rx_full_frames",
+        "rx_last",
+        "start",
+        "state",
+        "svoiceformat",
+        "timers",
+        "trunk",
+        "tx_frames",
+        "tx_full",
+        "unacked",
+        "username",
+    )
+
+    def __init__(self, callno: int, kind: CallKind, state: CallState, addr: Addr,
+                 now: float) -> None:
+        self.callno = callno
+        self.kind = kind
+        self.state = state
+        self.addr = addr
+        self.peer_callno = 0
+        self.start = now
+        self.oseqno = 0
+        self.iseqno = 0
+        self.acked_to = 0             # lowest OSeqno of ours not yet acked (Asterisk rseqno)
+        self.lastsent = 0
+        self.nextpred = 0
+        self.unacked: dict[int, Pending] = {}
+        self.peer = ""
+        self.username = ""
+        self.entry: Any = None
+        self.exten = ""
+        self.context = ""
+        self.codec = 0
+        self.capability = 0
+        self.format_rx = 0            # format of the last full voice frame received
+        self.svoiceformat = 0         # format of the last full voice frame sent
+        self.last_full_voice_ts = 0
+        self.last_voice_ts = -1
+        self.trunk = False
+        self.rx_last = 0              # highest ts received (not ACK/PONG/LAGRP)
+        self.rx = RxStats()
+        self.tx_frames = 0
+        self.tx_full = 0
+        self.rx_full_frames = 0
+        self.pingtime = 1000
+        self.rtt_ms = -1
+        self.lag_ms = -1
+        self.remote_rr: dict[str, int] = {}
+        self.challenge = ""
+        self.fake_auth = False
+        self.auth_pending = False
+        self.new_ies: list[tuple[int, object]] = []
+        self.ended = False
+        self.announced = False     # the application knows this call (events due)
+        self.timers: list[list[Any]] = []
+        self.poke_sent = 0.0
+        self.reg: Any = None
+
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """One row of ``iaxgw show peers``."""
+
+    name: str
+    addr: Addr | None
+    status: str          # "OK (12 ms)", "LAGGED (2300 ms)", "UNREACHABLE", "UNKNOWN", "Unmonitored"
+    trunk: bool
+    rtt_ms: int
+    dynamic: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelInfo:
+    """One row of ``iaxgw show channels``."""
+
+    peer: str
+    addr: Addr
+    local_callno: int
+    remote_callno: int
+    oseqno: int
+    iseqno: int
+    format: int
+    state: str
+    direction: str
+    jitter_ms: float
+    lost: int
+    loss_pct: int
+    frames_rx: int
+    frames_tx: int
+    trunk: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NetStats:
+    """One row of ``iaxgw show netstats``: local receive stats and the peer's RR report."""
+
+    peer: str
+    local_callno: int
+    rtt_ms: int
+    local: dict[str, int] = field(default_factory=dict)
+    remote: dict[str, int] = field(default_factory=dict)
