@@ -148,8 +148,14 @@ cdef void _encode_loop(const uint8_t* src, uint8_t* dst, Py_ssize_t n,
 cdef void _decode_loop(const uint8_t* src, uint8_t* dst, Py_ssize_t n,
                        const int16_t* table) noexcept nogil:
     cdef Py_ssize_t i
+    cdef int16_t* d16
+    if (<size_t>dst) & 1:
+        for i in range(n):
+            memcpy(dst + 2 * i, &table[src[i]], 2)
+        return
+    d16 = <int16_t*>dst  # 2-aligned output (always for new bytes objects)
     for i in range(n):
-        memcpy(dst + 2 * i, &table[src[i]], 2)
+        d16[i] = table[src[i]]
 
 
 cdef void _map_loop(const uint8_t* src, uint8_t* dst, Py_ssize_t n,

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from iaxgw._core._select import both
 from iaxgw._core.errors import FrameError
 
@@ -145,7 +144,11 @@ def test_parse_accepts_buffer_types(m: ModuleType) -> None:
 
 @impl
 @FAST
-@given(entries=st.lists(entry_st, max_size=30), ts=st.booleans(), trunk_ts=st.integers(0, 2**32 - 1))
+@given(
+    entries=st.lists(entry_st, max_size=30),
+    ts=st.booleans(),
+    trunk_ts=st.integers(0, 2**32 - 1),
+)
 def test_round_trip(
     m: ModuleType, entries: list[tuple[int, int, bytes]], ts: bool, trunk_ts: int
 ) -> None:
@@ -194,9 +197,7 @@ def test_mtu_greedy_split(m: ModuleType, sizes: list[int], mtu: int, ts: bool) -
     # the model: greedy, a new datagram when current + next entry >= mtu
     expect: list[int] = []
     for n in sizes:
-        if expect and expect[-1] + hdr + n >= mtu:
-            expect.append(8)
-        elif not expect:
+        if (expect and expect[-1] + hdr + n >= mtu) or not expect:
             expect.append(8)
         expect[-1] += hdr + n
     assert [len(d) for d in datagrams] == expect
@@ -356,7 +357,11 @@ def test_corruption_same_outcome_in_both(
 
 
 @FAST
-@given(entries=st.lists(entry_st, max_size=20), ts=st.booleans(), mtu=st.sampled_from([0, 400, 1240]))
+@given(
+    entries=st.lists(entry_st, max_size=20),
+    ts=st.booleans(),
+    mtu=st.sampled_from([0, 400, 1240]),
+)
 def test_cross_implementation(entries: list[tuple[int, int, bytes]], ts: bool, mtu: int) -> None:
     packed = [m.pack_trunk(entries, 9, timestamps=ts, mtu=mtu) for m in IMPLS]
     assert all(p == packed[0] for p in packed)
