@@ -52,7 +52,7 @@ def render(snap: Snapshot, title: str = "iaxgw loadtest") -> Table:
               "CPU", _f(snap.cpu_pct, ".0f", " %"))
     a = snap.audio
     if a:
-        t.add_row("audio", f"ok {a.get('verified', 0)}",
+        t.add_row("audio", f"verified {a.get('verified', 0)}",
                   "problems", f"crossed {a.get('crossed', 0)}, one-way {a.get('one_way', 0)}, "
                               f"silent {a.get('silent', 0)}")
     return t

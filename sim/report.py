@@ -235,9 +235,8 @@ class LoadStats:
             audio["one_way"] += rec.audio_one_way
             audio["silent"] += rec.audio_silent
         for c in up:
-            flags = c.audio_flags()
-            audio["crossed"] += flags["crossed"]
-            audio["one_way"] += flags["one_way"]
+            for k, v in c.audio_flags().items():
+                audio[k] += v
         snap = Snapshot(
             elapsed_s=now - self.started, calls_up=len(up), target=self.target,
             setting_up=setting_up, attempts=self.attempts,

@@ -1,0 +1,251 @@
+"""Run-wide collection, summary.json / calls.csv / timeseries.csv / plots, live screen, CPU."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from iaxgw.sim.cpu import CpuMeter
+from iaxgw.sim.live import LiveScreen, compact_line, print_summary, render
+from iaxgw.sim.metrics import CallRecord
+from iaxgw.sim.report import (
+    TIMESERIES_FIELDS,
+    LoadStats,
+    Snapshot,
+    percentiles,
+    write_report,
+)
+from rich.console import Console
+
+REQUIRED = {"attempted", "answered", "failed", "causes", "setup_ms", "jitter_ms", "rtt_ms",
+            "loss_pct", "mos", "audio", "trunk", "cpu_pct"}
+
+
+class FakeCpu(CpuMeter):
+    def __init__(self) -> None:
+        self.n = 0
+        self.last_pct = None
+
+    def sample(self) -> float | None:
+        self.n += 1
+        return 25.0 + self.n
+
+
+def _run(seconds: int = 4, calls: int = 6) -> tuple[LoadStats, list[Snapshot], float]:
+    """Simulated run: ``calls`` answered echo calls (3 % loss, 80 ms + U(0, 6 ms) echo delay),
+    one BUSY, two REJECTs; trunk counters fed as mini frames."""
+    t0 = 1000.0
+    st = LoadStats(target_calls=calls, mode="echo", clock=lambda: t0, cpu=FakeCpu())
+    rng = random.Random(4)
+    live = []
+    for i in range(calls + 3):
+        c = st.new_call(t0 + 0.01 * i)
+        if i == calls:
+            st.end_call(c, t0 + 0.3, "BUSY")
+        elif i > calls:
+            st.end_call(c, t0 + 0.3, "REJECT", "No authority found")
+        else:
+            c.on_setup_event("ACCEPT", t0 + 0.02 + 0.01 * i)
+            c.on_setup_event("ANSWER", t0 + 0.1 + 0.02 * i)
+            live.append(c)
+    snaps = []
+    now = t0
+    for k in range(seconds * 50):
+        now = t0 + 0.2 + 0.02 * k
+        for c in live:
+            p = c.on_tx(k * 20, now)
+            st.trunk.add("tx", 4 + len(p))
+            if rng.random() < 0.03:
+                continue
+            c.on_rx(500 + k * 20, now + 0.080 + rng.uniform(0, 0.006), p)
+            st.trunk.add("rx", 4 + len(p))
+        if k % 50 == 49:
+            snaps.append(st.tick(now))
+    end = now + 0.1
+    for c in live[:-1]:
+        st.end_call(c, end)
+    return st, snaps, end           # the last call is still up at the end
+
+
+def test_percentiles() -> None:
+    p = percentiles(range(1, 101))
+    assert p["p50"] == pytest.approx(50.5)
+    assert p["p95"] == pytest.approx(95.05)
+    assert p["max"] == 100.0
+    assert percentiles([]) == {"p50": None, "p95": None, "p99": None, "max": None}
+    assert percentiles([None, 3.0, float("nan")])["p99"] == 3.0
+
+
+def test_collector_snapshots() -> None:
+    _, snaps, _ = _run()
+    assert len(snaps) == 4
+    s = snaps[-1]
+    assert s.calls_up == 6 and s.target == 6
+    assert s.attempts == 9 and s.answered == 6 and s.failed == 3
+    assert s.causes == {"BUSY": 1, "REJECT (No authority found)": 2}
+    assert s.setup_p50_ms == pytest.approx(125.0)     # answers 100, 110, .. 150 ms after NEW
+    assert 0.5 < s.loss_pct < 8.0                     # type: ignore[operator]
+    assert s.jitter_p50_ms is not None and 0.5 < s.jitter_p50_ms < 4.0
+    assert s.mos_min is not None and s.mos_p50 is not None and s.mos_min <= s.mos_p50 <= 4.5
+    assert s.rtt_p50_ms == pytest.approx(83.0, abs=10.0)
+    assert s.tx_pps == pytest.approx(300.0, rel=0.05)
+    assert s.cpu_pct is not None
+    # the first bucket has the attempts; later ones none
+    assert snaps[0].attempt_rate is not None and snaps[0].attempt_rate > 0
+    assert snaps[1].attempt_rate == 0
+
+
+def test_report_files_parse_back(tmp_path: Path) -> None:
+    st, _, end = _run()
+    summary = st.summary(end)
+    out = write_report(tmp_path, summary, st.all_records(end), st.timeseries, plots=False)
+    assert {p.name for p in out.files} == {"summary.json", "calls.csv", "timeseries.csv"}
+
+    js = json.loads((tmp_path / "summary.json").read_text())
+    assert js.keys() >= REQUIRED
+    assert (js["attempted"], js["answered"], js["failed"]) == (9, 6, 3)
+    assert js["causes"] == {"BUSY": 1, "REJECT (No authority found)": 2}
+    for key in ("setup_ms", "jitter_ms", "rtt_ms"):
+        assert set(js[key]) >= {"p50", "p95", "p99", "max"}
+        assert all(isinstance(v, float) for v in js[key].values())
+    assert js["setup_ms"]["max"] == pytest.approx(150.0)
+    assert 0.5 < js["loss_pct"] < 8.0
+    assert set(js["mos"]) >= {"p50", "min"}
+    assert js["audio"]["verified"] == 6 and js["audio"]["crossed"] == 0
+    assert set(js["audio"]) >= {"verified", "crossed", "one_way", "silent"}
+    assert js["trunk"]["datagrams_per_s"]["tx"] > 0
+    assert js["trunk"]["bytes_per_call_s"]["tx"] == pytest.approx(164 * 50, rel=0.1)
+    assert js["cpu_pct"] == pytest.approx(27.5)                # FakeCpu: 26, 27, 28, 29
+    assert js["in_progress"] == 0
+
+    rows = list(csv.DictReader((tmp_path / "calls.csv").open()))
+    assert len(rows) == 9
+    assert set(CallRecord.field_names()) == set(rows[0])
+    answered = [r for r in rows if r["outcome"] == "ANSWERED"]
+    assert len(answered) == 6
+    assert all(float(r["mos"]) > 3.5 and r["audio"] == "verified" for r in answered)
+    busy = next(r for r in rows if r["outcome"] == "BUSY")
+    assert busy["mos"] == "" and busy["answer_ms"] == ""        # missing -> empty, not 0
+
+    ts = list(csv.DictReader((tmp_path / "timeseries.csv").open()))
+    assert tuple(ts[0]) == TIMESERIES_FIELDS
+    assert len(ts) == 4
+    assert [int(r["calls_up"]) for r in ts] == [6, 6, 6, 6]
+    assert int(ts[0]["attempts"]) == 9 and int(ts[1]["attempts"]) == 0
+    assert ts[1]["setup_p50_ms"] == ""                          # nobody answered in bucket 2
+    assert float(ts[0]["setup_p50_ms"]) == pytest.approx(125.0)
+    assert all(float(r["tx_pps"]) > 0 and float(r["cpu_pct"]) > 0 for r in ts)
+
+
+def test_missing_data_is_null(tmp_path: Path) -> None:
+    st = LoadStats(mode="echo", clock=lambda: 0.0, cpu=FakeCpu())
+    for i in range(3):
+        st.end_call(st.new_call(0.1 * i), 32.0)                 # no reply at all
+    js = json.loads((write_report(tmp_path, st.summary(40.0), st.all_records(40.0),
+                                  st.timeseries, plots=False).files[0]).read_text())
+    assert js["attempted"] == 3 and js["answered"] == 0 and js["failed"] == 3
+    assert js["causes"] == {"TIMEOUT": 3}
+    assert js["setup_ms"] == {"p50": None, "p95": None, "p99": None, "max": None}
+    assert js["loss_pct"] is None and js["mos"]["p50"] is None and js["mos"]["min"] is None
+    assert js["trunk"]["datagrams_per_s"] == {"tx": None, "rx": None}
+    assert js["cpu_pct"] is None                                # never ticked
+    assert '"loss_pct": null' in (tmp_path / "summary.json").read_text()
+
+
+def test_plots_written(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    st, _, end = _run(seconds=3)
+    out = write_report(tmp_path, st.summary(end), st.all_records(end), st.timeseries)
+    assert out.plots_skipped is None
+    pngs = sorted(p.name for p in out.files if p.suffix == ".png")
+    assert pngs == ["concurrency.png", "jitter_mos.png", "setup_hist.png"]
+    for name in pngs:
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_plots_missing_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    st, _, end = _run(seconds=1)
+    out = write_report(tmp_path, st.summary(end), st.all_records(end), st.timeseries)
+    assert out.plots_skipped is not None and "iaxgw[plots]" in out.plots_skipped
+    assert not list(tmp_path.glob("*.png"))
+    assert (tmp_path / "summary.json").exists()
+
+
+# -- live screen ------------------------------------------------------------------------------
+
+
+def _snap() -> Snapshot:
+    return _run(seconds=2)[1][-1]
+
+
+def test_render_has_fields() -> None:
+    con = Console(record=True, width=140, file=io.StringIO())
+    con.print(render(_snap()))
+    text = con.export_text()
+    for label in ("calls up", "6 / 6", "attempts", "answered", "failed", "BUSY 1",
+                  "REJECT (No authority found) 2", "setup p50", "125 ms", "setup p95", "verified 6",
+                  "jitter p50", "loss", "MOS p50", "MOS min", "CPU", "tx/rx pps", "verified"):
+        assert label in text, label
+
+
+def test_live_screen_not_a_tty_prints_lines() -> None:
+    buf = io.StringIO()
+    con = Console(file=buf, width=200, force_terminal=False)
+    snap = _snap()
+    with LiveScreen(con) as screen:
+        assert not screen.interactive
+        screen.update(snap)
+        screen.update(snap)
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[0] == compact_line(snap)
+    assert "up=6/6" in lines[0] and "fail=3" in lines[0] and "mos50=" in lines[0]
+
+
+def test_live_screen_quiet_and_terminal() -> None:
+    buf = io.StringIO()
+    with LiveScreen(Console(file=buf, force_terminal=False), quiet=True) as screen:
+        screen.update(_snap())
+    assert buf.getvalue() == ""
+    buf = io.StringIO()
+    con = Console(file=buf, force_terminal=True, width=140)
+    screen = LiveScreen(con, refresh_per_second=4)
+    screen.start()
+    assert screen.interactive
+    screen.update(_snap())
+    screen.stop()
+    out = buf.getvalue()
+    assert "calls up" in out and "MOS p50" in out
+
+
+def test_print_summary() -> None:
+    st, _, end = _run(seconds=2)
+    con = Console(record=True, width=140, file=io.StringIO())
+    print_summary(st.summary(end), con)
+    text = con.export_text()
+    for label in ("attempted 9", "answered 6", "failed 3", "setup", "jitter", "echo RTT",
+                  "loss", "MOS", "verified 6", "failures by cause", "BUSY", "datagrams/s"):
+        assert label in text, label
+
+
+def test_cpu_meter() -> None:
+    clock = iter([0.0, 1.0, 3.0, 3.0]).__next__
+    used = iter([10.0, 10.5, 12.5, 12.5]).__next__
+    m = CpuMeter(clock, used)
+    assert m.sample() == pytest.approx(50.0)
+    assert m.sample() == pytest.approx(100.0)
+    assert m.sample() == pytest.approx(100.0)           # no wall time: last value
+    real = CpuMeter()
+    x: Any = 0
+    for i in range(200_000):
+        x += i * i
+    pct = real.sample()
+    assert pct is not None and pct >= 0.0
