@@ -239,7 +239,7 @@ class Endpoint:
                 call = self._by_remote.get((addr, (b0 << 8) | data[1]))
                 if call is None or not call.format_rx or call.state > S.UP:
                     self._stats["drop_mini_unknown_call" if call is None
-                                else "drop_mini_before_voice"] += 1
+                                else "drop_mini_call_not_active"] += 1
                     return
                 last = call.rx_last
                 ts = (last & 0xFFFF0000) | (data[2] << 8) | data[3]
@@ -1315,7 +1315,7 @@ class Endpoint:
                 self._stats["drop_trunk_unknown_call"] += 1
                 continue
             if not call.format_rx or call.state > S.UP:
-                self._stats["drop_trunk_before_voice"] += 1
+                self._stats["drop_trunk_call_not_active"] += 1
                 continue
             last = call.rx_last
             if ts16 is not None:

@@ -1,0 +1,129 @@
+"""The asyncio driver around one sans-IO :class:`~iaxgw.gateway.protocol.Endpoint`.
+
+It only does I/O (style.md practice 2): hands received datagrams to the endpoint with the loop
+clock, sends what the endpoint queued, keeps one ``loop.call_at`` armed for the endpoint's next
+timer and forwards events to an ``asyncio.Queue`` (or a callback).  uvloop is a loop policy chosen
+by the CLI layer (``asyncio.Runner(loop_factory=uvloop.new_event_loop)``), not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Literal, cast
+
+from iaxgw.gateway.events import Event
+from iaxgw.gateway.model import IaxConfig
+from iaxgw.gateway.protocol import Endpoint
+
+__all__ = ["DatagramHook", "DatagramServer", "open_endpoint"]
+
+log = logging.getLogger("iaxgw.server")
+
+Addr = tuple[str, int]
+#: ``on_datagram(direction, data, addr, now)``: called for every datagram in ("in") and out.
+DatagramHook = Callable[[Literal["in", "out"], bytes, Addr, float], None]
+
+
+class DatagramServer(asyncio.DatagramProtocol):
+    """Runs ``endpoint`` on a datagram transport."""
+
+    def __init__(self, endpoint: Endpoint, *, loop: asyncio.AbstractEventLoop | None = None,
+                 on_event: Callable[[Event], None] | None = None,
+                 on_datagram: DatagramHook | None = None) -> None:
+        self.endpoint = endpoint
+        self.loop = loop or asyncio.get_event_loop()
+        self.transport: asyncio.DatagramTransport | None = None
+        #: Events, unless ``on_event`` is given (then it gets each event at once).
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+        self.on_event = on_event
+        self.on_datagram = on_datagram
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.closed: asyncio.Future[None] = self.loop.create_future()
+        endpoint.wall_offset = time.time() - self.loop.time()
+
+    # -- asyncio.DatagramProtocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        self.endpoint.start(self.loop.time())
+        self.flush()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        now = self.loop.time()
+        src: Addr = (addr[0], addr[1])
+        hook = self.on_datagram
+        if hook is not None:
+            hook("in", data, src, now)
+        try:
+            self.endpoint.receive_datagram(data, src, now)
+        except Exception:  # the endpoint must survive anything a peer sends
+            log.exception("endpoint failed on a datagram from %s", src)
+        self.flush()
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("socket error: %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # -- driving the endpoint
+
+    def flush(self) -> None:
+        """Send queued datagrams, deliver events, re-arm the timer.  Call after any command."""
+        ep = self.endpoint
+        now = self.loop.time()
+        tr = self.transport
+        if tr is not None:
+            hook = self.on_datagram
+            for data, addr in ep.datagrams_to_send(now):
+                if hook is not None:
+                    hook("out", data, addr, now)
+                tr.sendto(data, addr)
+        cb = self.on_event
+        while (ev := ep.next_event()) is not None:
+            if cb is not None:
+                cb(ev)
+            else:
+                self.events.put_nowait(ev)
+        when = ep.get_timer()
+        if when != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._timer_at = when
+            if when is not None and tr is not None:
+                self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        try:
+            self.endpoint.handle_timer(self.loop.time())
+        except Exception:
+            log.exception("endpoint timer failed")
+        self.flush()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def open_endpoint(config: IaxConfig, bind: Addr = ("0.0.0.0", 4569), *,
+                        loop: asyncio.AbstractEventLoop | None = None,
+                        role_name: str = "iaxgw", endpoint: Endpoint | None = None,
+                        on_event: Callable[[Event], None] | None = None,
+                        on_datagram: DatagramHook | None = None) -> DatagramServer:
+    """Bind a UDP socket on ``bind`` and run an Endpoint (given or built from ``config``)."""
+    loop = loop or asyncio.get_running_loop()
+    ep = endpoint or Endpoint(config, local_addr=bind, role_name=role_name)
+    server = DatagramServer(ep, loop=loop, on_event=on_event, on_datagram=on_datagram)
+    await loop.create_datagram_endpoint(lambda: server, local_addr=bind)
+    return server
