@@ -1,0 +1,824 @@
+"""The ``iaxgw loadtest`` engine: many concurrent IAX2 calls from one Endpoint, measured.
+
+One :class:`LoadRunner` owns one UDP endpoint (``gateway.server.open_endpoint``) and drives it
+from four places on one event loop (uvloop):
+
+* the **attempt scheduler** starts calls at ``--rate`` on a fixed grid while fewer than ``--calls``
+  are live and the target's call-number budget allows (Asterisk: 2,048 per source IP, each held
+  until 60 s after its call);
+* the **event pump** (the server's event handler) maps CallProgress/CallEnded onto each call's
+  :class:`~iaxgw.sim.metrics.CallStats` and, in hairpin mode, answers the calls that come back;
+* ONE **media ticker** for all calls on a drift-free 20 ms grid (deadline = t0 + k x 20 ms) whose
+  per-tick work is a loop of ``send_voice`` over pre-encoded payloads;
+* the **media sink** calls the call's ``on_rx`` for every received voice frame (and, for a
+  returning hairpin leg, echoes the payload straight back).
+
+Every call ends in bounded time: no ANSWER within ``--setup-timeout`` -> we hang up and count
+TIMEOUT (or NO_ANSWER when the target had ACCEPTed); the endpoint's retransmission give-up ends
+calls whose peer went silent; a run deadline bounds the whole run.  Roles without ``--config``:
+we are office-b calling office-a at 127.0.0.10:4569 (the lab's Asterisk), from 127.0.0.20:4569.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import signal
+import sys
+import time
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from iaxgw._core.constants import FORMAT_ALAW, FORMAT_ULAW
+from iaxgw.gateway import events as ev
+from iaxgw.gateway.model import IaxConfig
+from iaxgw.sim import signature as sig
+from iaxgw.sim.loadtest_plan import (
+    CallnoBudget,
+    LoadtestOptions,
+    PlanError,
+    PlannedCall,
+    plan_calls,
+)
+from iaxgw.sim.metrics import CallStats, Mode
+from iaxgw.sim.report import LoadStats, write_report
+
+log = logging.getLogger("iaxgw.loadtest")
+
+Addr = tuple[str, int]
+TICK = 0.020
+FAR_BEHIND_TICKS = 5             # a stalled loop skips missed ticks instead of bursting them
+CALLER_BASE = 100000             # CALLING_NUMBER = base + call index (correlates hairpin legs)
+DEFAULT_ROLE = "office-b"        # without --config: we are office-b ...
+DEFAULT_PEER_HOST: Addr = ("127.0.0.10", 4569)   # ... calling office-a here
+DEFAULT_BIND: Addr = ("127.0.0.20", 4569)
+EARLY_DROP_S = 1.0               # an answered call the far end ends this much early is "dropped"
+
+
+class LoadtestError(Exception):
+    """The load test cannot start (bad config, address in use, ...)."""
+
+
+class ConfigUsageError(LoadtestError):
+    """A configuration choice made on the command line is wrong (exit 2)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup: configuration, media
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Target:
+    """Our configuration, the peer entry we call and the addresses in use."""
+
+    config: IaxConfig
+    peer: str
+    peer_addr: Addr
+    bind: Addr
+    role: str
+
+
+def load_target(opts: LoadtestOptions, config: IaxConfig | None = None) -> Target:
+    """Read ``--config`` (or the embedded seed as office-b) and apply ``--peer-host``/``--bind``,
+    ``--trunk`` and ``--trunktimestamps``."""
+    role = DEFAULT_ROLE
+    embedded = config is None and opts.config_dir is None
+    if config is None:
+        from iaxgw.gateway.config import load_iax_conf
+
+        if opts.config_dir is not None:
+            path = opts.config_dir / "iax.conf"
+            role = opts.config_dir.name
+        else:
+            from iaxgw.gateway.config import default_config_dir
+
+            path = Path(default_config_dir(role)) / "iax.conf"
+        if not path.is_file():
+            raise ConfigUsageError(f"{path}: no such file")
+        try:
+            config = load_iax_conf(path)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ConfigUsageError(str(exc)) from None
+        except Exception as exc:  # the parser's ConfigError
+            raise ConfigUsageError(str(exc)) from None
+    entry = config.entries.get(opts.peer)
+    if entry is None or not entry.is_peer:
+        names = ", ".join(sorted(n for n, e in config.entries.items() if e.is_peer)) or "none"
+        raise ConfigUsageError(f"--peer {opts.peer!r} is not a peer/friend entry of the "
+                               f"configuration; peer/friend entries: {names}")
+    host = opts.peer_host
+    if host is None and embedded:
+        host = DEFAULT_PEER_HOST
+    if host is None:
+        if entry.host is None or entry.dynamic:
+            raise ConfigUsageError(f"peer {opts.peer!r} has no fixed host: give --peer-host")
+        host = (entry.host, entry.port)
+    changes: dict[str, Any] = {"host": host[0], "port": host[1], "dynamic": False}
+    if opts.trunk is not None:
+        changes["trunk"] = opts.trunk
+    if entry.codecs and opts.codec not in entry.codecs:
+        changes["codecs"] = [opts.codec, *entry.codecs]
+    config.entries[opts.peer] = replace(entry, **changes)
+    if opts.trunktimestamps is not None:
+        config.general.trunktimestamps = opts.trunktimestamps
+    bind = opts.bind
+    if bind is None:
+        bind = DEFAULT_BIND if embedded else (config.general.bindaddr, config.general.bindport)
+    return Target(config=config, peer=opts.peer, peer_addr=host, bind=bind, role=role)
+
+
+def wav_payloads(path: Path, codec: sig.Codec) -> list[bytes]:
+    """A WAV file (8 kHz, mono, 16-bit PCM) as 20 ms G.711 payloads."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            if (w.getframerate(), w.getnchannels(), w.getsampwidth()) != (8000, 1, 2):
+                raise PlanError(f"--media {path}: need 8 kHz mono 16-bit PCM, got "
+                                f"{w.getframerate()} Hz, {w.getnchannels()} channel(s), "
+                                f"{8 * w.getsampwidth()}-bit")
+            raw = w.readframes(w.getnframes())
+    except (wave.Error, EOFError) as exc:
+        raise PlanError(f"--media {path}: not a readable WAV file ({exc})") from None
+    pcm = np.frombuffer(raw, dtype="<i2").astype(np.int16)
+    n = len(pcm) // sig.FRAME_SAMPLES
+    if n == 0:
+        raise PlanError(f"--media {path}: shorter than one 20 ms frame")
+    data = sig.encode(pcm[: n * sig.FRAME_SAMPLES], codec)
+    return [data[i:i + sig.FRAME_SAMPLES] for i in range(0, len(data), sig.FRAME_SAMPLES)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class LoadtestResult:
+    summary: dict[str, Any]
+    exit_code: int
+    records: list[Any] = field(default_factory=list)
+    timeseries: list[dict[str, Any]] = field(default_factory=list)
+    report_files: list[Path] = field(default_factory=list)
+
+
+def classify_end(event: ev.CallEnded, accepted: bool) -> tuple[str, str | None]:
+    """(outcome, cause text) of a call that ended before it was answered."""
+    cause, text = event.cause, event.cause_text or None
+    if event.reason == "reject":
+        return "REJECT", _cause_text(cause, text)
+    if event.reason == "timeout":
+        return "TIMEOUT", "no response from peer (retransmissions gave up)"
+    if event.reason == "inval":
+        return "ERROR", "call unknown to peer (INVAL)"
+    if cause == 17:
+        return "BUSY", None
+    if cause in (34, 42):
+        return "CONGESTION", None
+    if cause in (18, 19):
+        return "NO_ANSWER", _cause_text(cause, text)
+    return "HANGUP", _cause_text(cause, text)
+
+
+def _cause_text(cause: int, text: str | None) -> str | None:
+    from iaxgw._core.constants import CAUSES
+
+    if cause <= 0 and not text:
+        return "no cause given"
+    name = text or CAUSES.get(cause, "")
+    return f"{cause} {name}".strip() if cause > 0 else name
+
+
+def trunk_entries(data: bytes) -> tuple[int, int]:
+    """(voice entries, their payload bytes) of a meta trunk datagram (iax2-facts section 3)."""
+    n = len(data)
+    with_ts = data[3] & 1
+    pos, count, payload = 8, 0, 0
+    hdr = 6 if with_ts else 4
+    while pos + hdr <= n:
+        length = (data[pos] << 8 | data[pos + 1]) if with_ts else (data[pos + 2] << 8
+                                                                    | data[pos + 3])
+        pos += hdr + length
+        if pos > n:
+            break
+        count += 1
+        payload += length
+    return count, payload
+
+
+# ---------------------------------------------------------------------------------------------
+# The runner
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class LiveCall:
+    """One attempt of ours: the plan, the endpoint's call number, the stats."""
+
+    plan: PlannedCall
+    stats: CallStats
+    callno: int = -1
+    accepted: bool = False
+    answered: bool = False
+    ended: bool = False
+    media: bool = False
+    k: int = 0                    # voice frames sent
+    own_payloads: list[bytes] | None = None    # silence / wav media (stats has none)
+    hangup_handle: asyncio.TimerHandle | None = None
+    timeout_handle: asyncio.TimerHandle | None = None
+    planned_end: float = 0.0
+    returned: int = -1            # hairpin: call number of the leg that came back
+    dropped: bool = False
+
+
+class LoadRunner:
+    """Runs one load test; see the module docstring."""
+
+    def __init__(self, opts: LoadtestOptions, target: Target, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 screen: Any = None) -> None:
+        self.opts = opts
+        self.target = target
+        self.clock = clock
+        self.mode: Mode = "echo" if opts.media == "tone" else "none"
+        codec: sig.Codec = "alaw" if opts.codec == "alaw" else "ulaw"
+        self.stats = LoadStats(target_calls=opts.calls, mode=self.mode, codec=codec, clock=clock)
+        self.plan = plan_calls(opts)
+        self.budget = CallnoBudget(opts.callno_budget)
+        self.calls: dict[int, LiveCall] = {}          # our call number -> call
+        self.by_index: dict[int, LiveCall] = {}
+        self.media_calls: dict[int, LiveCall] = {}    # answered, sending
+        self.returned: dict[int, int] = {}            # hairpin leg callno -> our call index
+        self.returned_legs = 0
+        self.unmatched_incoming = 0
+        self.dropped = 0
+        self.late_ticks = 0
+        self.ticks = 0
+        self.max_tick_ms = 0.0
+        self.notes: list[str] = list(opts.warnings)
+        self.started_attempts = 0
+        self.stopping = False
+        self.interrupted = False
+        self.deadline_hit = False
+        self.screen = screen
+        self._server: Any = None
+        self._ep: Any = None
+        self._now: Callable[[], float] = clock      # the endpoint's clock: the loop's
+        self._codec = FORMAT_ALAW if opts.codec == "alaw" else FORMAT_ULAW
+        self._slot = asyncio.Event()
+        self._done = asyncio.Event()
+        self._media_payloads: list[bytes] | None = None
+        if opts.media == "silence":
+            self._media_payloads = [sig.default_plan().silence(codec)]
+        elif opts.media != "tone":
+            self._media_payloads = wav_payloads(Path(opts.media), codec)
+        self.t0 = clock()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def run_deadline(self) -> float:
+        """Seconds after which the whole run is cut short, whatever the target does."""
+        o = self.opts
+        rounds = math.ceil(o.attempts / o.calls)
+        per_call = o.setup_timeout + o.duration[1] + o.hangup_timeout
+        budget_wait = 65.0 if self.budget.limit < o.attempts else 0.0
+        return o.attempts / o.cps + rounds * per_call + budget_wait + 15.0
+
+    async def run(self) -> LoadtestResult:
+        from iaxgw.gateway.server import open_endpoint
+
+        loop = asyncio.get_running_loop()
+        t = self.target
+        try:
+            self._server = await open_endpoint(t.config, t.bind, role_name=t.role,
+                                               on_event=self._on_event,
+                                               on_datagram=self._on_datagram)
+        except OSError as exc:
+            raise LoadtestError(f"cannot bind {t.bind[0]}:{t.bind[1]}: "
+                                f"{exc.strerror or exc}") from None
+        self._ep = self._server.endpoint
+        self._now = loop.time
+        self._ep.set_media_sink(self._on_media)
+        installed = []
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(s, self._interrupt)
+                installed.append(s)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        tasks = [loop.create_task(self._scheduler(), name="loadtest-scheduler"),
+                 loop.create_task(self._ticker(), name="loadtest-media"),
+                 loop.create_task(self._reporter(), name="loadtest-report")]
+        if self.screen is not None:
+            self.screen.start()
+        try:
+            try:
+                await asyncio.wait_for(self._done.wait(), self.run_deadline())
+            except TimeoutError:
+                self.deadline_hit = True
+                self.notes.append(f"run deadline ({self.run_deadline():.0f} s) hit: "
+                                  "calls still up were ended")
+            await self._stop_all()
+        finally:
+            for s in installed:
+                loop.remove_signal_handler(s)
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if self.screen is not None:
+                self.screen.stop()
+            await self._linger()
+            with contextlib.suppress(Exception):
+                res = self._server.close()
+                if asyncio.iscoroutine(res):
+                    await res
+        return self.result()
+
+    def _interrupt(self) -> None:
+        if not self.interrupted:
+            self.interrupted = True
+            self.notes.append("interrupted: stopped placing calls and hung up the rest")
+            self._done.set()
+
+    async def _stop_all(self) -> None:
+        """Stop new attempts and end every call still live (cause 16)."""
+        self.stopping = True
+        now = self.clock()
+        for call in list(self.by_index.values()):
+            if call.ended:
+                continue
+            if call.answered:
+                self._hangup(call, 16, None)
+            else:
+                outcome = "NO_ANSWER" if call.accepted else "TIMEOUT"
+                why = "interrupted" if self.interrupted else "run deadline"
+                self._hangup(call, 16, (outcome, f"{why} before answer"))
+        self._flush()
+        self.stats.tick(now)
+
+    async def _linger(self) -> None:
+        """Give the endpoint up to ``hangup_timeout`` to get our HANGUPs acknowledged."""
+        if self._ep is None:
+            return
+        deadline = self.clock() + self.opts.hangup_timeout
+        while self.clock() < deadline:
+            try:
+                live = [c for c in self._ep.channels()
+                        if str(_get(c, "state", "")).lower() not in ("", "dead", "ended",
+                                                                     "closed", "done")]
+            except Exception:
+                return
+            if not live:
+                return
+            await asyncio.sleep(0.05)
+
+    # --- scheduler ------------------------------------------------------------------------
+
+    async def _scheduler(self) -> None:
+        interval = 1.0 / self.opts.cps
+        next_at = self.clock()
+        warned_budget = False
+        for planned in self.plan:
+            while True:
+                if self.stopping:
+                    return
+                now = self.clock()
+                if self.budget.live >= self.opts.calls:
+                    self._slot.clear()
+                    await self._slot.wait()
+                    continue
+                if not self.budget.available(now):
+                    self.budget.waits += 1
+                    if not warned_budget:
+                        warned_budget = True
+                        self.notes.append(
+                            f"waited for call numbers: {self.budget.limit} are held per source "
+                            "IP until 60 s after each call (Asterisk maxcallnumbers)")
+                    await asyncio.sleep(max(0.01, self.budget.next_free(now) - now))
+                    continue
+                if now < next_at:
+                    await asyncio.sleep(next_at - now)
+                    continue
+                break
+            self._start_call(planned)
+            next_at = max(next_at + interval, self.clock() - interval)
+        self._check_done()
+
+    def _start_call(self, planned: PlannedCall) -> None:
+        now = self.clock()
+        stats = self.stats.new_call(now, planned.index)
+        call = LiveCall(plan=planned, stats=stats)
+        if self._media_payloads is not None:
+            call.own_payloads = self._media_payloads
+        try:
+            callno = self._ep.call(self.target.peer, planned.exten, self._now(),
+                                   codec=self._codec,
+                                   caller_num=str(CALLER_BASE + planned.index),
+                                   caller_name="iaxgw loadtest")
+        except Exception as exc:
+            log.debug("call %d: %s", planned.index, exc)
+            self.stats.end_call(stats, now, "ERROR", f"cannot place call: {exc}")
+            self.by_index[planned.index] = call
+            call.ended = True
+            self.started_attempts += 1
+            return
+        self._flush()
+        call.callno = int(callno)
+        self.calls[call.callno] = call
+        self.by_index[planned.index] = call
+        self.budget.take()
+        self.started_attempts += 1
+        loop = asyncio.get_running_loop()
+        call.timeout_handle = loop.call_later(self.opts.setup_timeout, self._setup_timeout, call)
+
+    def _setup_timeout(self, call: LiveCall) -> None:
+        call.timeout_handle = None
+        if call.ended or call.answered:
+            return
+        outcome = "NO_ANSWER" if call.accepted else "TIMEOUT"
+        text = (f"not answered within {self.opts.setup_timeout:g} s" if call.accepted else
+                f"no ACCEPT within {self.opts.setup_timeout:g} s from "
+                f"{self.target.peer_addr[0]}:{self.target.peer_addr[1]}")
+        self._hangup(call, 16, (outcome, text))
+        self._flush()
+
+    # --- ending calls ---------------------------------------------------------------------
+
+    def _hangup(self, call: LiveCall, cause: int, failure: tuple[str, str | None] | None,
+                code: int | None = None) -> None:
+        """We end ``call``: HANGUP to the peer, record it (``failure`` = (outcome, text))."""
+        if call.ended:
+            return
+        now = self.clock()
+        with contextlib.suppress(Exception):
+            self._ep.hangup(call.callno, self._now(), cause=cause)
+        if failure is not None:
+            self._finish(call, now, failure[0], failure[1], code)
+        else:
+            self._finish(call, now, None, None, None)
+
+    def _finish(self, call: LiveCall, now: float, outcome: str | None, cause: str | None,
+                code: int | None) -> None:
+        if call.ended:
+            return
+        call.ended = True
+        for h in (call.hangup_handle, call.timeout_handle):
+            if h is not None:
+                h.cancel()
+        self.media_calls.pop(call.callno, None)
+        self.calls.pop(call.callno, None)
+        if call.returned >= 0:
+            leg = call.returned
+            self.returned.pop(leg, None)
+            with contextlib.suppress(Exception):
+                self._ep.hangup(leg, self._now(), cause=16)
+        self.stats.end_call(call.stats, now, outcome, cause, code)
+        if call.callno >= 0:
+            self.budget.release(now)
+        self._slot.set()
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if self.started_attempts >= len(self.plan) and self.budget.live == 0:
+            self._done.set()
+
+    def _hold_over(self, call: LiveCall) -> None:
+        call.hangup_handle = None
+        self._hangup(call, 16, None)
+        self._flush()
+
+    # --- events ---------------------------------------------------------------------------
+
+    def _on_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.CallProgress):
+            self._progress(event)
+        elif isinstance(event, ev.CallEnded):
+            self._ended(event)
+        elif isinstance(event, ev.IncomingCall):
+            self._incoming(event)
+        elif isinstance(event, ev.VoiceReceived):
+            self._on_media(event.callno, event.ts, event.payload, self._now())
+        elif isinstance(event, ev.AuthFailed | ev.ProtocolError):
+            log.info("%s", event)
+
+    def _progress(self, event: ev.CallProgress) -> None:
+        call = self.calls.get(event.callno)
+        if call is None or call.ended:
+            return
+        now = self.clock()
+        kind = event.kind
+        if kind == "accepted":
+            call.accepted = True
+            call.stats.on_setup_event("ACCEPT", now)
+        elif kind == "ringing":
+            call.stats.on_setup_event("RINGING", now)
+        elif kind == "answered" and not call.answered:
+            call.answered = True
+            call.stats.on_setup_event("ANSWER", now)
+            if call.timeout_handle is not None:
+                call.timeout_handle.cancel()
+                call.timeout_handle = None
+            call.planned_end = now + call.plan.hold
+            call.hangup_handle = asyncio.get_running_loop().call_later(
+                call.plan.hold, self._hold_over, call)
+            call.media = True
+            self.media_calls[call.callno] = call
+        elif kind in ("busy", "congestion") and not call.answered:
+            outcome = "BUSY" if kind == "busy" else "CONGESTION"
+            code = 17 if kind == "busy" else 34
+            self._hangup(call, code, (outcome, None), code)
+            self._flush()
+
+    def _ended(self, event: ev.CallEnded) -> None:
+        leg = self.returned.pop(event.callno, None)
+        if leg is not None:
+            return
+        call = self.calls.get(event.callno)
+        if call is None or call.ended:
+            return
+        now = self.clock()
+        if call.answered:
+            early = call.planned_end - now
+            if early > EARLY_DROP_S:
+                call.dropped = True
+                self.dropped += 1
+            self._finish(call, now, "HANGUP", _cause_text(event.cause, event.cause_text or None),
+                         event.cause)
+            return
+        outcome, text = classify_end(event, call.accepted)
+        self._finish(call, now, outcome, text, event.cause if event.cause > 0 else None)
+
+    def _incoming(self, event: ev.IncomingCall) -> None:
+        """Hairpin: a call came back over the trunk; answer it and echo its audio."""
+        now = self._now()
+        idx = -1
+        if event.caller_num.isdigit():
+            idx = int(event.caller_num) - CALLER_BASE
+        out = self.by_index.get(idx)
+        if self.opts.mode != "hairpin" or out is None or out.ended:
+            self.unmatched_incoming += 1
+            with contextlib.suppress(Exception):
+                self._ep.hangup(event.callno, now, cause=21 if out is None else 16)
+            self._flush()
+            return
+        self.returned[event.callno] = idx
+        out.returned = event.callno
+        self.returned_legs += 1
+        with contextlib.suppress(Exception):
+            self._ep.answer(event.callno, now)
+        self._flush()
+
+    # --- media ----------------------------------------------------------------------------
+
+    def _on_media(self, callno: int, ts: int, payload: bytes, now: float) -> None:
+        """The endpoint's media sink; ``now`` is the loop clock (1 ms steps under uvloop), so
+        arrival times for jitter come from the finer monotonic clock."""
+        call = self.calls.get(callno)
+        if call is not None:
+            call.stats.on_rx(ts, self.clock(), payload)
+            return
+        if callno in self.returned:
+            self._ep.send_voice(callno, payload, now)
+
+    async def _ticker(self) -> None:
+        """One 20 ms grid for all calls: deadline k = t0 + k x 20 ms."""
+        clock = self.clock
+        start = clock()
+        k = 0
+        while True:
+            k += 1
+            delay = start + k * TICK - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                behind = int(-delay / TICK)
+                if behind >= FAR_BEHIND_TICKS:
+                    self.late_ticks += behind
+                    k += behind
+                await asyncio.sleep(0)
+            self.ticks += 1
+            calls = self.media_calls
+            if not calls:
+                continue
+            now = clock()
+            lnow = self._now()
+            send = self._ep.send_voice
+            for call in list(calls.values()):
+                ts = call.k * 20
+                call.k += 1
+                own = call.own_payloads
+                if own is None:
+                    payload = call.stats.on_tx(ts, now)
+                else:
+                    payload = own[call.k % len(own)]
+                    call.stats.count_tx(len(payload), now)
+                try:
+                    send(call.callno, payload, lnow)
+                except Exception as exc:
+                    log.debug("send_voice %d: %s", call.callno, exc)
+                    calls.pop(call.callno, None)
+            self._flush()
+            spent = (clock() - now) * 1000.0
+            if spent > self.max_tick_ms:
+                self.max_tick_ms = spent
+
+    def _flush(self) -> None:
+        if self._server is not None:
+            self._server.flush()
+
+    def _on_datagram(self, direction: str, data: bytes, addr: Addr, now: float) -> None:
+        d: Literal["tx", "rx"] = "tx" if direction == "out" else "rx"
+        n = len(data)
+        if n < 4:
+            return
+        b0 = data[0]
+        if b0 & 0x80:
+            self.stats.trunk.add(d, n, "full")
+        elif b0 == 0 and data[1] == 0 and not data[2] & 0x80:
+            sub, voice = trunk_entries(data) if n >= 8 else (0, 0)
+            self.stats.trunk.add(d, n, "trunk", sub, voice)
+        else:
+            self.stats.trunk.add(d, n, "mini")
+
+    # --- periodic -------------------------------------------------------------------------
+
+    async def _reporter(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            snap = self.stats.tick(self.clock())
+            if self.screen is not None:
+                with contextlib.suppress(Exception):
+                    self.screen.update(snap)
+
+    # --- the end --------------------------------------------------------------------------
+
+    def result(self) -> LoadtestResult:
+        now = self.clock()
+        summary = self.stats.summary(now)
+        records = self.stats.all_records(now)
+        o = self.opts
+        failed = int(summary.get("failed") or 0) + self.dropped
+        audio = summary.get("audio") or {}
+        audio_ok = True
+        if self.mode != "none":
+            checked = audio.get("checked") or 0
+            audio_ok = (checked == (audio.get("verified") or 0)
+                        and not audio.get("crossed") and not audio.get("one_way")
+                        and not audio.get("silent"))
+        exit_code = 0 if failed <= o.max_failed and audio_ok and not self.deadline_hit else 1
+        if self.interrupted:
+            exit_code = 1
+        summary["loadtest"] = {
+            "target": f"{self.target.peer_addr[0]}:{self.target.peer_addr[1]}",
+            "peer": self.target.peer,
+            "local": f"{self.target.bind[0]}:{self.target.bind[1]}",
+            "role": self.target.role,
+            "mode": o.mode,
+            "media": o.media,
+            "extens": sorted(set(o.exten_list())),
+            "calls": o.calls,
+            "rate_cps": o.cps,
+            "total": o.attempts,
+            "duration_s": list(o.duration),
+            "setup_timeout_s": o.setup_timeout,
+            "failed_total": failed,
+            "dropped": self.dropped,
+            "max_failed": o.max_failed,
+            "audio_ok": audio_ok,
+            "exit_code": exit_code,
+            "hairpin_returned": self.returned_legs if o.mode == "hairpin" else None,
+            "unmatched_incoming": self.unmatched_incoming,
+            "callno_budget": self.budget.limit,
+            "callno_budget_waits": self.budget.waits,
+            "media_ticks": self.ticks,
+            "late_ticks": self.late_ticks,
+            "max_tick_ms": round(self.max_tick_ms, 3),
+            "interrupted": self.interrupted,
+            "deadline_hit": self.deadline_hit,
+            "notes": self.notes + diagnose(summary, self.target),
+        }
+        with contextlib.suppress(Exception):
+            summary["endpoint"] = _jsonable(self._ep.stats())
+        return LoadtestResult(summary=summary, exit_code=exit_code, records=records,
+                              timeseries=list(self.stats.timeseries))
+
+
+def diagnose(summary: dict[str, Any], target: Target) -> list[str]:
+    """Plain-language notes on what the target did: refused, throttled, silent."""
+    notes: list[str] = []
+    causes: dict[str, int] = summary.get("causes") or {}
+    attempted = summary.get("attempted") or 0
+    where = f"{target.peer_addr[0]}:{target.peer_addr[1]}"
+    for key, n in sorted(causes.items(), key=lambda kv: -kv[1]):
+        if key.startswith("REJECT"):
+            if "50" in key or "authority" in key.lower():
+                notes.append(f"{n} call(s) refused by {where}: {key} -- check the username/"
+                             f"secret/auth of peer {target.peer!r} and the target's ACL")
+            elif "no cause" in key.lower():
+                notes.append(f"{n} call(s) refused by {where} without a cause: a call-token or "
+                             "call-number limit (maxcallnumbers 2048 per source IP)?")
+            else:
+                notes.append(f"{n} call(s) refused by {where}: {key}")
+        elif key.startswith("TIMEOUT"):
+            share = f" ({100 * n / attempted:.0f}% of attempts)" if attempted else ""
+            notes.append(f"{n} call(s) got no answer in time from {where}{share}: {key}")
+        elif key.startswith(("CONGESTION", "BUSY")):
+            notes.append(f"{n} call(s) ended {key} by the target")
+    if attempted and not summary.get("answered") and causes and \
+            all(k.startswith("TIMEOUT") for k in causes):
+        notes.append(f"nothing answered: is the target up at {where}?")
+    return notes
+
+
+def _get(obj: Any, key: str, default: Any) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(key, default)
+    return getattr(obj, key, default)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, int | float | str | bool) or obj is None:
+        return obj
+    if hasattr(obj, "__dataclass_fields__"):
+        return {k: _jsonable(getattr(obj, k)) for k in obj.__dataclass_fields__}
+    return str(obj)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------------------------
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+async def run_loadtest_async(opts: LoadtestOptions, *, config: IaxConfig | None = None,
+                             screen: Any = None) -> LoadtestResult:
+    """Run a load test on the running loop (tests call this next to an in-process server)."""
+    target = load_target(opts, config)
+    runner = LoadRunner(opts, target, screen=screen)
+    return await runner.run()
+
+
+def make_screen(opts: LoadtestOptions) -> Any:
+    """The live screen (rich) for a run, or None with --quiet/--json."""
+    if opts.quiet or opts.json_out:
+        return None
+    from iaxgw.sim.live import LiveScreen
+
+    return LiveScreen(lines=True)
+
+
+def finish_output(opts: LoadtestOptions, result: LoadtestResult) -> None:
+    """Report files, the final summary (stdout; stderr with --json) and the JSON."""
+    if opts.report_dir is not None:
+        try:
+            files = write_report(opts.report_dir, result.summary, result.records,
+                                 result.timeseries, plots=True)
+        except OSError as exc:
+            print(f"iaxgw loadtest: cannot write report to {opts.report_dir}: {exc}",
+                  file=sys.stderr)
+        else:
+            result.report_files = list(files.files)
+    from iaxgw.sim.live import print_summary
+    from rich.console import Console
+
+    console = Console(stderr=opts.json_out)
+    print_summary(result.summary, console)
+    lt = result.summary.get("loadtest", {})
+    for note in lt.get("notes", []):
+        console.print(f"[yellow]note:[/] {note}")
+    verdict = "PASS" if result.exit_code == 0 else "FAIL"
+    console.print(f"[bold]{verdict}[/]: failed {lt.get('failed_total')} "
+                  f"(max {lt.get('max_failed')}), "
+                  f"audio {'ok' if lt.get('audio_ok') else 'NOT ok'}")
+    if opts.json_out:
+        sys.stdout.write(json.dumps(result.summary, indent=2, allow_nan=False) + "\n")
+        sys.stdout.flush()
+
+
+def run_loadtest(opts: LoadtestOptions, *, config: IaxConfig | None = None) -> LoadtestResult:
+    """The whole ``iaxgw loadtest``: run on uvloop, print, write the report."""
+    screen = make_screen(opts)
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        result = runner.run(run_loadtest_async(opts, config=config, screen=screen))
+    finish_output(opts, result)
+    return result
