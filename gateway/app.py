@@ -234,7 +234,7 @@ class GatewayApp:
         return self._endpoint
 
     async def start(self) -> None:
-        open_endpoint = self._open_endpoint or open_local_endpoint
+        open_endpoint = self._open_endpoint or open_server_endpoint
         loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         if self.pcap_path is not None:
@@ -782,6 +782,46 @@ async def open_local_endpoint(config: IaxConfig, bind: Addr, *, role_name: str =
     driver.endpoint.start(loop.time())
     driver.flush()
     return driver
+
+
+class _ServerAdapter:
+    """``server.DatagramServer`` (protocol core) seen through the surface GatewayApp uses."""
+
+    def __init__(self, server: Any, events: list[ev.Event]) -> None:
+        self._server = server
+        self.endpoint = server.endpoint
+        self._handler: Callable[[ev.Event], None] | None = None
+        self._early = events
+        sock = server.transport.get_extra_info("sockname") if server.transport else None
+        self.local_addr: Addr = (str(sock[0]), int(sock[1])) if sock else ("0.0.0.0", 0)
+
+    def set_event_handler(self, handler: Callable[[ev.Event], None]) -> None:
+        self._handler = handler
+        self._server.on_event = handler
+        early, self._early[:] = list(self._early), []
+        for event in early:
+            handler(event)
+
+    def flush(self) -> None:
+        self._server.flush()
+
+    def close(self) -> None:
+        self._server.close()
+
+
+async def open_server_endpoint(config: IaxConfig, bind: Addr, *, role_name: str = DEFAULT_SITE,
+                               on_datagram: Callable[[str, bytes, Addr, float], None]
+                               | None = None) -> Any:
+    """The protocol core's ``server.open_endpoint`` when present, else our own UDP driver."""
+    try:
+        from iaxgw.gateway.server import open_endpoint
+    except ImportError:
+        return await open_local_endpoint(config, bind, role_name=role_name,
+                                         on_datagram=on_datagram)
+    early: list[ev.Event] = []
+    server = await open_endpoint(config, bind, role_name=role_name, on_event=early.append,
+                                 on_datagram=on_datagram)
+    return _ServerAdapter(server, early)
 
 
 def run_app(app: GatewayApp) -> int:
