@@ -187,6 +187,7 @@ class CallRecord:
     crossed_from: int | None       #: signature id seen most often among foreign windows
     milliwatt_windows: int
     silent_frames: int
+    audio_unanalysed: int          #: received frames dropped unanalysed (analysis fell behind)
     tx_pps: float | None
     rx_pps: float | None
     tx_bytes_per_s: float | None
@@ -207,20 +208,20 @@ class CallRecord:
 _MASK64: Final = (1 << 64) - 1
 _CARRY_FRAMES: Final = 5          # > marker length: a marker cut by a batch edge is seen next time
 _ANALYZE_MIN_FRAMES: Final = 25   # analyse when at least 0.5 s of audio is pending
-_PENDING_LIMIT: Final = 200       # analyse inline if the runner never calls analyze()
+_PENDING_LIMIT: Final = 200       # 4 s: analyse inline, or drop the oldest half (see __init__)
 
 
 class CallStats:
     """Live statistics of one call.  Not thread-safe; one event loop drives it."""
 
     __slots__ = (
-        "_ana_windows", "_carry", "_mask", "_max_ts", "_min_ts", "_pending", "_transit", "audio",
-        "bpl", "cause", "cause_code", "codec", "detector", "duplicates", "frame_ms", "index",
-        "jb_factor", "jitter", "jitter_max", "jitter_sum", "mode", "out_of_order", "outcome",
-        "payloads", "ping_rtts", "rtts", "rx_bytes", "rx_codec", "rx_frames", "signature",
-        "snap_expected", "snap_lost", "t_accept", "t_answer", "t_end", "t_first_rx",
-        "t_first_tx", "t_last_rx", "t_last_tx", "t_new", "t_ringing", "tx_bytes", "tx_frames",
-        "tx_marks",
+        "_ana_windows", "_carry", "_inline", "_mask", "_max_ts", "_min_ts", "_pending", "_transit",
+        "audio", "audio_dropped", "bpl", "cause", "cause_code", "codec", "detector", "duplicates",
+        "frame_ms", "index", "jb_factor", "jitter", "jitter_max", "jitter_sum", "mode",
+        "out_of_order", "outcome", "payloads", "ping_rtts", "rtts", "rx_bytes", "rx_codec",
+        "rx_frames", "signature", "snap_expected", "snap_lost", "t_accept", "t_answer", "t_end",
+        "t_first_rx", "t_first_tx", "t_last_rx", "t_last_tx", "t_new", "t_ringing", "tx_bytes",
+        "tx_frames", "tx_marks",
     )
 
     #: a call is "silent" when at least this share of its received frames (and >= 5) were silence
@@ -235,7 +236,7 @@ class CallStats:
                  rx_codec: sig.Codec | None = None, frame_ms: int = sig.FRAME_MS,
                  plan: sig.SignaturePlan | None = None, detector: sig.Detector | None = None,
                  bpl: float = BPL_PLC, jb_factor: float = JB_FACTOR,
-                 analysis_windows: int | None = None) -> None:
+                 analysis_windows: int | None = None, inline_analysis: bool = True) -> None:
         self.index = index
         self.mode: Mode = mode
         self.codec: sig.Codec = codec
@@ -253,6 +254,10 @@ class CallStats:
             self.signature = plan.signature(index)
             self.payloads = plan.payloads(index, codec)
         self._ana_windows = analysis_windows
+        # When 4 s of audio is pending (nobody called analyze()): analyse it inside on_rx, or,
+        # with inline_analysis=False, drop the oldest half so on_rx never does batch work.
+        self._inline = inline_analysis
+        self.audio_dropped = 0
         # setup
         self.t_new: float | None = None
         self.t_accept: float | None = None
@@ -387,7 +392,13 @@ class CallStats:
             pend = self._pending
             pend.append((ts_ms, arrival_s, payload))
             if len(pend) >= _PENDING_LIMIT:
-                self.analyze()
+                if self._inline:
+                    self.analyze()
+                else:
+                    half = _PENDING_LIMIT // 2
+                    del pend[:half]
+                    self.audio_dropped += half
+                    self._carry = []
 
     def on_rtt(self, rtt_ms: float) -> None:
         """An IAX2 PING/PONG or LAGRQ/LAGRP round trip (ms); used when there is no echo."""
@@ -583,7 +594,7 @@ class CallStats:
             audio_one_way=flags["one_way"], audio_silent=flags["silent"],
             audio_windows=a.windows, own_windows=a.own, crossed_windows=a.crossed,
             crossed_from=crossed_from, milliwatt_windows=a.milliwatt,
-            silent_frames=a.silent_frames,
+            silent_frames=a.silent_frames, audio_unanalysed=self.audio_dropped,
             tx_pps=self.tx_frames / tx_dur if tx_dur > 0 else None,
             rx_pps=self.rx_frames / rx_dur if rx_dur > 0 else None,
             tx_bytes_per_s=self.tx_bytes / tx_dur if tx_dur > 0 else None,

@@ -100,6 +100,7 @@ class LoadStats:
                  codec: sig.Codec = "ulaw", rx_codec: sig.Codec | None = None,
                  plan: sig.SignaturePlan | None = None, bpl: float = BPL_PLC,
                  jb_factor: float = JB_FACTOR, analysis_windows: int | None = None,
+                 analysis_budget_s: float | None = 0.25,
                  clock: Callable[[], float] = time.monotonic,
                  cpu: CpuMeter | None = None) -> None:
         self.target = target_calls
@@ -109,6 +110,10 @@ class LoadStats:
         self.bpl = bpl
         self.jb_factor = jb_factor
         self.analysis_windows = analysis_windows
+        #: CPU seconds a tick may spend on audio analysis; calls left over wait for the next
+        #: tick (round robin) and keep at most 4 s of audio each.  None: no limit.
+        self.analysis_budget_s = analysis_budget_s
+        self._rr = 0
         self.detector = sig.Detector(plan) if mode != "none" else None
         self.clock = clock
         self.started = clock()
@@ -144,7 +149,7 @@ class LoadStats:
         self._next_index = max(self._next_index, index + 1)
         call = CallStats(index, mode=self.mode, codec=self.codec, rx_codec=self.rx_codec,
                          detector=self.detector, bpl=self.bpl, jb_factor=self.jb_factor,
-                         analysis_windows=self.analysis_windows)
+                         analysis_windows=self.analysis_windows, inline_analysis=False)
         call.on_setup_event("NEW", now)
         self.active[index] = call
         self.attempts += 1
@@ -193,8 +198,8 @@ class LoadStats:
         setting_up = 0
         tx = self._ended_tx
         rx = self._ended_rx
+        self._analyze_some()
         for call in self.active.values():
-            call.analyze()
             self._account_answer(call)
             self._account_media(call)
             tx += call.tx_frames
@@ -257,6 +262,22 @@ class LoadStats:
         self._last_tx, self._last_rx = tx, rx
         self._iv = self._zero_interval()
         return snap
+
+    def _analyze_some(self) -> None:
+        calls = list(self.active.values())
+        if not calls:
+            return
+        n = len(calls)
+        start = self._rr % n
+        budget = self.analysis_budget_s
+        t_end = time.perf_counter() + budget if budget is not None else None
+        done = 0
+        for i in range(n):
+            calls[(start + i) % n].analyze()
+            done += 1
+            if t_end is not None and time.perf_counter() > t_end:
+                break
+        self._rr = start + done
 
     # -- the end ---------------------------------------------------------------------------
 

@@ -249,3 +249,19 @@ def test_cpu_meter() -> None:
         x += i * i
     pct = real.sample()
     assert pct is not None and pct >= 0.0
+
+
+def test_analysis_budget_round_robin() -> None:
+    st = LoadStats(mode="echo", clock=lambda: 0.0, cpu=FakeCpu(), analysis_budget_s=0.0)
+    calls = [st.new_call(0.0) for _ in range(3)]
+    p = calls[0].payloads
+    for c in calls:
+        c.on_setup_event("ANSWER", 0.1)
+        for k in range(60):
+            c.on_rx(k * 20, 1.0 + 0.02 * k, p[k % 50])
+    # a zero budget still analyses one call per tick, in turn
+    done = []
+    for t in (2.0, 3.0, 4.0):
+        st.tick(t)
+        done.append([c.audio.frames > 0 for c in calls])
+    assert done == [[True, False, False], [True, True, False], [True, True, True]]

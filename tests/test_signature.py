@@ -216,3 +216,15 @@ def test_pending_audio_is_bounded_without_analyze() -> None:
         c.on_rx(k * 20, k * 0.02, p[k % 50])
     assert len(c._pending) < 250
     assert c.audio.frames >= 800
+
+
+def test_pending_audio_dropped_not_analysed_when_inline_off() -> None:
+    c = CallStats(1, mode="echo", inline_analysis=False)
+    p = PLAN.payloads(1)
+    for k in range(1000):
+        c.on_rx(k * 20, k * 0.02, p[k % 50])
+    assert c.audio.frames == 0                       # on_rx never did batch work
+    assert len(c._pending) < 200
+    assert c.audio_dropped + len(c._pending) == 1000
+    c.analyze()
+    assert c.audio.frames > 0
