@@ -348,6 +348,10 @@ def _load_general(sec: Section, cfg: IaxConfig) -> None:
                           sec.source)
 
 
+_ENTRY_TYPES: dict[str, Literal["friend", "peer", "user"]] = {
+    "friend": "friend", "peer": "peer", "user": "user"}
+
+
 def _load_entry(sec: Section, cfg: IaxConfig) -> Entry | None:
     warn = cfg.warnings
     items = sec.all_items()
@@ -358,12 +362,11 @@ def _load_entry(sec: Section, cfg: IaxConfig) -> Entry | None:
     if type_item is None:
         warn.append(f"{sec.source}: section [{sec.name}] has no type=; ignored")
         return None
-    etype = type_item.value.strip().lower()
-    if etype not in ("friend", "peer", "user"):
+    etype = _ENTRY_TYPES.get(type_item.value.strip().lower())
+    if etype is None:
         raise ConfigError(f"type = {type_item.value!r}: expected friend, peer or user",
                           type_item.source)
-    e = Entry(name=sec.name, type=etype, source=sec.source,   # type: ignore[arg-type]
-              codecs=list(cfg.general.codecs))
+    e = Entry(name=sec.name, type=etype, source=sec.source, codecs=list(cfg.general.codecs))
     contexts: list[str] = []
     for it in items:
         n = it.name
@@ -471,7 +474,8 @@ def load_iax_conf(path: str | os.PathLike[str]) -> IaxConfig:
 # --- phones.conf ----------------------------------------------------------------------------
 
 PhoneMode = Literal["answer", "busy", "noanswer", "congestion", "unavailable"]
-_PHONE_MODES = ("answer", "busy", "noanswer", "congestion", "unavailable")
+_PHONE_MODES: dict[str, PhoneMode] = {m: m for m in ("answer", "busy", "noanswer", "congestion",
+                                                      "unavailable")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,11 +518,11 @@ def _phone(sec: Section, base: PhoneBehaviour) -> PhoneBehaviour:
     for it in sec.all_items():
         n = it.name
         if n == "mode":
-            v = it.value.lower()
-            if v not in _PHONE_MODES:
+            mode = _PHONE_MODES.get(it.value.lower())
+            if mode is None:
                 raise ConfigError(f"mode = {it.value!r}: expected one of {', '.join(_PHONE_MODES)}",
                                   it.source)
-            b = replace(b, mode=v)   # type: ignore[arg-type]
+            b = replace(b, mode=mode)
         elif n in ("answer_after", "hangup_after"):
             try:
                 secs = float(it.value)

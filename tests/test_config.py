@@ -17,7 +17,7 @@ from iaxgw.gateway.config import (
     load_phones_conf,
     parse_callerid,
 )
-from iaxgw.gateway.model import AclRule
+from iaxgw.gateway.model import AclRule, IaxConfig
 
 SEED = Path(__file__).parent / "data" / "seed"
 net = ipaddress.ip_network
@@ -30,7 +30,7 @@ def write(tmp_path: Path, text: str, name: str = "iax.conf") -> Path:
     return p
 
 
-def iax(tmp_path: Path, text: str) -> object:
+def iax(tmp_path: Path, text: str) -> IaxConfig:
     return load_iax_conf(write(tmp_path, text))
 
 
