@@ -819,7 +819,7 @@ class Endpoint:
             if f.oseqno != expected:
                 if ((expected - f.oseqno) & 0xFF) < 128:
                     self._stats["frames_in_dup"] += 1
-                    self._send_unreliable(call, X.ACK, f.ts, f.oseqno)
+                    self._send_unreliable(call, X.ACK, f.ts, f.iseqno)
                 else:
                     self._stats["frames_in_gap"] += 1
                     self._send_unreliable(call, X.VNAK, call.lastsent, call.iseqno)
@@ -829,7 +829,7 @@ class Endpoint:
                 call.rx_last = f.ts
             if call.peer_callno == 0 and f.scallno:
                 self._bind_remote(call, f.scallno)
-            self._send_unreliable(call, X.ACK, f.ts, f.oseqno)
+            self._send_unreliable(call, X.ACK, f.ts, f.iseqno)
         elif call.peer_callno == 0 and f.scallno and sub != X.ACK:
             self._bind_remote(call, f.scallno)
         ft = f.frametype

@@ -192,3 +192,28 @@ def transfer(a: Endpoint, b: Endpoint, now: float, rounds: int = 50) -> int:
         if not moved:
             break
     return n
+
+
+# ---------------------------------------------------------------- raw frames for direct tests
+
+def full_frames(wire: list[tuple[float, str, bytes, Addr]], direction: str) -> list[Any]:
+    """Parsed full frames of one direction ("a>b"/"b>a") of a Pair's wire log."""
+    from iaxgw._core.frames import parse_full
+
+    return [parse_full(d) for _, dr, d, _ in wire if dr == direction and d[0] & 0x80]
+
+
+def iax(frames: list[Any], subclass: int) -> list[Any]:
+    """The IAX (type 6) frames of ``subclass``."""
+    return [f for f in frames if f.frametype == 6 and f.csub == subclass]
+
+
+def drain(ep: Endpoint, now: float) -> list[tuple[bytes, Addr]]:
+    return ep.datagrams_to_send(now)
+
+
+def events(ep: Endpoint) -> list[Event]:
+    out = []
+    while (e := ep.next_event()) is not None:
+        out.append(e)
+    return out
