@@ -168,7 +168,7 @@ def new_ies(token: bytes | None = b"", username: str = "office-a") -> list[tuple
 
 
 def callee(**general: object) -> Endpoint:
-    _, cb = seed_configs(**general)
+    _, cb = seed_configs(qualify=None, **general)
     return Endpoint(cb, local_addr=ADDR_B, rng=random.Random(5), wall_offset=1.7e9)
 
 
