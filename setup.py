@@ -59,8 +59,11 @@ def _extensions() -> list[Extension]:
 setup(
     packages=list(PACKAGES),
     package_dir=PACKAGES,
-    package_data={"iaxgw._core": ["*.pyi", "py.typed", "*.pxd"], "iaxgw.gateway": ["py.typed", "defaults/*", "defaults/office-a/*"],
-                  "iaxgw.sim": ["py.typed", "data/*"]},
+    package_data={
+        "iaxgw._core": ["*.pyi", "py.typed", "*.pxd", "*.pxi"],
+        "iaxgw.gateway": ["py.typed", "defaults/*", "defaults/office-a/*"],
+        "iaxgw.sim": ["py.typed", "data/*"],
+    },
     ext_modules=_extensions(),
     zip_safe=False,
 )

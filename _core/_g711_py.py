@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from iaxgw._core.errors import FrameError
 
 _NATIVE_I16 = {"h", "@h", "=h", "<h" if sys.byteorder == "little" else ">h"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -33,8 +34,6 @@ def load(name: str) -> ModuleType:
 def both(name: str) -> list[ModuleType]:
     """Both implementations that can be imported here (for tests and benchmarks)."""
     mods = [importlib.import_module(f"iaxgw._core._{name}_py")]
-    try:
+    with contextlib.suppress(ImportError):
         mods.insert(0, importlib.import_module(f"iaxgw._core._{name}_c"))
-    except ImportError:
-        pass
     return mods

@@ -86,7 +86,7 @@ def pack_trunk(
     timestamps: bool = False,
     mtu: int = 1240,
 ) -> list[bytes]:
-    """``TrunkMux(mtu, timestamps)``, ``add`` each ``(callno, ts, payload)``, ``flush(trunk_ts)``."""
+    """``TrunkMux(mtu, timestamps)``; ``add`` each ``(callno, ts, payload)``; then ``flush``."""
 
 class TrunkDemux:
     """``feed`` = ``parse_trunk`` plus counters.

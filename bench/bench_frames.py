@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
 from iaxgw._core._select import both
 
 FRAMES = {m.__name__.rsplit("_", 1)[-1]: m for m in both("frames")}

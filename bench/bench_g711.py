@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from iaxgw._core import _g711_py
 from iaxgw._core._select import both
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from iaxgw._core._select import both
 
 TRUNK = {m.__name__.rsplit("_", 1)[-1]: m for m in both("trunk")}

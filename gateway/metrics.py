@@ -12,10 +12,11 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from iaxgw._core.frames import DatagramKind, classify
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from iaxgw._core.frames import DatagramKind, classify
 
 _KIND_NAMES = {
     int(DatagramKind.FULL): "full",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from iaxgw.gateway.control import ControlError, default_control_path, query
 from iaxgw.gateway.show import format_show
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+
 from iaxgw.sim.capture import DEFAULT_FILTER, Capture, CaptureError, decode_counts
 from iaxgw.sim.lab import Lab, LabError, default_root
 from iaxgw.sim.labconfig import seed_site

@@ -10,11 +10,12 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from iaxgw.sim.report import Snapshot
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
+
+from iaxgw.sim.report import Snapshot
 
 
 def _f(v: float | None, fmt: str = ".1f", unit: str = "") -> str:

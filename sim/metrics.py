@@ -34,6 +34,7 @@ from operator import itemgetter
 from typing import Any, Final, Literal
 
 import numpy as np
+
 from iaxgw.sim import signature as sig
 
 Mode = Literal["echo", "tone", "none"]

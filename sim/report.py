@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from iaxgw.sim import signature as sig
 from iaxgw.sim.cpu import CpuMeter
 from iaxgw.sim.metrics import (

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from iaxgw.gateway import events as ev
 from iaxgw.gateway.app import TICK, GatewayApp, Site
 from iaxgw.gateway.dialplan import load_extensions_conf

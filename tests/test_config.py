@@ -6,6 +6,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+
 from iaxgw.gateway.asterisk_conf import read_conf, strip_comment
 from iaxgw.gateway.config import (
     ConfigError,

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+
 from iaxgw.gateway.cli import main
 from iaxgw.gateway.control import ControlError, ControlServer, default_control_path, query
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from iaxgw._core._select import both
 from iaxgw._core.constants import IE_KINDS, IEKind
 from iaxgw._core.errors import FrameError

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from iaxgw._core import g711
 from iaxgw.gateway.apps import Recorder, encode, frames, tone_pcm
 from iaxgw.gateway.channel import DialOutcome

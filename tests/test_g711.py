@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from iaxgw._core import _g711_py
 from iaxgw._core._select import both
 from iaxgw._core.errors import FrameError

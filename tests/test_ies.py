@@ -7,6 +7,7 @@ from types import ModuleType
 
 import pytest
 from _vectors import all_vectors, load
+
 from iaxgw._core import ies as ies_mod
 from iaxgw._core._select import USING_EXTENSIONS, both
 from iaxgw._core.constants import IE, IE_KINDS, IEKind

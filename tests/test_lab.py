@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+
 from iaxgw.sim import lab as labmod
 from iaxgw.sim.capture import Capture, count_trunk_entries, decode_counts, parse_tshark_fields
 from iaxgw.sim.lab import Lab, LabError, find_debian_mirror, parse_iax2_channels, parse_iax2_peers

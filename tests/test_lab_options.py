@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from iaxgw.sim.capture import Capture, decode_counts
 
 pytestmark = pytest.mark.asterisk

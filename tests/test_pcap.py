@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from iaxgw._core.constants import FrameType, IAXSubclass
 from iaxgw._core.frames import build_full, build_mini
 from iaxgw.gateway.pcap import LINKTYPE_RAW, PcapWriter, build_ipv4_udp, read_pcap

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
+
 from iaxgw.sim.cpu import CpuMeter
 from iaxgw.sim.live import LiveScreen, compact_line, print_summary, render
 from iaxgw.sim.metrics import CallRecord
@@ -21,7 +23,6 @@ from iaxgw.sim.report import (
     percentiles,
     write_report,
 )
-from rich.console import Console
 
 REQUIRED = {"attempted", "answered", "failed", "causes", "setup_ms", "jitter_ms", "rtt_ms",
             "loss_pct", "mos", "audio", "trunk", "cpu_pct"}

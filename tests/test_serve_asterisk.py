@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from iaxgw.gateway.pcap import read_pcap
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(180)]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from iaxgw.gateway.app import parse_hostport
 from iaxgw.gateway.cli import main
 

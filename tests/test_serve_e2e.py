@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from iaxgw.gateway.app import GatewayApp, ServeOptions
 from iaxgw.gateway.pcap import read_pcap
 

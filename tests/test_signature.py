@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+
 from iaxgw.sim import signature as sig
 from iaxgw.sim.metrics import CallStats
 

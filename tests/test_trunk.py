@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from iaxgw._core._select import both
 from iaxgw._core.errors import FrameError
 
