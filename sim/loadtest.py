@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
 from iaxgw._core.constants import FORMAT_ALAW, FORMAT_ULAW
 from iaxgw.gateway import events as ev
 from iaxgw.gateway.model import IaxConfig
@@ -59,6 +60,12 @@ CALLER_BASE = 100000             # CALLING_NUMBER = base + call index (correlate
 DEFAULT_ROLE = "office-b"        # without --config: we are office-b ...
 DEFAULT_PEER_HOST: Addr = ("127.0.0.10", 4569)   # ... calling office-a here
 DEFAULT_BIND: Addr = ("127.0.0.20", 4569)
+#: Trunk datagrams without per-call timestamps (trunktimestamps=no, Asterisk's default) carry no
+#: media timestamp per entry: the receiver stamps every entry with the datagram's trunk time, so
+#: two frames of one call in one datagram share a timestamp and the next looks like a gap.  Such
+#: frames are numbered in arrival order instead (ts = previous + 20): jitter is then measured
+#: against the nominal 20 ms cadence, and loss shows only in ``echo_missing_pct`` (frames sent
+#: minus frames echoed back), not in the timestamp-based ``loss_pct``.
 EARLY_DROP_S = 1.0               # an answered call the far end ends this much early is "dropped"
 
 
@@ -234,6 +241,7 @@ class LiveCall:
     timeout_handle: asyncio.TimerHandle | None = None
     planned_end: float = 0.0
     returned: int = -1            # hairpin: call number of the leg that came back
+    rx_last: int = -1_000_000     # last media timestamp given to on_rx
     dropped: bool = False
 
 
@@ -270,6 +278,8 @@ class LoadRunner:
         self._server: Any = None
         self._ep: Any = None
         self._now: Callable[[], float] = clock      # the endpoint's clock: the loop's
+        self._saw_nots = False
+        self._rx_nots = False       # the datagram being received is a trunk without entry ts
         self._codec = FORMAT_ALAW if opts.codec == "alaw" else FORMAT_ULAW
         self._slot = asyncio.Event()
         self._done = asyncio.Event()
@@ -583,6 +593,11 @@ class LoadRunner:
         arrival times for jitter come from the finer monotonic clock."""
         call = self.calls.get(callno)
         if call is not None:
+            last = call.rx_last
+            if self._rx_nots and last >= 0:
+                ts = last + 20
+            if ts > last:
+                call.rx_last = ts
             call.stats.on_rx(ts, self.clock(), payload)
             return
         if callno in self.returned:
@@ -640,10 +655,13 @@ class LoadRunner:
         if n < 4:
             return
         b0 = data[0]
+        self._rx_nots = False
         if b0 & 0x80:
             self.stats.trunk.add(d, n, "full")
         elif b0 == 0 and data[1] == 0 and not data[2] & 0x80:
             sub, voice = trunk_entries(data) if n >= 8 else (0, 0)
+            self._rx_nots = d == "rx" and not data[3] & 1
+            self._saw_nots = self._saw_nots or self._rx_nots
             self.stats.trunk.add(d, n, "trunk", sub, voice)
         else:
             self.stats.trunk.add(d, n, "mini")
@@ -705,6 +723,11 @@ class LoadRunner:
             "deadline_hit": self.deadline_hit,
             "notes": self.notes + diagnose(summary, self.target),
         }
+        tx = sum(r.tx_frames for r in records if r.outcome == "ANSWERED")
+        rx = sum(r.rx_frames for r in records if r.outcome == "ANSWERED")
+        summary["loadtest"]["echo_missing_pct"] = (
+            round(100.0 * max(0, tx - rx) / tx, 3) if tx and self.mode == "echo" else None)
+        summary["loadtest"]["rx_trunk_without_ts"] = self._saw_nots
         with contextlib.suppress(Exception):
             summary["endpoint"] = _jsonable(self._ep.stats())
         return LoadtestResult(summary=summary, exit_code=exit_code, records=records,
@@ -798,8 +821,9 @@ def finish_output(opts: LoadtestOptions, result: LoadtestResult) -> None:
                   file=sys.stderr)
         else:
             result.report_files = list(files.files)
-    from iaxgw.sim.live import print_summary
     from rich.console import Console
+
+    from iaxgw.sim.live import print_summary
 
     console = Console(stderr=opts.json_out)
     print_summary(result.summary, console)
