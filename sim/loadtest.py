@@ -671,10 +671,26 @@ class LoadRunner:
     async def _reporter(self) -> None:
         while True:
             await asyncio.sleep(1.0)
+            self._media_watchdog()
             snap = self.stats.tick(self.clock())
             if self.screen is not None:
                 with contextlib.suppress(Exception):
                     self.screen.update(snap)
+
+    def _media_watchdog(self) -> None:
+        """End answered calls whose media stopped coming back (a peer that went away)."""
+        if self.mode != "echo":
+            return
+        now = self.clock()
+        limit = self.opts.media_timeout
+        stale = [c for c in self.media_calls.values()
+                 if c.stats.t_first_rx is not None and now - c.stats.t_last_rx > limit]
+        for call in stale:
+            call.dropped = True
+            self.dropped += 1
+            self._hangup(call, 16, ("HANGUP", f"media stopped: nothing received for {limit:g} s"))
+        if stale:
+            self._flush()
 
     # --- the end --------------------------------------------------------------------------
 

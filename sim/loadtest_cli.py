@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+
 from iaxgw.sim.loadtest_plan import (
     LoadtestOptions,
     PlanError,
@@ -127,10 +128,15 @@ def build_options(**kw: Any) -> LoadtestOptions:
               help="Random seed for MIN-MAX durations.")
 def loadtest(**kw: Any) -> None:
     """Place many concurrent IAX2 calls at a peer and measure them (exit 0 = all good)."""
-    from iaxgw.sim.loadtest import run_loadtest
+    from iaxgw.sim.loadtest import ConfigUsageError, LoadtestError, run_loadtest
 
     opts = build_options(**kw)
-    result = run_loadtest(opts)
+    try:
+        result = run_loadtest(opts)
+    except (ConfigUsageError, PlanError) as exc:
+        raise click.UsageError(str(exc)) from None
+    except LoadtestError as exc:
+        raise click.ClickException(str(exc)) from None
     sys.exit(result.exit_code)
 
 

@@ -119,6 +119,7 @@ class LoadtestOptions:
     max_failed: int = 0
     setup_timeout: float = 10.0           # NEW -> ANSWER, else the call ends as TIMEOUT
     hangup_timeout: float = 5.0           # our HANGUP -> call gone, else counted as stuck
+    media_timeout: float = 3.0            # echo: an answered call receiving nothing this long ends
     callno_budget: int = ASTERISK_MAXCALLNUMBERS
     seed: int = 1
     quiet: bool = False
