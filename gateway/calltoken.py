@@ -10,7 +10,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-__all__ = ["CallTokens", "format_addr"]
+__all__ = ["CallTokens", "format_addr", "md5_result"]
+
+
+def md5_result(challenge: str, secret: str) -> str:
+    """MD5_RESULT: lowercase hex MD5 over the challenge then the secret (section 9, pitfall 12)."""
+    return hashlib.md5((challenge + secret).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def format_addr(addr: tuple[str, int]) -> str:

@@ -1,4 +1,4 @@
-"""The sans-IO IAX2 endpoint: one per UDP socket, many calls (aioquic's QuicConnection is the model).
+"""The sans-IO IAX2 endpoint: one per UDP socket, many calls (modelled on aioquic's QuicConnection).
 
 No sockets, no clock, no threads: the driver feeds datagrams with ``receive_datagram(data, addr,
 now)``, sends what ``datagrams_to_send(now)`` returns, fires ``handle_timer(now)`` at
@@ -12,13 +12,13 @@ core (as Asterisk does) and then announced with :class:`IncomingCall`.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import heapq
 import logging
 import random
 import struct
 from collections import Counter, deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from iaxgw._core.constants import (
@@ -35,6 +35,7 @@ from iaxgw._core.errors import FrameError
 from iaxgw._core.frames import build_full, parse_full, uncompress_subclass
 from iaxgw._core.ies import IEs, build_ies, capability_from, format_from
 from iaxgw._core.trunk import TrunkMux, parse_trunk
+from iaxgw.gateway import registration
 from iaxgw.gateway.calls import (
     Call,
     CallKind,
@@ -45,7 +46,7 @@ from iaxgw.gateway.calls import (
     PeerInfo,
     Pending,
 )
-from iaxgw.gateway.calltoken import CallTokens
+from iaxgw.gateway.calltoken import CallTokens, md5_result
 from iaxgw.gateway.config import acl_allows, calltoken_optional
 from iaxgw.gateway.events import (
     AuthFailed,
@@ -54,16 +55,14 @@ from iaxgw.gateway.events import (
     DtmfReceived,
     Event,
     IncomingCall,
-    PeerStatusChanged,
     ProtocolError,
-    RegistrationChanged,
     TextReceived,
     VoiceReceived,
 )
 from iaxgw.gateway.model import Entry, IaxConfig
-from iaxgw.gateway.peers import QUALIFY_FREQ_NOTOK, QUALIFY_FREQ_OK, PeerState, RegState
+from iaxgw.gateway.peers import QUALIFY_FREQ_NOTOK, PeerState, RegState
 
-__all__ = ["Endpoint", "MediaSink"]
+__all__ = ["Endpoint", "MediaSink", "md5_result"]
 
 log = logging.getLogger("iaxgw.protocol")
 
@@ -97,34 +96,10 @@ _STATELESS = 1                # call number of stateless replies
 #: Bytes per millisecond of the codecs we can pace (for predicted voice timestamps).
 _BYTES_PER_MS = {4: 8, 8: 8, 0x40: 16, 0x8000: 32, 0x1000: 8}
 
-#: Table of IAX (type 6) frames: (state or None for "any state", subclass) -> handler name.
-#: A missing entry means "ignored in this state" (ACKed, logged at debug).  Section 9 flows.
-_IAX_TABLE: dict[tuple[CallState | None, int], str] = {
-    (S.NEW_SENT, X.CALLTOKEN): "_on_calltoken",
-    (S.NEW_SENT, X.AUTHREQ): "_on_authreq",
-    (S.NEW_SENT, X.ACCEPT): "_on_accept",
-    (S.WAIT_AUTHREP, X.AUTHREP): "_on_authrep",
-    (S.POKE, X.PONG): "_on_poke_pong",
-    (S.REG_OUT, X.CALLTOKEN): "_on_calltoken",
-    (S.REG_OUT, X.REGAUTH): "_on_regauth",
-    (S.REG_OUT, X.REGACK): "_on_regack",
-    (S.REG_OUT, X.REGREJ): "_on_regrej",
-    (S.REG_OUT, X.REJECT): "_on_regrej",
-    (S.REG_IN, X.REGREQ): "_on_regreq_auth",
-    (S.REG_IN, X.REGREL): "_on_regreq_auth",
-    (S.REG_IN, X.HANGUP): "_on_reg_abort",
-    (S.TERMINATING, X.HANGUP): "_on_peer_gone",
-    (S.TERMINATING, X.REJECT): "_on_peer_gone",
-    (None, X.HANGUP): "_on_hangup",
-    (None, X.REJECT): "_on_reject",
-    (None, X.PING): "_on_ping",
-    (None, X.LAGRQ): "_on_lagrq",
-    (None, X.PONG): "_on_pong",
-    (None, X.LAGRP): "_on_lagrp",
-    (None, X.VNAK): "_on_vnak",
-    (None, X.POKE): "_on_call_poke",
-    (None, X.UNSUPPORT): "_on_unsupport",
-}
+#: Table of IAX (type 6) frames: (state or None for "any state", subclass) -> handler, filled
+#: in below the class.  A missing entry means "ignored in this state" (ACKed, counted).
+Handler = Callable[["Endpoint", Call, Any, IEs, float], None]
+_IAX_TABLE: dict[tuple[CallState | None, int], Handler] = {}
 
 _CONTROL_KIND = {
     ControlSubclass.RINGING: "ringing",
@@ -147,11 +122,6 @@ def _s(ies: IEs, ie: int) -> str | None:
 def _i(ies: IEs, ie: int) -> int | None:
     v = ies.get(ie)
     return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-
-def md5_result(challenge: str, secret: str) -> str:
-    """MD5_RESULT: lowercase hex MD5 over the challenge then the secret (section 9, pitfall 12)."""
-    return hashlib.md5((challenge + secret).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def codec_bits(names: list[str]) -> list[int]:
@@ -220,9 +190,9 @@ class Endpoint:
         self._started = True
         for st in self._peers.values():
             if st.entry.qualify is not None and st.addr() is not None:
-                self._schedule(now, self._qualify_tick, st)
+                self._schedule(now, partial(registration.qualify_tick, self), st)
         for rs in self._regs:
-            self._schedule(now, self._register_tick, rs)
+            self._schedule(now, partial(registration.register_tick, self), rs)
 
     def set_media_sink(self, sink: MediaSink | None) -> None:
         """Deliver voice payloads to ``sink(callno, ts, payload, now)`` instead of events."""
@@ -471,7 +441,7 @@ class Endpoint:
         st = self._peers.get(peer)
         if st is None:
             raise KeyError(f"no peer named {peer!r}")
-        self._send_poke(st, now)
+        registration.send_poke(self, st, now)
 
     # ------------------------------------------------------------------ introspection
 
@@ -661,9 +631,9 @@ class Endpoint:
             st = self._peers.get(call.peer)
             if st is not None and st.poke_callno == call.callno:
                 st.poke_callno = 0
-        elif call.kind == CallKind.REG_OUT and call.reg is not None:
-            if call.reg.callno == call.callno:
-                call.reg.callno = 0
+        elif (call.kind == CallKind.REG_OUT and call.reg is not None
+              and call.reg.callno == call.callno):
+            call.reg.callno = 0
 
     # ------------------------------------------------------------------ reliability
 
@@ -694,9 +664,10 @@ class Endpoint:
             rs = call.reg
             self._destroy(call, now)
             if rs is not None:
-                self._reg_status(rs, "Timeout", 0)
+                registration.reg_status(self, rs, "Timeout", 0)
                 self._cancel(rs.timer)
-                rs.timer = self._schedule(now + QUALIFY_FREQ_NOTOK, self._register_tick, rs)
+                rs.timer = self._schedule(now + QUALIFY_FREQ_NOTOK,
+                                          partial(registration.register_tick, self), rs)
             return
         log.info("%s: call %d: no ACK for %s after %d sends, dropping (cause 27)",
                  self.role_name, call.callno, p.subclass, p.sends)
@@ -787,13 +758,13 @@ class Endpoint:
         if ies is None:
             return
         sub = f.csub
-        name = _IAX_TABLE.get((call.state, sub))
-        if name is None and sub == X.REJECT and call.state == S.NEW_SENT:
-            name = "_on_reject"
-        if name is None:
+        handler = _IAX_TABLE.get((call.state, sub))
+        if handler is None and sub == X.REJECT and call.state == S.NEW_SENT:
+            handler = Endpoint._on_reject
+        if handler is None:
             self._stats["drop_stateless_unexpected"] += 1
             return
-        getattr(self, name)(call, f, ies, now)
+        handler(self, call, f, ies, now)
 
     def _parse_ies(self, f: Any, addr: Addr, now: float) -> IEs | None:
         try:
@@ -809,7 +780,7 @@ class Endpoint:
             if call.kind in (CallKind.CALL_IN, CallKind.CALL_OUT):
                 self._end(call, 0, "inval", "INVAL received")
             elif call.kind == CallKind.REG_OUT and call.reg is not None:
-                self._reg_status(call.reg, "Rejected", 0)
+                registration.reg_status(self, call.reg, "Rejected", 0)
             self._destroy(call, now)
             return
         if self._ack_upto(call, f.iseqno, now):
@@ -839,15 +810,15 @@ class Endpoint:
             ies = self._parse_ies(f, call.addr, now)
             if ies is None:
                 return
-            name = _IAX_TABLE.get((call.state, sub)) or _IAX_TABLE.get((None, sub))
-            if name is None:
+            handler = _IAX_TABLE.get((call.state, sub)) or _IAX_TABLE.get((None, sub))
+            if handler is None:
                 if not 1 <= sub <= max(X):
                     self._stats["unsupport_sent"] += 1
                     self._send(call, _IAX, X.UNSUPPORT, build_ies([(IE.IAX_UNKNOWN, sub)]), now)
                 else:
                     self._stats["ignored_iax_" + X(sub).name.lower()] += 1
                 return
-            getattr(self, name)(call, f, ies, now)
+            handler(self, call, f, ies, now)
         elif ft == _VOICE:
             self._on_full_voice(call, f, now)
         elif ft == _CONTROL:
@@ -1072,8 +1043,10 @@ class Endpoint:
             self._send_stateless(_STATELESS, f, addr, X.CALLTOKEN,
                                  build_ies([(IE.CALLTOKEN, tok)]))
             return False
-        reason = self._tokens.check(bytes(token) if not isinstance(token, str)  # type: ignore[arg-type]
-                                    else token.encode(), addr, now + self.wall_offset)
+        raw = token.encode() if isinstance(token, str) else token
+        if not isinstance(raw, (bytes, bytearray, memoryview)):
+            raw = b""
+        reason = self._tokens.check(bytes(raw), addr, now + self.wall_offset)
         if reason is not None:
             self._stats["calltoken_rejected"] += 1
             self._events.append(AuthFailed(addr, name, reason))
@@ -1093,7 +1066,7 @@ class Endpoint:
         if sub == X.NEW:
             self._on_new(f, ies, addr, now)
         elif sub in (X.REGREQ, X.REGREL):
-            self._on_regreq_new(f, ies, addr, now)
+            registration.on_regreq_new(self, f, ies, addr, now)
         else:
             self._stats["drop_unsupported_request"] += 1
 
@@ -1337,210 +1310,31 @@ class Endpoint:
             else:
                 self._events.append(VoiceReceived(call.callno, ts, body, call.format_rx))
 
-    # ------------------------------------------------------------------ qualify
 
-    def _qualify_tick(self, now: float, st: PeerState) -> None:
-        st.qualify_timer = None
-        if st.addr() is None:
-            return
-        self._send_poke(st, now)
-
-    def _send_poke(self, st: PeerState, now: float) -> None:
-        addr = st.addr()
-        if addr is None or st.poke_callno:
-            return
-        callno = self._callnos.allocate(addr[0], now)
-        if callno is None:
-            return
-        call = self._new_call(callno, CallKind.POKE, S.POKE, addr, now)
-        call.peer = st.name
-        call.pingtime = max(st.maxms // 8, 1)
-        call.poke_sent = now
-        st.poke_callno = callno
-        self._stats["pokes_sent"] += 1
-        self._send(call, _IAX, X.POKE, build_ies([(IE.CALLTOKEN, b"")]), now)
-        self._cancel(st.poke_timer)
-        st.poke_timer = self._schedule(now + 2 * st.maxms / 1000.0, self._poke_timeout,
-                                       (st, call))
-
-    def _poke_timeout(self, now: float, arg: tuple[PeerState, Call]) -> None:
-        st, call = arg
-        self._destroy(call, now)
-        self._set_peer_status(st, "UNREACHABLE", -1)
-        self._cancel(st.qualify_timer)
-        if st.entry.qualify is not None:
-            st.qualify_timer = self._schedule(now + QUALIFY_FREQ_NOTOK, self._qualify_tick, st)
-
-    def _on_poke_pong(self, call: Call, f: Any, ies: IEs, now: float) -> None:
-        st = self._peers.get(call.peer)
-        self._destroy(call, now)
-        if st is None:
-            return
-        self._cancel(st.poke_timer)
-        rtt = max(int((now - call.poke_sent) * 1000.0), 0)
-        status = "LAGGED" if rtt > st.maxms else "OK"
-        self._set_peer_status(st, status, rtt)
-        self._cancel(st.qualify_timer)
-        if st.entry.qualify is not None:
-            delay = QUALIFY_FREQ_OK if status == "OK" else QUALIFY_FREQ_NOTOK
-            st.qualify_timer = self._schedule(now + delay, self._qualify_tick, st)
-
-    def _set_peer_status(self, st: PeerState, status: str, rtt: int) -> None:
-        changed = status != st.status
-        st.status = status
-        st.rtt_ms = rtt
-        if changed:
-            log.info("%s: peer %s is now %s (%d ms)", self.role_name, st.name, status, rtt)
-            self._events.append(PeerStatusChanged(st.name, status, rtt))  # type: ignore[arg-type]
-
-    # ------------------------------------------------------------------ registration: registrar
-
-    def _on_regreq_new(self, f: Any, ies: IEs, addr: Addr, now: float) -> None:
-        username = _s(ies, IE.USERNAME) or ""
-        entry = self.config.peer(username) if username else None
-        if not self._token_gate(f, ies, addr, now, entry, username, X.REGREJ):
-            return
-        callno = self._callnos.allocate(addr[0], now)
-        if callno is None:
-            self._send_stateless(_STATELESS, f, addr, X.REGREJ)
-            return
-        call = self._new_call(callno, CallKind.REG_IN, S.REG_IN, addr, now)
-        self._bind_remote(call, f.scallno)
-        call.iseqno = (f.oseqno + 1) & 0xFF
-        call.username = username
-        call.peer = username
-        call.entry = entry
-        self._stats["regreq_received"] += 1
-        if entry is not None and entry.dynamic and not entry.secrets \
-                and acl_allows(entry.acl, addr[0]):
-            self._reg_accept(call, ies, f.csub == X.REGREL, now)
-            return
-        challenge = str(self._rng.randint(0, 999999999))
-        call.challenge = challenge
-        self._send(call, _IAX, X.REGAUTH, build_ies([
-            (IE.AUTHMETHODS, 2), (IE.CHALLENGE, challenge), (IE.USERNAME, username)]), now)
-
-    def _on_regreq_auth(self, call: Call, f: Any, ies: IEs, now: float) -> None:
-        entry = call.entry
-        md5 = (_s(ies, IE.MD5_RESULT) or "").strip().lower()
-        reason = None
-        if entry is None:
-            reason = f"unknown peer {call.username!r}"
-        elif not entry.dynamic:
-            reason = f"peer [{entry.name}] is not host=dynamic"
-        elif not acl_allows(entry.acl, call.addr[0]):
-            reason = f"{call.addr[0]} denied by the ACL of [{entry.name}]"
-        elif entry.secrets and not any(md5_result(call.challenge, s) == md5
-                                       for s in entry.secrets):
-            reason = f"wrong secret for [{entry.name}]"
-        if reason is not None:
-            self._stats["auth_failures"] += 1
-            self._events.append(AuthFailed(call.addr, call.username, reason))
-            log.info("%s: registration of %r from %s refused: %s", self.role_name,
-                     call.username, call.addr, reason)
-            call.state = S.TERMINATING
-            self._send(call, _IAX, X.REGREJ, build_ies([
-                (IE.CAUSE, "Registration Refused"), (IE.CAUSECODE, 29)]), now, final=True)
-            return
-        self._reg_accept(call, ies, f.csub == X.REGREL, now)
-
-    def _reg_accept(self, call: Call, ies: IEs, release: bool, now: float) -> None:
-        g = self.config.general
-        st = self._peers.get(call.peer)
-        refresh = _i(ies, IE.REFRESH) or g.minregexpire
-        refresh = 0 if release else min(max(refresh, g.minregexpire), g.maxregexpire)
-        call.state = S.TERMINATING
-        self._send(call, _IAX, X.REGACK, build_ies([
-            (IE.USERNAME, call.username),
-            (IE.DATETIME, self._wall_datetime(now)),
-            (IE.REFRESH, refresh),
-            (IE.APPARENT_ADDR, call.addr),
-        ]), now, final=True)
-        if st is None:
-            return
-        self._cancel(st.reg_timer)
-        if release:
-            self._unregister_peer(st, "Unregistered")
-            return
-        first = st.reg_addr != call.addr
-        st.reg_addr = call.addr
-        st.reg_expiry = now + refresh
-        st.reg_timer = self._schedule(st.reg_expiry, self._reg_expire, st)
-        self._events.append(RegistrationChanged(st.name, "Registered", call.addr, refresh))
-        if first and st.entry.qualify is not None:
-            self._cancel(st.qualify_timer)
-            st.qualify_timer = self._schedule(now, self._qualify_tick, st)
-
-    def _reg_expire(self, now: float, st: PeerState) -> None:
-        self._unregister_peer(st, "Expired")
-
-    def _unregister_peer(self, st: PeerState, status: str) -> None:
-        addr = st.reg_addr
-        st.reg_addr = None
-        self._cancel(st.qualify_timer)
-        self._cancel(st.reg_timer)
-        self._events.append(RegistrationChanged(st.name, status, addr, 0))
-        if st.status != "UNKNOWN":
-            self._set_peer_status(st, "UNKNOWN", -1)
-
-    def _on_reg_abort(self, call: Call, f: Any, ies: IEs, now: float) -> None:
-        self._destroy(call, now)
-
-    # ------------------------------------------------------------------ registration: registrant
-
-    def _register_tick(self, now: float, rs: RegState) -> None:
-        rs.timer = None
-        if rs.callno:
-            return
-        callno = self._callnos.allocate(rs.addr[0], now)
-        if callno is None:
-            rs.timer = self._schedule(now + QUALIFY_FREQ_NOTOK, self._register_tick, rs)
-            return
-        call = self._new_call(callno, CallKind.REG_OUT, S.REG_OUT, rs.addr, now)
-        call.reg = rs
-        call.username = rs.reg.username
-        call.peer = rs.label
-        rs.callno = callno
-        call.new_ies = [(IE.USERNAME, rs.reg.username), (IE.REFRESH, rs.refresh),
-                        (IE.CALLTOKEN, b"")]
-        self._stats["regreq_sent"] += 1
-        self._send(call, _IAX, X.REGREQ, build_ies(call.new_ies), now)
-
-    def _on_regauth(self, call: Call, f: Any, ies: IEs, now: float) -> None:
-        rs = call.reg
-        methods = _i(ies, IE.AUTHMETHODS) or 0
-        challenge = _s(ies, IE.CHALLENGE)
-        secret = rs.reg.secret if rs is not None else ""
-        items: list[tuple[int, object]] = [(IE.USERNAME, call.username),
-                                           (IE.REFRESH, rs.refresh if rs else 60)]
-        if methods & 2 and challenge is not None:
-            items.append((IE.MD5_RESULT, md5_result(challenge, secret)))
-        elif methods & 1:
-            items.append((IE.PASSWORD, secret))
-        self._send(call, _IAX, X.REGREQ, build_ies(items), now)
-
-    def _on_regack(self, call: Call, f: Any, ies: IEs, now: float) -> None:
-        rs = call.reg
-        self._destroy(call, now)
-        if rs is None:
-            return
-        refresh = _i(ies, IE.REFRESH) or rs.refresh
-        apparent = ies.get(IE.APPARENT_ADDR)
-        rs.apparent_addr = apparent if isinstance(apparent, tuple) else None
-        self._reg_status(rs, "Registered", refresh)
-        self._cancel(rs.timer)
-        rs.timer = self._schedule(now + max(5 * refresh / 6, 1.0), self._register_tick, rs)
-
-    def _on_regrej(self, call: Call, f: Any, ies: IEs, now: float) -> None:
-        rs = call.reg
-        self._destroy(call, now)
-        if rs is None:
-            return
-        self._reg_status(rs, "Rejected", 0)
-        self._cancel(rs.timer)
-        rs.timer = self._schedule(now + rs.refresh, self._register_tick, rs)
-
-    def _reg_status(self, rs: RegState, status: str, refresh: int) -> None:
-        rs.status = status
-        self._events.append(RegistrationChanged(rs.label, status, rs.apparent_addr, refresh,
-                                                "registrant"))
+# Section 9 flows as a table.
+_IAX_TABLE.update({
+    (S.NEW_SENT, X.CALLTOKEN): Endpoint._on_calltoken,
+    (S.NEW_SENT, X.AUTHREQ): Endpoint._on_authreq,
+    (S.NEW_SENT, X.ACCEPT): Endpoint._on_accept,
+    (S.WAIT_AUTHREP, X.AUTHREP): Endpoint._on_authrep,
+    (S.POKE, X.PONG): registration.on_poke_pong,
+    (S.REG_OUT, X.CALLTOKEN): Endpoint._on_calltoken,
+    (S.REG_OUT, X.REGAUTH): registration.on_regauth,
+    (S.REG_OUT, X.REGACK): registration.on_regack,
+    (S.REG_OUT, X.REGREJ): registration.on_regrej,
+    (S.REG_OUT, X.REJECT): registration.on_regrej,
+    (S.REG_IN, X.REGREQ): registration.on_regreq_auth,
+    (S.REG_IN, X.REGREL): registration.on_regreq_auth,
+    (S.REG_IN, X.HANGUP): registration.on_reg_abort,
+    (S.TERMINATING, X.HANGUP): Endpoint._on_peer_gone,
+    (S.TERMINATING, X.REJECT): Endpoint._on_peer_gone,
+    (None, X.HANGUP): Endpoint._on_hangup,
+    (None, X.REJECT): Endpoint._on_reject,
+    (None, X.PING): Endpoint._on_ping,
+    (None, X.LAGRQ): Endpoint._on_lagrq,
+    (None, X.PONG): Endpoint._on_pong,
+    (None, X.LAGRP): Endpoint._on_lagrp,
+    (None, X.VNAK): Endpoint._on_vnak,
+    (None, X.POKE): Endpoint._on_call_poke,
+    (None, X.UNSUPPORT): Endpoint._on_unsupport,
+})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from helpers_pair import Pair, drain, events, full_frames, iax, seed_configs
 from test_protocol import setup_call
 
@@ -44,7 +46,7 @@ def test_first_voice_full_then_minis() -> None:
     got = p.ev(p.b, VoiceReceived)
     assert len(got) == 10 and all(v.payload == TONE and v.callno == bcn for v in got)
     ts = [v.ts for v in got]
-    assert all(b - a == 20 for a, b in zip(ts, ts[1:])) and ts[0] % 20 == 0
+    assert all(b - a == 20 for a, b in itertools.pairwise(ts)) and ts[0] % 20 == 0
     ch = p.b.channels()[0]
     assert ch.frames_rx == 10 and ch.lost == 0
 
@@ -54,7 +56,7 @@ def _trunk_datagrams(p: Pair, mark: int) -> list[bytes]:
 
 
 def test_trunk_without_timestamps() -> None:
-    p, cn, bcn = pair(trunk=True)
+    p, cn, _bcn = pair(trunk=True)
     mark = len(p.wire)
     voice(p, cn, 30)
     p.run(0.1)
@@ -63,13 +65,13 @@ def test_trunk_without_timestamps() -> None:
     frames = [parse_trunk(d) for d in dgs]
     assert all(not f.timestamps and [e[0] for e in f.entries] == [cn] for f in frames)
     tts = [f.trunk_ts for f in frames]
-    assert tts[0] == 0 and all(b > a for a, b in zip(tts, tts[1:]))
+    assert tts[0] == 0 and all(b > a for a, b in itertools.pairwise(tts))
     assert len(p.ev(p.b, VoiceReceived)) == 30
     assert p.b.stats()["trunk_datagrams_in"] == len(dgs)
 
 
 def test_trunk_with_timestamps_and_mtu() -> None:
-    p, cn, bcn = pair(trunk=True, trunktimestamps=True)
+    p, cn, _bcn = pair(trunk=True, trunktimestamps=True)
     cn2 = p.a.call("office-b", "301", p.now)
     p.run(1)
     mark = len(p.wire)
@@ -87,7 +89,7 @@ def test_trunk_with_timestamps_and_mtu() -> None:
 
 
 def test_trunk_entry_for_unknown_call_does_not_disturb_others() -> None:
-    p, cn, bcn = pair(trunk=True)
+    p, cn, _bcn = pair(trunk=True)
     voice(p, cn, 2)
     before = len(p.ev(p.b, VoiceReceived))
     for dg in pack_trunk([(4321, 0, b"x" * 160), (cn, 0, b"y" * 160)], 5000):
@@ -99,7 +101,7 @@ def test_trunk_entry_for_unknown_call_does_not_disturb_others() -> None:
 
 
 def test_media_before_accept_and_before_full_voice_dropped() -> None:
-    p, cn, bcn = pair(trunk=False)
+    p, cn, _bcn = pair(trunk=False)
     p.b.receive_datagram(build_mini(cn, 100, TONE), p.a.local_addr, p.now)   # no full voice yet
     assert not [e for e in events(p.b) if isinstance(e, VoiceReceived)]
     assert p.b.stats()["drop_mini_call_not_active"] == 1
@@ -128,7 +130,7 @@ def test_media_sink_replaces_events() -> None:
 
 
 def test_dtmf_begin_end_and_text() -> None:
-    p, cn, bcn = pair(trunk=False)
+    p, cn, _bcn = pair(trunk=False)
     p.a.send_dtmf(cn, "7", p.now)
     p.a.send_text(cn, "hello", p.now)
     p.run(0.5)
@@ -136,12 +138,12 @@ def test_dtmf_begin_end_and_text() -> None:
     assert [(f.frametype, f.csub) for f in ab if f.frametype in (1, 12)] == [(12, 55), (1, 55)]
     assert [e.digit for e in p.ev(p.b, DtmfReceived)] == ["7"]
     assert [e.text for e in p.ev(p.b, TextReceived)] == ["hello"]
-    text = [f for f in ab if f.frametype == 7][0]
+    text = next(f for f in ab if f.frametype == 7)
     assert text.payload == b"hello\x00"
 
 
 def test_control_frames_progress_events() -> None:
-    p, cn, bcn = pair(trunk=False)
+    p, _cn, bcn = pair(trunk=False)
     for fn in (p.b.ringing, p.b.proceeding, p.b.progress, p.b.busy, p.b.congestion):
         fn(bcn, p.now)
     p.run(0.5)
@@ -151,7 +153,7 @@ def test_control_frames_progress_events() -> None:
 
 
 def test_ping_lagrq_answered_with_echoed_ts_and_rr_ies() -> None:
-    p, cn, bcn = pair(trunk=False)
+    p, cn, _bcn = pair(trunk=False)
     for _ in range(1200):          # 24 s of voice: PING at 21 s, LAGRQ at 10 and 20 s
         p.a.send_voice(cn, TONE, p.now)
         p.run(0.02)
@@ -161,12 +163,12 @@ def test_ping_lagrq_answered_with_echoed_ts_and_rr_ies() -> None:
         reqs = iax(frames_req, req)
         reps = iax(frames_rep, rep)
         assert reqs and {f.ts for f in reqs} <= {f.ts for f in reps}
-    pong = [f for f in iax(ba, X.PONG) if f.dcallno == cn][0]
+    pong = next(f for f in iax(ba, X.PONG) if f.dcallno == cn)
     rr = IEs.parse(pong.payload)
     assert [k for k, _ in rr] == [IE.RR_JITTER, IE.RR_LOSS, IE.RR_PKTS, IE.RR_DELAY,
                                   IE.RR_DROPPED, IE.RR_OOO]
     assert isinstance(rr.get(IE.RR_PKTS), int) and rr.get(IE.RR_PKTS) > 1000  # type: ignore[operator]
-    ns = [n for n in p.a.netstats() if n.local_callno == cn][0]
+    ns = next(n for n in p.a.netstats() if n.local_callno == cn)
     assert ns.remote["frames"] > 1000 and ns.rtt_ms >= 0
     # the PONGs are acked like any full frame
     assert any(a.ts == pong.ts for a in iax(ab, X.ACK))

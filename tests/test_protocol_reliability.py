@@ -77,7 +77,7 @@ def test_vnak_triggers_resend_of_unacked_frames() -> None:
 
 
 def test_retransmission_schedule_and_giveup_cause_27_without_hangup() -> None:
-    p, cn, bcn = _up_call()
+    p, _cn, bcn = _up_call()
     p.links[id(p.b)].drop = 1.0          # b's frames never arrive
     t0 = p.now
     p.b.ringing(bcn, p.now)
@@ -95,7 +95,7 @@ def test_retransmission_schedule_and_giveup_cause_27_without_hangup() -> None:
 
 
 def test_final_frame_given_up_destroys_call() -> None:
-    p, cn, bcn = _up_call()
+    p, cn, _bcn = _up_call()
     p.links[id(p.a)].drop = 1.0
     p.a.hangup(cn, p.now)
     p.run(40)
