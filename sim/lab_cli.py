@@ -12,6 +12,8 @@ import click
 from iaxgw.sim.capture import DEFAULT_FILTER, Capture, CaptureError, decode_counts
 from iaxgw.sim.lab import Lab, LabError, default_root
 from iaxgw.sim.labconfig import seed_site
+from iaxgw.sim.loadtest_cli import common_options as lab_options
+from iaxgw.sim.loadtest_cli import lab_main
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,14 +29,19 @@ def _fail(exc: Exception) -> None:
 
 
 @click.group(invoke_without_command=True)
+@lab_options
+@click.option("--asterisk", is_flag=True,
+              help="Load the lab's real Asterisk 22 (office-a) instead of `iaxgw serve`.")
 @click.pass_context
-def lab(ctx: click.Context) -> None:
-    """The Asterisk 22 lab: a real Asterisk (Debian sid chroot) playing office-a/office-b."""
+def lab(ctx: click.Context, asterisk: bool, **loadtest_kw: Any) -> None:
+    """The Asterisk 22 lab: a real Asterisk (Debian sid chroot) playing office-a/office-b.
+
+    Without a sub-command: the two-site load test on loopback (`iaxgw lab --calls 200`):
+    `iaxgw serve` as office-b and the load tester as office-a, or with --asterisk the real
+    Asterisk as office-a and the load tester as office-b."""
     if ctx.invoked_subcommand is None:
         # ---- HOOK: default action of `iaxgw lab` without a sub-command ----------------------
-        # The load test against `iaxgw serve` (`iaxgw lab --calls 200`) goes here; its options
-        # will be added to this group.  Until then, print the help.
-        click.echo(ctx.get_help())
+        ctx.exit(lab_main(asterisk=asterisk, **loadtest_kw))
 
 
 @lab.command()

@@ -855,10 +855,16 @@ def finish_output(opts: LoadtestOptions, result: LoadtestResult) -> None:
         sys.stdout.flush()
 
 
-def run_loadtest(opts: LoadtestOptions, *, config: IaxConfig | None = None) -> LoadtestResult:
-    """The whole ``iaxgw loadtest``: run on uvloop, print, write the report."""
+def run_loadtest_core(opts: LoadtestOptions, *,
+                      config: IaxConfig | None = None) -> LoadtestResult:
+    """Run a load test on a fresh uvloop (with the live screen); no final output."""
     screen = make_screen(opts)
     with asyncio.Runner(loop_factory=_new_loop) as runner:
-        result = runner.run(run_loadtest_async(opts, config=config, screen=screen))
+        return runner.run(run_loadtest_async(opts, config=config, screen=screen))
+
+
+def run_loadtest(opts: LoadtestOptions, *, config: IaxConfig | None = None) -> LoadtestResult:
+    """The whole ``iaxgw loadtest``: run on uvloop, print, write the report."""
+    result = run_loadtest_core(opts, config=config)
     finish_output(opts, result)
     return result

@@ -142,7 +142,13 @@ def loadtest(**kw: Any) -> None:
 
 def lab_main(*, asterisk: bool = False, **kw: Any) -> int:
     """``iaxgw lab``'s default action: serve + loadtest on loopback (or loadtest vs Asterisk)."""
-    from iaxgw.sim.loadtest import run_lab
+    from iaxgw.sim.loadtest import ConfigUsageError, LoadtestError
+    from iaxgw.sim.loadtest_lab import run_lab
 
     opts = build_options(**kw)
-    return run_lab(opts, asterisk=asterisk)
+    try:
+        return run_lab(opts, asterisk=asterisk)
+    except (ConfigUsageError, PlanError) as exc:
+        raise click.UsageError(str(exc)) from None
+    except LoadtestError as exc:
+        raise click.ClickException(str(exc)) from None

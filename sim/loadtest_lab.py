@@ -1,0 +1,187 @@
+"""``iaxgw lab`` without a sub-command: a whole two-site load test on loopback.
+
+* Default: ``iaxgw serve`` runs as **office-b** in a child process (127.0.0.20:4569; x00 echo) and
+  this process is the load tester as **office-a** (127.0.0.10:4569) calling office-b's echo
+  extension 300 over the seed's trunk.  Two processes, so each side's CPU is its own.
+* ``--asterisk``: the lab's real Asterisk 22 is **office-a** (127.0.0.10:4569) and we are
+  **office-b** (127.0.0.20:4569, the embedded config) calling its echo extension 200.
+
+Both sides use the embedded seed configuration (copied to a temporary folder, so ``--trunk`` and
+``--trunktimestamps`` can be applied to both sides alike).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from iaxgw.sim.loadtest import LoadtestError, LoadtestResult, finish_output, run_loadtest_core
+from iaxgw.sim.loadtest_plan import LoadtestOptions
+
+A_IP, B_IP = "127.0.0.10", "127.0.0.20"
+SERVE_READY_S = 15.0
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process (Linux /proc), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def write_site(dst: Path, site: str, opts: LoadtestOptions, a_ip: str = A_IP,
+               b_ip: str = B_IP) -> Path:
+    """The embedded config of ``site`` in ``dst``, with the lab's --trunk/--trunktimestamps."""
+    from iaxgw.gateway.config import default_config_dir
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in Path(default_config_dir(site)).iterdir():
+        if not f.is_file():
+            continue
+        text = f.read_text().replace("127.0.0.10", a_ip).replace("127.0.0.20", b_ip)
+        if f.name == "iax.conf":
+            if opts.trunk is not None:
+                text = text.replace("trunk = yes", f"trunk = {'yes' if opts.trunk else 'no'}")
+            if opts.trunktimestamps is not None:
+                flag = "yes" if opts.trunktimestamps else "no"
+                text = text.replace("[general]\n", f"[general]\ntrunktimestamps = {flag}\n", 1)
+        (dst / f.name).write_text(text)
+    return dst
+
+
+class ServeProcess:
+    """``iaxgw serve`` as office-b in a child process, ready once its control socket answers."""
+
+    def __init__(self, config_dir: Path, workdir: Path) -> None:
+        self.control = str(workdir / "serve.sock")
+        self.log_path = workdir / "serve.log"
+        self.argv = [sys.executable, "-m", "iaxgw.gateway.cli", "serve", "--config",
+                     str(config_dir), "--peer", "office-a", "--control", self.control]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        from iaxgw.gateway.control import ControlError, query
+
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + SERVE_READY_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise LoadtestError(f"iaxgw serve exited with {self.proc.returncode}: "
+                                    f"{self.log_tail()}")
+            with contextlib.suppress(ControlError, OSError):
+                query(self.control, "peers")
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise LoadtestError(f"iaxgw serve did not answer `iaxgw show peers` within "
+                            f"{SERVE_READY_S:.0f} s: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 8) -> str:
+        with contextlib.suppress(OSError):
+            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def stop(self) -> None:
+        p = self.proc
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(8)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
+def run_lab(opts: LoadtestOptions, *, asterisk: bool = False) -> int:
+    """Run the lab load test, print the live screen and the summary; returns the exit code."""
+    with tempfile.TemporaryDirectory(prefix="iaxgw-lab-") as tmp:
+        work = Path(tmp)
+        other: dict[str, Any] = {}
+        if asterisk:
+            result = _with_asterisk(opts, work, other)
+        else:
+            result = _with_serve(opts, work, other)
+    result.summary["lab"] = other
+    finish_output(opts, result)
+    return result.exit_code
+
+
+def _cpu_pct(pid: int | None, before: float | None, wall: float) -> float | None:
+    after = proc_cpu_seconds(pid) if pid is not None else None
+    if before is None or after is None or wall <= 0:
+        return None
+    return round(100.0 * (after - before) / wall, 1)
+
+
+def _with_serve(opts: LoadtestOptions, work: Path, other: dict[str, Any]) -> LoadtestResult:
+    b_dir = write_site(work / "office-b", "office-b", opts)
+    a_dir = write_site(work / "office-a", "office-a", opts)
+    serve = ServeProcess(b_dir, work)
+    serve.start()
+    try:
+        opts.config_dir = a_dir
+        opts.peer = "office-b"
+        opts.peer_host = (B_IP, 4569)
+        opts.bind = (A_IP, 4569)
+        if not opts.extens:
+            opts.extens = ["300"]
+        t0, cpu0 = time.monotonic(), proc_cpu_seconds(serve.pid or 0)
+        result = run_loadtest_core(opts)
+        other.update({"far_end": f"iaxgw serve as office-b at {B_IP}:4569 (pid {serve.pid})",
+                      "we_are": f"office-a at {A_IP}:4569",
+                      "far_end_cpu_pct": _cpu_pct(serve.pid, cpu0, time.monotonic() - t0)})
+        return result
+    finally:
+        serve.stop()
+
+
+def _with_asterisk(opts: LoadtestOptions, work: Path, other: dict[str, Any]) -> LoadtestResult:
+    from iaxgw.sim.lab import Lab, LabError
+    from iaxgw.sim.labconfig import seed_site
+
+    lab = Lab()
+    reason = lab.unavailable_reason()
+    if reason:
+        raise LoadtestError(f"--asterisk: {reason} (as root: iaxgw lab provision)")
+    overrides: dict[str, Any] = {}
+    if opts.trunk is not None:
+        overrides["trunk"] = opts.trunk
+    if opts.trunktimestamps is not None:
+        overrides["trunktimestamps"] = opts.trunktimestamps
+    try:
+        inst = lab.instance("office-a", seed_site("office-a", **overrides)).start()
+    except LabError as exc:
+        raise LoadtestError(f"--asterisk: cannot start office-a: {exc}") from None
+    try:
+        opts.config_dir = write_site(work / "office-b", "office-b", opts)
+        opts.peer = "office-a"
+        opts.peer_host = (A_IP, 4569)
+        opts.bind = (B_IP, 4569)
+        if not opts.extens:
+            opts.extens = ["200"]
+        pid = inst.pid
+        t0, cpu0 = time.monotonic(), proc_cpu_seconds(pid) if pid else None
+        result = run_loadtest_core(opts)
+        other.update({"far_end": f"Asterisk 22 as office-a at {A_IP}:4569 (pid {pid})",
+                      "we_are": f"office-b at {B_IP}:4569",
+                      "far_end_cpu_pct": _cpu_pct(pid, cpu0, time.monotonic() - t0)})
+        return result
+    finally:
+        with contextlib.suppress(Exception):
+            inst.stop()
