@@ -846,6 +846,15 @@ def finish_output(opts: LoadtestOptions, result: LoadtestResult) -> None:
     lt = result.summary.get("loadtest", {})
     for note in lt.get("notes", []):
         console.print(f"[yellow]note:[/] {note}")
+    lab = result.summary.get("lab")
+    if lab:
+        console.print(f"lab: we are {lab.get('we_are')}; far end {lab.get('far_end')}, "
+                      f"its CPU {lab.get('far_end_cpu_pct')} %")
+    tr = result.summary.get("trunk", {})
+    kinds = tr.get("by_kind") or {}
+    if kinds:
+        console.print("datagrams: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
+                      + f"; echo frames missing {lt.get('echo_missing_pct')} %")
     verdict = "PASS" if result.exit_code == 0 else "FAIL"
     console.print(f"[bold]{verdict}[/]: failed {lt.get('failed_total')} "
                   f"(max {lt.get('max_failed')}), "

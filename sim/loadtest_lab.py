@@ -26,6 +26,9 @@ from iaxgw.sim.loadtest import LoadtestError, LoadtestResult, finish_output, run
 from iaxgw.sim.loadtest_plan import LoadtestOptions
 
 A_IP, B_IP = "127.0.0.10", "127.0.0.20"
+#: ``IAXGW_LAB_ADDRS="127.0.5.10,127.0.5.20"`` moves the serve variant off the seed's addresses
+#: (when a lab Asterisk holds them); the Asterisk variant always uses the seed's.
+ADDRS_ENV = "IAXGW_LAB_ADDRS"
 SERVE_READY_S = 15.0
 
 
@@ -129,22 +132,33 @@ def _cpu_pct(pid: int | None, before: float | None, wall: float) -> float | None
     return round(100.0 * (after - before) / wall, 1)
 
 
+def _lab_addrs() -> tuple[str, str]:
+    env = os.environ.get(ADDRS_ENV, "").strip()
+    if not env:
+        return A_IP, B_IP
+    parts = [p.strip() for p in env.split(",")]
+    if len(parts) != 2 or not all(p.startswith("127.") for p in parts):
+        raise LoadtestError(f"{ADDRS_ENV}={env!r}: expected two loopback addresses A,B")
+    return parts[0], parts[1]
+
+
 def _with_serve(opts: LoadtestOptions, work: Path, other: dict[str, Any]) -> LoadtestResult:
-    b_dir = write_site(work / "office-b", "office-b", opts)
-    a_dir = write_site(work / "office-a", "office-a", opts)
+    a_ip, b_ip = _lab_addrs()
+    b_dir = write_site(work / "office-b", "office-b", opts, a_ip, b_ip)
+    a_dir = write_site(work / "office-a", "office-a", opts, a_ip, b_ip)
     serve = ServeProcess(b_dir, work)
     serve.start()
     try:
         opts.config_dir = a_dir
         opts.peer = "office-b"
-        opts.peer_host = (B_IP, 4569)
-        opts.bind = (A_IP, 4569)
+        opts.peer_host = (b_ip, 4569)
+        opts.bind = (a_ip, 4569)
         if not opts.extens:
             opts.extens = ["300"]
         t0, cpu0 = time.monotonic(), proc_cpu_seconds(serve.pid or 0)
         result = run_loadtest_core(opts)
-        other.update({"far_end": f"iaxgw serve as office-b at {B_IP}:4569 (pid {serve.pid})",
-                      "we_are": f"office-a at {A_IP}:4569",
+        other.update({"far_end": f"iaxgw serve as office-b at {b_ip}:4569 (pid {serve.pid})",
+                      "we_are": f"office-a at {a_ip}:4569",
                       "far_end_cpu_pct": _cpu_pct(serve.pid, cpu0, time.monotonic() - t0)})
         return result
     finally:
