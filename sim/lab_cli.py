@@ -33,7 +33,7 @@ def _fail(exc: Exception) -> None:
 @click.option("--asterisk", is_flag=True,
               help="Load the lab's real Asterisk 22 (office-a) instead of `iaxgw serve`.")
 @click.pass_context
-def lab(ctx: click.Context, asterisk: bool, **loadtest_kw: Any) -> None:
+def lab(ctx: click.Context, /, asterisk: bool, **loadtest_kw: Any) -> None:
     """The Asterisk 22 lab: a real Asterisk (Debian sid chroot) playing office-a/office-b.
 
     Without a sub-command: the two-site load test on loopback (`iaxgw lab --calls 200`):
