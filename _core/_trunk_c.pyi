@@ -9,7 +9,33 @@ Errors: malformed datagrams and out-of-range values raise ``iaxgw._core.errors.F
 
 from collections.abc import Iterable
 
-Buffer = bytes | bytearray | memoryview
+class PayloadView:
+    """Read-only zero-copy view of one entry's payload inside the parsed datagram (compiled core;
+    the twin returns a ``memoryview`` slice, which behaves the same for these uses).
+
+    ``len``, ``bytes()``, ``tobytes()``, ``hex()``, indexing, ``==`` with any bytes-like object,
+    the buffer protocol (read-only, format ``B``: ``memoryview(p)``, G.711 codecs, ``mux.add``),
+    ``release()`` and ``with``.  Not picklable.
+    """
+
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def readonly(self) -> bool: ...
+    def __len__(self) -> int: ...
+    def __bytes__(self) -> bytes: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def tobytes(self) -> bytes: ...
+    def hex(self, *args: object) -> str: ...
+    def __getitem__(self, key: int) -> int: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+    def release(self) -> None: ...
+    def __enter__(self) -> PayloadView: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+Payload = memoryview | PayloadView
+Buffer = bytes | bytearray | memoryview | PayloadView
 
 META_TRUNK: int
 HEADER_LEN: int
@@ -24,20 +50,21 @@ class TrunkFrame:
     """A parsed trunk datagram.
 
     ``entries`` holds ``(callno, ts16 or None, payload)`` in wire order; ``callno`` has its top
-    bit masked off (as Asterisk does); payloads are ``memoryview`` slices of the input (no copy:
-    keep the input alive and unchanged while you use them).  ``truncated`` is True when parsing
+    bit masked off (as Asterisk does); payloads are views into the input without copying it
+    (``PayloadView`` in the compiled core, ``memoryview`` in the twin; keep the input unchanged
+    while you use them — each view keeps it alive).  ``truncated`` is True when parsing
     stopped at an entry whose header or payload runs past the end; the entries before it are kept.
     """
 
     trunk_ts: int
     timestamps: bool
-    entries: list[tuple[int, int | None, memoryview]]
+    entries: list[tuple[int, int | None, Payload]]
     truncated: bool
     def __init__(
         self,
         trunk_ts: int,
         timestamps: bool,
-        entries: list[tuple[int, int | None, memoryview]],
+        entries: list[tuple[int, int | None, Payload]],
         truncated: bool,
     ) -> None: ...
     def __eq__(self, other: object) -> bool: ...

@@ -8,7 +8,12 @@ writes all pending datagrams into one growing C buffer (8-byte header slots rese
 
 cimport cython
 from cpython.buffer cimport (
+    PyBUF_FORMAT,
+    PyBUF_FULL_RO,
+    PyBUF_ND,
     PyBUF_SIMPLE,
+    PyBUF_STRIDES,
+    PyBUF_WRITABLE,
     PyBuffer_IsContiguous,
     PyBuffer_Release,
     PyObject_CheckBuffer,
@@ -23,7 +28,8 @@ from cpython.bytes cimport (
 from cpython.list cimport PyList_New
 from cpython.long cimport PyLong_Check
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
-from libc.string cimport memcpy
+from cpython.ref cimport Py_INCREF
+from libc.string cimport memcmp, memcpy
 
 from iaxgw._core.errors import FrameError
 
@@ -32,6 +38,38 @@ cdef extern from "Python.h":
     long long PyLong_AsLongLongAndOverflow(object obj, int* overflow) except? -1
     object PyMemoryView_FromObject(object obj)
     Py_buffer* PyMemoryView_GET_BUFFER(object mview)
+
+
+cdef extern from *:
+    """
+    static char iaxgw_fmt_B[] = "B";
+    #ifdef Py_GIL_DISABLED
+    #define IAXGW_CALLNO_CACHE 0
+    #else
+    #define IAXGW_CALLNO_CACHE 1
+    #endif
+    """
+    char* _FMT_B "iaxgw_fmt_B"
+    int IAXGW_CALLNO_CACHE
+    ctypedef struct PyObject
+
+
+# Call numbers repeat in every datagram of a trunk (one entry per call per 20 ms), so their int
+# objects are interned here: one slot per 15-bit call number, filled on first use (with the GIL
+# only, the fill is not atomic).  At most 32,768 small ints, a bounded ~1 MB.
+cdef PyObject* _callnos[0x8000]     # indexed by callno & 0x7FFF
+
+
+cdef inline object _callno_obj(unsigned int callno):
+    cdef object o
+    if not IAXGW_CALLNO_CACHE:
+        return callno
+    callno &= 0x7FFF
+    if _callnos[callno] == NULL:
+        o = callno
+        Py_INCREF(o)
+        _callnos[callno] = <PyObject*>o
+    return <object>_callnos[callno]
 
 
 META_TRUNK = 1
@@ -126,21 +164,177 @@ cdef class TrunkFrame:
                 f"entries={len(self.entries)}, truncated={self.truncated})")
 
 
+@cython.freelist(64)
+@cython.final
+@cython.no_gc
+@cython.auto_pickle(False)
+cdef class PayloadView:
+    """Read-only zero-copy view of one trunk entry's payload inside the parsed datagram.
+
+    Behaves like the twin's ``memoryview`` slice for consumers: ``len``, ``bytes()``,
+    ``tobytes()``, ``==`` with any bytes-like object, indexing, the buffer protocol (format ``B``),
+    ``release()``.  It keeps the datagram (or, for a non-``bytes`` datagram, a memoryview holding
+    its buffer export) alive, so the pointer stays valid until ``release``.
+    """
+
+    cdef object _owner              # bytes, or our own memoryview of the datagram (never exposed)
+    cdef const unsigned char* _ptr  # _owner's data + offset; NULL once released
+    cdef Py_ssize_t _len
+    cdef Py_ssize_t _shape[1]
+    cdef Py_ssize_t _strides[1]
+    cdef Py_ssize_t _exports
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("PayloadView objects are created by parse_trunk")
+
+    cdef inline int _check(self) except -1:
+        if self._ptr == NULL:
+            raise ValueError("operation forbidden on released PayloadView object")
+        return 0
+
+    def __getbuffer__(self, Py_buffer* buf, int flags):
+        self._check()
+        if flags & PyBUF_WRITABLE:
+            raise BufferError("PayloadView is read-only")
+        self._shape[0] = self._len
+        self._strides[0] = 1
+        buf.buf = <void*>self._ptr
+        buf.obj = self
+        buf.len = self._len
+        buf.readonly = 1
+        buf.itemsize = 1
+        buf.format = _FMT_B if flags & PyBUF_FORMAT else NULL
+        buf.ndim = 1
+        buf.shape = self._shape if (flags & PyBUF_ND) == PyBUF_ND else NULL
+        buf.strides = self._strides if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
+        buf.suboffsets = NULL
+        buf.internal = NULL
+        self._exports += 1
+
+    def __releasebuffer__(self, Py_buffer* buf):
+        self._exports -= 1
+
+    def release(self):
+        """Drop the reference to the datagram (like ``memoryview.release``)."""
+        if self._exports:
+            raise BufferError(f"PayloadView has {self._exports} exported buffers")
+        self._ptr = NULL
+        self._len = 0
+        self._owner = None
+
+    def __enter__(self):
+        self._check()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def __len__(self):
+        self._check()
+        return self._len
+
+    @property
+    def nbytes(self):
+        self._check()
+        return self._len
+
+    @property
+    def readonly(self):
+        self._check()
+        return True
+
+    def __bytes__(self):
+        self._check()
+        return PyBytes_FromStringAndSize(<const char*>self._ptr, self._len)
+
+    def tobytes(self):
+        """The payload as ``bytes`` (a copy)."""
+        self._check()
+        return PyBytes_FromStringAndSize(<const char*>self._ptr, self._len)
+
+    def hex(self, *args):
+        return self.tobytes().hex(*args)
+
+    def __getitem__(self, key):
+        cdef Py_ssize_t i
+        self._check()
+        if PyLong_Check(key):
+            i = key
+            if i < 0:
+                i += self._len
+            if i < 0 or i >= self._len:
+                raise IndexError("index out of bounds on dimension 1")
+            return self._ptr[i]
+        return memoryview(self)[key]
+
+    def __eq__(self, other):
+        cdef Py_buffer view
+        cdef bint equal
+        if self._ptr == NULL:
+            return self is other
+        if not PyObject_CheckBuffer(other):
+            return NotImplemented
+        try:
+            PyObject_GetBuffer(other, &view, PyBUF_FULL_RO)
+        except (BufferError, ValueError):
+            return NotImplemented
+        try:
+            if view.ndim > 1 or view.suboffsets != NULL or \
+                    not PyBuffer_IsContiguous(&view, b'C') or not _byte_format(view.format):
+                return memoryview(self) == other
+            equal = view.len == self._len and (
+                self._len == 0 or memcmp(view.buf, self._ptr, self._len) == 0)
+            return equal
+        finally:
+            PyBuffer_Release(&view)
+
+    def __hash__(self):
+        return hash(self.tobytes())
+
+    def __reduce__(self):
+        raise TypeError("cannot pickle 'PayloadView' object")
+
+    def __repr__(self):
+        if self._ptr == NULL:
+            return "<released PayloadView>"
+        return f"<PayloadView {self._len} bytes>"
+
+
+cdef inline bint _byte_format(const char* f) noexcept:
+    if f == NULL:
+        return True
+    if f[0] == b'@' or f[0] == b'=':
+        f += 1
+    return (f[0] == b'B' or f[0] == b'b' or f[0] == b'c') and f[1] == 0
+
+
+cdef inline PayloadView _view(object owner, const unsigned char* p, Py_ssize_t start,
+                              Py_ssize_t end):
+    cdef PayloadView v = PayloadView.__new__(PayloadView)
+    v._owner = owner
+    v._ptr = p + start
+    v._len = end - start
+    return v
+
+
 cdef TrunkFrame _parse(object data):
     cdef const unsigned char* p
     cdef Py_ssize_t n, pos, start, end
-    cdef unsigned int length, callno, ts
+    cdef unsigned int length, callno
     cdef unsigned char cmddata
+    cdef Py_ssize_t hdr
     cdef Py_buffer* b
-    cdef object mv = None
+    cdef object owner
     cdef list entries
     cdef TrunkFrame frame
+    cdef bint truncated = False
     if PyBytes_CheckExact(data):
+        owner = data
         p = <const unsigned char*>PyBytes_AS_STRING(data)
         n = PyBytes_GET_SIZE(data)
     else:
-        mv = _byte_view(data, "trunk datagram")
-        b = PyMemoryView_GET_BUFFER(mv)
+        owner = _byte_view(data, "trunk datagram")   # holds the export while payloads live
+        b = PyMemoryView_GET_BUFFER(owner)
         p = <const unsigned char*>b.buf
         n = b.len
     if n < _HDR:
@@ -158,41 +352,31 @@ cdef TrunkFrame _parse(object data):
     frame = TrunkFrame.__new__(TrunkFrame)
     frame.trunk_ts = _rd32(p + 4)
     frame.timestamps = cmddata
-    frame.truncated = False
     entries = []
     frame.entries = entries
+    hdr = _ENT_TS if cmddata else _ENT
     pos = _HDR
-    if n > pos and mv is None:
-        mv = PyMemoryView_FromObject(data)
-    if cmddata:
-        while pos < n:
-            if n - pos < _ENT_TS:
-                frame.truncated = True
-                break
+    while pos < n:
+        if n - pos < hdr:
+            truncated = True
+            break
+        if cmddata:
             length = _rd16(p + pos)
             callno = _rd16(p + pos + 2) & _MAX_CALLNO
-            ts = _rd16(p + pos + 4)
-            start = pos + _ENT_TS
-            end = start + length
-            if end > n:
-                frame.truncated = True
-                break
-            entries.append((callno, ts, mv[start:end]))
-            pos = end
-    else:
-        while pos < n:
-            if n - pos < _ENT:
-                frame.truncated = True
-                break
+        else:
             callno = _rd16(p + pos) & _MAX_CALLNO
             length = _rd16(p + pos + 2)
-            start = pos + _ENT
-            end = start + length
-            if end > n:
-                frame.truncated = True
-                break
-            entries.append((callno, None, mv[start:end]))
-            pos = end
+        start = pos + hdr
+        end = start + length
+        if end > n:
+            truncated = True
+            break
+        if cmddata:
+            entries.append((_callno_obj(callno), _rd16(p + pos + 4), _view(owner, p, start, end)))
+        else:
+            entries.append((_callno_obj(callno), None, _view(owner, p, start, end)))
+        pos = end
+    frame.truncated = truncated
     return frame
 
 

@@ -52,7 +52,8 @@ def outcome(m: ModuleType, data: bytes) -> tuple[Any, ...]:
 def test_vector_without_timestamps(m: ModuleType) -> None:
     frame = m.parse_trunk((VECTORS / "hand_trunk_nots_2calls.bin").read_bytes())
     assert plain(frame) == (1000, False, False, [(0x4001, None, b"abc"), (2, None, b"")])
-    assert all(isinstance(p, memoryview) for _, _, p in frame.entries)
+    assert all(isinstance(p, (memoryview, getattr(m, "PayloadView", memoryview)))
+               for _, _, p in frame.entries)
 
 
 @impl
@@ -91,6 +92,62 @@ def test_payloads_are_views_without_copy(m: ModuleType) -> None:
     assert buf_view_release_blocked
     assert bytes(view) == b"abc"
     view.release()
+
+
+@impl
+def test_payload_behaves_like_a_memoryview(m: ModuleType) -> None:
+    from iaxgw._core import _g711_py
+
+    raw = m.pack_trunk([(1, 0, b"\x00\x01\xff"), (2, 0, b"")], 0)[0]
+    for data in (raw, bytearray(raw), memoryview(raw)):
+        p, empty = (e[2] for e in m.parse_trunk(data).entries)
+        assert (len(p), bytes(p), p.tobytes(), p.hex(), p[0], p[-1]) == (
+            3, b"\x00\x01\xff", b"\x00\x01\xff", "0001ff", 0, 255)
+        assert p == b"\x00\x01\xff" and b"\x00\x01\xff" == p and p != b"\x00\x01"  # noqa: SIM300 (reflected ==)
+        assert p == memoryview(b"\x00\x01\xff") and memoryview(b"\x00\x01\xff") == p
+        assert p == bytearray(b"\x00\x01\xff") and p != "text" and empty == b""
+        assert bytes(p[1:]) == b"\x01\xff" and list(p) == [0, 1, 255]
+        mv = memoryview(p)
+        assert (mv.format, mv.nbytes, mv.tobytes()) == ("B", 3, bytes(p))
+        assert np.frombuffer(p, np.uint8).tolist() == [0, 1, 255]
+        assert _g711_py.ulaw_decode(p) == _g711_py.ulaw_decode(b"\x00\x01\xff")
+        if isinstance(data, bytes):
+            assert hash(p) == hash(b"\x00\x01\xff")
+        with pytest.raises(IndexError):
+            p[3]
+        mv.release()
+        p.release()
+        with pytest.raises(ValueError):
+            len(p)
+        with pytest.raises(ValueError):
+            bytes(p)
+
+
+def test_compiled_payload_view_is_safe() -> None:
+    import pickle
+
+    compiled = [m for m in IMPLS if hasattr(m, "PayloadView")]
+    if not compiled:
+        pytest.skip("compiled core not built")
+    m = compiled[0]
+    raw = m.pack_trunk([(1, 0, b"abc")], 0)[0]
+    p = m.parse_trunk(raw).entries[0][2]
+    del raw
+    assert bytes(p) == b"abc"  # keeps the datagram alive
+    with pytest.raises(TypeError):
+        pickle.dumps(p)
+    with pytest.raises(TypeError):
+        m.PayloadView()
+    blank = m.PayloadView.__new__(m.PayloadView)
+    with pytest.raises(ValueError):
+        memoryview(blank)
+    with pytest.raises(ValueError, match="read-only"):
+        np.frombuffer(p, np.uint8)[0] = 1  # read-only export
+    mv = memoryview(p)
+    with pytest.raises(BufferError):
+        p.release()  # a live export blocks release
+    mv.release()
+    p.release()
 
 
 # ---- header errors ----
