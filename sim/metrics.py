@@ -491,7 +491,7 @@ class CallStats:
         own = self.signature.sid if self.signature else None
         tone = det.tones(pcm[carry_end:], own, self._ana_windows)
         res.windows, res.own, res.crossed = tone.windows, tone.own, tone.crossed
-        res.milliwatt, res.others = tone.milliwatt, tone.others
+        res.milliwatt, res.others, res.ignored = tone.milliwatt, tone.others, tone.ignored
         self.audio.add(res)
         if self.mode == "echo" and tone.own > tone.crossed and self.tx_marks:
             self._echo_rtts(det.markers(pcm), carry_end, batch, int(ts[0]))

@@ -152,6 +152,8 @@ class LoadStats:
                          detector=self.detector, bpl=self.bpl, jb_factor=self.jb_factor,
                          analysis_windows=self.analysis_windows, inline_analysis=False)
         call.on_setup_event("NEW", now)
+        if self.detector is not None:
+            self.detector.mark_in_run(index)     # only calls of this run can be "crossed"
         self.active[index] = call
         self.attempts += 1
         self._iv["attempts"] += 1

@@ -246,7 +246,9 @@ class Analysis:
     silent_frames: int = 0          #: of those, frames below :data:`SILENCE_RMS`
     windows: int = 0                #: non-silent windows examined
     own: int = 0                    #: windows carrying our own tone pair
-    crossed: int = 0                #: windows carrying another call's tone pair
+    crossed: int = 0                #: windows carrying another call's tone pair (of this run)
+    ignored: int = 0                #: pair-like windows that are neither ours nor a confident
+                                    #: pair of a call in the run (splices, loss; not "crossed")
     milliwatt: int = 0              #: windows dominated by 1004 Hz
     others: dict[int, int] = field(default_factory=dict)   #: foreign signature id -> windows
     markers: list[int] = field(default_factory=list)       #: marker onsets (sample offsets)
@@ -257,6 +259,7 @@ class Analysis:
         self.windows += other.windows
         self.own += other.own
         self.crossed += other.crossed
+        self.ignored += other.ignored
         self.milliwatt += other.milliwatt
         for k, v in other.others.items():
             self.others[k] = self.others.get(k, 0) + v
@@ -286,16 +289,30 @@ class Detector:
     #: ``PAIR_EACH`` and together ``PAIR_SUM`` of the window's energy
     PAIR_EACH = 0.2
     PAIR_SUM = 0.7
+    #: a window counts as *another* call's pair only with more confidence: a clean pair puts
+    #: ~0.5 of the energy in each bin (sum > 0.99 after G.711); windows spanning a splice of our
+    #: own audio (lost frames closed up when a trunk carries no timestamps) reach ~0.21 / 0.72
+    FOREIGN_EACH = 0.35
+    FOREIGN_SUM = 0.9
     MILLIWATT_MIN = 0.7
     MARKER_NCC = 0.5
 
     def __init__(self, plan: SignaturePlan | None = None) -> None:
         self.plan = plan or default_plan()
+        #: signature ids of the calls in the run (:meth:`mark_in_run`); None: any id counts
+        self.in_run: npt.NDArray[np.bool_] | None = None
         n = np.arange(WINDOW, dtype=np.float64)
         self._mw = np.exp(-2j * math.pi * MILLIWATT_HZ * n / RATE)
         m = self.plan.marker
         self._marker_norm = float(np.sqrt(np.dot(m, m)))
         self._marker_spec: dict[int, npt.NDArray[np.complex128]] = {}
+
+    def mark_in_run(self, call_index: int) -> None:
+        """Call ``call_index`` is part of the run: its signature may show up as crossed audio.
+        Once any call is marked, foreign ids of calls not marked are ignored."""
+        if self.in_run is None:
+            self.in_run = np.zeros(self.plan.capacity, dtype=np.bool_)
+        self.in_run[call_index % self.plan.capacity] = True
 
     def frame_silence(self, pcm: FloatArray) -> int:
         """Number of whole 160-sample frames in ``pcm`` whose RMS is below SILENCE_RMS."""
@@ -338,11 +355,19 @@ class Detector:
         mw = win @ self._mw
         mw_frac = (mw.real ** 2 + mw.imag ** 2) * scale
         res.milliwatt = int(np.count_nonzero(mw_frac >= self.MILLIWATT_MIN))
-        found = sids[sids >= 0]
         if own_sid is not None:
-            res.own = int(np.count_nonzero(found == own_sid))
-            found = found[found != own_sid]
+            mine = sids == own_sid
+            res.own = int(np.count_nonzero(mine))
+            sids = np.where(mine, -1, sids)
+        pairs = sids >= 0
+        # another call's pair: confident, and the id of a call in the run
+        sure = pairs & (p_a >= self.FOREIGN_EACH) & (p_b >= self.FOREIGN_EACH) \
+            & (p_a + p_b >= self.FOREIGN_SUM)
+        if self.in_run is not None:
+            sure &= self.in_run[np.maximum(sids, 0)]
+        found = sids[sure]
         res.crossed = len(found)
+        res.ignored = int(np.count_nonzero(pairs)) - res.crossed
         if len(found):
             ids, counts = np.unique(found, return_counts=True)
             res.others = {int(i): int(c) for i, c in zip(ids, counts)}

@@ -229,3 +229,69 @@ def test_pending_audio_dropped_not_analysed_when_inline_off() -> None:
     assert c.audio_dropped + len(c._pending) == 1000
     c.analyze()
     assert c.audio.frames > 0
+
+
+# -- crossed audio: only confident pairs of calls in the run ------------------------------------
+
+
+def _spliced_loss_call(index: int, loss: float, *, seed: int = 0,
+                       detector: sig.Detector | None = None) -> CallStats:
+    """Our own echo with frames lost and the gaps closed up, as the load tester sees a trunk
+    without timestamps (each entry numbered previous + 20 ms): the audio has splices."""
+    rng = random.Random(seed * 1000 + index)
+    c = CallStats(index, mode="echo", detector=detector)
+    c.on_setup_event("NEW", 0.0)
+    c.on_setup_event("ANSWER", 0.1)
+    ts = -20
+    for k in range(500):
+        t = 1.0 + 0.02 * k
+        p = c.on_tx(k * 20, t)
+        if rng.random() < loss:
+            continue
+        ts += 20
+        c.on_rx(ts, t + 0.05, p)
+        if k % 50 == 49:
+            c.analyze()
+    c.finish(11.1)
+    return c
+
+
+@pytest.mark.parametrize(("index", "loss"), [(1, 0.02), (5, 0.02), (11, 0.02), (9, 0.05),
+                                             (23, 0.10)])
+def test_spliced_loss_is_not_crossed(index: int, loss: float) -> None:
+    """Splices of our own audio used to look like pairs of calls that were not even in the run
+    (call 1 at 2 % loss reported "crossed" windows of signature 1654)."""
+    rec = _spliced_loss_call(index, loss).record()
+    assert rec.crossed_windows == 0 and rec.crossed_from is None
+    assert not rec.audio_crossed
+    assert rec.audio == "verified"
+
+
+def test_spliced_loss_many_calls_no_foreign_ids() -> None:
+    det = sig.Detector(PLAN)
+    for i in range(40):
+        det.mark_in_run(i)
+    for i in range(40):
+        rec = _spliced_loss_call(i, 0.05, seed=3, detector=det).record()
+        assert rec.crossed_windows == 0, (i, rec.crossed_from)
+        assert rec.audio == "verified"
+
+
+def test_crossed_only_from_calls_in_the_run() -> None:
+    from iaxgw.sim.report import LoadStats
+
+    stats = LoadStats(mode="echo")
+    calls = [stats.new_call(0.0, i) for i in range(5)]
+    in_run, foreign = PLAN.payloads(4), PLAN.payloads(4000)
+    for ci, src in ((0, in_run), (1, foreign)):
+        c = calls[ci]
+        c.on_setup_event("ANSWER", 0.1)
+        for k in range(200):
+            c.on_tx(k * 20, 1 + 0.02 * k)
+            c.on_rx(k * 20, 1.05 + 0.02 * k, src[k % 50])
+    rec0 = stats.end_call(calls[0], 6.0)
+    rec1 = stats.end_call(calls[1], 6.0)
+    assert rec0.audio == "crossed" and rec0.crossed_from == PLAN.signature(4).sid
+    # call 4000 is not in this run: its pair is not "crossed" (and not ours either)
+    assert not rec1.audio_crossed and rec1.crossed_from is None
+    assert rec1.audio == "unverified"
