@@ -154,6 +154,12 @@ def summary_table(summary: dict[str, Any]) -> Group:
         t.add_row("datagrams/s", f"tx {_f(dps.get('tx'), ',.0f')}  rx {_f(dps.get('rx'), ',.0f')}")
         t.add_row("bytes/call/s", f"tx {_f(bpc.get('tx'), ',.0f')}  rx {_f(bpc.get('rx'), ',.0f')}")
     t.add_row("CPU", _f(summary.get("cpu_pct"), ".0f", " %"))
+    st = (summary.get("loadtest") or {}).get("send_timing") or {}
+    if st.get("ticks"):
+        t.add_row("send timing", f"tick late p50 {_f(st.get('late_p50_ms'), '.2f')}  p99 "
+                                 f"{_f(st.get('late_p99_ms'), '.2f')}  max "
+                                 f"{_f(st.get('late_max_ms'), '.1f')} ms; sends p99 "
+                                 f"{_f(st.get('work_p99_ms'), '.2f')} ms/tick")
     causes = summary.get("causes") or {}
     parts: list[Table] = [t]
     if causes:

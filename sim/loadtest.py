@@ -269,6 +269,8 @@ class LoadRunner:
         self.late_ticks = 0
         self.ticks = 0
         self.max_tick_ms = 0.0
+        self.late_ms: list[float] = []      # per media tick: start lateness vs the grid (ms)
+        self.work_ms: list[float] = []      # per media tick: time spent sending (ms)
         self.notes: list[str] = list(opts.warnings)
         self.started_attempts = 0
         self.stopping = False
@@ -608,9 +610,11 @@ class LoadRunner:
         clock = self.clock
         start = clock()
         k = 0
+        late_ms = self.late_ms
         while True:
             k += 1
-            delay = start + k * TICK - clock()
+            due = start + k * TICK
+            delay = due - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
             else:
@@ -624,6 +628,8 @@ class LoadRunner:
             if not calls:
                 continue
             now = clock()
+            # send-timing error: how late this tick's frames start vs the 20 ms grid
+            late_ms.append((now - due) * 1000.0)
             lnow = self._now()
             send = self._ep.send_voice
             for call in list(calls.values()):
@@ -642,6 +648,7 @@ class LoadRunner:
                     calls.pop(call.callno, None)
             self._flush()
             spent = (clock() - now) * 1000.0
+            self.work_ms.append(spent)
             if spent > self.max_tick_ms:
                 self.max_tick_ms = spent
 
@@ -735,6 +742,7 @@ class LoadRunner:
             "media_ticks": self.ticks,
             "late_ticks": self.late_ticks,
             "max_tick_ms": round(self.max_tick_ms, 3),
+            "send_timing": send_timing(self.late_ms, self.work_ms),
             "interrupted": self.interrupted,
             "deadline_hit": self.deadline_hit,
             "notes": self.notes + diagnose(summary, self.target),
@@ -748,6 +756,25 @@ class LoadRunner:
             summary["endpoint"] = _jsonable(self._ep.stats())
         return LoadtestResult(summary=summary, exit_code=exit_code, records=records,
                               timeseries=list(self.stats.timeseries))
+
+
+def send_timing(late_ms: list[float], work_ms: list[float]) -> dict[str, Any]:
+    """Send-timing error of the media ticker over the ticks that sent media: how late each tick
+    started against its 20 ms grid slot (``late_*``) and how long its sends took (``work_*``);
+    the last frame of a tick leaves ``late + work`` after its slot."""
+    if not late_ms:
+        return {"ticks": 0}
+    late = np.asarray(late_ms)
+    work = np.asarray(work_ms) if work_ms else np.zeros(1)
+    end = late[: len(work)] + work[: len(late)]
+
+    def q(a: Any, p: float) -> float:
+        return round(float(np.percentile(a, p)), 3)
+
+    return {"ticks": len(late), "late_p50_ms": q(late, 50), "late_p99_ms": q(late, 99),
+            "late_max_ms": round(float(late.max()), 3), "work_p50_ms": q(work, 50),
+            "work_p99_ms": q(work, 99), "last_frame_p99_ms": q(end, 99),
+            "over_2ms_pct": round(100.0 * float(np.count_nonzero(late > 2.0)) / len(late), 3)}
 
 
 def diagnose(summary: dict[str, Any], target: Target) -> list[str]:
