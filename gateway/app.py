@@ -104,6 +104,7 @@ class ServeOptions:
     phones: Path | None = None
     spool: Path | None = None
     site: str = DEFAULT_SITE          # which embedded config without --config
+    impair: Any = None                # --impair: an ImpairSpec (gateway/impair.py) or None
 
 
 @dataclass(slots=True)
@@ -188,8 +189,14 @@ class GatewayApp:
                  metrics_port: int | None = None, debug_frames: bool = False,
                  control: str | None = None, spool: Path | None = None,
                  role_name: str = DEFAULT_SITE,
-                 open_endpoint: Callable[..., Awaitable[Any]] | None = None) -> None:
+                 open_endpoint: Callable[..., Awaitable[Any]] | None = None,
+                 impair: Any = None) -> None:
         self.site = site
+        self.impairment: Any = None
+        if impair is not None:
+            from iaxgw.gateway.impair import Impairment
+
+            self.impairment = Impairment(impair)
         self._open_endpoint = open_endpoint
         self.config = site.config
         self.peer = peer
@@ -225,7 +232,7 @@ class GatewayApp:
         site = load_site(opts)
         return cls(site, peer=opts.peer, pcap=opts.pcap, metrics_port=opts.metrics_port,
                    debug_frames=opts.debug_frames, control=opts.control, spool=opts.spool,
-                   role_name=opts.site)
+                   role_name=opts.site, impair=opts.impair)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -242,9 +249,12 @@ class GatewayApp:
                 self._pcap = PcapWriter(self.pcap_path)
             except OSError as exc:
                 raise StartError(f"--pcap {self.pcap_path}: {exc.strerror or exc}") from None
+        extra: dict[str, Any] = {}
+        if self.impairment is not None:
+            extra["impair"] = self.impairment
         try:
             self._server = await open_endpoint(self.config, self.bind, role_name=self.role_name,
-                                               on_datagram=self._on_datagram)
+                                               on_datagram=self._on_datagram, **extra)
         except OSError as exc:
             await self._close_tools()
             raise StartError(f"cannot bind {self.bind[0]}:{self.bind[1]}: "
@@ -622,6 +632,8 @@ class GatewayApp:
                           "datagrams_out": stats.get("trunk_datagrams_out", 0)}
         if self._pcap is not None:
             stats["pcap_records"] = self._pcap.count
+        if self.impairment is not None:
+            stats["impair"] = self.impairment.snapshot()
         return stats
 
 
@@ -811,7 +823,7 @@ class _ServerAdapter:
 
 async def open_server_endpoint(config: IaxConfig, bind: Addr, *, role_name: str = DEFAULT_SITE,
                                on_datagram: Callable[[str, bytes, Addr, float], None]
-                               | None = None) -> Any:
+                               | None = None, impair: Any = None) -> Any:
     """The protocol core's ``server.open_endpoint`` when present, else our own UDP driver."""
     try:
         from iaxgw.gateway.server import open_endpoint
@@ -820,7 +832,7 @@ async def open_server_endpoint(config: IaxConfig, bind: Addr, *, role_name: str 
                                          on_datagram=on_datagram)
     early: list[ev.Event] = []
     server = await open_endpoint(config, bind, role_name=role_name, on_event=early.append,
-                                 on_datagram=on_datagram)
+                                 on_datagram=on_datagram, impair=impair)
     return _ServerAdapter(server, early)
 
 

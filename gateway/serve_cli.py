@@ -39,6 +39,24 @@ def _hostport_cb(default_port: int) -> Any:
     return cb
 
 
+def impair_cb(ctx: click.Context | None, param: click.Parameter | None,
+              value: str | None) -> Any:
+    """``--impair SPEC`` -> :class:`~iaxgw.gateway.impair.ImpairSpec` (BadParameter if bad)."""
+    if value is None:
+        return None
+    from iaxgw.gateway.impair import ImpairError, ImpairSpec
+
+    try:
+        return ImpairSpec.parse(value)
+    except ImpairError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+IMPAIR_HELP = ("A bad network on our socket: loss=5%,burst=3,delay=40ms,jitter=20ms,reorder=1%,"
+               "dup=1%[,gap=50ms,dist=uniform|normal,seed=N,dir=send|recv|both] (dir default "
+               "both: each way sees the whole spec).")
+
+
 @click.command("serve")
 @click.option("--peer", "peer", required=True, metavar="NAME",
               help="The iax.conf peer/friend entry of the remote site (e.g. office-a).")
@@ -68,16 +86,19 @@ def _hostport_cb(default_port: int) -> Any:
                    "[default: DIR/phones.conf if present]")
 @click.option("--spool", "spool", type=click.Path(file_okay=False, path_type=Path),
               default=None, metavar="DIR", help="Where Voicemail() and recordings are written.")
+@click.option("--impair", "impair", callback=impair_cb, default=None, metavar="SPEC",
+              help=IMPAIR_HELP)
 def serve(peer: str, config_dir: Path | None, bind: tuple[str, int] | None,
           peer_host: tuple[str, int] | None, pcap: Path | None, metrics_port: int | None,
           debug_frames: bool, control: str | None, phones: Path | None,
-          spool: Path | None) -> None:
+          spool: Path | None, impair: Any = None) -> None:
     """Run as one site of the trunk (by default the seed's office-b) until SIGINT/SIGTERM."""
     from iaxgw.gateway.app import GatewayApp, PeerNotFound, ServeOptions, StartError, run_app
 
     opts = ServeOptions(peer=peer, config_dir=config_dir, bind=bind, peer_host=peer_host,
                         pcap=pcap, metrics_port=metrics_port, debug_frames=debug_frames,
-                        control=control or default_control_path(), phones=phones, spool=spool)
+                        control=control or default_control_path(), phones=phones, spool=spool,
+                        impair=impair)
     try:
         app = GatewayApp.from_options(opts)
     except PeerNotFound as exc:

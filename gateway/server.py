@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, Literal, cast
 
 from iaxgw.gateway.events import Event
+from iaxgw.gateway.impair import Impairment, ImpairedLink
 from iaxgw.gateway.model import IaxConfig
 from iaxgw.gateway.protocol import Endpoint
 
@@ -23,7 +24,8 @@ __all__ = ["DatagramHook", "DatagramServer", "open_endpoint"]
 log = logging.getLogger("iaxgw.server")
 
 Addr = tuple[str, int]
-#: ``on_datagram(direction, data, addr, now)``: called for every datagram in ("in") and out.
+#: ``on_datagram(direction, data, addr, now)``: called for every datagram in ("in") and out, on
+#: the endpoint's side of an ``impair`` (received: as delivered; sent: before the impairment).
 DatagramHook = Callable[[Literal["in", "out"], bytes, Addr, float], None]
 
 
@@ -32,7 +34,8 @@ class DatagramServer(asyncio.DatagramProtocol):
 
     def __init__(self, endpoint: Endpoint, *, loop: asyncio.AbstractEventLoop | None = None,
                  on_event: Callable[[Event], None] | None = None,
-                 on_datagram: DatagramHook | None = None) -> None:
+                 on_datagram: DatagramHook | None = None,
+                 impair: Impairment | None = None) -> None:
         self.endpoint = endpoint
         self.loop = loop or asyncio.get_event_loop()
         self.transport: asyncio.DatagramTransport | None = None
@@ -43,6 +46,8 @@ class DatagramServer(asyncio.DatagramProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.closed: asyncio.Future[None] = self.loop.create_future()
+        #: ``--impair``: a bad network between the endpoint (and ``on_datagram``) and the socket
+        self.impair = ImpairedLink(impair, self.loop) if impair is not None else None
         endpoint.wall_offset = time.time() - self.loop.time()
 
     # -- asyncio.DatagramProtocol
@@ -53,8 +58,14 @@ class DatagramServer(asyncio.DatagramProtocol):
         self.flush()
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        now = self.loop.time()
         src: Addr = (addr[0], addr[1])
+        if self.impair is not None:
+            self.impair.pass_on("recv", data, src, self._deliver)
+        else:
+            self._deliver(data, src)
+
+    def _deliver(self, data: bytes, src: Addr) -> None:
+        now = self.loop.time()
         hook = self.on_datagram
         if hook is not None:
             hook("in", data, src, now)
@@ -68,6 +79,8 @@ class DatagramServer(asyncio.DatagramProtocol):
         log.debug("socket error: %s", exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.impair is not None:
+            self.impair.close()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -83,10 +96,14 @@ class DatagramServer(asyncio.DatagramProtocol):
         tr = self.transport
         if tr is not None:
             hook = self.on_datagram
+            link = self.impair
             for data, addr in ep.datagrams_to_send(now):
                 if hook is not None:
                     hook("out", data, addr, now)
-                tr.sendto(data, addr)
+                if link is None:
+                    tr.sendto(data, addr)
+                else:
+                    link.pass_on("send", data, addr, self._send_late)
         cb = self.on_event
         while (ev := ep.next_event()) is not None:
             if cb is not None:
@@ -102,6 +119,11 @@ class DatagramServer(asyncio.DatagramProtocol):
             if when is not None and tr is not None:
                 self._timer = self.loop.call_at(when, self._on_timer)
 
+    def _send_late(self, data: bytes, addr: Addr) -> None:
+        tr = self.transport
+        if tr is not None and not tr.is_closing():
+            tr.sendto(data, addr)
+
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
@@ -112,6 +134,8 @@ class DatagramServer(asyncio.DatagramProtocol):
         self.flush()
 
     def close(self) -> None:
+        if self.impair is not None:
+            self.impair.close()
         if self.transport is not None:
             self.transport.close()
 
@@ -120,10 +144,13 @@ async def open_endpoint(config: IaxConfig, bind: Addr = ("0.0.0.0", 4569), *,
                         loop: asyncio.AbstractEventLoop | None = None,
                         role_name: str = "iaxgw", endpoint: Endpoint | None = None,
                         on_event: Callable[[Event], None] | None = None,
-                        on_datagram: DatagramHook | None = None) -> DatagramServer:
-    """Bind a UDP socket on ``bind`` and run an Endpoint (given or built from ``config``)."""
+                        on_datagram: DatagramHook | None = None,
+                        impair: Impairment | None = None) -> DatagramServer:
+    """Bind a UDP socket on ``bind`` and run an Endpoint (given or built from ``config``);
+    ``impair`` puts a seedable bad network (:mod:`iaxgw.gateway.impair`) before the socket."""
     loop = loop or asyncio.get_running_loop()
     ep = endpoint or Endpoint(config, local_addr=bind, role_name=role_name)
-    server = DatagramServer(ep, loop=loop, on_event=on_event, on_datagram=on_datagram)
+    server = DatagramServer(ep, loop=loop, on_event=on_event, on_datagram=on_datagram,
+                            impair=impair)
     await loop.create_datagram_endpoint(lambda: server, local_addr=bind)
     return server
