@@ -34,6 +34,8 @@ def _attach() -> None:
         ("iaxgw.sim.loadtest_cli", "loadtest"),
         ("iaxgw.gateway.core_cli", "decode"),
         ("iaxgw.gateway.core_cli", "g711"),
+        ("iaxgw.gateway.doctor_cli", "check"),
+        ("iaxgw.gateway.doctor_cli", "probe"),
     ):
         try:
             mod = importlib.import_module(modname)
