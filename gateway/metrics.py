@@ -99,11 +99,20 @@ class Metrics:
         self.registry.register(self._snapshot)
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def on_datagram(self, direction: str, data: bytes) -> None:
-        """Count one datagram (``direction`` ``"in"``/``"out"``)."""
-        self.frames.labels(direction, datagram_kind(data)).inc()
-        self.bytes.labels(direction).inc(len(data))
+        """Count one datagram (``direction`` ``"in"``/``"out"``).  Per-packet path: the labelled
+        children are looked up once and kept (``labels()`` costs more than the count itself)."""
+        kind = datagram_kind(data)
+        children = self._children
+        key = (direction, kind)
+        pair = children.get(key)
+        if pair is None:
+            pair = children[key] = (self.frames.labels(direction, kind),
+                                    self.bytes.labels(direction))
+        pair[0].inc()
+        pair[1].inc(len(data))
 
     def call_ended(self, direction: str, outcome: str) -> None:
         self.calls_total.labels(direction, outcome).inc()
