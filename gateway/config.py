@@ -320,6 +320,10 @@ def _load_general(sec: Section, cfg: IaxConfig) -> None:
             g.maxauthreq = max(parse_int(it), 0)
         elif n == "delayreject":
             g.delayreject = parse_bool(it)
+        elif n == "authfaillimit":
+            g.authfaillimit = parse_int(it, 0)
+        elif n == "authfailwindow":
+            g.authfailwindow = parse_int(it, 0)
         elif n == "autokill":
             v = it.value.lower()
             if v == "yes":

@@ -96,6 +96,8 @@ class General:
     maxcallnumbers_nonvalidated: int = 8192
     maxauthreq: int = 3
     delayreject: bool = False
+    authfaillimit: int = 5               # iaxgw: failed auths per source IP in the window
+    authfailwindow: int = 60             # s; over the limit, NEWs get a delayed REJECT; 0 = off
     autokill: int | None = None          # ms; None = off
     registers: list[Register] = field(default_factory=list)
     minregexpire: int = 60

@@ -92,6 +92,7 @@ LAGRQ_INTERVAL = 10.0
 TS_SKEW_MS = 160              # MAX_TIMESTAMP_SKEW
 UNWRAP_MS = 50000
 _STATELESS = 1                # call number of stateless replies
+MAX_DATAGRAM = 4096           # Asterisk reads at most this much (section 12.14): larger is dropped
 
 #: Bytes per millisecond of the codecs we can pace (for predicted voice timestamps).
 _BYTES_PER_MS = {4: 8, 8: 8, 0x40: 16, 0x8000: 32, 0x1000: 8}
@@ -170,6 +171,7 @@ class Endpoint:
             name: PeerState(e) for name, e in config.entries.items() if e.is_peer}
         self._regs = [RegState(r, max(g.minregexpire, 60)) for r in g.registers]
         self._authreq: Counter[str] = Counter()     # unanswered AUTHREQs per user
+        self._authfails: dict[str, deque[float]] = {}   # recent failed auths per source IP
         self._auto_validated: set[str] = set()     # requirecalltoken=auto entries seen with token
         self._trunks: dict[Addr, _TrunkStream] = {}
         self._trunk_rx_epoch: dict[Addr, float] = {}
@@ -201,7 +203,7 @@ class Endpoint:
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
         """Process one received UDP datagram."""
         n = len(data)
-        if n >= 4:
+        if 4 <= n <= MAX_DATAGRAM:
             b0 = data[0]
             if b0 < 0x80 and (b0 or data[1]):
                 # voice mini frame: the hot path (section 2)
@@ -231,6 +233,9 @@ class Endpoint:
             self.start(now)
         if n < 4:
             self._stats["drop_too_short"] += 1
+            return
+        if n > MAX_DATAGRAM:
+            self._warn("drop_oversize", f"oversize datagram ({n} bytes) from {addr}", now)
             return
         if data[0] & 0x80:
             self._receive_full(data, addr, now)
@@ -1106,6 +1111,14 @@ class Endpoint:
         call.new_ies = list(ies)
         self._stats["calls_in"] += 1
         self._stats["calls_total"] += 1
+        fails = self._recent_authfails(addr[0], now)
+        if fails is not None and len(fails) >= self.config.general.authfaillimit:
+            self._warn("reject_auth_throttled", f"NEW from {addr} (user {username!r}) refused: "
+                       f"{len(fails)} failed authentications from {addr[0]} in "
+                       f"{self.config.general.authfailwindow} s", now)
+            self._events.append(AuthFailed(addr, name, "too many failed authentications"))
+            self._reject_call(call, 50, "No authority found", now, delay=True)
+            return
         version = _i(ies, IE.VERSION)
         if version is not None and version > 2:
             self._reject_call(call, 111, "Protocol version not supported", now)
@@ -1141,19 +1154,42 @@ class Endpoint:
         items.append((IE.USERNAME, username))
         self._send(call, _IAX, X.AUTHREQ, build_ies(items), now)
 
+    def _recent_authfails(self, ip: str, now: float) -> deque[float] | None:
+        """The times of failed auths from ``ip`` within ``authfailwindow`` (None: none/off)."""
+        q = self._authfails.get(ip)
+        if q is None:
+            return None
+        window = self.config.general.authfailwindow
+        while q and (q[0] <= now - window or q[0] > now):
+            q.popleft()
+        if not q:
+            del self._authfails[ip]
+            return None
+        return q
+
     def _auth_fail(self, call: Call, reason: str, now: float) -> None:
         self._stats["auth_failures"] += 1
+        g = self.config.general
+        if g.authfaillimit > 0 and g.authfailwindow > 0:
+            ip = call.addr[0]
+            q = self._recent_authfails(ip, now)
+            if q is None:
+                if len(self._authfails) >= 4096:     # bounded: forget the oldest source
+                    del self._authfails[next(iter(self._authfails))]
+                q = self._authfails[ip] = deque(maxlen=g.authfaillimit)
+            q.append(now)
         log.info("%s: call from %s (user %r) refused: %s", self.role_name, call.addr,
                  call.username, reason)
         self._events.append(AuthFailed(call.addr, call.username, reason))
         self._reject_call(call, 50, "No authority found", now)
 
-    def _reject_call(self, call: Call, cause: int, text: str | None, now: float) -> None:
+    def _reject_call(self, call: Call, cause: int, text: str | None, now: float,
+                     delay: bool = False) -> None:
         if call.auth_pending:
             call.auth_pending = False
             self._authreq[call.peer] -= 1
         call.state = S.TERMINATING
-        if cause == 50 and self.config.general.delayreject:
+        if cause == 50 and (delay or self.config.general.delayreject):
             call.timers.append(self._schedule(now + 1.0, self._delayed_reject, (call, text)))
             return
         self._send_reject(call, cause, text, now)
