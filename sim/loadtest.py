@@ -250,8 +250,13 @@ class LoadRunner:
 
     def __init__(self, opts: LoadtestOptions, target: Target, *,
                  clock: Callable[[], float] = time.monotonic,
-                 screen: Any = None) -> None:
+                 screen: Any = None, impair: Any = None) -> None:
         self.opts = opts
+        self.impairment: Any = None      # --impair: gateway.impair.Impairment on our socket
+        if impair is not None:
+            from iaxgw.gateway.impair import Impairment
+
+            self.impairment = Impairment(impair)
         self.target = target
         self.clock = clock
         self.mode: Mode = "echo" if opts.media == "tone" else "none"
@@ -310,7 +315,8 @@ class LoadRunner:
         try:
             self._server = await open_endpoint(t.config, t.bind, role_name=t.role,
                                                on_event=self._on_event,
-                                               on_datagram=self._on_datagram)
+                                               on_datagram=self._on_datagram,
+                                               impair=self.impairment)
         except OSError as exc:
             raise LoadtestError(f"cannot bind {t.bind[0]}:{t.bind[1]}: "
                                 f"{exc.strerror or exc}") from None
@@ -752,6 +758,8 @@ class LoadRunner:
         summary["loadtest"]["echo_missing_pct"] = (
             round(100.0 * max(0, tx - rx) / tx, 3) if tx and self.mode == "echo" else None)
         summary["loadtest"]["rx_trunk_without_ts"] = self._saw_nots
+        if self.impairment is not None:
+            summary["impair"] = self.impairment.snapshot()
         with contextlib.suppress(Exception):
             summary["endpoint"] = _jsonable(self._ep.stats())
         return LoadtestResult(summary=summary, exit_code=exit_code, records=records,
@@ -837,10 +845,10 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 async def run_loadtest_async(opts: LoadtestOptions, *, config: IaxConfig | None = None,
-                             screen: Any = None) -> LoadtestResult:
+                             screen: Any = None, impair: Any = None) -> LoadtestResult:
     """Run a load test on the running loop (tests call this next to an in-process server)."""
     target = load_target(opts, config)
-    runner = LoadRunner(opts, target, screen=screen)
+    runner = LoadRunner(opts, target, screen=screen, impair=impair)
     return await runner.run()
 
 
@@ -877,6 +885,11 @@ def finish_output(opts: LoadtestOptions, result: LoadtestResult) -> None:
     if lab:
         console.print(f"lab: we are {lab.get('we_are')}; far end {lab.get('far_end')}, "
                       f"its CPU {lab.get('far_end_cpu_pct')} %")
+    imp = result.summary.get("impair")
+    if imp:
+        console.print(f"impair {imp.get('spec')} (seed {imp.get('seed')}): " + "; ".join(
+            f"{d} dropped {c['dropped']}/{c['seen']}, dup {c['duplicated']}, "
+            f"reordered {c['reordered']}" for d in ("send", "recv") if (c := imp.get(d))))
     tr = result.summary.get("trunk", {})
     kinds = tr.get("by_kind") or {}
     if kinds:
@@ -891,16 +904,17 @@ def finish_output(opts: LoadtestOptions, result: LoadtestResult) -> None:
         sys.stdout.flush()
 
 
-def run_loadtest_core(opts: LoadtestOptions, *,
-                      config: IaxConfig | None = None) -> LoadtestResult:
+def run_loadtest_core(opts: LoadtestOptions, *, config: IaxConfig | None = None,
+                      impair: Any = None) -> LoadtestResult:
     """Run a load test on a fresh uvloop (with the live screen); no final output."""
     screen = make_screen(opts)
     with asyncio.Runner(loop_factory=_new_loop) as runner:
-        return runner.run(run_loadtest_async(opts, config=config, screen=screen))
+        return runner.run(run_loadtest_async(opts, config=config, screen=screen, impair=impair))
 
 
-def run_loadtest(opts: LoadtestOptions, *, config: IaxConfig | None = None) -> LoadtestResult:
+def run_loadtest(opts: LoadtestOptions, *, config: IaxConfig | None = None,
+                 impair: Any = None) -> LoadtestResult:
     """The whole ``iaxgw loadtest``: run on uvloop, print, write the report."""
-    result = run_loadtest_core(opts, config=config)
+    result = run_loadtest_core(opts, config=config, impair=impair)
     finish_output(opts, result)
     return result

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from iaxgw.gateway.serve_cli import IMPAIR_HELP, impair_cb
 from iaxgw.sim.loadtest_plan import (
     LoadtestOptions,
     PlanError,
@@ -72,6 +73,8 @@ def common_options(f: F) -> F:
                      help="Write summary.json, calls.csv, timeseries.csv, plots here."),
         click.option("--quiet", "-q", is_flag=True, help="No live screen, only the final summary."),
         click.option("--json", "json_out", is_flag=True, help="Print summary.json to stdout."),
+        click.option("--impair", "impair", callback=impair_cb, default=None, metavar="SPEC",
+                     help=IMPAIR_HELP),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -130,9 +133,10 @@ def loadtest(**kw: Any) -> None:
     """Place many concurrent IAX2 calls at a peer and measure them (exit 0 = all good)."""
     from iaxgw.sim.loadtest import ConfigUsageError, LoadtestError, run_loadtest
 
+    impair = kw.pop("impair", None)
     opts = build_options(**kw)
     try:
-        result = run_loadtest(opts)
+        result = run_loadtest(opts, impair=impair)
     except (ConfigUsageError, PlanError) as exc:
         raise click.UsageError(str(exc)) from None
     except LoadtestError as exc:
@@ -145,9 +149,10 @@ def lab_main(*, asterisk: bool = False, **kw: Any) -> int:
     from iaxgw.sim.loadtest import ConfigUsageError, LoadtestError
     from iaxgw.sim.loadtest_lab import run_lab
 
+    impair = kw.pop("impair", None)
     opts = build_options(**kw)
     try:
-        return run_lab(opts, asterisk=asterisk)
+        return run_lab(opts, asterisk=asterisk, impair=impair)
     except (ConfigUsageError, PlanError) as exc:
         raise click.UsageError(str(exc)) from None
     except LoadtestError as exc:

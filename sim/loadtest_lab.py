@@ -6,6 +6,10 @@
 * ``--asterisk``: the lab's real Asterisk 22 is **office-a** (127.0.0.10:4569) and we are
   **office-b** (127.0.0.20:4569, the embedded config) calling its echo extension 200.
 
+``--impair SPEC`` (gateway/impair.py) impairs the load tester's socket only (both ways by default),
+so the WAN between the two sites is impaired once; the far end runs unimpaired.  On such a link the
+lab also applies :func:`lossy_link_settings` (why: see there).
+
 Both sides use the embedded seed configuration (copied to a temporary folder, so ``--trunk`` and
 ``--trunktimestamps`` can be applied to both sides alike).
 """
@@ -111,15 +115,47 @@ class ServeProcess:
             p.wait(5)
 
 
-def run_lab(opts: LoadtestOptions, *, asterisk: bool = False) -> int:
+LOSSY_SETUP_TIMEOUT = 40.0
+LOSSY_MAXAUTHREQ = 1000
+
+
+def lossy_link_settings(opts: LoadtestOptions, iax_conf_caller: Path | None = None,
+                        iax_conf_callee: Path | None = None) -> list[str]:
+    """Settings without which a lossy WAN fails some call setups *by design* (as Asterisk does):
+
+    * a qualified peer turns on autokill: NEW is sent at 0 and maxms (2 s) and the call is
+      congested at 2 x maxms, so two lost NEW round trips (~1 % at 5 % loss each way) fail the
+      call: the caller's peer entry gets ``qualify = no`` (NEW retried at 2, 12, 22 s);
+    * ``maxauthreq`` (3) counts AUTHREQs whose AUTHREP has not arrived yet; at tens of setups a
+      second and a lost AUTHREP held for a 2 s retransmission the callee REJECTs with cause 21:
+      the callee's [general] gets ``maxauthreq = 1000``;
+    * a frame lost twice is resent after 12 s: the setup timeout becomes 40 s.
+    Returns notes for the summary."""
+    notes = []
+    if iax_conf_caller is not None:
+        t = iax_conf_caller.read_text()
+        iax_conf_caller.write_text(t.replace("qualify = yes", "qualify = no"))
+        notes.append("impaired link: caller's peer qualify = no (no autokill of NEW)")
+    if iax_conf_callee is not None:
+        t = iax_conf_callee.read_text()
+        iax_conf_callee.write_text(t.replace("[general]\n",
+                                             f"[general]\nmaxauthreq = {LOSSY_MAXAUTHREQ}\n", 1))
+        notes.append(f"impaired link: callee maxauthreq = {LOSSY_MAXAUTHREQ}")
+    if opts.setup_timeout < LOSSY_SETUP_TIMEOUT:
+        opts.setup_timeout = LOSSY_SETUP_TIMEOUT
+        notes.append(f"impaired link: setup timeout {LOSSY_SETUP_TIMEOUT:g} s")
+    return notes
+
+
+def run_lab(opts: LoadtestOptions, *, asterisk: bool = False, impair: Any = None) -> int:
     """Run the lab load test, print the live screen and the summary; returns the exit code."""
     with tempfile.TemporaryDirectory(prefix="iaxgw-lab-") as tmp:
         work = Path(tmp)
         other: dict[str, Any] = {}
         if asterisk:
-            result = _with_asterisk(opts, work, other)
+            result = _with_asterisk(opts, work, other, impair)
         else:
-            result = _with_serve(opts, work, other)
+            result = _with_serve(opts, work, other, impair)
     result.summary["lab"] = other
     finish_output(opts, result)
     return result.exit_code
@@ -142,10 +178,13 @@ def _lab_addrs() -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def _with_serve(opts: LoadtestOptions, work: Path, other: dict[str, Any]) -> LoadtestResult:
+def _with_serve(opts: LoadtestOptions, work: Path, other: dict[str, Any],
+                impair: Any = None) -> LoadtestResult:
     a_ip, b_ip = _lab_addrs()
     b_dir = write_site(work / "office-b", "office-b", opts, a_ip, b_ip)
     a_dir = write_site(work / "office-a", "office-a", opts, a_ip, b_ip)
+    if impair is not None:
+        opts.warnings.extend(lossy_link_settings(opts, a_dir / "iax.conf", b_dir / "iax.conf"))
     serve = ServeProcess(b_dir, work)
     serve.start()
     try:
@@ -156,7 +195,7 @@ def _with_serve(opts: LoadtestOptions, work: Path, other: dict[str, Any]) -> Loa
         if not opts.extens:
             opts.extens = ["300"]
         t0, cpu0 = time.monotonic(), proc_cpu_seconds(serve.pid or 0)
-        result = run_loadtest_core(opts)
+        result = run_loadtest_core(opts, impair=impair)
         other.update({"far_end": f"iaxgw serve as office-b at {b_ip}:4569 (pid {serve.pid})",
                       "we_are": f"office-a at {a_ip}:4569",
                       "far_end_cpu_pct": _cpu_pct(serve.pid, cpu0, time.monotonic() - t0)})
@@ -165,7 +204,8 @@ def _with_serve(opts: LoadtestOptions, work: Path, other: dict[str, Any]) -> Loa
         serve.stop()
 
 
-def _with_asterisk(opts: LoadtestOptions, work: Path, other: dict[str, Any]) -> LoadtestResult:
+def _with_asterisk(opts: LoadtestOptions, work: Path, other: dict[str, Any],
+                   impair: Any = None) -> LoadtestResult:
     from iaxgw.sim.lab import Lab, LabError
     from iaxgw.sim.labconfig import seed_site
 
@@ -178,12 +218,16 @@ def _with_asterisk(opts: LoadtestOptions, work: Path, other: dict[str, Any]) -> 
         overrides["trunk"] = opts.trunk
     if opts.trunktimestamps is not None:
         overrides["trunktimestamps"] = opts.trunktimestamps
+    if impair is not None:
+        overrides["extra_general"] = (f"maxauthreq = {LOSSY_MAXAUTHREQ}",)
     try:
         inst = lab.instance("office-a", seed_site("office-a", **overrides)).start()
     except LabError as exc:
         raise LoadtestError(f"--asterisk: cannot start office-a: {exc}") from None
     try:
         opts.config_dir = write_site(work / "office-b", "office-b", opts)
+        if impair is not None:
+            opts.warnings.extend(lossy_link_settings(opts, opts.config_dir / "iax.conf"))
         opts.peer = "office-a"
         opts.peer_host = (A_IP, 4569)
         opts.bind = (B_IP, 4569)
@@ -191,7 +235,7 @@ def _with_asterisk(opts: LoadtestOptions, work: Path, other: dict[str, Any]) -> 
             opts.extens = ["200"]
         pid = inst.pid
         t0, cpu0 = time.monotonic(), proc_cpu_seconds(pid) if pid else None
-        result = run_loadtest_core(opts)
+        result = run_loadtest_core(opts, impair=impair)
         other.update({"far_end": f"Asterisk 22 as office-a at {A_IP}:4569 (pid {pid})",
                       "we_are": f"office-b at {B_IP}:4569",
                       "far_end_cpu_pct": _cpu_pct(pid, cpu0, time.monotonic() - t0)})
