@@ -219,6 +219,7 @@ class GatewayApp:
         self._control: ControlServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._media: dict[int, IaxChannel] = {}
+        self._echo_out: list[tuple[int, bytes]] = []
         self._ticker: asyncio.Task[None] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._stopping = False
@@ -488,6 +489,32 @@ class GatewayApp:
         if session.hungup and self.sessions.get(session.callno) is session:
             # our own hangup: the endpoint's CallEnded will follow; keep the row until then
             pass
+
+    def echo_now(self, callno: int, payload: bytes) -> None:
+        """Send ``payload`` back on ``callno`` as soon as the current receive batch is done.
+
+        Called from inside the endpoint's media sink, so the send is deferred with one
+        ``call_soon`` per batch rather than re-entering the endpoint.
+        """
+        if not self._echo_out:
+            asyncio.get_running_loop().call_soon(self._flush_echo)
+        self._echo_out.append((callno, payload))
+
+    def _flush_echo(self) -> None:
+        out, self._echo_out = self._echo_out, []
+        ep = self._endpoint
+        if ep is None or self._server is None:
+            return
+        now = asyncio.get_running_loop().time()
+        for callno, payload in out:
+            session = self.sessions.get(callno)
+            if session is None or not session.media_active:
+                continue
+            try:
+                ep.send_voice(callno, payload, now)
+            except Exception as exc:
+                log.debug("%s: echo send_voice: %s", session.name, exc)
+        self._server.flush()
 
     # --- media ticker --------------------------------------------------------------------
 

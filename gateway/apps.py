@@ -163,7 +163,14 @@ class PlaySource:
 
 
 class Echo:
-    """Sends back what it receives, unchanged (same codec), keeping at most ``depth`` queued."""
+    """Sends back what it receives, unchanged (same codec), keeping at most ``depth`` queued.
+
+    ``immediate`` tells a channel that can send outside the 20 ms tick to echo each payload as
+    it arrives (as Asterisk's Echo does) instead of queueing it for the next tick: a queue that
+    fills under bursty (trunked) arrival would otherwise add a standing delay to every frame.
+    """
+
+    immediate = True
 
     def __init__(self, depth: int = 10) -> None:
         self.q: deque[bytes] = deque(maxlen=depth)
