@@ -55,6 +55,12 @@ log = logging.getLogger("iaxgw.loadtest")
 
 Addr = tuple[str, int]
 TICK = 0.020
+REPORT_EVERY = 1.0               # s between statistics ticks (run from the media ticker)
+ANALYSIS_SLICE = 0.006           # s of audio analysis after a tick at most ...
+TICK_MARGIN = 0.004              # ... and never closer than this to the next tick,
+ANALYSIS_STEP = 0.0005           # in steps of about one call (then received frames are read)
+ANALYSIS_WINDOWS = 12            # 40 ms windows examined per ~1 s batch of a call (of ~25)
+RTT_EVERY = 4                    # echo RTT on batches 1-3, then every 4th (FFT over the batch)
 FAR_BEHIND_TICKS = 5             # a stalled loop skips missed ticks instead of bursting them
 CALLER_BASE = 100000             # CALLING_NUMBER = base + call index (correlates hairpin legs)
 DEFAULT_ROLE = "office-b"        # without --config: we are office-b ...
@@ -261,7 +267,10 @@ class LoadRunner:
         self.clock = clock
         self.mode: Mode = "echo" if opts.media == "tone" else "none"
         codec: sig.Codec = "alaw" if opts.codec == "alaw" else "ulaw"
-        self.stats = LoadStats(target_calls=opts.calls, mode=self.mode, codec=codec, clock=clock)
+        # audio analysis runs in slices between ticks (analyze_until), not in stats.tick()
+        self.stats = LoadStats(target_calls=opts.calls, mode=self.mode, codec=codec, clock=clock,
+                               analysis_in_tick=False, analysis_windows=ANALYSIS_WINDOWS,
+                               rtt_every=RTT_EVERY)
         self.plan = plan_calls(opts)
         self.budget = CallnoBudget(opts.callno_budget)
         self.calls: dict[int, LiveCall] = {}          # our call number -> call
@@ -331,8 +340,7 @@ class LoadRunner:
             except (NotImplementedError, RuntimeError, ValueError):
                 pass
         tasks = [loop.create_task(self._scheduler(), name="loadtest-scheduler"),
-                 loop.create_task(self._ticker(), name="loadtest-media"),
-                 loop.create_task(self._reporter(), name="loadtest-report")]
+                 loop.create_task(self._ticker(), name="loadtest-media")]
         if self.screen is not None:
             self.screen.start()
         try:
@@ -612,11 +620,19 @@ class LoadRunner:
             self._ep.send_voice(callno, payload, now)
 
     async def _ticker(self) -> None:
-        """One 20 ms grid for all calls: deadline k = t0 + k x 20 ms."""
+        """One 20 ms grid for all calls: deadline k = t0 + k x 20 ms.
+
+        Everything periodic runs right after a tick's sends, in the slack before the next
+        deadline, so it never delays a tick: the once-a-second statistics tick and slices of
+        the batch audio analysis (round robin over the calls, bounded by ``ANALYSIS_SLICE``
+        and by ``TICK_MARGIN`` before the next deadline)."""
         clock = self.clock
         start = clock()
         k = 0
         late_ms = self.late_ms
+        work_ms = self.work_ms
+        next_report = start + REPORT_EVERY
+        stats = self.stats
         while True:
             k += 1
             due = start + k * TICK
@@ -630,33 +646,51 @@ class LoadRunner:
                     k += behind
                 await asyncio.sleep(0)
             self.ticks += 1
-            calls = self.media_calls
-            if not calls:
-                continue
             now = clock()
-            # send-timing error: how late this tick's frames start vs the 20 ms grid
-            late_ms.append((now - due) * 1000.0)
-            lnow = self._now()
-            send = self._ep.send_voice
-            for call in list(calls.values()):
-                ts = call.k * 20
-                call.k += 1
-                own = call.own_payloads
-                if own is None:
-                    payload = call.stats.on_tx(ts, now)
-                else:
-                    payload = own[call.k % len(own)]
-                    call.stats.count_tx(len(payload), now)
-                try:
-                    send(call.callno, payload, lnow)
-                except Exception as exc:
-                    log.debug("send_voice %d: %s", call.callno, exc)
-                    calls.pop(call.callno, None)
-            self._flush()
-            spent = (clock() - now) * 1000.0
-            self.work_ms.append(spent)
-            if spent > self.max_tick_ms:
-                self.max_tick_ms = spent
+            calls = self.media_calls
+            if calls:
+                # send-timing error: how late this tick's frames start vs the 20 ms grid
+                late_ms.append((now - due) * 1000.0)
+                self._send_tick(calls, now)
+                after = clock()
+                spent = (after - now) * 1000.0
+                work_ms.append(spent)
+                if spent > self.max_tick_ms:
+                    self.max_tick_ms = spent
+            else:
+                after = now
+            if after >= next_report:
+                next_report = max(next_report + REPORT_EVERY, after)
+                self._periodic()
+                after = clock()
+            # audio analysis in steps of about one call, yielding to the loop between steps so
+            # received frames are timestamped (jitter) with at most one step of delay
+            limit = min(after + ANALYSIS_SLICE, start + (k + 1) * TICK - TICK_MARGIN)
+            while after < limit:
+                if not stats.analyze_until(min(limit, after + ANALYSIS_STEP), clock):
+                    break
+                await asyncio.sleep(0)
+                after = clock()
+
+    def _send_tick(self, calls: dict[int, LiveCall], now: float) -> None:
+        """One voice frame for every answered call."""
+        lnow = self._now()
+        send = self._ep.send_voice
+        for call in list(calls.values()):
+            kk = call.k
+            call.k = kk + 1
+            own = call.own_payloads
+            if own is None:
+                payload = call.stats.on_tx(kk * 20, now)
+            else:
+                payload = own[(kk + 1) % len(own)]
+                call.stats.count_tx(len(payload), now)
+            try:
+                send(call.callno, payload, lnow)
+            except Exception as exc:
+                log.debug("send_voice %d: %s", call.callno, exc)
+                calls.pop(call.callno, None)
+        self._flush()
 
     def _flush(self) -> None:
         if self._server is not None:
@@ -681,14 +715,13 @@ class LoadRunner:
 
     # --- periodic -------------------------------------------------------------------------
 
-    async def _reporter(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            self._media_watchdog()
-            snap = self.stats.tick(self.clock())
-            if self.screen is not None:
-                with contextlib.suppress(Exception):
-                    self.screen.update(snap)
+    def _periodic(self) -> None:
+        """About once a second, from the ticker: watchdog, statistics tick, live screen."""
+        self._media_watchdog()
+        snap = self.stats.tick(self.clock())
+        if self.screen is not None:
+            with contextlib.suppress(Exception):
+                self.screen.update(snap)
 
     def _media_watchdog(self) -> None:
         """End answered calls whose media stopped coming back (a peer that went away)."""

@@ -216,12 +216,13 @@ class CallStats:
     """Live statistics of one call.  Not thread-safe; one event loop drives it."""
 
     __slots__ = (
-        "_ana_windows", "_carry", "_inline", "_mask", "_max_ts", "_min_ts", "_pending", "_transit",
-        "audio", "audio_dropped", "bpl", "cause", "cause_code", "codec", "detector", "duplicates",
-        "frame_ms", "index", "jb_factor", "jitter", "jitter_max", "jitter_sum", "mode",
-        "out_of_order", "outcome", "payloads", "ping_rtts", "rtts", "rx_bytes", "rx_codec",
-        "rx_frames", "signature", "snap_expected", "snap_lost", "t_accept", "t_answer", "t_end",
-        "t_first_rx", "t_first_tx", "t_last_rx", "t_last_tx", "t_new", "t_ringing", "tx_bytes",
+        "_ana_windows", "_batches", "_carry", "_inline", "_mask", "_max_ts", "_min_ts",
+        "_pending", "_transit", "audio", "audio_dropped", "bpl", "cause", "cause_code",
+        "codec", "detector", "duplicates", "frame_ms", "index", "jb_factor", "jitter",
+        "jitter_max", "jitter_sum", "mode", "out_of_order", "outcome", "payloads",
+        "ping_rtts", "rtt_every", "rtts", "rx_bytes", "rx_codec", "rx_frames", "signature",
+        "snap_expected", "snap_lost", "t_accept", "t_answer", "t_end", "t_first_rx",
+        "t_first_tx", "t_last_rx", "t_last_tx", "t_new", "t_ringing", "tx_bytes",
         "tx_frames", "tx_marks",
     )
 
@@ -237,7 +238,8 @@ class CallStats:
                  rx_codec: sig.Codec | None = None, frame_ms: int = sig.FRAME_MS,
                  plan: sig.SignaturePlan | None = None, detector: sig.Detector | None = None,
                  bpl: float = BPL_PLC, jb_factor: float = JB_FACTOR,
-                 analysis_windows: int | None = None, inline_analysis: bool = True) -> None:
+                 analysis_windows: int | None = None, inline_analysis: bool = True,
+                 rtt_every: int = 1) -> None:
         self.index = index
         self.mode: Mode = mode
         self.codec: sig.Codec = codec
@@ -255,6 +257,10 @@ class CallStats:
             self.signature = plan.signature(index)
             self.payloads = plan.payloads(index, codec)
         self._ana_windows = analysis_windows
+        #: echo RTT (marker search, an FFT over the whole batch) on the first 3 batches, then on
+        #: every ``rtt_every``-th: a load test needs a few RTT samples per call, not all of them
+        self.rtt_every = max(1, rtt_every)
+        self._batches = 0
         # When 4 s of audio is pending (nobody called analyze()): analyse it inside on_rx, or,
         # with inline_analysis=False, drop the oldest half so on_rx never does batch work.
         self._inline = inline_analysis
@@ -446,12 +452,13 @@ class CallStats:
 
     # -- batch audio analysis --------------------------------------------------------------
 
-    def analyze(self, final: bool = False) -> None:
-        """Analyse the audio received since the last call (cheap no-op when little is pending)."""
+    def analyze(self, final: bool = False) -> bool:
+        """Analyse the audio received since the last call (cheap no-op when little is pending).
+        True when there was audio to analyse."""
         pend = self._pending
         det = self.detector
         if det is None or not pend or (len(pend) < _ANALYZE_MIN_FRAMES and not final):
-            return
+            return False
         self._pending = []
         carry = self._carry
         ncarry = len(carry)
@@ -463,7 +470,7 @@ class CallStats:
             n = len(batch)
             ncarry = min(ncarry, n)
             if not n or not size:
-                return
+                return True
         raw = sig.decode(b"".join(map(itemgetter(2), batch)), self.rx_codec)
         pcm_frames = raw.astype(np.float64).reshape(n, size)
         fresh = pcm_frames[ncarry:]
@@ -493,11 +500,15 @@ class CallStats:
         res.windows, res.own, res.crossed = tone.windows, tone.own, tone.crossed
         res.milliwatt, res.others, res.ignored = tone.milliwatt, tone.others, tone.ignored
         self.audio.add(res)
-        if self.mode == "echo" and tone.own > tone.crossed and self.tx_marks:
+        self._batches += 1
+        b = self._batches
+        if self.mode == "echo" and tone.own > tone.crossed and self.tx_marks and \
+                (b <= 3 or b % self.rtt_every == 0):
             self._echo_rtts(det.markers(pcm), carry_end, batch, int(ts[0]))
         # keep the newest frames for the next batch (timestamp order)
         last = sorted(batch[-_CARRY_FRAMES:] if n > _CARRY_FRAMES else batch, key=itemgetter(0))
         self._carry = [] if final else last
+        return True
 
     def _echo_rtts(self, onsets: list[int], carry_end: int,
                    batch: list[tuple[int, float, bytes]], ts0: int) -> None:

@@ -101,7 +101,8 @@ class LoadStats:
                  codec: sig.Codec = "ulaw", rx_codec: sig.Codec | None = None,
                  plan: sig.SignaturePlan | None = None, bpl: float = BPL_PLC,
                  jb_factor: float = JB_FACTOR, analysis_windows: int | None = None,
-                 analysis_budget_s: float | None = 0.25,
+                 analysis_budget_s: float | None = 0.25, analysis_in_tick: bool = True,
+                 rtt_every: int = 1,
                  clock: Callable[[], float] = time.monotonic,
                  cpu: CpuMeter | None = None) -> None:
         self.target = target_calls
@@ -114,7 +115,12 @@ class LoadStats:
         #: CPU seconds a tick may spend on audio analysis; calls left over wait for the next
         #: tick (round robin) and keep at most 4 s of audio each.  None: no limit.
         self.analysis_budget_s = analysis_budget_s
+        #: False: tick() analyses nothing; the owner calls analyze_until() in its idle time
+        self.analysis_in_tick = analysis_in_tick
+        self.rtt_every = rtt_every
         self._rr = 0
+        self._rr_calls: list[CallStats] = []
+        self._rr_pos = 0
         self.detector = sig.Detector(plan) if mode != "none" else None
         self.clock = clock
         self.started = clock()
@@ -150,7 +156,8 @@ class LoadStats:
         self._next_index = max(self._next_index, index + 1)
         call = CallStats(index, mode=self.mode, codec=self.codec, rx_codec=self.rx_codec,
                          detector=self.detector, bpl=self.bpl, jb_factor=self.jb_factor,
-                         analysis_windows=self.analysis_windows, inline_analysis=False)
+                         analysis_windows=self.analysis_windows, inline_analysis=False,
+                         rtt_every=self.rtt_every)
         call.on_setup_event("NEW", now)
         if self.detector is not None:
             self.detector.mark_in_run(index)     # only calls of this run can be "crossed"
@@ -266,7 +273,31 @@ class LoadStats:
         self._iv = self._zero_interval()
         return snap
 
+    def analyze_until(self, t_end: float, clock: Callable[[], float] = time.perf_counter) -> int:
+        """Analyse pending audio, one call at a time round robin, until ``clock() >= t_end`` or
+        a whole round found nothing pending (a runner calls this in the slack between media
+        ticks).  Returns how many calls had audio analysed; 0 means nothing is pending."""
+        worked = idle = 0
+        while clock() < t_end:
+            rr = self._rr_calls
+            if self._rr_pos >= len(rr):
+                rr = self._rr_calls = list(self.active.values())
+                self._rr_pos = 0
+                if not rr:
+                    break
+            call = rr[self._rr_pos]
+            self._rr_pos += 1
+            if call.analyze():
+                worked += 1
+            else:
+                idle += 1
+                if idle >= len(rr):
+                    break
+        return worked
+
     def _analyze_some(self) -> None:
+        if not self.analysis_in_tick:
+            return              # the runner analyses between ticks (analyze_until)
         calls = list(self.active.values())
         if not calls:
             return
