@@ -117,6 +117,7 @@ class ServeProcess:
 
 LOSSY_SETUP_TIMEOUT = 40.0
 LOSSY_MAXAUTHREQ = 1000
+LOSSY_CALLEE_GENERAL = (f"maxauthreq = {LOSSY_MAXAUTHREQ}", "calltokenexpiration = 40")
 
 
 def lossy_link_settings(opts: LoadtestOptions, iax_conf_caller: Path | None = None,
@@ -129,6 +130,8 @@ def lossy_link_settings(opts: LoadtestOptions, iax_conf_caller: Path | None = No
     * ``maxauthreq`` (3) counts AUTHREQs whose AUTHREP has not arrived yet; at tens of setups a
       second and a lost AUTHREP held for a 2 s retransmission the callee REJECTs with cause 21:
       the callee's [general] gets ``maxauthreq = 1000``;
+    * a call token is valid 10 s, but a NEW lost twice is resent at 12 s and REJECTed (cause 21,
+      "CallToken rejected"): the callee's ``calltokenexpiration`` becomes 40 s;
     * a frame lost twice is resent after 12 s: the setup timeout becomes 40 s.
     Returns notes for the summary."""
     notes = []
@@ -138,9 +141,9 @@ def lossy_link_settings(opts: LoadtestOptions, iax_conf_caller: Path | None = No
         notes.append("impaired link: caller's peer qualify = no (no autokill of NEW)")
     if iax_conf_callee is not None:
         t = iax_conf_callee.read_text()
-        iax_conf_callee.write_text(t.replace("[general]\n",
-                                             f"[general]\nmaxauthreq = {LOSSY_MAXAUTHREQ}\n", 1))
-        notes.append(f"impaired link: callee maxauthreq = {LOSSY_MAXAUTHREQ}")
+        iax_conf_callee.write_text(t.replace(
+            "[general]\n", "[general]\n" + "\n".join(LOSSY_CALLEE_GENERAL) + "\n", 1))
+        notes.append("impaired link: callee " + ", ".join(LOSSY_CALLEE_GENERAL))
     if opts.setup_timeout < LOSSY_SETUP_TIMEOUT:
         opts.setup_timeout = LOSSY_SETUP_TIMEOUT
         notes.append(f"impaired link: setup timeout {LOSSY_SETUP_TIMEOUT:g} s")
@@ -219,7 +222,7 @@ def _with_asterisk(opts: LoadtestOptions, work: Path, other: dict[str, Any],
     if opts.trunktimestamps is not None:
         overrides["trunktimestamps"] = opts.trunktimestamps
     if impair is not None:
-        overrides["extra_general"] = (f"maxauthreq = {LOSSY_MAXAUTHREQ}",)
+        overrides["extra_general"] = LOSSY_CALLEE_GENERAL
     try:
         inst = lab.instance("office-a", seed_site("office-a", **overrides)).start()
     except LabError as exc:

@@ -1,0 +1,161 @@
+"""End to end through ``--impair``: 50 calls over a lossy, jittery, reordering, duplicating WAN.
+
+* iaxgw vs iaxgw: ``iaxgw serve`` (office-b, echo 300) in a child process, the load tester in this
+  process with the impairment on its socket (both ways);
+* marked ``asterisk``: the same against the real Asterisk 22 echo (office-a, exten 200).
+
+Every call must set up, carry verified audio and tear down (retransmissions do the work), both
+call tables must be empty afterwards, and no asyncio task, endpoint timer or delayed datagram may
+outlive the run.
+
+Loss bound (echo, trunk without timestamps, so ``echo_missing_pct`` is the meaningful figure:
+frames sent minus frames echoed back): the injected round-trip loss is
+``1 - (1 - l_send)(1 - l_recv)`` from the impairment's own counters.  Measured echo loss adds
+(a) frames in flight at hangup (~RTT / 20 ms per call, ~1-3 %) and (b) a lost first full voice
+frame: minis are dropped until its retransmission 2 s later (2 x loss x 2 s / call length).  So:
+``expected - 1.5 pp <= echo_missing <= expected + 1.5 pp + (a) + (b)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iaxgw.gateway.impair import ImpairSpec
+
+pytestmark = pytest.mark.timeout(150)
+
+SPEC = "loss=5%,burst=2,delay=30ms,jitter=10ms,reorder=1%,dup=1%,seed=5"
+CALLS = 50
+DURATION = 6.0
+_NETS = itertools.cycle(random.Random(os.getpid() + 7).sample(range(100, 250), 150))
+
+
+def _live_timers(ep: Any) -> int:
+    return sum(1 for t in getattr(ep, "_timers", []) if t[4])
+
+
+def _check_loss_and_injection(s: dict[str, Any], rtt_ms: float) -> None:
+    imp = s["impair"]
+    ls, lr = imp["send"]["loss_pct"] / 100, imp["recv"]["loss_pct"] / 100
+    # what was injected is what was asked (a few thousand datagrams: +-2.5 pp)
+    for d in ("send", "recv"):
+        c = imp[d]
+        assert c["seen"] > 1000, c
+        assert abs(c["loss_pct"] - 5.0) < 2.5, c
+        assert c["dropped"] > 0 and c["duplicated"] > 0 and c["reordered"] > 0, c
+        assert abs(c["delay_mean_ms"] - 30.0) < 2.0, c
+    expected = 100 * (1 - (1 - ls) * (1 - lr))
+    missing = s["loadtest"]["echo_missing_pct"]
+    in_flight = 100 * (rtt_ms / 20.0 + 5) / (DURATION * 50)
+    first_full = 100 * 2 * 0.05 * 2.0 / DURATION
+    assert expected - 1.5 <= missing <= expected + 1.5 + in_flight + first_full, \
+        (missing, expected, in_flight, first_full)
+
+
+def _run_loadtest(opts: Any, spec: ImpairSpec) -> tuple[Any, dict[str, Any]]:
+    import uvloop
+
+    from iaxgw.sim.loadtest import LoadRunner, load_target
+
+    async def main() -> tuple[Any, dict[str, Any]]:
+        before = {t.get_name() for t in asyncio.all_tasks()}
+        runner = LoadRunner(opts, load_target(opts), impair=spec)
+        res = await runner.run()
+        ep = runner._ep
+        deadline = time.monotonic() + 15
+        while ep.channels() and time.monotonic() < deadline:   # a HANGUP resent at 2 / 12 s
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)
+        after = {t.get_name() for t in asyncio.all_tasks()}
+        leaks = {"channels": len(ep.channels()), "timers": _live_timers(ep),
+                 "tasks": sorted(after - before),
+                 "in_flight": runner._server.impair.in_flight}
+        return res, leaks
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
+        return r.run(main())
+
+
+def test_iaxgw_vs_iaxgw_through_impairment(tmp_path: Path) -> None:
+    from iaxgw.gateway.control import query
+    from iaxgw.sim.loadtest_lab import ServeProcess, lossy_link_settings, write_site
+    from iaxgw.sim.loadtest_plan import LoadtestOptions
+
+    n = next(_NETS)
+    a_ip, b_ip = f"127.0.{n}.10", f"127.0.{n}.20"
+    opts = LoadtestOptions(calls=CALLS, rate=25, duration=(DURATION, DURATION), quiet=True,
+                           live=False, extens=["300"], peer="office-b",
+                           peer_host=(b_ip, 4569), bind=(a_ip, 4569), hangup_timeout=3.0)
+    a_dir = write_site(tmp_path / "office-a", "office-a", opts, a_ip, b_ip)
+    b_dir = write_site(tmp_path / "office-b", "office-b", opts, a_ip, b_ip)
+    opts.config_dir = a_dir
+    lossy_link_settings(opts, a_dir / "iax.conf", b_dir / "iax.conf")
+    opts.check()
+    serve = ServeProcess(b_dir, tmp_path)
+    serve.start()
+    try:
+        t0 = time.monotonic()
+        res, leaks = _run_loadtest(opts, ImpairSpec.parse(SPEC))
+        took = time.monotonic() - t0
+        s = res.summary
+        assert s["attempted"] == CALLS and s["answered"] == CALLS and s["failed"] == 0, \
+            s.get("causes")
+        assert s["loadtest"]["failed_total"] == 0 and s["audio"]["verified"] == CALLS
+        assert leaks == {"channels": 0, "timers": leaks["timers"], "tasks": [], "in_flight": 0}
+        assert leaks["timers"] <= 2, leaks           # the peer's qualify/registration only
+        assert s["endpoint"]["retransmissions"] > 0  # the loss was repaired, not avoided
+        _check_loss_and_injection(s, rtt_ms=s["rtt_ms"]["p50"] or 100.0)
+        # the far end's call table empties too
+        deadline = time.monotonic() + 15
+        rows = query(serve.control, "channels")
+        while rows and time.monotonic() < deadline:
+            time.sleep(0.2)
+            rows = query(serve.control, "channels")
+        assert rows == []
+        assert took < 45
+    finally:
+        serve.stop()
+    assert serve.proc is not None and serve.proc.returncode == 0
+
+
+@pytest.mark.asterisk
+def test_asterisk_echo_through_impairment(tmp_path: Path, lab: Any) -> None:
+    from iaxgw.sim.labconfig import seed_site
+    from iaxgw.sim.loadtest_lab import LOSSY_CALLEE_GENERAL, lossy_link_settings, write_site
+    from iaxgw.sim.loadtest_plan import LoadtestOptions
+
+    inst = lab.instance("office-a", seed_site(
+        "office-a", extra_general=LOSSY_CALLEE_GENERAL)).start()
+    try:
+        opts = LoadtestOptions(calls=CALLS, rate=25, duration=(DURATION, DURATION), quiet=True,
+                               live=False, extens=["200"], peer="office-a",
+                               peer_host=("127.0.0.10", 4569), bind=("127.0.0.20", 4569),
+                               hangup_timeout=3.0)
+        opts.config_dir = write_site(tmp_path / "office-b", "office-b", opts)
+        lossy_link_settings(opts, opts.config_dir / "iax.conf")
+        opts.check()
+        res, leaks = _run_loadtest(opts, ImpairSpec.parse(SPEC))
+        s = res.summary
+        assert s["answered"] == CALLS and s["failed"] == 0, s.get("causes")
+        assert s["audio"]["verified"] == CALLS
+        assert leaks["channels"] == 0 and leaks["tasks"] == [] and leaks["in_flight"] == 0
+        assert leaks["timers"] <= 2, leaks
+        _check_loss_and_injection(s, rtt_ms=s["rtt_ms"]["p50"] or 100.0)
+        deadline = time.monotonic() + 20
+        while inst.active_calls() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert inst.active_calls() == 0
+        out = inst.cli("iax2 show channels")
+        assert "0 active IAX channel" in out, out
+    finally:
+        with contextlib.suppress(Exception):
+            inst.stop()
