@@ -117,6 +117,7 @@ class ServeProcess:
 
 LOSSY_SETUP_TIMEOUT = 40.0
 LOSSY_MAXAUTHREQ = 1000
+LOSSY_MEDIA_TIMEOUT = 15.0
 LOSSY_CALLEE_GENERAL = (f"maxauthreq = {LOSSY_MAXAUTHREQ}", "calltokenexpiration = 40")
 
 
@@ -144,6 +145,9 @@ def lossy_link_settings(opts: LoadtestOptions, iax_conf_caller: Path | None = No
         iax_conf_callee.write_text(t.replace(
             "[general]\n", "[general]\n" + "\n".join(LOSSY_CALLEE_GENERAL) + "\n", 1))
         notes.append("impaired link: callee " + ", ".join(LOSSY_CALLEE_GENERAL))
+    if opts.media_timeout < LOSSY_MEDIA_TIMEOUT:     # a first full voice frame lost twice:
+        opts.media_timeout = LOSSY_MEDIA_TIMEOUT     # no media for 12 s until its 3rd send
+        notes.append(f"impaired link: media timeout {LOSSY_MEDIA_TIMEOUT:g} s")
     if opts.setup_timeout < LOSSY_SETUP_TIMEOUT:
         opts.setup_timeout = LOSSY_SETUP_TIMEOUT
         notes.append(f"impaired link: setup timeout {LOSSY_SETUP_TIMEOUT:g} s")
