@@ -186,9 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'generator':<34}{'gen CPU %':>10}{'far end %':>11}{'calls up':>12}")
         print(f"{'iaxgw loadtest (' + args.media + ', verified)':<34}"
               f"{result['ours_cpu_pct']:>10.1f}{result['ours_far_end_cpu_pct']:>11.1f}"
-              f"{str(ours['up']):>12}")
+              f"{ours['up']!s:>12}")
         print(f"{'Asterisk office-a (Milliwatt)':<34}{result['asterisk_cpu_pct']:>10.1f}"
-              f"{result['asterisk_far_end_cpu_pct']:>11.1f}{str(ast['up']):>12}")
+              f"{result['asterisk_far_end_cpu_pct']:>11.1f}{ast['up']!s:>12}")
         print(f"ratio ours / Asterisk: {result['ratio']} (target <= 0.10); ours answered "
               f"{result['ours_answered']}, verified {result['ours_verified']}")
         st = result["ours_send_timing"] or {}

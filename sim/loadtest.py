@@ -72,6 +72,7 @@ DEFAULT_BIND: Addr = ("127.0.0.20", 4569)
 #: frames are numbered in arrival order instead (ts = previous + 20): jitter is then measured
 #: against the nominal 20 ms cadence, and loss shows only in ``echo_missing_pct`` (frames sent
 #: minus frames echoed back), not in the timestamp-based ``loss_pct``.
+QUIET_TAIL_S = 0.3               # echo: no media sent in a call's last 300 ms (see _progress)
 EARLY_DROP_S = 1.0               # an answered call the far end ends this much early is "dropped"
 
 
@@ -245,6 +246,7 @@ class LiveCall:
     own_payloads: list[bytes] | None = None    # silence / wav media (stats has none)
     hangup_handle: asyncio.TimerHandle | None = None
     timeout_handle: asyncio.TimerHandle | None = None
+    tail_handle: asyncio.TimerHandle | None = None
     planned_end: float = 0.0
     returned: int = -1            # hairpin: call number of the leg that came back
     rx_last: int = -1_000_000     # last media timestamp given to on_rx
@@ -496,7 +498,7 @@ class LoadRunner:
         if call.ended:
             return
         call.ended = True
-        for h in (call.hangup_handle, call.timeout_handle):
+        for h in (call.hangup_handle, call.timeout_handle, call.tail_handle):
             if h is not None:
                 h.cancel()
         self.media_calls.pop(call.callno, None)
@@ -553,8 +555,13 @@ class LoadRunner:
                 call.timeout_handle.cancel()
                 call.timeout_handle = None
             call.planned_end = now + call.plan.hold
-            call.hangup_handle = asyncio.get_running_loop().call_later(
-                call.plan.hold, self._hold_over, call)
+            loop = asyncio.get_running_loop()
+            call.hangup_handle = loop.call_later(call.plan.hold, self._hold_over, call)
+            if self.mode == "echo" and call.plan.hold > 4 * QUIET_TAIL_S:
+                # stop sending a little before our HANGUP so the last echoes (in flight in
+                # trunk batches and the far end's jitter) are back: else they count as missing
+                call.tail_handle = loop.call_later(call.plan.hold - QUIET_TAIL_S,
+                                                   self.media_calls.pop, call.callno, None)
             call.media = True
             self.media_calls[call.callno] = call
         elif kind in ("busy", "congestion") and not call.answered:
