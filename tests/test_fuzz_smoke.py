@@ -1,0 +1,61 @@
+"""Replay of the fuzz targets (``fuzz/targets.py``) without atheris: seeds plus a bounded set of
+deterministic mutations, so every CI run checks the harness itself and the contracts it enforces
+(success or FrameError, compiled == twin, round trips, an Endpoint that never raises)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+from _vectors import all_vectors
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
+import targets
+
+SEEDS = list(all_vectors().values())
+
+
+def mutations(seed: int, count: int) -> list[bytes]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        d = bytearray(rng.choice(SEEDS))
+        for _ in range(rng.randint(0, 6)):
+            op = rng.randrange(4)
+            if op == 0 and d:
+                d[rng.randrange(len(d))] = rng.randrange(256)
+            elif op == 1:
+                d.insert(rng.randint(0, len(d)), rng.randrange(256))
+            elif op == 2 and d:
+                del d[rng.randrange(len(d))]
+            else:
+                d = d[:rng.randint(0, len(d))]
+        out.append(bytes(d))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(targets.TARGETS))
+def test_target_replay(name: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.CRITICAL, logger="iaxgw")
+    fn = targets.TARGETS[name]
+    for data in [*SEEDS, b"", b"\x00", bytes(4097), *mutations(zlib.crc32(name.encode()), 400)]:
+        fn(data)
+
+
+def test_compiled_twin_cross_check_is_active() -> None:
+    from iaxgw._core import USING_EXTENSIONS
+
+    if USING_EXTENSIONS:
+        assert targets.compiled_available() and len(targets.FRAMES) == 2
+
+
+def test_endpoint_target_reaches_an_answered_call() -> None:
+    targets._EP_STATE["ep"] = None
+    ep = targets._endpoint()
+    peer = targets._Peer(0x321)
+    targets._setup_call(ep, peer, targets.PEER, 1000.0, answer=True)
+    assert [c.state for c in ep.channels()] == ["UP"]
