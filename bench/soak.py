@@ -123,7 +123,8 @@ def main() -> int:
         while inst.active_calls() and time.monotonic() < deadline:
             time.sleep(1)
         out["asterisk_active_calls_after"] = inst.active_calls()
-        out["asterisk_iax2_channels_after"] = inst.cli("iax2 show channels").strip().splitlines()[-1]
+        last = inst.cli("iax2 show channels").strip().splitlines()[-1]
+        out["asterisk_iax2_channels_after"] = last
     finally:
         inst.stop()
         os.close(lock)

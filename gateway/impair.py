@@ -41,8 +41,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Direction", "ImpairError", "ImpairSpec", "Impairment", "ImpairedLink",
-           "expected_rfc3550_jitter"]
+__all__ = [
+    "Direction",
+    "ImpairError",
+    "ImpairSpec",
+    "ImpairedLink",
+    "Impairment",
+    "expected_rfc3550_jitter",
+]
 
 Direction = Literal["send", "recv"]
 Addr = tuple[str, int]
@@ -162,7 +168,7 @@ class ImpairSpec:
                                   f"(needs loss <= burst/(burst+1))")
 
     def directions(self) -> tuple[Direction, ...]:
-        return ("send", "recv") if self.dir == "both" else (self.dir,)  # type: ignore[return-value]
+        return ("send", "recv") if self.dir == "both" else (self.dir,)
 
     def __str__(self) -> str:
         parts = []

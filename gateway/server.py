@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Literal, cast
 
 from iaxgw.gateway.events import Event
-from iaxgw.gateway.impair import Impairment, ImpairedLink
+from iaxgw.gateway.impair import ImpairedLink, Impairment
 from iaxgw.gateway.model import IaxConfig
 from iaxgw.gateway.protocol import Endpoint
 

@@ -21,8 +21,8 @@ from click.testing import CliRunner
 from iaxgw.gateway.impair import (
     ImpairedLink,
     ImpairError,
-    ImpairSpec,
     Impairment,
+    ImpairSpec,
     expected_rfc3550_jitter,
 )
 
@@ -172,7 +172,7 @@ def test_link_delivers_late_and_close_cancels() -> None:
         assert len(got) == c.delivered == 200 - c.dropped + c.duplicated
         assert all(0.019 <= t <= 0.07 for _, t in got)
         assert link.in_flight == 0
-        for i in range(50):
+        for _ in range(50):
             link.pass_on("send", b"x", ("127.0.0.1", 9), lambda d, a: got.append((d, 0.0)))
         n = len(got)
         link.close()
