@@ -1,0 +1,269 @@
+"""The callee / request path of the endpoint: requests that arrive with dcallno 0 (fact sheet
+section 9): the call-token gate, NEW with user lookup, ACL, throttling of failed
+authentications, AUTHREQ / AUTHREP, codec negotiation, ACCEPT or (delayed) REJECT.
+
+REGREQ / REGREL go on to :mod:`iaxgw.gateway.registration`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any, cast
+
+from iaxgw._core.constants import CAUSES, IE
+from iaxgw._core.ies import IEs, build_ies, capability_from, format_from
+from iaxgw.gateway import registration
+from iaxgw.gateway.calls import Call, CallKind
+from iaxgw.gateway.calltoken import md5_result
+from iaxgw.gateway.config import acl_allows, calltoken_optional
+from iaxgw.gateway.events import AuthFailed, IncomingCall
+from iaxgw.gateway.model import Entry
+from iaxgw.gateway.reliability import _IAX, _STATELESS, Addr, EndpointCore, S, X, _i, _s
+
+if TYPE_CHECKING:
+    from iaxgw.gateway.protocol import Endpoint
+
+__all__ = ["CalleeMixin"]
+
+log = logging.getLogger("iaxgw.protocol")
+
+
+class CalleeMixin(EndpointCore):
+    """Incoming requests: NEW (and REGREQ / REGREL handed to ``registration``)."""
+
+    def _token_gate(self, f: Any, ies: IEs, addr: Addr, now: float, entry: Entry | None,
+                    name: str, reject_sub: int) -> bool:
+        """Section 9 CALLTOKEN: True when the request may allocate state."""
+        token = ies.get(IE.CALLTOKEN, None)
+        if token is None and IE.CALLTOKEN not in ies:
+            mode = entry.requirecalltoken if entry is not None else None
+            if mode in ("no", "auto") and not (mode == "auto" and name in self._auto_validated):
+                return True
+            if mode is None and calltoken_optional(self.config.general, addr[0]):
+                return True
+            self._stats["calltoken_missing_rejected"] += 1
+            self._events.append(AuthFailed(addr, name, "call token required but missing"))
+            self._send_stateless(_STATELESS, f, addr, reject_sub)
+            return False
+        if not token:
+            self._stats["calltoken_issued"] += 1
+            tok = self._tokens.issue(addr, now + self.wall_offset)
+            self._send_stateless(_STATELESS, f, addr, X.CALLTOKEN,
+                                 build_ies([(IE.CALLTOKEN, tok)]))
+            return False
+        raw = token.encode() if isinstance(token, str) else token
+        if not isinstance(raw, (bytes, bytearray, memoryview)):
+            raw = b""
+        reason = self._tokens.check(bytes(raw), addr, now + self.wall_offset)
+        if reason is not None:
+            self._stats["calltoken_rejected"] += 1
+            self._events.append(AuthFailed(addr, name, reason))
+            log.info("%s: %s from %s: %s", self.role_name, X(f.csub).name, addr, reason)
+            self._send_stateless(_STATELESS, f, addr, reject_sub)
+            return False
+        self._stats["calltoken_accepted"] += 1
+        if entry is not None and entry.requirecalltoken == "auto":
+            self._auto_validated.add(name)
+        return True
+
+    def _on_request(self, f: Any, addr: Addr, now: float) -> None:
+        ies = self._parse_ies(f, addr, now)
+        if ies is None:
+            return
+        sub = f.csub
+        if sub == X.NEW:
+            self._on_new(f, ies, addr, now)
+        elif sub in (X.REGREQ, X.REGREL):
+            registration.on_regreq_new(cast("Endpoint", self), f, ies, addr, now)
+        else:
+            self._stats["drop_unsupported_request"] += 1
+
+    def _guess_user(self, addr: Addr) -> Entry | None:
+        """No USERNAME: a user without secret whose ACL admits the source (Asterisk scoring)."""
+        for e in self.config.entries.values():
+            if e.is_user and not e.secrets and acl_allows(e.acl, addr[0]):
+                return e
+        return None
+
+    def _incoming_trunk(self, addr: Addr) -> bool:
+        """Section 3: trunk iff a trunk=yes peer's host AND port equal the source."""
+        for st in self._peers.values():
+            if st.addr() == addr:
+                return st.entry.trunk
+        return False
+
+    def _on_new(self, f: Any, ies: IEs, addr: Addr, now: float) -> None:
+        username = _s(ies, IE.USERNAME)
+        entry = self.config.user(username) if username else self._guess_user(addr)
+        name = username or (entry.name if entry is not None else "guest")
+        if not self._token_gate(f, ies, addr, now, entry, name, X.REJECT):
+            return
+        trunk = self._incoming_trunk(addr)
+        callno = self._callnos.allocate(addr[0], now, trunk)
+        if callno is None:
+            self._warn("reject_callno_limit", f"no call number for {addr} (maxcallnumbers)", now)
+            self._send_stateless(_STATELESS, f, addr, X.REJECT)
+            return
+        call = self._new_call(callno, CallKind.CALL_IN, S.WAIT_AUTHREP, addr, now)
+        self._bind_remote(call, f.scallno)
+        call.iseqno = (f.oseqno + 1) & 0xFF
+        call.rx_last = f.ts
+        call.trunk = trunk
+        call.username = username or ""
+        call.exten = _s(ies, IE.CALLED_NUMBER) or "s"
+        call.new_ies = list(ies)
+        self._stats["calls_in"] += 1
+        self._stats["calls_total"] += 1
+        fails = self._recent_authfails(addr[0], now)
+        if fails is not None and len(fails) >= self.config.general.authfaillimit:
+            self._warn("reject_auth_throttled", f"NEW from {addr} (user {username!r}) refused: "
+                       f"{len(fails)} failed authentications from {addr[0]} in "
+                       f"{self.config.general.authfailwindow} s", now)
+            self._events.append(AuthFailed(addr, name, "too many failed authentications"))
+            self._reject_call(call, 50, "No authority found", now, delay=True)
+            return
+        version = _i(ies, IE.VERSION)
+        if version is not None and version > 2:
+            self._reject_call(call, 111, "Protocol version not supported", now)
+            return
+        if entry is None:
+            # unknown user: a fake AUTHREQ, then REJECT whatever comes back (section 9 step 2)
+            call.fake_auth = True
+            call.peer = username or ""
+            self._send_authreq(call, 2, username or "", now)
+            return
+        call.entry = entry
+        call.peer = entry.name
+        if not acl_allows(entry.acl, addr[0]):
+            self._auth_fail(call, f"{addr[0]} denied by the ACL of [{entry.name}]", now)
+            return
+        if entry.secrets:
+            if self._authreq[entry.name] >= self.config.general.maxauthreq:
+                self._events.append(AuthFailed(addr, name, "too many unanswered AUTHREQs"))
+                self._reject_call(call, 21, "Unauthenticated call limit reached", now)
+                return
+            methods = (2 if "md5" in entry.auth else 0) | (1 if "plaintext" in entry.auth else 0)
+            self._authreq[entry.name] += 1
+            call.auth_pending = True
+            self._send_authreq(call, methods or 2, entry.name, now)
+            return
+        self._accept_incoming(call, now)
+
+    def _send_authreq(self, call: Call, methods: int, username: str, now: float) -> None:
+        call.challenge = str(self._rng.randint(0, 999999999))
+        items: list[tuple[int, object]] = [(IE.AUTHMETHODS, methods)]
+        if methods & 2:
+            items.append((IE.CHALLENGE, call.challenge))
+        items.append((IE.USERNAME, username))
+        self._send(call, _IAX, X.AUTHREQ, build_ies(items), now)
+
+    def _recent_authfails(self, ip: str, now: float) -> deque[float] | None:
+        """The times of failed auths from ``ip`` within ``authfailwindow`` (None: none/off)."""
+        q = self._authfails.get(ip)
+        if q is None:
+            return None
+        window = self.config.general.authfailwindow
+        while q and (q[0] <= now - window or q[0] > now):
+            q.popleft()
+        if not q:
+            del self._authfails[ip]
+            return None
+        return q
+
+    def _auth_fail(self, call: Call, reason: str, now: float) -> None:
+        self._stats["auth_failures"] += 1
+        g = self.config.general
+        if g.authfaillimit > 0 and g.authfailwindow > 0:
+            ip = call.addr[0]
+            q = self._recent_authfails(ip, now)
+            if q is None:
+                if len(self._authfails) >= 4096:     # bounded: forget the oldest source
+                    del self._authfails[next(iter(self._authfails))]
+                q = self._authfails[ip] = deque(maxlen=g.authfaillimit)
+            q.append(now)
+        log.info("%s: call from %s (user %r) refused: %s", self.role_name, call.addr,
+                 call.username, reason)
+        self._events.append(AuthFailed(call.addr, call.username, reason))
+        self._reject_call(call, 50, "No authority found", now)
+
+    def _reject_call(self, call: Call, cause: int, text: str | None, now: float,
+                     delay: bool = False) -> None:
+        if call.auth_pending:
+            call.auth_pending = False
+            self._authreq[call.peer] -= 1
+        call.state = S.TERMINATING
+        if cause == 50 and (delay or self.config.general.delayreject):
+            call.timers.append(self._schedule(now + 1.0, self._delayed_reject, (call, text)))
+            return
+        self._send_reject(call, cause, text, now)
+
+    def _delayed_reject(self, now: float, arg: tuple[Call, str | None]) -> None:
+        call, text = arg
+        if self._calls.get(call.callno) is call:
+            self._send_reject(call, 50, text, now)
+
+    def _send_reject(self, call: Call, cause: int, text: str | None, now: float) -> None:
+        payload = build_ies([(IE.CAUSE, text or CAUSES.get(cause, "")), (IE.CAUSECODE, cause)])
+        self._send(call, _IAX, X.REJECT, payload, now, final=True)
+
+    def _on_authrep(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+        if call.auth_pending:
+            call.auth_pending = False
+            self._authreq[call.peer] -= 1
+        entry = call.entry
+        if call.fake_auth or entry is None:
+            self._auth_fail(call, f"unknown user {call.username!r}", now)
+            return
+        ok = False
+        md5 = _s(ies, IE.MD5_RESULT)
+        password = _s(ies, IE.PASSWORD)
+        if md5 is not None and "md5" in entry.auth:
+            got = md5.strip().lower()
+            ok = any(md5_result(call.challenge, s) == got for s in entry.secrets)
+        elif password is not None and "plaintext" in entry.auth:
+            ok = password in entry.secrets
+        if not ok:
+            self._auth_fail(call, f"wrong secret for [{entry.name}]", now)
+            return
+        self._accept_incoming(call, now)
+
+    def _negotiate(self, entry: Entry | None, ies: IEs) -> int | None:
+        ours = self._caps(entry)
+        fmt = format_from(ies)
+        cap = capability_from(ies)
+        if cap is None:
+            cap = fmt
+        if cap is None:
+            return None
+        if fmt:
+            for c in ours:
+                if c & fmt and c & cap:
+                    return c
+        for c in ours:
+            if c & cap:
+                return c
+        return None
+
+    def _accept_incoming(self, call: Call, now: float) -> None:
+        ies = IEs(call.new_ies)
+        fmt = self._negotiate(call.entry, ies)
+        if fmt is None:
+            log.info("%s: call from %s: no common codec", self.role_name, call.addr)
+            self._reject_call(call, 58, "Unable to negotiate codec", now)
+            return
+        call.codec = fmt
+        call.capability = fmt
+        call.state = S.ACCEPTED
+        self._send(call, _IAX, X.ACCEPT,
+                   build_ies([(IE.FORMAT, fmt & 0xFFFFFFFF), (IE.FORMAT2, fmt)]), now)
+        self._start_call_timers(call, now)
+        entry = call.entry
+        context = (entry.context if entry is not None and entry.context else None) \
+            or _s(ies, IE.CALLED_CONTEXT) or "default"
+        call.context = context
+        call.announced = True
+        self._events.append(IncomingCall(
+            call.callno, call.peer, call.exten, context, _s(ies, IE.CALLING_NUMBER) or "",
+            _s(ies, IE.CALLING_NAME) or "", fmt, call.addr, call.trunk))
+

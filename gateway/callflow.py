@@ -1,0 +1,157 @@
+"""IAX (type 6) handlers of a call once it has state (fact sheet section 9): the caller side
+(CALLTOKEN resend, AUTHREQ answer, ACCEPT, autokill) and the in-call frames of either side
+(HANGUP, REJECT, PING / PONG, LAGRQ / LAGRP, POKE, UNSUPPORT).
+
+``protocol._IAX_TABLE`` maps (state, subclass) to these methods.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from iaxgw._core.constants import IE
+from iaxgw._core.ies import IEs, build_ies, format_from
+from iaxgw.gateway.calls import Call, CallKind
+from iaxgw.gateway.calltoken import md5_result
+from iaxgw.gateway.events import CallProgress
+from iaxgw.gateway.reliability import _IAX, _STATELESS, EndpointCore, S, X, _i, _s
+
+__all__ = ["CallFlowMixin"]
+
+log = logging.getLogger("iaxgw.protocol")
+
+
+class CallFlowMixin(EndpointCore):
+    """Handlers of IAX frames on calls we hold: caller side and in-call control."""
+
+    def _on_hangup(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+        if call.kind in (CallKind.CALL_IN, CallKind.CALL_OUT):
+            cause = _i(ies, IE.CAUSECODE) or 16
+            self._end(call, cause, "hangup", _s(ies, IE.CAUSE))
+        self._destroy(call, now)
+
+    def _on_reject(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+        cause = _i(ies, IE.CAUSECODE) or 21
+        text = _s(ies, IE.CAUSE) or ("CallToken rejected" if f.scallno == _STATELESS else None)
+        if call.kind == CallKind.CALL_OUT:
+            log.info("%s: call %d to %s rejected: %s (cause %d)", self.role_name, call.callno,
+                     call.peer, text, cause)
+        self._end(call, cause, "reject", text)
+        self._destroy(call, now)
+
+    def _on_peer_gone(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+        self._destroy(call, now)
+
+    def _autokill(self, now: float, call: Call) -> None:
+        """No answer to our NEW within 2 x maxms/autokill: congestion (section 9)."""
+        if self._calls.get(call.callno) is not call or call.state != S.NEW_SENT:
+            return
+        if call.peer_callno:
+            return  # the peer answered (AUTHREQ...)
+        self._stats["calls_autokilled"] += 1
+        self._end(call, 34, "timeout", "No response to NEW")
+        self._destroy(call, now)
+
+    def _on_calltoken(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+        """Resend the NEW/REGREQ with the token byte-exact, seqnos reset, same call number."""
+        token = ies.get(IE.CALLTOKEN)
+        if not isinstance(token, bytes) or not token:
+            self._stats["drop_calltoken_empty"] += 1
+            return
+        if call.new_ies and call.new_ies[-1][0] == IE.CALLTOKEN and call.new_ies[-1][1]:
+            self._stats["drop_calltoken_repeated"] += 1
+            return
+        for p in call.unacked.values():
+            self._cancel(p.timer)
+        call.unacked.clear()
+        call.oseqno = call.iseqno = call.acked_to = 0
+        call.new_ies = [*call.new_ies[:-1], (IE.CALLTOKEN, token)]
+        self._stats["calltoken_resends"] += 1
+        sub = X.REGREQ if call.kind == CallKind.REG_OUT else X.NEW
+        self._send(call, _IAX, sub, build_ies(call.new_ies), now)
+
+    def _on_authreq(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+        methods = _i(ies, IE.AUTHMETHODS) or 0
+        challenge = _s(ies, IE.CHALLENGE)
+        entry = call.entry
+        secret = entry.secrets[0] if entry is not None and entry.secrets else ""
+        if methods & 2 and challenge is not None:
+            items: list[tuple[int, object]] = [(IE.MD5_RESULT, md5_result(challenge, secret))]
+        elif methods & 1:
+            items = [(IE.PASSWORD, secret)]
+        else:
+            self._end(call, 50, "local", "No usable authentication method offered")
+            call.state = S.TERMINATING
+            self._send(call, _IAX, X.HANGUP, build_ies([(IE.CAUSECODE, 50)]), now, final=True)
+            return
+        self._send(call, _IAX, X.AUTHREP, build_ies(items), now)
+
+    def _on_accept(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+        fmt = format_from(ies) or 0
+        if not fmt & call.capability:
+            self._end(call, 58, "local", "Unable to negotiate codec")
+            call.state = S.TERMINATING
+            self._send(call, _IAX, X.HANGUP, build_ies([(IE.CAUSECODE, 58)]), now, final=True)
+            return
+        if fmt & (fmt - 1):
+            fmt = call.codec if fmt & call.codec else fmt & -fmt
+        call.codec = fmt
+        call.state = S.ACCEPTED
+        self._start_call_timers(call, now)
+        self._events.append(CallProgress(call.callno, "accepted", fmt))
+
+
+    def _rr_values(self, call: Call) -> dict[str, int]:
+        rx = call.rx
+        return {"jitter": int(rx.jitter), "lost": rx.lost, "loss_pct": rx.loss_pct,
+                "frames": rx.frames, "delay": 0, "dropped": rx.dropped, "ooo": rx.ooo}
+
+    def _on_ping(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+        """PONG with the PING's ts and our receive report (RR IEs, section 9)."""
+        rx = call.rx
+        loss = (min(rx.loss_pct, 255) << 24) | (rx.lost & 0xFFFFFF)
+        payload = build_ies([
+            (IE.RR_JITTER, int(rx.jitter) & 0xFFFFFFFF),
+            (IE.RR_LOSS, loss),
+            (IE.RR_PKTS, rx.frames & 0xFFFFFFFF),
+            (IE.RR_DELAY, 0),
+            (IE.RR_DROPPED, rx.dropped & 0xFFFFFFFF),
+            (IE.RR_OOO, rx.ooo & 0xFFFFFFFF),
+        ])
+        self._send(call, _IAX, X.PONG, payload, now, ts=f.ts)
+
+    def _on_lagrq(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+        self._send(call, _IAX, X.LAGRP, b"", now, ts=f.ts)
+
+    def _on_pong(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+        rtt = int((now - call.start) * 1000.0) - f.ts
+        if 0 <= rtt < 600000:
+            call.rtt_ms = rtt
+            call.pingtime = max(rtt, 1)
+        rr = {}
+        for ie, key in ((IE.RR_JITTER, "jitter"), (IE.RR_PKTS, "frames"), (IE.RR_DELAY, "delay"),
+                        (IE.RR_DROPPED, "dropped"), (IE.RR_OOO, "ooo")):
+            v = _i(ies, ie)
+            if v is not None:
+                rr[key] = v
+        loss = _i(ies, IE.RR_LOSS)
+        if loss is not None:
+            rr["loss_pct"] = loss >> 24
+            rr["lost"] = loss & 0xFFFFFF
+        if rr:
+            call.remote_rr = rr
+
+    def _on_lagrp(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+        lag = int((now - call.start) * 1000.0) - f.ts
+        if 0 <= lag < 600000:
+            call.lag_ms = lag
+
+    def _on_call_poke(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+        self._send(call, _IAX, X.PONG, b"", now, ts=f.ts)
+
+    def _on_unsupport(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+        self._stats["unsupport_received"] += 1
+        log.info("%s: peer does not support IAX subclass %s", self.role_name,
+                 _i(ies, IE.IAX_UNKNOWN))
+

@@ -1,0 +1,204 @@
+"""Voice media of the endpoint: send (full / mini / trunk), trunk streams, trunk and full-voice
+receive (fact sheet sections 2, 3 and 8).
+
+The mini-frame receive path is inlined in ``Endpoint.receive_datagram`` (the hot path of
+un-trunked calls); trunk datagrams arrive here through ``_receive_meta``.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from iaxgw._core.errors import FrameError
+from iaxgw._core.frames import uncompress_subclass
+from iaxgw._core.trunk import TrunkMux, parse_trunk
+from iaxgw.gateway.calls import Call
+from iaxgw.gateway.events import VoiceReceived
+from iaxgw.gateway.reliability import (
+    _VOICE,
+    TS_SKEW_MS,
+    UNWRAP_MS,
+    Addr,
+    EndpointCore,
+    S,
+    Timer,
+)
+
+__all__ = ["MediaMixin", "TrunkStream"]
+
+_MINI = struct.Struct(">HH")
+
+#: Bytes per millisecond of the codecs we can pace (for predicted voice timestamps).
+_BYTES_PER_MS = {4: 8, 8: 8, 0x40: 16, 0x8000: 32, 0x1000: 8}
+
+
+class TrunkStream:
+    """One outgoing trunk stream ("tpeer") per destination IP:port (section 3)."""
+
+    __slots__ = ("addr", "epoch", "last_send", "last_ts", "mux", "next_at", "timer")
+
+    def __init__(self, addr: Addr, mux: TrunkMux) -> None:
+        self.addr = addr
+        self.mux = mux
+        self.epoch = -1.0
+        self.last_ts = -1
+        self.last_send = -1e18
+        self.next_at = 0.0
+        self.timer: Timer | None = None
+
+
+class MediaMixin(EndpointCore):
+    """Voice send and trunk / full-voice receive."""
+
+    # ------------------------------------------------------------------ media: send
+
+    def send_voice(self, callno: int, payload: bytes, now: float, ts: int | None = None) -> bool:
+        """Send one voice payload: full frame first (and on codec change), then mini or trunk."""
+        call = self._calls.get(callno)
+        if call is None or not S.ACCEPTED <= call.state <= S.UP:
+            self._stats["drop_voice_no_call"] += 1
+            return False
+        if ts is None:
+            ms = int((now - call.start) * 1000.0)
+            pred = call.nextpred
+            if call.last_voice_ts < 0 or not -TS_SKEW_MS <= ms - pred <= TS_SKEW_MS:
+                ts = ms - ms % 20
+                if ts <= call.last_voice_ts:
+                    ts = call.last_voice_ts + 20
+            else:
+                ts = pred
+        fmt = call.codec
+        call.nextpred = ts + len(payload) // _BYTES_PER_MS.get(fmt, 8)
+        prev = call.last_voice_ts
+        call.last_voice_ts = ts
+        call.tx_frames += 1
+        if call.svoiceformat != fmt or (not call.trunk and (ts >> 16) - (prev >> 16) >= 2):
+            call.svoiceformat = fmt
+            call.last_full_voice_ts = ts
+            call.lastsent = ts
+            self._send(call, _VOICE, fmt, payload, now, ts=ts)
+            return True
+        call.lastsent = ts
+        if call.trunk:
+            st = self._trunks.get(call.addr)
+            if st is None:
+                st = self._trunk_stream(call.addr)
+            st.mux.add(callno, ts, payload)
+            if st.timer is None:
+                st.next_at = now + self._trunkfreq
+                st.timer = self._schedule(st.next_at, self._trunk_flush, st)
+        else:
+            self._n_mini_out += 1
+            self._out.append((_MINI.pack(callno, ts & 0xFFFF) + payload, call.addr))
+        return True
+
+
+    # ------------------------------------------------------------------ media: receive
+
+    def _on_full_voice(self, call: Call, f: Any, now: float) -> None:
+        if not S.ACCEPTED <= call.state <= S.UP:
+            self._stats["drop_voice_before_accept"] += 1
+            return
+        try:
+            fmt = uncompress_subclass(f.csub)
+        except FrameError:
+            return
+        call.format_rx = fmt
+        call.rx_full_frames += 1
+        payload = f.payload
+        if fmt in (4, 8) and payload:
+            call.rx.ptime = max(len(payload) >> 3, 1)
+        call.rx.update(f.ts, len(payload), now)
+        sink = self._sink
+        if sink is not None:
+            sink(call.callno, f.ts, payload, now)
+        else:
+            self._events.append(VoiceReceived(call.callno, f.ts, payload, fmt))
+
+
+    # ------------------------------------------------------------------ media: trunk
+
+    def _trunk_stream(self, addr: Addr) -> TrunkStream:
+        g = self.config.general
+        st = TrunkStream(addr, TrunkMux(g.trunkmtu, g.trunktimestamps))
+        self._trunks[addr] = st
+        return st
+
+    def _trunk_flush(self, now: float, st: TrunkStream) -> None:
+        """Section 3: trunk ts = ms since the stream epoch, snapped to last + trunkfreq within
+        160 ms, never repeated, 0 only when the stream (re)starts after > 5 s idle."""
+        st.timer = None
+        mux = st.mux
+        if not mux.pending:
+            return
+        freq_ms = int(self._trunkfreq * 1000)
+        if st.epoch < 0 or now - st.last_send > 5.0:
+            st.epoch = now
+            st.last_ts = -1
+        ms = int((now - st.epoch) * 1000.0)
+        last = st.last_ts
+        if last >= 0:
+            pred = last + freq_ms
+            if -TS_SKEW_MS < ms - pred < TS_SKEW_MS:
+                ms = pred
+            if ms <= last:
+                ms = last + 1
+        st.last_ts = ms
+        st.last_send = now
+        for dg in mux.flush(ms & 0xFFFFFFFF):
+            self._out.append((dg, st.addr))
+            self._stats["trunk_datagrams_out"] += 1
+        st.next_at += self._trunkfreq
+        if st.next_at <= now:
+            st.next_at = now + self._trunkfreq
+        st.timer = self._schedule(st.next_at, self._trunk_flush, st)
+
+    def _receive_meta(self, data: bytes, addr: Addr, now: float) -> None:
+        try:
+            tf = parse_trunk(data)
+        except FrameError as exc:
+            self._warn("drop_malformed_meta", f"bad meta frame from {addr}: {exc}", now, addr)
+            return
+        self._stats["trunk_datagrams_in"] += 1
+        if tf.truncated:
+            self._stats["trunk_truncated"] += 1
+        epochs = self._trunk_rx_epoch
+        epoch = epochs.get(addr)
+        if epoch is None or tf.trunk_ts == 0:
+            if len(epochs) > 4096:
+                epochs.clear()
+            epoch = epochs[addr] = now
+        by_remote = self._by_remote
+        sink = self._sink
+        for callno, ts16, payload in tf.entries:
+            self._n_trunk_entries_in += 1
+            call = by_remote.get((addr, callno))
+            if call is None:
+                self._stats["drop_trunk_unknown_call"] += 1
+                continue
+            if not call.format_rx or call.state > S.UP:
+                self._stats["drop_trunk_call_not_active"] += 1
+                continue
+            last = call.rx_last
+            if ts16 is not None:
+                ts = (last & 0xFFFF0000) | ts16
+                if ts < last - UNWRAP_MS:
+                    ts += 0x10000
+                elif ts > last + UNWRAP_MS and ts >= 0x10000:
+                    ts -= 0x10000
+            else:
+                ts = tf.trunk_ts + int((epoch - call.start) * 1000.0)
+                if ts < 0:
+                    ts = 0
+            if ts > last:
+                call.rx_last = ts
+            body = bytes(payload)
+            call.rx.update(ts, len(body), now)
+            if sink is not None:
+                sink(call.callno, ts, body, now)
+            else:
+                self._events.append(VoiceReceived(call.callno, ts, body, call.format_rx))
+
+
+# Section 9 flows as a table.

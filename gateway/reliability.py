@@ -1,0 +1,354 @@
+"""The endpoint's state and its reliability layer (fact sheet sections 7 and 8).
+
+:class:`EndpointCore` holds everything one :class:`~iaxgw.gateway.protocol.Endpoint` keeps and the
+machinery every other part of it sends through: the timer heap, full-frame send with OSeqno /
+ISeqno and timestamps, ACK / VNAK, retransmission with back-off, give-up, implicit ACK, the
+per-call PING / LAGRQ keepalive and call teardown.  The call-flow parts (``callee``, ``callflow``,
+``media``) are mixins over it; ``protocol.Endpoint`` composes them, so a method call between parts
+is an ordinary bound-method call, never an extra hop per frame.
+"""
+
+from __future__ import annotations
+
+import datetime
+import heapq
+import logging
+import random
+from collections import Counter, deque
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
+
+from iaxgw._core.constants import CAUSES, FORMAT_BITS, FrameType, IAXSubclass
+from iaxgw._core.errors import FrameError
+from iaxgw._core.frames import build_full
+from iaxgw._core.ies import IEs
+from iaxgw.gateway import registration
+from iaxgw.gateway.calls import Call, CallKind, CallNumbers, CallState, Pending
+from iaxgw.gateway.calltoken import CallTokens
+from iaxgw.gateway.events import CallEnded, Event, ProtocolError
+from iaxgw.gateway.model import Entry, IaxConfig
+from iaxgw.gateway.peers import QUALIFY_FREQ_NOTOK, PeerState, RegState
+
+if TYPE_CHECKING:
+    from iaxgw.gateway.media import TrunkStream
+    from iaxgw.gateway.protocol import Endpoint
+
+__all__ = ["EndpointCore", "MediaSink", "codec_bits"]
+
+log = logging.getLogger("iaxgw.protocol")
+
+Addr = tuple[str, int]
+MediaSink = Callable[[int, int, bytes, float], None]
+Timer = list[Any]   # [when, seq, fn, arg, alive]
+
+S = CallState
+X = IAXSubclass
+_IAX = int(FrameType.IAX)
+_VOICE = int(FrameType.VOICE)
+_CONTROL = int(FrameType.CONTROL)
+
+MAX_RETRIES = 4               # sends in all (1 + 3 retries), section 7
+PING_INTERVAL = 21.0
+LAGRQ_INTERVAL = 10.0
+TS_SKEW_MS = 160              # MAX_TIMESTAMP_SKEW
+UNWRAP_MS = 50000
+_STATELESS = 1                # call number of stateless replies
+
+
+def _s(ies: IEs, ie: int) -> str | None:
+    v = ies.get(ie)
+    return v if isinstance(v, str) else None
+
+
+def _i(ies: IEs, ie: int) -> int | None:
+    v = ies.get(ie)
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def codec_bits(names: list[str]) -> list[int]:
+    """Format bits of codec names, in order, skipping unknown names."""
+    return [FORMAT_BITS[n] for n in names if n in FORMAT_BITS]
+
+
+class EndpointCore:
+    """State of one UDP socket's IAX2 endpoint, timers and reliable full-frame send."""
+
+    def __init__(self, config: IaxConfig, *, local_addr: Addr, rng: random.Random | None = None,
+                 role_name: str = "iaxgw", wall_offset: float = 0.0) -> None:
+        self.config = config
+        self.local_addr = local_addr
+        self.role_name = role_name
+        #: Added to ``now`` to get Unix time (call tokens, DATETIME IEs); the driver sets it.
+        self.wall_offset = wall_offset
+        self._rng = rng if rng is not None else random.Random()
+        g = config.general
+        self._callnos = CallNumbers(self._rng, g.maxcallnumbers)
+        self._tokens = CallTokens(self._rng.getrandbits(32), g.calltokenexpiration)
+        self._calls: dict[int, Call] = {}
+        self._by_remote: dict[tuple[Addr, int], Call] = {}
+        self._out: list[tuple[bytes, Addr]] = []
+        self._events: deque[Event] = deque()
+        self._timers: list[Timer] = []
+        self._timer_seq = 0
+        self._sink: MediaSink | None = None
+        self._started = False
+        self._peers: dict[str, PeerState] = {
+            name: PeerState(e) for name, e in config.entries.items() if e.is_peer}
+        self._regs = [RegState(r, max(g.minregexpire, 60)) for r in g.registers]
+        self._authreq: Counter[str] = Counter()     # unanswered AUTHREQs per user
+        self._authfails: dict[str, deque[float]] = {}   # recent failed auths per source IP
+        self._auto_validated: set[str] = set()     # requirecalltoken=auto entries seen with token
+        self._trunks: dict[Addr, TrunkStream] = {}
+        self._trunk_rx_epoch: dict[Addr, float] = {}
+        self._trunkfreq = min(max(g.trunkfreq, 10), 1000) / 1000.0
+        self._stats: Counter[str] = Counter()
+        self._warned: dict[str, float] = {}
+        # hot-path counters (plain ints; folded into stats())
+        self._n_mini_in = 0
+        self._n_mini_out = 0
+        self._n_trunk_entries_in = 0
+
+    # ------------------------------------------------------------------ timers
+
+    def _schedule(self, when: float, fn: Callable[[float, Any], None], arg: Any) -> Timer:
+        self._timer_seq += 1
+        t: Timer = [when, self._timer_seq, fn, arg, True]
+        heapq.heappush(self._timers, t)
+        return t
+
+    @staticmethod
+    def _cancel(t: Timer | None) -> None:
+        if t is not None:
+            t[4] = False
+
+    # ------------------------------------------------------------------ helpers
+
+    def _warn(self, key: str, msg: str, now: float, addr: Addr | None = None) -> None:
+        """Count, log at debug, warn at most every 10 s per key, emit ProtocolError likewise."""
+        self._stats[key] += 1
+        log.debug("%s: %s", self.role_name, msg)
+        last = self._warned.get(key)
+        if last is None or now - last >= 10.0:
+            self._warned[key] = now
+            log.warning("%s: %s", self.role_name, msg)
+            if addr is not None:
+                self._events.append(ProtocolError(addr, msg))
+
+    def _wall_datetime(self, now: float) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(max(now + self.wall_offset, 946684800.0))
+
+    def _caps(self, entry: Entry | None) -> list[int]:
+        names = entry.codecs if entry is not None and entry.codecs else self.config.general.codecs
+        return codec_bits(names) or [4]
+
+    def _new_call(self, callno: int, kind: CallKind, state: CallState, addr: Addr,
+                  now: float) -> Call:
+        call = Call(callno, kind, state, addr, now)
+        self._calls[callno] = call
+        return call
+
+    def _bind_remote(self, call: Call, peer_callno: int) -> None:
+        if call.peer_callno == peer_callno:
+            if peer_callno:
+                self._by_remote[(call.addr, peer_callno)] = call
+            return
+        if call.peer_callno:
+            key = (call.addr, call.peer_callno)
+            if self._by_remote.get(key) is call:
+                del self._by_remote[key]
+        call.peer_callno = peer_callno
+        self._by_remote[(call.addr, peer_callno)] = call
+
+    def _calc_ts(self, call: Call, now: float, frametype: int) -> int:
+        """Section 8: IAX frames use the clock (at least last + 3); control/DTMF/text snap to
+        last + 3 when within 160 ms of it."""
+        ms = int((now - call.start) * 1000.0)
+        if ms < 0:
+            ms = 0
+        last = call.lastsent
+        if frametype == _IAX:
+            if ms <= last:
+                ms = last + 3
+        elif -TS_SKEW_MS <= ms - last <= TS_SKEW_MS:
+            ms = last + 3
+        call.lastsent = ms
+        return ms
+
+    def _send(self, call: Call, frametype: int, subclass: int, payload: bytes, now: float, *,
+              ts: int | None = None, final: bool = False) -> None:
+        """Send a reliable full frame on ``call`` (retransmitted until acked, section 7)."""
+        if ts is None:
+            ts = self._calc_ts(call, now, frametype)
+        oseq = call.oseqno
+        data = build_full(call.callno, call.peer_callno, ts & 0xFFFFFFFF, oseq, call.iseqno,
+                          frametype, subclass, payload)
+        call.oseqno = (oseq + 1) & 0xFF
+        self._out.append((data, call.addr))
+        self._stats["frames_out_full"] += 1
+        call.tx_full += 1
+        interval = min(max(2 * call.pingtime, 100), 10000) / 1000.0
+        p = Pending(oseq, ts & 0xFFFFFFFF, frametype, subclass, payload, final, interval)
+        p.dcallno = call.peer_callno
+        call.unacked[oseq] = p
+        p.timer = self._schedule(now + interval, self._retransmit, (call, p))
+
+    def _send_unreliable(self, call: Call, subclass: int, ts: int, oseqno: int) -> None:
+        """ACK / VNAK: immediate, not retransmitted, OSeqno not advanced (section 7)."""
+        data = build_full(call.callno, call.peer_callno, ts & 0xFFFFFFFF, oseqno & 0xFF,
+                          call.iseqno, _IAX, subclass)
+        self._out.append((data, call.addr))
+        self._stats["frames_out_ack" if subclass == X.ACK else "frames_out_vnak"] += 1
+
+    def _send_stateless(self, scallno: int, f: Any, addr: Addr, subclass: int,
+                        payload: bytes = b"") -> None:
+        """Reply from call 1 without state (CALLTOKEN, PONG to POKE, calltoken REJECT/REGREJ)."""
+        data = build_full(_STATELESS, f.scallno, f.ts, 0, (f.iseqno + 1) & 0xFF, _IAX, subclass,
+                          payload)
+        self._out.append((data, addr))
+        self._stats["frames_out_stateless"] += 1
+
+    def _send_inval(self, f: Any, addr: Addr) -> None:
+        """INVAL for a frame to an unknown call: ts 0, seqnos 0, src/dst swapped (section 7)."""
+        data = build_full(f.dcallno, f.scallno, 0, 0, 0, _IAX, X.INVAL)
+        self._out.append((data, addr))
+        self._stats["frames_out_inval"] += 1
+
+    def _end(self, call: Call, cause: int, reason: Any, text: str | None = None) -> None:
+        """Emit CallEnded once, for calls the application knows about."""
+        if call.ended:
+            return
+        call.ended = True
+        if call.announced:
+            self._events.append(CallEnded(call.callno, cause,
+                                          text or CAUSES.get(cause, f"cause {cause}"), reason))
+
+    def _cancel_call_timers(self, call: Call) -> None:
+        for t in call.timers:
+            t[4] = False
+        call.timers.clear()
+
+    def _destroy(self, call: Call, now: float) -> None:
+        if self._calls.get(call.callno) is not call:
+            return
+        del self._calls[call.callno]
+        if call.peer_callno:
+            key = (call.addr, call.peer_callno)
+            if self._by_remote.get(key) is call:
+                del self._by_remote[key]
+        for p in call.unacked.values():
+            self._cancel(p.timer)
+        call.unacked.clear()
+        self._cancel_call_timers(call)
+        call.state = S.TERMINATING
+        self._callnos.release(call.callno, call.addr[0], now)
+        if call.auth_pending:
+            call.auth_pending = False
+            self._authreq[call.peer] -= 1
+        if call.kind == CallKind.POKE:
+            st = self._peers.get(call.peer)
+            if st is not None and st.poke_callno == call.callno:
+                st.poke_callno = 0
+        elif (call.kind == CallKind.REG_OUT and call.reg is not None
+              and call.reg.callno == call.callno):
+            call.reg.callno = 0
+
+    # ------------------------------------------------------------------ reliability
+
+    def _retransmit(self, now: float, arg: tuple[Call, Pending]) -> None:
+        call, p = arg
+        if call.unacked.get(p.oseqno) is not p:
+            return
+        if p.sends >= MAX_RETRIES:
+            self._give_up(call, p, now)
+            return
+        p.sends += 1
+        data = build_full(call.callno, p.dcallno, p.ts, p.oseqno, call.iseqno, p.frametype,
+                          p.subclass, p.payload, retransmit=True)
+        self._out.append((data, call.addr))
+        self._stats["retransmissions"] += 1
+        p.interval = min(p.interval * 10, 10.0)
+        p.timer = self._schedule(now + p.interval, self._retransmit, (call, p))
+
+    def _give_up(self, call: Call, p: Pending, now: float) -> None:
+        """Section 7: a final frame just destroys; anything else ends the call with cause 27,
+        without sending HANGUP; registrations go to Timeout."""
+        self._stats["retransmit_giveups"] += 1
+        del call.unacked[p.oseqno]
+        if p.final or call.kind in (CallKind.REG_IN, CallKind.POKE):
+            self._destroy(call, now)
+            return
+        if call.kind == CallKind.REG_OUT:
+            rs = call.reg
+            self._destroy(call, now)
+            if rs is not None:
+                ep = cast("Endpoint", self)
+                registration.reg_status(ep, rs, "Timeout", 0)
+                self._cancel(rs.timer)
+                rs.timer = self._schedule(now + QUALIFY_FREQ_NOTOK,
+                                          partial(registration.register_tick, ep), rs)
+            return
+        log.info("%s: call %d: no ACK for %s after %d sends, dropping (cause 27)",
+                 self.role_name, call.callno, p.subclass, p.sends)
+        self._end(call, 27, "timeout")
+        self._destroy(call, now)
+
+    def _ack_upto(self, call: Call, iseqno: int, now: float) -> bool:
+        """Implicit ACK of our frames with OSeqno in [acked_to, iseqno).  True if the call was
+        destroyed because its final frame got acked."""
+        start = call.acked_to
+        d = (iseqno - start) & 0xFF
+        if d == 0 or d > ((call.oseqno - start) & 0xFF):
+            return False
+        final = False
+        unacked = call.unacked
+        x = start
+        for _ in range(d):
+            p = unacked.pop(x, None)
+            if p is not None:
+                p.timer[4] = False  # type: ignore[index]
+                final = final or p.final
+            x = (x + 1) & 0xFF
+        call.acked_to = iseqno
+        if final:
+            self._destroy(call, now)
+            return True
+        return False
+
+    def _on_vnak(self, call: Call, f: Any, ies: IEs | None, now: float) -> None:
+        """Resend every unacked frame at or after the VNAK's ISeqno (Asterisk vnak_retransmit)."""
+        for p in sorted(call.unacked.values(),
+                        key=lambda q: (q.oseqno - f.iseqno) & 0xFF):
+            if ((p.oseqno - f.iseqno) & 0xFF) < 128:
+                data = build_full(call.callno, p.dcallno, p.ts, p.oseqno, call.iseqno,
+                                  p.frametype, p.subclass, p.payload, retransmit=True)
+                self._out.append((data, call.addr))
+                self._stats["retransmissions_vnak"] += 1
+
+
+    def _parse_ies(self, f: Any, addr: Addr, now: float) -> IEs | None:
+        try:
+            return IEs.parse(f.payload)
+        except FrameError as exc:
+            self._warn("drop_malformed_ies", f"malformed IEs in IAX {f.csub} from {addr}: {exc}",
+                       now, addr)
+            return None
+
+
+    def _start_call_timers(self, call: Call, now: float) -> None:
+        self._cancel_call_timers(call)
+        call.timers.append(self._schedule(now + PING_INTERVAL, self._ping_tick, call))
+        call.timers.append(self._schedule(now + LAGRQ_INTERVAL, self._lagrq_tick, call))
+
+    def _ping_tick(self, now: float, call: Call) -> None:
+        if self._calls.get(call.callno) is not call or call.state == S.TERMINATING:
+            return
+        self._send(call, _IAX, X.PING, b"", now)
+        call.timers.append(self._schedule(now + PING_INTERVAL, self._ping_tick, call))
+
+    def _lagrq_tick(self, now: float, call: Call) -> None:
+        if self._calls.get(call.callno) is not call or call.state == S.TERMINATING:
+            return
+        self._send(call, _IAX, X.LAGRQ, b"", now)
+        call.timers.append(self._schedule(now + LAGRQ_INTERVAL, self._lagrq_tick, call))
+
