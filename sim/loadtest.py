@@ -276,7 +276,8 @@ class LoadRunner:
         self.plan = plan_calls(opts)
         self.budget = CallnoBudget(opts.callno_budget)
         self.calls: dict[int, LiveCall] = {}          # our call number -> call
-        self.by_index: dict[int, LiveCall] = {}
+        self.by_index: dict[int, LiveCall] = {}       # live calls only
+        self.ended_indices: set[int] = set()
         self.media_calls: dict[int, LiveCall] = {}    # answered, sending
         self.returned: dict[int, int] = {}            # hairpin leg callno -> our call index
         self.returned_legs = 0
@@ -509,6 +510,10 @@ class LoadRunner:
             with contextlib.suppress(Exception):
                 self._ep.hangup(leg, self._now(), cause=16)
         self.stats.end_call(call.stats, now, outcome, cause, code)
+        # a finished call keeps only its compact record (in stats); dropping the live call and
+        # its pre-encoded payloads and audio buffers keeps a long run's memory flat
+        self.by_index.pop(call.plan.index, None)
+        self.ended_indices.add(call.plan.index)
         if call.callno >= 0:
             self.budget.release(now)
         self._slot.set()
@@ -598,8 +603,9 @@ class LoadRunner:
         out = self.by_index.get(idx)
         if self.opts.mode != "hairpin" or out is None or out.ended:
             self.unmatched_incoming += 1
+            late = out is not None or idx in self.ended_indices
             with contextlib.suppress(Exception):
-                self._ep.hangup(event.callno, now, cause=21 if out is None else 16)
+                self._ep.hangup(event.callno, now, cause=16 if late else 21)
             self._flush()
             return
         self.returned[event.callno] = idx

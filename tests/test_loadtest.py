@@ -232,6 +232,30 @@ def test_echo_calls_answered_and_verified(sites: dict[str, Any]) -> None:
     assert ts_rows and max(int(r["calls_up"]) for r in ts_rows) >= 10
 
 
+def test_finished_calls_keep_only_their_record(sites: dict[str, Any],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long run's memory stays flat: a finished call drops its live state (pre-encoded
+    payloads, audio buffers) and keeps only the compact record the report needs."""
+    import iaxgw.sim.loadtest as lt
+
+    runners: list[Any] = []
+    real = lt.LoadRunner
+
+    def capture(*a: Any, **kw: Any) -> Any:
+        r = real(*a, **kw)
+        runners.append(r)
+        return r
+
+    monkeypatch.setattr(lt, "LoadRunner", capture)
+    o = _opts(sites, calls=6, total=18, rate=30, duration=(0.6, 0.6))
+    res = _run(o)
+    assert res.summary["attempted"] == 18 and res.summary["answered"] == 18
+    (r,) = runners
+    assert r.by_index == {}
+    assert r.ended_indices == set(range(18))
+    assert len(r.stats.records) == 18 and not r.stats.active
+
+
 def test_busy_and_congestion_counted_exit_1(sites: dict[str, Any]) -> None:
     o = _opts(sites, calls=6, rate=50, duration=(1.0, 1.0), extens=["300", "302", "303"])
     res = _run(o)
