@@ -22,10 +22,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from helpers_pair import ADDR_A, Pair, seed_configs, transfer  # noqa: E402
+from helpers_pair import ADDR_A, Pair, seed_configs, transfer
 
-from iaxgw._core.trunk import pack_trunk  # noqa: E402
-from iaxgw.gateway.events import IncomingCall  # noqa: E402
+from iaxgw._core.trunk import pack_trunk
+from iaxgw.gateway.events import IncomingCall
 
 CALLS = 7
 BATCH = 100
