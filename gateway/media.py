@@ -28,6 +28,8 @@ from iaxgw.gateway.reliability import (
 __all__ = ["MediaMixin", "TrunkStream"]
 
 _MINI = struct.Struct(">HH")
+_ACCEPTED = int(S.ACCEPTED)
+_UP = int(S.UP)
 
 #: Bytes per millisecond of the codecs we can pace (for predicted voice timestamps).
 _BYTES_PER_MS = {4: 8, 8: 8, 0x40: 16, 0x8000: 32, 0x1000: 8}
@@ -56,7 +58,7 @@ class MediaMixin(EndpointCore):
     def send_voice(self, callno: int, payload: bytes, now: float, ts: int | None = None) -> bool:
         """Send one voice payload: full frame first (and on codec change), then mini or trunk."""
         call = self._calls.get(callno)
-        if call is None or not S.ACCEPTED <= call.state <= S.UP:
+        if call is None or not _ACCEPTED <= call.state <= _UP:
             self._stats["drop_voice_no_call"] += 1
             return False
         if ts is None:
@@ -92,7 +94,6 @@ class MediaMixin(EndpointCore):
             self._n_mini_out += 1
             self._out.append((_MINI.pack(callno, ts & 0xFFFF) + payload, call.addr))
         return True
-
 
     # ------------------------------------------------------------------ media: receive
 
@@ -155,29 +156,39 @@ class MediaMixin(EndpointCore):
         st.timer = self._schedule(st.next_at, self._trunk_flush, st)
 
     def _receive_meta(self, data: bytes, addr: Addr, now: float) -> None:
+        """A trunk datagram: per entry, the call by (source, call number), its ts, the receive
+        stats and the payload to the sink.  The per-entry work is inlined (no call but the
+        sink's): this loop runs ~10,000 times a second at 200 trunked calls."""
         try:
             tf = parse_trunk(data)
         except FrameError as exc:
             self._warn("drop_malformed_meta", f"bad meta frame from {addr}: {exc}", now, addr)
             return
-        self._stats["trunk_datagrams_in"] += 1
+        self._n_trunk_datagrams_in += 1
         if tf.truncated:
             self._stats["trunk_truncated"] += 1
+        trunk_ts = tf.trunk_ts
         epochs = self._trunk_rx_epoch
         epoch = epochs.get(addr)
-        if epoch is None or tf.trunk_ts == 0:
+        if epoch is None or trunk_ts == 0:
             if len(epochs) > 4096:
                 epochs.clear()
             epoch = epochs[addr] = now
-        by_remote = self._by_remote
+        entries = tf.entries
+        self._n_trunk_entries_in += len(entries)
+        calls = self._by_addr.get(addr)
+        if calls is None:
+            if entries:
+                self._stats["drop_trunk_unknown_call"] += len(entries)
+            return
         sink = self._sink
-        for callno, ts16, payload in tf.entries:
-            self._n_trunk_entries_in += 1
-            call = by_remote.get((addr, callno))
+        now_ms = now * 1000.0
+        for callno, ts16, payload in entries:
+            call = calls.get(callno)
             if call is None:
                 self._stats["drop_trunk_unknown_call"] += 1
                 continue
-            if not call.format_rx or call.state > S.UP:
+            if not call.format_rx or call.state > _UP:
                 self._stats["drop_trunk_call_not_active"] += 1
                 continue
             last = call.rx_last
@@ -188,17 +199,42 @@ class MediaMixin(EndpointCore):
                 elif ts > last + UNWRAP_MS and ts >= 0x10000:
                     ts -= 0x10000
             else:
-                ts = tf.trunk_ts + int((epoch - call.start) * 1000.0)
+                ts = trunk_ts + int((epoch - call.start) * 1000.0)
                 if ts < 0:
                     ts = 0
             if ts > last:
                 call.rx_last = ts
-            body = bytes(payload)
-            call.rx.update(ts, len(body), now)
+            body = payload.tobytes()     # bytes(view) costs twice this
+            # RxStats.update, inlined (RFC 3550 A.8 jitter; loss from ts gaps)
+            rx = call.rx
+            frames = rx.frames = rx.frames + 1
+            rx.bytes += len(body)
+            transit = now_ms - ts
+            if frames > 1:
+                d = transit - rx.prev_transit
+                if d < 0:
+                    d = -d
+                j = rx.jitter
+                j += (d - j) * 0.0625
+                rx.jitter = j
+                if j > rx.jitter_max:
+                    rx.jitter_max = j
+            rx.prev_transit = transit
+            top = rx.max_ts
+            if ts > top:
+                if top >= 0:
+                    ptime = rx.ptime
+                    gap = ts - top - ptime
+                    if gap >= ptime:
+                        rx.lost += gap // ptime
+                rx.max_ts = ts
+            elif ts == top:
+                rx.dup += 1
+            else:
+                rx.ooo += 1
+                if rx.lost:
+                    rx.lost -= 1
             if sink is not None:
                 sink(call.callno, ts, body, now)
             else:
                 self._events.append(VoiceReceived(call.callno, ts, body, call.format_rx))
-
-
-# Section 9 flows as a table.

@@ -369,6 +369,8 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         d["frames_in_mini"] = self._n_mini_in
         d["frames_out_mini"] = self._n_mini_out
         d["trunk_entries_in"] = self._n_trunk_entries_in
+        if self._n_trunk_datagrams_in:
+            d["trunk_datagrams_in"] = self._n_trunk_datagrams_in
         d["calls_active"] = sum(1 for c in self._calls.values()
                                 if c.kind in (CallKind.CALL_IN, CallKind.CALL_OUT))
         d["callnos_in_use"] = self._callnos.in_use

@@ -87,6 +87,7 @@ class EndpointCore:
         self._tokens = CallTokens(self._rng.getrandbits(32), g.calltokenexpiration)
         self._calls: dict[int, Call] = {}
         self._by_remote: dict[tuple[Addr, int], Call] = {}
+        self._by_addr: dict[Addr, dict[int, Call]] = {}     # _by_remote per address
         self._out: list[tuple[bytes, Addr]] = []
         self._events: deque[Event] = deque()
         self._timers: list[Timer] = []
@@ -108,6 +109,7 @@ class EndpointCore:
         self._n_mini_in = 0
         self._n_mini_out = 0
         self._n_trunk_entries_in = 0
+        self._n_trunk_datagrams_in = 0
 
     # ------------------------------------------------------------------ timers
 
@@ -152,13 +154,31 @@ class EndpointCore:
         if call.peer_callno == peer_callno:
             if peer_callno:
                 self._by_remote[(call.addr, peer_callno)] = call
+                self._index_remote(call, peer_callno)
             return
         if call.peer_callno:
-            key = (call.addr, call.peer_callno)
-            if self._by_remote.get(key) is call:
-                del self._by_remote[key]
+            self._unbind_remote(call)
         call.peer_callno = peer_callno
         self._by_remote[(call.addr, peer_callno)] = call
+        self._index_remote(call, peer_callno)
+
+    def _index_remote(self, call: Call, peer_callno: int) -> None:
+        """``_by_addr``: the same map as ``_by_remote``, per source address (trunk receive
+        looks the address up once per datagram, then each entry by its call number)."""
+        calls = self._by_addr.get(call.addr)
+        if calls is None:
+            calls = self._by_addr[call.addr] = {}
+        calls[peer_callno] = call
+
+    def _unbind_remote(self, call: Call) -> None:
+        key = (call.addr, call.peer_callno)
+        if self._by_remote.get(key) is call:
+            del self._by_remote[key]
+        calls = self._by_addr.get(call.addr)
+        if calls is not None and calls.get(call.peer_callno) is call:
+            del calls[call.peer_callno]
+            if not calls:
+                del self._by_addr[call.addr]
 
     def _calc_ts(self, call: Call, now: float, frametype: int) -> int:
         """Section 8: IAX frames use the clock (at least last + 3); control/DTMF/text snap to
@@ -233,9 +253,7 @@ class EndpointCore:
             return
         del self._calls[call.callno]
         if call.peer_callno:
-            key = (call.addr, call.peer_callno)
-            if self._by_remote.get(key) is call:
-                del self._by_remote[key]
+            self._unbind_remote(call)
         for p in call.unacked.values():
             self._cancel(p.timer)
         call.unacked.clear()

@@ -11,6 +11,7 @@ from iaxgw._core.constants import IE, FrameType, IAXSubclass
 from iaxgw._core.frames import build_full, build_mini, parse_full
 from iaxgw._core.ies import IEs
 from iaxgw._core.trunk import pack_trunk, parse_trunk
+from iaxgw.gateway.calls import RxStats
 from iaxgw.gateway.events import CallProgress, DtmfReceived, TextReceived, VoiceReceived
 
 X = IAXSubclass
@@ -98,6 +99,36 @@ def test_trunk_entry_for_unknown_call_does_not_disturb_others() -> None:
                                                 if isinstance(e, VoiceReceived)]
     assert [v.payload for v in got] == [b"y" * 160]
     assert p.b.stats()["drop_trunk_unknown_call"] == 1
+
+
+def test_trunk_receive_stats_match_rxstats() -> None:
+    """The trunk path inlines RxStats.update: same jitter, loss, dup and OOO as the method."""
+    p, cn, bcn = pair(trunk=True)
+    voice(p, cn, 2)
+    call = p.b.call_info(bcn)
+    assert call is not None
+    seen: list[tuple[int, int, float]] = []
+    p.b.set_media_sink(lambda c, ts, payload, now: seen.append((ts, len(payload), now)))
+    base = call.rx_last & 0xFFFF
+    ref = RxStats()
+    ref.ptime = call.rx.ptime
+    start = (call.rx.frames, call.rx.max_ts)
+    ref.frames, ref.max_ts = start
+    ref.bytes, ref.jitter, ref.jitter_max = call.rx.bytes, call.rx.jitter, call.rx.jitter_max
+    ref.prev_transit, ref.lost = call.rx.prev_transit, call.rx.lost
+    ref.ooo, ref.dup = call.rx.ooo, call.rx.dup
+    steps = [20, 40, 100, 80, 100, 140, 145, 200]       # gap, OOO, dup, odd spacing
+    for k, step in enumerate(steps):
+        now = p.now + 0.02 * k + 0.003 * (k % 3)
+        for dg in pack_trunk([(cn, (base + step) & 0xFFFF, TONE)], 5000 + k,
+                             timestamps=True):
+            p.b.receive_datagram(dg, p.a.local_addr, now)
+    for ts, n, now in seen:
+        ref.update(ts, n, now)
+    assert len(seen) == len(steps)
+    for slot in RxStats.__slots__:
+        assert getattr(call.rx, slot) == getattr(ref, slot), slot
+    assert call.rx.lost > 0 and call.rx.ooo > 0 and call.rx.dup > 0
 
 
 def test_media_before_accept_and_before_full_voice_dropped() -> None:
