@@ -219,6 +219,10 @@ class GatewayApp:
         self._control: ControlServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._media: dict[int, IaxChannel] = {}
+        #: of ``_media``: calls whose handler echoes at once (``immediate``), and the others,
+        #: which the 20 ms ticker asks for a payload
+        self._echo_calls: set[int] = set()
+        self._ticked: dict[int, IaxChannel] = {}
         self._echo_out: list[tuple[int, bytes]] = []
         self._ticker: asyncio.Task[None] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
@@ -253,9 +257,12 @@ class GatewayApp:
         extra: dict[str, Any] = {}
         if self.impairment is not None:
             extra["impair"] = self.impairment
+        # the per-datagram hook only when something consumes it (metrics, pcap, frame log)
+        if self._pcap is not None or self.metrics_port is not None or self.debug_frames:
+            extra["on_datagram"] = self._on_datagram
         try:
             self._server = await open_endpoint(self.config, self.bind, role_name=self.role_name,
-                                               on_datagram=self._on_datagram, **extra)
+                                               **extra)
         except OSError as exc:
             await self._close_tools()
             raise StartError(f"cannot bind {self.bind[0]}:{self.bind[1]}: "
@@ -388,6 +395,12 @@ class GatewayApp:
             frame_log.debug("%s", describe("tx" if d == "out" else "rx", data, addr))
 
     def _on_media(self, callno: int, ts: int, payload: bytes, now: float) -> None:
+        if callno in self._echo_calls:          # immediate echo: straight to the batch
+            out = self._echo_out
+            if not out:
+                asyncio.get_running_loop().call_soon(self._flush_echo)
+            out.append((callno, payload))
+            return
         session = self.sessions.get(callno)
         if session is not None:
             session.voice(bytes(payload), ts)
@@ -468,6 +481,8 @@ class GatewayApp:
     def _call_ended(self, callno: int, cause: int) -> None:
         session = self.sessions.pop(callno, None)
         self._media.pop(callno, None)
+        self._ticked.pop(callno, None)
+        self._echo_calls.discard(callno)
         if session is None:
             return
         session.ended(cause)
@@ -482,10 +497,19 @@ class GatewayApp:
         self.metrics.calls_active.set(len(self.sessions))
 
     def media_changed(self, session: IaxChannel) -> None:
+        callno = session.callno
         if session.media_active:
-            self._media[session.callno] = session
+            self._media[callno] = session
+            if getattr(session.handler, "immediate", False):
+                self._echo_calls.add(callno)
+                self._ticked.pop(callno, None)
+            else:
+                self._ticked[callno] = session
+                self._echo_calls.discard(callno)
         else:
-            self._media.pop(session.callno, None)
+            self._media.pop(callno, None)
+            self._ticked.pop(callno, None)
+            self._echo_calls.discard(callno)
         if session.hungup and self.sessions.get(session.callno) is session:
             # our own hangup: the endpoint's CallEnded will follow; keep the row until then
             pass
@@ -506,15 +530,20 @@ class GatewayApp:
         if ep is None or self._server is None:
             return
         now = asyncio.get_running_loop().time()
+        echo = self._echo_calls          # the calls still up with an immediate handler
+        send = ep.send_voice
         for callno, payload in out:
-            session = self.sessions.get(callno)
-            if session is None or not session.media_active:
-                continue
-            try:
-                ep.send_voice(callno, payload, now)
-            except Exception as exc:
-                log.debug("%s: echo send_voice: %s", session.name, exc)
-        self._server.flush()
+            if callno in echo:
+                try:
+                    send(callno, payload, now)
+                except Exception as exc:
+                    log.debug("call %d: echo send_voice: %s", callno, exc)
+        # trunked: nothing to send until the trunk timer; the receive batch's flush is pending
+        flush_soon = getattr(self._server, "flush_soon", None)
+        if flush_soon is not None:
+            flush_soon()
+        else:
+            self._server.flush()
 
     # --- media ticker --------------------------------------------------------------------
 
@@ -536,11 +565,11 @@ class GatewayApp:
                     k += behind
                 await asyncio.sleep(0)
             self.ticks += 1
-            if not self._media:
+            if not self._ticked:
                 continue
             now = loop.time()
             sent = False
-            for session in list(self._media.values()):
+            for session in list(self._ticked.values()):
                 handler = session.handler
                 if handler is None or not session.media_active:
                     continue
@@ -550,6 +579,7 @@ class GatewayApp:
                     log.exception("%s: media handler failed next_payload", session.name)
                     session.handler = None
                     self._media.pop(session.callno, None)
+                    self._ticked.pop(session.callno, None)
                     continue
                 if payload:
                     try:
@@ -771,6 +801,9 @@ class _EndpointDriver(asyncio.DatagramProtocol):
                     log.exception("event handler failed on %r", event)
         self._arm()
 
+    def flush_soon(self) -> None:
+        self.flush()
+
     def _arm(self) -> None:
         when = self.endpoint.get_timer()
         if when == self._timer_at:
@@ -843,6 +876,9 @@ class _ServerAdapter:
 
     def flush(self) -> None:
         self._server.flush()
+
+    def flush_soon(self) -> None:
+        self._server.flush_soon()
 
     def close(self) -> None:
         self._server.close()

@@ -45,6 +45,7 @@ class DatagramServer(asyncio.DatagramProtocol):
         self.on_datagram = on_datagram
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._flush_pending = False
         self.closed: asyncio.Future[None] = self.loop.create_future()
         #: ``--impair``: a bad network between the endpoint (and ``on_datagram``) and the socket
         self.impair = ImpairedLink(impair, self.loop) if impair is not None else None
@@ -73,7 +74,8 @@ class DatagramServer(asyncio.DatagramProtocol):
             self.endpoint.receive_datagram(data, src, now)
         except Exception:  # the endpoint must survive anything a peer sends
             log.exception("endpoint failed on a datagram from %s", src)
-        self.flush()
+        if not self._flush_pending:
+            self.flush_soon()
 
     def error_received(self, exc: Exception) -> None:
         log.debug("socket error: %s", exc)
@@ -88,6 +90,17 @@ class DatagramServer(asyncio.DatagramProtocol):
             self.closed.set_result(None)
 
     # -- driving the endpoint
+
+    def flush_soon(self) -> None:
+        """``flush`` once later in this loop pass, however many datagrams arrive meanwhile
+        (uvloop delivers a burst of datagrams in one pass: one flush, one timer re-arm)."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.loop.call_soon(self._deferred_flush)
+
+    def _deferred_flush(self) -> None:
+        self._flush_pending = False
+        self.flush()
 
     def flush(self) -> None:
         """Send queued datagrams, deliver events, re-arm the timer.  Call after any command."""
