@@ -251,6 +251,7 @@ class Call:
         "tx_full",
         "unacked",
         "username",
+        "vnak_at",
     )
 
     def __init__(self, callno: int, kind: CallKind, state: CallState, addr: Addr,
@@ -276,6 +277,7 @@ class Call:
         self.capability = 0
         self.format_rx = 0            # format of the last full voice frame received
         self.svoiceformat = 0         # format of the last full voice frame sent
+        self.vnak_at = -1e18          # last VNAK for media before the first full voice frame
         self.last_full_voice_ts = 0
         self.last_voice_ts = -1
         self.trunk = False

@@ -23,6 +23,7 @@ from iaxgw.gateway.reliability import (
     EndpointCore,
     S,
     Timer,
+    X,
 )
 
 __all__ = ["MediaMixin", "TrunkStream"]
@@ -30,6 +31,9 @@ __all__ = ["MediaMixin", "TrunkStream"]
 _MINI = struct.Struct(">HH")
 _ACCEPTED = int(S.ACCEPTED)
 _UP = int(S.UP)
+
+#: At most one VNAK per call this often for media that arrives before its first full voice frame.
+NO_VOICE_VNAK_S = 0.1
 
 #: Bytes per millisecond of the codecs we can pace (for predicted voice timestamps).
 _BYTES_PER_MS = {4: 8, 8: 8, 0x40: 16, 0x8000: 32, 0x1000: 8}
@@ -96,6 +100,17 @@ class MediaMixin(EndpointCore):
         return True
 
     # ------------------------------------------------------------------ media: receive
+
+    def _vnak_no_voice(self, call: Call, now: float) -> None:
+        """Mini/trunk media of an accepted call before its first full voice frame: that frame
+        was lost (or is late), so VNAK at once as Asterisk does (section 3, pitfall 3) -- the
+        sender resends it now instead of after its 2 s / 10 s retransmission timer, which left
+        a call without audio for 2-12 s (a whole short call when lost twice).  Rate-limited."""
+        if not _ACCEPTED <= call.state <= _UP or now - call.vnak_at < NO_VOICE_VNAK_S:
+            return
+        call.vnak_at = now
+        self._stats["vnak_no_full_voice"] += 1
+        self._send_unreliable(call, X.VNAK, call.lastsent, call.iseqno)
 
     def _on_full_voice(self, call: Call, f: Any, now: float) -> None:
         if not S.ACCEPTED <= call.state <= S.UP:
@@ -190,6 +205,8 @@ class MediaMixin(EndpointCore):
                 continue
             if not call.format_rx or call.state > _UP:
                 self._stats["drop_trunk_call_not_active"] += 1
+                if not call.format_rx:
+                    self._vnak_no_voice(call, now)
                 continue
             last = call.rx_last
             if ts16 is not None:

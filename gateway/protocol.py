@@ -133,6 +133,8 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
                 if call is None or not call.format_rx or call.state > S.UP:
                     self._stats["drop_mini_unknown_call" if call is None
                                 else "drop_mini_call_not_active"] += 1
+                    if call is not None and not call.format_rx:
+                        self._vnak_no_voice(call, now)
                     return
                 last = call.rx_last
                 ts = (last & 0xFFFF0000) | (data[2] << 8) | data[3]

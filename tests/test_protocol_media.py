@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from helpers_pair import Pair, drain, events, full_frames, iax, seed_configs
 from test_protocol import setup_call
 
@@ -204,3 +205,29 @@ def test_ping_lagrq_answered_with_echoed_ts_and_rr_ies() -> None:
     # the PONGs are acked like any full frame
     assert any(a.ts == pong.ts for a in iax(ab, X.ACK))
     drain(p.a, p.now)
+
+
+@pytest.mark.parametrize("trunk", [False, True])
+def test_lost_first_full_voice_is_vnaked_by_media(trunk: bool) -> None:
+    """Section 3 / pitfall 3: minis or trunk entries before the first full voice frame are
+    dropped and VNAKed, so the sender resends the lost full frame at once instead of after its
+    2 s (then 10 s) retransmission timer -- without this a call whose first voice frame was lost
+    twice carried no audio for 12 s."""
+    p, cn, _bcn = pair(trunk=trunk)
+    assert p.a.send_voice(cn, TONE, p.now)
+    lost = p.a.datagrams_to_send(p.now)           # the first (full) voice frame: lost
+    assert [parse_full(d).frametype for d, _ in lost] == [FrameType.VOICE]
+    voice(p, cn, 10)                               # 200 ms of minis / trunk entries
+    p.run(0.1)
+    got = p.ev(p.b, VoiceReceived)
+    assert got and got[0].payload == TONE and p.b.channels()[0].frames_rx == len(got)
+    assert len(got) >= 9, len(got)                 # all but the frames before its resend
+    assert 1 <= p.b.stats()["vnak_no_full_voice"] <= 3           # rate-limited
+    assert p.a.stats()["retransmissions_vnak"] >= 1
+    assert p.a.stats().get("retransmissions", 0) == 0            # no timer retransmission
+
+
+def test_no_vnak_for_media_before_accept_or_after_voice() -> None:
+    p, cn, _bcn = pair(trunk=False)
+    voice(p, cn, 5)
+    assert p.b.stats().get("vnak_no_full_voice", 0) == 0
