@@ -251,6 +251,7 @@ class LiveCall:
     returned: int = -1            # hairpin: call number of the leg that came back
     rx_last: int = -1_000_000     # last media timestamp given to on_rx
     dropped: bool = False
+    pending: bool = False         # counted in LoadRunner.pending (NEW sent, not accepted/ended)
 
 
 class LoadRunner:
@@ -277,6 +278,8 @@ class LoadRunner:
         self.budget = CallnoBudget(opts.callno_budget)
         self.calls: dict[int, LiveCall] = {}          # our call number -> call
         self.by_index: dict[int, LiveCall] = {}       # live calls only
+        self.pending = 0                                # calls in setup, see LiveCall.pending
+        self.pending_peak = 0
         self.ended_indices: set[int] = set()
         self.media_calls: dict[int, LiveCall] = {}    # answered, sending
         self.returned: dict[int, int] = {}            # hairpin leg callno -> our call index
@@ -420,7 +423,7 @@ class LoadRunner:
                 if self.stopping:
                     return
                 now = self.clock()
-                if self.budget.live >= self.opts.calls:
+                if self.budget.live >= self.opts.calls or self.pending >= self.opts.max_pending:
                     self._slot.clear()
                     await self._slot.wait()
                     continue
@@ -455,7 +458,7 @@ class LoadRunner:
         except Exception as exc:
             log.debug("call %d: %s", planned.index, exc)
             self.stats.end_call(stats, now, "ERROR", f"cannot place call: {exc}")
-            self.by_index[planned.index] = call
+            self.ended_indices.add(planned.index)
             call.ended = True
             self.started_attempts += 1
             return
@@ -463,6 +466,9 @@ class LoadRunner:
         call.callno = int(callno)
         self.calls[call.callno] = call
         self.by_index[planned.index] = call
+        call.pending = True
+        self.pending += 1
+        self.pending_peak = max(self.pending_peak, self.pending)
         self.budget.take()
         self.started_attempts += 1
         loop = asyncio.get_running_loop()
@@ -499,6 +505,7 @@ class LoadRunner:
         if call.ended:
             return
         call.ended = True
+        self._setup_done(call)
         for h in (call.hangup_handle, call.timeout_handle, call.tail_handle):
             if h is not None:
                 h.cancel()
@@ -518,6 +525,13 @@ class LoadRunner:
             self.budget.release(now)
         self._slot.set()
         self._check_done()
+
+    def _setup_done(self, call: LiveCall) -> None:
+        """The call left setup (accepted or ended): it no longer counts against max_pending."""
+        if call.pending:
+            call.pending = False
+            self.pending -= 1
+            self._slot.set()
 
     def _check_done(self) -> None:
         if self.started_attempts >= len(self.plan) and self.budget.live == 0:
@@ -548,6 +562,8 @@ class LoadRunner:
             return
         now = self.clock()
         kind = event.kind
+        if kind != "ringing" and kind != "proceeding":
+            self._setup_done(call)     # accepted, or answered/busy/... without a seen ACCEPT
         if kind == "accepted":
             call.accepted = True
             call.stats.on_setup_event("ACCEPT", now)

@@ -16,6 +16,7 @@ Mode = Literal["direct", "hairpin"]
 
 #: Asterisk holds at most this many call numbers per source IP (``maxcallnumbers``), each until
 #: 60 s after its call ended (iax2-facts section 9, pitfall 18).
+ASTERISK_MAXAUTHREQ = 3        # unanswered AUTHREQs per user before REJECT 21
 ASTERISK_MAXCALLNUMBERS = 2048
 CALLNO_HOLD_S = 60.0
 
@@ -118,6 +119,9 @@ class LoadtestOptions:
     report_dir: Path | None = None
     max_failed: int = 0
     setup_timeout: float = 10.0           # NEW -> ANSWER, else the call ends as TIMEOUT
+    # calls in setup (NEW sent, no ACCEPT yet) at once: Asterisk answers a user's 4th unanswered
+    # AUTHREQ with REJECT 21 (maxauthreq, default 3), so a faster ramp must not exceed it
+    max_pending: int = ASTERISK_MAXAUTHREQ
     hangup_timeout: float = 5.0           # our HANGUP -> call gone, else counted as stuck
     media_timeout: float = 3.0            # echo: an answered call receiving nothing this long ends
     callno_budget: int = ASTERISK_MAXCALLNUMBERS
@@ -147,6 +151,8 @@ class LoadtestOptions:
             raise PlanError("--rate must be in (0, 10000] calls per second")
         if self.total is not None and self.total < 1:
             raise PlanError("--total must be at least 1")
+        if self.max_pending < 1:
+            raise PlanError("--max-pending must be at least 1")
         if self.max_failed < 0:
             raise PlanError("--max-failed must be >= 0")
         if self.codec not in ("ulaw", "alaw"):

@@ -232,10 +232,11 @@ def test_echo_calls_answered_and_verified(sites: dict[str, Any]) -> None:
     assert ts_rows and max(int(r["calls_up"]) for r in ts_rows) >= 10
 
 
-def test_finished_calls_keep_only_their_record(sites: dict[str, Any],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """A long run's memory stays flat: a finished call drops its live state (pre-encoded
-    payloads, audio buffers) and keeps only the compact record the report needs."""
+def test_setup_window_and_finished_calls(sites: dict[str, Any],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most ``max_pending`` calls are in setup at once, and a finished call drops its live
+    state (pre-encoded payloads, audio buffers), keeping only the compact record the report
+    needs, so a long run's memory stays flat."""
     import iaxgw.sim.loadtest as lt
 
     runners: list[Any] = []
@@ -247,10 +248,12 @@ def test_finished_calls_keep_only_their_record(sites: dict[str, Any],
         return r
 
     monkeypatch.setattr(lt, "LoadRunner", capture)
-    o = _opts(sites, calls=6, total=18, rate=30, duration=(0.6, 0.6))
+    o = _opts(sites, calls=6, total=18, rate=500, duration=(0.6, 0.6))
     res = _run(o)
     assert res.summary["attempted"] == 18 and res.summary["answered"] == 18
     (r,) = runners
+    # a 500/s ramp still keeps at most 3 calls in setup (Asterisk's maxauthreq)
+    assert r.pending_peak == 3 and r.pending == 0
     assert r.by_index == {}
     assert r.ended_indices == set(range(18))
     assert len(r.stats.records) == 18 and not r.stats.active
