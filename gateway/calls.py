@@ -44,7 +44,7 @@ class CallNumbers:
         self.hold = hold
         self._used: set[int] = set()
         self._held: set[int] = set()
-        self._holdq: deque[tuple[float, int, str]] = deque()
+        self._holdq: deque[tuple[float, int, str | None]] = deque()
         self._per_ip: dict[str, int] = {}
 
     def _prune(self, now: float) -> None:
@@ -52,7 +52,8 @@ class CallNumbers:
         while q and q[0][0] <= now:
             _, callno, ip = q.popleft()
             self._held.discard(callno)
-            self._dec(ip)
+            if ip is not None:
+                self._dec(ip)
 
     def _dec(self, ip: str) -> None:
         left = self._per_ip.get(ip, 0) - 1
@@ -94,6 +95,14 @@ class CallNumbers:
         self._used.discard(callno)
         self._held.add(callno)
         self._holdq.append((now + self.hold, callno, ip))
+
+    def quarantine(self, callno: int, now: float) -> None:
+        """Hold a free ``callno`` for ``hold`` s without counting it against any IP: a peer
+        still refers to it (frames for an unknown call), so a new call must not take it."""
+        if not NORMAL_POOL[0] <= callno <= TRUNK_POOL[1] or not self.is_free(callno):
+            return
+        self._held.add(callno)
+        self._holdq.append((now + self.hold, callno, None))
 
     def count(self, ip: str, now: float) -> int:
         """Numbers in use or held for ``ip``."""

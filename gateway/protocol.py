@@ -426,6 +426,13 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         log.debug("%s: frame for unknown call %d from %s -> INVAL", self.role_name,
                   f.dcallno, addr)
         self._send_inval(f, addr)
+        if f.dcallno > _STATELESS and self._callnos.is_free(f.dcallno) and any(
+                st.addr() == addr for st in self._peers.values()):
+            # a configured peer still holds a call on this number of ours (we restarted, or
+            # it missed our HANGUP): do not hand it to a new call before the peer forgets it
+            # (pitfall 11: a reused number is taken as the old call)
+            self._callnos.quarantine(f.dcallno, now)
+            self._stats["callnos_quarantined"] += 1
 
     def _on_stateless_reply(self, call: Call, f: Any, now: float) -> None:
         """CALLTOKEN, PONG to POKE, calltoken REJECT/REGREJ: from call 1, no ACK, no seqnos."""

@@ -316,3 +316,30 @@ def test_delayreject_sends_reject_one_second_late() -> None:
     ep.handle_timer(2.2)
     out = [parse_full(d) for d, _ in drain(ep, 2.2)]
     assert [f.csub for f in out] == [X.REJECT]
+
+
+def test_restart_call_numbers_a_peer_still_holds_are_not_reused() -> None:
+    """Pitfall 11 after a restart: a configured peer's frame for a call number we do not know
+    (its old call) gets INVAL, and that number is held for 60 s so no new call takes it (the
+    peer would take the new call's frames as the old call's); strangers cannot hold numbers."""
+    _ca, cb = seed_configs(qualify=None)
+    b = Endpoint(cb, local_addr=ADDR_B, rng=random.Random(3))
+    now = 1000.0
+    lagrq = build_full(4242, 20000, 5000, 7, 7, FrameType.IAX, IAXSubclass.LAGRQ)
+    assert b._callnos.is_free(20000)
+    b.receive_datagram(lagrq, ADDR_A, now)            # office-a's old call on our 20000
+    out = [parse_full(d) for d, _ in b.datagrams_to_send(now)]
+    assert [(f.csub, f.scallno, f.dcallno) for f in out] == [(IAXSubclass.INVAL, 20000, 4242)]
+    assert not b._callnos.is_free(20000)
+    assert b.stats()["callnos_quarantined"] == 1
+    assert b._callnos.count(ADDR_A[0], now) == 0      # not counted against the peer's IP
+    # a new call never gets it, even when the generator offers it first
+    b._callnos._rng = type("R", (), {"randint": staticmethod(lambda lo, hi: 20000)})()
+    assert b._callnos.allocate(ADDR_A[0], now + 1, trunk=True) != 20000
+    assert b._callnos.is_free(20000) is False
+    b._callnos._prune(now + 61)
+    assert b._callnos.is_free(20000)
+    # from an address that is no peer: INVAL, but nothing held
+    b.receive_datagram(build_full(4243, 20005, 5000, 7, 7, FrameType.IAX, IAXSubclass.LAGRQ),
+                       ("127.0.0.99", 4569), now)
+    assert b._callnos.is_free(20005)
