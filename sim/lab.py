@@ -255,6 +255,29 @@ class Lab:
 
     # --- instances ------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def lock(self, wait: float = 300.0) -> Iterator[None]:
+        """Hold the lab's inter-process lock (``ROOT/lab.lock``, the one the test fixtures take)
+        so two users of 127.0.0.10/20:4569 never run at once; LabError after ``wait`` s."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / "lab.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise LabError(f"another user holds the lab lock {self.root}/lab.lock "
+                                       f"for over {wait:.0f} s") from None
+                    time.sleep(0.5)
+            yield
+        finally:
+            os.close(fd)
+
     def instance(self, name: str, config: LabSiteConfig | None = None) -> AsteriskInstance:
         """An instance named ``name`` (config folders ``/etc/asterisk-<name>`` etc.)."""
         return AsteriskInstance(self, name, config or seed_site(name))
