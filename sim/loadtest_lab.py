@@ -214,12 +214,23 @@ def _with_serve(opts: LoadtestOptions, work: Path, other: dict[str, Any],
 def _with_asterisk(opts: LoadtestOptions, work: Path, other: dict[str, Any],
                    impair: Any = None) -> LoadtestResult:
     from iaxgw.sim.lab import Lab, LabError
-    from iaxgw.sim.labconfig import seed_site
 
     lab = Lab()
     reason = lab.unavailable_reason()
     if reason:
         raise LoadtestError(f"--asterisk: {reason} (as root: iaxgw lab provision)")
+    try:
+        with lab.lock():     # the lock the test fixtures take: one user of 127.0.0.10/20
+            return _with_asterisk_locked(lab, opts, work, other, impair)
+    except LabError as exc:
+        raise LoadtestError(f"--asterisk: {exc}") from None
+
+
+def _with_asterisk_locked(lab: Any, opts: LoadtestOptions, work: Path, other: dict[str, Any],
+                          impair: Any = None) -> LoadtestResult:
+    from iaxgw.sim.lab import LabError
+    from iaxgw.sim.labconfig import seed_site
+
     overrides: dict[str, Any] = {}
     if opts.trunk is not None:
         overrides["trunk"] = opts.trunk
