@@ -8,12 +8,30 @@ Every call must set up, carry verified audio and tear down (retransmissions do t
 call tables must be empty afterwards, and no asyncio task, endpoint timer or delayed datagram may
 outlive the run.
 
+Teardown bounds.  A HANGUP is a final frame: sent at 0, 2, 12 and 22 s and given up at 32 s
+(clamp(2 x pingtime, 100, 10000) ms with pingtime 1000 before any PONG, x10 up to 10 s, 4 sends:
+fact sheet section 7, the same schedule as Asterisk).  The far end ACKs it, or answers INVAL once
+it has destroyed the call (its ACK was lost), and we destroy on either.  So the load tester is
+given ``hangup_timeout`` = 35 s (32 s + a round trip + margin): it keeps its socket open until
+every HANGUP is acked or given up, and leaves as soon as the table is empty (a few hundred ms
+in the common case, ~2.1 s when a HANGUP or its ACK was lost once, ~12 s when twice in a row).
+With a shorter linger the runner closed its socket while a HANGUP was still pending (its first
+resend lost too, likely when the link carries nothing else: the loss chain is per datagram, so
+a burst spans the resend) and that call stayed in our table for good -- the failure seen
+after the quiet-tail change.  Our table is therefore checked empty right after the run; the
+far end (serve or Asterisk) has destroyed each call when its ACK/INVAL went out, so its table
+must be empty within a few seconds (5 s allowed for polling).
+
 Loss bound (echo, trunk without timestamps, so ``echo_missing_pct`` is the meaningful figure:
 frames sent minus frames echoed back): the injected round-trip loss is
 ``1 - (1 - l_send)(1 - l_recv)`` from the impairment's own counters.  Measured echo loss adds
 (a) frames in flight at hangup (~RTT / 20 ms per call, ~1-3 %) and (b) a lost first full voice
-frame: minis are dropped until its retransmission 2 s later (2 x loss x 2 s / call length).  So:
-``expected - 1.5 pp <= echo_missing <= expected + 1.5 pp + (a) + (b)``.
+frame: minis are dropped and VNAKed until it is resent (one round trip plus up to the 100 ms
+VNAK rate limit, <= 0.3 s; was 2 s or 12 s before the receiver VNAKed): 2 x loss x 0.3 s / call
+length.  So:
+``expected - 3 pp <= echo_missing <= expected + 1.5 pp + (a) + (b)``: the lower side is wider
+because loss hits datagrams, and a trunk datagram carries a varying number of frames, so with
+burst=2 the per-frame loss strays further from the per-datagram figure (6.7 % seen for 8.8 %).
 """
 
 from __future__ import annotations
@@ -31,13 +49,13 @@ import pytest
 
 from iaxgw.gateway.impair import ImpairSpec
 
-pytestmark = [pytest.mark.timeout(150), pytest.mark.xfail(strict=False, reason=(
-    "passed at eb2901d; after af29c9a (serve Echo right after receive) and 9927f44 (loadtest "
-    "hangup tail) a call may stay in our table > 15 s or fail its audio check: under study"))]
+pytestmark = pytest.mark.timeout(150)
 
 SPEC = "loss=5%,burst=2,delay=30ms,jitter=10ms,reorder=1%,dup=1%,seed=5"
 CALLS = 50
 DURATION = 6.0
+HANGUP_LINGER = 35.0      # a final frame is acked, INVALed or given up within 32 s (see above)
+FAR_END_EMPTY_S = 5.0
 _NETS = itertools.cycle(random.Random(os.getpid() + 7).sample(range(100, 250), 150))
 
 
@@ -58,8 +76,8 @@ def _check_loss_and_injection(s: dict[str, Any], rtt_ms: float) -> None:
     expected = 100 * (1 - (1 - ls) * (1 - lr))
     missing = s["loadtest"]["echo_missing_pct"]
     in_flight = 100 * (rtt_ms / 20.0 + 5) / (DURATION * 50)
-    first_full = 100 * 2 * 0.05 * 2.0 / DURATION
-    assert expected - 1.5 <= missing <= expected + 1.5 + in_flight + first_full, \
+    first_full = 100 * 2 * 0.05 * 0.3 / DURATION
+    assert expected - 3.0 <= missing <= expected + 1.5 + in_flight + first_full, \
         (missing, expected, in_flight, first_full)
 
 
@@ -72,10 +90,7 @@ def _run_loadtest(opts: Any, spec: ImpairSpec) -> tuple[Any, dict[str, Any]]:
         before = {t.get_name() for t in asyncio.all_tasks()}
         runner = LoadRunner(opts, load_target(opts), impair=spec)
         res = await runner.run()
-        ep = runner._ep
-        deadline = time.monotonic() + 34    # a final frame gives up after 2+10+10+10 s
-        while ep.channels() and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        ep = runner._ep      # its socket is closed now: nothing can leave the table any more
         await asyncio.sleep(0.1)
         after = {t.get_name() for t in asyncio.all_tasks()}
         leaks = {"channels": len(ep.channels()), "timers": _live_timers(ep),
@@ -96,7 +111,7 @@ def test_iaxgw_vs_iaxgw_through_impairment(tmp_path: Path) -> None:
     a_ip, b_ip = f"127.0.{n}.10", f"127.0.{n}.20"
     opts = LoadtestOptions(calls=CALLS, rate=25, duration=(DURATION, DURATION), quiet=True,
                            live=False, extens=["300"], peer="office-b",
-                           peer_host=(b_ip, 4569), bind=(a_ip, 4569), hangup_timeout=3.0)
+                           peer_host=(b_ip, 4569), bind=(a_ip, 4569), hangup_timeout=HANGUP_LINGER)
     a_dir = write_site(tmp_path / "office-a", "office-a", opts, a_ip, b_ip)
     b_dir = write_site(tmp_path / "office-b", "office-b", opts, a_ip, b_ip)
     opts.config_dir = a_dir
@@ -117,13 +132,14 @@ def test_iaxgw_vs_iaxgw_through_impairment(tmp_path: Path) -> None:
         assert s["endpoint"]["retransmissions"] > 0  # the loss was repaired, not avoided
         _check_loss_and_injection(s, rtt_ms=s["rtt_ms"]["p50"] or 100.0)
         # the far end's call table empties too
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + FAR_END_EMPTY_S
         rows = query(serve.control, "channels")
         while rows and time.monotonic() < deadline:
             time.sleep(0.2)
             rows = query(serve.control, "channels")
         assert rows == []
-        assert took < 45
+        # ramp 2 s + setup + 6 s + teardown; a HANGUP lost twice adds 12 s, thrice 22 s
+        assert took < 2 + 10 + DURATION + HANGUP_LINGER
     finally:
         serve.stop()
     assert serve.proc is not None and serve.proc.returncode == 0
@@ -141,7 +157,7 @@ def test_asterisk_echo_through_impairment(tmp_path: Path, lab: Any) -> None:
         opts = LoadtestOptions(calls=CALLS, rate=25, duration=(DURATION, DURATION), quiet=True,
                                live=False, extens=["200"], peer="office-a",
                                peer_host=("127.0.0.10", 4569), bind=("127.0.0.20", 4569),
-                               hangup_timeout=3.0)
+                               hangup_timeout=HANGUP_LINGER)
         opts.config_dir = write_site(tmp_path / "office-b", "office-b", opts)
         lossy_link_settings(opts, opts.config_dir / "iax.conf")
         opts.check()
@@ -152,7 +168,7 @@ def test_asterisk_echo_through_impairment(tmp_path: Path, lab: Any) -> None:
         assert leaks["channels"] == 0 and leaks["tasks"] == [] and leaks["in_flight"] == 0
         assert leaks["timers"] <= 2, leaks
         _check_loss_and_injection(s, rtt_ms=s["rtt_ms"]["p50"] or 100.0)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + FAR_END_EMPTY_S
         while inst.active_calls() and time.monotonic() < deadline:
             time.sleep(0.5)
         assert inst.active_calls() == 0
