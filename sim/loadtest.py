@@ -401,6 +401,7 @@ class LoadRunner:
         if self._ep is None:
             return
         deadline = self.clock() + self.opts.hangup_timeout
+        live: list[Any] = []
         while self.clock() < deadline:
             try:
                 live = [c for c in self._ep.channels()
@@ -411,6 +412,10 @@ class LoadRunner:
             if not live:
                 return
             await asyncio.sleep(0.05)
+        self.notes.append(
+            f"{len(live)} call(s) still waiting for the target to acknowledge our HANGUP after "
+            f"{self.opts.hangup_timeout:g} s; the target may hold them until its own "
+            "retransmission give-up (about 32 s)")
 
     # --- scheduler ------------------------------------------------------------------------
 

@@ -308,6 +308,8 @@ def test_peer_stops_answering_every_call_ends(sites: dict[str, Any]) -> None:
     assert res.exit_code == 1
     assert s["loadtest"]["dropped"] == 10 and s["loadtest"]["failed_total"] == 10
     assert all(r.cause and "media stopped" in r.cause for r in res.records)
+    # our HANGUPs were never acknowledged: the summary says the target may still hold them
+    assert any("10 call(s) still waiting" in n for n in s["loadtest"]["notes"])
     # a second run against the deaf peer: every call ends as TIMEOUT within the setup timeout
     o2 = _opts(sites, calls=5, rate=50, duration=(1.0, 1.0), setup_timeout=1.5)
     t0 = time.monotonic()
