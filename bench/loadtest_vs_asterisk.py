@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -33,35 +31,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from iaxgw.sim.asterisk_baseline import cpu_ticks, originate_calls, wait_calls_up
-from iaxgw.sim.lab import Lab, LabError
+from iaxgw.sim.lab import Lab
 from iaxgw.sim.labconfig import seed_site
 from iaxgw.sim.loadtest_lab import write_site
 from iaxgw.sim.loadtest_plan import LoadtestOptions
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-@contextlib.contextmanager
-def lab_lock(lab: Lab, wait: float = 600.0) -> Iterator[None]:
-    fd = os.open(str(lab.root / "lab.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise LabError(f"lab lock busy for over {wait:.0f} s") from None
-                time.sleep(0.5)
-        yield
-    finally:
-        os.close(fd)
 
 
 def measure(pids: dict[str, int], window: float) -> dict[str, float]:
@@ -153,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"error: {reason}", file=sys.stderr)
         return 1
-    with lab_lock(lab), tempfile.TemporaryDirectory(prefix="iaxgw-bench-") as tmp:
+    with lab.lock(wait=600.0), tempfile.TemporaryDirectory(prefix="iaxgw-bench-") as tmp:
         b = lab.instance("office-b", seed_site("office-b")).start()
         try:
             ours = phase_ours(b, args.calls, args.window, args.ramp, args.media, args.profile,

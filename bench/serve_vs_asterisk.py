@@ -23,8 +23,6 @@ Target: CPU(iaxgw) / CPU(Asterisk) <= 0.10.  Takes the lab lock (as the test fix
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -32,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,25 +40,6 @@ from iaxgw.sim.labconfig import seed_site
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 FRAMES_PER_S = 50
 TARGET = 0.10
-
-
-@contextlib.contextmanager
-def lab_lock(lab: Lab, wait: float = 600.0) -> Iterator[None]:
-    fd = os.open(str(lab.root / "lab.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"the lab lock {lab.root}/lab.lock is held by another "
-                                     "session") from None
-                time.sleep(0.5)
-        yield
-    finally:
-        os.close(fd)
 
 
 def cpu_window(pids: dict[str, int], window: float) -> dict[str, float]:
@@ -220,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lab unavailable: {reason}", file=sys.stderr)
         return 2
     res: dict[str, Any] = {"calls": args.calls, "window_s": args.window, "cpus": os.cpu_count()}
-    with lab_lock(lab):
+    with lab.lock(wait=600.0):
         if args.only != "asterisk":
             res["iaxgw"] = run_iaxgw(lab, args.calls, args.window, args.rate, args.profile)
             print("[iaxgw]", res["iaxgw"], flush=True)

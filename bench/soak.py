@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -99,7 +98,6 @@ def main() -> int:
     ap.add_argument("--impair", default=None, help="--impair SPEC on our socket")
     ap.add_argument("--json", dest="json_path", default=None, help="also write the figures here")
     args = ap.parse_args()
-    import uvloop
 
     from iaxgw.sim.lab import Lab
 
@@ -108,8 +106,13 @@ def main() -> int:
     if reason:
         print(f"soak: {reason}", file=sys.stderr)
         return 2
-    lock = os.open(str(lab.root / "lab.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(lock, fcntl.LOCK_EX)               # the test fixtures' lock: one lab user
+    with lab.lock(wait=600.0):                     # the test fixtures' lock: one lab user
+        return _run_locked(args, lab)
+
+
+def _run_locked(args: argparse.Namespace, lab: Any) -> int:
+    import uvloop
+
     from iaxgw.sim.labconfig import seed_site
     from iaxgw.sim.loadtest_lab import LOSSY_CALLEE_GENERAL
 
@@ -127,7 +130,6 @@ def main() -> int:
         out["asterisk_iax2_channels_after"] = last
     finally:
         inst.stop()
-        os.close(lock)
     series = out.pop("rss_series_kib")
     print(json.dumps(out, indent=2))
     print("t_s rss_kib fds calls_up: " + " ".join(f"{t}:{r}:{f}:{n}" for t, r, f, n in series))

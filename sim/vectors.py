@@ -28,8 +28,6 @@ whole capture so a concurrent test session does not bind 127.0.0.10/20 at the sa
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import ipaddress
 import json
 import os
@@ -334,27 +332,6 @@ class Result:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def lab_lock(lab: Lab, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
-    """The lab's inter-process lock (the file the pytest ``lab`` fixture locks)."""
-    lab.root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(str(lab.root / "lab.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise LabError(f"the lab lock {lab.root / 'lab.lock'} is held by someone "
-                                   f"else for over {wait_s:.0f} s") from None
-                time.sleep(0.5)
-        yield
-    finally:
-        os.close(fd)
-
-
 def _wait(pred: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -473,7 +450,7 @@ def capture_vectors(outdir: str | os.PathLike[str], *, lab: Lab | None = None,
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="iaxgw-vectors-"))
     work.mkdir(parents=True, exist_ok=True)
     result = Result()
-    with lab_lock(lab):
+    with lab.lock(wait=LOCK_WAIT_S):
         for run in runs:
             pcap = work / f"asterisk22_{run.name}.pcapng"
             version = capture_run(lab, run, pcap, log)

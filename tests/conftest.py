@@ -19,9 +19,7 @@ this process started and is still running, also when a test fails or is interrup
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -61,35 +59,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     stop_all_started()
 
 
-@contextlib.contextmanager
-def _lab_lock(path: str) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"another test session holds the Asterisk lab lock {path} "
-                                f"for over {LOCK_WAIT_S:.0f} s", pytrace=False)
-                time.sleep(0.5)
-        yield
-    finally:
-        os.close(fd)
-
-
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Any]:
     """The provisioned lab; skips (or fails, see module doc) when it is not usable."""
-    from iaxgw.sim.lab import Lab, stop_all_started
+    from iaxgw.sim.lab import Lab, LabError, stop_all_started
 
     lab_ = Lab()
     reason = lab_.unavailable_reason()
     if reason is not None:
         skip_or_fail(reason)
-    with _lab_lock(str(lab_.root / "lab.lock")):
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(lab_.lock(wait=LOCK_WAIT_S))
+        except LabError as exc:
+            pytest.fail(f"another test session holds the Asterisk lab: {exc}", pytrace=False)
         try:
             yield lab_
         finally:
