@@ -256,6 +256,10 @@ cdef FullFrame _parse_full(const unsigned char *p, Py_ssize_t n):
     return f
 
 
+# A plain builtin rather than a Cython function object: the interpreter specialises calls to
+# it (per-datagram hot path); the clinic-style docstring keeps inspect.signature working.
+@cython.binding(False)
+@cython.embedsignature.format("clinic")
 def parse_full(data):
     """Parse a full frame datagram; the payload is copied to ``bytes``."""
     if PyBytes_CheckExact(data):

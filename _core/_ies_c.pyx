@@ -5,20 +5,25 @@ The payload is read through a pointer and a length; every IE length is checked a
 left before its value is touched.
 """
 
+cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize
 from cpython.bytes cimport PyBytes_GET_SIZE
 from cpython.datetime cimport datetime, datetime_new, import_datetime
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_DecodeUTF8
 from cpython.list cimport PyList_New, PyList_SET_ITEM
-from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
-from libc.string cimport memcmp, memcpy
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
 
 cdef extern from "Python.h":
     object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
     void *PyUnicode_DATA(object o)
     ctypedef struct PyObject
+    PyObject **PySequence_Fast_ITEMS(object o)
+    void Py_DECREF_P "Py_DECREF"(PyObject *o)
+    void Py_INCREF_P "Py_INCREF"(PyObject *o)
 
 cdef extern from *:
     """
@@ -60,6 +65,11 @@ for _k in range(256):
 
 cdef bytes _ZERO8 = bytes(8)
 cdef bytes _ZERO4 = bytes(4)
+# The IE ids 0..255 as int objects (kept alive by the tuple), for the id of a new pair.
+cdef tuple _IDS = tuple(range(256))
+cdef PyObject *_ids[256]
+for _k in range(256):
+    _ids[_k] = <PyObject *>_IDS[_k]
 
 
 # Interning cache of parsed (id, value) pairs, keyed by the raw IE bytes.  Signalling between two
@@ -67,53 +77,116 @@ cdef bytes _ZERO4 = bytes(4)
 # CALLTOKEN, ...), and every value type returned is immutable, so an identical IE can share one
 # tuple.  Direct-mapped, IEs of up to CACHE_MAX_VALUE bytes; only with the GIL (the slot update
 # is not atomic).
+#
+# Admission on the second sighting: a missed IE first only leaves its key in its slot (a
+# candidate); it is cached when it comes again while it still is the slot's candidate.  A cached
+# pair is evicted only by a miss that finds it not hit since the previous competing miss (second
+# chance).  So per-call IEs (numbers, names, DATETIME) neither churn the cache nor evict the IEs
+# that repeat, and their objects die young with the caller's list instead of lingering in a slot.
 cdef enum:
     CACHE_SLOTS = 512
     CACHE_MAX_VALUE = 30
 
 ctypedef struct _Slot:
-    PyObject *pair
-    unsigned int keylen
+    PyObject *pair  # the cached pair of ``key``, or NULL: ``key`` (if keylen) is a candidate
+    unsigned int keylen  # 0: no key
+    unsigned int used  # the pair was hit since the last competing miss
     unsigned char key[CACHE_MAX_VALUE + 2]
 
 cdef _Slot _cache[CACHE_SLOTS]
 
 
+cdef inline uint64_t _ld64(const unsigned char *p) noexcept nogil:
+    cdef uint64_t w
+    memcpy(&w, p, 8)
+    return w
+
+
+cdef inline uint64_t _ld32(const unsigned char *p) noexcept nogil:
+    cdef uint32_t w
+    memcpy(&w, p, 4)
+    return w
+
+
+cdef inline uint64_t _ld16(const unsigned char *p) noexcept nogil:
+    cdef uint16_t w
+    memcpy(&w, p, 2)
+    return w
+
+
+cdef inline uint64_t _tail(const unsigned char *raw, unsigned int n) noexcept nogil:
+    """The bytes of a 2..8-byte ``raw`` packed into one word (reads stay inside raw[0:n])."""
+    if n >= 4:
+        return _ld32(raw) | (_ld32(raw + n - 4) << 32)
+    return _ld16(raw) | (_ld16(raw + n - 2) << 16)
+
+
 cdef inline unsigned int _slot_of(const unsigned char *raw, unsigned int n) noexcept nogil:
-    cdef unsigned int h = 2166136261u
-    cdef unsigned int k
-    for k in range(n):
-        h = (h ^ raw[k]) * 16777619u
-    return (h ^ (h >> 15)) & (CACHE_SLOTS - 1)
+    """Slot of the ``n``-byte raw IE (2 <= n <= CACHE_MAX_VALUE + 2), a word at a time: the
+    8-byte words from the start, then the last 8 bytes (overlapping); a collision only costs a
+    miss, the key is compared in full."""
+    cdef uint64_t h = n * 0x9E3779B97F4A7C15ULL
+    cdef unsigned int k = 0
+    if n <= 8:
+        h = (h ^ _tail(raw, n)) * 0xFF51AFD7ED558CCDULL
+    else:
+        while k + 8 < n:
+            h = (h ^ _ld64(raw + k)) * 0xFF51AFD7ED558CCDULL
+            h ^= h >> 29
+            k += 8
+        h = (h ^ _ld64(raw + n - 8)) * 0xFF51AFD7ED558CCDULL
+    h ^= h >> 32
+    h *= 0xC4CEB9FE1A85EC53ULL
+    return <unsigned int>(h >> 40) & (CACHE_SLOTS - 1)
 
 
-cdef inline object _cache_get(const unsigned char *raw, unsigned int n, unsigned int slot):
-    cdef _Slot *e = &_cache[slot]
-    if e.pair != NULL and e.keylen == n and memcmp(e.key, raw, n) == 0:
-        return <object>e.pair
-    return None
+cdef inline bint _same(const unsigned char *a, const unsigned char *b,
+                       unsigned int n) noexcept nogil:
+    """a[0:n] == b[0:n] for 2 <= n, comparing words (each read inside [0, n))."""
+    cdef unsigned int k = 0
+    if n < 8:
+        return _tail(a, n) == _tail(b, n)
+    while k + 8 < n:
+        if _ld64(a + k) != _ld64(b + k):
+            return False
+        k += 8
+    return _ld64(a + n - 8) == _ld64(b + n - 8)
 
 
-cdef inline void _cache_put(const unsigned char *raw, unsigned int n, unsigned int slot,
-                            tuple pair) noexcept:
+cdef inline void _cache_offer(const unsigned char *raw, unsigned int n, unsigned int slot,
+                              tuple pair) noexcept:
+    """A miss of the raw IE (``n`` <= CACHE_MAX_VALUE + 2 bytes) in ``slot``, decoded to ``pair``:
+    admit it if it is the slot's candidate, else make it the candidate unless the slot holds a
+    pair hit since the last competing miss."""
     cdef _Slot *e = &_cache[slot]
     cdef PyObject *old = e.pair
-    Py_INCREF(pair)
-    e.pair = <PyObject *>pair
+    if old == NULL:
+        if e.keylen == n and _same(e.key, raw, n):
+            Py_INCREF(pair)
+            e.pair = <PyObject *>pair
+            e.used = 0
+            return
+    elif e.used:
+        e.used = 0
+        return
+    e.pair = NULL
     e.keylen = n
     memcpy(e.key, raw, n)
     if old != NULL:
-        Py_DECREF(<object>old)
+        Py_DECREF_P(old)
 
 
 def _clear_cache():
     """Empty the IE interning cache (benchmarks of the cold path use this)."""
     cdef int k
+    cdef PyObject *old
     for k in range(CACHE_SLOTS):
-        if _cache[k].pair != NULL:
-            Py_DECREF(<object>_cache[k].pair)
-            _cache[k].pair = NULL
-            _cache[k].keylen = 0
+        old = _cache[k].pair
+        _cache[k].pair = NULL
+        _cache[k].keylen = 0
+        _cache[k].used = 0
+        if old != NULL:
+            Py_DECREF_P(old)
 
 
 cdef inline int _width(unsigned int kind) noexcept:
@@ -124,7 +197,27 @@ cdef inline int _width(unsigned int kind) noexcept:
     return 4
 
 
+cdef unsigned char _MDAYS[13]
+_MDAYS[:] = [0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+
+
+cdef inline bint _valid_datetime(unsigned int value) noexcept nogil:
+    """The DATETIME fields make a valid date and time (else datetime() raises ValueError)."""
+    cdef unsigned int year = 2000 + (value >> 25)
+    cdef unsigned int month = (value >> 21) & 0x0F
+    cdef unsigned int day = (value >> 16) & 0x1F
+    if month < 1 or month > 12 or day < 1 or day > _MDAYS[month]:
+        return False
+    if month == 2 and day == 29 and not (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)):
+        return False
+    return ((value >> 11) & 0x1F) < 24 and ((value >> 5) & 0x3F) < 60 and (value & 0x1F) < 30
+
+
 cdef datetime _decode_datetime(unsigned int value):
+    if _valid_datetime(value):
+        return datetime_new(2000 + (value >> 25), (value >> 21) & 0x0F,
+                            (value >> 16) & 0x1F, (value >> 11) & 0x1F, (value >> 5) & 0x3F,
+                            (value & 0x1F) * 2, 0, None)
     try:
         return datetime_new(2000 + (value >> 25), (value >> 21) & 0x0F,
                             (value >> 16) & 0x1F, (value >> 11) & 0x1F, (value >> 5) & 0x3F,
@@ -175,11 +268,18 @@ cdef object _sockaddr(const unsigned char *v, unsigned int ln):
 
 cdef str _text(const unsigned char *v, unsigned int ln):
     """UTF-8 with surrogateescape; pure ASCII (the usual case) is copied straight in."""
-    cdef unsigned int k
-    cdef unsigned char acc = 0
-    for k in range(ln):
-        acc |= v[k]
-    if acc >= 0x80:
+    cdef unsigned int k = 0
+    cdef uint64_t acc = 0
+    if ln >= 8:
+        while k + 8 < ln:
+            acc |= _ld64(v + k)
+            k += 8
+        acc |= _ld64(v + ln - 8)
+    elif ln >= 2:
+        acc = _tail(v, ln)
+    elif ln == 1:
+        acc = v[0]
+    if acc & 0x8080808080808080ULL:
         return PyUnicode_DecodeUTF8(<const char *>v, ln, "surrogateescape")
     if ln == 0:
         return ""
@@ -206,84 +306,162 @@ cdef Py_ssize_t _count(const unsigned char *p, Py_ssize_t n) except -1:
     return count
 
 
-cdef list _parse(const unsigned char *p, Py_ssize_t n):
+cdef inline unsigned int _lookup(const unsigned char *raw, unsigned int n,
+                                 PyObject **hit) noexcept:
+    """Cache slot of the raw IE (``CACHE_SLOTS`` if it is not cached); ``*hit`` = the cached
+    pair (borrowed) or NULL."""
+    cdef unsigned int slot
+    cdef _Slot *e
+    hit[0] = NULL
+    if not IAXGW_IE_CACHE or n > CACHE_MAX_VALUE + 2:
+        return CACHE_SLOTS
+    slot = _slot_of(raw, n)
+    e = &_cache[slot]
+    if e.pair != NULL and e.keylen == n and _same(e.key, raw, n):
+        e.used = 1
+        hit[0] = e.pair
+    return slot
+
+
+cdef tuple _pair(const unsigned char *p, Py_ssize_t i):
+    """The ``(id, value)`` pair of the IE at ``p[i]``, whose length byte the caller has checked
+    against the payload (``p[i + 2 : i + 2 + p[i + 1]]`` is readable)."""
+    cdef PyObject *hit
+    cdef unsigned int slot = _lookup(p + i, p[i + 1] + 2, &hit)
+    if hit != NULL:
+        return <tuple>hit
+    return _new_pair(p, i, slot)
+
+
+cdef tuple _new_pair(const unsigned char *p, Py_ssize_t i, unsigned int slot):
+    """Decode the IE at ``p[i]`` (length checked by the caller) and cache the pair in ``slot``
+    unless that is ``CACHE_SLOTS``."""
+    cdef unsigned int ie = p[i]
+    cdef unsigned int ln = p[i + 1]
+    cdef const unsigned char *v = p + i + 2
+    cdef unsigned int kind
+    cdef object value
+    cdef object key
+    cdef object pair
+    kind = _kinds[ie]
+    if kind == K_STRING:
+        value = _text(v, ln)
+    elif kind == K_U16:
+        if ln != 2:
+            raise FrameError(f"{ie_name(ie)} must be 2 bytes, got {ln}", i)
+        value = rd16(v)
+    elif kind == K_U32:
+        if ln != 4:
+            raise FrameError(f"{ie_name(ie)} must be 4 bytes, got {ln}", i)
+        value = rd32(v)
+    elif kind == K_U8:
+        if ln != 1:
+            raise FrameError(f"{ie_name(ie)} must be 1 bytes, got {ln}", i)
+        value = v[0]
+    elif kind == K_DATETIME:
+        if ln != 4:
+            raise FrameError(f"{ie_name(ie)} must be 4 bytes, got {ln}", i)
+        try:
+            value = _decode_datetime(rd32(v))
+        except FrameError as exc:
+            raise FrameError(exc.reason, i) from None
+    elif kind == K_EMPTY:
+        if ln != 0:
+            raise FrameError(f"{ie_name(ie)} must be empty, got {ln} bytes", i)
+        value = None
+    elif kind == K_OPT_STRING:
+        value = _text(v, ln) if ln else None
+    elif kind == K_VERSIONED_U64:
+        if ln and v[0] == 0:
+            if ln != 9:
+                raise FrameError(f"{ie_name(ie)} version 0 must be 9 bytes, got {ln}", i)
+            value = ((<unsigned long long>rd32(v + 1)) << 32) | rd32(v + 5)
+        else:
+            value = PyBytes_FromStringAndSize(<const char *>v, ln)
+    elif kind == K_SOCKADDR:
+        value = _sockaddr(v, ln)
+    else:
+        value = PyBytes_FromStringAndSize(<const char *>v, ln)
+    key = <object>_ids[ie]
+    pair = PyTuple_New(2)
+    Py_INCREF(key)
+    PyTuple_SET_ITEM(pair, 0, key)
+    Py_INCREF(value)
+    PyTuple_SET_ITEM(pair, 1, value)
+    if slot != CACHE_SLOTS:
+        _cache_offer(p + i, ln + 2, slot, <tuple>pair)
+    return <tuple>pair
+
+
+cdef list _parse_checked(const unsigned char *p, Py_ssize_t n):
+    """Structure first (the lengths must tile the payload, as in the twin), then the values."""
     cdef Py_ssize_t count = _count(p, n)
     cdef list out = PyList_New(count)
     cdef Py_ssize_t i = 0
     cdef Py_ssize_t j
-    cdef unsigned int ie, ln, kind
-    cdef const unsigned char *v
-    cdef object value
-    cdef object key
-    cdef object pair
-    cdef unsigned int slot = 0
-    cdef bint cacheable
+    cdef tuple pair
     for j in range(count):
-        ie = p[i]
-        ln = p[i + 1]
-        v = p + i + 2
-        cacheable = IAXGW_IE_CACHE and ln <= CACHE_MAX_VALUE
-        if cacheable:
-            slot = _slot_of(p + i, ln + 2)
-            pair = _cache_get(p + i, ln + 2, slot)
-            if pair is not None:
-                Py_INCREF(pair)
-                PyList_SET_ITEM(out, j, pair)
-                i += 2 + ln
-                continue
-        kind = _kinds[ie]
-        if kind == K_STRING:
-            value = _text(v, ln)
-        elif kind == K_U16:
-            if ln != 2:
-                raise FrameError(f"{ie_name(ie)} must be 2 bytes, got {ln}", i)
-            value = rd16(v)
-        elif kind == K_U32:
-            if ln != 4:
-                raise FrameError(f"{ie_name(ie)} must be 4 bytes, got {ln}", i)
-            value = rd32(v)
-        elif kind == K_U8:
-            if ln != 1:
-                raise FrameError(f"{ie_name(ie)} must be 1 bytes, got {ln}", i)
-            value = v[0]
-        elif kind == K_DATETIME:
-            if ln != 4:
-                raise FrameError(f"{ie_name(ie)} must be 4 bytes, got {ln}", i)
-            try:
-                value = _decode_datetime(rd32(v))
-            except FrameError as exc:
-                raise FrameError(exc.reason, i) from None
-        elif kind == K_EMPTY:
-            if ln != 0:
-                raise FrameError(f"{ie_name(ie)} must be empty, got {ln} bytes", i)
-            value = None
-        elif kind == K_OPT_STRING:
-            value = _text(v, ln) if ln else None
-        elif kind == K_VERSIONED_U64:
-            if ln and v[0] == 0:
-                if ln != 9:
-                    raise FrameError(f"{ie_name(ie)} version 0 must be 9 bytes, got {ln}", i)
-                value = ((<unsigned long long>rd32(v + 1)) << 32) | rd32(v + 5)
-            else:
-                value = PyBytes_FromStringAndSize(<const char *>v, ln)
-        elif kind == K_SOCKADDR:
-            value = _sockaddr(v, ln)
-        else:
-            value = PyBytes_FromStringAndSize(<const char *>v, ln)
-        key = ie
-        pair = PyTuple_New(2)
-        Py_INCREF(key)
-        PyTuple_SET_ITEM(pair, 0, key)
-        Py_INCREF(value)
-        PyTuple_SET_ITEM(pair, 1, value)
-        if cacheable:
-            _cache_put(p + i, ln + 2, slot, <tuple>pair)
+        pair = _pair(p, i)
         Py_INCREF(pair)
         PyList_SET_ITEM(out, j, pair)
-        i += 2 + ln
+        i += 2 + p[i + 1]
     return out
 
 
+cdef enum:
+    STACK_IES = 48
+
+
+cdef list _parse(const unsigned char *p, Py_ssize_t n):
+    """One pass over a well-formed payload of up to STACK_IES IEs; anything else (a structure or
+    value error, more IEs) is redone by :func:`_parse_checked`, which reports errors in the
+    twin's order."""
+    cdef PyObject *items[STACK_IES]
+    cdef Py_ssize_t i = 0
+    cdef Py_ssize_t j = 0
+    cdef Py_ssize_t k
+    cdef unsigned int ln, slot
+    cdef PyObject *hit
+    cdef tuple pair
+    cdef list out
+    cdef bint failed = False
+    try:
+        while i < n:
+            if j == STACK_IES or n - i < 2:
+                break
+            ln = p[i + 1]
+            if ln > n - i - 2:
+                break
+            slot = _lookup(p + i, ln + 2, &hit)
+            if hit != NULL:
+                Py_INCREF_P(hit)
+                items[j] = hit
+            else:
+                pair = _new_pair(p, i, slot)
+                Py_INCREF(pair)
+                items[j] = <PyObject *>pair
+            j += 1
+            i += 2 + ln
+    except FrameError:
+        failed = True
+    except BaseException:
+        for k in range(j):
+            Py_DECREF_P(items[k])
+        raise
+    if not failed and i == n:
+        out = PyList_New(j)
+        if j:
+            memcpy(PySequence_Fast_ITEMS(out), items, j * sizeof(PyObject *))
+        return out
+    for k in range(j):
+        Py_DECREF_P(items[k])
+    return _parse_checked(p, n)
+
+
+# A plain builtin rather than a Cython function object: the interpreter specialises calls to
+# it (per-datagram hot path); the clinic-style docstring keeps inspect.signature working.
+@cython.binding(False)
+@cython.embedsignature.format("clinic")
 def parse_ies(payload):
     """Parse the IEs of an IAX frame payload into ``(id, value)`` pairs in wire order."""
     if PyBytes_CheckExact(payload):

@@ -170,3 +170,46 @@ def test_corrupted_vectors_parse_or_raise(name: str, edits: list[tuple[int, int]
         assert outcome(getattr(FC, fn), data) == outcome(getattr(FP, fn), data)
     body = data[12:]
     assert outcome(IC.parse_ies, body) == outcome(IP.parse_ies, body)
+
+
+good_ie = st.one_of(
+    st.tuples(st.sampled_from([1, 2, 6, 54, 200]), st.binary(max_size=12)),
+    st.tuples(st.just(9), st.binary(min_size=4, max_size=4)),
+    st.tuples(st.just(11), st.binary(min_size=2, max_size=2)),
+)
+
+
+@SETTINGS
+@given(st.lists(good_ie, min_size=40, max_size=70), st.integers(0, 70),
+       st.sampled_from([b"", b"\x0b\x01\x00", b"\x1f\x04\xff\xff\xff\xff"]),
+       st.sampled_from([b"", b"\x01", b"\x06\x09"]))
+def test_ie_parsers_agree_around_the_one_pass_limit(raw: list[tuple[int, bytes]], at: int,
+                                                    bad: bytes, tail: bytes) -> None:
+    """Payloads of 40..70 IEs (the compiled parser does up to 48 in one pass, else it redoes the
+    payload checking its structure first), optionally with a bad value at IE ``at`` and/or a
+    broken tail: the same pairs or the same first error as the twin."""
+    ies = [bytes([ie, len(v)]) + v for ie, v in raw]
+    data = b"".join(ies[:at]) + bad + b"".join(ies[at:]) + tail
+    assert outcome(IC.parse_ies, data) == outcome(IP.parse_ies, data)
+
+
+def test_ie_cache_admission_keeps_results_equal() -> None:
+    """Parsing NEWs whose per-call IEs change between repeated ones (the compiled parser caches an
+    IE once it is seen twice, evicting pairs that are not hit): every result equals the twin's,
+    also after the cache is emptied, and repeated IEs come back as the same objects."""
+    from _vectors import load
+
+    base = IP.parse_ies(load("hand_new")[12:])
+    clear = getattr(IC, "_clear_cache", lambda: None)
+    for k in range(3000):
+        if k == 1500:
+            clear()
+        per_call = {1: f"{k % 7}", 2: f"555{k:05d}", 4: f"Site {k % 300}", 13: f"{k}",
+                    31: 0x30A60000 | (k // 30 % 60) << 5 | k % 30}
+        items = [(i, per_call.get(i, v)) for i, v in base]
+        data = IP.build_ies(items)
+        got = IC.parse_ies(data)
+        assert got == IP.parse_ies(data)
+    again = IC.parse_ies(data)
+    if IC is not IP:
+        assert sum(a is b for a, b in zip(got, again)) >= 14  # the IEs every NEW repeats

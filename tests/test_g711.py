@@ -82,6 +82,24 @@ def test_bulk_over_nogil_threshold(m: ModuleType, name: str) -> None:
 
 
 @impl
+@pytest.mark.parametrize("name", ["ulaw_decode", "alaw_decode"])
+@pytest.mark.parametrize("n", [524_288, 524_288 + 7, 1_000_003])
+def test_bulk_decode_streamed(m: ModuleType, name: str, n: int) -> None:
+    """Decodes of >= 512 Ki samples into a new result take the non-temporal store path of the
+    compiled core (8 samples a store, then a tail); inputs at any offset, and into ``out``."""
+    rng = np.random.default_rng(n)
+    raw = rng.integers(0, 256, n + 3, dtype=np.uint8).tobytes()
+    table = np.frombuffer(getattr(m, name)(ALL_CODES), np.int16)
+    for off in range(4):
+        src = memoryview(raw)[off : off + n]
+        want = table[np.frombuffer(src, np.uint8)].tobytes()
+        assert getattr(m, name)(src) == want
+        out = bytearray(2 * n + 1)
+        assert getattr(m, name)(src, memoryview(out)[1:]) == 2 * n
+        assert out[1:] == want
+
+
+@impl
 def test_known_codes(m: ModuleType) -> None:
     # silence, full scale and the classic reference points of the two laws
     pcm = array.array("h", [0, -1, 32767, -32768, 1000, -1000]).tobytes()
