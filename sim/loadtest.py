@@ -254,6 +254,18 @@ class LiveCall:
     pending: bool = False         # counted in LoadRunner.pending (NEW sent, not accepted/ended)
 
 
+def udp_rcvbuf_errors() -> int | None:
+    """This machine's count of UDP datagrams dropped for a full receive buffer (Linux
+    ``/proc/net/snmp`` Udp RcvbufErrors), or None where it cannot be read."""
+    try:
+        lines = [ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines()
+                 if ln.startswith("Udp:")]
+        head, values = lines[0], lines[1]
+        return int(values[head.index("RcvbufErrors")])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class LoadRunner:
     """Runs one load test; see the module docstring."""
 
@@ -296,6 +308,7 @@ class LoadRunner:
         self.stopping = False
         self.interrupted = False
         self.deadline_hit = False
+        self._rcvbuf_errors0: int | None = None
         self.screen = screen
         self._server: Any = None
         self._ep: Any = None
@@ -338,6 +351,7 @@ class LoadRunner:
         self._ep = self._server.endpoint
         self._now = loop.time
         self._ep.set_media_sink(self._on_media)
+        self._rcvbuf_errors0 = udp_rcvbuf_errors()
         installed = []
         for s in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -790,6 +804,9 @@ class LoadRunner:
         exit_code = 0 if failed <= o.max_failed and audio_ok and not self.deadline_hit else 1
         if self.interrupted:
             exit_code = 1
+        now_errors = udp_rcvbuf_errors()
+        kernel_drops = (now_errors - self._rcvbuf_errors0
+                        if now_errors is not None and self._rcvbuf_errors0 is not None else None)
         summary["loadtest"] = {
             "target": f"{self.target.peer_addr[0]}:{self.target.peer_addr[1]}",
             "peer": self.target.peer,
@@ -818,8 +835,15 @@ class LoadRunner:
             "send_timing": send_timing(self.late_ms, self.work_ms),
             "interrupted": self.interrupted,
             "deadline_hit": self.deadline_hit,
+            "socket_buffers": {"rcv": self._server.rcvbuf, "snd": self._server.sndbuf}
+            if self._server is not None else None,
+            "kernel_udp_rcvbuf_errors": kernel_drops,
             "notes": self.notes + diagnose(summary, self.target),
         }
+        if kernel_drops:
+            summary["loadtest"]["notes"].append(
+                f"the kernel dropped {kernel_drops} UDP datagram(s) on this machine for full "
+                "receive buffers during the run (local overload, not network loss)")
         tx = sum(r.tx_frames for r in records if r.outcome == "ANSWERED")
         rx = sum(r.rx_frames for r in records if r.outcome == "ANSWERED")
         summary["loadtest"]["echo_missing_pct"] = (

@@ -209,6 +209,9 @@ def test_echo_calls_answered_and_verified(sites: dict[str, Any]) -> None:
     assert s["attempted"] == 12 and s["answered"] == 12 and s["failed"] == 0
     assert s["audio"]["verified"] == 12 and s["audio"]["crossed"] == 0
     assert s["max_concurrent"] == 12
+    # local overload is told apart from network loss: the kernel's drop counter is read
+    assert isinstance(s["loadtest"]["kernel_udp_rcvbuf_errors"], int)
+    assert s["loadtest"]["socket_buffers"]["rcv"] > 1_000_000
     assert 0 < s["setup_ms"]["p50"] < 500
     assert s["loss_pct"] is not None and s["loss_pct"] < 2.0
     assert s["jitter_ms"]["p50"] is not None and s["jitter_ms"]["p50"] < 10
