@@ -254,6 +254,10 @@ class LiveCall:
     pending: bool = False         # counted in LoadRunner.pending (NEW sent, not accepted/ended)
 
 
+#: Setup time per call the run deadline allows when the --max-pending window paces the ramp.
+SETUP_ALLOWANCE_S = 0.5
+
+
 def udp_rcvbuf_errors() -> int | None:
     """This machine's count of UDP datagrams dropped for a full receive buffer (Linux
     ``/proc/net/snmp`` Udp RcvbufErrors), or None where it cannot be read."""
@@ -333,7 +337,9 @@ class LoadRunner:
         rounds = math.ceil(o.attempts / o.calls)
         per_call = o.setup_timeout + o.duration[1] + o.hangup_timeout
         budget_wait = 65.0 if self.budget.limit < o.attempts else 0.0
-        return o.attempts / o.cps + rounds * per_call + budget_wait + 15.0
+        # the setup window admits max_pending calls at a time: allow 0.5 s per setup
+        ramp = max(o.attempts / o.cps, o.attempts * SETUP_ALLOWANCE_S / o.max_pending)
+        return ramp + rounds * per_call + budget_wait + 15.0
 
     async def run(self) -> LoadtestResult:
         from iaxgw.gateway.server import open_endpoint

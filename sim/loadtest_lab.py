@@ -151,6 +151,9 @@ def lossy_link_settings(opts: LoadtestOptions, iax_conf_caller: Path | None = No
     if opts.setup_timeout < LOSSY_SETUP_TIMEOUT:
         opts.setup_timeout = LOSSY_SETUP_TIMEOUT
         notes.append(f"impaired link: setup timeout {LOSSY_SETUP_TIMEOUT:g} s")
+    if opts.max_pending < LOSSY_MAXAUTHREQ:          # the callee allows that many now; a setup
+        opts.max_pending = LOSSY_MAXAUTHREQ          # held 12 s by a lost frame must not stall
+        notes.append(f"impaired link: max pending setups {LOSSY_MAXAUTHREQ}")   # the ramp
     return notes
 
 
