@@ -118,6 +118,7 @@ class ServeProcess:
 LOSSY_SETUP_TIMEOUT = 40.0
 LOSSY_MAXAUTHREQ = 1000
 LOSSY_MEDIA_TIMEOUT = 15.0
+LOSSY_HANGUP_LINGER = 35.0
 LOSSY_CALLEE_GENERAL = (f"maxauthreq = {LOSSY_MAXAUTHREQ}", "calltokenexpiration = 40")
 
 
@@ -151,6 +152,9 @@ def lossy_link_settings(opts: LoadtestOptions, iax_conf_caller: Path | None = No
     if opts.setup_timeout < LOSSY_SETUP_TIMEOUT:
         opts.setup_timeout = LOSSY_SETUP_TIMEOUT
         notes.append(f"impaired link: setup timeout {LOSSY_SETUP_TIMEOUT:g} s")
+    if opts.hangup_timeout < LOSSY_HANGUP_LINGER:   # a HANGUP or its ACK lost twice: keep the
+        opts.hangup_timeout = LOSSY_HANGUP_LINGER   # socket open until its give-up (32 s)
+        notes.append(f"impaired link: wait up to {LOSSY_HANGUP_LINGER:g} s for HANGUP ACKs")
     if opts.max_pending < LOSSY_MAXAUTHREQ:          # the callee allows that many now; a setup
         opts.max_pending = LOSSY_MAXAUTHREQ          # held 12 s by a lost frame must not stall
         notes.append(f"impaired link: max pending setups {LOSSY_MAXAUTHREQ}")   # the ramp
