@@ -19,6 +19,7 @@ from iaxgw.sim.metrics import CallRecord
 from iaxgw.sim.report import (
     TIMESERIES_FIELDS,
     LoadStats,
+    RecordStore,
     Snapshot,
     percentiles,
     write_report,
@@ -72,6 +73,31 @@ def _run(seconds: int = 4, calls: int = 6) -> tuple[LoadStats, list[Snapshot], f
     for c in live[:-1]:
         st.end_call(c, end)
     return st, snaps, end           # the last call is still up at the end
+
+
+def test_record_store_spills_and_reads_back_in_order() -> None:
+    """Records past the in-memory chunk go to a temporary file and come back in order."""
+    _st, _snaps, end = _run(seconds=1, calls=4)
+    recs = _st.all_records(end)
+    store = RecordStore(chunk=3)
+    for k in range(20):
+        store.append(recs[k % len(recs)])
+    assert len(store) == 20
+    assert store._spilled == 18 and len(store._mem) == 2      # 6 chunks on disk
+    assert list(store) == [recs[k % len(recs)] for k in range(20)]
+    assert list(store) == list(store)                          # re-readable
+    store.close()
+
+
+def test_summary_same_with_spilled_records() -> None:
+    st, _snaps, end = _run(seconds=2, calls=8)
+    whole = st.summary(end)
+    spilled = RecordStore(chunk=2)
+    for rec in st.records:
+        spilled.append(rec)
+    st.records = spilled
+    assert st.summary(end) == whole
+    assert st.tick(end + 1.0).audio == _run(seconds=2, calls=8)[0].tick(end + 1.0).audio
 
 
 def test_percentiles() -> None:
