@@ -204,6 +204,8 @@ class GatewayApp:
         self.pcap_path = pcap
         self.metrics_port = metrics_port
         self.debug_frames = debug_frames
+        #: called with (direction, data, addr, now) for every datagram in and out (tests, tools)
+        self.datagram_observer: Callable[[str, bytes, Addr, float], None] | None = None
         self.control_path = control
         self.spool_dir = spool or Path(tempfile.gettempdir()) / f"iaxgw-spool-{os.getuid()}"
         self.role_name = role_name
@@ -257,8 +259,10 @@ class GatewayApp:
         extra: dict[str, Any] = {}
         if self.impairment is not None:
             extra["impair"] = self.impairment
-        # the per-datagram hook only when something consumes it (metrics, pcap, frame log)
-        if self._pcap is not None or self.metrics_port is not None or self.debug_frames:
+        # the per-datagram hook only when something consumes it (metrics, pcap, frame log,
+        # an observer)
+        if (self._pcap is not None or self.metrics_port is not None or self.debug_frames
+                or self.datagram_observer is not None):
             extra["on_datagram"] = self._on_datagram
         try:
             self._server = await open_endpoint(self.config, self.bind, role_name=self.role_name,
@@ -388,6 +392,8 @@ class GatewayApp:
 
     def _on_datagram(self, direction: str, data: bytes, addr: Addr, now: float) -> None:
         d = "out" if direction in ("tx", "out", "send", "sent") else "in"
+        if self.datagram_observer is not None:
+            self.datagram_observer(direction, data, addr, now)
         self.metrics.on_datagram(d, data)
         if self._pcap is not None:
             self._pcap.write("tx" if d == "out" else "rx", data, self.local_addr, addr)

@@ -112,8 +112,7 @@ class Gw:
         self.rx: dict[int, list[bytes]] = {}
         self.n_rx: Counter[int] = Counter()
         # taps: instance attributes shadow the methods start() hands to the endpoint/server
-        orig_dgram, orig_media, orig_event = (self.app._on_datagram, self.app._on_media,
-                                              self.app._on_event)
+        orig_media, orig_event = self.app._on_media, self.app._on_event
 
         def on_dgram(direction: str, data: bytes, addr: tuple[str, int], now: float) -> None:
             d = "out" if direction in ("tx", "out", "send", "sent") else "in"
@@ -137,7 +136,6 @@ class Gw:
             else:
                 kind = "mini"
             self.wire.kinds[(d, kind)] += 1
-            orig_dgram(direction, data, addr, now)
 
         def on_media(callno: int, ts: int, payload: bytes, now: float) -> None:
             self.n_rx[callno] += 1
@@ -150,7 +148,7 @@ class Gw:
             self.events.append(event)
             orig_event(event)
 
-        self.app._on_datagram = on_dgram  # type: ignore[method-assign]
+        self.app.datagram_observer = on_dgram
         self.app._on_media = on_media  # type: ignore[method-assign]
         self.app._on_event = on_event  # type: ignore[method-assign]
         self.loop = uvloop.new_event_loop()
