@@ -401,7 +401,9 @@ class GatewayApp:
             frame_log.debug("%s", describe("tx" if d == "out" else "rx", data, addr))
 
     def _on_media(self, callno: int, ts: int, payload: bytes, now: float) -> None:
-        if callno in self._echo_calls:          # immediate echo: straight to the batch
+        # immediate echo (Echo.immediate): queued for one send after this receive batch, not
+        # re-entering the endpoint from inside its media sink
+        if callno in self._echo_calls:
             out = self._echo_out
             if not out:
                 asyncio.get_running_loop().call_soon(self._flush_echo)
@@ -516,19 +518,6 @@ class GatewayApp:
             self._media.pop(callno, None)
             self._ticked.pop(callno, None)
             self._echo_calls.discard(callno)
-        if session.hungup and self.sessions.get(session.callno) is session:
-            # our own hangup: the endpoint's CallEnded will follow; keep the row until then
-            pass
-
-    def echo_now(self, callno: int, payload: bytes) -> None:
-        """Send ``payload`` back on ``callno`` as soon as the current receive batch is done.
-
-        Called from inside the endpoint's media sink, so the send is deferred with one
-        ``call_soon`` per batch rather than re-entering the endpoint.
-        """
-        if not self._echo_out:
-            asyncio.get_running_loop().call_soon(self._flush_echo)
-        self._echo_out.append((callno, payload))
 
     def _flush_echo(self) -> None:
         out, self._echo_out = self._echo_out, []

@@ -33,9 +33,6 @@ class CallControl(Protocol):
     def place_call(self, peer: str, exten: str, caller: IaxChannel | None) -> IaxChannel:
         """Start an outgoing call; the session it returns gets the call's events."""
 
-    def echo_now(self, callno: int, payload: bytes) -> None:
-        """Send ``payload`` back on the call right after the current receive batch."""
-
     @property
     def endpoint(self) -> object: ...
 
@@ -188,9 +185,6 @@ class IaxChannel:
         """One received voice payload of this call."""
         handler = self.handler
         if handler is not None and not self.hungup:
-            if getattr(handler, "immediate", False):
-                self._ctl.echo_now(self.callno, payload)
-                return
             try:
                 handler.on_voice(payload, ts)
             except Exception:
