@@ -17,7 +17,7 @@ PACKAGES = {
     "iaxgw._core": "_core",
     "iaxgw.sim": "sim",
 }
-CORE_MODULES = ["_frames_c", "_ies_c", "_trunk_c", "_g711_c"]
+CORE_MODULES = ["_frames_c", "_ies_c", "_trunk_c", "_g711_c", "_udp_c"]
 
 
 def _extensions() -> list[Extension]:

@@ -7,7 +7,8 @@ Errors: malformed datagrams and out-of-range values raise ``iaxgw._core.errors.F
 (a ``ValueError`` with ``.offset``); objects that are not bytes-like / not ints raise ``TypeError``.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 class PayloadView:
     """Read-only zero-copy view of one entry's payload inside the parsed datagram (compiled core;
@@ -128,3 +129,49 @@ class TrunkDemux:
     errors: int
     def __init__(self) -> None: ...
     def feed(self, data: Buffer) -> TrunkFrame: ...
+
+class RxStats:
+    """Receive statistics of one call's voice stream (RFC 3550 jitter, loss from ts gaps)."""
+
+    FIELDS: tuple[str, ...]
+    frames: int
+    bytes: int
+    max_ts: int
+    jitter: float
+    jitter_max: float
+    prev_transit: float
+    lost: int
+    ooo: int
+    dup: int
+    dropped: int
+    ptime: int
+    def __init__(self) -> None: ...
+    def update(self, ts: int, nbytes: int, now: float) -> None: ...
+    @property
+    def loss_pct(self) -> int: ...
+
+class CallMedia:
+    """The media fields of a call record (base class of ``gateway.calls.Call``)."""
+
+    callno: int
+    state: Any
+    addr: Any
+    start: float
+    codec: int
+    format_rx: int
+    svoiceformat: int
+    rx_last: int
+    last_voice_ts: int
+    last_full_voice_ts: int
+    nextpred: int
+    lastsent: int
+    tx_frames: int
+    trunk: bool
+    echo: bool
+    rx: RxStats
+    def __init__(self, *args: object, **kwargs: object) -> None: ...
+
+def receive_trunk(data: bytes, calls: dict[int, Any], epoch: float, now: float,
+                  sink: Callable[[int, int, bytes, float], object],
+                  echo_mux: TrunkMux | None = None
+                  ) -> tuple[int, int, int, int, bool, list[Any]]: ...

@@ -52,6 +52,7 @@ cdef extern from *:
     char* _FMT_B "iaxgw_fmt_B"
     int IAXGW_CALLNO_CACHE
     ctypedef struct PyObject
+    PyObject* PyDict_GetItem(object d, object key)
 
 
 # Call numbers repeat in every datagram of a trunk (one entry per call per 20 ms), so their int
@@ -578,3 +579,243 @@ cdef class TrunkDemux:
         if frame.truncated:
             self.truncated += 1
         return frame
+
+
+# ---------------------------------------------------------------------------------------------
+# The trunk receive hot path of the protocol core (gateway/media.py): per entry, find the call,
+# unwrap its timestamp, account it (RFC 3550 jitter, loss from timestamp gaps) and hand the
+# payload on -- to the media sink, or, for a call that echoes (Echo() on a trunked call), straight
+# back into the trunk multiplexer of its peer.  The call record's media fields live in
+# ``CallMedia`` (the base class of ``gateway.calls.Call``) so this loop reads them as C fields.
+# Twin: ``_trunk_py.receive_trunk`` (same rules, same results).
+
+cdef enum:
+    _TS_SKEW_MS = 160        # MAX_TIMESTAMP_SKEW (gateway.reliability.TS_SKEW_MS)
+    _UNWRAP_MS = 50000       # gateway.reliability.UNWRAP_MS
+    _ST_ACCEPTED = 3         # gateway.calls.CallState
+    _ST_UP = 4
+
+
+cdef class RxStats:
+    """Receive statistics of one call's voice stream (RFC 3550 jitter, loss from ts gaps)."""
+
+    cdef public long long frames
+    cdef public long long bytes
+    cdef public long long max_ts
+    cdef public double jitter
+    cdef public double jitter_max
+    cdef public double prev_transit
+    cdef public long long lost
+    cdef public long long ooo
+    cdef public long long dup
+    cdef public long long dropped
+    cdef public long long ptime
+
+    FIELDS = ("bytes", "dropped", "dup", "frames", "jitter", "jitter_max", "lost", "max_ts",
+              "ooo", "prev_transit", "ptime")
+
+    def __init__(self):
+        self.frames = 0
+        self.bytes = 0
+        self.max_ts = -1
+        self.jitter = 0.0
+        self.jitter_max = 0.0
+        self.prev_transit = 0.0
+        self.lost = 0
+        self.ooo = 0
+        self.dup = 0
+        self.dropped = 0
+        self.ptime = 20
+
+    cdef inline void _update(self, long long ts, long long nbytes, double now) noexcept:
+        cdef double transit, d, j
+        cdef long long top, gap, ptime
+        self.frames += 1
+        self.bytes += nbytes
+        transit = now * 1000.0 - <double>ts
+        if self.frames > 1:
+            d = transit - self.prev_transit
+            if d < 0:
+                d = -d
+            j = self.jitter + (d - self.jitter) * 0.0625
+            self.jitter = j
+            if j > self.jitter_max:
+                self.jitter_max = j
+        self.prev_transit = transit
+        top = self.max_ts
+        if ts > top:
+            if top >= 0:
+                ptime = self.ptime
+                if ptime > 0:
+                    gap = ts - top - ptime
+                    if gap >= ptime:
+                        self.lost += gap // ptime
+            self.max_ts = ts
+        elif ts == top:
+            self.dup += 1
+        else:
+            self.ooo += 1
+            if self.lost:
+                self.lost -= 1
+
+    def update(self, ts, nbytes, double now):
+        """Account one received voice frame with (unwrapped) ``ts`` arriving at ``now``."""
+        self._update(ts, nbytes, now)
+
+    @property
+    def loss_pct(self):
+        cdef long long total = self.frames + self.lost
+        return (self.lost * 100) // total if total else 0
+
+
+cdef class CallMedia:
+    """The media fields of a call record (base class of ``gateway.calls.Call``)."""
+
+    cdef public long long callno
+    cdef public object state
+    cdef public object addr
+    cdef public double start
+    cdef public long long codec
+    cdef public long long format_rx
+    cdef public long long svoiceformat
+    cdef public long long rx_last
+    cdef public long long last_voice_ts
+    cdef public long long last_full_voice_ts
+    cdef public long long nextpred
+    cdef public long long lastsent
+    cdef public long long tx_frames
+    cdef public bint trunk
+    cdef public bint echo
+    cdef public RxStats rx
+
+    def __cinit__(self, *args, **kwargs):
+        self.state = 0
+        self.addr = None
+        self.last_voice_ts = -1
+        self.rx = RxStats()
+
+
+cdef inline long long _floor_mod(long long a, long long m) noexcept:
+    cdef long long r = a % m
+    return r + m if r < 0 else r
+
+
+cdef inline long long _bytes_per_ms(long long fmt) noexcept:
+    # gateway.media._BYTES_PER_MS
+    if fmt == 0x40:
+        return 16
+    if fmt == 0x8000:
+        return 32
+    return 8
+
+
+def receive_trunk(data, dict calls, double epoch, double now, sink, echo_mux=None):
+    """Account and deliver the entries of one trunk datagram (see the section comment).
+
+    ``calls``: call number -> call record (``CallMedia``) of the datagram's source; ``epoch``:
+    when that source's trunk timestamps were 0 (loop clock); ``sink(callno, ts, payload, now)``
+    gets each payload not echoed; ``echo_mux``: the ``TrunkMux`` towards the source, for calls
+    whose ``echo`` is set.  Returns ``(entries, unknown, inactive, echoed, truncated, vnak)``,
+    ``vnak`` the calls that got media before their first full voice frame.  A malformed header
+    raises ``FrameError`` (as ``parse_trunk``)."""
+    cdef const unsigned char* p
+    cdef Py_ssize_t n, pos, start, hdr
+    cdef unsigned int length, callno, ts16
+    cdef unsigned char cmddata
+    cdef long long trunk_ts, ts, last, ms, pred, st
+    cdef long long entries = 0, unknown = 0, inactive = 0, echoed = 0
+    cdef bint truncated = False
+    cdef PyObject* found
+    cdef CallMedia call
+    cdef TrunkMux mux = None
+    cdef list vnak = None
+    if echo_mux is not None:
+        mux = <TrunkMux?>echo_mux
+    if not PyBytes_CheckExact(data):
+        data = bytes(data)
+    p = <const unsigned char*>PyBytes_AS_STRING(data)
+    n = PyBytes_GET_SIZE(data)
+    if n < _HDR:
+        raise FrameError(f"trunk datagram too short: {n} bytes, need 8", n)
+    if p[0] != 0 or p[1] != 0:
+        raise FrameError(f"not a meta frame: first word is 0x{_rd16(p):04x}, not 0x0000", 0)
+    if p[2] & 0x80:
+        raise FrameError("not a meta frame: V bit set (video mini frame)", 2)
+    if p[2] != 1:
+        raise FrameError(f"meta command {p[2]} is not TRUNK (1)", 2)
+    cmddata = p[3]
+    if cmddata > 1:
+        raise FrameError(f"unknown trunk cmddata 0x{cmddata:02x} (expected 0 or 1)", 3)
+    trunk_ts = _rd32(p + 4)
+    hdr = _ENT_TS if cmddata else _ENT
+    pos = _HDR
+    while pos < n:
+        if n - pos < hdr:
+            truncated = True
+            break
+        if cmddata:
+            length = _rd16(p + pos)
+            callno = _rd16(p + pos + 2) & _MAX_CALLNO
+            ts16 = _rd16(p + pos + 4)
+        else:
+            callno = _rd16(p + pos) & _MAX_CALLNO
+            length = _rd16(p + pos + 2)
+            ts16 = 0
+        start = pos + hdr
+        if start + <Py_ssize_t>length > n:
+            truncated = True
+            break
+        pos = start + length
+        entries += 1
+        found = PyDict_GetItem(calls, _callno_obj(callno))
+        if found == NULL or not isinstance(<object>found, CallMedia):
+            unknown += 1
+            continue
+        call = <CallMedia>found
+        st = call.state
+        if call.format_rx == 0 or st > _ST_UP:
+            inactive += 1
+            if call.format_rx == 0:
+                if vnak is None:
+                    vnak = []
+                vnak.append(call)
+            continue
+        last = call.rx_last
+        if cmddata:
+            ts = (last & 0xFFFF0000) | ts16
+            if ts < last - _UNWRAP_MS:
+                ts += 0x10000
+            elif ts > last + _UNWRAP_MS and ts >= 0x10000:
+                ts -= 0x10000
+        else:
+            # ms since the call began of this trunk timestamp (as int() in the twin)
+            ts = trunk_ts + <long long>((epoch - call.start) * 1000.0)
+            if ts < 0:
+                ts = 0
+        if ts > last:
+            call.rx_last = ts
+        if call.rx is not None:
+            call.rx._update(ts, length, now)
+        if (mux is not None and call.echo and call.trunk and call.svoiceformat == call.codec
+                and _ST_ACCEPTED <= st <= _ST_UP
+                and (mux.mtu == 0 or _HDR + mux._entry_len + <Py_ssize_t>length <= mux.mtu)):
+            # gateway.media.MediaMixin.send_voice (its trunk branch), for the echoed payload
+            ms = <long long>((now - call.start) * 1000.0)
+            pred = call.nextpred
+            if call.last_voice_ts < 0 or not -_TS_SKEW_MS <= ms - pred <= _TS_SKEW_MS:
+                ts = ms - _floor_mod(ms, 20)
+                if ts <= call.last_voice_ts:
+                    ts = call.last_voice_ts + 20
+            else:
+                ts = pred
+            if 0 <= ts <= 0xFFFFFFFF:
+                call.nextpred = ts + length // _bytes_per_ms(call.codec)
+                call.last_voice_ts = ts
+                call.tx_frames += 1
+                call.lastsent = ts
+                mux._append(call.callno, ts, p + start, length)
+                echoed += 1
+                continue
+        sink(_callno_obj(<unsigned int>call.callno), ts,
+             PyBytes_FromStringAndSize(<const char*>(p + start), length), now)
+    return entries, unknown, inactive, echoed, truncated, vnak if vnak is not None else []

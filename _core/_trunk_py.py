@@ -256,3 +256,159 @@ class TrunkDemux:
         if frame.truncated:
             self.truncated += 1
         return frame
+
+
+# ---------------------------------------------------------------------------------------------
+# The trunk receive hot path of the protocol core (twin of the compiled section of the same
+# name): per entry, find the call, unwrap its timestamp, account it and hand the payload to the
+# media sink, or, for a call that echoes, straight back into the trunk multiplexer of its peer.
+
+_TS_SKEW_MS = 160        # gateway.reliability.TS_SKEW_MS
+_UNWRAP_MS = 50000       # gateway.reliability.UNWRAP_MS
+_ST_ACCEPTED = 3         # gateway.calls.CallState
+_ST_UP = 4
+_BPMS = {0x40: 16, 0x8000: 32}
+
+
+class RxStats:
+    """Receive statistics of one call's voice stream (RFC 3550 jitter, loss from ts gaps)."""
+
+    __slots__ = ("bytes", "dropped", "dup", "frames", "jitter", "jitter_max", "lost", "max_ts",
+                 "ooo", "prev_transit", "ptime")
+    FIELDS = __slots__
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.bytes = 0
+        self.max_ts = -1
+        self.jitter = 0.0
+        self.jitter_max = 0.0
+        self.prev_transit = 0.0
+        self.lost = 0
+        self.ooo = 0
+        self.dup = 0
+        self.dropped = 0
+        self.ptime = 20
+
+    def update(self, ts: int, nbytes: int, now: float) -> None:
+        """Account one received voice frame with (unwrapped) ``ts`` arriving at ``now``."""
+        self.frames += 1
+        self.bytes += nbytes
+        transit = now * 1000.0 - ts
+        if self.frames > 1:
+            d = transit - self.prev_transit
+            if d < 0:
+                d = -d
+            j = self.jitter + (d - self.jitter) * 0.0625
+            self.jitter = j
+            if j > self.jitter_max:
+                self.jitter_max = j
+        self.prev_transit = transit
+        top = self.max_ts
+        if ts > top:
+            if top >= 0:
+                ptime = self.ptime
+                if ptime > 0:
+                    gap = ts - top - ptime
+                    if gap >= ptime:
+                        self.lost += gap // ptime
+            self.max_ts = ts
+        elif ts == top:
+            self.dup += 1
+        else:
+            self.ooo += 1
+            if self.lost:
+                self.lost -= 1
+
+    @property
+    def loss_pct(self) -> int:
+        total = self.frames + self.lost
+        return (self.lost * 100) // total if total else 0
+
+
+class CallMedia:
+    """The media fields of a call record (base class of ``gateway.calls.Call``)."""
+
+    __slots__ = ("addr", "callno", "codec", "echo", "format_rx", "last_full_voice_ts",
+                 "last_voice_ts", "lastsent", "nextpred", "rx", "rx_last", "start", "state",
+                 "svoiceformat", "trunk", "tx_frames")
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.callno = 0
+        self.state: object = 0
+        self.addr: object = None
+        self.start = 0.0
+        self.codec = 0
+        self.format_rx = 0
+        self.svoiceformat = 0
+        self.rx_last = 0
+        self.last_voice_ts = -1
+        self.last_full_voice_ts = 0
+        self.nextpred = 0
+        self.lastsent = 0
+        self.tx_frames = 0
+        self.trunk = False
+        self.echo = False
+        self.rx = RxStats()
+
+
+def receive_trunk(data: Buffer, calls: dict[int, CallMedia], epoch: float, now: float,
+                  sink: object, echo_mux: TrunkMux | None = None
+                  ) -> tuple[int, int, int, int, bool, list[CallMedia]]:
+    """Account and deliver the entries of one trunk datagram (see ``_trunk_c.receive_trunk``)."""
+    frame = parse_trunk(bytes(data))
+    trunk_ts = frame.trunk_ts
+    unknown = inactive = echoed = 0
+    vnak: list[CallMedia] = []
+    deliver = sink
+    for callno, ts16, view in frame.entries:
+        call = calls.get(callno)
+        if not isinstance(call, CallMedia):
+            unknown += 1
+            continue
+        st = call.state
+        if not call.format_rx or st > _ST_UP:  # type: ignore[operator]
+            inactive += 1
+            if not call.format_rx:
+                vnak.append(call)
+            continue
+        last = call.rx_last
+        if ts16 is not None:
+            ts = (last & 0xFFFF0000) | ts16
+            if ts < last - _UNWRAP_MS:
+                ts += 0x10000
+            elif ts > last + _UNWRAP_MS and ts >= 0x10000:
+                ts -= 0x10000
+        else:
+            ts = trunk_ts + int((epoch - call.start) * 1000.0)
+            if ts < 0:
+                ts = 0
+        if ts > last:
+            call.rx_last = ts
+        length = len(view)
+        if call.rx is not None:
+            call.rx.update(ts, length, now)
+        mux = echo_mux
+        if (mux is not None and call.echo and call.trunk and call.svoiceformat == call.codec
+                and _ST_ACCEPTED <= st <= _ST_UP  # type: ignore[operator]
+                and (mux.mtu == 0 or HEADER_LEN + (ENTRY_TS_LEN if mux.timestamps
+                                                   else ENTRY_LEN) + length <= mux.mtu)):
+            # gateway.media.MediaMixin.send_voice (its trunk branch), for the echoed payload
+            ms = int((now - call.start) * 1000.0)
+            pred = call.nextpred
+            if call.last_voice_ts < 0 or not -_TS_SKEW_MS <= ms - pred <= _TS_SKEW_MS:
+                out_ts = ms - ms % 20
+                if out_ts <= call.last_voice_ts:
+                    out_ts = call.last_voice_ts + 20
+            else:
+                out_ts = pred
+            if 0 <= out_ts <= 0xFFFFFFFF:
+                call.nextpred = out_ts + length // _BPMS.get(call.codec, 8)
+                call.last_voice_ts = out_ts
+                call.tx_frames += 1
+                call.lastsent = out_ts
+                mux.add(call.callno, out_ts, view)
+                echoed += 1
+                continue
+        deliver(call.callno, ts, view.tobytes(), now)  # type: ignore[operator]
+    return len(frame.entries), unknown, inactive, echoed, frame.truncated, vnak

@@ -19,11 +19,14 @@ if TYPE_CHECKING:
         MAX_CALLNO,
         MAX_PAYLOAD,
         META_TRUNK,
+        CallMedia,
+        RxStats,
         TrunkDemux,
         TrunkFrame,
         TrunkMux,
         pack_trunk,
         parse_trunk,
+        receive_trunk,
     )
 else:
     META_TRUNK = _impl.META_TRUNK
@@ -37,6 +40,9 @@ else:
     TrunkDemux = _impl.TrunkDemux
     pack_trunk = _impl.pack_trunk
     parse_trunk = _impl.parse_trunk
+    RxStats = _impl.RxStats
+    CallMedia = _impl.CallMedia
+    receive_trunk = _impl.receive_trunk
 
 __all__ = [
     "ENTRY_LEN",
@@ -45,9 +51,12 @@ __all__ = [
     "MAX_CALLNO",
     "MAX_PAYLOAD",
     "META_TRUNK",
+    "CallMedia",
+    "RxStats",
     "TrunkDemux",
     "TrunkFrame",
     "TrunkMux",
     "pack_trunk",
     "parse_trunk",
+    "receive_trunk",
 ]

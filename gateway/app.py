@@ -506,9 +506,12 @@ class GatewayApp:
 
     def media_changed(self, session: IaxChannel) -> None:
         callno = session.callno
+        ep = self._endpoint
+        immediate = False
         if session.media_active:
             self._media[callno] = session
-            if getattr(session.handler, "immediate", False):
+            immediate = bool(getattr(session.handler, "immediate", False))
+            if immediate:
                 self._echo_calls.add(callno)
                 self._ticked.pop(callno, None)
             else:
@@ -518,6 +521,11 @@ class GatewayApp:
             self._media.pop(callno, None)
             self._ticked.pop(callno, None)
             self._echo_calls.discard(callno)
+        # an immediate echo's trunk entries go straight back inside the endpoint (compiled
+        # path); its other voice frames still come through _on_media
+        set_echo = getattr(ep, "set_echo", None)
+        if set_echo is not None:
+            set_echo(callno, immediate)
 
     def _flush_echo(self) -> None:
         out, self._echo_out = self._echo_out, []

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from iaxgw._core.trunk import CallMedia, RxStats
+
 __all__ = [
     "Call",
     "CallKind",
@@ -158,88 +160,25 @@ class Pending:
         self.timer: list[Any] | None = None
 
 
-class RxStats:
-    """Receive statistics of one call's voice stream (RFC 3550 jitter, loss from ts gaps)."""
-
-    __slots__ = ("bytes", "dropped", "dup", "frames", "jitter", "jitter_max", "lost", "max_ts",
-                 "ooo", "prev_transit", "ptime")
-
-    def __init__(self) -> None:
-        self.frames = 0
-        self.bytes = 0
-        self.max_ts = -1
-        self.jitter = 0.0
-        self.jitter_max = 0.0
-        self.prev_transit = 0.0
-        self.lost = 0
-        self.ooo = 0
-        self.dup = 0
-        self.dropped = 0
-        self.ptime = 20
-
-    def update(self, ts: int, nbytes: int, now: float) -> None:
-        """Account one received voice frame with (unwrapped) ``ts`` arriving at ``now``.
-
-        Inlined in ``media.MediaMixin._receive_meta`` (the trunk hot path): change both."""
-        self.frames += 1
-        self.bytes += nbytes
-        transit = now * 1000.0 - ts
-        if self.frames > 1:
-            d = transit - self.prev_transit
-            if d < 0:
-                d = -d
-            j = self.jitter + (d - self.jitter) * 0.0625
-            self.jitter = j
-            if j > self.jitter_max:
-                self.jitter_max = j
-        self.prev_transit = transit
-        last = self.max_ts
-        if ts > last:
-            if last >= 0:
-                ptime = self.ptime
-                gap = ts - last - ptime
-                if gap >= ptime:
-                    self.lost += gap // ptime
-            self.max_ts = ts
-        elif ts == last:
-            self.dup += 1
-        else:
-            self.ooo += 1
-            if self.lost:
-                self.lost -= 1
-
-    @property
-    def loss_pct(self) -> int:
-        total = self.frames + self.lost
-        return (self.lost * 100) // total if total else 0
-
-
-class Call:
-    """Everything the endpoint keeps for one of its call numbers."""
+class Call(CallMedia):
+    """Everything the endpoint keeps for one of its call numbers (the media fields, read by the
+    compiled trunk receive path, are in :class:`~iaxgw._core.trunk.CallMedia`)."""
 
     __slots__ = (
         "acked_to",
-        "addr",
         "announced",
         "auth_pending",
-        "callno",
         "capability",
         "challenge",
-        "codec",
         "context",
         "ended",
         "entry",
         "exten",
         "fake_auth",
-        "format_rx",
         "iseqno",
         "kind",
         "lag_ms",
-        "last_full_voice_ts",
-        "last_voice_ts",
-        "lastsent",
         "new_ies",
-        "nextpred",
         "oseqno",
         "peer",
         "peer_callno",
@@ -248,15 +187,8 @@ class Call:
         "reg",
         "remote_rr",
         "rtt_ms",
-        "rx",
         "rx_full_frames",
-        "rx_last",
-        "start",
-        "state",
-        "svoiceformat",
         "timers",
-        "trunk",
-        "tx_frames",
         "tx_full",
         "unacked",
         "username",
@@ -265,6 +197,7 @@ class Call:
 
     def __init__(self, callno: int, kind: CallKind, state: CallState, addr: Addr,
                  now: float) -> None:
+        super().__init__()
         self.callno = callno
         self.kind = kind
         self.state = state

@@ -102,6 +102,7 @@ class EndpointCore:
         self._auto_validated: set[str] = set()     # requirecalltoken=auto entries seen with token
         self._trunks: dict[Addr, TrunkStream] = {}
         self._trunk_rx_epoch: dict[Addr, float] = {}
+        self._echo_used = False          # some call echoes inside the endpoint (set_echo)
         self._trunkfreq = min(max(g.trunkfreq, 10), 1000) / 1000.0
         self._stats: Counter[str] = Counter()
         self._warned: dict[str, float] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ __all__ = ["DatagramHook", "DatagramServer", "open_endpoint"]
 log = logging.getLogger("iaxgw.server")
 
 Addr = tuple[str, int]
+#: How early (s) a loop may fire a timer it considers due (uvloop's clock has 1 ms steps).
+TIMER_EARLY = 0.002
 #: ``on_datagram(direction, data, addr, now)``: called for every datagram in ("in") and out, on
 #: the endpoint's side of an ``impair`` (received: as delivered; sent: before the impairment).
 DatagramHook = Callable[[Literal["in", "out"], bytes, Addr, float], None]
@@ -50,6 +53,17 @@ class DatagramServer(asyncio.DatagramProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flush_pending = False
+        self._rx_floor = 0.0     # the latest arrival time handed to the endpoint (batched path)
+        # Arrival times of the batched path: the kernel's stamp on the loop's clock.  uvloop's
+        # loop.time() counts whole milliseconds of CLOCK_MONOTONIC; when the loop's clock is
+        # that one, the finer time.monotonic() is used, so ``now`` of a received datagram is
+        # exact to the microsecond (``rx_time_exact``) -- jitter is measured on it.
+        self._monotonic_loop = abs(self.loop.time() - time.monotonic()) < 0.002
+        self._rx_clock: Callable[[], float] = (time.monotonic if self._monotonic_loop
+                                               else self.loop.time)
+        #: received datagrams are handed over at their exact arrival time (set by
+        #: BatchedTransport; the loop's own transport gives the loop's time at delivery)
+        self.rx_time_exact = False
         self.closed: asyncio.Future[None] = self.loop.create_future()
         #: ``--impair``: a bad network between the endpoint (and ``on_datagram``) and the socket
         self.impair = ImpairedLink(impair, self.loop) if impair is not None else None
@@ -65,12 +79,41 @@ class DatagramServer(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         src: Addr = (addr[0], addr[1])
         if self.impair is not None:
-            self.impair.pass_on("recv", data, src, self._deliver)
+            self.impair.pass_on("recv", data, src, self._deliver_late)
         else:
-            self._deliver(data, src)
+            self._deliver(data, src, self.loop.time())
+            if not self._flush_pending:
+                self.flush_soon()
 
-    def _deliver(self, data: bytes, src: Addr) -> None:
-        now = self.loop.time()
+    def datagrams_received(self, batch: list[tuple[bytes, Addr, float]]) -> None:
+        """A burst from :class:`BatchedTransport`: ``(data, addr, age_s)`` each, ``age_s`` the
+        time it waited in the socket since the kernel stamped it.  Each is handed to the
+        endpoint at its arrival time on the loop clock (never after "now", never before the
+        previous one), then everything the burst produced is sent in one flush."""
+        loop_now = self._rx_clock()
+        floor = self._rx_floor
+        link = self.impair
+        deliver = self._deliver
+        for data, src, age in batch:
+            now = loop_now - age
+            if now < floor:
+                now = floor
+            floor = now
+            if link is not None:
+                link.pass_on("recv", data, src, self._deliver_late)
+            else:
+                deliver(data, src, now)
+        self._rx_floor = floor
+        self.flush()
+
+    def _deliver_late(self, data: bytes, src: Addr) -> None:
+        """Delivery after an ``--impair`` receive delay: at the time it is released, then
+        flush."""
+        self._deliver(data, src, self._rx_clock())
+        if not self._flush_pending:
+            self.flush_soon()
+
+    def _deliver(self, data: bytes, src: Addr, now: float) -> None:
         hook = self.on_datagram
         if hook is not None:
             hook("in", data, src, now)
@@ -78,8 +121,6 @@ class DatagramServer(asyncio.DatagramProtocol):
             self.endpoint.receive_datagram(data, src, now)
         except Exception:  # the endpoint must survive anything a peer sends
             log.exception("endpoint failed on a datagram from %s", src)
-        if not self._flush_pending:
-            self.flush_soon()
 
     def error_received(self, exc: Exception) -> None:
         log.debug("socket error: %s", exc)
@@ -114,13 +155,20 @@ class DatagramServer(asyncio.DatagramProtocol):
         if tr is not None:
             hook = self.on_datagram
             link = self.impair
-            for data, addr in ep.datagrams_to_send(now):
+            out = ep.datagrams_to_send(now)
+            if out:
                 if hook is not None:
-                    hook("out", data, addr, now)
-                if link is None:
-                    tr.sendto(data, addr)
+                    for data, addr in out:
+                        hook("out", data, addr, now)
+                send_many = getattr(tr, "send_many", None)
+                if link is None and send_many is not None:
+                    send_many(out)
                 else:
-                    link.pass_on("send", data, addr, self._send_late)
+                    for data, addr in out:
+                        if link is None:
+                            tr.sendto(data, addr)
+                        else:
+                            link.pass_on("send", data, addr, self._send_late)
         cb = self.on_event
         while (ev := ep.next_event()) is not None:
             if cb is not None:
@@ -142,10 +190,17 @@ class DatagramServer(asyncio.DatagramProtocol):
             tr.sendto(data, addr)
 
     def _on_timer(self) -> None:
+        when = self._timer_at
         self._timer = None
         self._timer_at = None
+        now = self.loop.time()
+        if when is not None and when - TIMER_EARLY <= now < when:
+            # uvloop keeps time in whole milliseconds and fires a timer once its millisecond
+            # has come: treat it as due, or it would be re-armed with a zero delay and the loop
+            # would spin until the clock ticks over
+            now = when
         try:
-            self.endpoint.handle_timer(self.loop.time())
+            self.endpoint.handle_timer(now)
         except Exception:
             log.exception("endpoint timer failed")
         self.flush()
@@ -157,22 +212,229 @@ class DatagramServer(asyncio.DatagramProtocol):
             self.transport.close()
 
 
+#: Receive coalescing (s): after a read that found datagrams, the socket is read again this much
+#: later instead of on the next datagram, so a burst (a peer's trunk tick: one datagram per ~7
+#: calls, back to back) costs a few wake-ups instead of one each.  Arrival times are the kernel's
+#: (``SO_TIMESTAMPNS``), so jitter, RTT and loss measurements are not affected; replies can leave
+#: up to this much later.  0 turns it off (every readable event reads at once).
+RX_COALESCE = 0.001
+#: Reads (of up to ``UdpIO.batch`` datagrams each) per wake-up before yielding to the loop.
+RX_READS_PER_WAKE = 16
+
+
+class BatchedTransport(asyncio.DatagramTransport):
+    """A datagram transport over a bound non-blocking UDP socket that reads and writes in
+    batches (``recvmmsg``/``sendmmsg`` in the compiled core), with receive coalescing.
+
+    The protocol must have ``datagrams_received(batch)`` (see :class:`DatagramServer`)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                 protocol: DatagramServer, *, coalesce: float = RX_COALESCE) -> None:
+        super().__init__()
+        from iaxgw._core.udp import UdpIO
+
+        self._loop = loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._protocol = protocol
+        self._io = UdpIO(sock)
+        self._coalesce = max(0.0, float(coalesce))
+        self._closing = False
+        self._reading = False
+        self._resume: asyncio.TimerHandle | None = None
+        self._backlog: list[tuple[bytes, Addr]] = []   # waiting for the socket to drain
+        self._writing = False
+        self._extra = {"socket": sock, "sockname": sock.getsockname()}
+        #: counters for ``stats``: wake-ups that read, datagrams read, sends deferred
+        self.wakeups = 0
+        self.received = 0
+        self.deferred = 0
+
+    def start(self) -> None:
+        proto = self._protocol
+        proto.rx_time_exact = self._io.timestamps and proto._monotonic_loop
+        proto.connection_made(self)
+        self._start_reading()
+
+    # -- asyncio.BaseTransport
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._stop_reading()
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+        if self._writing:
+            self._loop.remove_writer(self._fd)
+            self._writing = False
+        self._backlog.clear()
+        self._loop.call_soon(self._finish_close)
+
+    def _finish_close(self) -> None:
+        try:
+            self._protocol.connection_lost(None)
+        finally:
+            self._sock.close()
+
+    def abort(self) -> None:
+        self.close()
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._backlog)
+
+    # -- sending
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        if addr is None:
+            raise ValueError("BatchedTransport.sendto needs an address")
+        self.send_many([(bytes(data), (addr[0], addr[1]))])
+
+    def send_many(self, items: list[tuple[bytes, Addr]]) -> None:
+        """Send ``items`` in order: at once as far as the socket takes them, the rest when it
+        can take more (never reordered behind later sends)."""
+        if self._closing or not items:
+            return
+        if self._backlog:
+            self._backlog.extend(items)
+            return
+        done = self._io.send(items)
+        if done < len(items):
+            self._backlog = items[done:]
+            self.deferred += len(self._backlog)
+            self._loop.add_writer(self._fd, self._on_writable)
+            self._writing = True
+
+    def _on_writable(self) -> None:
+        backlog = self._backlog
+        done = self._io.send(backlog)
+        if done >= len(backlog):
+            self._backlog = []
+            self._loop.remove_writer(self._fd)
+            self._writing = False
+        else:
+            self._backlog = backlog[done:]
+
+    @property
+    def send_errors(self) -> int:
+        return int(self._io.send_errors)
+
+    # -- receiving
+
+    def _start_reading(self) -> None:
+        if not self._reading and not self._closing:
+            self._loop.add_reader(self._fd, self._on_readable)
+            self._reading = True
+
+    def _stop_reading(self) -> None:
+        if self._reading:
+            self._loop.remove_reader(self._fd)
+            self._reading = False
+
+    def _drain(self) -> int:
+        io = self._io
+        full = io.batch
+        got = 0
+        for _ in range(RX_READS_PER_WAKE):
+            try:
+                batch = io.recv()
+            except OSError as exc:
+                log.debug("socket receive error: %s", exc)
+                self._protocol.error_received(exc)
+                break
+            if not batch:
+                break
+            got += len(batch)
+            self._protocol.datagrams_received(batch)
+            if len(batch) < full or self._closing:
+                break
+        if got:
+            self.wakeups += 1
+            self.received += got
+        return got
+
+    def _on_readable(self) -> None:
+        if self._drain() and self._coalesce > 0.0 and not self._closing:
+            self._stop_reading()
+            self._resume = self._loop.call_later(self._coalesce, self._on_resume)
+
+    def _on_resume(self) -> None:
+        self._resume = None
+        if self._closing:
+            return
+        if self._drain():
+            # still busy: keep reading on the coalescing clock
+            self._resume = self._loop.call_later(self._coalesce, self._on_resume)
+        else:
+            self._start_reading()
+
+
+def _batched_io_available(loop: asyncio.AbstractEventLoop) -> bool:
+    """The batched transport needs a loop with ``add_reader`` (uvloop, the selector loop)."""
+    if os.environ.get("IAXGW_NO_BATCHED_IO", "") not in ("", "0"):
+        return False
+    try:
+        probe = loop.add_reader
+    except AttributeError:
+        return False
+    return callable(probe) and type(loop).__name__ != "ProactorEventLoop"
+
+
 async def open_endpoint(config: IaxConfig, bind: Addr = ("0.0.0.0", 4569), *,
                         loop: asyncio.AbstractEventLoop | None = None,
                         role_name: str = "iaxgw", endpoint: Endpoint | None = None,
                         on_event: Callable[[Event], None] | None = None,
                         on_datagram: DatagramHook | None = None,
-                        impair: Impairment | None = None) -> DatagramServer:
+                        impair: Impairment | None = None, batched: bool | None = None,
+                        rx_coalesce: float | None = None) -> DatagramServer:
     """Bind a UDP socket on ``bind`` and run an Endpoint (given or built from ``config``);
-    ``impair`` puts a seedable bad network (:mod:`iaxgw.gateway.impair`) before the socket."""
+    ``impair`` puts a seedable bad network (:mod:`iaxgw.gateway.impair`) before the socket.
+
+    ``batched`` (default: when the loop supports it, unless ``IAXGW_NO_BATCHED_IO=1``) uses
+    :class:`BatchedTransport` (``recvmmsg``/``sendmmsg``, receive coalescing of ``rx_coalesce``
+    seconds, default :data:`RX_COALESCE`); otherwise the loop's own datagram transport."""
     loop = loop or asyncio.get_running_loop()
     ep = endpoint or Endpoint(config, local_addr=bind, role_name=role_name)
     server = DatagramServer(ep, loop=loop, on_event=on_event, on_datagram=on_datagram,
                             impair=impair)
-    await loop.create_datagram_endpoint(lambda: server, local_addr=bind)
+    if batched is None:
+        batched = _batched_io_available(loop)
+    if batched:
+        sock = _bound_udp_socket(bind)
+        BatchedTransport(loop, sock, server,
+                         coalesce=RX_COALESCE if rx_coalesce is None else rx_coalesce).start()
+    else:
+        await loop.create_datagram_endpoint(lambda: server, local_addr=bind)
     if server.transport is not None:
         server.rcvbuf, server.sndbuf = size_socket_buffers(server.transport)
     return server
+
+
+def _bound_udp_socket(bind: Addr) -> socket.socket:
+    """A non-blocking UDP socket bound to ``bind`` (IPv4 or IPv6 literal, or a name)."""
+    infos = socket.getaddrinfo(bind[0] or None, bind[1], type=socket.SOCK_DGRAM,
+                               flags=socket.AI_PASSIVE)
+    err: OSError | None = None
+    for family, kind, proto, _name, sockaddr in infos:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            sock.bind(sockaddr)
+        except OSError as exc:
+            sock.close()
+            err = exc
+            continue
+        return sock
+    raise err or OSError(f"cannot bind {bind[0]}:{bind[1]}")
 
 
 #: Bytes asked for each of the socket's receive and send buffers.  A trunk sender flushes a

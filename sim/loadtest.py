@@ -317,6 +317,7 @@ class LoadRunner:
         self._server: Any = None
         self._ep: Any = None
         self._now: Callable[[], float] = clock      # the endpoint's clock: the loop's
+        self._rx_exact = False
         self._saw_nots = False
         self._rx_nots = False       # the datagram being received is a trunk without entry ts
         self._codec = FORMAT_ALAW if opts.codec == "alaw" else FORMAT_ULAW
@@ -356,6 +357,9 @@ class LoadRunner:
                                 f"{exc.strerror or exc}") from None
         self._ep = self._server.endpoint
         self._now = loop.time
+        # exact arrival times are on time.monotonic(): usable only when that is our clock
+        self._rx_exact = (bool(getattr(self._server, "rx_time_exact", False))
+                          and self.clock is time.monotonic)
         self._ep.set_media_sink(self._on_media)
         self._rcvbuf_errors0 = udp_rcvbuf_errors()
         installed = []
@@ -659,8 +663,10 @@ class LoadRunner:
     # --- media ----------------------------------------------------------------------------
 
     def _on_media(self, callno: int, ts: int, payload: bytes, now: float) -> None:
-        """The endpoint's media sink; ``now`` is the loop clock (1 ms steps under uvloop), so
-        arrival times for jitter come from the finer monotonic clock."""
+        """The endpoint's media sink.  ``now`` is the datagram's exact arrival time when the
+        server reads in batches with kernel timestamps (``rx_time_exact``); otherwise it is the
+        loop clock (1 ms steps under uvloop) and arrival times for jitter come from the finer
+        monotonic clock at delivery."""
         call = self.calls.get(callno)
         if call is not None:
             last = call.rx_last
@@ -668,7 +674,7 @@ class LoadRunner:
                 ts = last + 20
             if ts > last:
                 call.rx_last = ts
-            call.stats.on_rx(ts, self.clock(), payload)
+            call.stats.on_rx(ts, now if self._rx_exact else self.clock(), payload)
             return
         if callno in self.returned:
             self._ep.send_voice(callno, payload, now)

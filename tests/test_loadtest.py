@@ -100,13 +100,13 @@ class EchoPeer:
         self.server = server
         self.ep = server.endpoint
         self.ep.set_media_sink(self._echo)
-        real = server.datagram_received
+        real = server._deliver
 
-        def gate(data: bytes, addr: Any) -> None:
+        def gate(data: bytes, addr: Any, now: float) -> None:
             if not self.deaf:
-                real(data, addr)
+                real(data, addr, now)
 
-        server.datagram_received = gate  # type: ignore[method-assign]
+        server._deliver = gate  # type: ignore[method-assign]
         self.ready.set()
         await self._stop.wait()
         server.close()

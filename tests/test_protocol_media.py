@@ -127,7 +127,7 @@ def test_trunk_receive_stats_match_rxstats() -> None:
     for ts, n, now in seen:
         ref.update(ts, n, now)
     assert len(seen) == len(steps)
-    for slot in RxStats.__slots__:
+    for slot in RxStats.FIELDS:
         assert getattr(call.rx, slot) == getattr(ref, slot), slot
     assert call.rx.lost > 0 and call.rx.ooo > 0 and call.rx.dup > 0
 

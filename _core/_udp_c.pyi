@@ -1,0 +1,22 @@
+"""Typed API of the batched UDP I/O, shared by ``_udp_c`` (Cython) and ``_udp_py`` (twin)."""
+
+import socket
+from typing import Any
+
+SLOT: int
+DEFAULT_BATCH: int
+ADDR_CACHE: int
+
+def enable_rx_timestamps(sock: socket.socket) -> bool: ...
+
+class UdpIO:
+    timestamps: bool
+    send_errors: int
+    last_send_error: str | None
+    def __init__(self, sock: socket.socket, batch: int = ...) -> None: ...
+    @property
+    def batch(self) -> int: ...
+    @property
+    def socket(self) -> socket.socket: ...
+    def recv(self) -> list[tuple[bytes, tuple[str, int], float]]: ...
+    def send(self, items: list[tuple[Any, Any]], start: int = 0) -> int: ...

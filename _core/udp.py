@@ -1,0 +1,23 @@
+"""Batched UDP I/O (``recvmmsg``/``sendmmsg`` with kernel receive times) for the datagram server.
+
+Dispatches to the compiled ``_udp_c`` or the pure-Python twin ``_udp_py`` (``IAXGW_NO_EXTENSIONS``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from iaxgw._core._select import load
+
+_impl = load("udp")
+
+if TYPE_CHECKING:
+    from iaxgw._core._udp_c import ADDR_CACHE, DEFAULT_BATCH, SLOT, UdpIO, enable_rx_timestamps
+else:
+    ADDR_CACHE = _impl.ADDR_CACHE
+    DEFAULT_BATCH = _impl.DEFAULT_BATCH
+    SLOT = _impl.SLOT
+    UdpIO = _impl.UdpIO
+    enable_rx_timestamps = _impl.enable_rx_timestamps
+
+__all__ = ["ADDR_CACHE", "DEFAULT_BATCH", "SLOT", "UdpIO", "enable_rx_timestamps"]

@@ -1,0 +1,225 @@
+"""Batched UDP I/O (``_core.udp``, compiled and twin) and the server's BatchedTransport: order,
+addresses, kernel arrival times, oversize datagrams, refused destinations, partial sends."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from iaxgw._core._select import both
+from iaxgw.gateway.server import BatchedTransport, DatagramServer
+
+UDP = both("udp")
+
+
+def pair(mod: Any, batch: int = 8, family: int = socket.AF_INET) -> tuple[Any, Any, Any, Any]:
+    host = "127.0.0.1" if family == socket.AF_INET else "::1"
+    a = socket.socket(family, socket.SOCK_DGRAM)
+    b = socket.socket(family, socket.SOCK_DGRAM)
+    for s in (a, b):
+        s.bind((host, 0))
+        s.setblocking(False)
+    return a, b, mod.UdpIO(a, batch), mod.UdpIO(b, batch)
+
+
+def drain(io: Any) -> list[tuple[bytes, tuple[str, int], float]]:
+    got: list[tuple[bytes, tuple[str, int], float]] = []
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        batch = io.recv()
+        assert len(batch) <= io.batch
+        if not batch:
+            if got:
+                break
+            time.sleep(0.005)
+            continue
+        got += batch
+    return got
+
+
+@pytest.mark.parametrize("mod", UDP, ids=lambda m: m.__name__.rsplit("_", 1)[-1])
+def test_round_trip_order_addresses_and_ages(mod: Any) -> None:
+    a, b, ia, ib = pair(mod)
+    try:
+        dst = b.getsockname()
+        items = [(bytes([i]) * (i + 1), dst) for i in range(30)]
+        assert ia.send(items) == 30 and ia.send_errors == 0
+        time.sleep(0.02)
+        got = drain(ib)
+        assert [d for d, _, _ in got] == [d for d, _ in items]       # all, in order
+        assert {addr for _, addr, _ in got} == {a.getsockname()}
+        assert ib.timestamps
+        ages = [age for _, _, age in got]
+        assert all(0.015 <= age < 1.0 for age in ages), ages       # they waited >= 20 ms
+        assert ib.recv() == []
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("mod", UDP, ids=lambda m: m.__name__.rsplit("_", 1)[-1])
+def test_oversize_and_bad_destinations(mod: Any) -> None:
+    a, b, ia, ib = pair(mod)
+    try:
+        dst = b.getsockname()
+        items = [(b"x" * 5000, dst), (b"y", ("not-an-address", 1)), (b"z", (dst[0], 70000)),
+                 (b"w", dst)]
+        assert ia.send(items) == 4
+        assert ia.send_errors == 2 and "70000" in (ia.last_send_error or "")
+        got = drain(ib)
+        # an oversize datagram arrives longer than the protocol core's 4,096-byte limit (it is
+        # dropped there, counted), never cut to a plausible length
+        assert [len(d) for d, _, _ in got] == [mod.SLOT, 1]
+        assert mod.SLOT > 4096
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("mod", UDP, ids=lambda m: m.__name__.rsplit("_", 1)[-1])
+def test_ipv6(mod: Any) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        a, b, ia, ib = pair(mod, family=socket.AF_INET6)
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    try:
+        assert ia.send([(b"hello", b.getsockname()[:2])]) == 1
+        got = drain(ib)
+        assert [(d, addr) for d, addr, _ in got] == [(b"hello", ("::1", a.getsockname()[1]))]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_compiled_and_twin_agree() -> None:
+    if len(UDP) < 2:
+        pytest.skip("compiled core not built")
+    seen = []
+    for mod in UDP:
+        a, b, ia, ib = pair(mod, batch=5)
+        try:
+            dst = b.getsockname()
+            items = [(bytes([i % 256]) * (i * 37 % 1500 + 1), dst) for i in range(23)]
+            items.insert(7, (b"bad", ("nowhere", 5)))
+            sent = ia.send(items)
+            got = drain(ib)
+            seen.append((sent, ia.send_errors, ia.last_send_error,
+                         [d for d, _, _ in got], [x.batch for x in (ia, ib)]))
+        finally:
+            a.close()
+            b.close()
+    assert seen[0] == seen[1]
+
+
+class _Recorder:
+    """A stand-in endpoint: records what the server hands it."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[bytes, tuple[str, int], float]] = []
+        self.out: list[tuple[bytes, tuple[str, int]]] = []
+        self.wall_offset = 0.0
+
+    def start(self, now: float) -> None:
+        pass
+
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        self.got.append((data, addr, now))
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+        out, self.out = self.out, []
+        return out
+
+    def next_event(self) -> None:
+        return None
+
+    def get_timer(self) -> None:
+        return None
+
+
+def test_batched_transport_hands_over_kernel_arrival_times() -> None:
+    """Datagrams that wait in the socket while the loop is busy reach the endpoint with their
+    own arrival times (5 ms apart), not the time they were read."""
+    import uvloop
+
+    async def main() -> list[float]:
+        loop = asyncio.get_running_loop()
+        ep = _Recorder()
+        server = DatagramServer(ep, loop=loop)  # type: ignore[arg-type]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        tr = BatchedTransport(loop, sock, server)
+        tr.start()
+        assert server.rx_time_exact
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        dst = sock.getsockname()
+        sent_at = []
+        for i in range(8):                  # the loop is blocked meanwhile: nothing is read
+            sent_at.append(time.monotonic())
+            tx.sendto(bytes([i]) * 10, dst)
+            time.sleep(0.005)
+        await asyncio.sleep(0.05)
+        tx.close()
+        tr.close()
+        await asyncio.sleep(0.01)
+        assert [d[0] for d, _, _ in ep.got] == list(range(8))
+        assert tr.received == 8 and tr.wakeups >= 1
+        return [now - s for (_, _, now), s in zip(ep.got, sent_at, strict=True)]
+
+    lags = uvloop.run(main())
+    assert all(-0.0005 < lag < 0.003 for lag in lags), lags
+
+
+def test_batched_transport_keeps_unsent_datagrams_in_order() -> None:
+    """A send the socket cannot take at once is finished when it becomes writable, and later
+    sends queue behind it."""
+
+    class Stingy:
+        batch = 8
+        timestamps = True
+        send_errors = 0
+
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+            self.room = 2
+
+        def send(self, items: list[Any], start: int = 0) -> int:
+            take = min(self.room, len(items) - start)
+            self.sent += [d for d, _ in items[start:start + take]]
+            self.room = 0
+            return start + take
+
+        def recv(self) -> list[Any]:
+            return []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ep = _Recorder()
+        server = DatagramServer(ep, loop=loop)  # type: ignore[arg-type]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        tr = BatchedTransport(loop, sock, server)
+        io = Stingy()
+        tr._io = io  # type: ignore[assignment]
+        tr.start()
+        dst = ("127.0.0.1", 9)
+        tr.send_many([(b"1", dst), (b"2", dst), (b"3", dst)])
+        tr.sendto(b"4", dst)
+        assert io.sent == [b"1", b"2"] and tr.get_write_buffer_size() == 2
+        io.room = 10
+        await asyncio.sleep(0.02)           # the writer callback runs
+        assert io.sent == [b"1", b"2", b"3", b"4"] and tr.get_write_buffer_size() == 0
+        tr.close()
+        await asyncio.sleep(0.01)
+        assert server.closed.done()
+
+    import uvloop
+
+    uvloop.run(main())
