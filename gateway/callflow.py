@@ -63,7 +63,7 @@ class CallFlowMixin(EndpointCore):
             self._stats["drop_calltoken_repeated"] += 1
             return
         for p in call.unacked.values():
-            self._cancel(p.timer)
+            self._cancel_pending(p)
         call.unacked.clear()
         call.oseqno = call.iseqno = call.acked_to = 0
         call.new_ies = [*call.new_ies[:-1], (IE.CALLTOKEN, token)]

@@ -125,6 +125,21 @@ class EndpointCore:
         if t is not None:
             t[4] = False
 
+    @staticmethod
+    def _cancel_pending(p: Pending) -> None:
+        """``p`` leaves ``call.unacked``: cancel its retransmission and forget the timer.
+
+        The timer's argument is ``(call, p)``, so ``p.timer`` closes a reference cycle.  Left
+        set, every acknowledged frame (with its call, when that was destroyed with frames
+        unacked) became cyclic garbage: promoted to the oldest GC generation while its timer
+        was pending, it waited for a full collection, which a long run makes rarely, so the
+        garbage (about 35 KiB/s at 200 calls) grew the heap for minutes.  Same in ``_ack_upto``,
+        inlined."""
+        t = p.timer
+        if t is not None:
+            t[4] = False
+            p.timer = None
+
     # ------------------------------------------------------------------ helpers
 
     def _warn(self, key: str, msg: str, now: float, addr: Addr | None = None) -> None:
@@ -256,7 +271,7 @@ class EndpointCore:
         if call.peer_callno:
             self._unbind_remote(call)
         for p in call.unacked.values():
-            self._cancel(p.timer)
+            self._cancel_pending(p)
         call.unacked.clear()
         self._cancel_call_timers(call)
         call.state = S.TERMINATING
@@ -294,6 +309,7 @@ class EndpointCore:
         without sending HANGUP; registrations go to Timeout."""
         self._stats["retransmit_giveups"] += 1
         del call.unacked[p.oseqno]
+        p.timer = None          # the timer that just fired (see _cancel_pending)
         if p.final or call.kind in (CallKind.REG_IN, CallKind.POKE):
             self._destroy(call, now)
             return
@@ -325,7 +341,10 @@ class EndpointCore:
         for _ in range(d):
             p = unacked.pop(x, None)
             if p is not None:
-                p.timer[4] = False  # type: ignore[index]
+                t = p.timer             # _cancel_pending, inlined: no reference cycle left
+                if t is not None:
+                    t[4] = False
+                    p.timer = None
                 final = final or p.final
             x = (x + 1) & 0xFF
         call.acked_to = iseqno

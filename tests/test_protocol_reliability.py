@@ -220,3 +220,37 @@ def test_lossy_link_calls_set_up_and_tear_down_tables_empty() -> None:
     assert len(p.ev(p.a, CallEnded)) == 12 and len(p.ev(p.b, CallEnded)) == 12
     assert empty(p.a) and empty(p.b)
     assert p.a.stats()["retransmissions"] + p.b.stats()["retransmissions"] > 0
+
+
+def test_settled_frames_and_ended_calls_leave_no_reference_cycles() -> None:
+    """A reliable frame's timer holds ``(call, frame)`` and the frame holds its timer.  Once the
+    frame is acked, given up or dropped with its call, that link must go: else every frame (and
+    a call ended with frames unacked) is cyclic garbage that only a full collection frees, and
+    a long load test's heap grew by megabytes (issue #6)."""
+    import gc
+
+    from iaxgw.gateway.calls import Call, Pending
+
+    gc.collect()
+    gc.disable()
+    try:
+        p, cn, bcn = _up_call()
+        p.b.ringing(bcn, p.now)
+        p.b.answer(bcn, p.now)
+        p.b.send_dtmf(bcn, "5", p.now)
+        p.run(25)                        # PING and LAGRQ acked; every timer past its deadline
+        p.a.hangup(cn, p.now)            # acked HANGUP: both calls destroyed
+        p2, cn2, _ = _up_call()
+        p2.links[id(p2.a)].drop = 1.0
+        p2.a.hangup(cn2, p2.now)         # never acked: given up
+        p.run(40)
+        p2.run(40)
+        assert empty(p.a) and empty(p.b) and empty(p2.a)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        cyclic = [type(o).__name__ for o in gc.garbage if isinstance(o, Call | Pending)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert cyclic == []
