@@ -30,7 +30,8 @@ import signal
 import sys
 import time
 import wave
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -296,7 +297,7 @@ class LoadRunner:
         self.by_index: dict[int, LiveCall] = {}       # live calls only
         self.pending = 0                                # calls in setup, see LiveCall.pending
         self.pending_peak = 0
-        self.ended_indices: set[int] = set()
+        self._ended_map = bytearray(len(self.plan))         # 1 per planned call that ended
         self.media_calls: dict[int, LiveCall] = {}    # answered, sending
         self.returned: dict[int, int] = {}            # hairpin leg callno -> our call index
         self.returned_legs = 0
@@ -305,8 +306,10 @@ class LoadRunner:
         self.late_ticks = 0
         self.ticks = 0
         self.max_tick_ms = 0.0
-        self.late_ms: list[float] = []      # per media tick: start lateness vs the grid (ms)
-        self.work_ms: list[float] = []      # per media tick: time spent sending (ms)
+        # per media tick (50 a second): unboxed doubles, 16 bytes a tick where two lists of
+        # floats took 80 (a 10-minute run: 0.5 MB instead of 2.4 MB)
+        self.late_ms: array[float] = array("d")  # per tick: start lateness vs the grid (ms)
+        self.work_ms: array[float] = array("d")  # per tick: time spent sending (ms)
         self.notes: list[str] = list(opts.warnings)
         self.started_attempts = 0
         self.stopping = False
@@ -487,7 +490,7 @@ class LoadRunner:
         except Exception as exc:
             log.debug("call %d: %s", planned.index, exc)
             self.stats.end_call(stats, now, "ERROR", f"cannot place call: {exc}")
-            self.ended_indices.add(planned.index)
+            self._ended_map[planned.index] = 1
             call.ended = True
             self.started_attempts += 1
             return
@@ -549,11 +552,26 @@ class LoadRunner:
         # a finished call keeps only its compact record (in stats); dropping the live call and
         # its pre-encoded payloads and audio buffers keeps a long run's memory flat
         self.by_index.pop(call.plan.index, None)
-        self.ended_indices.add(call.plan.index)
+        self._ended_map[call.plan.index] = 1
         if call.callno >= 0:
             self.budget.release(now)
         self._slot.set()
         self._check_done()
+
+    @property
+    def ended_indices(self) -> set[int]:
+        """Indices of the planned calls that have ended (kept as one byte per planned call)."""
+        return set(self._iter_ended())
+
+    def _iter_ended(self) -> Iterator[int]:
+        ended = self._ended_map
+        i = ended.find(1)
+        while i >= 0:
+            yield i
+            i = ended.find(1, i + 1)
+
+    def _is_ended(self, index: int) -> bool:
+        return 0 <= index < len(self._ended_map) and self._ended_map[index] == 1
 
     def _setup_done(self, call: LiveCall) -> None:
         """The call left setup (accepted or ended): it no longer counts against max_pending."""
@@ -648,7 +666,7 @@ class LoadRunner:
         out = self.by_index.get(idx)
         if self.opts.mode != "hairpin" or out is None or out.ended:
             self.unmatched_incoming += 1
-            late = out is not None or idx in self.ended_indices
+            late = out is not None or self._is_ended(idx)
             with contextlib.suppress(Exception):
                 self._ep.hangup(event.callno, now, cause=16 if late else 21)
             self._flush()
@@ -869,7 +887,7 @@ class LoadRunner:
                               timeseries=list(self.stats.timeseries))
 
 
-def send_timing(late_ms: list[float], work_ms: list[float]) -> dict[str, Any]:
+def send_timing(late_ms: Sequence[float], work_ms: Sequence[float]) -> dict[str, Any]:
     """Send-timing error of the media ticker over the ticks that sent media: how late each tick
     started against its 20 ms grid slot (``late_*``) and how long its sends took (``work_*``);
     the last frame of a tick leaves ``late + work`` after its slot."""

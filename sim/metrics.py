@@ -217,8 +217,8 @@ class CallStats:
 
     __slots__ = (
         "_ana_windows", "_batches", "_carry", "_inline", "_mask", "_max_ts", "_min_ts",
-        "_pending", "_transit", "audio", "audio_dropped", "bpl", "cause", "cause_code",
-        "codec", "detector", "duplicates", "frame_ms", "index", "jb_factor", "jitter",
+        "_pending", "_transit", "answer_counted", "audio", "audio_dropped", "bpl", "cause",
+        "cause_code", "codec", "detector", "duplicates", "frame_ms", "index", "jb_factor", "jitter",
         "jitter_max", "jitter_sum", "mode", "out_of_order", "outcome", "payloads",
         "ping_rtts", "rtt_every", "rtts", "rx_bytes", "rx_codec", "rx_frames", "signature",
         "snap_expected", "snap_lost", "t_accept", "t_answer", "t_end", "t_first_rx",
@@ -274,6 +274,7 @@ class CallStats:
         self.outcome: str | None = None
         self.cause: str | None = None
         self.cause_code: int | None = None
+        self.answer_counted = False     #: its setup time is in the collector's statistics
         # tx
         self.tx_frames = 0
         self.tx_bytes = 0

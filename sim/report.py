@@ -23,10 +23,11 @@ import math
 import pickle
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -94,6 +95,55 @@ class Snapshot:
     rx_pps: float | None
     cpu_pct: float | None
     audio: dict[str, int] = field(default_factory=dict)
+
+
+Row = dict[str, float | int | None]
+
+
+class TimeSeries(Sequence[Row]):
+    """The once-a-second rows of a run (``TIMESERIES_FIELDS``), kept by column in arrays of
+    doubles (None as NaN): 96 bytes a row where a dict of boxed numbers took about 700, so a
+    long run's series grows by little.  Reads back as rows (dicts), like the list it replaces."""
+
+    INT_FIELDS = frozenset({"calls_up", "attempts", "answered", "failed"})
+
+    def __init__(self, rows: Iterable[Mapping[str, float | int | None]] = ()) -> None:
+        self._cols: dict[str, array[float]] = {n: array("d") for n in TIMESERIES_FIELDS}
+        for row in rows:
+            self.append(row)
+
+    def append(self, row: Mapping[str, float | int | None]) -> None:
+        for name, col in self._cols.items():
+            v = row.get(name)
+            col.append(math.nan if v is None else float(v))
+
+    def column(self, name: str) -> array[float]:
+        """One field over the run (NaN where it was None)."""
+        return self._cols[name]
+
+    def __len__(self) -> int:
+        return len(self._cols["time_s"])
+
+    def _row(self, i: int) -> Row:
+        row: Row = {}
+        for name, col in self._cols.items():
+            v = col[i]
+            row[name] = None if math.isnan(v) else int(v) if name in self.INT_FIELDS else v
+        return row
+
+    @overload
+    def __getitem__(self, i: int) -> Row: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Row]: ...
+
+    def __getitem__(self, i: int | slice) -> Row | list[Row]:
+        if isinstance(i, slice):
+            return [self._row(k) for k in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError("time series row out of range")
+        return self._row(i % n)
 
 
 class RecordStore:
@@ -164,7 +214,9 @@ class LoadStats:
         self.analysis_in_tick = analysis_in_tick
         self.rtt_every = rtt_every
         self._rr = 0
-        self._rr_calls: list[CallStats] = []
+        # the round robin's order: call indices, not the calls, so a call that ends mid-round
+        # frees its audio buffers and payloads at once
+        self._rr_calls: list[int] = []
         self._rr_pos = 0
         self.detector = sig.Detector(plan) if mode != "none" else None
         self.clock = clock
@@ -174,11 +226,12 @@ class LoadStats:
         self.records = RecordStore()
         self._audio_done = {"verified": 0, "crossed": 0, "one_way": 0, "silent": 0}
         self.trunk = TrunkCounters()
-        self.timeseries: list[dict[str, float | int | None]] = []
+        # per-second and per-call figures of the whole run: unboxed doubles (8 bytes each)
+        self.timeseries = TimeSeries()
         self.attempts = 0
         self.causes: dict[str, int] = {}
-        self.setup_ms: list[float] = []
-        self.cpu_samples: list[float] = []
+        self.setup_ms: array[float] = array("d")
+        self.cpu_samples: array[float] = array("d")
         self.max_up = 0
         self._next_index = 0
         self._last_tick = self.started
@@ -187,7 +240,6 @@ class LoadStats:
         self._ended_rx = 0
         self._last_tx = 0
         self._last_rx = 0
-        self._answer_seen: set[int] = set()
 
     @staticmethod
     def _zero_interval() -> dict[str, int]:
@@ -234,9 +286,8 @@ class LoadStats:
         return rec
 
     def _account_answer(self, call: CallStats) -> None:
-        if call.t_answer is not None and call.t_new is not None and \
-                call.index not in self._answer_seen:
-            self._answer_seen.add(call.index)
+        if call.t_answer is not None and call.t_new is not None and not call.answer_counted:
+            call.answer_counted = True
             self.setup_ms.append((call.t_answer - call.t_new) * 1000.0)
             self._iv["answered"] += 1
 
@@ -327,13 +378,13 @@ class LoadStats:
         while clock() < t_end:
             rr = self._rr_calls
             if self._rr_pos >= len(rr):
-                rr = self._rr_calls = list(self.active.values())
+                rr = self._rr_calls = list(self.active)
                 self._rr_pos = 0
                 if not rr:
                     break
-            call = rr[self._rr_pos]
+            call = self.active.get(rr[self._rr_pos])
             self._rr_pos += 1
-            if call.analyze():
+            if call is not None and call.analyze():
                 worked += 1
             else:
                 idle += 1

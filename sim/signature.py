@@ -265,21 +265,12 @@ class Analysis:
             self.others[k] = self.others.get(k, 0) + v
 
 
-@functools.cache
-def _fast_len(n: int) -> int:
-    """Smallest 5-smooth integer >= n (a fast FFT size)."""
-    best = 1 << max(0, (n - 1).bit_length())
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            p = p35
-            while p < n:
-                p *= 2
-            best = min(best, p)
-            p35 *= 3
-        p5 *= 5
-    return best
+#: FFT sizes of the marker correlation (2^k and 3 x 2^k: pocketfft's fastest).  Audio longer
+#: than the largest is correlated in blocks of it (overlap-save), so the detector keeps at most
+#: this many marker spectra (<= 420 KiB), whatever batch lengths a run produces.  (Sized to
+#: every batch length instead, the cache gained a spectrum of up to 260 KiB for each new length
+#: and grew a long run's memory for many minutes.)
+MARKER_FFT_SIZES = (2048, 3072, 4096, 6144, 8192, 12288, 16384)
 
 
 class Detector:
@@ -309,6 +300,7 @@ class Detector:
                              np.sin(2 * math.pi * MILLIWATT_HZ * n / RATE)])
         m = self.plan.marker
         self._marker_norm = float(np.sqrt(np.dot(m, m)))
+        #: conj(rfft(marker, n)) for n in MARKER_FFT_SIZES, made when first needed
         self._marker_spec: dict[int, npt.NDArray[np.complex128]] = {}
 
     def mark_in_run(self, call_index: int) -> None:
@@ -384,13 +376,8 @@ class Detector:
         mlen = len(m)
         if len(pcm) < mlen:
             return []
-        nfft = _fast_len(len(pcm) + mlen - 1)
-        mspec = self._marker_spec.get(nfft)
-        if mspec is None:
-            mspec = self._marker_spec[nfft] = np.conj(np.fft.rfft(m, nfft))
-        corr = np.fft.irfft(np.fft.rfft(pcm, nfft) * mspec, nfft)
         nvalid = len(pcm) - mlen + 1
-        corr = corr[:nvalid]
+        corr = self._correlate(pcm, nvalid)
         csum = np.concatenate(([0.0], np.cumsum(pcm * pcm)))
         local = np.sqrt(np.maximum(csum[mlen:mlen + nvalid] - csum[:nvalid], 1e-9))
         ncc = corr / (local * self._marker_norm)
@@ -402,3 +389,21 @@ class Detector:
             out.append(j)
             ncc[max(0, j - mlen): j + mlen] = 0.0
         return sorted(out)
+
+    def _correlate(self, pcm: FloatArray, nvalid: int) -> FloatArray:
+        """``corr[j] = sum_i pcm[j + i] * marker[i]`` for the ``nvalid`` offsets where the whole
+        marker fits.  A circular correlation of size ``n >= len(block)`` is exact at those
+        offsets (the marker never wraps), so a block of ``n`` samples gives ``n - mlen + 1``."""
+        n = next((s for s in MARKER_FFT_SIZES if s >= len(pcm)), MARKER_FFT_SIZES[-1])
+        mspec = self._marker_spec.get(n)
+        if mspec is None:
+            mspec = self._marker_spec[n] = np.conj(np.fft.rfft(self.plan.marker, n))
+        if len(pcm) <= n:
+            out: FloatArray = np.fft.irfft(np.fft.rfft(pcm, n) * mspec, n)[:nvalid]
+            return out
+        step = n - len(self.plan.marker) + 1
+        corr = np.empty(nvalid, dtype=np.float64)
+        for s in range(0, nvalid, step):
+            k = min(step, nvalid - s)
+            corr[s:s + k] = np.fft.irfft(np.fft.rfft(pcm[s:s + n], n) * mspec, n)[:k]
+        return corr

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gc
 import itertools
 import json
 import os
 import random
 import threading
 import time
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from iaxgw.sim.loadtest_plan import (
     parse_extens,
     plan_calls,
 )
+from iaxgw.sim.metrics import CallStats
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -257,9 +260,17 @@ def test_setup_window_and_finished_calls(sites: dict[str, Any],
     (r,) = runners
     # a 500/s ramp still keeps at most 3 calls in setup (Asterisk's maxauthreq)
     assert 1 <= r.pending_peak <= 3 and r.pending == 0
-    assert r.by_index == {}
+    assert r.by_index == {} and r.calls == {} and r.media_calls == {}
     assert r.ended_indices == set(range(18))
     assert len(r.stats.records) == 18 and not r.stats.active
+    # nothing of a finished call outlives it: not in the analysis round robin (indices only),
+    # not as cyclic garbage waiting for a collection
+    assert all(isinstance(i, int) for i in r.stats._rr_calls)
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, CallStats | lt.LiveCall)]
+    # the run-long series are unboxed: one double per tick / per second / per answered call
+    assert isinstance(r.late_ms, array) and isinstance(r.stats.setup_ms, array)
+    assert len(r.stats.setup_ms) == 18 and len(r.stats.timeseries) >= 1
     # a target that answers nothing: without the window all 6 NEWs would be out at once
     peer: EchoPeer = sites["peer"]
     peer.deaf = True

@@ -21,6 +21,7 @@ from iaxgw.sim.report import (
     LoadStats,
     RecordStore,
     Snapshot,
+    TimeSeries,
     percentiles,
     write_report,
 )
@@ -98,6 +99,26 @@ def test_summary_same_with_spilled_records() -> None:
     st.records = spilled
     assert st.summary(end) == whole
     assert st.tick(end + 1.0).audio == _run(seconds=2, calls=8)[0].tick(end + 1.0).audio
+
+
+def test_time_series_reads_back_as_rows() -> None:
+    """The per-second rows are kept by column (doubles); they read back as the dicts they were,
+    None included, counts as ints."""
+    rows: list[dict[str, float | int | None]] = [
+        {n: None for n in TIMESERIES_FIELDS} | {"time_s": 1.0, "calls_up": 0},
+        {"time_s": 2.001, "calls_up": 200, "attempts": 3, "answered": 2, "failed": 1,
+         "setup_p50_ms": 12.5, "jitter_p50_ms": 0.25, "loss_pct": 0.0, "mos_p50": 4.41,
+         "tx_pps": 10000.0, "rx_pps": 9999.5, "cpu_pct": None},
+    ]
+    ts = TimeSeries(rows)
+    assert len(ts) == 2 and list(ts) == rows and ts[-1] == rows[1] and ts[0:1] == rows[:1]
+    assert isinstance(ts[1]["calls_up"], int) and ts[0]["setup_p50_ms"] is None
+    assert list(ts.column("calls_up")) == [0.0, 200.0]
+    with pytest.raises(IndexError):
+        ts[2]
+    st, _snaps, _end = _run(seconds=3, calls=4)
+    assert len(st.timeseries) >= 3
+    assert all(set(r) == set(TIMESERIES_FIELDS) for r in st.timeseries)
 
 
 def test_percentiles() -> None:

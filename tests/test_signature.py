@@ -210,6 +210,28 @@ def test_tone_mode_milliwatt() -> None:
     assert rec.audio == "unverified" and rec.milliwatt_windows == 0
 
 
+def test_marker_search_any_length_few_cached_spectra() -> None:
+    """Markers are found the same in audio of any length (longer than the largest FFT size:
+    correlated in blocks), and the detector keeps only the marker spectra of its fixed FFT
+    sizes, however many batch lengths it saw (one per length grew a long run's memory)."""
+    det = sig.Detector(PLAN)
+    rng = np.random.default_rng(5)
+    m = PLAN.marker
+    for n in [len(m), 3000, 8001, 9600, 16384, 16385, 20000, 33000]:
+        pcm = rng.normal(0.0, 200.0, n)
+        at = [n // 7, n - len(m) - n // 9] if n > 4 * len(m) else [0]
+        for a in at:
+            pcm[a:a + len(m)] += m
+        ref = np.correlate(pcm, m, mode="valid")
+        corr = det._correlate(pcm, n - len(m) + 1)
+        assert np.allclose(corr, ref, rtol=0, atol=1e-6 * np.abs(ref).max())
+        found = det.markers(pcm)
+        assert all(any(abs(f - a) <= 1 for f in found) for a in at), (n, at, found)
+    for n in range(len(m), 33000, 97):
+        det.markers(rng.normal(0.0, 200.0, n), max_markers=1)
+    assert set(det._marker_spec) <= set(sig.MARKER_FFT_SIZES)
+
+
 def test_pending_audio_is_bounded_without_analyze() -> None:
     c = CallStats(1, mode="echo")
     p = PLAN.payloads(1)
