@@ -175,3 +175,6 @@ def receive_trunk(data: bytes, calls: dict[int, Any], epoch: float, now: float,
                   sink: Callable[[int, int, bytes, float], object],
                   echo_mux: TrunkMux | None = None
                   ) -> tuple[int, int, int, int, bool, list[Any]]: ...
+
+def send_trunk_voice(calls: dict[int, Any], items: list[tuple[int, bytes]], now: float,
+                     trunks: dict[Any, Any]) -> tuple[list[tuple[int, bytes]], list[Any]]: ...

@@ -819,3 +819,68 @@ def receive_trunk(data, dict calls, double epoch, double now, sink, echo_mux=Non
         sink(_callno_obj(<unsigned int>call.callno), ts,
              PyBytes_FromStringAndSize(<const char*>(p + start), length), now)
     return entries, unknown, inactive, echoed, truncated, vnak if vnak is not None else []
+
+
+def send_trunk_voice(dict calls, list items, double now, dict trunks):
+    """The trunk branch of ``gateway.media.MediaMixin.send_voice`` for many calls at once:
+    ``items`` = ``[(callno, payload), ...]``; each call that is up (or accepted), trunked and
+    past its first full voice frame in this codec gets the next timestamp (send_voice's rules)
+    and its payload goes into the ``TrunkMux`` of its peer's stream (``trunks[call.addr].mux``).
+    Returns ``(rest, streams)``: the items not handled here (the caller sends them one by one),
+    and the streams that received entries (each once)."""
+    cdef list rest = []
+    cdef list streams = []
+    cdef set seen = set()
+    cdef PyObject* found
+    cdef CallMedia call
+    cdef TrunkMux mux
+    cdef long long st, ms, pred, ts
+    cdef const unsigned char* buf
+    cdef Py_ssize_t n
+    for item in items:
+        callno, payload = item
+        found = PyDict_GetItem(calls, callno)
+        if found == NULL or not isinstance(<object>found, CallMedia) \
+                or not PyBytes_CheckExact(payload):
+            rest.append(item)
+            continue
+        call = <CallMedia>found
+        st = call.state
+        if not (call.trunk and _ST_ACCEPTED <= st <= _ST_UP and call.svoiceformat == call.codec
+                and call.last_voice_ts >= 0):
+            rest.append(item)
+            continue
+        stream = trunks.get(call.addr)
+        if stream is None:
+            rest.append(item)
+            continue
+        m = stream.mux
+        if type(m) is not TrunkMux:
+            rest.append(item)
+            continue
+        mux = <TrunkMux>m
+        n = PyBytes_GET_SIZE(payload)
+        if mux.mtu and _HDR + mux._entry_len + n > mux.mtu:
+            rest.append(item)
+            continue
+        ms = <long long>((now - call.start) * 1000.0)
+        pred = call.nextpred
+        if not -_TS_SKEW_MS <= ms - pred <= _TS_SKEW_MS:
+            ts = ms - _floor_mod(ms, 20)
+            if ts <= call.last_voice_ts:
+                ts = call.last_voice_ts + 20
+        else:
+            ts = pred
+        if ts < 0 or ts > 0xFFFFFFFF:
+            rest.append(item)
+            continue
+        buf = <const unsigned char*>PyBytes_AS_STRING(payload)
+        mux._append(call.callno, ts, buf, n)
+        call.nextpred = ts + n // _bytes_per_ms(call.codec)
+        call.last_voice_ts = ts
+        call.tx_frames += 1
+        call.lastsent = ts
+        if id(stream) not in seen:
+            seen.add(id(stream))
+            streams.append(stream)
+    return rest, streams

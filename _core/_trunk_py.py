@@ -412,3 +412,52 @@ def receive_trunk(data: Buffer, calls: dict[int, CallMedia], epoch: float, now: 
                 continue
         deliver(call.callno, ts, view.tobytes(), now)  # type: ignore[operator]
     return len(frame.entries), unknown, inactive, echoed, frame.truncated, vnak
+
+
+def send_trunk_voice(calls: dict[int, CallMedia], items: list[tuple[int, bytes]], now: float,
+                     trunks: dict[object, object]) -> tuple[list[tuple[int, bytes]],
+                                                            list[object]]:
+    """The trunk branch of ``send_voice`` for many calls (see ``_trunk_c.send_trunk_voice``)."""
+    rest: list[tuple[int, bytes]] = []
+    streams: list[object] = []
+    seen: set[int] = set()
+    for item in items:
+        callno, payload = item
+        call = calls.get(callno)
+        if not isinstance(call, CallMedia) or type(payload) is not bytes:
+            rest.append(item)
+            continue
+        st = call.state
+        if not (call.trunk and _ST_ACCEPTED <= st <= _ST_UP  # type: ignore[operator]
+                and call.svoiceformat == call.codec and call.last_voice_ts >= 0):
+            rest.append(item)
+            continue
+        stream = trunks.get(call.addr)
+        mux = getattr(stream, "mux", None)
+        if not isinstance(mux, TrunkMux):
+            rest.append(item)
+            continue
+        n = len(payload)
+        if mux.mtu and HEADER_LEN + (ENTRY_TS_LEN if mux.timestamps else ENTRY_LEN) + n > mux.mtu:
+            rest.append(item)
+            continue
+        ms = int((now - call.start) * 1000.0)
+        pred = call.nextpred
+        if not -_TS_SKEW_MS <= ms - pred <= _TS_SKEW_MS:
+            ts = ms - ms % 20
+            if ts <= call.last_voice_ts:
+                ts = call.last_voice_ts + 20
+        else:
+            ts = pred
+        if not 0 <= ts <= 0xFFFFFFFF:
+            rest.append(item)
+            continue
+        mux.add(call.callno, ts, payload)
+        call.nextpred = ts + n // _BPMS.get(call.codec, 8)
+        call.last_voice_ts = ts
+        call.tx_frames += 1
+        call.lastsent = ts
+        if id(stream) not in seen:
+            seen.add(id(stream))
+            streams.append(stream)
+    return rest, streams

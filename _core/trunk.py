@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         pack_trunk,
         parse_trunk,
         receive_trunk,
+        send_trunk_voice,
     )
 else:
     META_TRUNK = _impl.META_TRUNK
@@ -43,6 +44,7 @@ else:
     RxStats = _impl.RxStats
     CallMedia = _impl.CallMedia
     receive_trunk = _impl.receive_trunk
+    send_trunk_voice = _impl.send_trunk_voice
 
 __all__ = [
     "ENTRY_LEN",
@@ -59,4 +61,5 @@ __all__ = [
     "pack_trunk",
     "parse_trunk",
     "receive_trunk",
+    "send_trunk_voice",
 ]

@@ -12,7 +12,7 @@ from typing import Any
 
 from iaxgw._core.errors import FrameError
 from iaxgw._core.frames import uncompress_subclass
-from iaxgw._core.trunk import TrunkMux, receive_trunk
+from iaxgw._core.trunk import TrunkMux, receive_trunk, send_trunk_voice
 from iaxgw.gateway.calls import Call
 from iaxgw.gateway.events import VoiceReceived
 from iaxgw.gateway.reliability import (
@@ -99,6 +99,25 @@ class MediaMixin(EndpointCore):
             self._n_mini_out += 1
             self._out.append((_MINI.pack(callno, ts & 0xFFFF) + payload, call.addr))
         return True
+
+    def send_voice_many(self, items: list[tuple[int, bytes]], now: float
+                        ) -> list[tuple[int, Exception]]:
+        """``send_voice(callno, payload, now)`` for each item, the trunked ones in one compiled
+        pass (``_core.trunk.send_trunk_voice``: same timestamps, same trunk entries).  Returns
+        the calls whose send raised, with the exception (the others were sent or dropped as
+        ``send_voice`` would)."""
+        rest, streams = send_trunk_voice(self._calls, items, now, self._trunks)
+        for st in streams:
+            if st.timer is None:
+                st.next_at = now + self._trunkfreq
+                st.timer = self._schedule(st.next_at, self._trunk_flush, st)
+        failed: list[tuple[int, Exception]] = []
+        for callno, payload in rest:
+            try:
+                self.send_voice(callno, payload, now)
+            except Exception as exc:       # reported to the caller, per call
+                failed.append((callno, exc))
+        return failed
 
     # ------------------------------------------------------------------ media: receive
 

@@ -753,8 +753,8 @@ class LoadRunner:
     def _send_tick(self, calls: dict[int, LiveCall], now: float) -> None:
         """One voice frame for every answered call."""
         lnow = self._now()
-        send = self._ep.send_voice
-        for call in list(calls.values()):
+        items = []
+        for call in calls.values():
             kk = call.k
             call.k = kk + 1
             own = call.own_payloads
@@ -763,11 +763,10 @@ class LoadRunner:
             else:
                 payload = own[(kk + 1) % len(own)]
                 call.stats.count_tx(len(payload), now)
-            try:
-                send(call.callno, payload, lnow)
-            except Exception as exc:
-                log.debug("send_voice %d: %s", call.callno, exc)
-                calls.pop(call.callno, None)
+            items.append((call.callno, payload))
+        for callno, exc in self._ep.send_voice_many(items, lnow):
+            log.debug("send_voice %d: %s", callno, exc)
+            calls.pop(callno, None)
         self._flush()
 
     def _flush(self) -> None:

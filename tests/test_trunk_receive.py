@@ -121,3 +121,67 @@ def test_unknown_inactive_and_vnak(mod: Any) -> None:
     assert [c.callno for c in vnak] == [3]
     with pytest.raises(FrameError):
         mod.receive_trunk(b"\x00\x00\x02\x00\x00\x00\x00\x00", calls, 0.0, 1.0, print, None)
+
+
+class _Stream:
+    def __init__(self, mux: Any) -> None:
+        self.mux = mux
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(spec, max_size=6, unique_by=lambda s: s[0]),
+       st.lists(st.lists(st.tuples(st.integers(0, 14), st.binary(max_size=300)), max_size=8),
+                max_size=6),
+       st.floats(0.0, 100.0), st.sampled_from([0, 240, 1240]), st.booleans())
+def test_send_trunk_voice_compiled_and_twin_agree(specs: list[Any], ticks: list[Any],
+                                                  t0: float, mtu: int, ts_on: bool) -> None:
+    def run_send(mod: Any) -> tuple[Any, ...]:
+        calls = make_calls(mod, specs)
+        for c in calls.values():
+            c.addr = ("127.0.0.1", 4569) if c.callno % 3 else ("127.0.0.2", 4569)
+        mux = mod.TrunkMux(mtu, ts_on)
+        trunks = {("127.0.0.1", 4569): _Stream(mux)}
+        out = []
+        for k, items in enumerate(ticks):
+            rest, streams = mod.send_trunk_voice(calls, items, t0 + 0.02 * k, trunks)
+            out.append((rest, len(streams), mux.flush(k)))
+        return out, snapshot(calls)
+
+    assert run_send(TC) == run_send(TP)
+
+
+def test_send_trunk_voice_matches_send_voice() -> None:
+    """The endpoint's batched send puts the same trunk entries out as send_voice one by one."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from helpers_pair import Pair, seed_configs
+
+    from iaxgw.gateway.events import IncomingCall
+
+    outs = []
+    for batched in (False, True):
+        ca, cb = seed_configs(qualify=None, trunk=True)
+        p = Pair(ca, cb)
+        p.run(0.5)
+        calls: list[int] = []
+        for i in range(5):
+            calls.append(p.a.call("office-b", f"30{i}", p.now))
+            assert p.run_until(lambda: len(p.ev(p.b, IncomingCall)) == len(calls), 10)
+        for e in p.ev(p.b, IncomingCall):
+            p.b.answer(e.callno, p.now)
+        p.run(0.1)
+        sent = []
+        for k in range(6):
+            items = [(cn, bytes([k, i]) * 80) for i, cn in enumerate(calls)]
+            now = p.now + 0.0203 * k
+            if batched:
+                assert p.a.send_voice_many(items, now) == []
+            else:
+                for cn, payload in items:
+                    assert p.a.send_voice(cn, payload, now)
+            p.a.handle_timer(now + 0.021)
+            sent += [d for d, _ in p.a.datagrams_to_send(now + 0.021)]
+        outs.append(sent)
+    assert outs[0] == outs[1] and len(outs[0]) >= 6
