@@ -190,6 +190,68 @@ def target_trunk(data: bytes) -> None:
                 raise Finding(f"{m.__name__}: pack_trunk(parse_trunk(x).entries) != [x]")
 
 
+def _media_calls(m: Any, seed: int) -> dict[int, Any]:
+    """A few call records whose shape depends on ``seed``: known call numbers 1..8 (as raw
+    trunk entries use), some echoing, some inactive or not yet past their first voice frame."""
+    calls = {}
+    for cn in range(1, 9):
+        c = m.CallMedia()
+        bits = (seed >> cn) & 7
+        c.callno = cn
+        c.state = (3, 4, 4, 5)[(seed >> (cn + 8)) & 3]
+        c.start = (seed & 0xFF) / 100.0
+        c.codec = 4
+        c.format_rx = 0 if bits == 7 else 4
+        c.trunk = bool(bits & 1)
+        c.echo = bool(bits & 2)
+        c.svoiceformat = 4 if bits & 4 else 0
+        c.last_voice_ts = 40 if bits & 4 else -1
+        c.nextpred = 60 if bits & 4 else 0
+        c.addr = ("127.0.0.1", 4569)
+        calls[cn] = c
+    return calls
+
+
+def _media_state(calls: dict[int, Any]) -> list[Any]:
+    fields = ("rx_last", "last_voice_ts", "nextpred", "lastsent", "tx_frames")
+    return [(tuple(getattr(c, f) for f in fields),
+             tuple(getattr(c.rx, f) for f in c.rx.FIELDS)) for c in calls.values()]
+
+
+def target_trunk_media(data: bytes) -> None:
+    """receive_trunk and send_trunk_voice (the endpoint's compiled media paths): compiled and
+    twin agree on results, call state, delivered payloads and trunk output for any datagram."""
+    if len(data) < 6:
+        return
+    seed = int.from_bytes(data[:4], "big")
+    now = data[4] * 0.37 + data[5] / 1000.0
+    body = data[6:]
+    runs = []
+    for m in TRUNK:
+        calls = _media_calls(m, seed)
+        mux = m.TrunkMux(1240 if seed & 1 else 0, bool(seed & 2))
+        sunk: list[Any] = []
+        o = _outcome(m.receive_trunk, body, calls, 0.25, now,
+                     lambda c, ts, p, t: sunk.append((c, ts, bytes(p), t)), mux)
+        if o[0] == "ok":
+            n, unknown, inactive, echoed, truncated, vnak = o[1]
+            o = ("ok", (n, unknown, inactive, echoed, truncated, [v.callno for v in vnak]))
+            if unknown + inactive + echoed + len(sunk) != n:
+                raise Finding(f"{m.__name__}: receive_trunk entries do not add up: {o[1]}")
+        items = [(1 + (b & 7), body[i:i + (b % 200)]) for i, b in enumerate(body[:16])]
+        rest, streams = m.send_trunk_voice(calls, items, now + 0.02,
+                                           {("127.0.0.1", 4569): _Stream(mux)})
+        runs.append((o, sunk, _media_state(calls), rest, len(streams), mux.flush(7)))
+    if len(runs) == 2 and runs[0] != runs[1]:
+        raise Finding(f"receive_trunk/send_trunk_voice: compiled {runs[0]!r:.300} != twin "
+                      f"{runs[1]!r:.300}")
+
+
+class _Stream:
+    def __init__(self, mux: Any) -> None:
+        self.mux = mux
+
+
 # ------------------------------------------------------------------ G.711
 
 G711 = _mods("g711")
@@ -394,6 +456,9 @@ def target_endpoint(data: bytes) -> None:
         with contextlib.suppress(RuntimeError, ValueError):
             ep.call("office-a", "200", now)
     callnos = [c.local_callno for c in ep.channels()] or [2]
+    if mode & 8:                      # the compiled echo path: trunk entries go straight back
+        for cn in callnos:
+            ep.set_echo(cn, True)
     from iaxgw._core.frames import build_full, build_mini
     from iaxgw._core.trunk import pack_trunk
 
@@ -452,6 +517,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "frames": target_frames,
     "ies": target_ies,
     "trunk": target_trunk,
+    "trunk_media": target_trunk_media,
     "g711": target_g711,
     "endpoint": target_endpoint,
 }
