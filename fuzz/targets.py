@@ -231,8 +231,9 @@ def target_trunk_media(data: bytes) -> None:
         calls = _media_calls(m, seed)
         mux = m.TrunkMux(1240 if seed & 1 else 0, bool(seed & 2))
         sunk: list[Any] = []
+        put = sunk.append
         o = _outcome(m.receive_trunk, body, calls, 0.25, now,
-                     lambda c, ts, p, t: sunk.append((c, ts, bytes(p), t)), mux)
+                     lambda c, ts, p, t, put=put: put((c, ts, bytes(p), t)), mux)
         if o[0] == "ok":
             n, unknown, inactive, echoed, truncated, vnak = o[1]
             o = ("ok", (n, unknown, inactive, echoed, truncated, [v.callno for v in vnak]))

@@ -168,7 +168,8 @@ def test_send_trunk_voice_matches_send_voice() -> None:
         calls: list[int] = []
         for i in range(5):
             calls.append(p.a.call("office-b", f"30{i}", p.now))
-            assert p.run_until(lambda: len(p.ev(p.b, IncomingCall)) == len(calls), 10)
+            assert p.run_until(lambda p=p, calls=calls: len(p.ev(p.b, IncomingCall)) == len(calls),
+                               10)
         for e in p.ev(p.b, IncomingCall):
             p.b.answer(e.callno, p.now)
         p.run(0.1)
