@@ -222,8 +222,10 @@ class DatagramServer(asyncio.DatagramProtocol):
 RX_COALESCE = 0.003
 with contextlib.suppress(ValueError):          # IAXGW_RX_COALESCE_MS overrides (0 = off)
     RX_COALESCE = max(0.0, float(os.environ.get("IAXGW_RX_COALESCE_MS", "") or 3.0) / 1000.0)
-#: Reads (of up to ``UdpIO.batch`` datagrams each) per wake-up before yielding to the loop.
-RX_READS_PER_WAKE = 16
+#: Datagrams per read (``recvmmsg``); a full read is followed by the next one in the next loop
+#: pass, so due timers run in between: at 1,000 trunked calls a peer's trunk tick is ~143
+#: datagrams (1,000 entries), which read at once would hold the loop for a few milliseconds.
+RX_BATCH = 32
 
 
 class BatchedTransport(asyncio.DatagramTransport):
@@ -241,7 +243,7 @@ class BatchedTransport(asyncio.DatagramTransport):
         self._sock = sock
         self._fd = sock.fileno()
         self._protocol = protocol
-        self._io = UdpIO(sock)
+        self._io = UdpIO(sock, RX_BATCH)
         self._coalesce = max(0.0, float(coalesce))
         self._closing = False
         self._reading = False
@@ -342,41 +344,48 @@ class BatchedTransport(asyncio.DatagramTransport):
             self._loop.remove_reader(self._fd)
             self._reading = False
 
-    def _drain(self) -> int:
+    def _read_once(self) -> int:
+        """One ``recvmmsg`` worth of datagrams to the protocol; how many (-1: a full batch,
+        more may be waiting)."""
         io = self._io
-        full = io.batch
-        got = 0
-        for _ in range(RX_READS_PER_WAKE):
-            try:
-                batch = io.recv()
-            except OSError as exc:
-                log.debug("socket receive error: %s", exc)
-                self._protocol.error_received(exc)
-                break
-            if not batch:
-                break
-            got += len(batch)
-            self._protocol.datagrams_received(batch)
-            if len(batch) < full or self._closing:
-                break
-        if got:
-            self.wakeups += 1
-            self.received += got
-        return got
+        try:
+            batch = io.recv()
+        except OSError as exc:
+            log.debug("socket receive error: %s", exc)
+            self._protocol.error_received(exc)
+            return 0
+        if not batch:
+            return 0
+        self.wakeups += 1
+        self.received += len(batch)
+        self._protocol.datagrams_received(batch)
+        return -1 if len(batch) >= io.batch else len(batch)
 
     def _on_readable(self) -> None:
-        if self._drain() and self._coalesce > 0.0 and not self._closing:
-            self._stop_reading()
-            self._resume = self._loop.call_later(self._coalesce, self._on_resume)
+        self._after_read(self._read_once())
 
     def _on_resume(self) -> None:
         self._resume = None
+        if not self._closing:
+            self._after_read(self._read_once())
+
+    def _after_read(self, got: int) -> None:
+        """Schedule the next read: a full batch is followed by another in the next loop pass
+        (timers that fell due meanwhile run first: a big burst never holds up a media tick for
+        more than one batch); datagrams read -> again after the coalescing interval; nothing
+        read -> wait for the socket."""
         if self._closing:
             return
-        if self._drain():
-            # still busy: keep reading on the coalescing clock
+        if got < 0:
+            self._stop_reading()
+            self._resume = self._loop.call_later(0.0, self._on_resume)
+        elif got and self._coalesce > 0.0:
+            self._stop_reading()
             self._resume = self._loop.call_later(self._coalesce, self._on_resume)
         else:
+            if self._resume is not None:
+                self._resume.cancel()
+                self._resume = None
             self._start_reading()
 
 
