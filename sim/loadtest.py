@@ -60,8 +60,8 @@ REPORT_EVERY = 1.0               # s between statistics ticks (run from the medi
 ANALYSIS_SLICE = 0.006           # s of audio analysis after a tick at most ...
 TICK_MARGIN = 0.004              # ... and never closer than this to the next tick,
 ANALYSIS_STEP = 0.0005           # in steps of about one call (then received frames are read)
-ANALYSIS_WINDOWS = 12            # 40 ms windows examined per ~1 s batch of a call (of ~25)
-RTT_EVERY = 4                    # echo RTT on batches 1-3, then every 4th (FFT over the batch)
+ANALYSIS_WINDOWS = 24            # 40 ms windows examined per ~2 s batch of a call (of ~50)
+RTT_EVERY = 2                    # echo RTT on batches 1-3, then every 2nd (FFT over the batch)
 FAR_BEHIND_TICKS = 5             # a stalled loop skips missed ticks instead of bursting them
 CALLER_BASE = 100000             # CALLING_NUMBER = base + call index (correlates hairpin legs)
 DEFAULT_ROLE = "office-b"        # without --config: we are office-b ...

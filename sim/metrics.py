@@ -208,8 +208,10 @@ class CallRecord:
 
 _MASK64: Final = (1 << 64) - 1
 _CARRY_FRAMES: Final = 5          # > marker length: a marker cut by a batch edge is seen next time
-_ANALYZE_MIN_FRAMES: Final = 25   # analyse when at least 0.5 s of audio is pending
-_PENDING_LIMIT: Final = 200       # 4 s: analyse inline, or drop the oldest half (see __init__)
+# analyse when at least 2 s of audio is pending: a batch costs a fixed ~0.2 ms of numpy calls
+# besides its FFTs, so 2 s batches cost a quarter of 0.5 s ones (200 calls: ~100 batches a second)
+_ANALYZE_MIN_FRAMES: Final = 100
+_PENDING_LIMIT: Final = 300       # 6 s: analyse inline, or drop the oldest half (see __init__)
 
 
 class CallStats:

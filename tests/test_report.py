@@ -231,7 +231,7 @@ def test_plots_missing_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def _snap() -> Snapshot:
-    return _run(seconds=2)[1][-1]
+    return _run(seconds=3)[1][-1]
 
 
 def test_render_has_fields() -> None:
@@ -305,7 +305,7 @@ def test_analysis_budget_round_robin() -> None:
     p = calls[0].payloads
     for c in calls:
         c.on_setup_event("ANSWER", 0.1)
-        for k in range(60):
+        for k in range(120):
             c.on_rx(k * 20, 1.0 + 0.02 * k, p[k % 50])
     # a zero budget still analyses one call per tick, in turn
     done = []

@@ -247,7 +247,7 @@ def test_pending_audio_dropped_not_analysed_when_inline_off() -> None:
     for k in range(1000):
         c.on_rx(k * 20, k * 0.02, p[k % 50])
     assert c.audio.frames == 0                       # on_rx never did batch work
-    assert len(c._pending) < 200
+    assert len(c._pending) < 300                     # the pending limit (6 s)
     assert c.audio_dropped + len(c._pending) == 1000
     c.analyze()
     assert c.audio.frames > 0
