@@ -265,12 +265,14 @@ class Analysis:
             self.others[k] = self.others.get(k, 0) + v
 
 
-#: FFT sizes of the marker correlation (2^k and 3 x 2^k: pocketfft's fastest).  Audio longer
-#: than the largest is correlated in blocks of it (overlap-save), so the detector keeps at most
-#: this many marker spectra (<= 420 KiB), whatever batch lengths a run produces.  (Sized to
-#: every batch length instead, the cache gained a spectrum of up to 260 KiB for each new length
-#: and grew a long run's memory for many minutes.)
+#: FFT sizes of the marker correlation (2^k and 3 x 2^k: pocketfft's fastest).  Audio is
+#: correlated in one FFT or in blocks of one size (overlap-save), whichever costs least, so the
+#: detector keeps at most this many marker spectra (<= 420 KiB) whatever batch lengths a run
+#: produces.  (Sized to every batch length instead, the cache gained a spectrum of up to 260 KiB
+#: for each new length and grew a long run's memory for many minutes.)
 MARKER_FFT_SIZES = (2048, 3072, 4096, 6144, 8192, 12288, 16384)
+#: cost model of one block: n log2 n plus the fixed cost of the numpy calls (measured)
+_BLOCK_COST = tuple((n, n * math.log2(n) + 20000.0) for n in MARKER_FFT_SIZES)
 
 
 class Detector:
@@ -394,14 +396,15 @@ class Detector:
         """``corr[j] = sum_i pcm[j + i] * marker[i]`` for the ``nvalid`` offsets where the whole
         marker fits.  A circular correlation of size ``n >= len(block)`` is exact at those
         offsets (the marker never wraps), so a block of ``n`` samples gives ``n - mlen + 1``."""
-        n = next((s for s in MARKER_FFT_SIZES if s >= len(pcm)), MARKER_FFT_SIZES[-1])
+        mlen = len(self.plan.marker)
+        _cost, n = min((-(-nvalid // (s - mlen + 1)) * c, s) for s, c in _BLOCK_COST if s > mlen)
         mspec = self._marker_spec.get(n)
         if mspec is None:
             mspec = self._marker_spec[n] = np.conj(np.fft.rfft(self.plan.marker, n))
         if len(pcm) <= n:
             out: FloatArray = np.fft.irfft(np.fft.rfft(pcm, n) * mspec, n)[:nvalid]
             return out
-        step = n - len(self.plan.marker) + 1
+        step = n - mlen + 1
         corr = np.empty(nvalid, dtype=np.float64)
         for s in range(0, nvalid, step):
             k = min(step, nvalid - s)
