@@ -318,6 +318,22 @@ cdef inline PayloadView _view(object owner, const unsigned char* p, Py_ssize_t s
     return v
 
 
+cdef int _check_header(const unsigned char* p, Py_ssize_t n) except -1:
+    """The 8-byte meta trunk header of ``p[:n]``: its cmddata (0 or 1), else FrameError."""
+    if n < _HDR:
+        raise FrameError(f"trunk datagram too short: {n} bytes, need 8", n)
+    if p[0] != 0 or p[1] != 0:
+        raise FrameError(
+            f"not a meta frame: first word is 0x{_rd16(p):04x}, not 0x0000", 0)
+    if p[2] & 0x80:
+        raise FrameError("not a meta frame: V bit set (video mini frame)", 2)
+    if p[2] != 1:
+        raise FrameError(f"meta command {p[2]} is not TRUNK (1)", 2)
+    if p[3] > 1:
+        raise FrameError(f"unknown trunk cmddata 0x{p[3]:02x} (expected 0 or 1)", 3)
+    return p[3]
+
+
 cdef TrunkFrame _parse(object data):
     cdef const unsigned char* p
     cdef Py_ssize_t n, pos, start, end
@@ -338,18 +354,7 @@ cdef TrunkFrame _parse(object data):
         b = PyMemoryView_GET_BUFFER(owner)
         p = <const unsigned char*>b.buf
         n = b.len
-    if n < _HDR:
-        raise FrameError(f"trunk datagram too short: {n} bytes, need 8", n)
-    if p[0] != 0 or p[1] != 0:
-        raise FrameError(
-            f"not a meta frame: first word is 0x{_rd16(p):04x}, not 0x0000", 0)
-    if p[2] & 0x80:
-        raise FrameError("not a meta frame: V bit set (video mini frame)", 2)
-    if p[2] != 1:
-        raise FrameError(f"meta command {p[2]} is not TRUNK (1)", 2)
-    cmddata = p[3]
-    if cmddata > 1:
-        raise FrameError(f"unknown trunk cmddata 0x{cmddata:02x} (expected 0 or 1)", 3)
+    cmddata = _check_header(p, n)
     frame = TrunkFrame.__new__(TrunkFrame)
     frame.trunk_ts = _rd32(p + 4)
     frame.timestamps = cmddata
@@ -709,6 +714,27 @@ cdef inline long long _bytes_per_ms(long long fmt) noexcept:
     return 8
 
 
+cdef inline long long _next_voice_ts(CallMedia call, double now) noexcept:
+    """send_voice's timestamp for a call's next voice payload sent at ``now``: the predicted one
+    while within the skew, else now snapped down to 20 ms (never repeating the last)."""
+    cdef long long ms = <long long>((now - call.start) * 1000.0)
+    cdef long long pred = call.nextpred
+    cdef long long ts
+    if call.last_voice_ts < 0 or not -_TS_SKEW_MS <= ms - pred <= _TS_SKEW_MS:
+        ts = ms - _floor_mod(ms, 20)
+        if ts <= call.last_voice_ts:
+            ts = call.last_voice_ts + 20
+        return ts
+    return pred
+
+
+cdef inline void _voice_sent(CallMedia call, long long ts, Py_ssize_t length) noexcept:
+    call.nextpred = ts + length // _bytes_per_ms(call.codec)
+    call.last_voice_ts = ts
+    call.tx_frames += 1
+    call.lastsent = ts
+
+
 def receive_trunk(data, dict calls, double epoch, double now, sink, echo_mux=None):
     """Account and deliver the entries of one trunk datagram (see the section comment).
 
@@ -722,7 +748,7 @@ def receive_trunk(data, dict calls, double epoch, double now, sink, echo_mux=Non
     cdef Py_ssize_t n, pos, start, hdr
     cdef unsigned int length, callno, ts16
     cdef unsigned char cmddata
-    cdef long long trunk_ts, ts, last, ms, pred, st
+    cdef long long trunk_ts, ts, last, st
     cdef long long entries = 0, unknown = 0, inactive = 0, echoed = 0
     cdef bint truncated = False
     cdef PyObject* found
@@ -735,17 +761,7 @@ def receive_trunk(data, dict calls, double epoch, double now, sink, echo_mux=Non
         data = bytes(data)
     p = <const unsigned char*>PyBytes_AS_STRING(data)
     n = PyBytes_GET_SIZE(data)
-    if n < _HDR:
-        raise FrameError(f"trunk datagram too short: {n} bytes, need 8", n)
-    if p[0] != 0 or p[1] != 0:
-        raise FrameError(f"not a meta frame: first word is 0x{_rd16(p):04x}, not 0x0000", 0)
-    if p[2] & 0x80:
-        raise FrameError("not a meta frame: V bit set (video mini frame)", 2)
-    if p[2] != 1:
-        raise FrameError(f"meta command {p[2]} is not TRUNK (1)", 2)
-    cmddata = p[3]
-    if cmddata > 1:
-        raise FrameError(f"unknown trunk cmddata 0x{cmddata:02x} (expected 0 or 1)", 3)
+    cmddata = _check_header(p, n)
     trunk_ts = _rd32(p + 4)
     hdr = _ENT_TS if cmddata else _ENT
     pos = _HDR
@@ -800,19 +816,9 @@ def receive_trunk(data, dict calls, double epoch, double now, sink, echo_mux=Non
                 and _ST_ACCEPTED <= st <= _ST_UP
                 and (mux.mtu == 0 or _HDR + mux._entry_len + <Py_ssize_t>length <= mux.mtu)):
             # gateway.media.MediaMixin.send_voice (its trunk branch), for the echoed payload
-            ms = <long long>((now - call.start) * 1000.0)
-            pred = call.nextpred
-            if call.last_voice_ts < 0 or not -_TS_SKEW_MS <= ms - pred <= _TS_SKEW_MS:
-                ts = ms - _floor_mod(ms, 20)
-                if ts <= call.last_voice_ts:
-                    ts = call.last_voice_ts + 20
-            else:
-                ts = pred
+            ts = _next_voice_ts(call, now)
             if 0 <= ts <= 0xFFFFFFFF:
-                call.nextpred = ts + length // _bytes_per_ms(call.codec)
-                call.last_voice_ts = ts
-                call.tx_frames += 1
-                call.lastsent = ts
+                _voice_sent(call, ts, length)
                 mux._append(call.callno, ts, p + start, length)
                 echoed += 1
                 continue
@@ -834,7 +840,7 @@ def send_trunk_voice(dict calls, list items, double now, dict trunks):
     cdef PyObject* found
     cdef CallMedia call
     cdef TrunkMux mux
-    cdef long long st, ms, pred, ts
+    cdef long long st, ts
     cdef const unsigned char* buf
     cdef Py_ssize_t n
     for item in items:
@@ -863,23 +869,13 @@ def send_trunk_voice(dict calls, list items, double now, dict trunks):
         if mux.mtu and _HDR + mux._entry_len + n > mux.mtu:
             rest.append(item)
             continue
-        ms = <long long>((now - call.start) * 1000.0)
-        pred = call.nextpred
-        if not -_TS_SKEW_MS <= ms - pred <= _TS_SKEW_MS:
-            ts = ms - _floor_mod(ms, 20)
-            if ts <= call.last_voice_ts:
-                ts = call.last_voice_ts + 20
-        else:
-            ts = pred
+        ts = _next_voice_ts(call, now)
         if ts < 0 or ts > 0xFFFFFFFF:
             rest.append(item)
             continue
         buf = <const unsigned char*>PyBytes_AS_STRING(payload)
         mux._append(call.callno, ts, buf, n)
-        call.nextpred = ts + n // _bytes_per_ms(call.codec)
-        call.last_voice_ts = ts
-        call.tx_frames += 1
-        call.lastsent = ts
+        _voice_sent(call, ts, n)
         if id(stream) not in seen:
             seen.add(id(stream))
             streams.append(stream)

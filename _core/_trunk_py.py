@@ -352,6 +352,23 @@ class CallMedia:
         self.rx = RxStats()
 
 
+def _next_voice_ts(call: CallMedia, now: float) -> int:
+    """send_voice's timestamp for a call's next voice payload sent at ``now``."""
+    ms = int((now - call.start) * 1000.0)
+    pred = call.nextpred
+    if call.last_voice_ts < 0 or not -_TS_SKEW_MS <= ms - pred <= _TS_SKEW_MS:
+        ts = ms - ms % 20
+        return call.last_voice_ts + 20 if ts <= call.last_voice_ts else ts
+    return pred
+
+
+def _voice_sent(call: CallMedia, ts: int, length: int) -> None:
+    call.nextpred = ts + length // _BPMS.get(call.codec, 8)
+    call.last_voice_ts = ts
+    call.tx_frames += 1
+    call.lastsent = ts
+
+
 def receive_trunk(data: Buffer, calls: dict[int, CallMedia], epoch: float, now: float,
                   sink: object, echo_mux: TrunkMux | None = None
                   ) -> tuple[int, int, int, int, bool, list[CallMedia]]:
@@ -394,19 +411,9 @@ def receive_trunk(data: Buffer, calls: dict[int, CallMedia], epoch: float, now: 
                 and (mux.mtu == 0 or HEADER_LEN + (ENTRY_TS_LEN if mux.timestamps
                                                    else ENTRY_LEN) + length <= mux.mtu)):
             # gateway.media.MediaMixin.send_voice (its trunk branch), for the echoed payload
-            ms = int((now - call.start) * 1000.0)
-            pred = call.nextpred
-            if call.last_voice_ts < 0 or not -_TS_SKEW_MS <= ms - pred <= _TS_SKEW_MS:
-                out_ts = ms - ms % 20
-                if out_ts <= call.last_voice_ts:
-                    out_ts = call.last_voice_ts + 20
-            else:
-                out_ts = pred
+            out_ts = _next_voice_ts(call, now)
             if 0 <= out_ts <= 0xFFFFFFFF:
-                call.nextpred = out_ts + length // _BPMS.get(call.codec, 8)
-                call.last_voice_ts = out_ts
-                call.tx_frames += 1
-                call.lastsent = out_ts
+                _voice_sent(call, out_ts, length)
                 mux.add(call.callno, out_ts, view)
                 echoed += 1
                 continue
@@ -441,22 +448,12 @@ def send_trunk_voice(calls: dict[int, CallMedia], items: list[tuple[int, bytes]]
         if mux.mtu and HEADER_LEN + (ENTRY_TS_LEN if mux.timestamps else ENTRY_LEN) + n > mux.mtu:
             rest.append(item)
             continue
-        ms = int((now - call.start) * 1000.0)
-        pred = call.nextpred
-        if not -_TS_SKEW_MS <= ms - pred <= _TS_SKEW_MS:
-            ts = ms - ms % 20
-            if ts <= call.last_voice_ts:
-                ts = call.last_voice_ts + 20
-        else:
-            ts = pred
+        ts = _next_voice_ts(call, now)
         if not 0 <= ts <= 0xFFFFFFFF:
             rest.append(item)
             continue
         mux.add(call.callno, ts, payload)
-        call.nextpred = ts + n // _BPMS.get(call.codec, 8)
-        call.last_voice_ts = ts
-        call.tx_frames += 1
-        call.lastsent = ts
+        _voice_sent(call, ts, n)
         if id(stream) not in seen:
             seen.add(id(stream))
             streams.append(stream)
