@@ -6,6 +6,10 @@ from typing import Any
 SLOT: int
 DEFAULT_BATCH: int
 ADDR_CACHE: int
+GSO_MAX_SEGMENTS: int
+GSO_MAX_BYTES: int
+
+def gso_default() -> bool: ...
 
 def enable_rx_timestamps(sock: socket.socket) -> bool: ...
 
@@ -13,7 +17,9 @@ class UdpIO:
     timestamps: bool
     send_errors: int
     last_send_error: str | None
-    def __init__(self, sock: socket.socket, batch: int = ...) -> None: ...
+    gso: bool
+    gso_datagrams: int
+    def __init__(self, sock: socket.socket, batch: int = ..., gso: bool | None = ...) -> None: ...
     @property
     def batch(self) -> int: ...
     @property

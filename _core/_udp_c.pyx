@@ -35,6 +35,37 @@ cdef extern from *:
     #include <time.h>
 
     #define IAXGW_CTRL 64
+    #ifndef UDP_SEGMENT
+    #define UDP_SEGMENT 103
+    #endif
+    #define IAXGW_GSO_CTRL 32
+
+    /* One send header over `niov` datagrams of the same destination that the kernel cuts into
+       `seg`-byte datagrams (UDP generic segmentation offload; the last may be shorter). */
+    static void iaxgw_fill_gso(struct mmsghdr* m, struct iovec* iov, unsigned int niov,
+                               const void* sa, socklen_t salen, unsigned char* ctrl,
+                               unsigned short seg) {
+        struct cmsghdr* c;
+        memset(&m->msg_hdr, 0, sizeof(struct msghdr));
+        memset(ctrl, 0, IAXGW_GSO_CTRL);
+        m->msg_hdr.msg_name = (void*)sa;
+        m->msg_hdr.msg_namelen = salen;
+        m->msg_hdr.msg_iov = iov;
+        m->msg_hdr.msg_iovlen = niov;
+        m->msg_hdr.msg_control = ctrl;
+        m->msg_hdr.msg_controllen = CMSG_SPACE(sizeof(unsigned short));
+        c = CMSG_FIRSTHDR(&m->msg_hdr);
+        c->cmsg_level = IPPROTO_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(unsigned short));
+        memcpy(CMSG_DATA(c), &seg, sizeof(seg));
+        m->msg_len = 0;
+    }
+
+    static void iaxgw_set_iov(struct iovec* iov, const char* buf, size_t len) {
+        iov->iov_base = (void*)buf;
+        iov->iov_len = len;
+    }
 
     /* Prepare n receive headers over the slots and call recvmmsg; -errno on failure. */
     static int iaxgw_recv(int fd, struct mmsghdr* msgs, struct iovec* iov,
@@ -178,6 +209,12 @@ cdef extern from *:
         msghdr msg_hdr
         unsigned int msg_len
     int IAXGW_CTRL
+    int IAXGW_GSO_CTRL
+    int EIO
+    int EINVAL
+    int EMSGSIZE
+    int EOPNOTSUPP
+    int ENOPROTOOPT
     int MSG_TRUNC
     int AF_INET
     int AF_INET6
@@ -193,6 +230,9 @@ cdef extern from *:
     int iaxgw_sendmmsg(int fd, mmsghdr* msgs, unsigned int n) nogil
     void iaxgw_fill_send(mmsghdr* m, iovec* iov, const char* buf, size_t length,
                          const void* sa, socklen_t salen) nogil
+    void iaxgw_fill_gso(mmsghdr* m, iovec* iov, unsigned int niov, const void* sa,
+                        socklen_t salen, unsigned char* ctrl, unsigned short seg) nogil
+    void iaxgw_set_iov(iovec* iov, const char* buf, size_t length) nogil
     int iaxgw_sa_text(const sockaddr_storage* ss, char* out, size_t outlen,
                       unsigned int* port) nogil
     long long iaxgw_sa_key(const sockaddr_storage* ss) nogil
@@ -210,8 +250,27 @@ SLOT = _SLOT
 DEFAULT_BATCH = 64
 #: Distinct peer addresses remembered (received-address tuples, destination sockaddrs).
 ADDR_CACHE = 4096
+#: Generic segmentation offload on send (``UDP_SEGMENT``): consecutive datagrams to one address,
+#: all of one size but the last, leave as one buffer that the kernel cuts back into the same
+#: datagrams -- one pass through the IP stack instead of one per datagram (a trunk flush is many
+#: full ``trunkmtu`` datagrams to one peer).  At most this many per buffer, this many bytes.
+cdef enum:
+    _GSO_MAX_SEGMENTS = 64
+    _GSO_MAX_BYTES = 63000
+GSO_MAX_SEGMENTS = _GSO_MAX_SEGMENTS
+GSO_MAX_BYTES = _GSO_MAX_BYTES
 
-__all__ = ["ADDR_CACHE", "DEFAULT_BATCH", "SLOT", "UdpIO", "enable_rx_timestamps"]
+__all__ = ["ADDR_CACHE", "DEFAULT_BATCH", "GSO_MAX_BYTES", "GSO_MAX_SEGMENTS", "SLOT", "UdpIO",
+           "enable_rx_timestamps", "gso_default"]
+
+
+def gso_default():
+    """Whether new :class:`UdpIO` objects segment on send: yes unless ``IAXGW_NO_GSO`` is set
+    (to anything but ``0``) or the platform has no ``UDP_SEGMENT`` (then the first send that the
+    kernel refuses turns it off for that socket)."""
+    import os
+    import sys
+    return sys.platform.startswith("linux") and os.environ.get("IAXGW_NO_GSO", "") in ("", "0")
 
 
 def enable_rx_timestamps(sock):
@@ -231,11 +290,18 @@ cdef class UdpIO:
     cdef sockaddr_storage* _addrs
     cdef unsigned char* _ctrl
     cdef unsigned char* _data
+    cdef unsigned char* _sctrl
+    cdef unsigned int* _counts
     cdef dict _rx_names          # IPv4 key -> (host, port)
     cdef dict _tx_names          # (host, port) -> sockaddr bytes
     cdef readonly bint timestamps
     cdef public unsigned long long send_errors
     cdef public object last_send_error
+    #: segment runs of equal-size datagrams on send (see GSO_MAX_SEGMENTS); turned off for good
+    #: when the kernel refuses a segmented send
+    cdef public bint gso
+    #: datagrams that left in segmented buffers
+    cdef public unsigned long long gso_datagrams
 
     def __cinit__(self, sock, unsigned int batch=DEFAULT_BATCH):
         if batch < 1 or batch > 1024:
@@ -246,12 +312,15 @@ cdef class UdpIO:
         self._addrs = <sockaddr_storage*>PyMem_Malloc(batch * sizeof(sockaddr_storage))
         self._ctrl = <unsigned char*>PyMem_Malloc(batch * <size_t>IAXGW_CTRL)
         self._data = <unsigned char*>PyMem_Malloc(batch * <size_t>_SLOT)
+        self._sctrl = <unsigned char*>PyMem_Malloc(batch * <size_t>IAXGW_GSO_CTRL)
+        self._counts = <unsigned int*>PyMem_Malloc(batch * sizeof(unsigned int))
         if (self._msgs == NULL or self._iov == NULL or self._addrs == NULL
-                or self._ctrl == NULL or self._data == NULL):
+                or self._ctrl == NULL or self._data == NULL or self._sctrl == NULL
+                or self._counts == NULL):
             raise MemoryError()
         memset(self._msgs, 0, batch * sizeof(mmsghdr))
 
-    def __init__(self, sock, unsigned int batch=DEFAULT_BATCH):
+    def __init__(self, sock, unsigned int batch=DEFAULT_BATCH, gso=None):
         fam = sock.family
         if fam not in (_socket.AF_INET, _socket.AF_INET6) or sock.type != _socket.SOCK_DGRAM:
             raise ValueError("UdpIO needs an AF_INET or AF_INET6 datagram socket")
@@ -263,6 +332,8 @@ cdef class UdpIO:
         self.timestamps = enable_rx_timestamps(sock)
         self.send_errors = 0
         self.last_send_error = None
+        self.gso = gso_default() if gso is None else bool(gso)
+        self.gso_datagrams = 0
 
     def __dealloc__(self):
         PyMem_Free(self._msgs)
@@ -270,6 +341,8 @@ cdef class UdpIO:
         PyMem_Free(self._addrs)
         PyMem_Free(self._ctrl)
         PyMem_Free(self._data)
+        PyMem_Free(self._sctrl)
+        PyMem_Free(self._counts)
 
     @property
     def batch(self):
@@ -346,20 +419,26 @@ cdef class UdpIO:
         """Send ``items[start:]`` (each ``(data: bytes, (host, port))``); returns the index of
         the first one not sent because the socket would block (``len(items)`` when all went).
         A datagram the kernel refuses for another reason (or with an unusable address) is
-        skipped and counted in ``send_errors`` / ``last_send_error``."""
+        skipped and counted in ``send_errors`` / ``last_send_error``.
+
+        With ``gso``, a run of consecutive datagrams to one address whose sizes are all equal
+        (the last may be shorter) goes as one segmented buffer; the receiver gets the same
+        datagrams in the same order either way."""
         cdef Py_ssize_t n = len(items)
         cdef Py_ssize_t i = start
-        cdef Py_ssize_t j
-        cdef unsigned int m
-        cdef int sent
+        cdef Py_ssize_t j, k
+        cdef unsigned int m, niov, cnt, bmax = self._batch
+        cdef size_t seg, total, length
+        cdef int sent, err
         cdef list keep
         if start < 0:
             raise ValueError("start must be >= 0")
         while i < n:
             m = 0
+            niov = 0
             keep = []           # the bytes and sockaddrs the headers point into
             j = i
-            while j < n and m < self._batch:
+            while j < n and m < bmax and niov < bmax:
                 item = items[j]
                 data = item[0]
                 if not PyBytes_Check(data):
@@ -375,24 +454,63 @@ cdef class UdpIO:
                     break
                 keep.append(data)
                 keep.append(sa)
-                iaxgw_fill_send(&self._msgs[m], &self._iov[m], PyBytes_AS_STRING(data),
-                                <size_t>PyBytes_GET_SIZE(data), PyBytes_AS_STRING(sa),
-                                <socklen_t>PyBytes_GET_SIZE(sa))
+                seg = <size_t>PyBytes_GET_SIZE(data)
+                iaxgw_set_iov(&self._iov[niov], PyBytes_AS_STRING(data), seg)
+                cnt = 1
+                if self.gso and 0 < seg <= 0xFFFF:
+                    total = seg
+                    k = j + 1
+                    while k < n and cnt < _GSO_MAX_SEGMENTS and niov + cnt < bmax:
+                        nxt = items[k]
+                        d2 = nxt[0]
+                        if not PyBytes_Check(d2):
+                            break
+                        length = <size_t>PyBytes_GET_SIZE(d2)
+                        if length == 0 or length > seg or total + length > _GSO_MAX_BYTES:
+                            break
+                        if self._sockaddr(nxt[1]) is not sa:
+                            break
+                        keep.append(d2)
+                        iaxgw_set_iov(&self._iov[niov + cnt], PyBytes_AS_STRING(d2), length)
+                        cnt += 1
+                        total += length
+                        k += 1
+                        if length < seg:
+                            break       # a shorter datagram ends the run
+                if cnt > 1:
+                    iaxgw_fill_gso(&self._msgs[m], &self._iov[niov], cnt, PyBytes_AS_STRING(sa),
+                                   <socklen_t>PyBytes_GET_SIZE(sa),
+                                   self._sctrl + <size_t>m * IAXGW_GSO_CTRL,
+                                   <unsigned short>seg)
+                else:
+                    iaxgw_fill_send(&self._msgs[m], &self._iov[niov], PyBytes_AS_STRING(data),
+                                    seg, PyBytes_AS_STRING(sa), <socklen_t>PyBytes_GET_SIZE(sa))
+                self._counts[m] = cnt
+                niov += cnt
                 m += 1
-                j += 1
+                j += cnt
             if m == 0:
                 break
             with nogil:
                 sent = iaxgw_sendmmsg(self._fd, self._msgs, m)
             if sent < 0:
-                if -sent == EAGAIN or -sent == EWOULDBLOCK or -sent == ENOBUFS:
+                err = -sent
+                if err == EAGAIN or err == EWOULDBLOCK or err == ENOBUFS:
                     return i
+                if self._counts[0] > 1 and (err == EIO or err == EINVAL or err == EMSGSIZE
+                                            or err == EOPNOTSUPP or err == ENOPROTOOPT):
+                    self.gso = False    # no segmentation here: send them one by one
+                    continue
                 # the first datagram of the batch failed: skip it, go on with the rest
                 self.send_errors += 1
-                self.last_send_error = f"{items[i][1]!r}: {_strerror(-sent)}"
+                self.last_send_error = f"{items[i][1]!r}: {_strerror(err)}"
                 i += 1
                 continue
-            i += sent
+            for k in range(sent):
+                cnt = self._counts[k]
+                i += cnt
+                if cnt > 1:
+                    self.gso_datagrams += cnt
         return n
 
 

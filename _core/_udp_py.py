@@ -16,8 +16,23 @@ from typing import Any
 SLOT = 4352
 DEFAULT_BATCH = 64
 ADDR_CACHE = 4096
+GSO_MAX_SEGMENTS = 64
+GSO_MAX_BYTES = 63000
 
-__all__ = ["ADDR_CACHE", "DEFAULT_BATCH", "SLOT", "UdpIO", "enable_rx_timestamps"]
+__all__ = ["ADDR_CACHE", "DEFAULT_BATCH", "GSO_MAX_BYTES", "GSO_MAX_SEGMENTS", "SLOT", "UdpIO",
+           "enable_rx_timestamps", "gso_default"]
+
+_UDP_SEGMENT = getattr(_socket, "UDP_SEGMENT", 103)
+_SEG = struct.Struct("@H")
+_NO_GSO_ERRNOS = frozenset(getattr(os, name) for name in
+                           ("EIO", "EINVAL", "EMSGSIZE", "EOPNOTSUPP", "ENOPROTOOPT")
+                           if hasattr(os, name))
+
+
+def gso_default() -> bool:
+    """As compiled: segment on send unless ``IAXGW_NO_GSO`` is set (Linux only)."""
+    import sys
+    return sys.platform.startswith("linux") and os.environ.get("IAXGW_NO_GSO", "") in ("", "0")
 
 # Linux's value where the socket module does not name it (Python < 3.13)
 _SO_TIMESTAMPNS = getattr(_socket, "SO_TIMESTAMPNS", 35 if _socket.__dict__.get("AF_NETLINK")
@@ -42,7 +57,8 @@ def enable_rx_timestamps(sock: _socket.socket) -> bool:
 class UdpIO:
     """Batched receive and send on one non-blocking UDP socket."""
 
-    def __init__(self, sock: _socket.socket, batch: int = DEFAULT_BATCH) -> None:
+    def __init__(self, sock: _socket.socket, batch: int = DEFAULT_BATCH,
+                 gso: bool | None = None) -> None:
         if not 1 <= batch <= 1024:
             raise ValueError(f"batch must be 1..1024, got {batch}")
         if (sock.family not in (_socket.AF_INET, _socket.AF_INET6)
@@ -55,6 +71,8 @@ class UdpIO:
         self.timestamps = enable_rx_timestamps(sock)
         self.send_errors = 0
         self.last_send_error: str | None = None
+        self.gso = gso_default() if gso is None else bool(gso)
+        self.gso_datagrams = 0
 
     @property
     def batch(self) -> int:
@@ -91,6 +109,36 @@ class UdpIO:
                    for (d, a, _), s in zip(out, stamps, strict=True)]
         return out
 
+    def _target(self, addr: Any) -> tuple[str, int]:
+        host, port = addr[0], addr[1]
+        if not isinstance(host, str) or not isinstance(port, int):
+            raise TypeError
+        if not 0 <= port <= 0xFFFF:
+            raise ValueError(port)
+        if self._v6 and ":" not in host:
+            host = "::ffff:" + host        # an IPv4 peer on a dual-stack socket
+        try:                                     # numeric addresses only, as compiled
+            _socket.inet_pton(self._family, host)
+        except OSError:
+            raise ValueError(host) from None
+        return host, port
+
+    def _run(self, items: list[tuple[Any, Any]], i: int, seg: int, addr: Any) -> int:
+        """How many of ``items[i:]`` one segmented send can carry (as compiled)."""
+        n, cnt, total = len(items), 1, seg
+        while i + cnt < n and cnt < GSO_MAX_SEGMENTS and cnt < self._batch:
+            d2, a2 = items[i + cnt]
+            if not isinstance(d2, bytes):
+                break
+            size = len(d2)
+            if size == 0 or size > seg or total + size > GSO_MAX_BYTES or a2 != addr:
+                break
+            cnt += 1
+            total += size
+            if size < seg:
+                break
+        return cnt
+
     def send(self, items: list[tuple[Any, Any]], start: int = 0) -> int:
         if start < 0:
             raise ValueError("start must be >= 0")
@@ -99,19 +147,25 @@ class UdpIO:
         i = start
         while i < n:
             data, addr = items[i]
+            cnt = 1
             try:
-                host, port = addr[0], addr[1]
-                if not isinstance(host, str) or not isinstance(port, int):
-                    raise TypeError
-                if not 0 <= port <= 0xFFFF:
-                    raise ValueError(port)
-                if self._v6 and ":" not in host:
-                    host = "::ffff:" + host        # an IPv4 peer on a dual-stack socket
-                try:                                     # numeric addresses only, as compiled
-                    _socket.inet_pton(self._family, host)
-                except OSError:
-                    raise ValueError(host) from None
-                sock.sendto(data, (host, port))
+                target = self._target(addr)
+                seg = len(data)
+                if self.gso and 0 < seg <= 0xFFFF:
+                    cnt = self._run(items, i, seg, addr)
+                if cnt > 1:
+                    try:
+                        sock.sendmsg([bytes(d) for d, _ in items[i:i + cnt]],
+                                     [(_socket.IPPROTO_UDP, _UDP_SEGMENT, _SEG.pack(seg))],
+                                     _socket.MSG_DONTWAIT, target)
+                    except OSError as exc:
+                        if exc.errno in _NO_GSO_ERRNOS:
+                            self.gso = False    # no segmentation here: one by one
+                            continue
+                        raise
+                    self.gso_datagrams += cnt
+                else:
+                    sock.sendto(data, target)
             except _WOULD_BLOCK:
                 return i
             except OSError as exc:
@@ -119,8 +173,10 @@ class UdpIO:
                     return i
                 self.send_errors += 1
                 self.last_send_error = f"{addr!r}: {exc.strerror or exc}"
+                cnt = 1
             except (TypeError, ValueError, IndexError, UnicodeError, OverflowError):
                 self.send_errors += 1
                 self.last_send_error = f"cannot send to {addr!r}"
-            i += 1
+                cnt = 1
+            i += cnt
         return n

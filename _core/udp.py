@@ -12,12 +12,25 @@ from iaxgw._core._select import load
 _impl = load("udp")
 
 if TYPE_CHECKING:
-    from iaxgw._core._udp_c import ADDR_CACHE, DEFAULT_BATCH, SLOT, UdpIO, enable_rx_timestamps
+    from iaxgw._core._udp_c import (
+        ADDR_CACHE,
+        DEFAULT_BATCH,
+        GSO_MAX_BYTES,
+        GSO_MAX_SEGMENTS,
+        SLOT,
+        UdpIO,
+        enable_rx_timestamps,
+        gso_default,
+    )
 else:
     ADDR_CACHE = _impl.ADDR_CACHE
     DEFAULT_BATCH = _impl.DEFAULT_BATCH
+    GSO_MAX_BYTES = _impl.GSO_MAX_BYTES
+    GSO_MAX_SEGMENTS = _impl.GSO_MAX_SEGMENTS
     SLOT = _impl.SLOT
+    gso_default = _impl.gso_default
     UdpIO = _impl.UdpIO
     enable_rx_timestamps = _impl.enable_rx_timestamps
 
-__all__ = ["ADDR_CACHE", "DEFAULT_BATCH", "SLOT", "UdpIO", "enable_rx_timestamps"]
+__all__ = ["ADDR_CACHE", "DEFAULT_BATCH", "GSO_MAX_BYTES", "GSO_MAX_SEGMENTS", "SLOT", "UdpIO",
+           "enable_rx_timestamps", "gso_default"]

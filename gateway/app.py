@@ -225,6 +225,8 @@ class GatewayApp:
         #: which the 20 ms ticker asks for a payload
         self._echo_calls: set[int] = set()
         self._ticked: dict[int, IaxChannel] = {}
+        #: set when a call joins ``_ticked``: the media ticker sleeps while there is none
+        self._ticked_ready = asyncio.Event()
         self._echo_out: list[tuple[int, bytes]] = []
         self._ticker: asyncio.Task[None] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
@@ -516,6 +518,7 @@ class GatewayApp:
                 self._ticked.pop(callno, None)
             else:
                 self._ticked[callno] = session
+                self._ticked_ready.set()
                 self._echo_calls.discard(callno)
         else:
             self._media.pop(callno, None)
@@ -556,6 +559,13 @@ class GatewayApp:
         start = loop.time()
         k = 0
         while True:
+            if not self._ticked:
+                # nothing to pace (Echo answers as voice arrives): no wake-ups until a call
+                # needs the grid, which then starts afresh
+                self._ticked_ready.clear()
+                await self._ticked_ready.wait()
+                start = loop.time()
+                k = 0
             k += 1
             deadline = start + k * TICK
             delay = deadline - loop.time()

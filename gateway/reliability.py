@@ -111,6 +111,35 @@ class EndpointCore:
         self._n_mini_out = 0
         self._n_trunk_entries_in = 0
         self._n_trunk_datagrams_in = 0
+        # rx_prompt(): cached answer and until when it holds
+        self._rx_prompt = True
+        self._rx_prompt_until = -1.0
+
+    # ------------------------------------------------------------------ receive pacing
+
+    #: how long rx_prompt() reuses its answer (s); a new call number refreshes it at once
+    RX_PROMPT_REFRESH = 0.1
+
+    def rx_prompt(self, now: float) -> bool:
+        """Whether datagrams should be read promptly rather than at the next timer.
+
+        False only while every call is an answered call whose voice travels in trunk
+        datagrams: what arrives for those is voice whose answer (an echo, a bridged leg's
+        trunk) waits for the next trunk flush anyway, so a driver that reads in batches may
+        read just before that flush.  A call being set up or torn down, a qualify poke, a
+        registration or a call without trunking needs prompt reading.  Cached for
+        ``RX_PROMPT_REFRESH`` seconds (an O(calls) scan)."""
+        if now < self._rx_prompt_until:
+            return self._rx_prompt
+        up = CallState.UP
+        prompt = False
+        for c in self._calls.values():
+            if c.state != up or not c.trunk:
+                prompt = True
+                break
+        self._rx_prompt = prompt
+        self._rx_prompt_until = now + self.RX_PROMPT_REFRESH
+        return prompt
 
     # ------------------------------------------------------------------ timers
 
@@ -164,6 +193,8 @@ class EndpointCore:
                   now: float) -> Call:
         call = Call(callno, kind, state, addr, now)
         self._calls[callno] = call
+        self._rx_prompt = True          # until the next rx_prompt() scan
+        self._rx_prompt_until = now + self.RX_PROMPT_REFRESH
         return call
 
     def _bind_remote(self, call: Call, peer_callno: int) -> None:

@@ -103,13 +103,13 @@ class EchoPeer:
         self.server = server
         self.ep = server.endpoint
         self.ep.set_media_sink(self._echo)
-        real = server._deliver
+        real = self.ep.receive_datagram
 
         def gate(data: bytes, addr: Any, now: float) -> None:
             if not self.deaf:
                 real(data, addr, now)
 
-        server._deliver = gate  # type: ignore[method-assign]
+        self.ep.receive_datagram = gate  # type: ignore[method-assign]
         self.ready.set()
         await self._stop.wait()
         server.close()
@@ -282,7 +282,8 @@ def test_setup_window_and_finished_calls(sites: dict[str, Any],
     r = runners[-1]
     assert r.pending_peak == 3 and r.pending == 0
     assert res.summary["attempted"] == 6
-    assert sum(v for k, v in res.summary["causes"].items() if k.startswith("TIMEOUT")) == 6
+    assert sum(v for k, v in res.summary["causes"].items() if k.startswith("TIMEOUT")) == 6, \
+        res.summary["causes"]
 
 
 def test_busy_and_congestion_counted_exit_1(sites: dict[str, Any]) -> None:
