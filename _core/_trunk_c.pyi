@@ -7,6 +7,7 @@ Errors: malformed datagrams and out-of-range values raise ``iaxgw._core.errors.F
 (a ``ValueError`` with ``.offset``); objects that are not bytes-like / not ints raise ``TypeError``.
 """
 
+import builtins
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -150,6 +151,31 @@ class RxStats:
     @property
     def loss_pct(self) -> int: ...
 
+class RxProbe:
+    """The load tester's receive accounting of one call (jitter, loss window, payloads)."""
+
+    frames: int
+    bytes: int
+    duplicates: int
+    out_of_order: int
+    max_ts: int
+    min_ts: int
+    last: int
+    frame_ms: int
+    dropped: int
+    jitter: float
+    jitter_max: float
+    jitter_sum: float
+    transit: float
+    t_first: float
+    t_last: float
+    mask: int
+    pending: list[tuple[int, float, builtins.bytes]] | None
+    limit: int
+    def __init__(self, frame_ms: int = 20, keep: bool = True, limit: int = 300) -> None: ...
+    def on_rx(self, ts: int, arrival: float, payload: builtins.bytes, seq: bool = False
+              ) -> int: ...
+
 class CallMedia:
     """The media fields of a call record (base class of ``gateway.calls.Call``)."""
 
@@ -169,6 +195,7 @@ class CallMedia:
     trunk: bool
     echo: bool
     rx: RxStats
+    probe: RxProbe | None
     def __init__(self, *args: object, **kwargs: object) -> None: ...
 
 def receive_trunk(data: bytes, calls: dict[int, Any], epoch: float, now: float,

@@ -326,12 +326,86 @@ class RxStats:
         return (self.lost * 100) // total if total else 0
 
 
+class RxProbe:
+    """The load tester's receive accounting of one call (see ``_trunk_c.RxProbe``)."""
+
+    __slots__ = ("bytes", "dropped", "duplicates", "frame_ms", "frames", "jitter", "jitter_max",
+                 "jitter_sum", "last", "limit", "mask", "max_ts", "min_ts", "out_of_order",
+                 "pending", "t_first", "t_last", "transit")
+
+    def __init__(self, frame_ms: int = 20, keep: bool = True, limit: int = 300) -> None:
+        if frame_ms < 1:
+            raise ValueError(f"frame_ms must be >= 1, got {frame_ms}")
+        self.frame_ms = frame_ms
+        self.pending: list[tuple[int, float, bytes]] | None = [] if keep else None
+        self.limit = limit if limit > 1 else 2
+        self.last = -1
+        self.frames = self.bytes = self.duplicates = self.out_of_order = 0
+        self.max_ts = self.min_ts = self.dropped = 0
+        self.jitter = self.jitter_max = self.jitter_sum = self.transit = 0.0
+        self.t_first = self.t_last = 0.0
+        self.mask = 0
+
+    def on_rx(self, ts: int, arrival: float, payload: bytes, seq: bool = False) -> int:
+        if seq and self.last >= 0:
+            ts = self.last + self.frame_ms
+        if ts > self.last:
+            self.last = ts
+        self.frames += 1
+        n = self.frames
+        self.bytes += len(payload)
+        self.t_last = arrival
+        transit = arrival * 1000.0 - ts
+        if n == 1:
+            self.t_first = arrival
+            self.max_ts = self.min_ts = ts
+            self.mask = 1
+        else:
+            d = abs(transit - self.transit)
+            j = self.jitter + (d - self.jitter) * 0.0625
+            self.jitter = j
+            self.jitter_sum += j
+            if j > self.jitter_max:
+                self.jitter_max = j
+            fm = self.frame_ms
+            hi = self.max_ts
+            if ts > hi:
+                k = (ts - hi + (fm >> 1)) // fm
+                self.mask = ((self.mask << k) | 1) & _MASK64 if k < 64 else 1
+                self.max_ts = ts
+            else:
+                i = (hi - ts + (fm >> 1)) // fm
+                if i < 64:
+                    bit = 1 << i
+                    if self.mask & bit:
+                        self.duplicates += 1
+                    else:
+                        self.mask |= bit
+                        self.out_of_order += 1
+                else:
+                    self.out_of_order += 1
+                if ts < self.min_ts:
+                    self.min_ts = ts
+        self.transit = transit
+        pend = self.pending
+        if pend is not None:
+            pend.append((ts, arrival, payload))
+            if len(pend) >= self.limit:
+                k = self.limit // 2
+                del pend[:k]
+                self.dropped += k
+        return ts
+
+
+_MASK64 = (1 << 64) - 1
+
+
 class CallMedia:
     """The media fields of a call record (base class of ``gateway.calls.Call``)."""
 
     __slots__ = ("addr", "callno", "codec", "echo", "format_rx", "last_full_voice_ts",
-                 "last_voice_ts", "lastsent", "nextpred", "rx", "rx_last", "start", "state",
-                 "svoiceformat", "trunk", "tx_frames")
+                 "last_voice_ts", "lastsent", "nextpred", "probe", "rx", "rx_last", "start",
+                 "state", "svoiceformat", "trunk", "tx_frames")
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         self.callno = 0
@@ -350,6 +424,7 @@ class CallMedia:
         self.trunk = False
         self.echo = False
         self.rx = RxStats()
+        self.probe: RxProbe | None = None
 
 
 def _next_voice_ts(call: CallMedia, now: float) -> int:
@@ -417,6 +492,9 @@ def receive_trunk(data: Buffer, calls: dict[int, CallMedia], epoch: float, now: 
                 mux.add(call.callno, out_ts, view)
                 echoed += 1
                 continue
+        if call.probe is not None:
+            call.probe.on_rx(ts, now, view.tobytes(), ts16 is None)
+            continue
         deliver(call.callno, ts, view.tobytes(), now)  # type: ignore[operator]
     return len(frame.entries), unknown, inactive, echoed, frame.truncated, vnak
 

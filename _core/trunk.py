@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         MAX_PAYLOAD,
         META_TRUNK,
         CallMedia,
+        RxProbe,
         RxStats,
         TrunkDemux,
         TrunkFrame,
@@ -42,6 +43,7 @@ else:
     pack_trunk = _impl.pack_trunk
     parse_trunk = _impl.parse_trunk
     RxStats = _impl.RxStats
+    RxProbe = _impl.RxProbe
     CallMedia = _impl.CallMedia
     receive_trunk = _impl.receive_trunk
     send_trunk_voice = _impl.send_trunk_voice
@@ -54,6 +56,7 @@ __all__ = [
     "MAX_PAYLOAD",
     "META_TRUNK",
     "CallMedia",
+    "RxProbe",
     "RxStats",
     "TrunkDemux",
     "TrunkFrame",

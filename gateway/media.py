@@ -12,7 +12,7 @@ from typing import Any
 
 from iaxgw._core.errors import FrameError
 from iaxgw._core.frames import uncompress_subclass
-from iaxgw._core.trunk import TrunkMux, receive_trunk, send_trunk_voice
+from iaxgw._core.trunk import RxProbe, TrunkMux, receive_trunk, send_trunk_voice
 from iaxgw.gateway.calls import Call
 from iaxgw.gateway.events import VoiceReceived
 from iaxgw.gateway.reliability import (
@@ -231,6 +231,18 @@ class MediaMixin(EndpointCore):
         """Without a media sink: voice as ``VoiceReceived`` events."""
         call = self._calls.get(callno)
         self._events.append(VoiceReceived(callno, ts, payload, call.format_rx if call else 0))
+
+    def set_rx_probe(self, callno: int, probe: RxProbe | None) -> bool:
+        """Count the trunk entries of ``callno`` in ``probe`` (a load tester's ``RxProbe``:
+        jitter, loss window, payloads kept for analysis) instead of handing them to the media
+        sink: one compiled pass per datagram, no Python call per entry.  The probe gets each
+        entry's arrival time (``now``), so it should be set only when that is the exact arrival
+        time.  Other voice frames still reach the sink.  False if there is no such call."""
+        call = self._calls.get(callno)
+        if call is None:
+            return False
+        call.probe = probe
+        return True
 
     def set_echo(self, callno: int, on: bool = True) -> bool:
         """Echo the voice of ``callno`` back as it arrives (Echo()), inside the endpoint: its

@@ -250,7 +250,6 @@ class LiveCall:
     tail_handle: asyncio.TimerHandle | None = None
     planned_end: float = 0.0
     returned: int = -1            # hairpin: call number of the leg that came back
-    rx_last: int = -1_000_000     # last media timestamp given to on_rx
     dropped: bool = False
     pending: bool = False         # counted in LoadRunner.pending (NEW sent, not accepted/ended)
 
@@ -496,6 +495,9 @@ class LoadRunner:
             return
         self._flush()
         call.callno = int(callno)
+        if self._rx_exact:
+            # trunk entries of the call are counted by the compiled receive path
+            self._ep.set_rx_probe(call.callno, stats.rx)
         self.calls[call.callno] = call
         self.by_index[planned.index] = call
         call.pending = True
@@ -676,6 +678,9 @@ class LoadRunner:
         self.returned_legs += 1
         with contextlib.suppress(Exception):
             self._ep.answer(event.callno, now)
+            # its trunk entries go straight back inside the endpoint (compiled); other voice
+            # frames come through _on_media, which sends them back
+            self._ep.set_echo(event.callno, True)
         self._flush()
 
     # --- media ----------------------------------------------------------------------------
@@ -687,12 +692,9 @@ class LoadRunner:
         monotonic clock at delivery."""
         call = self.calls.get(callno)
         if call is not None:
-            last = call.rx_last
-            if self._rx_nots and last >= 0:
-                ts = last + 20
-            if ts > last:
-                call.rx_last = ts
-            call.stats.on_rx(ts, now if self._rx_exact else self.clock(), payload)
+            # a trunk without per-entry timestamps: media time = the previous one + 20 ms
+            call.stats.rx.on_rx(ts, now if self._rx_exact else self.clock(), payload,
+                                self._rx_nots)
             return
         if callno in self.returned:
             self._ep.send_voice(callno, payload, now)

@@ -35,6 +35,7 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
+from iaxgw._core.trunk import RxProbe
 from iaxgw.sim import signature as sig
 
 Mode = Literal["echo", "tone", "none"]
@@ -218,14 +219,12 @@ class CallStats:
     """Live statistics of one call.  Not thread-safe; one event loop drives it."""
 
     __slots__ = (
-        "_ana_windows", "_batches", "_carry", "_inline", "_mask", "_max_ts", "_min_ts",
-        "_pending", "_transit", "answer_counted", "audio", "audio_dropped", "bpl", "cause",
-        "cause_code", "codec", "detector", "duplicates", "frame_ms", "index", "jb_factor", "jitter",
-        "jitter_max", "jitter_sum", "mode", "out_of_order", "outcome", "payloads",
-        "ping_rtts", "rtt_every", "rtts", "rx_bytes", "rx_codec", "rx_frames", "signature",
-        "snap_expected", "snap_lost", "t_accept", "t_answer", "t_end", "t_first_rx",
-        "t_first_tx", "t_last_rx", "t_last_tx", "t_new", "t_ringing", "tx_bytes",
-        "tx_frames", "tx_marks",
+        "_ana_windows", "_batches", "_carry", "_dropped_seen", "_inline", "_own_set",
+        "answer_counted", "audio", "bpl", "cause", "cause_code", "codec", "detector", "frame_ms",
+        "index", "jb_factor", "mode", "outcome", "payloads", "ping_rtts", "rtt_every", "rtts",
+        "rx", "rx_codec", "signature", "snap_expected", "snap_lost", "t_accept", "t_answer",
+        "t_end", "t_first_tx", "t_last_tx", "t_new", "t_ringing", "tx_bytes", "tx_frames",
+        "tx_marks",
     )
 
     #: a call is "silent" when at least this share of its received frames (and >= 5) were silence
@@ -259,6 +258,8 @@ class CallStats:
             self.signature = plan.signature(index)
             self.payloads = plan.payloads(index, codec)
         self._ana_windows = analysis_windows
+        #: the distinct payloads of our own cycle (exact-echo check), made when first needed
+        self._own_set: frozenset[bytes] | None = None
         #: echo RTT (marker search, an FFT over the whole batch) on the first 3 batches, then on
         #: every ``rtt_every``-th: a load test needs a few RTT samples per call, not all of them
         self.rtt_every = max(1, rtt_every)
@@ -266,7 +267,6 @@ class CallStats:
         # When 4 s of audio is pending (nobody called analyze()): analyse it inside on_rx, or,
         # with inline_analysis=False, drop the oldest half so on_rx never does batch work.
         self._inline = inline_analysis
-        self.audio_dropped = 0
         # setup
         self.t_new: float | None = None
         self.t_accept: float | None = None
@@ -283,24 +283,13 @@ class CallStats:
         self.t_first_tx: float | None = None
         self.t_last_tx = 0.0
         self.tx_marks: deque[float] = deque(maxlen=8)
-        # rx
-        self.rx_frames = 0
-        self.rx_bytes = 0
-        self.t_first_rx: float | None = None
-        self.t_last_rx = 0.0
-        self.duplicates = 0
-        self.out_of_order = 0
-        self.jitter = 0.0
-        self.jitter_max = 0.0
-        self.jitter_sum = 0.0
-        self._transit = 0.0
-        self._max_ts = 0
-        self._min_ts = 0
-        self._mask = 0
+        # rx: the figures per received frame, counted by a compiled probe (which a trunked load
+        # test hands to the endpoint: its entries are counted without a Python call)
+        self.rx = RxProbe(frame_ms, self.detector is not None, _PENDING_LIMIT)
+        self._dropped_seen = 0
         self.snap_expected = 0
         self.snap_lost = 0
         # audio
-        self._pending: list[tuple[int, float, bytes]] = []
         self._carry: list[tuple[int, float, bytes]] = []
         self.audio = sig.Analysis()
         self.rtts: list[float] = []
@@ -361,54 +350,54 @@ class CallStats:
 
     def on_rx(self, ts_ms: int, arrival_s: float, payload: bytes) -> None:
         """One received voice frame: unwrapped media timestamp (ms), local arrival time (s)."""
-        n = self.rx_frames = self.rx_frames + 1
-        self.rx_bytes += len(payload)
-        self.t_last_rx = arrival_s
-        transit = arrival_s * 1000.0 - ts_ms
-        if n == 1:
-            self.t_first_rx = arrival_s
-            self._max_ts = self._min_ts = ts_ms
-            self._mask = 1
-        else:
-            d = transit - self._transit
-            if d < 0.0:
-                d = -d
-            j = self.jitter + (d - self.jitter) * 0.0625
-            self.jitter = j
-            self.jitter_sum += j
-            if j > self.jitter_max:
-                self.jitter_max = j
-            fm = self.frame_ms
-            hi = self._max_ts
-            if ts_ms > hi:
-                k = (ts_ms - hi + (fm >> 1)) // fm
-                self._mask = ((self._mask << k) | 1) & _MASK64 if k < 64 else 1
-                self._max_ts = ts_ms
-            else:
-                i = (hi - ts_ms + (fm >> 1)) // fm
-                if i < 64:
-                    bit = 1 << i
-                    if self._mask & bit:
-                        self.duplicates += 1
-                    else:
-                        self._mask |= bit
-                        self.out_of_order += 1
-                else:
-                    self.out_of_order += 1
-                if ts_ms < self._min_ts:
-                    self._min_ts = ts_ms
-        self._transit = transit
-        if self.detector is not None:
-            pend = self._pending
-            pend.append((ts_ms, arrival_s, payload))
-            if len(pend) >= _PENDING_LIMIT:
-                if self._inline:
-                    self.analyze()
-                else:
-                    half = _PENDING_LIMIT // 2
-                    del pend[:half]
-                    self.audio_dropped += half
-                    self._carry = []
+        rx = self.rx
+        rx.on_rx(ts_ms, arrival_s, payload)
+        pend = rx.pending
+        if self._inline and pend is not None and len(pend) >= _PENDING_LIMIT - 1:
+            self.analyze()      # 6 s pending and nobody called analyze(): do it here
+
+    # the receive figures (see RxProbe)
+    @property
+    def rx_frames(self) -> int:
+        return self.rx.frames
+
+    @property
+    def rx_bytes(self) -> int:
+        return self.rx.bytes
+
+    @property
+    def t_first_rx(self) -> float | None:
+        return self.rx.t_first if self.rx.frames else None
+
+    @property
+    def t_last_rx(self) -> float:
+        return self.rx.t_last
+
+    @property
+    def duplicates(self) -> int:
+        return self.rx.duplicates
+
+    @property
+    def out_of_order(self) -> int:
+        return self.rx.out_of_order
+
+    @property
+    def jitter(self) -> float:
+        return self.rx.jitter
+
+    @property
+    def jitter_max(self) -> float:
+        return self.rx.jitter_max
+
+    @property
+    def audio_dropped(self) -> int:
+        """Received frames never analysed (the analysis fell 6 s behind)."""
+        return self.rx.dropped
+
+    @property
+    def _pending(self) -> list[tuple[int, float, bytes]]:
+        pend = self.rx.pending
+        return pend if pend is not None else []
 
     def on_rtt(self, rtt_ms: float) -> None:
         """An IAX2 PING/PONG or LAGRQ/LAGRP round trip (ms); used when there is no echo."""
@@ -421,7 +410,7 @@ class CallStats:
         if not self.rx_frames:
             return 0
         fm = self.frame_ms
-        return (self._max_ts - self._min_ts + (fm >> 1)) // fm + 1
+        return (self.rx.max_ts - self.rx.min_ts + (fm >> 1)) // fm + 1
 
     @property
     def lost(self) -> int:
@@ -434,7 +423,8 @@ class CallStats:
 
     @property
     def jitter_mean(self) -> float | None:
-        return self.jitter_sum / (self.rx_frames - 1) if self.rx_frames > 1 else None
+        rx = self.rx
+        return rx.jitter_sum / (rx.frames - 1) if rx.frames > 1 else None
 
     def rtt_estimate(self) -> float | None:
         """Median echo RTT (ms), else median PING RTT, else None."""
@@ -462,7 +452,13 @@ class CallStats:
         det = self.detector
         if det is None or not pend or (len(pend) < _ANALYZE_MIN_FRAMES and not final):
             return False
-        self._pending = []
+        self.rx.pending = []
+        if self.rx.dropped != self._dropped_seen:     # frames were dropped since the carry
+            self._dropped_seen = self.rx.dropped
+            self._carry = []
+        if self.mode == "echo" and self._exact_echo(pend):
+            self._carry = []
+            return True
         carry = self._carry
         ncarry = len(carry)
         batch = carry + pend
@@ -511,6 +507,59 @@ class CallStats:
         # keep the newest frames for the next batch (timestamp order)
         last = sorted(batch[-_CARRY_FRAMES:] if n > _CARRY_FRAMES else batch, key=itemgetter(0))
         self._carry = [] if final else last
+        return True
+
+    #: unmatched loud frames a batch may hold and still count as an exact echo
+    EXACT_STRAY = 1
+
+    def _exact_echo(self, pend: list[tuple[int, float, bytes]]) -> bool:
+        """The cheap check of an echo that came back bit for bit (same codec both ways, no
+        transcoding: Echo() and native bridges pass payloads through unchanged): every frame is
+        one of our own cycle's payloads, or silence.  Counts the batch (a matched frame pair is
+        one window carrying our signature) and takes the echo RTT from the cycle's first frame,
+        which is unique (it starts the marker chirp): RTT = its arrival - when we last sent it.
+
+        False (nothing counted) when more than ``EXACT_STRAY`` loud frames are not ours: the
+        batch then goes through the spectral detector, which tells crossed audio, Milliwatt,
+        transcoded or damaged audio apart."""
+        payloads = self.payloads
+        if not payloads or self.rx_codec != self.codec or not self.tx_marks:
+            return False
+        own = self._own_set
+        if own is None:
+            own = self._own_set = frozenset(payloads)
+        first = payloads[0]
+        stray: list[bytes] = []
+        firsts: list[float] = []
+        for _ts, at, payload in pend:
+            if payload in own:
+                if payload == first:
+                    firsts.append(at)
+            else:
+                stray.append(payload)
+        n = len(pend)
+        silent = 0
+        if stray:
+            if len(stray) > 4 * self.EXACT_STRAY + n // 20:
+                return False
+            det = self.detector
+            assert det is not None
+            if any(len(p) != sig.FRAME_SAMPLES for p in stray):
+                return False
+            silent = det.frame_silence(
+                sig.decode(b"".join(stray), self.rx_codec).astype(np.float64))
+            if len(stray) - silent > self.EXACT_STRAY:
+                return False
+        matched = n - len(stray)
+        res = sig.Analysis(frames=n, silent_frames=silent)
+        res.windows = res.own = matched // 2
+        self.audio.add(res)
+        self._batches += 1
+        marks = self.tx_marks
+        for at in firsts:
+            sent = [m for m in marks if m <= at]
+            if sent:
+                self.rtts.append((at - sent[-1]) * 1000.0)
         return True
 
     def _echo_rtts(self, onsets: list[int], carry_end: int,

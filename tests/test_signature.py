@@ -317,3 +317,42 @@ def test_crossed_only_from_calls_in_the_run() -> None:
     # call 4000 is not in this run: its pair is not "crossed" (and not ours either)
     assert not rec1.audio_crossed and rec1.crossed_from is None
     assert rec1.audio == "unverified"
+
+
+def test_bit_exact_echo_skips_the_spectral_detector(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An echo that comes back bit for bit (same codec, no transcoding) is verified from the
+    payloads alone, its RTT from the cycle's first frame; the FFT detector never runs."""
+    calls: list[str] = []
+
+    def spy(name: str, real: object) -> object:
+        def wrapped(*a: object, **kw: object) -> object:
+            calls.append(name)
+            return real(*a, **kw)  # type: ignore[operator]
+        return wrapped
+
+    monkeypatch.setattr(sig.Detector, "tones", spy("tones", sig.Detector.tones))
+    monkeypatch.setattr(sig.Detector, "markers", spy("markers", sig.Detector.markers))
+    c = _echo_call(21, delay=0.150, back="ulaw", loss=0.02)
+    rec = c.record()
+    assert calls == []
+    assert rec.audio == "verified" and rec.own_windows > 100
+    assert rec.rtt_samples >= 5
+    assert rec.rtt_ms == pytest.approx(152.5, abs=5.0)
+    # transcoded on the way back: the same call goes through the spectral detector
+    c = _echo_call(21, delay=0.150, back="alaw", loss=0.02)
+    assert "tones" in calls and "markers" in calls
+    assert c.record().audio == "verified"
+
+
+def test_a_few_foreign_frames_send_the_batch_to_the_spectral_detector() -> None:
+    """Our echo with another call's audio spliced in (8 % of frames in runs of 4): the exact
+    check gives way and the spectral detector counts it as crossed."""
+    other = PLAN.payloads(11)
+
+    def payload_of(k: int) -> bytes:
+        own = PLAN.payloads(4)[k % 50]
+        return other[k % 50] if k % 50 in (10, 11, 12, 13) else own
+
+    c = _echo_call(4, loss=0.0, payload_of=payload_of)
+    rec = c.record()
+    assert rec.audio_crossed and rec.crossed_from == PLAN.signature(11).sid

@@ -22,9 +22,16 @@ FIELDS = ("callno", "state", "start", "codec", "format_rx", "svoiceformat", "rx_
           "echo")
 
 
-def make_calls(mod: Any, specs: list[tuple[int, int, int, bool, bool, int]]) -> dict[int, Any]:
+PROBE_FIELDS = ("frames", "bytes", "duplicates", "out_of_order", "max_ts", "min_ts", "last",
+                "frame_ms", "dropped", "jitter", "jitter_max", "jitter_sum", "transit", "t_first",
+                "t_last", "mask", "pending", "limit")
+
+
+def make_calls(mod: Any, specs: list[tuple[Any, ...]]) -> dict[int, Any]:
+    """``(callno, state, format_rx, trunk, echo, start_ms[, probe])`` per call; ``probe``: the
+    call's entries go to a load tester's RxProbe (small pending limit: drops happen)."""
     calls = {}
-    for callno, state, fmt, trunk, echo, start_ms in specs:
+    for callno, state, fmt, trunk, echo, start_ms, *rest in specs:
         c = mod.CallMedia()
         c.callno = callno
         c.state = state
@@ -36,6 +43,8 @@ def make_calls(mod: Any, specs: list[tuple[int, int, int, bool, bool, int]]) -> 
         c.echo = echo
         c.last_voice_ts = 40 if echo else -1
         c.nextpred = 60 if echo else 0
+        if rest and rest[0]:
+            c.probe = mod.RxProbe(20, True, 7)
         calls[callno] = c
     return calls
 
@@ -45,6 +54,8 @@ def snapshot(calls: dict[int, Any]) -> list[Any]:
     for c in calls.values():
         out.append(tuple(getattr(c, f) for f in FIELDS))
         out.append(tuple(getattr(c.rx, f) for f in c.rx.FIELDS))
+        if c.probe is not None:
+            out.append(tuple(getattr(c.probe, f) for f in PROBE_FIELDS))
     return out
 
 
@@ -67,7 +78,7 @@ def run(mod: Any, specs: list[Any], datagrams: list[tuple[bytes, float]], mtu: i
 
 
 spec = st.tuples(st.integers(1, 12), st.sampled_from([1, 3, 4, 5]), st.sampled_from([0, 4]),
-                 st.booleans(), st.booleans(), st.integers(0, 2000))
+                 st.booleans(), st.booleans(), st.integers(0, 2000), st.booleans())
 entry = st.tuples(st.integers(0, 14), st.integers(0, 0xFFFF), st.binary(max_size=200))
 
 
@@ -186,3 +197,33 @@ def test_send_trunk_voice_matches_send_voice() -> None:
             sent += [d for d, _ in p.a.datagrams_to_send(now + 0.021)]
         outs.append(sent)
     assert outs[0] == outs[1] and len(outs[0]) >= 6
+
+
+@pytest.mark.parametrize("mod", TRUNK, ids=lambda m: m.__name__.rsplit("_", 1)[-1])
+def test_probe_counts_entries_instead_of_the_sink(mod: Any) -> None:
+    """A call with a load tester's probe: its entries are counted there (jitter, the loss
+    window, payloads kept), the sink never sees them; without per-entry timestamps the probe
+    numbers them 20 ms apart.  The probe's own accounting matches CallStats' rules."""
+    calls = make_calls(mod, [(7, 4, 4, True, False, 0, True), (8, 4, 4, True, False, 0)])
+    sunk: list[int] = []
+    for k in range(5):
+        dg = mod.pack_trunk([(7, 0, bytes([k]) * 160), (8, 0, b"\x01" * 160)], 1000 + 20 * k)[0]
+        mod.receive_trunk(dg, calls, 0.5, 10.0 + 0.02 * k + (0.003 if k == 3 else 0.0),
+                          lambda c, ts, p, t: sunk.append(c), None)
+    probe = calls[7].probe
+    assert sunk == [8] * 5
+    assert probe.frames == 5 and probe.bytes == 800 and probe.duplicates == 0
+    assert probe.pending is not None
+    first = probe.pending[0][0]
+    assert [ts for ts, _, _ in probe.pending] == [first + 20 * k for k in range(5)]
+    assert [p[0] for _, _, p in probe.pending] == [0, 1, 2, 3, 4]
+    assert probe.max_ts - probe.min_ts == 80 and probe.mask == 0b11111
+    # one arrival 3 ms late: transit steps up 3 then down 3 -> J = 3/16, then 15/16 * that + 3/16
+    assert probe.jitter == pytest.approx((3 / 16) * (15 / 16) + 3 / 16, abs=1e-6)
+    # the same frames again (duplicates) and one 100 ms back (reordered, within the window)
+    assert mod.RxProbe(20, False).pending is None
+    p2 = mod.RxProbe(20, True, 4)
+    for ts in (0, 20, 20, 60, 40, 80):
+        p2.on_rx(ts, 1.0 + ts / 1000.0, b"x")
+    assert (p2.duplicates, p2.out_of_order, p2.dropped) == (1, 1, 4)
+    assert len(p2.pending) == 2
