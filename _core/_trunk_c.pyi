@@ -151,6 +151,8 @@ class RxStats:
     @property
     def loss_pct(self) -> int: ...
 
+def trunk_entry_stats(data: builtins.bytes) -> tuple[int, int]: ...
+
 class RxProbe:
     """The load tester's receive accounting of one call (jitter, loss window, payloads)."""
 

@@ -673,6 +673,31 @@ cdef class RxStats:
         return (self.lost * 100) // total if total else 0
 
 
+def trunk_entry_stats(data):
+    """``(entries, payload bytes)`` of a meta trunk datagram, counting whole entries up to the
+    first truncated one (no other checks: a load tester's traffic counter, not a parser)."""
+    cdef const unsigned char* p
+    cdef Py_ssize_t n, pos, hdr
+    cdef unsigned int length
+    cdef long long count = 0, payload = 0
+    if not PyBytes_CheckExact(data):
+        data = bytes(data)
+    p = <const unsigned char*>PyBytes_AS_STRING(data)
+    n = PyBytes_GET_SIZE(data)
+    if n < _HDR:
+        return 0, 0
+    hdr = _ENT_TS if p[3] & 1 else _ENT
+    pos = _HDR
+    while pos + hdr <= n:
+        length = _rd16(p + pos) if p[3] & 1 else _rd16(p + pos + 2)
+        pos += hdr + <Py_ssize_t>length
+        if pos > n:
+            break
+        count += 1
+        payload += length
+    return count, payload
+
+
 cdef class RxProbe:
     """The load tester's receive accounting of one call (``sim.metrics.CallStats``): RFC 3550
     interarrival jitter (its running value, maximum and sum), a 64-frame window of received

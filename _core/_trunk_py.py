@@ -326,6 +326,26 @@ class RxStats:
         return (self.lost * 100) // total if total else 0
 
 
+def trunk_entry_stats(data: Buffer) -> tuple[int, int]:
+    """``(entries, payload bytes)`` of a meta trunk datagram (see ``_trunk_c``)."""
+    data = bytes(data)
+    n = len(data)
+    if n < HEADER_LEN:
+        return 0, 0
+    with_ts = data[3] & 1
+    hdr = ENTRY_TS_LEN if with_ts else ENTRY_LEN
+    pos, count, payload = HEADER_LEN, 0, 0
+    while pos + hdr <= n:
+        length = (data[pos] << 8 | data[pos + 1]) if with_ts else (data[pos + 2] << 8
+                                                                    | data[pos + 3])
+        pos += hdr + length
+        if pos > n:
+            break
+        count += 1
+        payload += length
+    return count, payload
+
+
 class RxProbe:
     """The load tester's receive accounting of one call (see ``_trunk_c.RxProbe``)."""
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         parse_trunk,
         receive_trunk,
         send_trunk_voice,
+        trunk_entry_stats,
     )
 else:
     META_TRUNK = _impl.META_TRUNK
@@ -47,6 +48,7 @@ else:
     CallMedia = _impl.CallMedia
     receive_trunk = _impl.receive_trunk
     send_trunk_voice = _impl.send_trunk_voice
+    trunk_entry_stats = _impl.trunk_entry_stats
 
 __all__ = [
     "ENTRY_LEN",
@@ -65,4 +67,5 @@ __all__ = [
     "parse_trunk",
     "receive_trunk",
     "send_trunk_voice",
+    "trunk_entry_stats",
 ]

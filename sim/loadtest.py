@@ -39,6 +39,7 @@ from typing import Any, Literal
 import numpy as np
 
 from iaxgw._core.constants import FORMAT_ALAW, FORMAT_ULAW
+from iaxgw._core.trunk import trunk_entry_stats
 from iaxgw.gateway import events as ev
 from iaxgw.gateway.model import IaxConfig
 from iaxgw.sim import signature as sig
@@ -212,19 +213,7 @@ def _cause_text(cause: int, text: str | None) -> str | None:
 
 def trunk_entries(data: bytes) -> tuple[int, int]:
     """(voice entries, their payload bytes) of a meta trunk datagram (iax2-facts section 3)."""
-    n = len(data)
-    with_ts = data[3] & 1
-    pos, count, payload = 8, 0, 0
-    hdr = 6 if with_ts else 4
-    while pos + hdr <= n:
-        length = (data[pos] << 8 | data[pos + 1]) if with_ts else (data[pos + 2] << 8
-                                                                    | data[pos + 3])
-        pos += hdr + length
-        if pos > n:
-            break
-        count += 1
-        payload += length
-    return count, payload
+    return trunk_entry_stats(data)
 
 
 # ---------------------------------------------------------------------------------------------

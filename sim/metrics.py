@@ -334,7 +334,7 @@ class CallStats:
         if not payloads:
             return b""
         i = (ts_ms // self.frame_ms) % len(payloads)
-        if i == 0:
+        if not i:
             self.tx_marks.append(now_s)
         p = payloads[i]
         self.tx_bytes += len(p)
@@ -529,14 +529,7 @@ class CallStats:
         if own is None:
             own = self._own_set = frozenset(payloads)
         first = payloads[0]
-        stray: list[bytes] = []
-        firsts: list[float] = []
-        for _ts, at, payload in pend:
-            if payload in own:
-                if payload == first:
-                    firsts.append(at)
-            else:
-                stray.append(payload)
+        stray = [p for _, _, p in pend if p not in own]
         n = len(pend)
         silent = 0
         if stray:
@@ -556,7 +549,7 @@ class CallStats:
         self.audio.add(res)
         self._batches += 1
         marks = self.tx_marks
-        for at in firsts:
+        for at in [at for _, at, p in pend if p == first]:
             sent = [m for m in marks if m <= at]
             if sent:
                 self.rtts.append((at - sent[-1]) * 1000.0)

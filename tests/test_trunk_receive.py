@@ -227,3 +227,17 @@ def test_probe_counts_entries_instead_of_the_sink(mod: Any) -> None:
         p2.on_rx(ts, 1.0 + ts / 1000.0, b"x")
     assert (p2.duplicates, p2.out_of_order, p2.dropped) == (1, 1, 4)
     assert len(p2.pending) == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.lists(entry, max_size=6), st.booleans(), st.integers(0, 30))
+def test_trunk_entry_stats_compiled_and_twin_agree(junk: bytes, entries: list[Any],
+                                                   timestamps: bool, cut: int) -> None:
+    """The load tester's traffic counter: whole entries and their bytes, up to a truncation;
+    never reads past the datagram (random bytes included)."""
+    body = TP.pack_trunk([(c or 1, ts, p) for c, ts, p in entries], 99, timestamps, 0)
+    data = body[0] if body else bytes([0, 0, 1, int(timestamps)]) + bytes(4)
+    whole = TC.trunk_entry_stats(data)
+    assert whole == (len(entries), sum(len(p) for _, _, p in entries))
+    for d in (data[: max(0, len(data) - cut)], junk):
+        assert TC.trunk_entry_stats(d) == TP.trunk_entry_stats(d)
