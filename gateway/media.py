@@ -40,6 +40,16 @@ NO_VOICE_VNAK_S = 0.1
 _BYTES_PER_MS = {4: 8, 8: 8, 0x40: 16, 0x8000: 32, 0x1000: 8}
 
 
+#: How long a trunk stream's flush timer keeps its 20 ms grid after the last datagram (s).
+TRUNK_GRID_KEEP = 0.2
+#: A trunk stream's first flush comes this share of ``trunkfreq`` after the voice that started
+#: it, and its grid keeps that phase.  Voice on a 20 ms grid of its own (our media ticker, or a
+#: peer's trunk that we echo) then meets flushes half a period away from it: each frame waits
+#: the same ~10 ms every time.  A whole period would put both grids on the same instant, where
+#: scheduling noise sends a frame out in this flush or the next (20 ms of jitter).
+TRUNK_START_PHASE = 0.5
+
+
 class TrunkStream:
     """One outgoing trunk stream ("tpeer") per destination IP:port (section 3)."""
 
@@ -93,7 +103,7 @@ class MediaMixin(EndpointCore):
                 st = self._trunk_stream(call.addr)
             st.mux.add(callno, ts, payload)
             if st.timer is None:
-                st.next_at = now + self._trunkfreq
+                st.next_at = now + self._trunkfreq * TRUNK_START_PHASE
                 st.timer = self._schedule(st.next_at, self._trunk_flush, st)
         else:
             self._n_mini_out += 1
@@ -109,7 +119,7 @@ class MediaMixin(EndpointCore):
         rest, streams = send_trunk_voice(self._calls, items, now, self._trunks)
         for st in streams:
             if st.timer is None:
-                st.next_at = now + self._trunkfreq
+                st.next_at = now + self._trunkfreq * TRUNK_START_PHASE
                 st.timer = self._schedule(st.next_at, self._trunk_flush, st)
         failed: list[tuple[int, Exception]] = []
         for callno, payload in rest:
@@ -167,6 +177,14 @@ class MediaMixin(EndpointCore):
         st.timer = None
         mux = st.mux
         if not mux.pending:
+            if now - st.last_send < TRUNK_GRID_KEEP:
+                # nothing this tick, but the stream is live: keep its grid, so entries that
+                # come just after a flush wait for the next tick of the same grid (a restart
+                # would move the grid to their arrival and every echo would wait longer)
+                st.next_at += self._trunkfreq
+                if st.next_at <= now:
+                    st.next_at = now + self._trunkfreq
+                st.timer = self._schedule(st.next_at, self._trunk_flush, st)
             return
         freq_ms = int(self._trunkfreq * 1000)
         if st.epoch < 0 or now - st.last_send > 5.0:
@@ -224,7 +242,7 @@ class MediaMixin(EndpointCore):
         for call in vnak:
             self._vnak_no_voice(call, now)
         if echoed and st is not None and st.timer is None:
-            st.next_at = now + self._trunkfreq
+            st.next_at = now + self._trunkfreq * TRUNK_START_PHASE
             st.timer = self._schedule(st.next_at, self._trunk_flush, st)
 
     def _voice_event(self, callno: int, ts: int, payload: bytes, now: float) -> None:

@@ -240,6 +240,10 @@ class DatagramServer(asyncio.DatagramProtocol):
         except Exception:
             log.exception("endpoint timer failed")
         self.flush()
+        if poll is not None:
+            realign = getattr(self.transport, "realign", None)
+            if realign is not None:
+                realign()       # the next coalesced read: counted from this timer's read
 
     def close(self) -> None:
         if self.impair is not None:
@@ -294,6 +298,8 @@ class BatchedTransport(asyncio.DatagramTransport):
         self._closing = False
         self._reading = False
         self._resume: asyncio.TimerHandle | None = None
+        self._last_data = 0.0       # loop time of the last read that found datagrams
+        self._lazy = False          # the scheduled read is the protocol's late one
         self._backlog: list[tuple[bytes, Addr]] = []   # waiting for the socket to drain
         self._writing = False
         self._extra = {"socket": sock, "sockname": sock.getsockname()}
@@ -410,6 +416,19 @@ class BatchedTransport(asyncio.DatagramTransport):
     def _on_readable(self) -> None:
         self._after_read(self._read_once())
 
+    def realign(self) -> None:
+        """After the protocol's timer read the socket (``poll``) and re-armed: move the next
+        coalesced read to what ``rx_resume_at`` says now (the re-armed timer), so the two fall
+        in one wake-up."""
+        resume_at = getattr(self._protocol, "rx_resume_at", None)
+        if self._resume is None or self._closing or resume_at is None:
+            return
+        loop = self._loop
+        when = resume_at(loop.time(), self._coalesce)
+        if abs(when - self._resume.when()) > 0.0005:
+            self._resume.cancel()
+            self._resume = loop.call_at(when, self._on_resume)
+
     def poll(self) -> None:
         """Read what is waiting now, if reads are being coalesced (a resume is scheduled); the
         schedule moves on only when something was read.  For the protocol's timer, so what
@@ -434,18 +453,25 @@ class BatchedTransport(asyncio.DatagramTransport):
         read -> wait for the socket."""
         if self._closing:
             return
+        loop = self._loop
+        if got:
+            self._last_data = loop.time()
         if got < 0:
             self._stop_reading()
             self._resume = self._loop.call_later(0.0, self._on_resume)
-        elif got and self._coalesce > 0.0:
+        elif self._coalesce > 0.0 and (got or (self._lazy and loop.time() - self._last_data
+                                                < 2 * RX_COALESCE_TRUNKED)):
+            # datagrams read -> read again later; nothing read, but datagrams came within the
+            # last two coalescing intervals -> the stream goes on, keep to the schedule
             self._stop_reading()
-            loop = self._loop
             resume_at = getattr(self._protocol, "rx_resume_at", None)
             if resume_at is None:
                 self._resume = loop.call_later(self._coalesce, self._on_resume)
             else:
-                self._resume = loop.call_at(resume_at(loop.time(), self._coalesce),
-                                            self._on_resume)
+                now = loop.time()
+                when = resume_at(now, self._coalesce)
+                self._lazy = when - now > self._coalesce + 1e-6
+                self._resume = loop.call_at(when, self._on_resume)
         else:
             if self._resume is not None:
                 self._resume.cancel()
