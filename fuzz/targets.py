@@ -208,19 +208,30 @@ def _media_calls(m: Any, seed: int) -> dict[int, Any]:
         c.last_voice_ts = 40 if bits & 4 else -1
         c.nextpred = 60 if bits & 4 else 0
         c.addr = ("127.0.0.1", 4569)
+        if (seed >> (cn + 16)) & 1:
+            c.probe = m.RxProbe(20, True, 5)    # a load tester's call: entries to the probe
         calls[cn] = c
     return calls
 
 
 def _media_state(calls: dict[int, Any]) -> list[Any]:
     fields = ("rx_last", "last_voice_ts", "nextpred", "lastsent", "tx_frames")
+    probe = ("frames", "bytes", "duplicates", "out_of_order", "max_ts", "min_ts", "last",
+             "dropped", "jitter", "jitter_max", "jitter_sum", "transit", "mask", "pending")
     return [(tuple(getattr(c, f) for f in fields),
-             tuple(getattr(c.rx, f) for f in c.rx.FIELDS)) for c in calls.values()]
+             tuple(getattr(c.rx, f) for f in c.rx.FIELDS),
+             tuple(getattr(c.probe, f) for f in probe) if c.probe is not None else None)
+            for c in calls.values()]
+
+
+def _probed(calls: dict[int, Any]) -> int:
+    return sum(c.probe.frames for c in calls.values() if c.probe is not None)
 
 
 def target_trunk_media(data: bytes) -> None:
-    """receive_trunk and send_trunk_voice (the endpoint's compiled media paths): compiled and
-    twin agree on results, call state, delivered payloads and trunk output for any datagram."""
+    """receive_trunk (echoing calls, calls with a load tester's RxProbe), send_trunk_voice and
+    trunk_entry_stats (the compiled media paths): compiled and twin agree on results, call and
+    probe state, delivered payloads and trunk output for any datagram."""
     if len(data) < 6:
         return
     seed = int.from_bytes(data[:4], "big")
@@ -237,12 +248,13 @@ def target_trunk_media(data: bytes) -> None:
         if o[0] == "ok":
             n, unknown, inactive, echoed, truncated, vnak = o[1]
             o = ("ok", (n, unknown, inactive, echoed, truncated, [v.callno for v in vnak]))
-            if unknown + inactive + echoed + len(sunk) != n:
+            if unknown + inactive + echoed + len(sunk) + _probed(calls) != n:
                 raise Finding(f"{m.__name__}: receive_trunk entries do not add up: {o[1]}")
         items = [(1 + (b & 7), body[i:i + (b % 200)]) for i, b in enumerate(body[:16])]
         rest, streams = m.send_trunk_voice(calls, items, now + 0.02,
                                            {("127.0.0.1", 4569): _Stream(mux)})
-        runs.append((o, sunk, _media_state(calls), rest, len(streams), mux.flush(7)))
+        runs.append((o, sunk, _media_state(calls), rest, len(streams), mux.flush(7),
+                     _outcome(m.trunk_entry_stats, body)))
     if len(runs) == 2 and runs[0] != runs[1]:
         raise Finding(f"receive_trunk/send_trunk_voice: compiled {runs[0]!r:.300} != twin "
                       f"{runs[1]!r:.300}")
