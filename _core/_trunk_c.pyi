@@ -205,5 +205,10 @@ def receive_trunk(data: bytes, calls: dict[int, Any], epoch: float, now: float,
                   echo_mux: TrunkMux | None = None
                   ) -> tuple[int, int, int, int, bool, list[Any]]: ...
 
+def receive_trunk_run(batch: list[tuple[builtins.bytes, Any, float]], start: int,
+                      loop_now: float, floor: float, by_addr: dict[Any, Any],
+                      epochs: dict[Any, float], sink: Any, trunks: dict[Any, Any],
+                      echo_used: bool, max_datagram: int, acc: list[Any]) -> tuple[int, float]: ...
+
 def send_trunk_voice(calls: dict[int, Any], items: list[tuple[int, bytes]], now: float,
                      trunks: dict[Any, Any]) -> tuple[list[tuple[int, bytes]], list[Any]]: ...

@@ -866,7 +866,7 @@ cdef inline void _voice_sent(CallMedia call, long long ts, Py_ssize_t length) no
     call.lastsent = ts
 
 
-def receive_trunk(data, dict calls, double epoch, double now, sink, echo_mux=None):
+cpdef tuple receive_trunk(data, dict calls, double epoch, double now, sink, echo_mux=None):
     """Account and deliver the entries of one trunk datagram (see the section comment).
 
     ``calls``: call number -> call record (``CallMedia``) of the datagram's source; ``epoch``:
@@ -960,6 +960,56 @@ def receive_trunk(data, dict calls, double epoch, double now, sink, echo_mux=Non
         sink(_callno_obj(<unsigned int>call.callno), ts,
              PyBytes_FromStringAndSize(<const char*>(p + start), length), now)
     return entries, unknown, inactive, echoed, truncated, vnak if vnak is not None else []
+
+
+def receive_trunk_run(list batch, Py_ssize_t start, double loop_now, double floor,
+                      dict by_addr, dict epochs, sink, dict trunks, bint echo_used,
+                      Py_ssize_t max_datagram, list acc):
+    """The server's batch of received datagrams ``(data, addr, age_s)``, from ``start``: each
+    is stamped ``loop_now - age_s`` (never before ``floor``, never before the previous one) and
+    consecutive well-formed trunk datagrams (``00 00 01``, 8..``max_datagram`` bytes, header
+    valid) go through ``receive_trunk`` with their source's calls (``by_addr``), trunk epoch
+    (``epochs``, set to the arrival time when missing or when the trunk timestamp is 0) and echo
+    stream (``trunks``, when ``echo_used``).  Stops before the first other datagram, or one whose
+    source needs an echo stream made.  Returns ``(index, floor)``; each datagram's receive_trunk
+    result is appended to ``acc`` as ``(addr, now, result)`` for the caller's bookkeeping."""
+    cdef Py_ssize_t i = start, n = len(batch), size
+    cdef const unsigned char* p
+    cdef double now
+    cdef object item, data, addr, calls, st, mux, ep
+    while i < n:
+        item = batch[i]
+        data = (<tuple?>item)[0]
+        if not PyBytes_CheckExact(data):
+            break
+        size = PyBytes_GET_SIZE(data)
+        if size < _HDR or size > max_datagram:
+            break
+        p = <const unsigned char*>PyBytes_AS_STRING(data)
+        if p[0] != 0 or p[1] != 0 or p[2] != 1 or p[3] > 1:
+            break
+        addr = (<tuple>item)[1]
+        calls = by_addr.get(addr)
+        st = None
+        if echo_used:
+            st = trunks.get(addr)
+            if st is None and calls:
+                break               # the caller makes the echo stream
+        now = loop_now - <double>(<tuple>item)[2]
+        if now < floor:
+            now = floor
+        floor = now
+        ep = epochs.get(addr)
+        if ep is None or _rd32(p + 4) == 0:
+            if len(epochs) > 4096:
+                epochs.clear()
+            ep = now
+            epochs[addr] = ep
+        mux = st.mux if st is not None else None
+        acc.append((addr, now, receive_trunk(data, calls if calls is not None else {},
+                                             <double>ep, now, sink, mux)))
+        i += 1
+    return i, floor
 
 
 def send_trunk_voice(dict calls, list items, double now, dict trunks):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
+from typing import Any
 
 from iaxgw._core.errors import FrameError
 
@@ -517,6 +518,43 @@ def receive_trunk(data: Buffer, calls: dict[int, CallMedia], epoch: float, now: 
             continue
         deliver(call.callno, ts, view.tobytes(), now)  # type: ignore[operator]
     return len(frame.entries), unknown, inactive, echoed, frame.truncated, vnak
+
+
+def receive_trunk_run(batch: list[tuple[bytes, Any, float]], start: int, loop_now: float,
+                      floor: float, by_addr: dict[Any, Any], epochs: dict[Any, float],
+                      sink: object, trunks: dict[Any, Any], echo_used: bool, max_datagram: int,
+                      acc: list[Any]) -> tuple[int, float]:
+    """The server's batch from ``start``, trunk datagrams only (see ``_trunk_c``)."""
+    i, n = start, len(batch)
+    while i < n:
+        data, addr, age = batch[i]
+        if type(data) is not bytes:
+            break
+        size = len(data)
+        if size < HEADER_LEN or size > max_datagram:
+            break
+        if data[0] != 0 or data[1] != 0 or data[2] != 1 or data[3] > 1:
+            break
+        calls = by_addr.get(addr)
+        st = None
+        if echo_used:
+            st = trunks.get(addr)
+            if st is None and calls:
+                break
+        now = loop_now - age
+        if now < floor:
+            now = floor
+        floor = now
+        ep = epochs.get(addr)
+        if ep is None or int.from_bytes(data[4:8], "big") == 0:
+            if len(epochs) > 4096:
+                epochs.clear()
+            ep = epochs[addr] = now
+        mux = st.mux if st is not None else None
+        acc.append((addr, now, receive_trunk(data, calls if calls is not None else {}, ep, now,
+                                             sink, mux)))
+        i += 1
+    return i, floor
 
 
 def send_trunk_voice(calls: dict[int, CallMedia], items: list[tuple[int, bytes]], now: float,

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         pack_trunk,
         parse_trunk,
         receive_trunk,
+        receive_trunk_run,
         send_trunk_voice,
         trunk_entry_stats,
     )
@@ -47,6 +48,7 @@ else:
     RxProbe = _impl.RxProbe
     CallMedia = _impl.CallMedia
     receive_trunk = _impl.receive_trunk
+    receive_trunk_run = _impl.receive_trunk_run
     send_trunk_voice = _impl.send_trunk_voice
     trunk_entry_stats = _impl.trunk_entry_stats
 
@@ -66,6 +68,7 @@ __all__ = [
     "pack_trunk",
     "parse_trunk",
     "receive_trunk",
+    "receive_trunk_run",
     "send_trunk_voice",
     "trunk_entry_stats",
 ]

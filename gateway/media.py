@@ -12,7 +12,13 @@ from typing import Any
 
 from iaxgw._core.errors import FrameError
 from iaxgw._core.frames import uncompress_subclass
-from iaxgw._core.trunk import RxProbe, TrunkMux, receive_trunk, send_trunk_voice
+from iaxgw._core.trunk import (
+    RxProbe,
+    TrunkMux,
+    receive_trunk,
+    receive_trunk_run,
+    send_trunk_voice,
+)
 from iaxgw.gateway.calls import Call
 from iaxgw.gateway.events import VoiceReceived
 from iaxgw.gateway.reliability import (
@@ -225,12 +231,18 @@ class MediaMixin(EndpointCore):
         if st is None and self._echo_used and calls:
             st = self._trunk_stream(addr)
         try:
-            n, unknown, inactive, echoed, truncated, vnak = receive_trunk(
+            result = receive_trunk(
                 data, calls if calls is not None else _NO_CALLS, epoch, now,
                 self._sink or self._voice_event, st.mux if st is not None else None)
         except FrameError as exc:
             self._warn("drop_malformed_meta", f"bad meta frame from {addr}: {exc}", now, addr)
             return
+        self._trunk_received(result, st, now)
+
+    def _trunk_received(self, result: tuple[int, int, int, int, bool, list[Call]],
+                        st: TrunkStream | None, now: float) -> None:
+        """The bookkeeping after ``receive_trunk`` took one datagram."""
+        n, unknown, inactive, echoed, truncated, vnak = result
         self._n_trunk_datagrams_in += 1
         self._n_trunk_entries_in += n
         if truncated:
@@ -244,6 +256,29 @@ class MediaMixin(EndpointCore):
         if echoed and st is not None and st.timer is None:
             st.next_at = now + self._trunkfreq * TRUNK_START_PHASE
             st.timer = self._schedule(st.next_at, self._trunk_flush, st)
+
+    def _receive_trunk_run(self, batch: list[tuple[bytes, Addr, float]], start: int,
+                           loop_now: float, floor: float, max_datagram: int
+                           ) -> tuple[int, float]:
+        """``_receive_meta`` for the consecutive well-formed trunk datagrams of a received batch
+        from ``start``, in one compiled pass (``_core.trunk.receive_trunk_run``: the arrival
+        times, epochs and echo streams as here).  Returns the index of the first datagram not
+        taken (the caller hands it to ``receive_datagram``) and the last arrival time."""
+        acc: list[tuple[Addr, float, tuple[int, int, int, int, bool, list[Call]]]] = []
+        trunks = self._trunks
+        try:
+            i, floor = receive_trunk_run(batch, start, loop_now, floor, self._by_addr,
+                                         self._trunk_rx_epoch, self._sink or self._voice_event,
+                                         trunks, self._echo_used, max_datagram, acc)
+        except Exception as exc:    # not expected (headers are checked first): skip that one
+            i = start + len(acc) + 1
+            if acc:
+                floor = acc[-1][1]
+            self._warn("drop_malformed_meta", f"trunk datagram dropped: {exc!r}", floor)
+        echo = self._echo_used
+        for addr, now, result in acc:
+            self._trunk_received(result, trunks.get(addr) if echo else None, now)
+        return i, floor
 
     def _voice_event(self, callno: int, ts: int, payload: bytes, now: float) -> None:
         """Without a media sink: voice as ``VoiceReceived`` events."""

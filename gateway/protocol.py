@@ -167,6 +167,30 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         else:
             self._receive_meta(data, addr, now)
 
+    def receive_batch(self, batch: list[tuple[bytes, Addr, float]], loop_now: float,
+                      floor: float) -> float:
+        """A burst of received datagrams ``(data, addr, age_s)``, in order, each at its arrival
+        time ``loop_now - age_s`` (never before ``floor`` nor the previous one); returns the
+        last arrival time.  Runs of trunk datagrams are taken in one compiled pass, the others
+        one by one (``receive_datagram``); the same outcome as receiving each in turn."""
+        i, n = 0, len(batch)
+        while i < n:
+            if self._started:
+                i, floor = self._receive_trunk_run(batch, i, loop_now, floor, MAX_DATAGRAM)
+                if i >= n:
+                    break
+            data, addr, age = batch[i]
+            now = loop_now - age
+            if now < floor:
+                now = floor
+            floor = now
+            i += 1
+            try:
+                self.receive_datagram(data, addr, now)
+            except Exception:  # the endpoint must survive anything a peer sends
+                log.exception("endpoint failed on a datagram from %s", addr)
+        return floor
+
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
         """The datagrams queued since the last call, oldest first."""
         if not self._started:

@@ -94,7 +94,14 @@ class DatagramServer(asyncio.DatagramProtocol):
         floor = self._rx_floor
         link = self.impair
         if link is None and self.on_datagram is None:
-            receive = self.endpoint.receive_datagram
+            ep = self.endpoint
+            receive_batch = getattr(ep, "receive_batch", None)
+            if receive_batch is not None:
+                # runs of trunk datagrams in one compiled pass (Endpoint.receive_batch)
+                self._rx_floor = receive_batch(batch, loop_now, floor)
+                self.flush()
+                return
+            receive = ep.receive_datagram
             for data, src, age in batch:
                 now = loop_now - age
                 if now < floor:

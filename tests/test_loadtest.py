@@ -110,6 +110,12 @@ class EchoPeer:
                 real(data, addr, now)
 
         self.ep.receive_datagram = gate  # type: ignore[method-assign]
+        real_batch = self.ep.receive_batch
+
+        def gate_batch(batch: Any, loop_now: float, floor: float) -> float:
+            return floor if self.deaf else real_batch(batch, loop_now, floor)
+
+        self.ep.receive_batch = gate_batch  # type: ignore[method-assign]
         self.ready.set()
         await self._stop.wait()
         server.close()

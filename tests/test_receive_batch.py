@@ -1,0 +1,92 @@
+"""``Endpoint.receive_batch`` (the batched driver's path: runs of trunk datagrams in one compiled
+pass) has exactly the outcome of ``receive_datagram`` on each datagram in turn: call state,
+statistics, payloads delivered, echoed output, events, warnings for malformed datagrams."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from helpers_pair import ADDR_A, Pair, seed_configs
+
+from iaxgw._core.trunk import pack_trunk
+from iaxgw.gateway.events import IncomingCall
+
+TONE = bytes(range(160))
+
+
+def _pair() -> tuple[Pair, list[int], list[int], list[tuple[int, int, bytes, float]]]:
+    ca, cb = seed_configs(qualify=None, trunk=True)
+    p = Pair(ca, cb, seed=5)
+    p.run(0.5)
+    a_calls = []
+    for i in range(4):
+        a_calls.append(p.a.call("office-b", f"30{i}", p.now))
+        assert p.run_until(lambda: len(p.ev(p.b, IncomingCall)) == len(a_calls), 10)
+    b_calls = [e.callno for e in p.ev(p.b, IncomingCall)]
+    for cn in b_calls:
+        p.b.answer(cn, p.now)
+    p.run(0.1)
+    for cn in a_calls + b_calls:       # first voice frames go full
+        (p.a if cn in a_calls else p.b).send_voice(cn, TONE, p.now)
+    p.run(0.1)
+    sunk: list[tuple[int, int, bytes, float]] = []
+    p.b.set_media_sink(lambda c, ts, pl, t: sunk.append((c, ts, bytes(pl), t)))
+    for cn in b_calls[:2]:
+        assert p.b.set_echo(cn, True)
+    return p, a_calls, b_calls, sunk
+
+
+def _state(p: Pair, b_calls: list[int], sunk: list[Any], now: float) -> Any:
+    ep = p.b
+    calls = []
+    for cn in b_calls:
+        c = ep._calls[cn]
+        calls.append((c.rx_last, c.last_voice_ts, c.nextpred, c.tx_frames,
+                      tuple(getattr(c.rx, f) for f in c.rx.FIELDS)))
+    ep.handle_timer(now + 0.05)           # the echo trunk flush
+    out = ep.datagrams_to_send(now + 0.05)
+    events = []
+    while (e := ep.next_event()) is not None:
+        events.append(repr(e))
+    return calls, sorted(ep.stats().items()), list(sunk), out, events
+
+
+def test_batch_equals_one_by_one() -> None:
+    p1, a_calls, b_calls, sunk1 = _pair()
+    p2, a2, b2, sunk2 = _pair()
+    assert (a_calls, b_calls) == (a2, b2)           # seeded: the same call numbers
+    now = p1.now
+    assert now == p2.now
+    entries = [(cn, 0, TONE) for cn in a_calls]
+    ts_entries = [(cn, 100 + 20 * k, TONE) for k, cn in enumerate(a_calls)]
+    batch: list[tuple[bytes, Any, float]] = []
+    for k in range(6):
+        batch += [(d, ADDR_A, 0.120 - 0.02 * k) for d in pack_trunk(entries, 40_000 + 20 * k)]
+    batch += [
+        (pack_trunk(entries, 0)[0], ADDR_A, 0.015),                  # trunk ts 0: new epoch
+        (b"\x00\x00\x01\x07" + bytes(4) + TONE, ADDR_A, 0.014),      # bad cmddata: warned
+        (pack_trunk(entries, 40_200)[0], ("127.0.0.99", 4569), 0.013),   # unknown source
+        (bytes([0x80 | 1, 0, 0, 0]) + bytes(8), ADDR_A, 0.012),      # a full frame in between
+        (pack_trunk(ts_entries, 40_220, timestamps=True)[0], ADDR_A, 0.011),
+        (pack_trunk(entries, 40_240)[0][:-7], ADDR_A, 0.010),        # truncated entry
+        (b"\x00\x00\x01\x00\x00", ADDR_A, 0.009),                    # too short
+        (pack_trunk(entries, 40_260)[0], ADDR_A, 0.030),             # older stamp: floor
+    ]
+    floor = now - 1.0
+    last = p1.b.receive_batch(batch, now, floor)
+    f = floor
+    for data, addr, age in batch:
+        t = max(now - age, f)
+        f = t
+        p2.b.receive_datagram(data, addr, t)
+    assert last == f
+    s1, s2 = _state(p1, b_calls, sunk1, now), _state(p2, b_calls, sunk2, now)
+    assert s1 == s2
+    _calls, stats, sunk, out, _events = s1
+    st = dict(stats)
+    # taken: the 6 + ts 0 + unknown source + timestamped + truncated + the last; the bad
+    # cmddata and the 5-byte one are warned about and dropped
+    assert st["trunk_datagrams_in"] == 11 and st["drop_malformed_meta"] == 2
+    assert st["trunk_truncated"] == 1
+    assert len(sunk) >= 2 * 9            # the two calls not echoing (9 whole datagrams)
+    assert any(d[:3] == b"\x00\x00\x01" for d, _ in out)     # the echoed entries
