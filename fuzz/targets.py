@@ -475,6 +475,14 @@ def target_endpoint(data: bytes) -> None:
     from iaxgw._core.frames import build_full, build_mini
     from iaxgw._core.trunk import pack_trunk
 
+    batched = bool(mode & 16)         # the batched driver's path: Endpoint.receive_batch
+    batch: list[tuple[bytes, Any, float]] = []
+
+    def deliver() -> None:
+        if batch:
+            ep.receive_batch(list(batch), now, now - 1.0)
+            batch.clear()
+
     for _ in range(fdp.u8() % 24 + 1):
         if fdp.remaining() == 0:
             break
@@ -509,13 +517,18 @@ def target_endpoint(data: bytes) -> None:
             if fdp.u8() & 1 and len(dg) > 8:
                 dg = dg[:len(dg) - 1 - fdp.u8() % (len(dg) - 8)]
         else:                                                # time passes, timers fire
+            deliver()
             now += fdp.u16() / 100.0
             ep.handle_timer(now)
             _pump(ep, now)
             continue
+        if batched:
+            batch.append((dg, addr, fdp.u8() / 1000.0))
+            continue
         ep.receive_datagram(dg, addr, now)
         if fdp.u8() & 3 == 0:
             _pump(ep, now)
+    deliver()
     now += 0.5
     ep.handle_timer(now)
     _pump(ep, now)
