@@ -93,25 +93,10 @@ class DatagramServer(asyncio.DatagramProtocol):
         loop_now = self._rx_clock()
         floor = self._rx_floor
         link = self.impair
-        if link is None and self.on_datagram is None:
-            ep = self.endpoint
-            receive_batch = getattr(ep, "receive_batch", None)
-            if receive_batch is not None:
-                # runs of trunk datagrams in one compiled pass (Endpoint.receive_batch)
-                self._rx_floor = receive_batch(batch, loop_now, floor)
-                self.flush()
-                return
-            receive = ep.receive_datagram
-            for data, src, age in batch:
-                now = loop_now - age
-                if now < floor:
-                    now = floor
-                floor = now
-                try:
-                    receive(data, src, now)
-                except Exception:  # the endpoint must survive anything a peer sends
-                    log.exception("endpoint failed on a datagram from %s", src)
-            self._rx_floor = floor
+        receive_batch = getattr(self.endpoint, "receive_batch", None)
+        if link is None and self.on_datagram is None and receive_batch is not None:
+            # nothing taps the datagrams: runs of trunk datagrams in one compiled pass
+            self._rx_floor = receive_batch(batch, loop_now, floor)
             self.flush()
             return
         deliver = self._deliver
