@@ -95,7 +95,8 @@ class CallFlowMixin(EndpointCore):
             self._send(call, _IAX, X.HANGUP, build_ies([(IE.CAUSECODE, 58)]), now, final=True)
             return
         if fmt & (fmt - 1):
-            fmt = call.codec if fmt & call.codec else fmt & -fmt
+            common = fmt & call.capability
+            fmt = call.codec if fmt & call.codec else common & -common
         call.codec = fmt
         call.state = S.ACCEPTED
         self._start_call_timers(call, now)

@@ -39,6 +39,10 @@ _UP = int(S.UP)
 
 _NO_CALLS: dict[int, Call] = {}
 
+#: Voice formats are single bits of a signed 64-bit mask; a subclass that decodes to 0, -1
+#: (0xFF) or bit 63 names no audio format.
+_FORMAT_LIMIT = 1 << 63
+
 #: At most one VNAK per call this often for media that arrives before its first full voice frame.
 NO_VOICE_VNAK_S = 0.1
 
@@ -155,6 +159,12 @@ class MediaMixin(EndpointCore):
         try:
             fmt = uncompress_subclass(f.csub)
         except FrameError:
+            return
+        if not 0 < fmt < _FORMAT_LIMIT:
+            # 0xFF (-1) or the C bit with shift 63: no audio format.  Dropped and counted,
+            # the call goes on (a hostile or broken peer must not end it).
+            self._warn("drop_voice_bad_format", f"call {call.callno}: voice frame with "
+                       f"subclass byte {f.csub:#x} names no audio format, dropped", now, call.addr)
             return
         call.format_rx = fmt
         call.rx_full_frames += 1

@@ -280,6 +280,16 @@ def _duplicate_and_gap(ctx: Ctx) -> None:
     assert [parse_full(d).csub for d in inject(ctx, gap, ADDR_A)] == [X.VNAK]
 
 
+def _voice_no_format(ctx: Ctx) -> None:
+    # 0xBF = C bit with shift 63 (1 << 63 overflows a signed 64-bit format), 0xFF = -1, 0x00.
+    s0 = ctx.p.b.stats().get("drop_voice_bad_format", 0)
+    for subclass in (1 << 63, -1, 0):
+        replies = peer_sends(ctx, int(FrameType.VOICE), subclass, VOICE)
+        assert X.ACK in iax_subs(replies)
+    assert ctx.p.b.stats()["drop_voice_bad_format"] == s0 + 3
+    assert ctx.bcall.format_rx == 4
+
+
 CASES: list[Case] = [
     Case("oversize", "5000-byte full voice frame and 4097-byte mini from the peer's address, "
          "4097 bytes of junk from a stranger", "dropped, counted drop_oversize (4096 accepted)",
@@ -324,6 +334,9 @@ CASES: list[Case] = [
          _mini_wrong_source),
     Case("video_meta_junk", "video mini, meta command 2, trunk cmddata 7 from the peer",
          "dropped", _video_and_meta_junk),
+    Case("voice_no_format", "full voice frames with subclass bytes 0xBF (bit 63), 0xFF and 0x00 "
+         "on the bystander call (from the peer)", "ACKed, dropped (drop_voice_bad_format)",
+         _voice_no_format, from_stranger=False),
     Case("duplicate_and_gap", "LAGRQ with an old OSeqno, then one 5 ahead, from the peer",
          "duplicate re-ACKed, gap VNAKed, both dropped", _duplicate_and_gap),
 ]

@@ -288,6 +288,24 @@ def test_format2_wins_over_format() -> None:
     assert IEs.parse(f.payload).get(IE.CAUSECODE) == 58  # type: ignore[attr-defined]
 
 
+def test_accept_with_several_formats_picks_one_we_offered() -> None:
+    """An ACCEPT naming several formats (gsm | alaw) where our preferred one (ulaw) is absent:
+    the call runs on the one we can do (alaw), never on the lowest bit (gsm)."""
+    ca, _ = seed_configs(qualify=None)
+    ep = Endpoint(ca, local_addr=ADDR_A, rng=random.Random(6), wall_offset=1.7e9)
+    ep.start(0.0)
+    drain(ep, 0.0)
+    cn = ep.call("office-b", "300", 0.5)
+    (data, to), = drain(ep, 0.5)
+    new = parse_full(data)
+    assert (to, new.csub, IEs.parse(new.payload).get(IE.CAPABILITY)) == (ADDR_B, X.NEW, 12)
+    ep.receive_datagram(build_full(0x55, cn, 10, 0, 1, FrameType.IAX, X.ACCEPT,
+                                   build_ies([(IE.FORMAT, 2 | 8), (IE.FORMAT2, 2 | 8)])),
+                        ADDR_B, 0.6)
+    accepted = [e for e in events(ep) if isinstance(e, CallProgress) and e.kind == "accepted"]
+    assert [e.codec for e in accepted] == [8]
+
+
 def test_maxauthreq_rejects_21() -> None:
     ep = callee()
     ep.config.entries["office-a"].requirecalltoken = "no"
