@@ -54,6 +54,7 @@ from iaxgw.gateway.reliability import (
     LAGRQ_INTERVAL,
     MAX_RETRIES,
     PING_INTERVAL,
+    SOFT_SLACK,
     TS_SKEW_MS,
     UNWRAP_MS,
     Addr,
@@ -204,20 +205,27 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         h = self._timers
         while h and not h[0][4]:
             heapq.heappop(h)
-        return h[0][0] if h else None
+        soft = self._soft
+        while soft and not soft[0][4]:
+            heapq.heappop(soft)
+        hard: float | None = h[0][0] if h else None
+        if not soft:
+            return hard
+        late: float = soft[0][0] + SOFT_SLACK
+        return hard if hard is not None and hard < late else late
 
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at ``now``."""
         if not self._started:
             self.start(now)
-        h = self._timers
-        for _ in range(100000):
-            if not h or h[0][0] > now:
-                break
-            t = heapq.heappop(h)
-            if t[4]:
-                t[4] = False
-                t[2](now, t[3])
+        for h in (self._timers, self._soft):
+            for _ in range(100000):
+                if not h or h[0][0] > now:
+                    break
+                t = heapq.heappop(h)
+                if t[4]:
+                    t[4] = False
+                    t[2](now, t[3])
 
     def next_event(self) -> Event | None:
         """The oldest queued event, or None."""

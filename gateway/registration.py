@@ -72,7 +72,8 @@ def poke_timeout(ep: Endpoint, now: float, arg: tuple[PeerState, Call]) -> None:
     set_peer_status(ep, st, "UNREACHABLE", -1)
     ep._cancel(st.qualify_timer)
     if st.entry.qualify is not None:
-        st.qualify_timer = ep._schedule(now + QUALIFY_FREQ_NOTOK, partial(qualify_tick, ep), st)
+        st.qualify_timer = ep._schedule_soft(now + QUALIFY_FREQ_NOTOK,
+                                             partial(qualify_tick, ep), st)
 
 def on_poke_pong(ep: Endpoint, call: Call, f: Any, ies: IEs, now: float) -> None:
     st = ep._peers.get(call.peer)
@@ -86,7 +87,7 @@ def on_poke_pong(ep: Endpoint, call: Call, f: Any, ies: IEs, now: float) -> None
     ep._cancel(st.qualify_timer)
     if st.entry.qualify is not None:
         delay = QUALIFY_FREQ_OK if status == "OK" else QUALIFY_FREQ_NOTOK
-        st.qualify_timer = ep._schedule(now + delay, partial(qualify_tick, ep), st)
+        st.qualify_timer = ep._schedule_soft(now + delay, partial(qualify_tick, ep), st)
 
 def set_peer_status(ep: Endpoint, st: PeerState, status: str, rtt: int) -> None:
     changed = status != st.status
@@ -232,7 +233,7 @@ def on_regack(ep: Endpoint, call: Call, f: Any, ies: IEs, now: float) -> None:
     rs.apparent_addr = apparent if isinstance(apparent, tuple) else None
     reg_status(ep, rs, "Registered", refresh)
     ep._cancel(rs.timer)
-    rs.timer = ep._schedule(now + max(5 * refresh / 6, 1.0), partial(register_tick, ep), rs)
+    rs.timer = ep._schedule_soft(now + max(5 * refresh / 6, 1.0), partial(register_tick, ep), rs)
 
 def on_regrej(ep: Endpoint, call: Call, f: Any, ies: IEs, now: float) -> None:
     rs = call.reg

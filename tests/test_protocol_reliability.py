@@ -254,3 +254,44 @@ def test_settled_frames_and_ended_calls_leave_no_reference_cycles() -> None:
         gc.garbage.clear()
         gc.enable()
     assert cyclic == []
+
+
+def test_soft_timers_ride_other_wakeups_and_have_their_own_deadline() -> None:
+    """PING/LAGRQ/qualify/registration timers are soft: they fire at the first timer run at or
+    after their time (a trunk flush, under load) and ask for a wake-up of their own only
+    SOFT_SLACK later; cancelled ones never fire."""
+    from iaxgw.gateway.reliability import SOFT_SLACK
+
+    ep = callee()
+    ep.start(0.0)
+    drain(ep, 0.0)
+    ep._timers.clear()
+    ep._soft.clear()
+    fired: list[tuple[str, float]] = []
+    ep._schedule_soft(10.0, lambda now, arg: fired.append((arg, now)), "soft")
+    assert ep.get_timer() == 10.0 + SOFT_SLACK          # nothing else: its own deadline
+    ep._schedule(10.01, lambda now, arg: fired.append((arg, now)), "hard")
+    assert ep.get_timer() == 10.01                      # the earlier hard timer wakes first
+    ep.handle_timer(9.995)                              # not yet due (nothing fires early)
+    assert fired == []
+    ep.handle_timer(10.01)                              # the hard timer's run takes it along
+    assert fired == [("hard", 10.01), ("soft", 10.01)]
+    assert ep.get_timer() is None
+    gone = ep._schedule_soft(11.0, lambda now, arg: fired.append((arg, now)), "cancelled")
+    ep._cancel(gone)
+    assert ep.get_timer() is None
+    ep.handle_timer(12.0)
+    assert len(fired) == 2
+
+
+def test_call_pings_are_soft_and_still_sent() -> None:
+    p = Pair(*seed_configs(qualify=None))
+    cn, _bcn = setup_call(p)
+    call = p.a._calls[cn]
+    soft = {t[2].__name__ for t in p.a._soft if t[4] and t[3] is call}
+    assert soft == {"_ping_tick", "_lagrq_tick"}
+    mark = len(p.wire)
+    p.run(22.0)
+    sent = full_frames(p.wire[mark:], "a>b")
+    assert iax([f for f in sent if f.scallno == cn], IAXSubclass.PING)
+    assert len(iax([f for f in sent if f.scallno == cn], IAXSubclass.LAGRQ)) == 2
