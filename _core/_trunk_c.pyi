@@ -205,10 +205,20 @@ def receive_trunk(data: bytes, calls: dict[int, Any], epoch: float, now: float,
                   echo_mux: TrunkMux | None = None
                   ) -> tuple[int, int, int, int, bool, list[Any]]: ...
 
-def receive_trunk_run(batch: list[tuple[builtins.bytes, Any, float]], start: int,
-                      loop_now: float, floor: float, by_addr: dict[Any, Any],
-                      epochs: dict[Any, float], sink: Any, trunks: dict[Any, Any],
-                      echo_used: bool, max_datagram: int, acc: list[Any]) -> tuple[int, float]: ...
+class TrunkRunTotals:
+    index: int
+    floor: float
+    datagrams: int
+    entries: int
+    unknown: int
+    inactive: int
+    truncated: int
+    def __init__(self, index: int = 0, floor: float = 0.0) -> None: ...
+
+def receive_trunk_run(batch: list[tuple[builtins.bytes, Any, float]], loop_now: float,
+                      by_addr: dict[Any, Any], epochs: dict[Any, float], sink: Any,
+                      trunks: dict[Any, Any], echo_used: bool, max_datagram: int,
+                      totals: TrunkRunTotals, acc: list[Any]) -> None: ...
 
 def send_trunk_voice(calls: dict[int, Any], items: list[tuple[int, bytes]], now: float,
                      trunks: dict[Any, Any]) -> tuple[list[tuple[int, bytes]], list[Any]]: ...

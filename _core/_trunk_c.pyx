@@ -866,30 +866,31 @@ cdef inline void _voice_sent(CallMedia call, long long ts, Py_ssize_t length) no
     call.lastsent = ts
 
 
-cpdef tuple receive_trunk(data, dict calls, double epoch, double now, sink, echo_mux=None):
-    """Account and deliver the entries of one trunk datagram (see the section comment).
+cdef struct _TrunkCounts:
+    long long entries
+    long long unknown
+    long long inactive
+    long long echoed
+    bint truncated
 
-    ``calls``: call number -> call record (``CallMedia``) of the datagram's source; ``epoch``:
-    when that source's trunk timestamps were 0 (loop clock); ``sink(callno, ts, payload, now)``
-    gets each payload not echoed; ``echo_mux``: the ``TrunkMux`` towards the source, for calls
-    whose ``echo`` is set.  Returns ``(entries, unknown, inactive, echoed, truncated, vnak)``,
-    ``vnak`` the calls that got media before their first full voice frame.  A malformed header
-    raises ``FrameError`` (as ``parse_trunk``)."""
+
+cdef list _receive_trunk(object data, dict calls, double epoch, double now, object sink,
+                         TrunkMux mux, _TrunkCounts* out):
+    """``receive_trunk`` on a ``bytes`` datagram: counts into ``out``, returns the calls to VNAK
+    (or None)."""
     cdef const unsigned char* p
     cdef Py_ssize_t n, pos, start, hdr
     cdef unsigned int length, callno, ts16
     cdef unsigned char cmddata
     cdef long long trunk_ts, ts, last, st
-    cdef long long entries = 0, unknown = 0, inactive = 0, echoed = 0
-    cdef bint truncated = False
     cdef PyObject* found
     cdef CallMedia call
-    cdef TrunkMux mux = None
     cdef list vnak = None
-    if echo_mux is not None:
-        mux = <TrunkMux?>echo_mux
-    if not PyBytes_CheckExact(data):
-        data = bytes(data)
+    out.entries = 0
+    out.unknown = 0
+    out.inactive = 0
+    out.echoed = 0
+    out.truncated = False
     p = <const unsigned char*>PyBytes_AS_STRING(data)
     n = PyBytes_GET_SIZE(data)
     cmddata = _check_header(p, n)
@@ -898,7 +899,7 @@ cpdef tuple receive_trunk(data, dict calls, double epoch, double now, sink, echo
     pos = _HDR
     while pos < n:
         if n - pos < hdr:
-            truncated = True
+            out.truncated = True
             break
         if cmddata:
             length = _rd16(p + pos)
@@ -910,18 +911,18 @@ cpdef tuple receive_trunk(data, dict calls, double epoch, double now, sink, echo
             ts16 = 0
         start = pos + hdr
         if start + <Py_ssize_t>length > n:
-            truncated = True
+            out.truncated = True
             break
         pos = start + length
-        entries += 1
+        out.entries += 1
         found = PyDict_GetItem(calls, _callno_obj(callno))
         if found == NULL or not isinstance(<object>found, CallMedia):
-            unknown += 1
+            out.unknown += 1
             continue
         call = <CallMedia>found
         st = call.state
         if call.format_rx == 0 or st > _ST_UP:
-            inactive += 1
+            out.inactive += 1
             if call.format_rx == 0:
                 if vnak is None:
                     vnak = []
@@ -951,7 +952,7 @@ cpdef tuple receive_trunk(data, dict calls, double epoch, double now, sink, echo
             if 0 <= ts <= 0xFFFFFFFF:
                 _voice_sent(call, ts, length)
                 mux._append(call.callno, ts, p + start, length)
-                echoed += 1
+                out.echoed += 1
                 continue
         if call.probe is not None:
             call.probe._rx(ts, now, PyBytes_FromStringAndSize(<const char*>(p + start), length),
@@ -959,24 +960,72 @@ cpdef tuple receive_trunk(data, dict calls, double epoch, double now, sink, echo
             continue
         sink(_callno_obj(<unsigned int>call.callno), ts,
              PyBytes_FromStringAndSize(<const char*>(p + start), length), now)
-    return entries, unknown, inactive, echoed, truncated, vnak if vnak is not None else []
+    return vnak
 
 
-def receive_trunk_run(list batch, Py_ssize_t start, double loop_now, double floor,
-                      dict by_addr, dict epochs, sink, dict trunks, bint echo_used,
-                      Py_ssize_t max_datagram, list acc):
-    """The server's batch of received datagrams ``(data, addr, age_s)``, from ``start``: each
-    is stamped ``loop_now - age_s`` (never before ``floor``, never before the previous one) and
-    consecutive well-formed trunk datagrams (``00 00 01``, 8..``max_datagram`` bytes, header
-    valid) go through ``receive_trunk`` with their source's calls (``by_addr``), trunk epoch
-    (``epochs``, set to the arrival time when missing or when the trunk timestamp is 0) and echo
-    stream (``trunks``, when ``echo_used``).  Stops before the first other datagram, or one whose
-    source needs an echo stream made.  Returns ``(index, floor)``; each datagram's receive_trunk
-    result is appended to ``acc`` as ``(addr, now, result)`` for the caller's bookkeeping."""
-    cdef Py_ssize_t i = start, n = len(batch), size
+cpdef tuple receive_trunk(data, dict calls, double epoch, double now, sink, echo_mux=None):
+    """Account and deliver the entries of one trunk datagram (see the section comment).
+
+    ``calls``: call number -> call record (``CallMedia``) of the datagram's source; ``epoch``:
+    when that source's trunk timestamps were 0 (loop clock); ``sink(callno, ts, payload, now)``
+    gets each payload not echoed; ``echo_mux``: the ``TrunkMux`` towards the source, for calls
+    whose ``echo`` is set.  Returns ``(entries, unknown, inactive, echoed, truncated, vnak)``,
+    ``vnak`` the calls that got media before their first full voice frame.  A malformed header
+    raises ``FrameError`` (as ``parse_trunk``)."""
+    cdef _TrunkCounts c
+    cdef TrunkMux mux = None
+    if echo_mux is not None:
+        mux = <TrunkMux?>echo_mux
+    if not PyBytes_CheckExact(data):
+        data = bytes(data)
+    vnak = _receive_trunk(data, calls, epoch, now, sink, mux, &c)
+    return c.entries, c.unknown, c.inactive, c.echoed, c.truncated, vnak if vnak is not None else []
+
+
+cdef class TrunkRunTotals:
+    """What ``receive_trunk_run`` took: ``index`` (the next datagram of the batch), ``floor``
+    (the last arrival time), the datagrams and entries it took, and the entries of unknown and
+    not (yet) active calls and the truncated datagrams among them.  Updated as it goes, so a
+    caller that catches an exception knows which datagram raised (``index``)."""
+
+    cdef public Py_ssize_t index
+    cdef public double floor
+    cdef public long long datagrams
+    cdef public long long entries
+    cdef public long long unknown
+    cdef public long long inactive
+    cdef public long long truncated
+
+    def __init__(self, Py_ssize_t index=0, double floor=0.0):
+        self.index = index
+        self.floor = floor
+        self.datagrams = 0
+        self.entries = 0
+        self.unknown = 0
+        self.inactive = 0
+        self.truncated = 0
+
+
+def receive_trunk_run(list batch, double loop_now, dict by_addr, dict epochs, sink, dict trunks,
+                      bint echo_used, Py_ssize_t max_datagram, TrunkRunTotals totals, list acc):
+    """The server's batch of received datagrams ``(data, addr, age_s)``, from
+    ``totals.index``: each is stamped ``loop_now - age_s`` (never before ``totals.floor``, never
+    before the previous one) and consecutive well-formed trunk datagrams (``00 00 01``,
+    8..``max_datagram`` bytes, header valid) go through ``receive_trunk`` with their source's
+    calls (``by_addr``), trunk epoch (``epochs``, set to the arrival time when missing or when
+    the trunk timestamp is 0) and echo stream (``trunks``, when ``echo_used``).  Stops before the
+    first other datagram, or one whose source needs an echo stream made.  Counts go to
+    ``totals``; a datagram whose outcome needs the caller -- calls to VNAK, or echoed entries
+    while its stream's flush ``timer`` is None -- is appended to ``acc`` as
+    ``(addr, now, vnak, echoed)``."""
+    cdef Py_ssize_t i = totals.index, n = len(batch), size
     cdef const unsigned char* p
-    cdef double now
-    cdef object item, data, addr, calls, st, mux, ep
+    cdef double now, floor = totals.floor
+    cdef object item, data, addr, calls, st, ep
+    cdef TrunkMux mux
+    cdef _TrunkCounts c
+    cdef list vnak
+    cdef dict no_calls = {}
     while i < n:
         item = batch[i]
         data = (<tuple?>item)[0]
@@ -999,17 +1048,26 @@ def receive_trunk_run(list batch, Py_ssize_t start, double loop_now, double floo
         if now < floor:
             now = floor
         floor = now
+        totals.floor = now
         ep = epochs.get(addr)
         if ep is None or _rd32(p + 4) == 0:
             if len(epochs) > 4096:
                 epochs.clear()
             ep = now
             epochs[addr] = ep
-        mux = st.mux if st is not None else None
-        acc.append((addr, now, receive_trunk(data, calls if calls is not None else {},
-                                             <double>ep, now, sink, mux)))
+        mux = <TrunkMux?>st.mux if st is not None else None
+        vnak = _receive_trunk(data, <dict?>calls if calls is not None else no_calls,
+                              <double>ep, now, sink, mux, &c)
         i += 1
-    return i, floor
+        totals.index = i
+        totals.datagrams += 1
+        totals.entries += c.entries
+        totals.unknown += c.unknown
+        totals.inactive += c.inactive
+        if c.truncated:
+            totals.truncated += 1
+        if vnak is not None or (c.echoed and st is not None and st.timer is None):
+            acc.append((addr, now, vnak if vnak is not None else [], c.echoed))
 
 
 def send_trunk_voice(dict calls, list items, double now, dict trunks):

@@ -520,12 +520,28 @@ def receive_trunk(data: Buffer, calls: dict[int, CallMedia], epoch: float, now: 
     return len(frame.entries), unknown, inactive, echoed, frame.truncated, vnak
 
 
-def receive_trunk_run(batch: list[tuple[bytes, Any, float]], start: int, loop_now: float,
-                      floor: float, by_addr: dict[Any, Any], epochs: dict[Any, float],
-                      sink: object, trunks: dict[Any, Any], echo_used: bool, max_datagram: int,
-                      acc: list[Any]) -> tuple[int, float]:
-    """The server's batch from ``start``, trunk datagrams only (see ``_trunk_c``)."""
-    i, n = start, len(batch)
+class TrunkRunTotals:
+    """What ``receive_trunk_run`` took (see ``_trunk_c.TrunkRunTotals``)."""
+
+    __slots__ = ("datagrams", "entries", "floor", "inactive", "index", "truncated", "unknown")
+
+    def __init__(self, index: int = 0, floor: float = 0.0) -> None:
+        self.index = index
+        self.floor = floor
+        self.datagrams = 0
+        self.entries = 0
+        self.unknown = 0
+        self.inactive = 0
+        self.truncated = 0
+
+
+def receive_trunk_run(batch: list[tuple[bytes, Any, float]], loop_now: float,
+                      by_addr: dict[Any, Any], epochs: dict[Any, float], sink: object,
+                      trunks: dict[Any, Any], echo_used: bool, max_datagram: int,
+                      totals: TrunkRunTotals, acc: list[Any]) -> None:
+    """The server's batch from ``totals.index``, trunk datagrams only (see ``_trunk_c``)."""
+    i, n = totals.index, len(batch)
+    floor = totals.floor
     while i < n:
         data, addr, age = batch[i]
         if type(data) is not bytes:
@@ -545,16 +561,25 @@ def receive_trunk_run(batch: list[tuple[bytes, Any, float]], start: int, loop_no
         if now < floor:
             now = floor
         floor = now
+        totals.floor = now
         ep = epochs.get(addr)
         if ep is None or int.from_bytes(data[4:8], "big") == 0:
             if len(epochs) > 4096:
                 epochs.clear()
             ep = epochs[addr] = now
         mux = st.mux if st is not None else None
-        acc.append((addr, now, receive_trunk(data, calls if calls is not None else {}, ep, now,
-                                             sink, mux)))
+        entries, unknown, inactive, echoed, truncated, vnak = receive_trunk(
+            data, calls if calls is not None else {}, ep, now, sink, mux)
         i += 1
-    return i, floor
+        totals.index = i
+        totals.datagrams += 1
+        totals.entries += entries
+        totals.unknown += unknown
+        totals.inactive += inactive
+        if truncated:
+            totals.truncated += 1
+        if vnak or (echoed and st is not None and st.timer is None):
+            acc.append((addr, now, vnak, echoed))
 
 
 def send_trunk_voice(calls: dict[int, CallMedia], items: list[tuple[int, bytes]], now: float,

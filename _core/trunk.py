@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         TrunkDemux,
         TrunkFrame,
         TrunkMux,
+        TrunkRunTotals,
         pack_trunk,
         parse_trunk,
         receive_trunk,
@@ -41,6 +42,7 @@ else:
     MAX_CALLNO = _impl.MAX_CALLNO
     TrunkFrame = _impl.TrunkFrame
     TrunkMux = _impl.TrunkMux
+    TrunkRunTotals = _impl.TrunkRunTotals
     TrunkDemux = _impl.TrunkDemux
     pack_trunk = _impl.pack_trunk
     parse_trunk = _impl.parse_trunk
@@ -65,6 +67,7 @@ __all__ = [
     "TrunkDemux",
     "TrunkFrame",
     "TrunkMux",
+    "TrunkRunTotals",
     "pack_trunk",
     "parse_trunk",
     "receive_trunk",

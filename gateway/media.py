@@ -15,6 +15,7 @@ from iaxgw._core.frames import uncompress_subclass
 from iaxgw._core.trunk import (
     RxProbe,
     TrunkMux,
+    TrunkRunTotals,
     receive_trunk,
     receive_trunk_run,
     send_trunk_voice,
@@ -216,9 +217,10 @@ class MediaMixin(EndpointCore):
                 ms = last + 1
         st.last_ts = ms
         st.last_send = now
-        for dg in mux.flush(ms & 0xFFFFFFFF):
-            self._out.append((dg, st.addr))
-            self._stats["trunk_datagrams_out"] += 1
+        addr = st.addr
+        sent = mux.flush(ms & 0xFFFFFFFF)
+        self._out += [(dg, addr) for dg in sent]
+        self._stats["trunk_datagrams_out"] += len(sent)
         st.next_at += self._trunkfreq
         if st.next_at <= now:
             st.next_at = now + self._trunkfreq
@@ -261,6 +263,12 @@ class MediaMixin(EndpointCore):
             self._stats["drop_trunk_unknown_call"] += unknown
         if inactive:
             self._stats["drop_trunk_call_not_active"] += inactive
+        self._trunk_attention(vnak, echoed, st, now)
+
+    def _trunk_attention(self, vnak: list[Call], echoed: int, st: TrunkStream | None,
+                         now: float) -> None:
+        """After a trunk datagram: VNAK the calls that had media before their first full voice
+        frame; echoed entries on a stream without a flush timer start its grid."""
         for call in vnak:
             self._vnak_no_voice(call, now)
         if echoed and st is not None and st.timer is None:
@@ -272,23 +280,32 @@ class MediaMixin(EndpointCore):
                            ) -> tuple[int, float]:
         """``_receive_meta`` for the consecutive well-formed trunk datagrams of a received batch
         from ``start``, in one compiled pass (``_core.trunk.receive_trunk_run``: the arrival
-        times, epochs and echo streams as here).  Returns the index of the first datagram not
-        taken (the caller hands it to ``receive_datagram``) and the last arrival time."""
-        acc: list[tuple[Addr, float, tuple[int, int, int, int, bool, list[Call]]]] = []
+        times, epochs and echo streams as here, the counts summed in ``TrunkRunTotals``).
+        Returns the index of the first datagram not taken (the caller hands it to
+        ``receive_datagram``) and the last arrival time."""
+        acc: list[tuple[Addr, float, list[Call], int]] = []
         trunks = self._trunks
+        tot = TrunkRunTotals(start, floor)
         try:
-            i, floor = receive_trunk_run(batch, start, loop_now, floor, self._by_addr,
-                                         self._trunk_rx_epoch, self._sink or self._voice_event,
-                                         trunks, self._echo_used, max_datagram, acc)
+            receive_trunk_run(batch, loop_now, self._by_addr, self._trunk_rx_epoch,
+                              self._sink or self._voice_event, trunks, self._echo_used,
+                              max_datagram, tot, acc)
         except Exception as exc:    # not expected (headers are checked first): skip that one
-            i = start + len(acc) + 1
-            if acc:
-                floor = acc[-1][1]
-            self._warn("drop_malformed_meta", f"trunk datagram dropped: {exc!r}", floor)
-        echo = self._echo_used
-        for addr, now, result in acc:
-            self._trunk_received(result, trunks.get(addr) if echo else None, now)
-        return i, floor
+            tot.index += 1
+            self._warn("drop_malformed_meta", f"trunk datagram dropped: {exc!r}", tot.floor)
+        if tot.datagrams:
+            self._n_trunk_datagrams_in += tot.datagrams
+            self._n_trunk_entries_in += tot.entries
+            if tot.truncated:
+                self._stats["trunk_truncated"] += tot.truncated
+            if tot.unknown:
+                self._stats["drop_trunk_unknown_call"] += tot.unknown
+            if tot.inactive:
+                self._stats["drop_trunk_call_not_active"] += tot.inactive
+            echo = self._echo_used
+            for addr, now, vnak, echoed in acc:
+                self._trunk_attention(vnak, echoed, trunks.get(addr) if echo else None, now)
+        return tot.index, tot.floor
 
     def _voice_event(self, callno: int, ts: int, payload: bytes, now: float) -> None:
         """Without a media sink: voice as ``VoiceReceived`` events."""

@@ -90,3 +90,29 @@ def test_batch_equals_one_by_one() -> None:
     assert st["trunk_truncated"] == 1
     assert len(sunk) >= 2 * 9            # the two calls not echoing (9 whole datagrams)
     assert any(d[:3] == b"\x00\x00\x01" for d, _ in out)     # the echoed entries
+
+
+def test_sink_failure_skips_that_datagram_only() -> None:
+    """A media sink that raises inside the compiled pass: that datagram is counted as dropped
+    (drop_malformed_meta, a warning), the batch goes on with the next one."""
+    p, a_calls, b_calls, _sunk = _pair()
+    seen: list[int] = []
+
+    def sink(callno: int, ts: int, payload: bytes, now: float) -> None:
+        seen.append(callno)
+        if len(seen) == 3:
+            raise RuntimeError("sink failed")
+
+    p.b.set_media_sink(sink)
+    entries = [(cn, 0, TONE) for cn in a_calls]
+    batch = [(d, ADDR_A, 0.05 - 0.02 * k)
+             for k in range(3) for d in pack_trunk(entries, 50_000 + 20 * k)]
+    before = p.b.stats()
+    last = p.b.receive_batch(batch, p.now, p.now - 1.0)
+    st = p.b.stats()
+    assert last == p.now - 0.01
+    assert st["drop_malformed_meta"] == before.get("drop_malformed_meta", 0) + 1
+    # two calls per datagram reach the sink (the other two echo): the second datagram raised
+    # on its first sunk entry, the first and the third were taken whole
+    assert st["trunk_datagrams_in"] == before.get("trunk_datagrams_in", 0) + 2
+    assert len(seen) == 5
