@@ -289,7 +289,8 @@ class BatchedTransport(asyncio.DatagramTransport):
         self._coalesce = max(0.0, float(coalesce))
         self._closing = False
         self._reading = False
-        self._resume: asyncio.TimerHandle | None = None
+        self._resume: asyncio.Handle | None = None
+        self._resume_when = 0.0         # when _resume runs (loop time; -1: in this loop pass)
         self._last_data = 0.0       # loop time of the last read that found datagrams
         self._lazy = False          # the scheduled read is the protocol's late one
         self._backlog: list[tuple[bytes, Addr]] = []   # waiting for the socket to drain
@@ -417,9 +418,10 @@ class BatchedTransport(asyncio.DatagramTransport):
             return
         loop = self._loop
         when = resume_at(loop.time(), self._coalesce)
-        if abs(when - self._resume.when()) > 0.0005:
+        if self._resume_when >= 0.0 and abs(when - self._resume_when) > 0.0005:
             self._resume.cancel()
             self._resume = loop.call_at(when, self._on_resume)
+            self._resume_when = when
 
     def poll(self) -> None:
         """Read what is waiting now, if reads are being coalesced (a resume is scheduled); the
@@ -452,6 +454,7 @@ class BatchedTransport(asyncio.DatagramTransport):
         if got < 0:
             self._stop_reading()
             self._resume = self._loop.call_later(0.0, self._on_resume)
+            self._resume_when = -1.0     # uvloop: a plain Handle (no when()); never realigned
         elif self._coalesce > 0.0 and (got or (self._lazy and loop.time() - self._last_data
                                                 < 2 * RX_COALESCE_TRUNKED)):
             # datagrams read -> read again later; nothing read, but datagrams came within the
@@ -460,11 +463,13 @@ class BatchedTransport(asyncio.DatagramTransport):
             resume_at = getattr(self._protocol, "rx_resume_at", None)
             if resume_at is None:
                 self._resume = loop.call_later(self._coalesce, self._on_resume)
+                self._resume_when = loop.time() + self._coalesce
             else:
                 now = loop.time()
                 when = resume_at(now, self._coalesce)
                 self._lazy = when - now > self._coalesce + 1e-6
                 self._resume = loop.call_at(when, self._on_resume)
+                self._resume_when = when
         else:
             if self._resume is not None:
                 self._resume.cancel()

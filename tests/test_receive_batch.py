@@ -95,7 +95,7 @@ def test_batch_equals_one_by_one() -> None:
 def test_sink_failure_skips_that_datagram_only() -> None:
     """A media sink that raises inside the compiled pass: that datagram is counted as dropped
     (drop_malformed_meta, a warning), the batch goes on with the next one."""
-    p, a_calls, b_calls, _sunk = _pair()
+    p, a_calls, _b_calls, _sunk = _pair()
     seen: list[int] = []
 
     def sink(callno: int, ts: int, payload: bytes, now: float) -> None:

@@ -267,3 +267,39 @@ def test_segmented_send_delivers_the_same_datagrams(mod: Any, family: int) -> No
     finally:
         for s in (a, b, c):
             s.close()
+
+
+def test_timer_read_of_a_full_batch_then_realign() -> None:
+    """The endpoint timer's read (``poll``) finds a full batch, so the next read is set for the
+    next loop pass (under uvloop a plain Handle, without ``when()``); re-aligning the read
+    schedule after the timer must leave that alone, and the rest is read in that next pass."""
+    import uvloop
+
+    from iaxgw._core.udp import UdpIO
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ep = _Recorder()
+        server = DatagramServer(ep, loop=loop)  # type: ignore[arg-type]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        tr = BatchedTransport(loop, sock, server)
+        tr._io = UdpIO(sock, 4)
+        tr.start()
+        server.transport = tr
+        tr._after_read(1)                   # as after a read: the next one is scheduled
+        assert tr._resume is not None
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for i in range(10):
+            tx.sendto(bytes([i]) * 10, sock.getsockname())
+        time.sleep(0.01)
+        server._on_timer()                  # reads 4, a full batch
+        assert len(ep.got) == 4
+        await asyncio.sleep(0.02)
+        assert [d[0] for d, _, _ in ep.got] == list(range(10))
+        tx.close()
+        tr.close()
+        await asyncio.sleep(0.01)
+
+    uvloop.run(main())
