@@ -240,6 +240,17 @@ class LoadStats:
         self._ended_rx = 0
         self._last_tx = 0
         self._last_rx = 0
+        # the statistics tick in progress (begin_tick / sweep / finish_tick)
+        self._sweep_at = self.started
+        self._sweep_calls: list[CallStats] = []
+        self._sweep_pos = 0
+        self._sweep_seen: dict[int, tuple[int, int, Mapping[str, int]]] = {}
+        self._sweep_up = 0
+        self._sweep_setting_up = 0
+        self._sweep_jit: list[float] = []
+        self._sweep_jit_max: float | None = None
+        self._sweep_mos: list[float] = []
+        self._sweep_rtts: list[float] = []
 
     @staticmethod
     def _zero_interval() -> dict[str, int]:
@@ -269,6 +280,7 @@ class LoadStats:
         """Finish a call (see :meth:`CallStats.finish`) and file its record."""
         rec = call.finish(now, outcome, cause, cause_code)
         self.active.pop(call.index, None)
+        self._sweep_seen.pop(call.index, None)      # counted below, not by the tick's sweep
         self.records.append(rec)
         done = self._audio_done
         done["verified"] += rec.audio_verified
@@ -304,26 +316,80 @@ class LoadStats:
 
     def tick(self, now: float) -> Snapshot:
         """Analyse pending audio, close a time-series bucket and return the live snapshot.
-        Call it about once a second."""
-        dt = now - self._last_tick
-        up: list[CallStats] = []
-        setting_up = 0
-        tx = self._ended_tx
-        rx = self._ended_rx
+        Call it about once a second.  (A media loop uses ``begin_tick`` / ``sweep`` /
+        ``finish_tick`` instead, which spread the per-call work over its idle moments.)"""
         self._analyze_some()
-        for call in self.active.values():
-            self._account_answer(call)
-            self._account_media(call)
-            tx += call.tx_frames
-            rx += call.rx_frames
-            if call.outcome == "ANSWERED":
-                up.append(call)
-            elif call.outcome is None:
-                setting_up += 1
-        self.max_up = max(self.max_up, len(up))
-        jit = [c.jitter for c in up if c.rx_frames > 1]
-        mos = [q for q in (c.quality()[2] for c in up) if q is not None]
-        rtts = [r for r in (c.rtt_estimate() for c in up) if r is not None]
+        self.begin_tick(now)
+        self.sweep(math.inf)
+        return self.finish_tick(now)
+
+    def begin_tick(self, now: float) -> None:
+        """Start a statistics tick at ``now``: the calls active now are visited by ``sweep``."""
+        self._sweep_at = now
+        self._sweep_calls = list(self.active.values())
+        self._sweep_pos = 0
+        self._sweep_seen = {}
+        self._sweep_up = 0
+        self._sweep_setting_up = 0
+        self._sweep_jit = []
+        self._sweep_jit_max = None
+        self._sweep_mos = []
+        self._sweep_rtts = []
+
+    @property
+    def sweeping(self) -> bool:
+        """A tick was begun and its sweep has calls left."""
+        return self._sweep_pos < len(self._sweep_calls)
+
+    def sweep(self, t_end: float, clock: Callable[[], float] = time.monotonic,
+              chunk: int = 25) -> bool:
+        """Visit the calls of the tick begun by ``begin_tick``, ``chunk`` at a time, until they
+        are all done (True) or ``clock() >= t_end`` (False: call again)."""
+        calls = self._sweep_calls
+        active = self.active
+        seen = self._sweep_seen
+        jit, mos, rtts = self._sweep_jit, self._sweep_mos, self._sweep_rtts
+        pos, n = self._sweep_pos, len(calls)
+        while pos < n:
+            for call in calls[pos:pos + chunk]:
+                if active.get(call.index) is not call:
+                    continue            # ended meanwhile: end_call counted it
+                self._account_answer(call)
+                self._account_media(call)
+                flags: Mapping[str, int] = {}
+                if call.outcome == "ANSWERED":
+                    self._sweep_up += 1
+                    if call.rx_frames > 1:
+                        jit.append(call.jitter)
+                        jm = call.jitter_max
+                        if self._sweep_jit_max is None or jm > self._sweep_jit_max:
+                            self._sweep_jit_max = jm
+                    q = call.quality()[2]
+                    if q is not None:
+                        mos.append(q)
+                    r = call.rtt_estimate()
+                    if r is not None:
+                        rtts.append(r)
+                    flags = call.audio_flags()
+                elif call.outcome is None:
+                    self._sweep_setting_up += 1
+                seen[call.index] = (call.tx_frames, call.rx_frames, flags)
+            pos += chunk
+            if pos < n and clock() >= t_end:
+                self._sweep_pos = pos
+                return False
+        self._sweep_pos = n
+        return True
+
+    def finish_tick(self, now: float) -> Snapshot:
+        """Close the tick (its sweep done): a time-series row and the live snapshot."""
+        dt = now - self._last_tick
+        seen = self._sweep_seen
+        up = self._sweep_up
+        tx = self._ended_tx + sum(v[0] for v in seen.values())
+        rx = self._ended_rx + sum(v[1] for v in seen.values())
+        self.max_up = max(self.max_up, up)
+        jit, mos, rtts = self._sweep_jit, self._sweep_mos, self._sweep_rtts
         cpu = self.cpu.sample()
         if cpu is not None:
             self.cpu_samples.append(cpu)
@@ -332,7 +398,7 @@ class LoadStats:
             if iv["answered"] else []
         row: dict[str, float | int | None] = {
             "time_s": round(now - self.started, 3),
-            "calls_up": len(up),
+            "calls_up": up,
             "attempts": iv["attempts"],
             "answered": iv["answered"],
             "failed": iv["failed"],
@@ -346,18 +412,18 @@ class LoadStats:
         }
         self.timeseries.append(row)
         audio = dict(self._audio_done)
-        for c in up:
-            for k, v in c.audio_flags().items():
+        for _tx, _rx, flags in seen.values():
+            for k, v in flags.items():
                 audio[k] += v
         snap = Snapshot(
-            elapsed_s=now - self.started, calls_up=len(up), target=self.target,
-            setting_up=setting_up, attempts=self.attempts,
+            elapsed_s=now - self.started, calls_up=up, target=self.target,
+            setting_up=self._sweep_setting_up, attempts=self.attempts,
             attempt_rate=iv["attempts"] / dt if dt > 0 else None,
             answered=len(self.setup_ms), failed=sum(self.causes.values()),
             causes=dict(self.causes),
             setup_p50_ms=_p(self.setup_ms, 50), setup_p95_ms=_p(self.setup_ms, 95),
             jitter_p50_ms=row["jitter_p50_ms"],
-            jitter_max_ms=max((c.jitter_max for c in up if c.rx_frames > 1), default=None),
+            jitter_max_ms=self._sweep_jit_max,
             loss_pct=row["loss_pct"],
             mos_p50=row["mos_p50"],
             mos_min=min(mos) if mos else None,
@@ -368,6 +434,9 @@ class LoadStats:
         self._last_tick = now
         self._last_tx, self._last_rx = tx, rx
         self._iv = self._zero_interval()
+        self._sweep_calls = []
+        self._sweep_pos = 0
+        self._sweep_seen = {}
         return snap
 
     def analyze_until(self, t_end: float, clock: Callable[[], float] = time.perf_counter) -> int:

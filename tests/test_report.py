@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import random
 import sys
 from pathlib import Path
@@ -313,3 +314,53 @@ def test_analysis_budget_round_robin() -> None:
         st.tick(t)
         done.append([c.audio.frames > 0 for c in calls])
     assert done == [[True, False, False], [True, True, False], [True, True, True]]
+
+
+def _stats_with_calls(n: int = 7) -> tuple[LoadStats, list[Any], float]:
+    t0 = 1000.0
+    st = LoadStats(target_calls=n, mode="echo", clock=lambda: t0, cpu=FakeCpu())
+    rng = random.Random(9)
+    calls = []
+    for i in range(n):
+        c = st.new_call(t0 + 0.01 * i)
+        c.on_setup_event("ACCEPT", t0 + 0.02)
+        c.on_setup_event("ANSWER", t0 + 0.1 + 0.01 * i)
+        calls.append(c)
+    now = t0
+    for k in range(60):
+        now = t0 + 0.2 + 0.02 * k
+        for c in calls:
+            p = c.on_tx(k * 20, now)
+            if rng.random() < 0.05:
+                continue
+            c.on_rx(500 + k * 20, now + 0.05 + rng.uniform(0, 0.004), p)
+    return st, calls, now
+
+
+def test_sliced_statistics_tick_equals_the_whole_tick() -> None:
+    """A media loop sweeps a statistics tick's calls in slices (begin_tick / sweep /
+    finish_tick): the snapshot is the one tick() gives; a call that ends after it was swept is
+    counted once (by end_call), as when it ended before the tick."""
+    a, _, now = _stats_with_calls()
+    b, _, now_b = _stats_with_calls()
+    assert now == now_b
+    whole = a.tick(now)
+    b.begin_tick(now)
+    slices = 0
+    while not b.sweep(0.0, clock=lambda: 1.0, chunk=2):    # time is always up: one chunk each
+        slices += 1
+    assert slices == 3 and not b.sweeping
+    assert b.finish_tick(now) == whole
+    # a call ends mid-sweep
+    a, calls_a, now = _stats_with_calls()
+    b, calls_b, _ = _stats_with_calls()
+    a.end_call(calls_a[0], now)
+    snap_a = a.tick(now + 1.0)
+    b.begin_tick(now + 1.0)
+    assert not b.sweep(0.0, clock=lambda: 1.0, chunk=2)    # calls 0 and 1 swept
+    b.end_call(calls_b[0], now)
+    assert b.sweep(math.inf)
+    snap_b = b.finish_tick(now + 1.0)
+    for field in ("tx_pps", "rx_pps", "audio", "answered", "failed", "attempts"):
+        assert getattr(snap_b, field) == getattr(snap_a, field), field
+    assert snap_a.calls_up == 6 and snap_b.calls_up == 7    # it was up when swept
