@@ -205,6 +205,12 @@ def receive_trunk(data: bytes, calls: dict[int, Any], epoch: float, now: float,
                   echo_mux: TrunkMux | None = None
                   ) -> tuple[int, int, int, int, bool, list[Any]]: ...
 
+def receive_mini(call: CallMedia, data: builtins.bytes, now: float,
+                 sink: Callable[[int, int, bytes, float], object],
+                 out: list[Any] | None = None) -> bool: ...
+
+def datagram_census(items: list[Any]) -> tuple[int, int, int, int, int, int, int, int, int]: ...
+
 class TrunkRunTotals:
     index: int
     floor: float
@@ -213,12 +219,15 @@ class TrunkRunTotals:
     unknown: int
     inactive: int
     truncated: int
+    mini: int
+    mini_out: int
     def __init__(self, index: int = 0, floor: float = 0.0) -> None: ...
 
-def receive_trunk_run(batch: list[tuple[builtins.bytes, Any, float]], loop_now: float,
+def receive_media_run(batch: list[tuple[builtins.bytes, Any, float]], loop_now: float,
                       by_addr: dict[Any, Any], epochs: dict[Any, float], sink: Any,
                       trunks: dict[Any, Any], echo_used: bool, max_datagram: int,
-                      totals: TrunkRunTotals, acc: list[Any]) -> None: ...
+                      totals: TrunkRunTotals, acc: list[Any], out: list[Any] | None) -> None: ...
 
 def send_trunk_voice(calls: dict[int, Any], items: list[tuple[int, bytes]], now: float,
-                     trunks: dict[Any, Any]) -> tuple[list[tuple[int, bytes]], list[Any]]: ...
+                     trunks: dict[Any, Any], out: list[Any] | None = None
+                     ) -> tuple[list[tuple[int, bytes]], list[Any]]: ...

@@ -699,6 +699,53 @@ def trunk_entry_stats(data):
     return count, payload
 
 
+def datagram_census(list items):
+    """A load tester's traffic counters for a list of datagrams (tuples whose first item is the
+    datagram: a receive batch ``(data, addr, age)`` or a send list ``(data, addr)``):
+    ``(full, full_bytes, mini, mini_bytes, trunk, trunk_bytes, entries, entry_bytes, no_ts)``
+    -- full frames, voice mini frames (anything else that is not a trunk datagram counts as
+    mini, as the per-datagram counter does), trunk datagrams with their entries and entries'
+    payload bytes (``trunk_entry_stats``), and the trunk datagrams without entry timestamps.
+    Datagrams under 4 bytes are skipped."""
+    cdef long long full = 0, full_b = 0, mini = 0, mini_b = 0, trunk = 0, trunk_b = 0
+    cdef long long entries = 0, entry_b = 0, no_ts = 0
+    cdef Py_ssize_t n, pos, hdr
+    cdef unsigned int length
+    cdef const unsigned char* p
+    cdef object data
+    for item in items:
+        data = (<tuple?>item)[0]
+        if not PyBytes_CheckExact(data):
+            data = bytes(data)
+        p = <const unsigned char*>PyBytes_AS_STRING(data)
+        n = PyBytes_GET_SIZE(data)
+        if n < 4:
+            continue
+        if p[0] & 0x80:
+            full += 1
+            full_b += n
+        elif p[0] == 0 and p[1] == 0 and not p[2] & 0x80:
+            trunk += 1
+            trunk_b += n
+            if not p[3] & 1:
+                no_ts += 1
+            if n < _HDR:
+                continue
+            hdr = _ENT_TS if p[3] & 1 else _ENT
+            pos = _HDR
+            while pos + hdr <= n:
+                length = _rd16(p + pos) if p[3] & 1 else _rd16(p + pos + 2)
+                pos += hdr + <Py_ssize_t>length
+                if pos > n:
+                    break
+                entries += 1
+                entry_b += length
+        else:
+            mini += 1
+            mini_b += n
+    return full, full_b, mini, mini_b, trunk, trunk_b, entries, entry_b, no_ts
+
+
 cdef class RxProbe:
     """The load tester's receive accounting of one call (``sim.metrics.CallStats``): RFC 3550
     interarrival jitter (its running value, maximum and sum), a 64-frame window of received
@@ -989,11 +1036,78 @@ cpdef tuple receive_trunk(data, dict calls, double epoch, double now, sink, echo
     return c.entries, c.unknown, c.inactive, c.echoed, c.truncated, vnak if vnak is not None else []
 
 
+cdef object _mini_frame(long long callno, long long ts, const unsigned char* payload,
+                        Py_ssize_t n):
+    """A voice mini frame (source call number, low 16 bits of ``ts``, payload)."""
+    cdef object frame = PyBytes_FromStringAndSize(NULL, 4 + n)
+    cdef unsigned char* q = <unsigned char*>PyBytes_AS_STRING(frame)
+    q[0] = <unsigned char>((callno >> 8) & 0x7F)
+    q[1] = <unsigned char>(callno & 0xFF)
+    q[2] = <unsigned char>((ts >> 8) & 0xFF)
+    q[3] = <unsigned char>(ts & 0xFF)
+    if n:
+        memcpy(q + 4, payload, <size_t>n)
+    return frame
+
+
+cdef inline bint _mini_ok(CallMedia call, long long ts) noexcept:
+    """send_voice would send ``ts`` as a mini frame (not a full frame: same format as the last
+    full voice frame, and the timestamp's upper 16 bits not moved on by two or more)."""
+    return (call.svoiceformat == call.codec and call.last_voice_ts >= 0
+            and (ts >> 16) - (call.last_voice_ts >> 16) < 2)
+
+
+cdef bint _receive_mini(CallMedia call, const unsigned char* p, Py_ssize_t size, double now,
+                        object sink, list out) except -1:
+    """The mini-frame branch of ``Endpoint.receive_datagram`` for an active call: timestamp
+    unwrap, receive statistics, then the payload echoed back as a mini frame into ``out``
+    (``call.echo``, not trunked), to the call's probe, or to ``sink``.  True when echoed."""
+    cdef long long last = call.rx_last
+    cdef long long ts = (last & 0xFFFF0000) | (<long long>p[2] << 8) | p[3]
+    cdef long long st, ets
+    cdef Py_ssize_t length = size - 4
+    if ts < last - _UNWRAP_MS:
+        ts += 0x10000
+    elif ts > last + _UNWRAP_MS and ts >= 0x10000:
+        ts -= 0x10000
+    if ts > last:
+        call.rx_last = ts
+    if call.rx is not None:
+        call.rx._update(ts, length, now)
+    if call.echo and not call.trunk and out is not None:
+        st = call.state
+        if _ST_ACCEPTED <= st <= _ST_UP:
+            ets = _next_voice_ts(call, now)
+            if 0 <= ets <= 0xFFFFFFFF and _mini_ok(call, ets):
+                _voice_sent(call, ets, length)
+                out.append((_mini_frame(call.callno, ets, p + 4, length), call.addr))
+                return True
+    if call.probe is not None:
+        call.probe._rx(ts, now, PyBytes_FromStringAndSize(<const char*>(p + 4), length),
+                       length, False)
+        return False
+    sink(_callno_obj(<unsigned int>call.callno), ts,
+         PyBytes_FromStringAndSize(<const char*>(p + 4), length), now)
+    return False
+
+
+def receive_mini(CallMedia call, data, double now, sink, list out=None):
+    """``Endpoint.receive_datagram``'s mini-frame branch after the call was found active (see
+    ``_receive_mini``): ``data`` the whole mini frame (at least 4 bytes).  True when echoed."""
+    if not PyBytes_CheckExact(data):
+        data = bytes(data)
+    if PyBytes_GET_SIZE(data) < 4:
+        raise FrameError("mini frame shorter than 4 bytes")
+    return _receive_mini(call, <const unsigned char*>PyBytes_AS_STRING(data),
+                         PyBytes_GET_SIZE(data), now, sink, out)
+
+
 cdef class TrunkRunTotals:
-    """What ``receive_trunk_run`` took: ``index`` (the next datagram of the batch), ``floor``
-    (the last arrival time), the datagrams and entries it took, and the entries of unknown and
-    not (yet) active calls and the truncated datagrams among them.  Updated as it goes, so a
-    caller that catches an exception knows which datagram raised (``index``)."""
+    """What ``receive_media_run`` took: ``index`` (the next datagram of the batch), ``floor``
+    (the last arrival time), the trunk datagrams and their entries, the entries of unknown and
+    not (yet) active calls and the truncated datagrams among them, the mini frames taken and
+    the mini frames echoed back.  Updated as it goes, so a caller that catches an exception
+    knows which datagram raised (``index``)."""
 
     cdef public Py_ssize_t index
     cdef public double floor
@@ -1002,6 +1116,8 @@ cdef class TrunkRunTotals:
     cdef public long long unknown
     cdef public long long inactive
     cdef public long long truncated
+    cdef public long long mini
+    cdef public long long mini_out
 
     def __init__(self, Py_ssize_t index=0, double floor=0.0):
         self.index = index
@@ -1011,20 +1127,28 @@ cdef class TrunkRunTotals:
         self.unknown = 0
         self.inactive = 0
         self.truncated = 0
+        self.mini = 0
+        self.mini_out = 0
 
 
-def receive_trunk_run(list batch, double loop_now, dict by_addr, dict epochs, sink, dict trunks,
-                      bint echo_used, Py_ssize_t max_datagram, TrunkRunTotals totals, list acc):
+def receive_media_run(list batch, double loop_now, dict by_addr, dict epochs, sink, dict trunks,
+                      bint echo_used, Py_ssize_t max_datagram, TrunkRunTotals totals, list acc,
+                      list out):
     """The server's batch of received datagrams ``(data, addr, age_s)``, from
     ``totals.index``: each is stamped ``loop_now - age_s`` (never before ``totals.floor``, never
-    before the previous one) and consecutive well-formed trunk datagrams (``00 00 01``,
-    8..``max_datagram`` bytes, header valid) go through ``receive_trunk`` with their source's
-    calls (``by_addr``), trunk epoch (``epochs``, set to the arrival time when missing or when
-    the trunk timestamp is 0) and echo stream (``trunks``, when ``echo_used``).  Stops before the
-    first other datagram, or one whose source needs an echo stream made.  Counts go to
-    ``totals``; a datagram whose outcome needs the caller -- calls to VNAK, or echoed entries
-    while its stream's flush ``timer`` is None -- is appended to ``acc`` as
-    ``(addr, now, vnak, echoed)``."""
+    before the previous one), and consecutive media datagrams are taken here:
+
+    - well-formed trunk datagrams (``00 00 01``, 8..``max_datagram`` bytes, header valid) go
+      through ``receive_trunk`` with their source's calls (``by_addr``), trunk epoch
+      (``epochs``, set to the arrival time when missing or when the trunk timestamp is 0) and
+      echo stream (``trunks``, when ``echo_used``);
+    - voice mini frames of an active call of their source (``Endpoint.receive_datagram``'s
+      mini branch): an echoing call's payload goes back as a mini frame into ``out``.
+
+    Stops before any other datagram (full frames, mini frames of unknown or inactive calls,
+    malformed ones) or one whose source needs an echo stream made.  Counts go to ``totals``; a
+    trunk datagram whose outcome needs the caller -- calls to VNAK, or echoed entries while its
+    stream's flush ``timer`` is None -- is appended to ``acc`` as ``(addr, now, vnak, echoed)``."""
     cdef Py_ssize_t i = totals.index, n = len(batch), size
     cdef const unsigned char* p
     cdef double now, floor = totals.floor
@@ -1033,18 +1157,46 @@ def receive_trunk_run(list batch, double loop_now, dict by_addr, dict epochs, si
     cdef _TrunkCounts c
     cdef list vnak
     cdef dict no_calls = {}
+    cdef PyObject* found
+    cdef CallMedia call
+    cdef long long state
+    cdef bint echoed
     while i < n:
         item = batch[i]
         data = (<tuple?>item)[0]
         if not PyBytes_CheckExact(data):
             break
         size = PyBytes_GET_SIZE(data)
-        if size < _HDR or size > max_datagram:
+        if size < 4 or size > max_datagram:
             break
         p = <const unsigned char*>PyBytes_AS_STRING(data)
-        if p[0] != 0 or p[1] != 0 or p[2] != 1 or p[3] > 1:
-            break
         addr = (<tuple>item)[1]
+        if p[0] < 0x80 and (p[0] or p[1]):
+            # a voice mini frame
+            calls = by_addr.get(addr)
+            if calls is None:
+                break
+            found = PyDict_GetItem(<dict?>calls, _callno_obj(((<unsigned int>p[0]) << 8) | p[1]))
+            if found == NULL or not isinstance(<object>found, CallMedia):
+                break
+            call = <CallMedia>found
+            state = call.state
+            if call.format_rx == 0 or state > _ST_UP:
+                break                   # counted, maybe VNAKed, by receive_datagram
+            now = loop_now - <double>(<tuple>item)[2]
+            if now < floor:
+                now = floor
+            floor = now
+            totals.floor = now
+            echoed = _receive_mini(call, p, size, now, sink, out)
+            i += 1
+            totals.index = i
+            totals.mini += 1
+            if echoed:
+                totals.mini_out += 1
+            continue
+        if size < _HDR or p[0] != 0 or p[1] != 0 or p[2] != 1 or p[3] > 1:
+            break
         calls = by_addr.get(addr)
         st = None
         if echo_used:
@@ -1077,13 +1229,15 @@ def receive_trunk_run(list batch, double loop_now, dict by_addr, dict epochs, si
             acc.append((addr, now, vnak if vnak is not None else [], c.echoed))
 
 
-def send_trunk_voice(dict calls, list items, double now, dict trunks):
+def send_trunk_voice(dict calls, list items, double now, dict trunks, list out=None):
     """The trunk branch of ``gateway.media.MediaMixin.send_voice`` for many calls at once:
     ``items`` = ``[(callno, payload), ...]``; each call that is up (or accepted), trunked and
     past its first full voice frame in this codec gets the next timestamp (send_voice's rules)
     and its payload goes into the ``TrunkMux`` of its peer's stream (``trunks[call.addr].mux``).
-    Returns ``(rest, streams)``: the items not handled here (the caller sends them one by one),
-    and the streams that received entries (each once)."""
+    With ``out`` (a list), its mini branch too: a call that is not trunked and whose frame
+    would be a mini frame gets it appended to ``out`` as ``(frame, addr)``.  Returns
+    ``(rest, streams)``: the items not handled here (the caller sends them one by one), and the
+    streams that received entries (each once)."""
     cdef list rest = []
     cdef list streams = []
     cdef set seen = set()
@@ -1102,6 +1256,17 @@ def send_trunk_voice(dict calls, list items, double now, dict trunks):
             continue
         call = <CallMedia>found
         st = call.state
+        if not call.trunk and out is not None and _ST_ACCEPTED <= st <= _ST_UP:
+            ts = _next_voice_ts(call, now)
+            if 0 <= ts <= 0xFFFFFFFF and _mini_ok(call, ts):
+                n = PyBytes_GET_SIZE(payload)
+                _voice_sent(call, ts, n)
+                out.append((_mini_frame(call.callno, ts,
+                                        <const unsigned char*>PyBytes_AS_STRING(payload), n),
+                            call.addr))
+            else:
+                rest.append(item)
+            continue
         if not (call.trunk and _ST_ACCEPTED <= st <= _ST_UP and call.svoiceformat == call.codec
                 and call.last_voice_ts >= 0):
             rest.append(item)

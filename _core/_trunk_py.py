@@ -33,6 +33,7 @@ MIN_MTU = 16
 MAX_MTU = 0xFFFF
 
 _HDR = struct.Struct(">HBBI")
+_MINI_HDR = struct.Struct(">HH")
 _U16X2 = struct.Struct(">HH")
 _U16X3 = struct.Struct(">HHH")
 
@@ -327,6 +328,33 @@ class RxStats:
         return (self.lost * 100) // total if total else 0
 
 
+def datagram_census(items: list[Any]) -> tuple[int, int, int, int, int, int, int, int, int]:
+    """A load tester's traffic counters for a list of datagrams (see ``_trunk_c``)."""
+    full = full_b = mini = mini_b = trunk = trunk_b = entries = entry_b = no_ts = 0
+    for item in items:
+        data = bytes(item[0])
+        n = len(data)
+        if n < 4:
+            continue
+        if data[0] & 0x80:
+            full += 1
+            full_b += n
+        elif data[0] == 0 and data[1] == 0 and not data[2] & 0x80:
+            trunk += 1
+            trunk_b += n
+            if not data[3] & 1:
+                no_ts += 1
+            if n < HEADER_LEN:
+                continue
+            count, payload = trunk_entry_stats(data)
+            entries += count
+            entry_b += payload
+        else:
+            mini += 1
+            mini_b += n
+    return full, full_b, mini, mini_b, trunk, trunk_b, entries, entry_b, no_ts
+
+
 def trunk_entry_stats(data: Buffer) -> tuple[int, int]:
     """``(entries, payload bytes)`` of a meta trunk datagram (see ``_trunk_c``)."""
     data = bytes(data)
@@ -520,10 +548,58 @@ def receive_trunk(data: Buffer, calls: dict[int, CallMedia], epoch: float, now: 
     return len(frame.entries), unknown, inactive, echoed, frame.truncated, vnak
 
 
-class TrunkRunTotals:
-    """What ``receive_trunk_run`` took (see ``_trunk_c.TrunkRunTotals``)."""
+def _mini_frame(callno: int, ts: int, payload: bytes) -> bytes:
+    return _MINI_HDR.pack(callno & 0x7FFF, ts & 0xFFFF) + payload
 
-    __slots__ = ("datagrams", "entries", "floor", "inactive", "index", "truncated", "unknown")
+
+def _mini_ok(call: CallMedia, ts: int) -> bool:
+    return (call.svoiceformat == call.codec and call.last_voice_ts >= 0
+            and (ts >> 16) - (call.last_voice_ts >> 16) < 2)
+
+
+def _receive_mini(call: CallMedia, data: bytes, now: float, sink: Any,
+                  out: list[Any] | None) -> bool:
+    """The mini-frame branch of ``receive_datagram`` (see ``_trunk_c._receive_mini``)."""
+    last = call.rx_last
+    ts = (last & 0xFFFF0000) | (data[2] << 8) | data[3]
+    if ts < last - _UNWRAP_MS:
+        ts += 0x10000
+    elif ts > last + _UNWRAP_MS and ts >= 0x10000:
+        ts -= 0x10000
+    if ts > last:
+        call.rx_last = ts
+    payload = data[4:]
+    length = len(payload)
+    if call.rx is not None:
+        call.rx.update(ts, length, now)
+    if call.echo and not call.trunk and out is not None \
+            and _ST_ACCEPTED <= call.state <= _ST_UP:  # type: ignore[operator]
+        ets = _next_voice_ts(call, now)
+        if 0 <= ets <= 0xFFFFFFFF and _mini_ok(call, ets):
+            _voice_sent(call, ets, length)
+            out.append((_mini_frame(call.callno, ets, payload), call.addr))
+            return True
+    if call.probe is not None:
+        call.probe.on_rx(ts, now, payload, False)
+        return False
+    sink(call.callno, ts, payload, now)
+    return False
+
+
+def receive_mini(call: CallMedia, data: bytes, now: float, sink: Any,
+                 out: list[Any] | None = None) -> bool:
+    """``receive_datagram``'s mini-frame branch for an active call (see ``_trunk_c``)."""
+    data = bytes(data)
+    if len(data) < 4:
+        raise FrameError("mini frame shorter than 4 bytes")
+    return _receive_mini(call, data, now, sink, out)
+
+
+class TrunkRunTotals:
+    """What ``receive_media_run`` took (see ``_trunk_c.TrunkRunTotals``)."""
+
+    __slots__ = ("datagrams", "entries", "floor", "inactive", "index", "mini", "mini_out",
+                 "truncated", "unknown")
 
     def __init__(self, index: int = 0, floor: float = 0.0) -> None:
         self.index = index
@@ -533,13 +609,16 @@ class TrunkRunTotals:
         self.unknown = 0
         self.inactive = 0
         self.truncated = 0
+        self.mini = 0
+        self.mini_out = 0
 
 
-def receive_trunk_run(batch: list[tuple[bytes, Any, float]], loop_now: float,
+def receive_media_run(batch: list[tuple[bytes, Any, float]], loop_now: float,
                       by_addr: dict[Any, Any], epochs: dict[Any, float], sink: object,
                       trunks: dict[Any, Any], echo_used: bool, max_datagram: int,
-                      totals: TrunkRunTotals, acc: list[Any]) -> None:
-    """The server's batch from ``totals.index``, trunk datagrams only (see ``_trunk_c``)."""
+                      totals: TrunkRunTotals, acc: list[Any], out: list[Any] | None) -> None:
+    """The server's batch from ``totals.index``: trunk datagrams and mini frames of active
+    calls (see ``_trunk_c.receive_media_run``)."""
     i, n = totals.index, len(batch)
     floor = totals.floor
     while i < n:
@@ -547,9 +626,29 @@ def receive_trunk_run(batch: list[tuple[bytes, Any, float]], loop_now: float,
         if type(data) is not bytes:
             break
         size = len(data)
-        if size < HEADER_LEN or size > max_datagram:
+        if size < 4 or size > max_datagram:
             break
-        if data[0] != 0 or data[1] != 0 or data[2] != 1 or data[3] > 1:
+        if data[0] < 0x80 and (data[0] or data[1]):
+            calls = by_addr.get(addr)
+            if calls is None:
+                break
+            call = calls.get((data[0] << 8) | data[1])
+            if not isinstance(call, CallMedia) or not call.format_rx \
+                    or call.state > _ST_UP:  # type: ignore[operator]
+                break
+            now = loop_now - age
+            if now < floor:
+                now = floor
+            floor = now
+            totals.floor = now
+            echoed = _receive_mini(call, data, now, sink, out)
+            i += 1
+            totals.index = i
+            totals.mini += 1
+            if echoed:
+                totals.mini_out += 1
+            continue
+        if size < HEADER_LEN or data[0] != 0 or data[1] != 0 or data[2] != 1 or data[3] > 1:
             break
         calls = by_addr.get(addr)
         st = None
@@ -568,7 +667,7 @@ def receive_trunk_run(batch: list[tuple[bytes, Any, float]], loop_now: float,
                 epochs.clear()
             ep = epochs[addr] = now
         mux = st.mux if st is not None else None
-        entries, unknown, inactive, echoed, truncated, vnak = receive_trunk(
+        entries, unknown, inactive, echoed_n, truncated, vnak = receive_trunk(
             data, calls if calls is not None else {}, ep, now, sink, mux)
         i += 1
         totals.index = i
@@ -578,14 +677,15 @@ def receive_trunk_run(batch: list[tuple[bytes, Any, float]], loop_now: float,
         totals.inactive += inactive
         if truncated:
             totals.truncated += 1
-        if vnak or (echoed and st is not None and st.timer is None):
-            acc.append((addr, now, vnak, echoed))
+        if vnak or (echoed_n and st is not None and st.timer is None):
+            acc.append((addr, now, vnak, echoed_n))
 
 
 def send_trunk_voice(calls: dict[int, CallMedia], items: list[tuple[int, bytes]], now: float,
-                     trunks: dict[object, object]) -> tuple[list[tuple[int, bytes]],
-                                                            list[object]]:
-    """The trunk branch of ``send_voice`` for many calls (see ``_trunk_c.send_trunk_voice``)."""
+                     trunks: dict[object, object], out: list[Any] | None = None
+                     ) -> tuple[list[tuple[int, bytes]], list[object]]:
+    """The trunk (and with ``out``, the mini) branch of ``send_voice`` for many calls (see
+    ``_trunk_c.send_trunk_voice``)."""
     rest: list[tuple[int, bytes]] = []
     streams: list[object] = []
     seen: set[int] = set()
@@ -596,6 +696,15 @@ def send_trunk_voice(calls: dict[int, CallMedia], items: list[tuple[int, bytes]]
             rest.append(item)
             continue
         st = call.state
+        if not call.trunk and out is not None \
+                and _ST_ACCEPTED <= st <= _ST_UP:  # type: ignore[operator]
+            ts = _next_voice_ts(call, now)
+            if 0 <= ts <= 0xFFFFFFFF and _mini_ok(call, ts):
+                _voice_sent(call, ts, len(payload))
+                out.append((_mini_frame(call.callno, ts, payload), call.addr))
+            else:
+                rest.append(item)
+            continue
         if not (call.trunk and _ST_ACCEPTED <= st <= _ST_UP  # type: ignore[operator]
                 and call.svoiceformat == call.codec and call.last_voice_ts >= 0):
             rest.append(item)

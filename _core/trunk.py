@@ -26,10 +26,12 @@ if TYPE_CHECKING:
         TrunkFrame,
         TrunkMux,
         TrunkRunTotals,
+        datagram_census,
         pack_trunk,
         parse_trunk,
+        receive_media_run,
+        receive_mini,
         receive_trunk,
-        receive_trunk_run,
         send_trunk_voice,
         trunk_entry_stats,
     )
@@ -43,6 +45,7 @@ else:
     TrunkFrame = _impl.TrunkFrame
     TrunkMux = _impl.TrunkMux
     TrunkRunTotals = _impl.TrunkRunTotals
+    datagram_census = _impl.datagram_census
     TrunkDemux = _impl.TrunkDemux
     pack_trunk = _impl.pack_trunk
     parse_trunk = _impl.parse_trunk
@@ -50,7 +53,8 @@ else:
     RxProbe = _impl.RxProbe
     CallMedia = _impl.CallMedia
     receive_trunk = _impl.receive_trunk
-    receive_trunk_run = _impl.receive_trunk_run
+    receive_media_run = _impl.receive_media_run
+    receive_mini = _impl.receive_mini
     send_trunk_voice = _impl.send_trunk_voice
     trunk_entry_stats = _impl.trunk_entry_stats
 
@@ -68,10 +72,12 @@ __all__ = [
     "TrunkFrame",
     "TrunkMux",
     "TrunkRunTotals",
+    "datagram_census",
     "pack_trunk",
     "parse_trunk",
+    "receive_media_run",
+    "receive_mini",
     "receive_trunk",
-    "receive_trunk_run",
     "send_trunk_voice",
     "trunk_entry_stats",
 ]

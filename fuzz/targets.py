@@ -229,9 +229,10 @@ def _probed(calls: dict[int, Any]) -> int:
 
 
 def target_trunk_media(data: bytes) -> None:
-    """receive_trunk (echoing calls, calls with a load tester's RxProbe), send_trunk_voice and
-    trunk_entry_stats (the compiled media paths): compiled and twin agree on results, call and
-    probe state, delivered payloads and trunk output for any datagram."""
+    """receive_trunk (echoing calls, calls with a load tester's RxProbe), receive_mini (the
+    datagram as a mini frame), send_trunk_voice with its mini branch, trunk_entry_stats and
+    datagram_census (the compiled media paths): compiled and twin agree on results, call and probe state, delivered
+    payloads, trunk output and mini frames for any datagram."""
     if len(data) < 6:
         return
     seed = int.from_bytes(data[:4], "big")
@@ -250,11 +251,16 @@ def target_trunk_media(data: bytes) -> None:
             o = ("ok", (n, unknown, inactive, echoed, truncated, [v.callno for v in vnak]))
             if unknown + inactive + echoed + len(sunk) + _probed(calls) != n:
                 raise Finding(f"{m.__name__}: receive_trunk entries do not add up: {o[1]}")
+        # the body as a mini frame of one of the calls (echoed back as a mini frame or not)
+        minis: list[Any] = []
+        mo = _outcome(m.receive_mini, calls[1 + (body[1] & 7) if len(body) > 1 else 1], body,
+                      now + 0.01, lambda c, ts, p, t, put=put: put((c, ts, bytes(p), t)), minis)
         items = [(1 + (b & 7), body[i:i + (b % 200)]) for i, b in enumerate(body[:16])]
         rest, streams = m.send_trunk_voice(calls, items, now + 0.02,
-                                           {("127.0.0.1", 4569): _Stream(mux)})
+                                           {("127.0.0.1", 4569): _Stream(mux)}, minis)
         runs.append((o, sunk, _media_state(calls), rest, len(streams), mux.flush(7),
-                     _outcome(m.trunk_entry_stats, body)))
+                     _outcome(m.trunk_entry_stats, body), mo, minis,
+                     m.datagram_census([(body, None), (body[:9], None), (body[:3], None)])))
     if len(runs) == 2 and runs[0] != runs[1]:
         raise Finding(f"receive_trunk/send_trunk_voice: compiled {runs[0]!r:.300} != twin "
                       f"{runs[1]!r:.300}")

@@ -16,8 +16,8 @@ from iaxgw._core.trunk import (
     RxProbe,
     TrunkMux,
     TrunkRunTotals,
+    receive_media_run,
     receive_trunk,
-    receive_trunk_run,
     send_trunk_voice,
 )
 from iaxgw.gateway.calls import Call
@@ -123,11 +123,15 @@ class MediaMixin(EndpointCore):
 
     def send_voice_many(self, items: list[tuple[int, bytes]], now: float
                         ) -> list[tuple[int, Exception]]:
-        """``send_voice(callno, payload, now)`` for each item, the trunked ones in one compiled
-        pass (``_core.trunk.send_trunk_voice``: same timestamps, same trunk entries).  Returns
+        """``send_voice(callno, payload, now)`` for each item, the trunked ones and the mini
+        frames in one compiled pass (``_core.trunk.send_trunk_voice``: same timestamps, same
+        trunk entries and mini frames; full voice frames are left to ``send_voice``).  Returns
         the calls whose send raised, with the exception (the others were sent or dropped as
         ``send_voice`` would)."""
-        rest, streams = send_trunk_voice(self._calls, items, now, self._trunks)
+        out = self._out
+        before = len(out)
+        rest, streams = send_trunk_voice(self._calls, items, now, self._trunks, out)
+        self._n_mini_out += len(out) - before
         for st in streams:
             if st.timer is None:
                 st.next_at = now + self._trunkfreq * TRUNK_START_PHASE
@@ -275,24 +279,27 @@ class MediaMixin(EndpointCore):
             st.next_at = now + self._trunkfreq * TRUNK_START_PHASE
             st.timer = self._schedule(st.next_at, self._trunk_flush, st)
 
-    def _receive_trunk_run(self, batch: list[tuple[bytes, Addr, float]], start: int,
+    def _receive_media_run(self, batch: list[tuple[bytes, Addr, float]], start: int,
                            loop_now: float, floor: float, max_datagram: int
                            ) -> tuple[int, float]:
-        """``_receive_meta`` for the consecutive well-formed trunk datagrams of a received batch
-        from ``start``, in one compiled pass (``_core.trunk.receive_trunk_run``: the arrival
-        times, epochs and echo streams as here, the counts summed in ``TrunkRunTotals``).
-        Returns the index of the first datagram not taken (the caller hands it to
-        ``receive_datagram``) and the last arrival time."""
+        """``_receive_meta`` and ``receive_datagram``'s mini-frame branch for the consecutive
+        media datagrams of a received batch from ``start`` (trunk datagrams, mini frames of
+        active calls), in one compiled pass (``_core.trunk.receive_media_run``: the arrival
+        times, epochs, echo streams and echoed mini frames as here, the counts summed in
+        ``TrunkRunTotals``).  Returns the index of the first datagram not taken (the caller
+        hands it to ``receive_datagram``) and the last arrival time."""
         acc: list[tuple[Addr, float, list[Call], int]] = []
         trunks = self._trunks
         tot = TrunkRunTotals(start, floor)
         try:
-            receive_trunk_run(batch, loop_now, self._by_addr, self._trunk_rx_epoch,
+            receive_media_run(batch, loop_now, self._by_addr, self._trunk_rx_epoch,
                               self._sink or self._voice_event, trunks, self._echo_used,
-                              max_datagram, tot, acc)
+                              max_datagram, tot, acc, self._out)
         except Exception as exc:    # not expected (headers are checked first): skip that one
             tot.index += 1
-            self._warn("drop_malformed_meta", f"trunk datagram dropped: {exc!r}", tot.floor)
+            self._warn("drop_malformed_meta", f"media datagram dropped: {exc!r}", tot.floor)
+        self._n_mini_in += tot.mini
+        self._n_mini_out += tot.mini_out
         if tot.datagrams:
             self._n_trunk_datagrams_in += tot.datagrams
             self._n_trunk_entries_in += tot.entries

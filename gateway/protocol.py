@@ -33,6 +33,7 @@ from iaxgw._core.constants import (
 from iaxgw._core.errors import FrameError
 from iaxgw._core.frames import parse_full
 from iaxgw._core.ies import IEs, build_ies
+from iaxgw._core.trunk import receive_mini
 from iaxgw.gateway import registration
 from iaxgw.gateway.callee import CalleeMixin
 from iaxgw.gateway.callflow import CallFlowMixin
@@ -43,7 +44,6 @@ from iaxgw.gateway.events import (
     DtmfReceived,
     Event,
     TextReceived,
-    VoiceReceived,
 )
 from iaxgw.gateway.media import MediaMixin
 from iaxgw.gateway.reliability import (
@@ -56,7 +56,6 @@ from iaxgw.gateway.reliability import (
     PING_INTERVAL,
     SOFT_SLACK,
     TS_SKEW_MS,
-    UNWRAP_MS,
     Addr,
     MediaSink,
     S,
@@ -137,21 +136,10 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
                     if call is not None and not call.format_rx:
                         self._vnak_no_voice(call, now)
                     return
-                last = call.rx_last
-                ts = (last & 0xFFFF0000) | (data[2] << 8) | data[3]
-                if ts < last - UNWRAP_MS:
-                    ts += 0x10000
-                elif ts > last + UNWRAP_MS and ts >= 0x10000:
-                    ts -= 0x10000
-                if ts > last:
-                    call.rx_last = ts
-                payload = data[4:]
-                call.rx.update(ts, n - 4, now)
-                sink = self._sink
-                if sink is not None:
-                    sink(call.callno, ts, payload, now)
-                else:
-                    self._events.append(VoiceReceived(call.callno, ts, payload, call.format_rx))
+                # timestamp unwrap, receive statistics, then the payload to the sink, to the
+                # call's probe, or (an echoing call, Echo()) straight back as a mini frame
+                if receive_mini(call, data, now, self._sink or self._voice_event, self._out):
+                    self._n_mini_out += 1
                 return
         if not self._started:
             self.start(now)
@@ -172,12 +160,13 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
                       floor: float) -> float:
         """A burst of received datagrams ``(data, addr, age_s)``, in order, each at its arrival
         time ``loop_now - age_s`` (never before ``floor`` nor the previous one); returns the
-        last arrival time.  Runs of trunk datagrams are taken in one compiled pass, the others
-        one by one (``receive_datagram``); the same outcome as receiving each in turn."""
+        last arrival time.  Runs of media datagrams (trunk datagrams, mini frames of active
+        calls) are taken in one compiled pass, the others one by one (``receive_datagram``); the
+        same outcome as receiving each in turn."""
         i, n = 0, len(batch)
         while i < n:
             if self._started:
-                i, floor = self._receive_trunk_run(batch, i, loop_now, floor, MAX_DATAGRAM)
+                i, floor = self._receive_media_run(batch, i, loop_now, floor, MAX_DATAGRAM)
                 if i >= n:
                     break
             data, addr, age = batch[i]

@@ -22,7 +22,7 @@ from iaxgw.gateway.impair import ImpairedLink, Impairment
 from iaxgw.gateway.model import IaxConfig
 from iaxgw.gateway.protocol import Endpoint
 
-__all__ = ["DatagramHook", "DatagramServer", "open_endpoint"]
+__all__ = ["DatagramHook", "DatagramServer", "DatagramsHook", "open_endpoint"]
 
 log = logging.getLogger("iaxgw.server")
 
@@ -32,6 +32,11 @@ TIMER_EARLY = 0.002
 #: ``on_datagram(direction, data, addr, now)``: called for every datagram in ("in") and out, on
 #: the endpoint's side of an ``impair`` (received: as delivered; sent: before the impairment).
 DatagramHook = Callable[[Literal["in", "out"], bytes, Addr, float], None]
+#: ``on_datagrams(direction, items, now)``: the same for a whole batch at once -- a received
+#: batch ``[(data, addr, age_s), ...]`` or a flush's ``[(data, addr), ...]``.  When given, it
+#: replaces ``on_datagram`` wherever a batch is at hand (the batched transport's receive path
+#: and every flush), so the batch keeps its compiled receive path.
+DatagramsHook = Callable[[Literal["in", "out"], list[Any], float], None]
 
 
 class DatagramServer(asyncio.DatagramProtocol):
@@ -40,6 +45,7 @@ class DatagramServer(asyncio.DatagramProtocol):
     def __init__(self, endpoint: Endpoint, *, loop: asyncio.AbstractEventLoop | None = None,
                  on_event: Callable[[Event], None] | None = None,
                  on_datagram: DatagramHook | None = None,
+                 on_datagrams: DatagramsHook | None = None,
                  impair: Impairment | None = None) -> None:
         self.endpoint = endpoint
         self.loop = loop or asyncio.get_event_loop()
@@ -50,6 +56,7 @@ class DatagramServer(asyncio.DatagramProtocol):
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self.on_event = on_event
         self.on_datagram = on_datagram
+        self.on_datagrams = on_datagrams
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flush_pending = False
@@ -94,8 +101,12 @@ class DatagramServer(asyncio.DatagramProtocol):
         floor = self._rx_floor
         link = self.impair
         receive_batch = getattr(self.endpoint, "receive_batch", None)
-        if link is None and self.on_datagram is None and receive_batch is not None:
-            # nothing taps the datagrams: runs of trunk datagrams in one compiled pass
+        batch_hook = self.on_datagrams
+        if link is None and receive_batch is not None and (batch_hook is not None
+                                                           or self.on_datagram is None):
+            # nothing taps single datagrams: runs of media datagrams in one compiled pass
+            if batch_hook is not None:
+                batch_hook("in", batch, loop_now)
             self._rx_floor = receive_batch(batch, loop_now, floor)
             self.flush()
             return
@@ -163,7 +174,9 @@ class DatagramServer(asyncio.DatagramProtocol):
             link = self.impair
             out = ep.datagrams_to_send(now)
             if out:
-                if hook is not None:
+                if self.on_datagrams is not None:
+                    self.on_datagrams("out", out, now)
+                elif hook is not None:
                     for data, addr in out:
                         hook("out", data, addr, now)
                 send_many = getattr(tr, "send_many", None)
@@ -493,6 +506,7 @@ async def open_endpoint(config: IaxConfig, bind: Addr = ("0.0.0.0", 4569), *,
                         role_name: str = "iaxgw", endpoint: Endpoint | None = None,
                         on_event: Callable[[Event], None] | None = None,
                         on_datagram: DatagramHook | None = None,
+                        on_datagrams: DatagramsHook | None = None,
                         impair: Impairment | None = None, batched: bool | None = None,
                         rx_coalesce: float | None = None) -> DatagramServer:
     """Bind a UDP socket on ``bind`` and run an Endpoint (given or built from ``config``);
@@ -504,7 +518,7 @@ async def open_endpoint(config: IaxConfig, bind: Addr = ("0.0.0.0", 4569), *,
     loop = loop or asyncio.get_running_loop()
     ep = endpoint or Endpoint(config, local_addr=bind, role_name=role_name)
     server = DatagramServer(ep, loop=loop, on_event=on_event, on_datagram=on_datagram,
-                            impair=impair)
+                            on_datagrams=on_datagrams, impair=impair)
     if batched is None:
         batched = _batched_io_available(loop)
     if batched:

@@ -39,7 +39,7 @@ from typing import Any, Literal
 import numpy as np
 
 from iaxgw._core.constants import FORMAT_ALAW, FORMAT_ULAW
-from iaxgw._core.trunk import trunk_entry_stats
+from iaxgw._core.trunk import datagram_census, trunk_entry_stats
 from iaxgw.gateway import events as ev
 from iaxgw.gateway.model import IaxConfig
 from iaxgw.sim import signature as sig
@@ -346,6 +346,7 @@ class LoadRunner:
             self._server = await open_endpoint(t.config, t.bind, role_name=t.role,
                                                on_event=self._on_event,
                                                on_datagram=self._on_datagram,
+                                               on_datagrams=self._on_datagrams,
                                                impair=self.impairment)
         except OSError as exc:
             raise LoadtestError(f"cannot bind {t.bind[0]}:{t.bind[1]}: "
@@ -796,6 +797,16 @@ class LoadRunner:
             self.stats.trunk.add(d, n, "trunk", sub, voice)
         else:
             self.stats.trunk.add(d, n, "mini")
+
+    def _on_datagrams(self, direction: str, items: list[Any], now: float) -> None:
+        """A whole receive batch or send list at once (the batched server): one compiled count
+        (``datagram_census``).  Trunk entries reach the calls' probes directly here, so no
+        per-datagram "no entry timestamps" flag is needed for the media sink."""
+        census = datagram_census(items)
+        self.stats.trunk.add_census("tx" if direction == "out" else "rx", census)
+        self._rx_nots = False
+        if census[8] and direction != "out":
+            self._saw_nots = True
 
     # --- periodic -------------------------------------------------------------------------
 

@@ -698,6 +698,26 @@ class TrunkCounters:
             self.subframes[direction] += subframes
             self.voice_bytes[direction] += voice_bytes
 
+    def add_census(self, direction: Literal["tx", "rx"],
+                   census: tuple[int, int, int, int, int, int, int, int, int]) -> None:
+        """Many datagrams at once: ``_core.trunk.datagram_census`` of them (the same counts as
+        ``add`` on each)."""
+        full, full_b, mini, mini_b, trunk, trunk_b, entries, entry_b, _no_ts = census
+        total = full + mini + trunk
+        if not total:
+            return
+        self.datagrams[direction] += total
+        self.bytes[direction] += full_b + mini_b + trunk_b
+        kinds = self.kinds
+        for kind, count in (("full", full), ("mini", mini), ("trunk", trunk)):
+            if count:
+                key = (direction, kind)
+                kinds[key] = kinds.get(key, 0) + count
+        if trunk:
+            self.trunk_bytes[direction] += trunk_b
+            self.subframes[direction] += entries
+            self.voice_bytes[direction] += entry_b
+
     def copy(self) -> TrunkCounters:
         c = TrunkCounters()
         c.datagrams, c.bytes, c.kinds = dict(self.datagrams), dict(self.bytes), dict(self.kinds)

@@ -8,14 +8,16 @@ from typing import Any
 
 from helpers_pair import ADDR_A, Pair, seed_configs
 
+from iaxgw._core.frames import build_mini
 from iaxgw._core.trunk import pack_trunk
 from iaxgw.gateway.events import IncomingCall
 
 TONE = bytes(range(160))
 
 
-def _pair() -> tuple[Pair, list[int], list[int], list[tuple[int, int, bytes, float]]]:
-    ca, cb = seed_configs(qualify=None, trunk=True)
+def _pair(trunk: bool = True
+          ) -> tuple[Pair, list[int], list[int], list[tuple[int, int, bytes, float]]]:
+    ca, cb = seed_configs(qualify=None, trunk=trunk)
     p = Pair(ca, cb, seed=5)
     p.run(0.5)
     a_calls = []
@@ -116,3 +118,41 @@ def test_sink_failure_skips_that_datagram_only() -> None:
     # on its first sunk entry, the first and the third were taken whole
     assert st["trunk_datagrams_in"] == before.get("trunk_datagrams_in", 0) + 2
     assert len(seen) == 5
+
+
+def test_mini_frame_batch_equals_one_by_one() -> None:
+    """Un-trunked calls: runs of mini frames in the compiled pass, two of the calls echoing
+    (their frames go straight back as mini frames), with a mini frame for an unknown call, one
+    from an unknown source, a runt and a full frame in between."""
+    p1, a_calls, b_calls, sunk1 = _pair(trunk=False)
+    p2, a2, b2, sunk2 = _pair(trunk=False)
+    assert (a_calls, b_calls) == (a2, b2)
+    now = p1.now
+    batch: list[tuple[bytes, Any, float]] = []
+    for k in range(5):
+        batch += [(build_mini(cn, (200 + 20 * k) & 0xFFFF, TONE), ADDR_A, 0.12 - 0.02 * k)
+                  for cn in a_calls]
+    batch += [
+        (build_mini(0x7ABC, 300, TONE), ADDR_A, 0.011),            # unknown call
+        (build_mini(a_calls[0], 320, TONE), ("127.0.0.99", 4569), 0.010),   # unknown source
+        (b"\x01\x02\x03", ADDR_A, 0.009),                          # runt
+        (bytes([0x80 | 1, 0, 0, 0]) + bytes(8), ADDR_A, 0.008),    # a full frame in between
+        *[(build_mini(cn, 320, TONE), ADDR_A, 0.030) for cn in a_calls],  # older stamp: floor
+    ]
+    floor = now - 1.0
+    last = p1.b.receive_batch(batch, now, floor)
+    f = floor
+    for data, addr, age in batch:
+        t = max(now - age, f)
+        f = t
+        p2.b.receive_datagram(data, addr, t)
+    assert last == f
+    s1, s2 = _state(p1, b_calls, sunk1, now), _state(p2, b_calls, sunk2, now)
+    assert s1 == s2
+    _calls, stats, sunk, out, _events = s1
+    st = dict(stats)
+    # frames_in_mini counts every mini datagram looked at, the two dropped ones too
+    assert st["frames_in_mini"] == 6 * 4 + 2 and st["drop_mini_unknown_call"] == 2
+    assert len(sunk) == 6 * 2                         # the two calls not echoing
+    minis = [d for d, _ in out if not d[0] & 0x80]
+    assert len(minis) == 6 * 2 and all(d[4:] == TONE for d in minis)     # the echoed ones

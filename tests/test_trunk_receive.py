@@ -154,15 +154,18 @@ def test_send_trunk_voice_compiled_and_twin_agree(specs: list[Any], ticks: list[
         trunks = {("127.0.0.1", 4569): _Stream(mux)}
         out = []
         for k, items in enumerate(ticks):
-            rest, streams = mod.send_trunk_voice(calls, items, t0 + 0.02 * k, trunks)
-            out.append((rest, len(streams), mux.flush(k)))
+            minis: list[Any] = []           # the mini branch (calls not trunked)
+            rest, streams = mod.send_trunk_voice(calls, items, t0 + 0.02 * k, trunks, minis)
+            out.append((rest, len(streams), mux.flush(k), minis))
         return out, snapshot(calls)
 
     assert run_send(TC) == run_send(TP)
 
 
-def test_send_trunk_voice_matches_send_voice() -> None:
-    """The endpoint's batched send puts the same trunk entries out as send_voice one by one."""
+@pytest.mark.parametrize("trunk", [True, False], ids=["trunk", "mini"])
+def test_send_trunk_voice_matches_send_voice(trunk: bool) -> None:
+    """The endpoint's batched send puts the same trunk entries (or mini frames, after the
+    first full voice frames) out as send_voice one by one."""
     import sys
     from pathlib import Path
 
@@ -173,7 +176,7 @@ def test_send_trunk_voice_matches_send_voice() -> None:
 
     outs = []
     for batched in (False, True):
-        ca, cb = seed_configs(qualify=None, trunk=True)
+        ca, cb = seed_configs(qualify=None, trunk=trunk)
         p = Pair(ca, cb)
         p.run(0.5)
         calls: list[int] = []
@@ -241,3 +244,39 @@ def test_trunk_entry_stats_compiled_and_twin_agree(junk: bytes, entries: list[An
     assert whole == (len(entries), sum(len(p) for _, _, p in entries))
     for d in (data[: max(0, len(data) - cut)], junk):
         assert TC.trunk_entry_stats(d) == TP.trunk_entry_stats(d)
+
+
+def test_datagram_census_counts_as_the_per_datagram_counter() -> None:
+    """``datagram_census`` (compiled and twin) gives TrunkCounters the same figures as the load
+    tester's per-datagram hook: full, mini, trunk with and without entry timestamps, truncated
+    and short trunk datagrams, runts."""
+    from iaxgw.sim.loadtest import LoadRunner
+    from iaxgw.sim.metrics import TrunkCounters
+
+    datagrams = [
+        bytes([0x80 | 1, 2, 0, 0]) + bytes(8),                       # full
+        b"\x00\x05\x00\x14" + bytes(160),                            # mini
+        *TC.pack_trunk([(1, 0, bytes(160)), (2, 0, bytes(160))], 20),
+        *TC.pack_trunk([(1, 20, bytes(160))], 40, timestamps=True),
+        TC.pack_trunk([(1, 0, bytes(160)), (2, 0, bytes(160))], 60)[0][:-10],   # truncated
+        b"\x00\x00\x01\x01\x00",                                     # a short trunk datagram
+        b"\x01\x02",                                                 # runt
+    ]
+    items = [(d, ("127.0.0.1", 4569), 0.0) for d in datagrams]
+    per = TrunkCounters()
+
+    class Runner:
+        stats = type("S", (), {"trunk": per})()
+        _rx_nots = _saw_nots = False
+
+    for d in datagrams:
+        LoadRunner._on_datagram(Runner, "in", d, ("127.0.0.1", 4569), 0.0)  # type: ignore[arg-type]
+    for mod in TRUNK:
+        census = mod.datagram_census(items)
+        assert census[8] == 2                        # the two trunk datagrams without entry ts
+        batch = TrunkCounters()
+        batch.add_census("rx", census)
+        assert (batch.datagrams, batch.bytes, batch.kinds, batch.trunk_bytes, batch.subframes,
+                batch.voice_bytes) == (per.datagrams, per.bytes, per.kinds, per.trunk_bytes,
+                                       per.subframes, per.voice_bytes), mod.__name__
+    assert Runner._saw_nots
