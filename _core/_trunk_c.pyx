@@ -677,26 +677,30 @@ cdef class RxStats:
 def trunk_entry_stats(data):
     """``(entries, payload bytes)`` of a meta trunk datagram, counting whole entries up to the
     first truncated one (no other checks: a load tester's traffic counter, not a parser)."""
-    cdef const unsigned char* p
-    cdef Py_ssize_t n, pos, hdr
-    cdef unsigned int length
     cdef long long count = 0, payload = 0
     if not PyBytes_CheckExact(data):
         data = bytes(data)
-    p = <const unsigned char*>PyBytes_AS_STRING(data)
-    n = PyBytes_GET_SIZE(data)
+    _entry_totals(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data),
+                  &count, &payload)
+    return count, payload
+
+
+cdef void _entry_totals(const unsigned char* p, Py_ssize_t n, long long* count,
+                        long long* payload) noexcept:
+    """Add the whole entries of a trunk datagram (up to the first truncated one) and their
+    payload bytes to ``count`` and ``payload``; nothing when shorter than the header."""
+    cdef Py_ssize_t pos = _HDR, hdr
+    cdef unsigned int length
     if n < _HDR:
-        return 0, 0
+        return
     hdr = _ENT_TS if p[3] & 1 else _ENT
-    pos = _HDR
     while pos + hdr <= n:
         length = _rd16(p + pos) if p[3] & 1 else _rd16(p + pos + 2)
         pos += hdr + <Py_ssize_t>length
         if pos > n:
             break
-        count += 1
-        payload += length
-    return count, payload
+        count[0] += 1
+        payload[0] += length
 
 
 def datagram_census(list items):
@@ -709,8 +713,7 @@ def datagram_census(list items):
     Datagrams under 4 bytes are skipped."""
     cdef long long full = 0, full_b = 0, mini = 0, mini_b = 0, trunk = 0, trunk_b = 0
     cdef long long entries = 0, entry_b = 0, no_ts = 0
-    cdef Py_ssize_t n, pos, hdr
-    cdef unsigned int length
+    cdef Py_ssize_t n
     cdef const unsigned char* p
     cdef object data
     for item in items:
@@ -729,17 +732,7 @@ def datagram_census(list items):
             trunk_b += n
             if not p[3] & 1:
                 no_ts += 1
-            if n < _HDR:
-                continue
-            hdr = _ENT_TS if p[3] & 1 else _ENT
-            pos = _HDR
-            while pos + hdr <= n:
-                length = _rd16(p + pos) if p[3] & 1 else _rd16(p + pos + 2)
-                pos += hdr + <Py_ssize_t>length
-                if pos > n:
-                    break
-                entries += 1
-                entry_b += length
+            _entry_totals(p, n, &entries, &entry_b)
         else:
             mini += 1
             mini_b += n
