@@ -174,9 +174,15 @@ class RxProbe:
     mask: int
     pending: list[tuple[int, float, builtins.bytes]] | None
     limit: int
+    own: frozenset[builtins.bytes] | None
+    first: builtins.bytes | None
+    strays: list[builtins.bytes]
+    firsts: list[float]
+    exact_lost: bool
     def __init__(self, frame_ms: int = 20, keep: bool = True, limit: int = 300) -> None: ...
     def on_rx(self, ts: int, arrival: float, payload: builtins.bytes, seq: bool = False
               ) -> int: ...
+    def take_exact(self) -> tuple[list[builtins.bytes], list[float], bool]: ...
 
 class CallMedia:
     """The media fields of a call record (base class of ``gateway.calls.Call``)."""
@@ -208,6 +214,25 @@ def receive_trunk(data: bytes, calls: dict[int, Any], epoch: float, now: float,
 def receive_mini(call: CallMedia, data: builtins.bytes, now: float,
                  sink: Callable[[int, int, bytes, float], object],
                  out: list[Any] | None = None) -> bool: ...
+
+class TxProbe:
+    callno: int
+    k: int
+    cycle: list[builtins.bytes]
+    offset: int
+    frame_ms: int
+    frames: int
+    bytes: int
+    t_first: float
+    t_last: float
+    sent: bool
+    marks: Any
+    def __init__(self, cycle: list[builtins.bytes] | None = None, frame_ms: int = 20,
+                 marks: Any = None, offset: int = 0) -> None: ...
+    def take(self, ts_ms: int, now: float) -> builtins.bytes: ...
+    def count(self, nbytes: int, now: float) -> None: ...
+
+def tx_tick(probes: list[TxProbe], now: float) -> list[tuple[int, builtins.bytes]]: ...
 
 def datagram_census(items: list[Any]) -> tuple[int, int, int, int, int, int, int, int, int]: ...
 

@@ -328,6 +328,63 @@ class RxStats:
         return (self.lost * 100) // total if total else 0
 
 
+class TxProbe:
+    """The load tester's send side of one call (see ``_trunk_c.TxProbe``)."""
+
+    __slots__ = ("bytes", "callno", "cycle", "frame_ms", "frames", "k", "marks", "offset",
+                 "sent", "t_first", "t_last")
+
+    def __init__(self, cycle: list[bytes] | None = None, frame_ms: int = 20,
+                 marks: Any = None, offset: int = 0) -> None:
+        if frame_ms < 1:
+            raise ValueError(f"frame_ms must be >= 1, got {frame_ms}")
+        self.cycle: list[bytes] = cycle if cycle is not None else []
+        self.frame_ms = frame_ms
+        self.marks = marks
+        self.offset = offset
+        self.callno = 0
+        self.k = 0
+        self.frames = 0
+        self.bytes = 0
+        self.t_first = 0.0
+        self.t_last = 0.0
+        self.sent = False
+
+    def take(self, ts_ms: int, now: float) -> bytes:
+        self.frames += 1
+        self.t_last = now
+        if not self.sent:
+            self.sent = True
+            self.t_first = now
+        n = len(self.cycle)
+        if not n:
+            return b""
+        i = (ts_ms // self.frame_ms + self.offset) % n
+        if i == 0 and self.marks is not None:
+            self.marks.append(now)
+        payload = self.cycle[i]
+        self.bytes += len(payload)
+        return payload
+
+    def count(self, nbytes: int, now: float) -> None:
+        self.frames += 1
+        self.bytes += nbytes
+        self.t_last = now
+        if not self.sent:
+            self.sent = True
+            self.t_first = now
+
+
+def tx_tick(probes: list[TxProbe], now: float) -> list[tuple[int, bytes]]:
+    """One media tick over ``TxProbe``s (see ``_trunk_c.tx_tick``)."""
+    items = []
+    for probe in probes:
+        k = probe.k
+        probe.k = k + 1
+        items.append((probe.callno, probe.take(k * 20, now)))
+    return items
+
+
 def datagram_census(items: list[Any]) -> tuple[int, int, int, int, int, int, int, int, int]:
     """A load tester's traffic counters for a list of datagrams (see ``_trunk_c``)."""
     full = full_b = mini = mini_b = trunk = trunk_b = entries = entry_b = no_ts = 0
@@ -378,9 +435,10 @@ def trunk_entry_stats(data: Buffer) -> tuple[int, int]:
 class RxProbe:
     """The load tester's receive accounting of one call (see ``_trunk_c.RxProbe``)."""
 
-    __slots__ = ("bytes", "dropped", "duplicates", "frame_ms", "frames", "jitter", "jitter_max",
-                 "jitter_sum", "last", "limit", "mask", "max_ts", "min_ts", "out_of_order",
-                 "pending", "t_first", "t_last", "transit")
+    __slots__ = ("bytes", "dropped", "duplicates", "exact_lost", "first", "firsts", "frame_ms",
+                 "frames", "jitter", "jitter_max", "jitter_sum", "last", "limit", "mask",
+                 "max_ts", "min_ts", "out_of_order", "own", "pending", "strays", "t_first",
+                 "t_last", "transit")
 
     def __init__(self, frame_ms: int = 20, keep: bool = True, limit: int = 300) -> None:
         if frame_ms < 1:
@@ -388,6 +446,11 @@ class RxProbe:
         self.frame_ms = frame_ms
         self.pending: list[tuple[int, float, bytes]] | None = [] if keep else None
         self.limit = limit if limit > 1 else 2
+        self.own: frozenset[bytes] | None = None
+        self.first: bytes | None = None
+        self.strays: list[bytes] = []
+        self.firsts: list[float] = []
+        self.exact_lost = False
         self.last = -1
         self.frames = self.bytes = self.duplicates = self.out_of_order = 0
         self.max_ts = self.min_ts = self.dropped = 0
@@ -439,11 +502,25 @@ class RxProbe:
         pend = self.pending
         if pend is not None:
             pend.append((ts, arrival, payload))
+            if self.own is not None:
+                if payload not in self.own:
+                    self.strays.append(payload)
+                elif self.first is not None and payload == self.first:
+                    self.firsts.append(arrival)
             if len(pend) >= self.limit:
                 k = self.limit // 2
                 del pend[:k]
                 self.dropped += k
+                self.exact_lost = True
         return ts
+
+    def take_exact(self) -> tuple[list[bytes], list[float], bool]:
+        """``(strays, firsts, lost)`` since the last call, and start afresh (see ``_trunk_c``)."""
+        out = (self.strays, self.firsts, self.exact_lost)
+        self.strays = []
+        self.firsts = []
+        self.exact_lost = False
+        return out
 
 
 _MASK64 = (1 << 64) - 1

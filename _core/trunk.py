@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         TrunkFrame,
         TrunkMux,
         TrunkRunTotals,
+        TxProbe,
         datagram_census,
         pack_trunk,
         parse_trunk,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
         receive_trunk,
         send_trunk_voice,
         trunk_entry_stats,
+        tx_tick,
     )
 else:
     META_TRUNK = _impl.META_TRUNK
@@ -45,6 +47,8 @@ else:
     TrunkFrame = _impl.TrunkFrame
     TrunkMux = _impl.TrunkMux
     TrunkRunTotals = _impl.TrunkRunTotals
+    TxProbe = _impl.TxProbe
+    tx_tick = _impl.tx_tick
     datagram_census = _impl.datagram_census
     TrunkDemux = _impl.TrunkDemux
     pack_trunk = _impl.pack_trunk
@@ -72,6 +76,7 @@ __all__ = [
     "TrunkFrame",
     "TrunkMux",
     "TrunkRunTotals",
+    "TxProbe",
     "datagram_census",
     "pack_trunk",
     "parse_trunk",
@@ -80,4 +85,5 @@ __all__ = [
     "receive_trunk",
     "send_trunk_voice",
     "trunk_entry_stats",
+    "tx_tick",
 ]

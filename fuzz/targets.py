@@ -210,6 +210,9 @@ def _media_calls(m: Any, seed: int) -> dict[int, Any]:
         c.addr = ("127.0.0.1", 4569)
         if (seed >> (cn + 16)) & 1:
             c.probe = m.RxProbe(20, True, 5)    # a load tester's call: entries to the probe
+            if cn & 1:                          # with the exact-echo bookkeeping
+                c.probe.own = frozenset((b"", b"\x00" * 160, b"\xff" * 4))
+                c.probe.first = b"\x00" * 160
         calls[cn] = c
     return calls
 
@@ -231,8 +234,8 @@ def _probed(calls: dict[int, Any]) -> int:
 def target_trunk_media(data: bytes) -> None:
     """receive_trunk (echoing calls, calls with a load tester's RxProbe), receive_mini (the
     datagram as a mini frame), send_trunk_voice with its mini branch, trunk_entry_stats and
-    datagram_census (the compiled media paths): compiled and twin agree on results, call and probe state, delivered
-    payloads, trunk output and mini frames for any datagram."""
+    datagram_census (the compiled media paths): compiled and twin agree on results, call and
+    probe state, delivered payloads, trunk output and mini frames for any datagram."""
     if len(data) < 6:
         return
     seed = int.from_bytes(data[:4], "big")
@@ -260,7 +263,8 @@ def target_trunk_media(data: bytes) -> None:
                                            {("127.0.0.1", 4569): _Stream(mux)}, minis)
         runs.append((o, sunk, _media_state(calls), rest, len(streams), mux.flush(7),
                      _outcome(m.trunk_entry_stats, body), mo, minis,
-                     m.datagram_census([(body, None), (body[:9], None), (body[:3], None)])))
+                     m.datagram_census([(body, None), (body[:9], None), (body[:3], None)]),
+                     [c.probe.take_exact() for c in calls.values() if c.probe is not None]))
     if len(runs) == 2 and runs[0] != runs[1]:
         raise Finding(f"receive_trunk/send_trunk_voice: compiled {runs[0]!r:.300} != twin "
                       f"{runs[1]!r:.300}")

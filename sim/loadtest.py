@@ -39,7 +39,7 @@ from typing import Any, Literal
 import numpy as np
 
 from iaxgw._core.constants import FORMAT_ALAW, FORMAT_ULAW
-from iaxgw._core.trunk import datagram_census, trunk_entry_stats
+from iaxgw._core.trunk import datagram_census, trunk_entry_stats, tx_tick
 from iaxgw.gateway import events as ev
 from iaxgw.gateway.model import IaxConfig
 from iaxgw.sim import signature as sig
@@ -234,8 +234,6 @@ class LiveCall:
     answered: bool = False
     ended: bool = False
     media: bool = False
-    k: int = 0                    # voice frames sent
-    own_payloads: list[bytes] | None = None    # silence / wav media (stats has none)
     hangup_handle: asyncio.TimerHandle | None = None
     timeout_handle: asyncio.TimerHandle | None = None
     tail_handle: asyncio.TimerHandle | None = None
@@ -477,7 +475,10 @@ class LoadRunner:
         stats = self.stats.new_call(now, planned.index)
         call = LiveCall(plan=planned, stats=stats)
         if self._media_payloads is not None:
-            call.own_payloads = self._media_payloads
+            # silence / wav media (the stats have no signature): frame k sends own[k + 1]
+            stats.tx.cycle = list(self._media_payloads)
+            stats.tx.offset = 1
+            stats.tx.marks = None
         try:
             callno = self._ep.call(self.target.peer, planned.exten, self._now(),
                                    codec=self._codec,
@@ -492,6 +493,7 @@ class LoadRunner:
             return
         self._flush()
         call.callno = int(callno)
+        stats.tx.callno = call.callno
         if self._rx_exact:
             # trunk entries of the call are counted by the compiled receive path
             self._ep.set_rx_probe(call.callno, stats.rx)
@@ -759,19 +761,10 @@ class LoadRunner:
                 after = clock()
 
     def _send_tick(self, calls: dict[int, LiveCall], now: float) -> None:
-        """One voice frame for every answered call."""
+        """One voice frame for every answered call: the calls' TxProbes make the tick's
+        ``(callno, payload)`` list in one compiled pass (``tx_tick``)."""
         lnow = self._now()
-        items = []
-        for call in calls.values():
-            kk = call.k
-            call.k = kk + 1
-            own = call.own_payloads
-            if own is None:
-                payload = call.stats.on_tx(kk * 20, now)
-            else:
-                payload = own[(kk + 1) % len(own)]
-                call.stats.count_tx(len(payload), now)
-            items.append((call.callno, payload))
+        items = tx_tick([call.stats.tx for call in calls.values()], now)
         for callno, exc in self._ep.send_voice_many(items, lnow):
             log.debug("send_voice %d: %s", callno, exc)
             calls.pop(callno, None)

@@ -35,7 +35,7 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from iaxgw._core.trunk import RxProbe
+from iaxgw._core.trunk import RxProbe, TxProbe
 from iaxgw.sim import signature as sig
 
 Mode = Literal["echo", "tone", "none"]
@@ -223,8 +223,7 @@ class CallStats:
         "answer_counted", "audio", "bpl", "cause", "cause_code", "codec", "detector", "frame_ms",
         "index", "jb_factor", "mode", "outcome", "payloads", "ping_rtts", "rtt_every", "rtts",
         "rx", "rx_codec", "signature", "snap_expected", "snap_lost", "t_accept", "t_answer",
-        "t_end", "t_first_tx", "t_last_tx", "t_new", "t_ringing", "tx_bytes", "tx_frames",
-        "tx_marks",
+        "t_end", "t_new", "t_ringing", "tx", "tx_marks",
     )
 
     #: a call is "silent" when at least this share of its received frames (and >= 5) were silence
@@ -278,14 +277,18 @@ class CallStats:
         self.cause_code: int | None = None
         self.answer_counted = False     #: its setup time is in the collector's statistics
         # tx
-        self.tx_frames = 0
-        self.tx_bytes = 0
-        self.t_first_tx: float | None = None
-        self.t_last_tx = 0.0
+        # tx: counted by a compiled probe too (the load tester builds a whole media tick from
+        # the calls' probes at once, ``_core.trunk.tx_tick``)
         self.tx_marks: deque[float] = deque(maxlen=8)
+        self.tx = TxProbe(list(self.payloads), frame_ms, self.tx_marks)
         # rx: the figures per received frame, counted by a compiled probe (which a trunked load
         # test hands to the endpoint: its entries are counted without a Python call)
         self.rx = RxProbe(frame_ms, self.detector is not None, _PENDING_LIMIT)
+        if mode == "echo" and self.payloads and self.rx_codec == self.codec:
+            # the exact-echo check's per-frame part, done by the probe as frames arrive
+            self._own_set = frozenset(self.payloads)
+            self.rx.own = self._own_set
+            self.rx.first = self.payloads[0]
         self._dropped_seen = 0
         self.snap_expected = 0
         self.snap_lost = 0
@@ -326,27 +329,28 @@ class CallStats:
     def on_tx(self, ts_ms: int, now_s: float) -> bytes:
         """Count one sent voice frame and return its payload (the signature cycle position for
         media timestamp ``ts_ms``)."""
-        self.tx_frames += 1
-        self.t_last_tx = now_s
-        if self.t_first_tx is None:
-            self.t_first_tx = now_s
-        payloads = self.payloads
-        if not payloads:
-            return b""
-        i = (ts_ms // self.frame_ms) % len(payloads)
-        if not i:
-            self.tx_marks.append(now_s)
-        p = payloads[i]
-        self.tx_bytes += len(p)
-        return p
+        return self.tx.take(ts_ms, now_s)
 
     def count_tx(self, nbytes: int, now_s: float) -> None:
         """Count a sent frame whose payload the runner made itself."""
-        self.tx_frames += 1
-        self.tx_bytes += nbytes
-        self.t_last_tx = now_s
-        if self.t_first_tx is None:
-            self.t_first_tx = now_s
+        self.tx.count(nbytes, now_s)
+
+    # the send figures (see TxProbe)
+    @property
+    def tx_frames(self) -> int:
+        return self.tx.frames
+
+    @property
+    def tx_bytes(self) -> int:
+        return self.tx.bytes
+
+    @property
+    def t_first_tx(self) -> float | None:
+        return self.tx.t_first if self.tx.sent else None
+
+    @property
+    def t_last_tx(self) -> float:
+        return self.tx.t_last
 
     def on_rx(self, ts_ms: int, arrival_s: float, payload: bytes) -> None:
         """One received voice frame: unwrapped media timestamp (ms), local arrival time (s)."""
@@ -452,11 +456,13 @@ class CallStats:
         det = self.detector
         if det is None or not pend or (len(pend) < _ANALYZE_MIN_FRAMES and not final):
             return False
-        self.rx.pending = []
-        if self.rx.dropped != self._dropped_seen:     # frames were dropped since the carry
-            self._dropped_seen = self.rx.dropped
+        rx = self.rx
+        rx.pending = []
+        tracked = rx.take_exact() if rx.own is not None else None
+        if rx.dropped != self._dropped_seen:     # frames were dropped since the carry
+            self._dropped_seen = rx.dropped
             self._carry = []
-        if self.mode == "echo" and self._exact_echo(pend):
+        if self.mode == "echo" and self._exact_echo(pend, tracked):
             self._carry = []
             return True
         carry = self._carry
@@ -512,7 +518,8 @@ class CallStats:
     #: unmatched loud frames a batch may hold and still count as an exact echo
     EXACT_STRAY = 1
 
-    def _exact_echo(self, pend: list[tuple[int, float, bytes]]) -> bool:
+    def _exact_echo(self, pend: list[tuple[int, float, bytes]],
+                    tracked: tuple[list[bytes], list[float], bool] | None = None) -> bool:
         """The cheap check of an echo that came back bit for bit (same codec both ways, no
         transcoding: Echo() and native bridges pass payloads through unchanged): every frame is
         one of our own cycle's payloads, or silence.  Counts the batch (a matched frame pair is
@@ -521,7 +528,11 @@ class CallStats:
 
         False (nothing counted) when more than ``EXACT_STRAY`` loud frames are not ours: the
         batch then goes through the spectral detector, which tells crossed audio, Milliwatt,
-        transcoded or damaged audio apart."""
+        transcoded or damaged audio apart.
+
+        ``tracked``: the probe's ``take_exact()`` for exactly these frames (its strays and the
+        arrival times of the cycle's first frame, found as they arrived); unless frames were
+        dropped meanwhile, the batch is not walked again."""
         payloads = self.payloads
         if not payloads or self.rx_codec != self.codec or not self.tx_marks:
             return False
@@ -529,7 +540,11 @@ class CallStats:
         if own is None:
             own = self._own_set = frozenset(payloads)
         first = payloads[0]
-        stray = [p for _, _, p in pend if p not in own]
+        if tracked is not None and not tracked[2]:
+            stray, first_at = tracked[0], tracked[1]
+        else:
+            stray = [p for _, _, p in pend if p not in own]
+            first_at = [at for _, at, p in pend if p == first]
         n = len(pend)
         silent = 0
         if stray:
@@ -549,7 +564,7 @@ class CallStats:
         self.audio.add(res)
         self._batches += 1
         marks = self.tx_marks
-        for at in [at for _, at, p in pend if p == first]:
+        for at in first_at:
             sent = [m for m in marks if m <= at]
             if sent:
                 self.rtts.append((at - sent[-1]) * 1000.0)

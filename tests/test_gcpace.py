@@ -62,3 +62,19 @@ def test_probe_pending_tuples(mod: object) -> None:
         # compiled: untracked at once (they can be in no cycle), so young collections never
         # scan the tens of thousands waiting for analysis
         assert not any(gc.is_tracked(t) for t in probe.pending)
+
+
+@pytest.mark.parametrize("mod", TRUNK, ids=lambda m: m.__name__.rsplit("_", 1)[-1])
+def test_probe_exact_echo_bookkeeping(mod: object) -> None:
+    own = [bytes([i]) * 160 for i in range(1, 4)]
+    probe = mod.RxProbe(20, True, 8)  # type: ignore[attr-defined]
+    probe.own = frozenset(own)
+    probe.first = own[0]
+    for k, p in enumerate([own[0], own[1], b"\x09" * 160, own[2], own[0]]):
+        probe.on_rx(20 * k, 1.0 + 0.02 * k, p)
+    strays, firsts, lost = probe.take_exact()
+    assert strays == [b"\x09" * 160] and firsts == [1.0, 1.08] and not lost
+    assert probe.take_exact() == ([], [], False)
+    for k in range(8):                          # past the limit: kept frames were dropped
+        probe.on_rx(200 + 20 * k, 2.0 + 0.02 * k, own[1])
+    assert probe.take_exact()[2] is True

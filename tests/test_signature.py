@@ -356,3 +356,28 @@ def test_a_few_foreign_frames_send_the_batch_to_the_spectral_detector() -> None:
     c = _echo_call(4, loss=0.0, payload_of=payload_of)
     rec = c.record()
     assert rec.audio_crossed and rec.crossed_from == PLAN.signature(11).sid
+
+
+@pytest.mark.parametrize("splice", [False, True], ids=["clean", "foreign"])
+def test_probe_tracked_exact_check_equals_the_batch_walk(monkeypatch: pytest.MonkeyPatch,
+                                                         splice: bool) -> None:
+    """The probe finds strays and the cycle's first frames as they arrive; the result is the
+    one of walking each batch (tracking off), with and without foreign frames spliced in."""
+    other = PLAN.payloads(11)
+
+    def payload_of(k: int) -> bytes:
+        own = PLAN.payloads(5)[k % 50]
+        return other[k % 50] if splice and k % 50 == 30 else own
+
+    tracked = _echo_call(5, loss=0.03, payload_of=payload_of).record()
+    real_init = CallStats.__init__
+
+    def untracked_init(self: CallStats, *a: object, **kw: object) -> None:
+        real_init(self, *a, **kw)  # type: ignore[arg-type]
+        self.rx.own = None
+        self.rx.first = None
+
+    monkeypatch.setattr(CallStats, "__init__", untracked_init)
+    walked = _echo_call(5, loss=0.03, payload_of=payload_of).record()
+    assert tracked == walked
+    assert tracked.audio == "verified" and tracked.rtt_samples >= 5

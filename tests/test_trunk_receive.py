@@ -280,3 +280,28 @@ def test_datagram_census_counts_as_the_per_datagram_counter() -> None:
                 batch.voice_bytes) == (per.datagrams, per.bytes, per.kinds, per.trunk_bytes,
                                        per.subframes, per.voice_bytes), mod.__name__
     assert Runner._saw_nots
+
+
+def test_tx_tick_compiled_and_twin_agree() -> None:
+    """TxProbe / tx_tick: the cycle position per frame (with an offset, and an empty cycle),
+    counts, first/last send times and the cycle-start marks, alike in both implementations."""
+    from collections import deque
+
+    results = []
+    for mod in TRUNK:
+        cycles = [[bytes([i]) * 160 for i in range(1, 6)], [b"\x07" * 80, b"\x08" * 80], []]
+        probes = []
+        for n, cyc in enumerate(cycles):
+            p = mod.TxProbe(cyc, 20, deque(maxlen=8), offset=n)
+            p.callno = 100 + n
+            probes.append(p)
+        ticks = [mod.tx_tick(probes, 1.0 + 0.02 * k) for k in range(12)]
+        probes[0].count(33, 2.0)
+        results.append((ticks, [(p.k, p.frames, p.bytes, p.t_first, p.t_last, p.sent,
+                                 list(p.marks)) for p in probes]))
+    assert results[0] == results[-1]
+    ticks, state = results[0]
+    assert [payload[0] for _, payload in (t[0] for t in ticks)][:6] == [1, 2, 3, 4, 5, 1]
+    assert [t[1] for t in ticks[0]] == [b"\x01" * 160, b"\x08" * 80, b""]
+    assert state[0][:3] == (12, 13, 12 * 160 + 33) and state[0][6] == [1.0, 1.1, 1.2]
+    assert state[2][2] == 0 and state[2][6] == []
