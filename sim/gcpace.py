@@ -61,11 +61,12 @@ class GcPacer:
             gc.collect(1 if c1 >= 10 else 0)
 
     def step(self) -> None:
-        """Collect the young generations and freeze the survivors (at a moment with slack)."""
+        """Collect the youngest generation and freeze the survivors (at a moment with slack;
+        what is older survived a collection already)."""
         if not self.active:
             return
         self.steps += 1
-        gc.collect(1)
+        gc.collect(0)
         gc.freeze()
         rss = _rss_bytes()
         if rss is not None and rss - self._baseline > self.grow_limit:

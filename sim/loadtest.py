@@ -60,6 +60,8 @@ Addr = tuple[str, int]
 TICK = 0.020
 REPORT_EVERY = 1.0               # s between statistics ticks (run from the media ticker)
 SWEEP_SLICE = 0.002              # s of a statistics tick's per-call work per media tick
+CHORE_WINDOW = 0.012             # s after a tick's deadline in which housekeeping may start
+GC_STEP_DELAY = 25               # ticks from a statistics tick to the GC pacer's step
 ANALYSIS_SLICE = 0.006           # s of audio analysis after a tick at most ...
 TICK_MARGIN = 0.004              # ... and never closer than this to the next tick,
 ANALYSIS_STEP = 0.0005           # in steps of about one call (then received frames are read)
@@ -299,6 +301,7 @@ class LoadRunner:
         self.late_ms: array[float] = array("d")  # per tick: start lateness vs the grid (ms)
         self.gc = GcPacer()              # no full GC pauses in the media loop (sim/gcpace.py)
         self._tick_open = False          # a statistics tick is being swept (_periodic_begin)
+        self._sweep_done = False         # ... and its sweep is done: _periodic_end next
         self.work_ms: array[float] = array("d")  # per tick: time spent sending (ms)
         self.notes: list[str] = list(opts.warnings)
         self.started_attempts = 0
@@ -414,7 +417,7 @@ class LoadRunner:
                 why = "interrupted" if self.interrupted else "run deadline"
                 self._hangup(call, 16, (outcome, f"{why} before answer"))
         self._flush()
-        self._tick_open = False
+        self._tick_open = self._sweep_done = False
         self.stats.tick(now)
 
     async def _linger(self) -> None:
@@ -711,6 +714,7 @@ class LoadRunner:
         late_ms = self.late_ms
         work_ms = self.work_ms
         next_report = start + REPORT_EVERY
+        gc_step_at = -1
         stats = self.stats
         while True:
             k += 1
@@ -736,23 +740,34 @@ class LoadRunner:
                 work_ms.append(spent)
                 if spent > self.max_tick_ms:
                     self.max_tick_ms = spent
-                self.gc.idle()
-                after = clock()
-            else:
-                after = now
-            if after >= next_report:
-                next_report = max(next_report + REPORT_EVERY, after)
-                self._periodic_begin(after)
-                after = clock()
-            if self._tick_open:
-                # the statistics tick's per-call work, a slice per media tick (2,000 calls in
-                # one go took 40-100 ms: two to five media ticks late every second)
-                if stats.sweep(min(after + SWEEP_SLICE, start + (k + 1) * TICK - TICK_MARGIN),
-                               clock):
+            # Housekeeping, one chore at a time with the loop let in between (the endpoint's
+            # timers and reads wait for one chore at most, never for all of them), and only in
+            # the first part of the period: a chore takes up to ~4 ms at 2,000 calls, so none
+            # is running when the next tick falls due.
+            chores_end = due + CHORE_WINDOW
+            for chore in range(5):
+                await asyncio.sleep(0)
+                if clock() >= chores_end:
+                    break
+                if chore == 0:
+                    self.gc.idle()
+                elif chore == 1 and clock() >= next_report:
+                    next_report = max(next_report + REPORT_EVERY, clock())
+                    self._periodic_begin(clock())
+                    gc_step_at = k + GC_STEP_DELAY
+                elif chore == 2 and k == gc_step_at:
+                    self.gc.step()
+                elif chore == 3 and self._tick_open:
+                    # the statistics tick's per-call work, a slice per media tick (2,000 calls
+                    # in one go took 40-100 ms: two to five media ticks late every second)
+                    if stats.sweep(clock() + SWEEP_SLICE, clock):
+                        self._sweep_done = True
+                elif chore == 4 and self._sweep_done:
+                    self._sweep_done = False
                     self._periodic_end()
-                after = clock()
             # audio analysis in steps of about one call, yielding to the loop between steps so
             # received frames are timestamped (jitter) with at most one step of delay
+            after = clock()
             limit = min(after + ANALYSIS_SLICE, start + (k + 1) * TICK - TICK_MARGIN)
             while after < limit:
                 if not stats.analyze_until(min(limit, after + ANALYSIS_STEP), clock):
@@ -804,19 +819,21 @@ class LoadRunner:
     # --- periodic -------------------------------------------------------------------------
 
     def _periodic_begin(self, now: float) -> None:
-        """About once a second, from the ticker: watchdog, GC step, and the statistics tick
-        begins (``LoadStats.begin_tick``); the ticker sweeps its calls in slices and ends it
-        (``_periodic_end``).  A tick still open is ended first."""
+        """About once a second, from the ticker: watchdog, and the statistics tick begins
+        (``LoadStats.begin_tick``); the ticker sweeps its calls in slices and ends it
+        (``_periodic_end``), and steps the GC pacer a few ticks later.  A tick still open is
+        ended first."""
         if self._tick_open:
             self.stats.sweep(math.inf)
             self._periodic_end()
         self._media_watchdog()
-        self.gc.step()
         self.stats.begin_tick(now)
         self._tick_open = True
+        self._sweep_done = False
 
     def _periodic_end(self) -> None:
         self._tick_open = False
+        self._sweep_done = False
         snap = self.stats.finish_tick(self.clock())
         if self.screen is not None:
             with contextlib.suppress(Exception):

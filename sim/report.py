@@ -251,6 +251,10 @@ class LoadStats:
         self._sweep_jit_max: float | None = None
         self._sweep_mos: list[float] = []
         self._sweep_rtts: list[float] = []
+        self._sweep_tx = 0
+        self._sweep_rx = 0
+        self._sweep_audio: dict[str, int] = {"verified": 0, "crossed": 0, "one_way": 0,
+                                             "silent": 0}
 
     @staticmethod
     def _zero_interval() -> dict[str, int]:
@@ -280,7 +284,13 @@ class LoadStats:
         """Finish a call (see :meth:`CallStats.finish`) and file its record."""
         rec = call.finish(now, outcome, cause, cause_code)
         self.active.pop(call.index, None)
-        self._sweep_seen.pop(call.index, None)      # counted below, not by the tick's sweep
+        swept = self._sweep_seen.pop(call.index, None)
+        if swept is not None:            # counted below, not by the tick's sweep
+            self._sweep_tx -= swept[0]
+            self._sweep_rx -= swept[1]
+            for key, v in swept[2].items():
+                if v:
+                    self._sweep_audio[key] -= v
         self.records.append(rec)
         done = self._audio_done
         done["verified"] += rec.audio_verified
@@ -335,6 +345,8 @@ class LoadStats:
         self._sweep_jit_max = None
         self._sweep_mos = []
         self._sweep_rtts = []
+        self._sweep_tx = self._sweep_rx = 0
+        self._sweep_audio = {"verified": 0, "crossed": 0, "one_way": 0, "silent": 0}
 
     @property
     def sweeping(self) -> bool:
@@ -373,7 +385,15 @@ class LoadStats:
                     flags = call.audio_flags()
                 elif call.outcome is None:
                     self._sweep_setting_up += 1
-                seen[call.index] = (call.tx_frames, call.rx_frames, flags)
+                tx, rx = call.tx_frames, call.rx_frames
+                seen[call.index] = (tx, rx, flags)
+                self._sweep_tx += tx
+                self._sweep_rx += rx
+                if flags:
+                    audio = self._sweep_audio
+                    for key, v in flags.items():
+                        if v:
+                            audio[key] += v
             pos += chunk
             if pos < n and clock() >= t_end:
                 self._sweep_pos = pos
@@ -384,10 +404,9 @@ class LoadStats:
     def finish_tick(self, now: float) -> Snapshot:
         """Close the tick (its sweep done): a time-series row and the live snapshot."""
         dt = now - self._last_tick
-        seen = self._sweep_seen
         up = self._sweep_up
-        tx = self._ended_tx + sum(v[0] for v in seen.values())
-        rx = self._ended_rx + sum(v[1] for v in seen.values())
+        tx = self._ended_tx + self._sweep_tx
+        rx = self._ended_rx + self._sweep_rx
         self.max_up = max(self.max_up, up)
         jit, mos, rtts = self._sweep_jit, self._sweep_mos, self._sweep_rtts
         cpu = self.cpu.sample()
@@ -412,9 +431,8 @@ class LoadStats:
         }
         self.timeseries.append(row)
         audio = dict(self._audio_done)
-        for _tx, _rx, flags in seen.values():
-            for k, v in flags.items():
-                audio[k] += v
+        for k, v in self._sweep_audio.items():
+            audio[k] += v
         snap = Snapshot(
             elapsed_s=now - self.started, calls_up=up, target=self.target,
             setting_up=self._sweep_setting_up, attempts=self.attempts,
