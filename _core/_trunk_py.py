@@ -351,19 +351,15 @@ class TxProbe:
         self.sent = False
 
     def take(self, ts_ms: int, now: float) -> bytes:
-        self.frames += 1
-        self.t_last = now
-        if not self.sent:
-            self.sent = True
-            self.t_first = now
         n = len(self.cycle)
         if not n:
+            self.count(0, now)
             return b""
         i = (ts_ms // self.frame_ms + self.offset) % n
         if i == 0 and self.marks is not None:
             self.marks.append(now)
         payload = self.cycle[i]
-        self.bytes += len(payload)
+        self.count(len(payload), now)
         return payload
 
     def count(self, nbytes: int, now: float) -> None:

@@ -53,27 +53,16 @@ def _state(p: Pair, b_calls: list[int], sunk: list[Any], now: float) -> Any:
     return calls, sorted(ep.stats().items()), list(sunk), out, events
 
 
-def test_batch_equals_one_by_one() -> None:
-    p1, a_calls, b_calls, sunk1 = _pair()
-    p2, a2, b2, sunk2 = _pair()
+def _batch_vs_one_by_one(trunk: bool, make_batch: Any) -> tuple[Any, list[int]]:
+    """Two seeded pairs alike; ``make_batch(a_calls, now)``'s batch goes to one through
+    ``receive_batch`` and to the other one datagram at a time (at the same arrival times): the
+    outcomes must be equal.  Returns that outcome and a's call numbers."""
+    p1, a_calls, b_calls, sunk1 = _pair(trunk)
+    p2, a2, b2, sunk2 = _pair(trunk)
     assert (a_calls, b_calls) == (a2, b2)           # seeded: the same call numbers
     now = p1.now
     assert now == p2.now
-    entries = [(cn, 0, TONE) for cn in a_calls]
-    ts_entries = [(cn, 100 + 20 * k, TONE) for k, cn in enumerate(a_calls)]
-    batch: list[tuple[bytes, Any, float]] = []
-    for k in range(6):
-        batch += [(d, ADDR_A, 0.120 - 0.02 * k) for d in pack_trunk(entries, 40_000 + 20 * k)]
-    batch += [
-        (pack_trunk(entries, 0)[0], ADDR_A, 0.015),                  # trunk ts 0: new epoch
-        (b"\x00\x00\x01\x07" + bytes(4) + TONE, ADDR_A, 0.014),      # bad cmddata: warned
-        (pack_trunk(entries, 40_200)[0], ("127.0.0.99", 4569), 0.013),   # unknown source
-        (bytes([0x80 | 1, 0, 0, 0]) + bytes(8), ADDR_A, 0.012),      # a full frame in between
-        (pack_trunk(ts_entries, 40_220, timestamps=True)[0], ADDR_A, 0.011),
-        (pack_trunk(entries, 40_240)[0][:-7], ADDR_A, 0.010),        # truncated entry
-        (b"\x00\x00\x01\x00\x00", ADDR_A, 0.009),                    # too short
-        (pack_trunk(entries, 40_260)[0], ADDR_A, 0.030),             # older stamp: floor
-    ]
+    batch = make_batch(a_calls, now)
     floor = now - 1.0
     last = p1.b.receive_batch(batch, now, floor)
     f = floor
@@ -84,7 +73,29 @@ def test_batch_equals_one_by_one() -> None:
     assert last == f
     s1, s2 = _state(p1, b_calls, sunk1, now), _state(p2, b_calls, sunk2, now)
     assert s1 == s2
-    _calls, stats, sunk, out, _events = s1
+    return s1, a_calls
+
+
+def test_batch_equals_one_by_one() -> None:
+    def make_batch(a_calls: list[int], now: float) -> list[tuple[bytes, Any, float]]:
+        entries = [(cn, 0, TONE) for cn in a_calls]
+        ts_entries = [(cn, 100 + 20 * k, TONE) for k, cn in enumerate(a_calls)]
+        batch: list[tuple[bytes, Any, float]] = []
+        for k in range(6):
+            batch += [(d, ADDR_A, 0.120 - 0.02 * k) for d in pack_trunk(entries, 40_000 + 20 * k)]
+        return [
+            *batch,
+            (pack_trunk(entries, 0)[0], ADDR_A, 0.015),                  # trunk ts 0: new epoch
+            (b"\x00\x00\x01\x07" + bytes(4) + TONE, ADDR_A, 0.014),      # bad cmddata: warned
+            (pack_trunk(entries, 40_200)[0], ("127.0.0.99", 4569), 0.013),   # unknown source
+            (bytes([0x80 | 1, 0, 0, 0]) + bytes(8), ADDR_A, 0.012),      # a full frame between
+            (pack_trunk(ts_entries, 40_220, timestamps=True)[0], ADDR_A, 0.011),
+            (pack_trunk(entries, 40_240)[0][:-7], ADDR_A, 0.010),        # truncated entry
+            (b"\x00\x00\x01\x00\x00", ADDR_A, 0.009),                    # too short
+            (pack_trunk(entries, 40_260)[0], ADDR_A, 0.030),             # older stamp: floor
+        ]
+
+    (_calls, stats, sunk, out, _events), _a = _batch_vs_one_by_one(True, make_batch)
     st = dict(stats)
     # taken: the 6 + ts 0 + unknown source + timestamped + truncated + the last; the bad
     # cmddata and the 5-byte one are warned about and dropped
@@ -124,32 +135,21 @@ def test_mini_frame_batch_equals_one_by_one() -> None:
     """Un-trunked calls: runs of mini frames in the compiled pass, two of the calls echoing
     (their frames go straight back as mini frames), with a mini frame for an unknown call, one
     from an unknown source, a runt and a full frame in between."""
-    p1, a_calls, b_calls, sunk1 = _pair(trunk=False)
-    p2, a2, b2, sunk2 = _pair(trunk=False)
-    assert (a_calls, b_calls) == (a2, b2)
-    now = p1.now
-    batch: list[tuple[bytes, Any, float]] = []
-    for k in range(5):
-        batch += [(build_mini(cn, (200 + 20 * k) & 0xFFFF, TONE), ADDR_A, 0.12 - 0.02 * k)
-                  for cn in a_calls]
-    batch += [
-        (build_mini(0x7ABC, 300, TONE), ADDR_A, 0.011),            # unknown call
-        (build_mini(a_calls[0], 320, TONE), ("127.0.0.99", 4569), 0.010),   # unknown source
-        (b"\x01\x02\x03", ADDR_A, 0.009),                          # runt
-        (bytes([0x80 | 1, 0, 0, 0]) + bytes(8), ADDR_A, 0.008),    # a full frame in between
-        *[(build_mini(cn, 320, TONE), ADDR_A, 0.030) for cn in a_calls],  # older stamp: floor
-    ]
-    floor = now - 1.0
-    last = p1.b.receive_batch(batch, now, floor)
-    f = floor
-    for data, addr, age in batch:
-        t = max(now - age, f)
-        f = t
-        p2.b.receive_datagram(data, addr, t)
-    assert last == f
-    s1, s2 = _state(p1, b_calls, sunk1, now), _state(p2, b_calls, sunk2, now)
-    assert s1 == s2
-    _calls, stats, sunk, out, _events = s1
+    def make_batch(a_calls: list[int], now: float) -> list[tuple[bytes, Any, float]]:
+        batch: list[tuple[bytes, Any, float]] = []
+        for k in range(5):
+            batch += [(build_mini(cn, (200 + 20 * k) & 0xFFFF, TONE), ADDR_A, 0.12 - 0.02 * k)
+                      for cn in a_calls]
+        return [
+            *batch,
+            (build_mini(0x7ABC, 300, TONE), ADDR_A, 0.011),            # unknown call
+            (build_mini(a_calls[0], 320, TONE), ("127.0.0.99", 4569), 0.010),   # unknown source
+            (b"\x01\x02\x03", ADDR_A, 0.009),                          # runt
+            (bytes([0x80 | 1, 0, 0, 0]) + bytes(8), ADDR_A, 0.008),    # a full frame between
+            *[(build_mini(cn, 320, TONE), ADDR_A, 0.030) for cn in a_calls],  # older: floor
+        ]
+
+    (_calls, stats, sunk, out, _events), _a = _batch_vs_one_by_one(False, make_batch)
     st = dict(stats)
     # frames_in_mini counts every mini datagram looked at, the two dropped ones too
     assert st["frames_in_mini"] == 6 * 4 + 2 and st["drop_mini_unknown_call"] == 2
