@@ -241,7 +241,6 @@ class LoadStats:
         self._last_tx = 0
         self._last_rx = 0
         # the statistics tick in progress (begin_tick / sweep / finish_tick)
-        self._sweep_at = self.started
         self._sweep_calls: list[CallStats] = []
         self._sweep_pos = 0
         self._sweep_seen: dict[int, tuple[int, int, Mapping[str, int]]] = {}
@@ -335,7 +334,6 @@ class LoadStats:
 
     def begin_tick(self, now: float) -> None:
         """Start a statistics tick at ``now``: the calls active now are visited by ``sweep``."""
-        self._sweep_at = now
         self._sweep_calls = list(self.active.values())
         self._sweep_pos = 0
         self._sweep_seen = {}
