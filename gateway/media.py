@@ -144,6 +144,29 @@ class MediaMixin(EndpointCore):
                 failed.append((callno, exc))
         return failed
 
+    def flush_trunks(self, now: float) -> int:
+        """Flush now every outgoing trunk stream that has entries waiting, instead of at its
+        timer; returns how many trunk datagrams that queued.
+
+        For a driver that sends a whole period's voice of all its calls at one instant (the
+        load tester's media tick): the frames leave with the tick instead of half a period
+        later, and the flush's work (building and sending every datagram) runs next to the
+        tick's, not in the middle of the period where it met the peer's traffic being read.
+        The stream's timer stays as a safety net for voice sent outside such ticks: it moves
+        to half a period after this flush (where it finds nothing and only keeps the grid)."""
+        out = self._out
+        before = len(out)
+        half = self._trunkfreq * TRUNK_START_PHASE
+        for st in self._trunks.values():
+            if not st.mux.pending:
+                continue
+            self._cancel(st.timer)
+            self._trunk_flush(now, st)
+            self._cancel(st.timer)
+            st.next_at = now + half
+            st.timer = self._schedule(st.next_at, self._trunk_flush, st)
+        return len(out) - before
+
     # ------------------------------------------------------------------ media: receive
 
     def _vnak_no_voice(self, call: Call, now: float) -> None:

@@ -306,6 +306,7 @@ class BatchedTransport(asyncio.DatagramTransport):
         self._resume_when = 0.0         # when _resume runs (loop time; -1: in this loop pass)
         self._last_data = 0.0       # loop time of the last read that found datagrams
         self._lazy = False          # the scheduled read is the protocol's late one
+        self._held = False          # hold_reads(): no reads until release_reads()
         self._backlog: list[tuple[bytes, Addr]] = []   # waiting for the socket to drain
         self._writing = False
         self._extra = {"socket": sock, "sockname": sock.getsockname()}
@@ -436,11 +437,32 @@ class BatchedTransport(asyncio.DatagramTransport):
             self._resume = loop.call_at(when, self._on_resume)
             self._resume_when = when
 
+    def hold_reads(self) -> None:
+        """Read nothing until :meth:`release_reads` (datagrams wait in the socket buffer; with
+        kernel timestamps their arrival times stay exact).  For a driver with a deadline of its
+        own: the load tester holds reads for the last ~1.5 ms before each media tick, so a
+        batch being taken when the tick falls due never delays it."""
+        if self._held or self._closing:
+            return
+        self._held = True
+        self._stop_reading()
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+
+    def release_reads(self) -> None:
+        """End :meth:`hold_reads`: read what waits now and go back to the usual schedule."""
+        if not self._held:
+            return
+        self._held = False
+        if not self._closing:
+            self._after_read(self._read_once())
+
     def poll(self) -> None:
         """Read what is waiting now, if reads are being coalesced (a resume is scheduled); the
         schedule moves on only when something was read.  For the protocol's timer, so what
         arrived since the last read is handled before the timer's work."""
-        if self._resume is None or self._closing:
+        if self._resume is None or self._closing or self._held:
             return
         got = self._read_once()
         if got:
@@ -508,13 +530,15 @@ async def open_endpoint(config: IaxConfig, bind: Addr = ("0.0.0.0", 4569), *,
                         on_datagram: DatagramHook | None = None,
                         on_datagrams: DatagramsHook | None = None,
                         impair: Impairment | None = None, batched: bool | None = None,
-                        rx_coalesce: float | None = None) -> DatagramServer:
+                        rx_coalesce: float | None = None,
+                        socket_buffer: int = 0) -> DatagramServer:
     """Bind a UDP socket on ``bind`` and run an Endpoint (given or built from ``config``);
     ``impair`` puts a seedable bad network (:mod:`iaxgw.gateway.impair`) before the socket.
 
     ``batched`` (default: when the loop supports it, unless ``IAXGW_NO_BATCHED_IO=1``) uses
     :class:`BatchedTransport` (``recvmmsg``/``sendmmsg``, receive coalescing of ``rx_coalesce``
-    seconds, default :data:`RX_COALESCE`); otherwise the loop's own datagram transport."""
+    seconds, default :data:`RX_COALESCE`); otherwise the loop's own datagram transport.
+    ``socket_buffer``: the socket buffer sizes to ask for (default :data:`SOCKET_BUFFER`)."""
     loop = loop or asyncio.get_running_loop()
     ep = endpoint or Endpoint(config, local_addr=bind, role_name=role_name)
     server = DatagramServer(ep, loop=loop, on_event=on_event, on_datagram=on_datagram,
@@ -528,7 +552,8 @@ async def open_endpoint(config: IaxConfig, bind: Addr = ("0.0.0.0", 4569), *,
     else:
         await loop.create_datagram_endpoint(lambda: server, local_addr=bind)
     if server.transport is not None:
-        server.rcvbuf, server.sndbuf = size_socket_buffers(server.transport)
+        server.rcvbuf, server.sndbuf = size_socket_buffers(server.transport,
+                                                           socket_buffer or SOCKET_BUFFER)
     return server
 
 

@@ -62,6 +62,7 @@ REPORT_EVERY = 1.0               # s between statistics ticks (run from the medi
 SWEEP_SLICE = 0.002              # s of a statistics tick's per-call work per media tick
 CHORE_WINDOW = 0.012             # s after a tick's deadline in which housekeeping may start
 GC_STEP_DELAY = 25               # ticks from a statistics tick to the GC pacer's step
+READ_GUARD = 0.0015              # s before a media tick in which the socket is not read
 ANALYSIS_SLICE = 0.006           # s of audio analysis after a tick at most ...
 TICK_MARGIN = 0.004              # ... and never closer than this to the next tick,
 ANALYSIS_STEP = 0.0005           # in steps of about one call (then received frames are read)
@@ -249,6 +250,18 @@ class LiveCall:
 SETUP_ALLOWANCE_S = 0.5
 
 
+def socket_buffer(calls: int) -> int:
+    """The load tester's socket buffers: 8 KiB per concurrent call (16 MiB at 2,000 calls),
+    at least the server's default, at most 64 MiB.  The kernel counts ~2.3 KiB per received
+    voice datagram, so that is ~70 ms of 2,000 calls' mini frames: enough for the burst a
+    target sends after a pause of its own (a garbage collection of a busy iaxgw serve takes
+    ~70 ms; with 4 MiB the burst overflowed our socket and showed as lost frames, which the
+    target had in fact sent)."""
+    from iaxgw.gateway.server import SOCKET_BUFFER
+
+    return min(max(SOCKET_BUFFER, calls * 8192), 64 * 1024 * 1024)
+
+
 def udp_rcvbuf_errors() -> int | None:
     """This machine's count of UDP datagrams dropped for a full receive buffer (Linux
     ``/proc/net/snmp`` Udp RcvbufErrors), or None where it cannot be read."""
@@ -314,6 +327,8 @@ class LoadRunner:
         self._ep: Any = None
         self._now: Callable[[], float] = clock      # the endpoint's clock: the loop's
         self._rx_exact = False
+        self._hold: Callable[[], None] | None = None     # the transport's hold_reads
+        self._reads_held = False
         self._saw_nots = False
         self._rx_nots = False       # the datagram being received is a trunk without entry ts
         self._codec = FORMAT_ALAW if opts.codec == "alaw" else FORMAT_ULAW
@@ -348,7 +363,8 @@ class LoadRunner:
                                                on_event=self._on_event,
                                                on_datagram=self._on_datagram,
                                                on_datagrams=self._on_datagrams,
-                                               impair=self.impairment)
+                                               impair=self.impairment,
+                                               socket_buffer=socket_buffer(self.opts.calls))
         except OSError as exc:
             raise LoadtestError(f"cannot bind {t.bind[0]}:{t.bind[1]}: "
                                 f"{exc.strerror or exc}") from None
@@ -358,6 +374,9 @@ class LoadRunner:
         self._rx_exact = (bool(getattr(self._server, "rx_time_exact", False))
                           and self.clock is time.monotonic)
         self._ep.set_media_sink(self._on_media)
+        # reads may wait for the media tick only where the kernel stamps arrival times
+        self._hold = (getattr(self._server.transport, "hold_reads", None)
+                      if self._rx_exact else None)
         self._rcvbuf_errors0 = udp_rcvbuf_errors()
         installed = []
         for s in (signal.SIGINT, signal.SIGTERM):
@@ -702,6 +721,13 @@ class LoadRunner:
             self._ep.send_voice(callno, payload, now)
 
     async def _ticker(self) -> None:
+        try:
+            await self._tick_loop()
+        finally:
+            if self._reads_held:            # cancelled while holding reads: let them go
+                self._poll()
+
+    async def _tick_loop(self) -> None:
         """One 20 ms grid for all calls: deadline k = t0 + k x 20 ms.
 
         Everything periodic runs right after a tick's sends, in the slack before the next
@@ -721,7 +747,18 @@ class LoadRunner:
             due = start + k * TICK
             delay = due - clock()
             if delay > 0:
-                await asyncio.sleep(delay)
+                hold = self._hold if self.media_calls else None
+                if hold is not None:
+                    # no reads in the last READ_GUARD before the tick: it never waits for a
+                    # received batch being taken (~1 ms each at 2,000 calls); _poll() reads
+                    # again after the tick's sends
+                    if delay > READ_GUARD:
+                        await asyncio.sleep(delay - READ_GUARD)
+                    hold()
+                    self._reads_held = True
+                    delay = due - clock()
+                if delay > 0:
+                    await asyncio.sleep(delay)
             else:
                 behind = int(-delay / TICK)
                 if behind >= FAR_BEHIND_TICKS:
@@ -740,6 +777,11 @@ class LoadRunner:
                 work_ms.append(spent)
                 if spent > self.max_tick_ms:
                     self.max_tick_ms = spent
+            # read what came in the last period now, at the start of this one (the kernel
+            # stamps arrival times), rather than wherever the socket schedule falls: late in
+            # the period, a batch being taken when the next tick falls due delays it.  Also
+            # ends the read hold, whether or not calls were left to send for.
+            self._poll()
             # Housekeeping, one chore at a time with the loop let in between (the endpoint's
             # timers and reads wait for one chore at most, never for all of them), and only in
             # the first part of the period: a chore takes up to ~4 ms at 2,000 calls, so none
@@ -780,10 +822,25 @@ class LoadRunner:
         ``(callno, payload)`` list in one compiled pass (``tx_tick``)."""
         lnow = self._now()
         items = tx_tick([call.stats.tx for call in calls.values()], now)
-        for callno, exc in self._ep.send_voice_many(items, lnow):
+        ep = self._ep
+        for callno, exc in ep.send_voice_many(items, lnow):
             log.debug("send_voice %d: %s", callno, exc)
             calls.pop(callno, None)
+        ep.flush_trunks(lnow)
         self._flush()
+
+    def _poll(self) -> None:
+        """After a tick's sends: end the read hold (reading what waits) or read now."""
+        tr = self._server.transport if self._server is not None else None
+        if tr is None:
+            return
+        if self._reads_held:
+            self._reads_held = False
+            tr.release_reads()
+            return
+        poll = getattr(tr, "poll", None)
+        if poll is not None:
+            poll()
 
     def _flush(self) -> None:
         if self._server is not None:

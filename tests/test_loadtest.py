@@ -9,6 +9,7 @@ x00 answers and echoes every voice payload at once, x02 busy, x03 congestion, x0
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import gc
 import itertools
@@ -420,3 +421,61 @@ if os.environ.get("IAXGW_LOADTEST_DEBUG"):  # pragma: no cover
     import logging
 
     logging.basicConfig(level=logging.DEBUG)
+
+
+def test_ticker_always_lets_held_reads_go() -> None:
+    """The ticker holds the socket's reads just before each media tick and lets them go after
+    it: also when no call is left to send for by then, and when it is cancelled mid-hold (a
+    read hold left behind would stop the load tester hearing hang-ups and answers)."""
+    import uvloop
+
+    from iaxgw.sim.loadtest import LoadRunner, LoadtestOptions, load_target
+
+    class Transport:
+        def __init__(self) -> None:
+            self.held = 0
+            self.released = 0
+            self.polls = 0
+
+        def release_reads(self) -> None:
+            self.released += 1
+
+        def poll(self) -> None:
+            self.polls += 1
+
+    class Server:
+        def __init__(self) -> None:
+            self.transport = Transport()
+
+    class Flicker(dict):                    # live when the hold is decided, gone at the tick
+        n = 0
+
+        def __bool__(self) -> bool:
+            self.n += 1
+            return self.n % 2 == 1
+
+    async def main(cancel_in_hold: bool) -> Transport:
+        opts = LoadtestOptions(calls=1, quiet=True, live=False)
+        runner = LoadRunner(opts, load_target(opts))
+        server = Server()
+        runner._server = server
+        runner.media_calls = Flicker()
+        task: asyncio.Task[None] | None = None
+
+        def hold() -> None:
+            server.transport.held += 1
+            if cancel_in_hold and server.transport.held == 3 and task is not None:
+                task.cancel()
+
+        runner._hold = hold
+        task = asyncio.get_running_loop().create_task(runner._ticker())
+        await asyncio.sleep(0.15)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert not runner._reads_held
+        return server.transport
+
+    for cancel_in_hold in (False, True):
+        tr = uvloop.run(main(cancel_in_hold))
+        assert tr.held >= 3 and tr.released == tr.held, (cancel_in_hold, vars(tr))

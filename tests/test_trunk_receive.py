@@ -305,3 +305,56 @@ def test_tx_tick_compiled_and_twin_agree() -> None:
     assert [t[1] for t in ticks[0]] == [b"\x01" * 160, b"\x08" * 80, b""]
     assert state[0][:3] == (12, 13, 12 * 160 + 33) and state[0][6] == [1.0, 1.1, 1.2]
     assert state[2][2] == 0 and state[2][6] == []
+
+
+def test_flush_trunks_sends_the_tick_at_once_and_keeps_a_safety_timer() -> None:
+    """``flush_trunks`` (the load tester's tick): the entries just sent leave now, in datagrams
+    stamped on the stream's 20 ms grid; the stream's timer stays half a period later for voice
+    sent outside the ticks, and finds nothing else to send."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from helpers_pair import Pair, seed_configs
+
+    from iaxgw.gateway.events import IncomingCall
+
+    ca, cb = seed_configs(qualify=None, trunk=True)
+    p = Pair(ca, cb)
+    p.run(0.5)
+    calls = [p.a.call("office-b", f"30{i}", p.now) for i in range(3)]
+    assert p.run_until(lambda: len(p.ev(p.b, IncomingCall)) == 3, 10)
+    for e in p.ev(p.b, IncomingCall):
+        p.b.answer(e.callno, p.now)
+    p.run(0.1)
+    a = p.a
+    t0 = p.now
+    for cn in calls:                        # the first frame of each call is a full frame
+        assert a.send_voice(cn, b"\x00" * 160, t0)
+    a.datagrams_to_send(t0)
+    assert a.flush_trunks(t0) == 0          # nothing in a trunk yet
+    stamps = []
+    for k in range(1, 4):
+        now = t0 + 0.02 * k + 0.0004 * k    # ticks a little late: the grid holds
+        assert a.send_voice_many([(cn, bytes([k]) * 160) for cn in calls], now) == []
+        assert a.flush_trunks(now) == 1
+        out = [d for d, _ in a.datagrams_to_send(now)]
+        trunks = [d for d in out if d[:3] == b"\x00\x00\x01"]
+        assert len(trunks) == 1 and len(trunks[0]) == 8 + 3 * (4 + 160)
+        stamps.append(int.from_bytes(trunks[0][4:8], "big"))
+        assert a.get_timer() is not None and a.get_timer() <= now + 0.0101
+        a.handle_timer(now + 0.0101)        # the safety timer: nothing to send
+        assert not [d for d, _ in a.datagrams_to_send(now + 0.0101) if d[:3] == b"\x00\x00\x01"]
+        assert a.flush_trunks(now + 0.0102) == 0
+    assert stamps[1] - stamps[0] == 20 and stamps[2] - stamps[1] == 20
+    # voice sent outside a tick leaves at the safety timer, on the grid it keeps (the last
+    # flush + 10 ms + 20 ms)
+    grid = t0 + 0.06 + 0.0012 + 0.01 + 0.02
+    assert a.send_voice(calls[0], b"\x05" * 160, t0 + 0.08)
+    a.handle_timer(grid - 0.001)
+    assert not [d for d, _ in a.datagrams_to_send(grid - 0.001) if d[:3] == b"\x00\x00\x01"]
+    when = a.get_timer()
+    assert when is not None and abs(when - grid) < 1e-6
+    a.handle_timer(grid)
+    late = [d for d, _ in a.datagrams_to_send(grid) if d[:3] == b"\x00\x00\x01"]
+    assert len(late) == 1 and len(late[0]) == 8 + 4 + 160

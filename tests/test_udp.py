@@ -303,3 +303,51 @@ def test_timer_read_of_a_full_batch_then_realign() -> None:
         await asyncio.sleep(0.01)
 
     uvloop.run(main())
+
+
+def test_held_reads_wait_and_keep_their_arrival_times() -> None:
+    """``hold_reads``: nothing is read (not on readability, not by the timer's ``poll``) until
+    ``release_reads``, which reads what waited, stamped with when it arrived; then reading goes
+    on as usual."""
+    import uvloop
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ep = _Recorder()
+        server = DatagramServer(ep, loop=loop)  # type: ignore[arg-type]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        tr = BatchedTransport(loop, sock, server)
+        tr.start()
+        server.transport = tr
+        tr.release_reads()                  # not held: nothing happens
+        tr.hold_reads()
+        tr.hold_reads()                     # twice is once
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        dst = sock.getsockname()
+        sent_at = []
+        for i in range(3):
+            sent_at.append(time.monotonic())
+            tx.sendto(bytes([i]) * 10, dst)
+        await asyncio.sleep(0.03)           # readable all along, but held
+        tr.poll()
+        server._on_timer()
+        assert ep.got == [] and tr.received == 0
+        released_at = time.monotonic()
+        tr.release_reads()
+        assert [d[0] for d, _, _ in ep.got] == [0, 1, 2]
+        lags = [now - s for (_, _, now), s in zip(ep.got, sent_at, strict=True)]
+        assert all(-0.0005 < lag < 0.01 for lag in lags), lags
+        assert all(now < released_at - 0.015 for _, _, now in ep.got)
+        tx.sendto(b"\x09" * 10, dst)        # reading goes on
+        await asyncio.sleep(0.03)
+        assert [d[0] for d, _, _ in ep.got] == [0, 1, 2, 9]
+        tr.hold_reads()
+        tr.close()                          # closing while held
+        tr.release_reads()
+        tx.close()
+        await asyncio.sleep(0.01)
+        assert server.closed.done()
+
+    uvloop.run(main())
