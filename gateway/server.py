@@ -437,6 +437,11 @@ class BatchedTransport(asyncio.DatagramTransport):
             self._resume = loop.call_at(when, self._on_resume)
             self._resume_when = when
 
+    def backlogged(self) -> bool:
+        """Whether the last read took a full batch, so more may wait in the socket (the next
+        read is due in the next loop pass)."""
+        return self._resume is not None and self._resume_when < 0.0
+
     def hold_reads(self) -> None:
         """Read nothing until :meth:`release_reads` (datagrams wait in the socket buffer; with
         kernel timestamps their arrival times stay exact).  For a driver with a deadline of its

@@ -252,11 +252,11 @@ SETUP_ALLOWANCE_S = 0.5
 
 def socket_buffer(calls: int) -> int:
     """The load tester's socket buffers: 8 KiB per concurrent call (16 MiB at 2,000 calls),
-    at least the server's default, at most 64 MiB.  The kernel counts ~2.3 KiB per received
-    voice datagram, so that is ~70 ms of 2,000 calls' mini frames: enough for the burst a
-    target sends after a pause of its own (a garbage collection of a busy iaxgw serve takes
-    ~70 ms; with 4 MiB the burst overflowed our socket and showed as lost frames, which the
-    target had in fact sent)."""
+    at least the server's default, at most 64 MiB.  The kernel charges ~830 bytes per received
+    mini frame against twice the size asked for, so 16 MiB holds ~0.4 s of 2,000 calls' mini
+    frames.  At 2,000 non-trunked calls our receive queue was seen at 5-24 MB after a pause
+    (ours or the target's); with 4 MiB the kernel dropped what the target had in fact sent,
+    and it counted as loss."""
     from iaxgw.gateway.server import SOCKET_BUFFER
 
     return min(max(SOCKET_BUFFER, calls * 8192), 64 * 1024 * 1024)
@@ -315,6 +315,7 @@ class LoadRunner:
         self.gc = GcPacer()              # no full GC pauses in the media loop (sim/gcpace.py)
         self._tick_open = False          # a statistics tick is being swept (_periodic_begin)
         self._sweep_done = False         # ... and its sweep is done: _periodic_end next
+        self._tick_began = 0.0           # when the open statistics tick began (clock)
         self.work_ms: array[float] = array("d")  # per tick: time spent sending (ms)
         self.notes: list[str] = list(opts.warnings)
         self.started_attempts = 0
@@ -741,6 +742,8 @@ class LoadRunner:
         work_ms = self.work_ms
         next_report = start + REPORT_EVERY
         gc_step_at = -1
+        backlog = getattr(self._server.transport if self._server is not None else None,
+                          "backlogged", None) or (lambda: False)
         stats = self.stats
         while True:
             k += 1
@@ -786,14 +789,19 @@ class LoadRunner:
             # timers and reads wait for one chore at most, never for all of them), and only in
             # the first part of the period: a chore takes up to ~4 ms at 2,000 calls, so none
             # is running when the next tick falls due.
+            # A statistics tick still open a second after it began (a saturated loop left its
+            # sweep too few windows) gets the rest of the period but the margin, rather than
+            # the next one sweeping all the calls at once (tens of ms).
             chores_end = due + CHORE_WINDOW
+            if self._tick_open and clock() - self._tick_began > REPORT_EVERY:
+                chores_end = due + TICK - TICK_MARGIN - SWEEP_SLICE
             for chore in range(5):
                 await asyncio.sleep(0)
                 if clock() >= chores_end:
                     break
                 if chore == 0:
                     self.gc.idle()
-                elif chore == 1 and clock() >= next_report:
+                elif chore == 1 and clock() >= next_report and not self._tick_open:
                     next_report = max(next_report + REPORT_EVERY, clock())
                     self._periodic_begin(clock())
                     gc_step_at = k + GC_STEP_DELAY
@@ -809,9 +817,11 @@ class LoadRunner:
                     self._periodic_end()
             # audio analysis in steps of about one call, yielding to the loop between steps so
             # received frames are timestamped (jitter) with at most one step of delay
+            # -- and none while the socket has a backlog: reading it comes first (saturated,
+            # analysis and reads shared the spare time and the backlog grew to overflow)
             after = clock()
             limit = min(after + ANALYSIS_SLICE, start + (k + 1) * TICK - TICK_MARGIN)
-            while after < limit:
+            while after < limit and not backlog():
                 if not stats.analyze_until(min(limit, after + ANALYSIS_STEP), clock):
                     break
                 await asyncio.sleep(0)
@@ -878,14 +888,12 @@ class LoadRunner:
     def _periodic_begin(self, now: float) -> None:
         """About once a second, from the ticker: watchdog, and the statistics tick begins
         (``LoadStats.begin_tick``); the ticker sweeps its calls in slices and ends it
-        (``_periodic_end``), and steps the GC pacer a few ticks later.  A tick still open is
-        ended first."""
-        if self._tick_open:
-            self.stats.sweep(math.inf)
-            self._periodic_end()
+        (``_periodic_end``), and steps the GC pacer a few ticks later.  The ticker begins a
+        statistics tick only when the last one has ended."""
         self._media_watchdog()
         self.stats.begin_tick(now)
         self._tick_open = True
+        self._tick_began = now
         self._sweep_done = False
 
     def _periodic_end(self) -> None:

@@ -351,3 +351,38 @@ def test_held_reads_wait_and_keep_their_arrival_times() -> None:
         assert server.closed.done()
 
     uvloop.run(main())
+
+
+def test_backlogged_after_a_full_batch_until_drained() -> None:
+    """``backlogged()``: the last read took a full batch (more may wait), until a read that
+    takes less."""
+    import uvloop
+
+    from iaxgw._core.udp import UdpIO
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ep = _Recorder()
+        server = DatagramServer(ep, loop=loop)  # type: ignore[arg-type]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        tr = BatchedTransport(loop, sock, server)
+        tr._io = UdpIO(sock, 4)
+        tr.start()
+        server.transport = tr
+        assert not tr.backlogged()
+        tr._after_read(1)                   # reads are being coalesced
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for i in range(10):
+            tx.sendto(bytes([i]) * 10, sock.getsockname())
+        time.sleep(0.01)
+        tr.poll()                           # 4 of 10: a full batch
+        assert len(ep.got) == 4 and tr.backlogged()
+        await asyncio.sleep(0.02)           # the next loop passes read the rest
+        assert len(ep.got) == 10 and not tr.backlogged()
+        tx.close()
+        tr.close()
+        await asyncio.sleep(0.01)
+
+    uvloop.run(main())
