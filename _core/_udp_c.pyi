@@ -4,12 +4,15 @@ import socket
 from typing import Any
 
 SLOT: int
+GRO_SLOT: int
 DEFAULT_BATCH: int
 ADDR_CACHE: int
 GSO_MAX_SEGMENTS: int
 GSO_MAX_BYTES: int
 
 def gso_default() -> bool: ...
+
+def gro_default() -> bool: ...
 
 def enable_rx_timestamps(sock: socket.socket) -> bool: ...
 
@@ -19,7 +22,10 @@ class UdpIO:
     last_send_error: str | None
     gso: bool
     gso_datagrams: int
-    def __init__(self, sock: socket.socket, batch: int = ..., gso: bool | None = ...) -> None: ...
+    gro: bool
+    gro_datagrams: int
+    def __init__(self, sock: socket.socket, batch: int = ..., gso: bool | None = ...,
+                 gro: bool | None = ...) -> None: ...
     @property
     def batch(self) -> int: ...
     @property

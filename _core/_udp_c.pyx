@@ -34,7 +34,10 @@ cdef extern from *:
     #include <string.h>
     #include <time.h>
 
-    #define IAXGW_CTRL 64
+    #define IAXGW_CTRL 128
+    #ifndef UDP_GRO
+    #define UDP_GRO 104
+    #endif
     #ifndef UDP_SEGMENT
     #define UDP_SEGMENT 103
     #endif
@@ -103,6 +106,25 @@ cdef extern from *:
             }
         }
         return -1.0;
+    }
+
+    /* The UDP_GRO segment size of one received message (the datagrams it coalesces are that
+       long, the last may be shorter), or 0 when it is one datagram. */
+    static int iaxgw_gro_size(struct msghdr* h) {
+        struct cmsghdr* c;
+        int v;
+        for (c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
+            if (c->cmsg_level == IPPROTO_UDP && c->cmsg_type == UDP_GRO
+                    && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+                memcpy(&v, CMSG_DATA(c), sizeof(v));
+                return v > 0 ? v : 0;
+            }
+        }
+        return 0;
+    }
+
+    static int iaxgw_set_gro(int fd, int on) {
+        return setsockopt(fd, IPPROTO_UDP, UDP_GRO, &on, sizeof(on)) == 0;
     }
 
     static int iaxgw_enable_timestamps(int fd) {
@@ -225,6 +247,8 @@ cdef extern from *:
                    unsigned char* ctrl, unsigned char* data, size_t slot,
                    unsigned int n) nogil
     double iaxgw_rx_time(msghdr* h) nogil
+    int iaxgw_gro_size(msghdr* h) nogil
+    int iaxgw_set_gro(int fd, int on) nogil
     double iaxgw_realtime() nogil
     int iaxgw_enable_timestamps(int fd) nogil
     int iaxgw_sendmmsg(int fd, mmsghdr* msgs, unsigned int n) nogil
@@ -246,6 +270,12 @@ cdef extern from *:
 cdef enum:
     _SLOT = 4352
 SLOT = _SLOT
+#: Bytes per receive slot with receive offload (``UDP_GRO``): a message may then carry up to 64
+#: datagrams that a peer sent as one segmented buffer (``UDP_SEGMENT``, at most ``GSO_MAX_BYTES``
+#: here, 64 KiB in the kernel), handed over whole instead of cut back into 64 socket buffers.
+cdef enum:
+    _GRO_SLOT = 65536
+GRO_SLOT = _GRO_SLOT
 #: Datagrams per system call (receive and send).
 DEFAULT_BATCH = 64
 #: Distinct peer addresses remembered (received-address tuples, destination sockaddrs).
@@ -260,8 +290,8 @@ cdef enum:
 GSO_MAX_SEGMENTS = _GSO_MAX_SEGMENTS
 GSO_MAX_BYTES = _GSO_MAX_BYTES
 
-__all__ = ["ADDR_CACHE", "DEFAULT_BATCH", "GSO_MAX_BYTES", "GSO_MAX_SEGMENTS", "SLOT", "UdpIO",
-           "enable_rx_timestamps", "gso_default"]
+__all__ = ["ADDR_CACHE", "DEFAULT_BATCH", "GRO_SLOT", "GSO_MAX_BYTES", "GSO_MAX_SEGMENTS", "SLOT",
+           "UdpIO", "enable_rx_timestamps", "gro_default", "gso_default"]
 
 
 def gso_default():
@@ -271,6 +301,15 @@ def gso_default():
     import os
     import sys
     return sys.platform.startswith("linux") and os.environ.get("IAXGW_NO_GSO", "") in ("", "0")
+
+
+def gro_default():
+    """Whether new :class:`UdpIO` objects take coalesced receives (``UDP_GRO``): yes on Linux
+    unless ``IAXGW_NO_GRO`` is set (to anything but ``0``); a kernel without it refuses the
+    option and the socket reads datagram by datagram."""
+    import os
+    import sys
+    return sys.platform.startswith("linux") and os.environ.get("IAXGW_NO_GRO", "") in ("", "0")
 
 
 def enable_rx_timestamps(sock):
@@ -302,8 +341,13 @@ cdef class UdpIO:
     cdef public bint gso
     #: datagrams that left in segmented buffers
     cdef public unsigned long long gso_datagrams
+    #: receives are coalesced (UDP_GRO on): a message may carry several datagrams
+    cdef readonly bint gro
+    #: datagrams that arrived in coalesced messages
+    cdef public unsigned long long gro_datagrams
+    cdef Py_ssize_t _slot
 
-    def __cinit__(self, sock, unsigned int batch=DEFAULT_BATCH):
+    def __cinit__(self, sock, unsigned int batch=DEFAULT_BATCH, *args, **kwargs):
         if batch < 1 or batch > 1024:
             raise ValueError(f"batch must be 1..1024, got {batch}")
         self._batch = batch
@@ -311,16 +355,16 @@ cdef class UdpIO:
         self._iov = <iovec*>PyMem_Malloc(batch * sizeof(iovec))
         self._addrs = <sockaddr_storage*>PyMem_Malloc(batch * sizeof(sockaddr_storage))
         self._ctrl = <unsigned char*>PyMem_Malloc(batch * <size_t>IAXGW_CTRL)
-        self._data = <unsigned char*>PyMem_Malloc(batch * <size_t>_SLOT)
+        self._data = NULL           # sized in __init__ (by whether receives are coalesced)
         self._sctrl = <unsigned char*>PyMem_Malloc(batch * <size_t>IAXGW_GSO_CTRL)
         self._counts = <unsigned int*>PyMem_Malloc(batch * sizeof(unsigned int))
         if (self._msgs == NULL or self._iov == NULL or self._addrs == NULL
-                or self._ctrl == NULL or self._data == NULL or self._sctrl == NULL
+                or self._ctrl == NULL or self._sctrl == NULL
                 or self._counts == NULL):
             raise MemoryError()
         memset(self._msgs, 0, batch * sizeof(mmsghdr))
 
-    def __init__(self, sock, unsigned int batch=DEFAULT_BATCH, gso=None):
+    def __init__(self, sock, unsigned int batch=DEFAULT_BATCH, gso=None, gro=None):
         fam = sock.family
         if fam not in (_socket.AF_INET, _socket.AF_INET6) or sock.type != _socket.SOCK_DGRAM:
             raise ValueError("UdpIO needs an AF_INET or AF_INET6 datagram socket")
@@ -334,6 +378,16 @@ cdef class UdpIO:
         self.last_send_error = None
         self.gso = gso_default() if gso is None else bool(gso)
         self.gso_datagrams = 0
+        # set either way: the option stays with the socket, and a reader that does not cut
+        # coalesced messages must not get them
+        want_gro = gro_default() if gro is None else bool(gro)
+        self.gro = bool(iaxgw_set_gro(self._fd, 1 if want_gro else 0)) and want_gro
+        self.gro_datagrams = 0
+        self._slot = _GRO_SLOT if self.gro else _SLOT
+        PyMem_Free(self._data)
+        self._data = <unsigned char*>PyMem_Malloc(self._batch * <size_t>self._slot)
+        if self._data == NULL:
+            raise MemoryError()
 
     def __dealloc__(self):
         PyMem_Free(self._msgs)
@@ -370,16 +424,21 @@ cdef class UdpIO:
         return name
 
     def recv(self):
-        """Up to ``batch`` waiting datagrams as ``[(data, (host, port), age_s), ...]``; ``[]``
-        when none is waiting.  ``age_s`` is how long each waited since the kernel stamped it
-        (0.0 without timestamps).  Raises OSError for a socket error other than "would block"."""
-        cdef int got, i
-        cdef unsigned int length
+        """The waiting datagrams as ``[(data, (host, port), age_s), ...]``, from up to ``batch``
+        messages (with ``gro``, a message may carry several datagrams of one sender, all with
+        its age); ``[]`` when none is waiting.  ``age_s`` is how long each waited since the
+        kernel stamped it (0.0 without timestamps).  Raises OSError for a socket error other
+        than "would block"."""
+        cdef int got, i, seg
+        cdef Py_ssize_t length, off, n, slot = self._slot
         cdef double stamp, now_real
         cdef list out
+        cdef const char* base
+        if self._data == NULL:
+            raise RuntimeError("UdpIO is not initialised")
         with nogil:
             got = iaxgw_recv(self._fd, self._msgs, self._iov, self._addrs, self._ctrl,
-                             self._data, _SLOT, self._batch)
+                             self._data, <size_t>slot, self._batch)
             now_real = iaxgw_realtime()
         if got < 0:
             if -got == EAGAIN or -got == EWOULDBLOCK:
@@ -387,13 +446,26 @@ cdef class UdpIO:
             raise OSError(-got, _strerror(-got))
         out = []
         for i in range(got):
-            length = self._msgs[i].msg_len
-            if length > <unsigned int>_SLOT:       # never trust a length beyond the slot
-                length = _SLOT
-            data = PyBytes_FromStringAndSize(<char*>(self._data + <size_t>i * _SLOT), length)
+            length = <Py_ssize_t>self._msgs[i].msg_len
+            if length > slot:                   # never trust a length beyond the slot
+                length = slot
+            base = <const char*>(self._data + <size_t>i * <size_t>slot)
             stamp = iaxgw_rx_time(&self._msgs[i].msg_hdr)
             age = now_real - stamp if stamp > 0.0 and now_real > stamp else 0.0
-            out.append((data, self._name(&self._addrs[i]), age))
+            name = self._name(&self._addrs[i])
+            seg = iaxgw_gro_size(&self._msgs[i].msg_hdr) if self.gro else 0
+            if 0 < seg < length:
+                # coalesced: cut back into the datagrams, seg bytes each (the last may be less)
+                off = 0
+                while off < length:
+                    n = length - off
+                    if n > seg:
+                        n = seg
+                    out.append((PyBytes_FromStringAndSize(base + off, n), name, age))
+                    off += n
+                    self.gro_datagrams += 1
+            else:
+                out.append((PyBytes_FromStringAndSize(base, length), name, age))
         return out
 
     cdef object _sockaddr(self, object addr):

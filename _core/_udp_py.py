@@ -14,15 +14,18 @@ import time
 from typing import Any
 
 SLOT = 4352
+GRO_SLOT = 65536
 DEFAULT_BATCH = 64
 ADDR_CACHE = 4096
 GSO_MAX_SEGMENTS = 64
 GSO_MAX_BYTES = 63000
 
-__all__ = ["ADDR_CACHE", "DEFAULT_BATCH", "GSO_MAX_BYTES", "GSO_MAX_SEGMENTS", "SLOT", "UdpIO",
-           "enable_rx_timestamps", "gso_default"]
+__all__ = ["ADDR_CACHE", "DEFAULT_BATCH", "GRO_SLOT", "GSO_MAX_BYTES", "GSO_MAX_SEGMENTS", "SLOT",
+           "UdpIO", "enable_rx_timestamps", "gro_default", "gso_default"]
 
 _UDP_SEGMENT = getattr(_socket, "UDP_SEGMENT", 103)
+_UDP_GRO = getattr(_socket, "UDP_GRO", 104)
+_GRO_SIZE = struct.Struct("@i")
 _SEG = struct.Struct("@H")
 _NO_GSO_ERRNOS = frozenset(getattr(os, name) for name in
                            ("EIO", "EINVAL", "EMSGSIZE", "EOPNOTSUPP", "ENOPROTOOPT")
@@ -33,6 +36,12 @@ def gso_default() -> bool:
     """As compiled: segment on send unless ``IAXGW_NO_GSO`` is set (Linux only)."""
     import sys
     return sys.platform.startswith("linux") and os.environ.get("IAXGW_NO_GSO", "") in ("", "0")
+
+def gro_default() -> bool:
+    """As compiled: coalesced receives unless ``IAXGW_NO_GRO`` is set (Linux only)."""
+    import sys
+    return sys.platform.startswith("linux") and os.environ.get("IAXGW_NO_GRO", "") in ("", "0")
+
 
 # Linux's value where the socket module does not name it (Python < 3.13)
 _SO_TIMESTAMPNS = getattr(_socket, "SO_TIMESTAMPNS", 35 if _socket.__dict__.get("AF_NETLINK")
@@ -58,7 +67,7 @@ class UdpIO:
     """Batched receive and send on one non-blocking UDP socket."""
 
     def __init__(self, sock: _socket.socket, batch: int = DEFAULT_BATCH,
-                 gso: bool | None = None) -> None:
+                 gso: bool | None = None, gro: bool | None = None) -> None:
         if not 1 <= batch <= 1024:
             raise ValueError(f"batch must be 1..1024, got {batch}")
         if (sock.family not in (_socket.AF_INET, _socket.AF_INET6)
@@ -73,6 +82,17 @@ class UdpIO:
         self.last_send_error: str | None = None
         self.gso = gso_default() if gso is None else bool(gso)
         self.gso_datagrams = 0
+        # set either way, as compiled: the option stays with the socket
+        want_gro = gro_default() if gro is None else bool(gro)
+        self.gro = False
+        try:
+            sock.setsockopt(_socket.IPPROTO_UDP, _UDP_GRO, 1 if want_gro else 0)
+            self.gro = want_gro
+        except OSError:
+            pass
+        self.gro_datagrams = 0
+        self._slot = GRO_SLOT if self.gro else SLOT
+        self._anc = _ANC + (_socket.CMSG_SPACE(_GRO_SIZE.size) if self.gro else 0)
 
     @property
     def batch(self) -> int:
@@ -86,9 +106,10 @@ class UdpIO:
         out: list[tuple[bytes, tuple[str, int], float]] = []
         sock = self._sock
         stamps: list[float] = []
+        slot, gro = self._slot, self.gro
         for _ in range(self._batch):
             try:
-                data, anc, _flags, addr = sock.recvmsg(SLOT, _ANC, _socket.MSG_DONTWAIT)
+                data, anc, _flags, addr = sock.recvmsg(slot, self._anc, _socket.MSG_DONTWAIT)
             except _WOULD_BLOCK:
                 break
             except OSError:
@@ -96,13 +117,25 @@ class UdpIO:
                     break
                 raise
             stamp = -1.0
+            seg = 0
             for level, kind, blob in anc:
                 if (level == _socket.SOL_SOCKET and kind == _SCM_TIMESTAMPNS
                         and len(blob) >= _TIMESPEC.size):
                     sec, nsec = _TIMESPEC.unpack_from(blob)
                     stamp = sec + nsec * 1e-9
-            stamps.append(stamp)
-            out.append((data[:SLOT], (str(addr[0]), int(addr[1])), 0.0))
+                elif (gro and level == _socket.IPPROTO_UDP and kind == _UDP_GRO
+                        and len(blob) >= _GRO_SIZE.size):
+                    seg = max(0, _GRO_SIZE.unpack_from(blob)[0])
+            data = data[:slot]
+            name = (str(addr[0]), int(addr[1]))
+            if 0 < seg < len(data):     # coalesced: the datagrams, seg bytes each
+                for off in range(0, len(data), seg):
+                    stamps.append(stamp)
+                    out.append((data[off:off + seg], name, 0.0))
+                    self.gro_datagrams += 1
+            else:
+                stamps.append(stamp)
+                out.append((data, name, 0.0))
         if out:
             now_real = time.time()
             out = [(d, a, now_real - s if 0.0 < s < now_real else 0.0)

@@ -15,11 +15,13 @@ if TYPE_CHECKING:
     from iaxgw._core._udp_c import (
         ADDR_CACHE,
         DEFAULT_BATCH,
+        GRO_SLOT,
         GSO_MAX_BYTES,
         GSO_MAX_SEGMENTS,
         SLOT,
         UdpIO,
         enable_rx_timestamps,
+        gro_default,
         gso_default,
     )
 else:
@@ -28,9 +30,11 @@ else:
     GSO_MAX_BYTES = _impl.GSO_MAX_BYTES
     GSO_MAX_SEGMENTS = _impl.GSO_MAX_SEGMENTS
     SLOT = _impl.SLOT
+    GRO_SLOT = _impl.GRO_SLOT
     gso_default = _impl.gso_default
+    gro_default = _impl.gro_default
     UdpIO = _impl.UdpIO
     enable_rx_timestamps = _impl.enable_rx_timestamps
 
-__all__ = ["ADDR_CACHE", "DEFAULT_BATCH", "GSO_MAX_BYTES", "GSO_MAX_SEGMENTS", "SLOT", "UdpIO",
-           "enable_rx_timestamps", "gso_default"]
+__all__ = ["ADDR_CACHE", "DEFAULT_BATCH", "GRO_SLOT", "GSO_MAX_BYTES", "GSO_MAX_SEGMENTS", "SLOT",
+           "UdpIO", "enable_rx_timestamps", "gro_default", "gso_default"]
