@@ -307,6 +307,11 @@ class BatchedTransport(asyncio.DatagramTransport):
         self._last_data = 0.0       # loop time of the last read that found datagrams
         self._lazy = False          # the scheduled read is the protocol's late one
         self._held = False          # hold_reads(): no reads until release_reads()
+        #: datagrams read but not handed over yet: a read of coalesced messages (UDP_GRO) can
+        #: bring many batches' worth at once (a peer's whole trunk flush); they go to the
+        #: protocol a batch per loop pass, as if still in the socket
+        self._rx_rest: list[tuple[bytes, Addr, float]] = []
+        self._rx_rest_at = 0.0
         self._backlog: list[tuple[bytes, Addr]] = []   # waiting for the socket to drain
         self._writing = False
         self._extra = {"socket": sock, "sockname": sock.getsockname()}
@@ -341,6 +346,7 @@ class BatchedTransport(asyncio.DatagramTransport):
             self._loop.remove_writer(self._fd)
             self._writing = False
         self._backlog.clear()
+        self._rx_rest = []
         self._loop.call_soon(self._finish_close)
 
     def _finish_close(self) -> None:
@@ -407,18 +413,30 @@ class BatchedTransport(asyncio.DatagramTransport):
         """One ``recvmmsg`` worth of datagrams to the protocol; how many (-1: a full batch,
         more may be waiting)."""
         io = self._io
-        try:
-            batch = io.recv()
-        except OSError as exc:
-            log.debug("socket receive error: %s", exc)
-            self._protocol.error_received(exc)
-            return 0
-        if not batch:
-            return 0
-        self.wakeups += 1
+        limit = io.batch
+        rest = self._rx_rest
+        if rest:
+            # what a coalesced read brought beyond one batch: next batch, aged by the wait
+            waited = time.monotonic() - self._rx_rest_at
+            batch = [(d, a, age + waited) for d, a, age in rest[:limit]]
+            del rest[:limit]
+        else:
+            try:
+                batch = io.recv()
+            except OSError as exc:
+                log.debug("socket receive error: %s", exc)
+                self._protocol.error_received(exc)
+                return 0
+            if not batch:
+                return 0
+            if len(batch) > limit:
+                self._rx_rest = batch[limit:]
+                self._rx_rest_at = time.monotonic()
+                del batch[limit:]
+            self.wakeups += 1
         self.received += len(batch)
         self._protocol.datagrams_received(batch)
-        return -1 if len(batch) >= io.batch else len(batch)
+        return -1 if len(batch) >= limit or self._rx_rest else len(batch)
 
     def _on_readable(self) -> None:
         self._after_read(self._read_once())

@@ -397,3 +397,61 @@ def test_backlogged_after_a_full_batch_until_drained() -> None:
         await asyncio.sleep(0.01)
 
     uvloop.run(main())
+
+
+def test_a_coalesced_read_goes_over_a_batch_at_a_time() -> None:
+    """A read of coalesced messages (UDP_GRO) that brings more than a batch hands the protocol
+    one batch per loop pass, in order, each aged by its wait (so arrival times stay exact), and
+    counts as a full batch until the last."""
+    import sys
+
+    import uvloop
+
+    from iaxgw._core.udp import UdpIO
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("UDP_GRO is Linux's")
+
+    class Batches(_Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sizes: list[int] = []
+
+        def receive_batch(self, batch: list[Any], now: float, floor: float) -> float:
+            self.sizes.append(len(batch))
+            for data, addr, age in batch:
+                self.got.append((data, addr, now - age))
+            return floor
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ep = Batches()
+        server = DatagramServer(ep, loop=loop)  # type: ignore[arg-type]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        tr = BatchedTransport(loop, sock, server)
+        tr._io = UdpIO(sock, 4, gro=True)
+        assert tr._io.gro
+        tr.start()
+        server.transport = tr
+        tr._after_read(1)                   # reads are being coalesced
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tx.setblocking(False)
+        sent_at = time.monotonic()
+        assert UdpIO(tx, 16, gso=True).send([(bytes([i]) * 100, sock.getsockname())
+                                             for i in range(10)]) == 10
+        time.sleep(0.01)
+        tr.poll()                           # one message of 10: the first 4 now
+        assert ep.sizes == [4] and tr.backlogged()
+        await asyncio.sleep(0.02)
+        assert ep.sizes == [4, 4, 2] and not tr.backlogged()
+        assert [d[0] for d, _, _ in ep.got] == list(range(10))
+        arrivals = [t for _, _, t in ep.got]
+        assert all(abs(t - arrivals[0]) < 0.002 for t in arrivals), arrivals
+        assert -0.001 < arrivals[0] - sent_at < 0.005
+        tx.close()
+        tr.close()
+        await asyncio.sleep(0.01)
+
+    uvloop.run(main())
