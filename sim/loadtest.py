@@ -254,9 +254,9 @@ def socket_buffer(calls: int) -> int:
     """The load tester's socket buffers: 8 KiB per concurrent call (16 MiB at 2,000 calls),
     at least the server's default, at most 64 MiB.  The kernel charges ~830 bytes per received
     mini frame against twice the size asked for, so 16 MiB holds ~0.4 s of 2,000 calls' mini
-    frames.  At 2,000 non-trunked calls our receive queue was seen at 5-24 MB after a pause
-    (ours or the target's); with 4 MiB the kernel dropped what the target had in fact sent,
-    and it counted as loss."""
+    frames.  At 2,000 non-trunked calls, before receives were coalesced (UDP_GRO), our
+    receive queue was seen at 5-24 MB when our reads fell behind; with 4 MiB the kernel
+    dropped what the target had in fact sent, and it counted as loss."""
     from iaxgw.gateway.server import SOCKET_BUFFER
 
     return min(max(SOCKET_BUFFER, calls * 8192), 64 * 1024 * 1024)

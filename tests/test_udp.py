@@ -147,20 +147,31 @@ class _Recorder:
         return None
 
 
+def _transport(ep: Any = None, io: Any = None) -> tuple[Any, DatagramServer, socket.socket,
+                                                       BatchedTransport]:
+    """A started BatchedTransport on a loopback socket, its server and endpoint (a recorder
+    unless given); ``io(sock)`` replaces its UdpIO.  Inside a running loop."""
+    loop = asyncio.get_running_loop()
+    ep = _Recorder() if ep is None else ep
+    server = DatagramServer(ep, loop=loop)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    tr = BatchedTransport(loop, sock, server)
+    if io is not None:
+        tr._io = io(sock)
+    tr.start()
+    server.transport = tr
+    return ep, server, sock, tr
+
+
 def test_batched_transport_hands_over_kernel_arrival_times() -> None:
     """Datagrams that wait in the socket while the loop is busy reach the endpoint with their
     own arrival times (5 ms apart), not the time they were read."""
     import uvloop
 
     async def main() -> list[float]:
-        loop = asyncio.get_running_loop()
-        ep = _Recorder()
-        server = DatagramServer(ep, loop=loop)  # type: ignore[arg-type]
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-        tr = BatchedTransport(loop, sock, server)
-        tr.start()
+        ep, server, sock, tr = _transport()
         assert server.rx_time_exact
         tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         dst = sock.getsockname()
@@ -204,16 +215,8 @@ def test_batched_transport_keeps_unsent_datagrams_in_order() -> None:
             return []
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        ep = _Recorder()
-        server = DatagramServer(ep, loop=loop)  # type: ignore[arg-type]
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-        tr = BatchedTransport(loop, sock, server)
         io = Stingy()
-        tr._io = io  # type: ignore[assignment]
-        tr.start()
+        _ep, server, _sock, tr = _transport(io=lambda _: io)
         dst = ("127.0.0.1", 9)
         tr.send_many([(b"1", dst), (b"2", dst), (b"3", dst)])
         tr.sendto(b"4", dst)
@@ -289,16 +292,7 @@ def test_timer_read_of_a_full_batch_then_realign() -> None:
     from iaxgw._core.udp import UdpIO
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        ep = _Recorder()
-        server = DatagramServer(ep, loop=loop)  # type: ignore[arg-type]
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-        tr = BatchedTransport(loop, sock, server)
-        tr._io = UdpIO(sock, 4)
-        tr.start()
-        server.transport = tr
+        ep, server, sock, tr = _transport(io=lambda sock: UdpIO(sock, 4))
         tr._after_read(1)                   # as after a read: the next one is scheduled
         assert tr._resume is not None
         tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -323,15 +317,7 @@ def test_held_reads_wait_and_keep_their_arrival_times() -> None:
     import uvloop
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        ep = _Recorder()
-        server = DatagramServer(ep, loop=loop)  # type: ignore[arg-type]
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-        tr = BatchedTransport(loop, sock, server)
-        tr.start()
-        server.transport = tr
+        ep, server, sock, tr = _transport()
         tr.release_reads()                  # not held: nothing happens
         tr.hold_reads()
         tr.hold_reads()                     # twice is once
@@ -372,16 +358,7 @@ def test_backlogged_after_a_full_batch_until_drained() -> None:
     from iaxgw._core.udp import UdpIO
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        ep = _Recorder()
-        server = DatagramServer(ep, loop=loop)  # type: ignore[arg-type]
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-        tr = BatchedTransport(loop, sock, server)
-        tr._io = UdpIO(sock, 4)
-        tr.start()
-        server.transport = tr
+        ep, _server, sock, tr = _transport(io=lambda sock: UdpIO(sock, 4))
         assert not tr.backlogged()
         tr._after_read(1)                   # reads are being coalesced
         tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -424,17 +401,8 @@ def test_a_coalesced_read_goes_over_a_batch_at_a_time() -> None:
             return floor
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        ep = Batches()
-        server = DatagramServer(ep, loop=loop)  # type: ignore[arg-type]
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-        tr = BatchedTransport(loop, sock, server)
-        tr._io = UdpIO(sock, 4, gro=True)
+        ep, _server, sock, tr = _transport(Batches(), io=lambda sock: UdpIO(sock, 4, gro=True))
         assert tr._io.gro
-        tr.start()
-        server.transport = tr
         tr._after_read(1)                   # reads are being coalesced
         tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         tx.setblocking(False)
