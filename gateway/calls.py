@@ -33,12 +33,15 @@ NORMAL_POOL = (2, 16383)
 TRUNK_POOL = (16384, 32767)
 #: A freed call number is held this long before reuse, and counts against its IP meanwhile.
 CALLNO_HOLD_S = 60.0
+#: Share of a pool that frames for unknown calls may ever hold (the rest stays allocatable).
+QUARANTINE_POOL_SHARE = 8
 
 
 class CallNumbers:
     """Random call number allocation with a 60 s hold and a per-source-IP limit."""
 
-    __slots__ = ("_held", "_holdq", "_per_ip", "_rng", "_used", "hold", "limit")
+    __slots__ = ("_born", "_held", "_holdq", "_last_ip", "_per_ip", "_q_per_ip", "_q_pool",
+                 "_rng", "_used", "hold", "limit")
 
     def __init__(self, rng: random.Random, limit: int = 2048, hold: float = CALLNO_HOLD_S) -> None:
         self._rng = rng
@@ -46,23 +49,30 @@ class CallNumbers:
         self.hold = hold
         self._used: set[int] = set()
         self._held: set[int] = set()
-        self._holdq: deque[tuple[float, int, str | None]] = deque()
+        self._holdq: deque[tuple[float, int, str, bool]] = deque()
         self._per_ip: dict[str, int] = {}
+        #: IP of the last call on each number (kept after release: what a peer really held)
+        self._last_ip: dict[int, str] = {}
+        self._q_per_ip: dict[str, int] = {}         # quarantined numbers per source IP
+        self._q_pool = [0, 0]                       # quarantined numbers per pool (normal, trunk)
+        self._born: float | None = None             # first ``now`` seen: start of the process
 
     def _prune(self, now: float) -> None:
+        if self._born is None:
+            self._born = now
         q = self._holdq
         while q and q[0][0] <= now:
-            _, callno, ip = q.popleft()
+            _, callno, ip, quarantined = q.popleft()
             self._held.discard(callno)
-            if ip is not None:
-                self._dec(ip)
+            if quarantined:
+                self._q_pool[callno >= TRUNK_POOL[0]] -= 1
+                _dec(self._q_per_ip, ip)
+            else:
+                _dec(self._per_ip, ip)
 
-    def _dec(self, ip: str) -> None:
-        left = self._per_ip.get(ip, 0) - 1
-        if left > 0:
-            self._per_ip[ip] = left
-        else:
-            self._per_ip.pop(ip, None)
+    def start(self, now: float) -> None:
+        """The endpoint starts at ``now`` (the restart window of :meth:`quarantine` opens)."""
+        self._born = now
 
     def allocate(self, ip: str, now: float, trunk: bool = False) -> int | None:
         """A free call number for a call with ``ip``, or None (IP over its limit, pool empty)."""
@@ -88,6 +98,7 @@ class CallNumbers:
             return None
         used.add(callno)
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        self._last_ip[callno] = ip
         return callno
 
     def release(self, callno: int, ip: str, now: float) -> None:
@@ -96,15 +107,33 @@ class CallNumbers:
             return
         self._used.discard(callno)
         self._held.add(callno)
-        self._holdq.append((now + self.hold, callno, ip))
+        self._holdq.append((now + self.hold, callno, ip, False))
 
-    def quarantine(self, callno: int, now: float) -> None:
-        """Hold a free ``callno`` for ``hold`` s without counting it against any IP: a peer
-        still refers to it (frames for an unknown call), so a new call must not take it."""
+    def quarantine(self, callno: int, ip: str, now: float) -> bool:
+        """Hold a free ``callno`` for ``hold`` s because a peer at ``ip`` still refers to it
+        (frames for an unknown call), so that a new call does not take it; True if held.
+
+        Only a number whose last call was with ``ip`` is held -- or any number during the
+        first ``hold`` seconds of the process, when a peer's calls from before a restart
+        still refer to us.  At most ``limit`` numbers per source IP (what it can really hold)
+        and never more than 1/``QUARANTINE_POOL_SHARE`` of a pool: forged frames with a
+        peer's address cannot take the call numbers away from real calls."""
+        self._prune(now)
         if not NORMAL_POOL[0] <= callno <= TRUNK_POOL[1] or not self.is_free(callno):
-            return
+            return False
+        restart = self._born is not None and now < self._born + self.hold
+        if not restart and self._last_ip.get(callno) != ip:
+            return False
+        trunk = callno >= TRUNK_POOL[0]
+        lo, hi = TRUNK_POOL if trunk else NORMAL_POOL
+        if (self._q_per_ip.get(ip, 0) >= self.limit
+                or self._q_pool[trunk] >= (hi - lo + 1) // QUARANTINE_POOL_SHARE):
+            return False
+        self._q_per_ip[ip] = self._q_per_ip.get(ip, 0) + 1
+        self._q_pool[trunk] += 1
         self._held.add(callno)
-        self._holdq.append((now + self.hold, callno, None))
+        self._holdq.append((now + self.hold, callno, ip, True))
+        return True
 
     def count(self, ip: str, now: float) -> int:
         """Numbers in use or held for ``ip``."""
@@ -117,6 +146,14 @@ class CallNumbers:
 
     def is_free(self, callno: int) -> bool:
         return callno not in self._used and callno not in self._held
+
+
+def _dec(counts: dict[str, int], ip: str) -> None:
+    left = counts.get(ip, 0) - 1
+    if left > 0:
+        counts[ip] = left
+    else:
+        counts.pop(ip, None)
 
 
 class CallState(IntEnum):

@@ -111,6 +111,7 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         if self._started:
             return
         self._started = True
+        self._callnos.start(now)
         for st in self._peers.values():
             if st.entry.qualify is not None and st.addr() is not None:
                 self._schedule(now, partial(registration.qualify_tick, self), st)
@@ -447,12 +448,14 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         log.debug("%s: frame for unknown call %d from %s -> INVAL", self.role_name,
                   f.dcallno, addr)
         self._send_inval(f, addr)
-        if f.dcallno > _STATELESS and self._callnos.is_free(f.dcallno) and any(
-                st.addr() == addr for st in self._peers.values()):
-            # a configured peer still holds a call on this number of ours (we restarted, or
-            # it missed our HANGUP): do not hand it to a new call before the peer forgets it
-            # (pitfall 11: a reused number is taken as the old call)
-            self._callnos.quarantine(f.dcallno, now)
+        if (f.dcallno > _STATELESS and not (is_iax and sub == X.HANGUP)
+                and self._callnos.is_free(f.dcallno)
+                and any(st.addr() == addr for st in self._peers.values())
+                and self._callnos.quarantine(f.dcallno, addr[0], now)):
+            # a configured peer may still hold a call on this number of ours (we restarted,
+            # or it missed our HANGUP): a new call on it would be taken as the old one.  A
+            # HANGUP needs no hold (the peer is ending the call and forgets it at our INVAL);
+            # CallNumbers.quarantine bounds what forged frames can hold.
             self._stats["callnos_quarantined"] += 1
 
     def _on_stateless_reply(self, call: Call, f: Any, now: float) -> None:

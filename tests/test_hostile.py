@@ -563,6 +563,58 @@ def test_throttle_is_per_source_ip_and_configurable() -> None:
     assert "reject_auth_throttled" not in b.stats() and not b._authfails
 
 
+def _flood_unknown_callnos(b: Endpoint, src: Addr, now: float) -> None:
+    """A full frame for every call number (HANGUP on odd, LAGRQ on even) from ``src``."""
+    for n in range(2, 32768):
+        sub = X.HANGUP if n % 2 else X.LAGRQ
+        b.receive_datagram(build_full(0x1234, n, 5000, 0, 0, 6, sub), src, now)
+        if n % 1024 == 0:
+            b.datagrams_to_send(now)
+    b.datagrams_to_send(now)
+
+
+def test_spoofed_peer_frames_for_unknown_calls_do_not_take_the_pool() -> None:
+    """32,766 forged frames with office-a's address, one per call number: Asterisk answers
+    INVAL and holds nothing; b holds at most the numbers office-a really used, bounded, so
+    new calls both ways still get call numbers."""
+    ctx = bystander()
+    p = ctx.p
+    b = p.b
+    p.run(61.0)                               # past the restart window
+    in_step(ctx)
+    cn = b._callnos
+    _flood_unknown_callnos(b, ADDR_A, p.now)
+    quarantined = b.stats().get("callnos_quarantined", 0)
+    assert quarantined <= cn.limit
+    assert quarantined <= sum(1 for n, ip in cn._last_ip.items() if ip == ADDR_A[0])
+    assert b.stats()["drop_unknown_call"] >= 32766 - 2
+    n_in = len(p.ev(b, IncomingCall))
+    for i in range(3):                        # real calls from office-a complete
+        p.a.call("office-b", f"30{i}", p.now)
+    assert p.run_until(lambda: len(p.ev(b, IncomingCall)) == n_in + 3, 10)
+    out = b.call("office-a", "300", p.now)    # and b's own outgoing call gets a number
+    assert out is not None
+    assert p.run_until(lambda: any(e.callno == out for e in p.ev(b, CallProgress)), 10)
+    in_step(ctx)
+
+
+def test_restart_window_quarantine_is_bounded() -> None:
+    """Just after a start any number a peer refers to is held (its calls from before the
+    restart), but at most ``maxcallnumbers`` per source and 1/8 of each pool."""
+    b = gateway(maxcallnumbers=3000)
+    b.start(1000.0)
+    _flood_unknown_callnos(b, ADDR_A, 1001.0)
+    cn = b._callnos
+    assert b.stats().get("callnos_quarantined", 0) == 3000
+    assert cn._q_pool[0] <= 16382 // 8 and cn._q_pool[1] <= 16384 // 8
+    _flood_unknown_callnos(b, ("127.0.0.99", 4569), 1001.0)     # no peer: holds nothing
+    assert b.stats().get("callnos_quarantined", 0) == 3000
+    for i in range(200):                      # the pools still give numbers
+        assert cn.allocate("127.0.0.10", 1002.0, trunk=bool(i % 2)) is not None
+    cn._prune(1062.0)
+    assert cn._q_pool == [0, 0] and not cn._q_per_ip
+
+
 SCENARIOS: list[tuple[str, str, str]] = [
     ("new_flood", "5,000 NEWs without a valid token (half empty IE 54, half none) from 500 "
      "source ports while a real call with token + md5 is set up",
@@ -579,6 +631,12 @@ SCENARIOS: list[tuple[str, str, str]] = [
     ("auth_throttle", "3 wrong secrets from one IP (authfaillimit = 3, authfailwindow = 60)",
      "each logged with the source; further NEWs from that IP: no AUTHREQ, REJECT 50 after 1 s, "
      "logged; accepted again after the window"),
+    ("spoofed_unknown_callnos", "a HANGUP or LAGRQ for each of the 32,766 call numbers with "
+     "the trunk peer's source address, 61 s after start; the same just after start (restart "
+     "window) and from a stranger",
+     "INVAL each (as Asterisk); held only numbers the peer's IP had calls on, at most "
+     "maxcallnumbers per source and 1/8 of a pool (none from strangers, none for a HANGUP); "
+     "real calls both ways still get numbers"),
 ]
 
 
