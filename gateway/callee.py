@@ -100,9 +100,11 @@ class CalleeMixin(EndpointCore):
         if not self._token_gate(f, ies, addr, now, entry, name, X.REJECT):
             return
         trunk = self._incoming_trunk(addr)
-        callno = self._callnos.allocate(addr[0], now, trunk)
+        validated = bool(ies.get(IE.CALLTOKEN))     # past the gate: a valid token, or none
+        callno = self._callnos.allocate(addr[0], now, trunk, validated)
         if callno is None:
-            self._warn("reject_callno_limit", f"no call number for {addr} (maxcallnumbers)", now)
+            why = self._callnos.refusal(addr[0], trunk, validated)
+            self._warn("reject_callno_limit", f"no call number for {addr}: {why}", now)
             self._send_stateless(_STATELESS, f, addr, X.REJECT)
             return
         call = self._new_call(callno, CallKind.CALL_IN, S.WAIT_AUTHREP, addr, now)

@@ -37,20 +37,63 @@ CALLNO_HOLD_S = 60.0
 QUARANTINE_POOL_SHARE = 8
 
 
+class _FreeList:
+    """The free numbers of one pool: O(1) random take, O(1) removal and return."""
+
+    __slots__ = ("items", "lo", "pos")
+
+    def __init__(self, lo: int, hi: int) -> None:
+        self.lo = lo
+        self.items = list(range(lo, hi + 1))
+        self.pos = list(range(hi - lo + 1))      # index in items of lo + i, -1 when taken
+
+    def take(self, rng: random.Random) -> int | None:
+        items = self.items
+        if not items:
+            return None
+        callno = items[rng.randrange(len(items))]
+        self.remove(callno)
+        return callno
+
+    def remove(self, callno: int) -> None:
+        items, pos = self.items, self.pos
+        i = pos[callno - self.lo]
+        last = items.pop()
+        if last != callno:
+            items[i] = last
+            pos[last - self.lo] = i
+        pos[callno - self.lo] = -1
+
+    def add(self, callno: int) -> None:
+        self.pos[callno - self.lo] = len(self.items)
+        self.items.append(callno)
+
+
+#: what a hold entry stands for
+_HOLD_CALL, _HOLD_NONVAL, _HOLD_QUARANTINE = 0, 1, 2
+
+
 class CallNumbers:
-    """Random call number allocation with a 60 s hold and a per-source-IP limit."""
+    """Random call number allocation with a 60 s hold, a per-source-IP limit and a global
+    budget for calls set up without a call token (Asterisk ``maxcallnumbers_nonvalidated``).
 
-    __slots__ = ("_born", "_held", "_holdq", "_last_ip", "_per_ip", "_q_per_ip", "_q_pool",
-                 "_rng", "_used", "hold", "limit")
+    Each pool keeps its free numbers in a :class:`_FreeList`, so allocation costs the same
+    whether the pool is empty or full."""
 
-    def __init__(self, rng: random.Random, limit: int = 2048, hold: float = CALLNO_HOLD_S) -> None:
+    __slots__ = ("_born", "_free", "_holdq", "_last_ip", "_nonval", "_per_ip", "_q_per_ip",
+                 "_q_pool", "_rng", "_used", "hold", "limit", "nonval_limit")
+
+    def __init__(self, rng: random.Random, limit: int = 2048, hold: float = CALLNO_HOLD_S,
+                 nonval_limit: int = 8192) -> None:
         self._rng = rng
         self.limit = limit
         self.hold = hold
-        self._used: set[int] = set()
-        self._held: set[int] = set()
-        self._holdq: deque[tuple[float, int, str, bool]] = deque()
+        self.nonval_limit = nonval_limit
+        self._free = (_FreeList(*NORMAL_POOL), _FreeList(*TRUNK_POOL))
+        self._used: dict[int, bool] = {}             # number -> set up with a valid call token
+        self._holdq: deque[tuple[float, int, str, int]] = deque()
         self._per_ip: dict[str, int] = {}
+        self._nonval = 0          # numbers of token-less calls, in use or held
         #: IP of the last call on each number (kept after release: what a peer really held)
         self._last_ip: dict[int, str] = {}
         self._q_per_ip: dict[str, int] = {}         # quarantined numbers per source IP
@@ -62,52 +105,58 @@ class CallNumbers:
             self._born = now
         q = self._holdq
         while q and q[0][0] <= now:
-            _, callno, ip, quarantined = q.popleft()
-            self._held.discard(callno)
-            if quarantined:
-                self._q_pool[callno >= TRUNK_POOL[0]] -= 1
+            _, callno, ip, kind = q.popleft()
+            trunk = callno >= TRUNK_POOL[0]
+            self._free[trunk].add(callno)
+            if kind == _HOLD_QUARANTINE:
+                self._q_pool[trunk] -= 1
                 _dec(self._q_per_ip, ip)
-            else:
-                _dec(self._per_ip, ip)
+                continue
+            if kind == _HOLD_NONVAL:
+                self._nonval -= 1
+            _dec(self._per_ip, ip)
 
     def start(self, now: float) -> None:
         """The endpoint starts at ``now`` (the restart window of :meth:`quarantine` opens)."""
         self._born = now
 
-    def allocate(self, ip: str, now: float, trunk: bool = False) -> int | None:
-        """A free call number for a call with ``ip``, or None (IP over its limit, pool empty)."""
+    def allocate(self, ip: str, now: float, trunk: bool = False,
+                 validated: bool = True) -> int | None:
+        """A free call number for a call with ``ip``, or None (IP over its limit, token-less
+        budget spent, pool empty: :meth:`refusal` says which).  ``validated``: the request
+        came with a valid call token (or we are the caller)."""
         self._prune(now)
         if self._per_ip.get(ip, 0) >= self.limit:
             return None
-        lo, hi = TRUNK_POOL if trunk else NORMAL_POOL
-        used, held = self._used, self._held
-        callno = -1
-        for _ in range(32):
-            c = self._rng.randint(lo, hi)
-            if c not in used and c not in held:
-                callno = c
-                break
-        else:
-            start = self._rng.randint(lo, hi)
-            for i in range(hi - lo + 1):
-                c = lo + (start - lo + i) % (hi - lo + 1)
-                if c not in used and c not in held:
-                    callno = c
-                    break
-        if callno < 0:
+        if not validated and self._nonval >= self.nonval_limit:
             return None
-        used.add(callno)
+        callno = self._free[trunk].take(self._rng)
+        if callno is None:
+            return None
+        self._used[callno] = validated
+        if not validated:
+            self._nonval += 1
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
         self._last_ip[callno] = ip
         return callno
 
+    def refusal(self, ip: str, trunk: bool = False, validated: bool = True) -> str:
+        """Why :meth:`allocate` just returned None for these arguments."""
+        if self._per_ip.get(ip, 0) >= self.limit:
+            return f"maxcallnumbers ({self.limit}) reached for {ip}"
+        if not validated and self._nonval >= self.nonval_limit:
+            return (f"maxcallnumbers_nonvalidated ({self.nonval_limit}) reached by calls "
+                    "without a call token")
+        return ("trunk" if trunk else "normal") + " call number pool exhausted"
+
     def release(self, callno: int, ip: str, now: float) -> None:
-        """Free ``callno``; it stays held (and counted for ``ip``) for ``hold`` seconds."""
-        if callno not in self._used:
+        """Free ``callno``; it stays held (and counted for ``ip``, and against the token-less
+        budget if it was such a call) for ``hold`` seconds."""
+        validated = self._used.pop(callno, None)
+        if validated is None:
             return
-        self._used.discard(callno)
-        self._held.add(callno)
-        self._holdq.append((now + self.hold, callno, ip, False))
+        self._holdq.append((now + self.hold, callno, ip,
+                            _HOLD_CALL if validated else _HOLD_NONVAL))
 
     def quarantine(self, callno: int, ip: str, now: float) -> bool:
         """Hold a free ``callno`` for ``hold`` s because a peer at ``ip`` still refers to it
@@ -119,7 +168,7 @@ class CallNumbers:
         and never more than 1/``QUARANTINE_POOL_SHARE`` of a pool: forged frames with a
         peer's address cannot take the call numbers away from real calls."""
         self._prune(now)
-        if not NORMAL_POOL[0] <= callno <= TRUNK_POOL[1] or not self.is_free(callno):
+        if not self.is_free(callno):
             return False
         restart = self._born is not None and now < self._born + self.hold
         if not restart and self._last_ip.get(callno) != ip:
@@ -131,8 +180,8 @@ class CallNumbers:
             return False
         self._q_per_ip[ip] = self._q_per_ip.get(ip, 0) + 1
         self._q_pool[trunk] += 1
-        self._held.add(callno)
-        self._holdq.append((now + self.hold, callno, ip, True))
+        self._free[trunk].remove(callno)
+        self._holdq.append((now + self.hold, callno, ip, _HOLD_QUARANTINE))
         return True
 
     def count(self, ip: str, now: float) -> int:
@@ -140,12 +189,21 @@ class CallNumbers:
         self._prune(now)
         return self._per_ip.get(ip, 0)
 
+    def nonvalidated(self, now: float) -> int:
+        """Numbers in use or held by calls set up without a call token."""
+        self._prune(now)
+        return self._nonval
+
     @property
     def in_use(self) -> int:
         return len(self._used)
 
     def is_free(self, callno: int) -> bool:
-        return callno not in self._used and callno not in self._held
+        """Neither in use nor held (only numbers of the two pools can be free)."""
+        if not NORMAL_POOL[0] <= callno <= TRUNK_POOL[1]:
+            return False
+        fl = self._free[callno >= TRUNK_POOL[0]]
+        return fl.pos[callno - fl.lo] >= 0
 
 
 def _dec(counts: dict[str, int], ip: str) -> None:

@@ -104,8 +104,11 @@ def on_regreq_new(ep: Endpoint, f: Any, ies: IEs, addr: Addr, now: float) -> Non
     entry = ep.config.peer(username) if username else None
     if not ep._token_gate(f, ies, addr, now, entry, username, X.REGREJ):
         return
-    callno = ep._callnos.allocate(addr[0], now)
+    validated = bool(ies.get(IE.CALLTOKEN))
+    callno = ep._callnos.allocate(addr[0], now, validated=validated)
     if callno is None:
+        ep._warn("reject_callno_limit", f"no call number for {addr}: "
+                 f"{ep._callnos.refusal(addr[0], validated=validated)}", now)
         ep._send_stateless(_STATELESS, f, addr, X.REGREJ)
         return
     call = ep._new_call(callno, CallKind.REG_IN, S.REG_IN, addr, now)

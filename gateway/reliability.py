@@ -86,7 +86,8 @@ class EndpointCore:
         self.wall_offset = wall_offset
         self._rng = rng if rng is not None else random.Random()
         g = config.general
-        self._callnos = CallNumbers(self._rng, g.maxcallnumbers)
+        self._callnos = CallNumbers(self._rng, g.maxcallnumbers,
+                                    nonval_limit=g.maxcallnumbers_nonvalidated)
         self._tokens = CallTokens(self._rng.getrandbits(32), g.calltokenexpiration)
         self._calls: dict[int, Call] = {}
         self._by_remote: dict[tuple[Addr, int], Call] = {}

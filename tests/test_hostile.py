@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -615,6 +616,69 @@ def test_restart_window_quarantine_is_bounded() -> None:
     assert cn._q_pool == [0, 0] and not cn._q_per_ip
 
 
+def test_nonvalidated_budget_is_global_and_allocation_constant_time(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """With a ``requirecalltoken = no`` user, token-less NEWs from many (forged) IPs take at
+    most ``maxcallnumbers_nonvalidated`` numbers over all IPs, as Asterisk; then a stateless
+    REJECT.  Token-validated calls still get numbers."""
+    _, cb = seed_configs(qualify=None, maxcallnumbers_nonvalidated=1000)
+    cb.entries["office-a"].requirecalltoken = "no"
+    b = Endpoint(cb, local_addr=ADDR_B, role_name="b", wall_offset=1.7e9)
+    now = 1000.0
+    out = []
+    for i in range(1500):
+        src = (f"10.9.{i // 250}.{i % 250 + 1}", 4569)    # 250 calls per IP, under 2048
+        b.receive_datagram(new_frame(0x100 + i, None), src, now)
+        out += replies(b, now, src)
+        while b.next_event() is not None:
+            pass
+    assert sum(1 for f in out if f.csub == X.REJECT and f.scallno == 1) == 500
+    assert b.stats()["reject_callno_limit"] == 500
+    cn = b._callnos
+    assert cn.nonvalidated(now) == 1000
+    assert "maxcallnumbers_nonvalidated (1000)" in caplog.text
+    # a token-validated call from the peer still gets a number
+    tok = get_token(b, ADDR_A, now)
+    b.receive_datagram(new_frame(0x7777, tok), ADDR_A, now)
+    assert [f.csub for f in replies(b, now, ADDR_A)] == [X.AUTHREQ]
+    # released numbers count until reusable (60 s after their call), then the budget is back
+    t = now
+    def flood_calls() -> int:
+        return sum(1 for c in b._calls.values() if c.addr[0].startswith("10.9."))
+
+    while (nt := b.get_timer()) is not None and nt < now + 200 and flood_calls():
+        t = nt
+        b.handle_timer(t)
+        b.datagrams_to_send(t)
+    assert flood_calls() == 0 and cn.nonvalidated(t) == 1000
+    assert cn.nonvalidated(t + 61) == 0
+
+
+def test_call_number_allocation_cost_does_not_grow_with_the_pool() -> None:
+    """Allocation draws one random number whatever the pool holds (no scan of the pool)."""
+    from iaxgw.gateway.calls import CallNumbers
+
+    class Counting(random.Random):
+        draws = 0
+
+        def randrange(self, *a: Any, **k: Any) -> int:     # type: ignore[override]
+            Counting.draws += 1
+            return super().randrange(*a, **k)
+
+        def randint(self, a: int, b: int) -> int:
+            Counting.draws += 1
+            return super().randint(a, b)
+
+    cn = CallNumbers(Counting(1), limit=1 << 20)
+    for _ in range(16381):
+        assert cn.allocate("10.0.0.1", 0.0) is not None
+    Counting.draws = 0
+    last = cn.allocate("10.0.0.1", 0.0)             # the one number left
+    assert last is not None and Counting.draws <= 1
+    assert cn.allocate("10.0.0.1", 0.0) is None
+    assert cn.refusal("10.0.0.1") == "normal call number pool exhausted"
+
+
 SCENARIOS: list[tuple[str, str, str]] = [
     ("new_flood", "5,000 NEWs without a valid token (half empty IE 54, half none) from 500 "
      "source ports while a real call with token + md5 is set up",
@@ -637,6 +701,10 @@ SCENARIOS: list[tuple[str, str, str]] = [
      "INVAL each (as Asterisk); held only numbers the peer's IP had calls on, at most "
      "maxcallnumbers per source and 1/8 of a pool (none from strangers, none for a HANGUP); "
      "real calls both ways still get numbers"),
+    ("nonvalidated_budget", "1,500 token-less NEWs from 6 IPs for a requirecalltoken = no "
+     "user with maxcallnumbers_nonvalidated = 1000",
+     "1,000 get numbers (counted over all IPs until reusable, 60 s after the call), the rest a "
+     "stateless REJECT, logged; token-validated calls unaffected; allocation is O(1)"),
 ]
 
 

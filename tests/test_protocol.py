@@ -351,13 +351,15 @@ def test_restart_call_numbers_a_peer_still_holds_are_not_reused() -> None:
     assert not b._callnos.is_free(20000)
     assert b.stats()["callnos_quarantined"] == 1
     assert b._callnos.count(ADDR_A[0], now) == 0      # not counted against the peer's IP
-    # a new call never gets it, even when the generator offers it first
-    b._callnos._rng = type("R", (), {"randint": staticmethod(lambda lo, hi: 20000)})()
-    assert b._callnos.allocate(ADDR_A[0], now + 1, trunk=True) != 20000
+    # a new call never gets it: the whole rest of the trunk pool is handed out without it
+    got = {b._callnos.allocate(f"10.0.0.{i // 2048}", now + 1, trunk=True)
+           for i in range(16383)}
+    assert 20000 not in got and None not in got and len(got) == 16383
+    assert b._callnos.allocate("10.0.1.1", now + 1, trunk=True) is None
     assert b._callnos.is_free(20000) is False
     b._callnos._prune(now + 61)
     assert b._callnos.is_free(20000)
     # from an address that is no peer: INVAL, but nothing held
-    b.receive_datagram(build_full(4243, 20005, 5000, 7, 7, FrameType.IAX, IAXSubclass.LAGRQ),
+    b.receive_datagram(build_full(4243, 10005, 5000, 7, 7, FrameType.IAX, IAXSubclass.LAGRQ),
                        ("127.0.0.99", 4569), now)
-    assert b._callnos.is_free(20005)
+    assert b._callnos.is_free(10005)
