@@ -1,16 +1,22 @@
 """IAX2 call tokens, server side (fact sheet section 9 "CALLTOKEN"; Asterisk ``handle_call_token``).
 
-A token is ``"<unix time>?<sha1 hex>"``: the time it was issued and a SHA1 over the requester's
-``ip:port``, that time and a secret picked when the endpoint starts.  It is stateless: nothing is
-stored between the CALLTOKEN reply and the resent request.
+A token is ``"<unix time>?<40 hex>"`` as Asterisk's: the time it was issued and an HMAC-SHA1,
+keyed with a random key of :data:`KEY_BYTES` bytes picked when the endpoint starts, over the
+requester's ``ip:port`` and that time.  It is stateless: nothing is stored between the
+CALLTOKEN reply and the resent request.  The key cannot be recovered from observed tokens, so
+tokens cannot be forged for other source addresses.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 
-__all__ = ["CallTokens", "format_addr", "md5_result"]
+__all__ = ["KEY_BYTES", "CallTokens", "format_addr", "md5_result"]
+
+#: Length of the token key (160 bits, SHA1's block-size-independent strength).
+KEY_BYTES = 20
 
 
 def md5_result(challenge: str, secret: str) -> str:
@@ -25,17 +31,22 @@ def format_addr(addr: tuple[str, int]) -> str:
 
 
 class CallTokens:
-    """Issues and checks call tokens with one per-endpoint random ``secret``."""
+    """Issues and checks call tokens with one per-endpoint random ``key`` (by default from
+    :mod:`secrets`; a test may pass a fixed one)."""
 
-    __slots__ = ("expiration", "secret")
+    __slots__ = ("expiration", "key")
 
-    def __init__(self, secret: int, expiration: int = 10) -> None:
-        self.secret = secret
+    def __init__(self, key: bytes | None = None, expiration: int = 10) -> None:
+        if key is None:
+            key = secrets.token_bytes(KEY_BYTES)
+        if len(key) < 16:
+            raise ValueError("call token key shorter than 128 bits")
+        self.key = key
         self.expiration = expiration
 
     def _digest(self, addr: tuple[str, int], issued: int) -> str:
-        text = f"{format_addr(addr)}{issued}{self.secret}"
-        return hashlib.sha1(text.encode()).hexdigest()
+        text = f"{format_addr(addr)}?{issued}"
+        return hmac.new(self.key, text.encode(), hashlib.sha1).hexdigest()
 
     def issue(self, addr: tuple[str, int], unix_now: float) -> bytes:
         """A fresh token for a request from ``addr``."""

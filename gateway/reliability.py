@@ -25,7 +25,7 @@ from iaxgw._core.frames import build_full
 from iaxgw._core.ies import IEs
 from iaxgw.gateway import registration
 from iaxgw.gateway.calls import Call, CallKind, CallNumbers, CallState, Pending
-from iaxgw.gateway.calltoken import CallTokens
+from iaxgw.gateway.calltoken import KEY_BYTES, CallTokens
 from iaxgw.gateway.events import CallEnded, Event, ProtocolError
 from iaxgw.gateway.model import Entry, IaxConfig
 from iaxgw.gateway.peers import QUALIFY_FREQ_NOTOK, PeerState, RegState
@@ -84,11 +84,13 @@ class EndpointCore:
         self.role_name = role_name
         #: Added to ``now`` to get Unix time (call tokens, DATETIME IEs); the driver sets it.
         self.wall_offset = wall_offset
-        self._rng = rng if rng is not None else random.Random()
+        # call numbers and auth challenges: the system's CSPRNG unless a test seeds them
+        self._rng = rng if rng is not None else random.SystemRandom()
         g = config.general
         self._callnos = CallNumbers(self._rng, g.maxcallnumbers,
                                     nonval_limit=g.maxcallnumbers_nonvalidated)
-        self._tokens = CallTokens(self._rng.getrandbits(32), g.calltokenexpiration)
+        self._tokens = CallTokens(None if rng is None else rng.randbytes(KEY_BYTES),
+                                  g.calltokenexpiration)
         self._calls: dict[int, Call] = {}
         self._by_remote: dict[tuple[Addr, int], Call] = {}
         self._by_addr: dict[Addr, dict[int, Call]] = {}     # _by_remote per address

@@ -12,6 +12,7 @@ auth throttling) are the table of every hostile case tried and its expected outc
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import random
 from collections.abc import Callable
@@ -679,6 +680,28 @@ def test_call_number_allocation_cost_does_not_grow_with_the_pool() -> None:
     assert cn.refusal("10.0.0.1") == "normal call number pool exhausted"
 
 
+def test_call_token_key_is_long_random_and_hmac() -> None:
+    """The token key is >= 128 random bits (not a 32-bit seed one observed token gives away),
+    the hash an HMAC-SHA1 keyed with it, the text Asterisk's ``<time>?<40 hex>``; call numbers
+    and challenges come from the system's CSPRNG."""
+    b1, b2 = gateway(), gateway()
+    key = getattr(b1._tokens, "key", b"")
+    assert isinstance(key, bytes) and len(key) >= 16 and key != getattr(b2._tokens, "key", b"")
+    assert isinstance(b1._rng, random.SystemRandom)
+    tok = get_token(b1, ADDR_A, 1000.0).decode()
+    issued, sep, digest = tok.partition("?")
+    assert sep and issued == str(int(1.7e9 + 1000.0)) and len(digest) == 40
+    want = hmac.new(key, f"127.0.0.10:4569?{issued}".encode(), hashlib.sha1).hexdigest()
+    assert digest == want
+    # the other endpoint (another key) refuses it; the issuer accepts it
+    assert b2._tokens.check(tok.encode(), ADDR_A, 1.7e9 + 1001) is not None
+    assert b1._tokens.check(tok.encode(), ADDR_A, 1.7e9 + 1001) is None
+    # a seeded endpoint (tests, fuzzing) stays deterministic
+    _, cb = seed_configs(qualify=None)
+    e1, e2 = (Endpoint(cb, local_addr=ADDR_B, rng=random.Random(4)) for _ in range(2))
+    assert e1._tokens.key == e2._tokens.key
+
+
 SCENARIOS: list[tuple[str, str, str]] = [
     ("new_flood", "5,000 NEWs without a valid token (half empty IE 54, half none) from 500 "
      "source ports while a real call with token + md5 is set up",
@@ -705,6 +728,9 @@ SCENARIOS: list[tuple[str, str, str]] = [
      "user with maxcallnumbers_nonvalidated = 1000",
      "1,000 get numbers (counted over all IPs until reusable, 60 s after the call), the rest a "
      "stateless REJECT, logged; token-validated calls unaffected; allocation is O(1)"),
+    ("token_key", "an observed call token, offline", "no key recovery: HMAC-SHA1 with a 160-bit "
+     "key from secrets (token text as Asterisk's); call numbers and challenges from "
+     "SystemRandom"),
 ]
 
 

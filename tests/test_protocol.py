@@ -231,7 +231,7 @@ def test_calltoken_valid_expired_foreign_other_address() -> None:
     assert (f.scallno, f.csub, f.payload) == (1, X.REJECT, b"")  # type: ignore[attr-defined]
     # foreign (another endpoint's secret)
     other = callee()
-    other._tokens.secret ^= 0x5A5A
+    other._tokens.key = bytes(b ^ 0x5A for b in other._tokens.key)
     other.start(0.0)
     drain(other, 0.0)
     ftok = get_token(other, 20.0)
