@@ -253,6 +253,11 @@ def receive_media_run(batch: list[tuple[builtins.bytes, Any, float]], loop_now: 
                       trunks: dict[Any, Any], echo_used: bool, max_datagram: int,
                       totals: TrunkRunTotals, acc: list[Any], out: list[Any] | None) -> None: ...
 
+TRUNK_EPOCHS_MAX: int
+
+def trunk_epoch(epochs: dict[Any, float], by_addr: dict[Any, Any], addr: Any, now: float,
+                reset: bool) -> float: ...
+
 def send_trunk_voice(calls: dict[int, Any], items: list[tuple[int, bytes]], now: float,
                      trunks: dict[Any, Any], out: list[Any] | None = None
                      ) -> tuple[list[tuple[int, bytes]], list[Any]]: ...

@@ -1227,6 +1227,31 @@ cdef class TrunkRunTotals:
         self.mini_out = 0
 
 
+#: Receive epochs kept for trunk sources without calls, at most (see ``trunk_epoch``).
+TRUNK_EPOCHS_MAX = 4096
+cdef Py_ssize_t _EPOCHS_MAX = TRUNK_EPOCHS_MAX
+
+
+cpdef double trunk_epoch(dict epochs, dict by_addr, object addr, double now, bint reset):
+    """The receive epoch of ``addr``'s trunk stream: the arrival time of its first datagram,
+    or of the last one with trunk timestamp 0 (``reset``: the sender restarted its stream).
+
+    A source with calls always keeps its epoch (its calls' timestamps hang on it).  Sources
+    without calls (strangers, ended trunks) are kept while the table has fewer than
+    ``TRUNK_EPOCHS_MAX`` entries; when it is full they are evicted to make room for a source
+    with calls, and a stranger's datagram just uses its own arrival time."""
+    cdef object ep = epochs.get(addr)
+    if ep is not None and not reset:
+        return <double>ep
+    if ep is None and len(epochs) >= _EPOCHS_MAX:
+        if not by_addr.get(addr):
+            return now
+        for a in [a for a in epochs if not by_addr.get(a)]:
+            del epochs[a]
+    epochs[addr] = now
+    return now
+
+
 def receive_media_run(list batch, double loop_now, dict by_addr, dict epochs, sink, dict trunks,
                       bint echo_used, Py_ssize_t max_datagram, TrunkRunTotals totals, list acc,
                       list out):
@@ -1304,12 +1329,7 @@ def receive_media_run(list batch, double loop_now, dict by_addr, dict epochs, si
             now = floor
         floor = now
         totals.floor = now
-        ep = epochs.get(addr)
-        if ep is None or _rd32(p + 4) == 0:
-            if len(epochs) > 4096:
-                epochs.clear()
-            ep = now
-            epochs[addr] = ep
+        ep = trunk_epoch(epochs, by_addr, addr, now, _rd32(p + 4) == 0)
         mux = <TrunkMux?>st.mux if st is not None else None
         vnak = _receive_trunk(data, <dict?>calls if calls is not None else no_calls,
                               <double>ep, now, sink, mux, &c)

@@ -686,6 +686,25 @@ class TrunkRunTotals:
         self.mini_out = 0
 
 
+#: Receive epochs kept for trunk sources without calls, at most (see ``trunk_epoch``).
+TRUNK_EPOCHS_MAX = 4096
+
+
+def trunk_epoch(epochs: dict[Any, float], by_addr: dict[Any, Any], addr: Any, now: float,
+                reset: bool) -> float:
+    """The receive epoch of ``addr``'s trunk stream (see ``_trunk_c.trunk_epoch``)."""
+    ep = epochs.get(addr)
+    if ep is not None and not reset:
+        return ep
+    if ep is None and len(epochs) >= TRUNK_EPOCHS_MAX:
+        if not by_addr.get(addr):
+            return now
+        for a in [a for a in epochs if not by_addr.get(a)]:
+            del epochs[a]
+    epochs[addr] = now
+    return now
+
+
 def receive_media_run(batch: list[tuple[bytes, Any, float]], loop_now: float,
                       by_addr: dict[Any, Any], epochs: dict[Any, float], sink: object,
                       trunks: dict[Any, Any], echo_used: bool, max_datagram: int,
@@ -734,11 +753,7 @@ def receive_media_run(batch: list[tuple[bytes, Any, float]], loop_now: float,
             now = floor
         floor = now
         totals.floor = now
-        ep = epochs.get(addr)
-        if ep is None or int.from_bytes(data[4:8], "big") == 0:
-            if len(epochs) > 4096:
-                epochs.clear()
-            ep = epochs[addr] = now
+        ep = trunk_epoch(epochs, by_addr, addr, now, int.from_bytes(data[4:8], "big") == 0)
         mux = st.mux if st is not None else None
         entries, unknown, inactive, echoed_n, truncated, vnak = receive_trunk(
             data, calls if calls is not None else {}, ep, now, sink, mux)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         receive_trunk,
         send_trunk_voice,
         trunk_entry_stats,
+        trunk_epoch,
         tx_tick,
     )
 else:
@@ -58,6 +59,7 @@ else:
     CallMedia = _impl.CallMedia
     receive_trunk = _impl.receive_trunk
     receive_media_run = _impl.receive_media_run
+    trunk_epoch = _impl.trunk_epoch
     receive_mini = _impl.receive_mini
     send_trunk_voice = _impl.send_trunk_voice
     trunk_entry_stats = _impl.trunk_entry_stats
@@ -81,6 +83,7 @@ __all__ = [
     "pack_trunk",
     "parse_trunk",
     "receive_media_run",
+    "trunk_epoch",
     "receive_mini",
     "receive_trunk",
     "send_trunk_voice",

@@ -19,6 +19,7 @@ from iaxgw._core.trunk import (
     receive_media_run,
     receive_trunk,
     send_trunk_voice,
+    trunk_epoch,
 )
 from iaxgw.gateway.calls import Call
 from iaxgw.gateway.events import VoiceReceived
@@ -260,12 +261,7 @@ class MediaMixin(EndpointCore):
         second at 200 trunked calls."""
         calls = self._by_addr.get(addr)
         trunk_ts = int.from_bytes(data[4:8], "big") if len(data) >= 8 else -1
-        epochs = self._trunk_rx_epoch
-        epoch = epochs.get(addr)
-        if epoch is None or trunk_ts == 0:
-            if len(epochs) > 4096:
-                epochs.clear()
-            epoch = epochs[addr] = now
+        epoch = trunk_epoch(self._trunk_rx_epoch, self._by_addr, addr, now, trunk_ts == 0)
         st = self._trunks.get(addr) if self._echo_used else None
         if st is None and self._echo_used and calls:
             st = self._trunk_stream(addr)

@@ -702,6 +702,38 @@ def test_call_token_key_is_long_random_and_hmac() -> None:
     assert e1._tokens.key == e2._tokens.key
 
 
+def _epoch_run(flood: str) -> tuple[int, list[int]]:
+    """The bystander call after 4,098 8-byte trunk headers from as many strangers (one by one,
+    as one received batch, or none): its lost count and the timestamps b saw."""
+    ctx = bystander()
+    p = ctx.p
+    b = p.b
+    epochs = b._trunk_rx_epoch
+    ep0 = epochs.get(ADDR_A)
+    assert ep0 is not None
+    dgs = [(bytes([0, 0, 1, 0]) + (7000 + i).to_bytes(4, "big"),
+            (f"10.8.{i // 250}.{i % 250 + 1}", 4569), 0.0) for i in range(4098)]
+    n0 = len(p.ev(b, VoiceReceived))
+    if flood == "batched":
+        b.receive_batch(dgs, p.now, p.now)
+    elif flood == "one_by_one":
+        for data, src, _ in dgs:
+            b.receive_datagram(data, src, p.now)
+    assert epochs.get(ADDR_A) == ep0 and len(epochs) <= 4096
+    media_flows(ctx)
+    media_flows(ctx)
+    in_step(ctx)
+    return ctx.bcall.rx.lost, [e.ts for e in p.ev(b, VoiceReceived)[n0:] if e.callno == ctx.bcn]
+
+
+@pytest.mark.parametrize("flood", ["one_by_one", "batched"])
+def test_strangers_trunk_frames_keep_live_calls_epochs(flood: str) -> None:
+    """Strangers' trunk headers leave the epoch table's entry for office-a alone (at most
+    4,096 entries kept): the bystander call's timestamps and loss are those of a run without
+    them."""
+    assert _epoch_run(flood) == _epoch_run("none")
+
+
 SCENARIOS: list[tuple[str, str, str]] = [
     ("new_flood", "5,000 NEWs without a valid token (half empty IE 54, half none) from 500 "
      "source ports while a real call with token + md5 is set up",
@@ -731,6 +763,9 @@ SCENARIOS: list[tuple[str, str, str]] = [
     ("token_key", "an observed call token, offline", "no key recovery: HMAC-SHA1 with a 160-bit "
      "key from secrets (token text as Asterisk's); call numbers and challenges from "
      "SystemRandom"),
+    ("trunk_epochs", "4,098 8-byte trunk headers from as many strangers (one by one and as "
+     "one received batch)", "the epochs of sources with calls are kept (never cleared), "
+     "strangers' evicted, at most 4,096 kept; the bystander's timestamps do not jump"),
 ]
 
 

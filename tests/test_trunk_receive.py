@@ -358,3 +358,27 @@ def test_flush_trunks_sends_the_tick_at_once_and_keeps_a_safety_timer() -> None:
     a.handle_timer(grid)
     late = [d for d, _ in a.datagrams_to_send(grid) if d[:3] == b"\x00\x00\x01"]
     assert len(late) == 1 and len(late[0]) == 8 + 4 + 160
+
+
+def test_trunk_epoch_compiled_and_twin_agree() -> None:
+    """Sources with calls keep their epoch whatever strangers send; strangers fill the table
+    up to TRUNK_EPOCHS_MAX and are evicted (never the whole table) for a source with calls."""
+    results = []
+    for mod in (TC, TP):
+        epochs: dict[Any, float] = {}
+        by_addr: dict[Any, Any] = {("peer", 1): {5: object()}, ("ended", 1): {}}
+        out = [mod.trunk_epoch(epochs, by_addr, ("peer", 1), 1.0, False),
+               mod.trunk_epoch(epochs, by_addr, ("peer", 1), 2.0, False),
+               mod.trunk_epoch(epochs, by_addr, ("ended", 1), 2.5, False)]
+        for i in range(mod.TRUNK_EPOCHS_MAX + 2):
+            out.append(mod.trunk_epoch(epochs, by_addr, ("x", i), 3.0 + i, False))
+        assert len(epochs) == mod.TRUNK_EPOCHS_MAX and epochs[("peer", 1)] == 1.0
+        out.append(mod.trunk_epoch(epochs, by_addr, ("x", 1), 9e4, False))      # kept one
+        out.append(mod.trunk_epoch(epochs, by_addr, ("x", 10**6), 9e4, False))  # not kept
+        by_addr[("new", 1)] = {7: object()}
+        out.append(mod.trunk_epoch(epochs, by_addr, ("new", 1), 9e5, False))
+        assert set(epochs) == {("peer", 1), ("new", 1)}      # strangers evicted, peer kept
+        out.append(mod.trunk_epoch(epochs, by_addr, ("peer", 1), 9e6, True))    # ts 0: reset
+        results.append((out, sorted(epochs.items())))
+    assert results[0] == results[1]
+    assert results[0][0][:4] == [1.0, 1.0, 2.5, 3.0] and results[0][0][-1] == 9e6
