@@ -19,14 +19,20 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
-from iaxgw._core.constants import CAUSES, FORMAT_BITS, FrameType, IAXSubclass
+from iaxgw._core.constants import (
+    CAUSES,
+    FORMAT_BITS,
+    ControlSubclass,
+    FrameType,
+    IAXSubclass,
+)
 from iaxgw._core.errors import FrameError
 from iaxgw._core.frames import build_full
 from iaxgw._core.ies import IEs
 from iaxgw.gateway import registration
 from iaxgw.gateway.calls import Call, CallKind, CallNumbers, CallState, Pending
 from iaxgw.gateway.calltoken import KEY_BYTES, CallTokens
-from iaxgw.gateway.events import CallEnded, Event, ProtocolError
+from iaxgw.gateway.events import CallEnded, CallSetup, Event, ProtocolError
 from iaxgw.gateway.model import Entry, IaxConfig
 from iaxgw.gateway.peers import QUALIFY_FREQ_NOTOK, PeerState, RegState
 
@@ -67,6 +73,18 @@ def _s(ies: IEs, ie: int) -> str | None:
 def _i(ies: IEs, ie: int) -> int | None:
     v = ies.get(ie)
     return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def frame_name(frametype: int, subclass: int) -> str:
+    """A full frame's kind as a person reads it: ``NEW``, ``ANSWER``, ``voice frame``."""
+    try:
+        if frametype == _IAX:
+            return X(subclass).name
+        if frametype == _CONTROL:
+            return ControlSubclass(subclass).name
+        return f"{FrameType(frametype).name.lower()} frame"
+    except ValueError:
+        return f"frame {frametype}/{subclass}"
 
 
 def codec_bits(names: list[str]) -> list[int]:
@@ -351,6 +369,8 @@ class EndpointCore:
                           p.subclass, p.payload, retransmit=True)
         self._out.append((data, call.addr))
         self._stats["retransmissions"] += 1
+        if p.subclass == X.AUTHREP and p.frametype == _IAX and call.kind == CallKind.CALL_OUT:
+            self._events.append(CallSetup(call.callno, "authrep", resend=True))
         p.interval = min(p.interval * 10, 10.0)
         p.timer = self._schedule(now + p.interval, self._retransmit, (call, p))
 
@@ -373,9 +393,12 @@ class EndpointCore:
                 rs.timer = self._schedule(now + QUALIFY_FREQ_NOTOK,
                                           partial(registration.register_tick, ep), rs)
             return
+        what = frame_name(p.frametype, p.subclass)
+        waited = max(0.0, now - call.start - p.ts / 1000.0)
         log.info("%s: call %d: no ACK for %s after %d sends, dropping (cause 27)",
-                 self.role_name, call.callno, p.subclass, p.sends)
-        self._end(call, 27, "timeout")
+                 self.role_name, call.callno, what, p.sends)
+        self._end(call, 27, "timeout",
+                  f"{what} never acknowledged after {p.sends} sends ({waited:.0f} s)")
         self._destroy(call, now)
 
     def _ack_upto(self, call: Call, iseqno: int, now: float) -> bool:
@@ -423,20 +446,34 @@ class EndpointCore:
             return None
 
 
+    @staticmethod
+    def _keep_call_timer(call: Call, t: Timer) -> None:
+        """Keep ``t`` with ``call`` (cancelled when the call goes).  Timers that fired or were
+        cancelled are dropped here, so the list holds the call's live timers and a few more
+        however long the call lasts (PING and LAGRQ re-arm every 10-20 s)."""
+        timers = call.timers
+        if len(timers) >= 4:
+            timers[:] = [x for x in timers if x[4]]
+        timers.append(t)
+
     def _start_call_timers(self, call: Call, now: float) -> None:
         self._cancel_call_timers(call)
-        call.timers.append(self._schedule_soft(now + PING_INTERVAL, self._ping_tick, call))
-        call.timers.append(self._schedule_soft(now + LAGRQ_INTERVAL, self._lagrq_tick, call))
+        self._keep_call_timer(call, self._schedule_soft(now + PING_INTERVAL, self._ping_tick,
+                                                        call))
+        self._keep_call_timer(call, self._schedule_soft(now + LAGRQ_INTERVAL, self._lagrq_tick,
+                                                        call))
 
     def _ping_tick(self, now: float, call: Call) -> None:
         if self._calls.get(call.callno) is not call or call.state == S.TERMINATING:
             return
         self._send(call, _IAX, X.PING, b"", now)
-        call.timers.append(self._schedule_soft(now + PING_INTERVAL, self._ping_tick, call))
+        self._keep_call_timer(call, self._schedule_soft(now + PING_INTERVAL, self._ping_tick,
+                                                        call))
 
     def _lagrq_tick(self, now: float, call: Call) -> None:
         if self._calls.get(call.callno) is not call or call.state == S.TERMINATING:
             return
         self._send(call, _IAX, X.LAGRQ, b"", now)
-        call.timers.append(self._schedule_soft(now + LAGRQ_INTERVAL, self._lagrq_tick, call))
+        self._keep_call_timer(call, self._schedule_soft(now + LAGRQ_INTERVAL, self._lagrq_tick,
+                                                        call))
 

@@ -9,6 +9,7 @@ from iaxgw._core.constants import IE, FrameType, IAXSubclass
 from iaxgw._core.frames import build_full, parse_full
 from iaxgw._core.ies import IEs, build_ies
 from iaxgw.gateway.events import CallEnded, CallProgress, IncomingCall
+from iaxgw.gateway.reliability import PING_INTERVAL
 
 X = IAXSubclass
 
@@ -295,3 +296,26 @@ def test_call_pings_are_soft_and_still_sent() -> None:
     sent = full_frames(p.wire[mark:], "a>b")
     assert iax([f for f in sent if f.scallno == cn], IAXSubclass.PING)
     assert len(iax([f for f in sent if f.scallno == cn], IAXSubclass.LAGRQ)) == 2
+
+
+def test_long_call_timer_state_stays_bounded() -> None:
+    """Three hours of an answered call on the simulated clock (PING and LAGRQ re-armed every
+    PING_INTERVAL / LAGRQ_INTERVAL, qualify): each call's timer list and the endpoints' timer
+    heaps stay as small after hours as after a minute, and the call is still up."""
+    ca, cb = seed_configs(trunk=False)
+    p = Pair(ca, cb)
+    cn, bcn = setup_call(p)
+    p.run(60.0)
+    sizes = []
+    for _ in range(3 * 6):            # 3 h in 10-minute steps
+        p.run(600.0)
+        a, b = p.a.call_info(cn), p.b.call_info(bcn)
+        assert a is not None and b is not None
+        sizes.append((len(a.timers), len(b.timers), len(p.a._soft) + len(p.a._timers),
+                      len(p.b._soft) + len(p.b._timers)))
+    assert max(max(s[0], s[1]) for s in sizes) <= 5
+    assert max(max(s[2], s[3]) for s in sizes) <= 12
+    pings = [f for _, n, d, _ in p.wire if n == "a>b" and d[0] & 0x80
+             and (f := parse_full(d)).frametype == FrameType.IAX and f.csub == X.PING]
+    assert len(pings) >= 3 * 3600 // PING_INTERVAL - 5        # the timers kept firing
+    assert [e for e in events(p.a) if isinstance(e, CallEnded)] == []
