@@ -14,7 +14,7 @@ from iaxgw._core.constants import IE
 from iaxgw._core.ies import IEs, build_ies, format_from
 from iaxgw.gateway.calls import Call, CallKind
 from iaxgw.gateway.calltoken import md5_result
-from iaxgw.gateway.events import CallProgress
+from iaxgw.gateway.events import CallProgress, CallSetup
 from iaxgw.gateway.reliability import _IAX, _STATELESS, EndpointCore, S, X, _i, _s
 
 __all__ = ["CallFlowMixin"]
@@ -44,14 +44,27 @@ class CallFlowMixin(EndpointCore):
         self._destroy(call, now)
 
     def _autokill(self, now: float, call: Call) -> None:
-        """No answer to our NEW within 2 x maxms/autokill: congestion (section 9)."""
+        """No IAX frame answered our NEW within 2 x maxms/autokill: congestion (Asterisk's
+        auto_congest).  Any IAX frame of the call (CALLTOKEN, ACK, AUTHREQ, ...) cancels it
+        first (``_cancel_autokill``)."""
         if self._calls.get(call.callno) is not call or call.state != S.NEW_SENT:
             return
         if call.peer_callno:
             return  # the peer answered (AUTHREQ...)
         self._stats["calls_autokilled"] += 1
-        self._end(call, 34, "timeout", "No response to NEW")
+        waited = now - call.start
+        self._end(call, 34, "timeout",
+                  f"no reply to NEW within {waited:.0f} s (autokill)")
         self._destroy(call, now)
+
+    def _cancel_autokill(self, call: Call) -> None:
+        """An IAX frame of a call in setup arrived: the target is answering, no autokill (as
+        Asterisk cancels auto_congest on the first IAX frame of the call, CALLTOKEN and ACK
+        included, so a lost AUTHREQ is waited for through its retransmission)."""
+        fn = self._autokill
+        for t in call.timers:
+            if t[4] and t[2] == fn:
+                t[4] = False
 
     def _on_calltoken(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         """Resend the NEW/REGREQ with the token byte-exact, seqnos reset, same call number."""
@@ -62,6 +75,7 @@ class CallFlowMixin(EndpointCore):
         if call.new_ies and call.new_ies[-1][0] == IE.CALLTOKEN and call.new_ies[-1][1]:
             self._stats["drop_calltoken_repeated"] += 1
             return
+        once = all(p.sends == 1 for p in call.unacked.values())
         for p in call.unacked.values():
             self._cancel_pending(p)
         call.unacked.clear()
@@ -70,10 +84,24 @@ class CallFlowMixin(EndpointCore):
         self._stats["calltoken_resends"] += 1
         sub = X.REGREQ if call.kind == CallKind.REG_OUT else X.NEW
         self._send(call, _IAX, sub, build_ies(call.new_ies), now)
+        if call.kind == CallKind.CALL_OUT:
+            # the call started with its first NEW: a round trip, unless that NEW was resent
+            rtt = (now - call.start) * 1000.0 if once else -1.0
+            self._events.append(CallSetup(call.callno, "calltoken", rtt))
 
     def _on_authreq(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         methods = _i(ies, IE.AUTHMETHODS) or 0
         challenge = _s(ies, IE.CHALLENGE)
+        enc = _i(ies, IE.ENCRYPTION) or 0
+        if enc:
+            # the target encrypts every frame from our AUTHREP on: iaxgw cannot, so the call
+            # cannot go on.  Nothing more is sent: the target would not read a frame in the
+            # clear now, and forgets the call at its own retransmission give-up.
+            what = "aes128" if enc & 1 else f"methods 0x{enc:04x}"
+            self._stats["authreq_encryption"] += 1
+            self._end(call, 50, "local", f"target requires encryption ({what})")
+            self._destroy(call, now)
+            return
         entry = call.entry
         secret = entry.secrets[0] if entry is not None and entry.secrets else ""
         if methods & 2 and challenge is not None:
@@ -86,6 +114,7 @@ class CallFlowMixin(EndpointCore):
             self._send(call, _IAX, X.HANGUP, build_ies([(IE.CAUSECODE, 50)]), now, final=True)
             return
         self._send(call, _IAX, X.AUTHREP, build_ies(items), now)
+        self._events.append(CallSetup(call.callno, "authrep"))
 
     def _on_accept(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         fmt = format_from(ies) or 0

@@ -17,12 +17,14 @@ ProgressKind = Literal[
     "stop_sounds", "hold", "unhold",
 ]
 EndReason = Literal["hangup", "reject", "timeout", "inval", "local"]
+SetupStep = Literal["calltoken", "authrep"]
 PeerStatus = Literal["OK", "LAGGED", "UNREACHABLE", "UNKNOWN"]
 
 __all__ = [
     "AuthFailed",
     "CallEnded",
     "CallProgress",
+    "CallSetup",
     "DtmfReceived",
     "Event",
     "IncomingCall",
@@ -64,6 +66,21 @@ class CallProgress(Event):
     callno: int
     kind: ProgressKind
     codec: int = 0       # set for kind "accepted": the format the callee chose
+
+
+@dataclass(frozen=True, slots=True)
+class CallSetup(Event):
+    """A caller-side setup step of an outgoing call, for drivers that pace their setups.
+
+    ``"calltoken"``: the target's CALLTOKEN reply arrived and the NEW went out again with it;
+    ``rtt_ms`` is the NEW -> CALLTOKEN round trip when that NEW was sent once (else -1).
+    ``"authrep"``: our AUTHREP left (``resend``: a retransmission of it).  The target counts
+    the call against its ``maxauthreq`` from its AUTHREQ until that AUTHREP arrives."""
+
+    callno: int
+    step: SetupStep
+    rtt_ms: float = -1.0
+    resend: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -466,6 +466,8 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         if ies is None:
             return
         sub = f.csub
+        if call.state == S.NEW_SENT:
+            self._cancel_autokill(call)
         handler = _IAX_TABLE.get((call.state, sub))
         if handler is None and sub == X.REJECT and call.state == S.NEW_SENT:
             handler = Endpoint._on_reject
@@ -506,6 +508,8 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
             self._bind_remote(call, f.scallno)
         ft = f.frametype
         if is_iax:
+            if call.state == S.NEW_SENT:
+                self._cancel_autokill(call)
             if sub == X.ACK:
                 return
             ies = self._parse_ies(f, call.addr, now)

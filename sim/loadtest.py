@@ -45,10 +45,12 @@ from iaxgw.gateway.model import IaxConfig
 from iaxgw.sim import signature as sig
 from iaxgw.sim.gcpace import GcPacer
 from iaxgw.sim.loadtest_plan import (
+    AuthWindow,
     CallnoBudget,
     LoadtestOptions,
     PlanError,
     PlannedCall,
+    lossy_caller_settings,
     plan_calls,
 )
 from iaxgw.sim.metrics import CallStats, Mode
@@ -145,6 +147,8 @@ def load_target(opts: LoadtestOptions, config: IaxConfig | None = None) -> Targe
     changes: dict[str, Any] = {"host": host[0], "port": host[1], "dynamic": False}
     if opts.trunk is not None:
         changes["trunk"] = opts.trunk
+    if opts.no_autokill:
+        changes["qualify"] = None      # qualify's maxms would autokill our NEWs
     if entry.codecs and opts.codec not in entry.codecs:
         changes["codecs"] = [opts.codec, *entry.codecs]
     config.entries[opts.peer] = replace(entry, **changes)
@@ -195,7 +199,10 @@ def classify_end(event: ev.CallEnded, accepted: bool) -> tuple[str, str | None]:
     if event.reason == "reject":
         return "REJECT", _cause_text(cause, text)
     if event.reason == "timeout":
-        return "TIMEOUT", "no response from peer (retransmissions gave up)"
+        # the endpoint names the frame never acknowledged, or the NEW autokill gave up on
+        return "TIMEOUT", text or "no response from peer (retransmissions gave up)"
+    if event.reason == "local" and text and "encryption" in text:
+        return "REJECT", f"{cause} {text}" if cause > 0 else text
     if event.reason == "inval":
         return "ERROR", "call unknown to peer (INVAL)"
     if cause == 17:
@@ -243,11 +250,19 @@ class LiveCall:
     planned_end: float = 0.0
     returned: int = -1            # hairpin: call number of the leg that came back
     dropped: bool = False
-    pending: bool = False         # counted in LoadRunner.pending (NEW sent, not accepted/ended)
+    pending: bool = False         # in LoadRunner.window (NEW sent, not accepted/ended)
+    up: bool = False              # counted in LoadRunner.up (answered, not ended)
 
 
 #: Setup time per call the run deadline allows when the --max-pending window paces the ramp.
 SETUP_ALLOWANCE_S = 0.5
+#: A rate or concurrency target counts as reached within this share of it.
+TARGET_TOLERANCE = 0.10
+#: What can hold the scheduler back, as named in ``targets.capped_by`` (the concurrency cap
+#: itself, ``--calls``, is the target and not a cap).
+CAP_AUTH = "maxauthreq"
+CAP_CALLNOS = "callno_budget"
+CAP_LOOP = "scheduler_late"
 
 
 def socket_buffer(calls: int) -> int:
@@ -298,8 +313,16 @@ class LoadRunner:
         self.budget = CallnoBudget(opts.callno_budget)
         self.calls: dict[int, LiveCall] = {}          # our call number -> call
         self.by_index: dict[int, LiveCall] = {}       # live calls only
-        self.pending = 0                                # calls in setup, see LiveCall.pending
-        self.pending_peak = 0
+        self.window = AuthWindow(opts.max_pending)     # auth slots at the target
+        self.waited: dict[str, float] = {}              # cap -> seconds the scheduler waited
+        self._wait_since: tuple[str, float] | None = None
+        self.first_start: float | None = None
+        self.last_start: float | None = None
+        self.starts_free = 0        # attempts started while the concurrency cap left room
+        self.span_free = 0.0        # ... and the scheduling time they took (s)
+        self._span_at: float | None = None
+        self.up = 0                 # answered calls up now, and the most at once
+        self.up_peak = 0
         self._ended_map = bytearray(len(self.plan))         # 1 per planned call that ended
         self.media_calls: dict[int, LiveCall] = {}    # answered, sending
         self.returned: dict[int, int] = {}            # hairpin leg callno -> our call index
@@ -417,6 +440,61 @@ class LoadRunner:
             self.gc.stop()
         return self.result()
 
+    def targets(self, failed: int) -> dict[str, Any]:
+        """Did the run reach the rate and concurrency it was asked for, and if not, what held
+        it back (``capped_by``, each with the time the scheduler waited on it)."""
+        o = self.opts
+        now = self.clock()
+        self._waiting(None, now)
+        if self._span_at is not None:
+            self._free_span(now, False)
+        n = self.starts_free
+        rate = (n - 1) / self.span_free if n >= 2 and self.span_free > 0 else None
+        asked_calls = min(o.calls, o.attempts)
+        waited = {k: round(v, 3) for k, v in self.waited.items() if v > 0}
+        rate_short = rate is not None and rate < o.cps * (1.0 - TARGET_TOLERANCE)
+        slack = int(asked_calls * 0.02)
+        calls_short = self.up_peak + failed + slack < asked_calls
+        caps: list[str] = []
+        if rate_short or calls_short:
+            caps = sorted(waited, key=lambda k: -waited[k])
+            if rate_short and not caps:
+                caps.append(CAP_LOOP)
+            if calls_short:
+                if asked_calls > 1 and o.duration[0] < asked_calls / o.cps:
+                    caps.append("duration")
+                if failed:
+                    caps.append("failed")
+        capped = [{"cap": c, "waited_s": waited.get(c), "detail": _cap_detail(c, self)}
+                  for c in caps]
+        met = not (rate_short or calls_short)
+        if not met and not self.interrupted:
+            what = []
+            if rate_short:
+                what.append(f"rate {rate:.1f}/s of {o.cps:g}/s asked")
+            if calls_short:
+                what.append(f"{self.up_peak} calls up at most of {asked_calls} asked")
+            why = "; ".join(_cap_detail(c, self) for c in caps) or "unknown"
+            self.notes.append(f"target not reached: {', '.join(what)}; capped by {why}"
+                              + (" (--allow-underrun: not a failure)" if o.allow_underrun
+                                 else ""))
+        return {
+            "rate": {"asked": o.cps, "achieved": round(rate, 2) if rate is not None else None},
+            "calls": {"asked": asked_calls, "peak": self.up_peak},
+            "met": met,
+            "capped_by": capped,
+            "waited_s": waited,
+            "setup_rtt_ms": round(1000 * self.window.rtt, 1) if self.window.rtt else None,
+            "auth_slot_peak": self.window.peak,
+        }
+
+    def live_cap(self) -> str | None:
+        """What holds the scheduler back right now (the live screen's "capped by" line)."""
+        w = self._wait_since
+        if w is None:
+            return None
+        return _cap_detail(w[0], self)
+
     def _interrupt(self) -> None:
         if not self.interrupted:
             self.interrupted = True
@@ -461,22 +539,64 @@ class LoadRunner:
             f"{self.opts.hangup_timeout:g} s; the target may hold them until its own "
             "retransmission give-up (about 32 s)")
 
+    @property
+    def pending(self) -> int:
+        """Calls in setup (first NEW sent, not yet accepted or ended)."""
+        return self.window.in_setup
+
+    @property
+    def pending_peak(self) -> int:
+        """The most auth slots at the target a call start found held (itself included)."""
+        return self.window.peak
+
     # --- scheduler ------------------------------------------------------------------------
+
+    def _waiting(self, cap: str | None, now: float) -> None:
+        """The scheduler is held by ``cap`` from ``now`` (None: not held): time per cap."""
+        w = self._wait_since
+        if w is not None and w[0] == cap:
+            return
+        if w is not None:
+            self.waited[w[0]] = self.waited.get(w[0], 0.0) + now - w[1]
+        self._wait_since = (cap, now) if cap is not None else None
+
+    def _free_span(self, now: float, free: bool) -> None:
+        """Scheduling time while the concurrency cap leaves room (the rate is measured on it)."""
+        if self._span_at is not None:
+            self.span_free += now - self._span_at
+        self._span_at = now if free else None
 
     async def _scheduler(self) -> None:
         interval = 1.0 / self.opts.cps
         next_at = self.clock()
         warned_budget = False
+        window = self.window
         for planned in self.plan:
             while True:
                 if self.stopping:
+                    self._waiting(None, self.clock())
                     return
                 now = self.clock()
-                if self.budget.live >= self.opts.calls or self.pending >= self.opts.max_pending:
+                if self.budget.live >= self.opts.calls:
+                    # the concurrency target is up: not a shortfall of the rate
+                    self._waiting(None, now)
+                    self._free_span(now, False)
                     self._slot.clear()
                     await self._slot.wait()
+                    now = self.clock()
+                    next_at = max(next_at, now)
+                    continue
+                self._free_span(now, True)
+                if not window.admit(now):
+                    self._waiting(CAP_AUTH, now)
+                    self._slot.clear()
+                    nxt = window.next_change(now)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._slot.wait(),
+                                               None if nxt is None else max(0.001, nxt - now))
                     continue
                 if not self.budget.available(now):
+                    self._waiting(CAP_CALLNOS, now)
                     self.budget.waits += 1
                     if not warned_budget:
                         warned_budget = True
@@ -486,11 +606,14 @@ class LoadRunner:
                     await asyncio.sleep(max(0.01, self.budget.next_free(now) - now))
                     continue
                 if now < next_at:
+                    self._waiting(None, now)
                     await asyncio.sleep(next_at - now)
                     continue
                 break
+            self._waiting(None, self.clock())
             self._start_call(planned)
             next_at = max(next_at + interval, self.clock() - interval)
+        self._free_span(self.clock(), False)
         self._check_done()
 
     def _start_call(self, planned: PlannedCall) -> None:
@@ -523,8 +646,12 @@ class LoadRunner:
         self.calls[call.callno] = call
         self.by_index[planned.index] = call
         call.pending = True
-        self.pending += 1
-        self.pending_peak = max(self.pending_peak, self.pending)
+        self.window.start(call.callno, now)
+        if self.budget.live < self.opts.calls:
+            self.starts_free += 1
+        if self.first_start is None:
+            self.first_start = now
+        self.last_start = now
         self.budget.take()
         self.started_attempts += 1
         loop = asyncio.get_running_loop()
@@ -562,6 +689,9 @@ class LoadRunner:
             return
         call.ended = True
         self._setup_done(call)
+        if call.up:
+            call.up = False
+            self.up -= 1
         for h in (call.hangup_handle, call.timeout_handle, call.tail_handle):
             if h is not None:
                 h.cancel()
@@ -601,7 +731,7 @@ class LoadRunner:
         """The call left setup (accepted or ended): it no longer counts against max_pending."""
         if call.pending:
             call.pending = False
-            self.pending -= 1
+            self.window.done(call.callno)
             self._slot.set()
 
     def _check_done(self) -> None:
@@ -620,12 +750,27 @@ class LoadRunner:
             self._progress(event)
         elif isinstance(event, ev.CallEnded):
             self._ended(event)
+        elif isinstance(event, ev.CallSetup):
+            self._setup_step(event)
         elif isinstance(event, ev.IncomingCall):
             self._incoming(event)
         elif isinstance(event, ev.VoiceReceived):
             self._on_media(event.callno, event.ts, event.payload, self._now())
         elif isinstance(event, ev.AuthFailed | ev.ProtocolError):
             log.info("%s", event)
+
+    def _setup_step(self, event: ev.CallSetup) -> None:
+        """CALLTOKEN came back / our AUTHREP left: the auth-slot model moves (AuthWindow)."""
+        call = self.calls.get(event.callno)
+        if call is None or not call.pending:
+            return
+        now = self.clock()
+        if event.step == "calltoken":
+            self.window.calltoken(call.callno, now,
+                                  event.rtt_ms / 1000.0 if event.rtt_ms >= 0 else None)
+        else:
+            self.window.authrep(call.callno, now)
+        self._slot.set()
 
     def _progress(self, event: ev.CallProgress) -> None:
         call = self.calls.get(event.callno)
@@ -642,6 +787,9 @@ class LoadRunner:
             call.stats.on_setup_event("RINGING", now)
         elif kind == "answered" and not call.answered:
             call.answered = True
+            call.up = True
+            self.up += 1
+            self.up_peak = max(self.up_peak, self.up)
             call.stats.on_setup_event("ANSWER", now)
             if call.timeout_handle is not None:
                 call.timeout_handle.cancel()
@@ -902,6 +1050,7 @@ class LoadRunner:
         snap = self.stats.finish_tick(self.clock())
         if self.screen is not None:
             with contextlib.suppress(Exception):
+                self.screen.capped = self.live_cap()
                 self.screen.update(snap)
 
     def _media_watchdog(self) -> None:
@@ -937,6 +1086,10 @@ class LoadRunner:
         exit_code = 0 if failed <= o.max_failed and audio_ok and not self.deadline_hit else 1
         if self.interrupted:
             exit_code = 1
+        targets = self.targets(int(summary.get("failed") or 0))
+        summary["targets"] = targets
+        if not targets["met"] and not o.allow_underrun:
+            exit_code = 1
         now_errors = udp_rcvbuf_errors()
         kernel_drops = (now_errors - self._rcvbuf_errors0
                         if now_errors is not None and self._rcvbuf_errors0 is not None else None)
@@ -958,6 +1111,7 @@ class LoadRunner:
             "max_failed": o.max_failed,
             "audio_ok": audio_ok,
             "exit_code": exit_code,
+            "allow_underrun": o.allow_underrun,
             "hairpin_returned": self.returned_legs if o.mode == "hairpin" else None,
             "unmatched_incoming": self.unmatched_incoming,
             "callno_budget": self.budget.limit,
@@ -992,6 +1146,29 @@ class LoadRunner:
                               timeseries=list(self.stats.timeseries))
 
 
+def _cap_detail(cap: str, runner: LoadRunner) -> str:
+    o, w = runner.opts, runner.window
+    if cap == CAP_AUTH:
+        if w.rtt is None:
+            return (f"the target's maxauthreq: at most {w.limit} calls awaiting authentication "
+                    f"at once (--max-pending {w.limit}); no round trip measured")
+        span = w.rtt + 2 * w._guard()
+        return (f"the target's maxauthreq: at most {w.limit} unanswered AUTHREQs at once "
+                f"(--max-pending {w.limit}) at a {1000 * w.rtt:.0f} ms round trip allow about "
+                f"{w.limit / span:.0f} setups/s")
+    if cap == CAP_CALLNOS:
+        return (f"the target's call numbers: {runner.budget.limit} per source IP "
+                "(maxcallnumbers), each held until 60 s after its call")
+    if cap == CAP_LOOP:
+        return "the load tester did not keep its own schedule (local CPU or event loop)"
+    if cap == "duration":
+        return (f"--duration {o.duration[0]:g} s: calls ended before the ramp to {o.calls} "
+                "was over")
+    if cap == "failed":
+        return "calls that failed never came up"
+    return cap
+
+
 def send_timing(late_ms: Sequence[float], work_ms: Sequence[float]) -> dict[str, Any]:
     """Send-timing error of the media ticker over the ticks that sent media: how late each tick
     started against its 20 ms grid slot (``late_*``) and how long its sends took (``work_*``);
@@ -1019,9 +1196,15 @@ def diagnose(summary: dict[str, Any], target: Target) -> list[str]:
     where = f"{target.peer_addr[0]}:{target.peer_addr[1]}"
     for key, n in sorted(causes.items(), key=lambda kv: -kv[1]):
         if key.startswith("REJECT"):
-            if "50" in key or "authority" in key.lower():
+            if "encryption" in key.lower():
+                notes.append(f"{n} call(s) refused by {where}: {key} -- its AUTHREQ asked for "
+                             "encryption, which iaxgw does not do: turn encryption off for "
+                             f"peer {target.peer!r} at the target (or forceencryption = no)")
+            elif "50" in key or "authority" in key.lower():
                 notes.append(f"{n} call(s) refused by {where}: {key} -- check the username/"
-                             f"secret/auth of peer {target.peer!r} and the target's ACL")
+                             f"secret/auth of peer {target.peer!r} and the target's ACL; or the "
+                             "target forces encryption (forceencryption = yes), which iaxgw "
+                             "does not do: Asterisk refuses that after our AUTHREP the same way")
             elif "no cause" in key.lower():
                 notes.append(f"{n} call(s) refused by {where} without a cause: a call-token or "
                              "call-number limit (maxcallnumbers 2048 per source IP)?")
@@ -1073,6 +1256,8 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 async def run_loadtest_async(opts: LoadtestOptions, *, config: IaxConfig | None = None,
                              screen: Any = None, impair: Any = None) -> LoadtestResult:
     """Run a load test on the running loop (tests call this next to an in-process server)."""
+    if impair is not None and getattr(impair, "loss", 0.0) > 0:
+        opts.warnings.extend(lossy_caller_settings(opts))
     target = load_target(opts, config)
     runner = LoadRunner(opts, target, screen=screen, impair=impair)
     return await runner.run()
@@ -1122,9 +1307,17 @@ def finish_output(opts: LoadtestOptions, result: LoadtestResult) -> None:
         console.print("datagrams: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
                       + f"; echo frames missing {lt.get('echo_missing_pct')} %")
     verdict = "PASS" if result.exit_code == 0 else "FAIL"
+    tg = result.summary.get("targets") or {}
+    rate, calls = tg.get("rate") or {}, tg.get("calls") or {}
+    reached = "reached" if tg.get("met", True) else (
+        "NOT reached" + (" (allowed)" if lt.get("allow_underrun") else ""))
+    caps = ", ".join(c["cap"] for c in tg.get("capped_by") or [])
     console.print(f"[bold]{verdict}[/]: failed {lt.get('failed_total')} "
                   f"(max {lt.get('max_failed')}), "
-                  f"audio {'ok' if lt.get('audio_ok') else 'NOT ok'}")
+                  f"audio {'ok' if lt.get('audio_ok') else 'NOT ok'}, "
+                  f"target {reached}: rate {rate.get('achieved')}/{rate.get('asked')} per s, "
+                  f"calls up {calls.get('peak')}/{calls.get('asked')}"
+                  + (f", capped by {caps}" if caps else ""))
     if opts.json_out:
         sys.stdout.write(json.dumps(result.summary, indent=2, allow_nan=False) + "\n")
         sys.stdout.flush()

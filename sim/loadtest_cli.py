@@ -63,8 +63,12 @@ def common_options(f: F) -> F:
         click.option("--rate", type=click.FloatRange(0, 10_000, min_open=True), default=None,
                      help="Call attempts per second (ramp).  [default: calls/5, at least 10]"),
         click.option("--max-pending", type=click.IntRange(1, 10_000), default=None,
-                     help="Calls in setup (NEW sent, not yet accepted) at once; Asterisk "
-                          "refuses a user's 4th unanswered AUTHREQ (maxauthreq).  [default: 3]"),
+                     help="Calls awaiting authentication at the target at once (from its "
+                          "AUTHREQ until our AUTHREP arrives, paced on the measured round "
+                          "trip); Asterisk refuses a user's 4th (maxauthreq).  [default: 3]"),
+        click.option("--allow-underrun", is_flag=True, default=None,
+                     help="Pass even when the rate or concurrency asked for was not reached "
+                          "(the summary still names what capped it)."),
         click.option("--duration", callback=_duration, default="20", show_default=True,
                      metavar="SECONDS|MIN-MAX", help="How long each call stays up once answered."),
         click.option("--codec", type=click.Choice(["ulaw", "alaw"]), default="ulaw",

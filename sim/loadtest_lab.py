@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from iaxgw.sim.loadtest import LoadtestError, LoadtestResult, finish_output, run_loadtest_core
-from iaxgw.sim.loadtest_plan import LoadtestOptions
+from iaxgw.sim.loadtest_plan import (
+    LOSSY_HANGUP_LINGER,
+    LOSSY_MEDIA_TIMEOUT,
+    LOSSY_SETUP_TIMEOUT,
+    LoadtestOptions,
+    lossy_caller_settings,
+)
+
+__all__ = ["LOSSY_HANGUP_LINGER", "LOSSY_MEDIA_TIMEOUT", "LOSSY_SETUP_TIMEOUT",
+           "lossy_link_settings", "run_lab"]
 
 A_IP, B_IP = "127.0.0.10", "127.0.0.20"
 #: ``IAXGW_LAB_ADDRS="127.0.5.10,127.0.5.20"`` moves the serve variant off the seed's addresses
@@ -68,8 +77,15 @@ def write_site(dst: Path, site: str, opts: LoadtestOptions, a_ip: str = A_IP,
 class ServeProcess:
     """``iaxgw serve`` as office-b in a child process, ready once its control socket answers."""
 
-    def __init__(self, config_dir: Path, workdir: Path) -> None:
+    def __init__(self, config_dir: Path, workdir: Path, *, own_session: bool = False,
+                 env: dict[str, str] | None = None) -> None:
         self.control = str(workdir / "serve.sock")
+        #: start serve in a session of its own (``setsid``), as a daemonized Asterisk runs: with
+        #: the kernel's autogroup scheduling a process shares its CPU share with the rest of its
+        #: session -- in a burst of ``asterisk -rx`` commands started from the same session,
+        #: serve would wait for the CPU most of the time while the daemon Asterisk would not
+        self.own_session = own_session
+        self.env = {**os.environ, **env} if env else None
         self.log_path = workdir / "serve.log"
         self.argv = [sys.executable, "-m", "iaxgw.gateway.cli", "serve", "--config",
                      str(config_dir), "--peer", "office-a", "--control", self.control]
@@ -80,7 +96,8 @@ class ServeProcess:
 
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+                                         stdin=subprocess.DEVNULL,
+                                         start_new_session=self.own_session, env=self.env)
         deadline = time.monotonic() + SERVE_READY_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -115,10 +132,7 @@ class ServeProcess:
             p.wait(5)
 
 
-LOSSY_SETUP_TIMEOUT = 40.0
 LOSSY_MAXAUTHREQ = 1000
-LOSSY_MEDIA_TIMEOUT = 15.0
-LOSSY_HANGUP_LINGER = 35.0
 LOSSY_CALLEE_GENERAL = (f"maxauthreq = {LOSSY_MAXAUTHREQ}", "calltokenexpiration = 40")
 
 
@@ -140,21 +154,12 @@ def lossy_link_settings(opts: LoadtestOptions, iax_conf_caller: Path | None = No
     if iax_conf_caller is not None:
         t = iax_conf_caller.read_text()
         iax_conf_caller.write_text(t.replace("qualify = yes", "qualify = no"))
-        notes.append("impaired link: caller's peer qualify = no (no autokill of NEW)")
     if iax_conf_callee is not None:
         t = iax_conf_callee.read_text()
         iax_conf_callee.write_text(t.replace(
             "[general]\n", "[general]\n" + "\n".join(LOSSY_CALLEE_GENERAL) + "\n", 1))
         notes.append("impaired link: callee " + ", ".join(LOSSY_CALLEE_GENERAL))
-    if opts.media_timeout < LOSSY_MEDIA_TIMEOUT:     # a first full voice frame lost twice:
-        opts.media_timeout = LOSSY_MEDIA_TIMEOUT     # no media for 12 s until its 3rd send
-        notes.append(f"impaired link: media timeout {LOSSY_MEDIA_TIMEOUT:g} s")
-    if opts.setup_timeout < LOSSY_SETUP_TIMEOUT:
-        opts.setup_timeout = LOSSY_SETUP_TIMEOUT
-        notes.append(f"impaired link: setup timeout {LOSSY_SETUP_TIMEOUT:g} s")
-    if opts.hangup_timeout < LOSSY_HANGUP_LINGER:   # a HANGUP or its ACK lost twice: keep the
-        opts.hangup_timeout = LOSSY_HANGUP_LINGER   # socket open until its give-up (32 s)
-        notes.append(f"impaired link: wait up to {LOSSY_HANGUP_LINGER:g} s for HANGUP ACKs")
+    notes.extend(lossy_caller_settings(opts))
     if opts.max_pending < LOSSY_MAXAUTHREQ:          # the callee allows that many now; a setup
         opts.max_pending = LOSSY_MAXAUTHREQ          # held 12 s by a lost frame must not stall
         notes.append(f"impaired link: max pending setups {LOSSY_MAXAUTHREQ}")   # the ramp

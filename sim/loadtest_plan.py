@@ -6,6 +6,7 @@ before any datagram is sent.  The engine that runs a plan is :mod:`iaxgw.sim.loa
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,6 +26,13 @@ CALLNO_HOLD_S = 60.0
 ECHO_EXTEN = {"office-a": "200", "office-b": "300"}
 #: Hairpin extensions on office-a: ``_29X`` dials back over the trunk to office-b's ``30X``.
 HAIRPIN_PREFIX = "29"
+
+
+#: A lossy link (``--impair loss=...``): timeouts of our own that cover the retransmission
+#: schedule (sends at 0, 2, 12, 22 s; give-up at 32 s), see :func:`lossy_caller_settings`.
+LOSSY_SETUP_TIMEOUT = 40.0
+LOSSY_MEDIA_TIMEOUT = 15.0
+LOSSY_HANGUP_LINGER = 35.0
 
 
 class PlanError(ValueError):
@@ -119,9 +127,11 @@ class LoadtestOptions:
     report_dir: Path | None = None
     max_failed: int = 0
     setup_timeout: float = 10.0           # NEW -> ANSWER, else the call ends as TIMEOUT
-    # calls in setup (NEW sent, no ACCEPT yet) at once: Asterisk answers a user's 4th unanswered
+    # auth slots at the target at once (AuthWindow): Asterisk answers a user's 4th unanswered
     # AUTHREQ with REJECT 21 (maxauthreq, default 3), so a faster ramp must not exceed it
     max_pending: int = ASTERISK_MAXAUTHREQ
+    allow_underrun: bool = False          # a rate/concurrency target not reached still passes
+    no_autokill: bool = False             # our calls never autokill a NEW (a lossy link)
     hangup_timeout: float = 5.0           # our HANGUP -> call gone, else counted as stuck
     media_timeout: float = 3.0            # echo: an answered call receiving nothing this long ends
     callno_budget: int = ASTERISK_MAXCALLNUMBERS
@@ -165,6 +175,12 @@ class LoadtestOptions:
                 raise PlanError(f"--media file {self.media!r} does not exist")
         if self.setup_timeout <= 0:
             raise PlanError("setup timeout must be > 0")
+        ramp = min(self.calls, self.attempts) / self.cps
+        if min(self.calls, self.attempts) > 1 and self.duration[0] < ramp:
+            self.warnings.append(
+                f"--duration {self.duration[0]:g} s is shorter than the ramp to --calls "
+                f"{self.calls} at {self.cps:g} calls/s ({ramp:.1f} s): the first calls end before "
+                "the last start, so the concurrency target cannot be reached")
         held = callnos_needed_within(self.attempts, self.cps, self.duration[0], self.calls)
         if held > self.callno_budget:
             self.warnings.append(
@@ -223,6 +239,98 @@ class CallnoBudget:
         return self._released[0] + self.hold if self._released else now + 1.0
 
 
+#: Margin of the auth-slot model (:class:`AuthWindow`) for delay variation: a slot is taken
+#: this share of a round trip (plus ``SLOT_GUARD_S``) early and released as much late.
+SLOT_GUARD_RTT = 0.25
+SLOT_GUARD_S = 0.005
+
+
+class AuthWindow:
+    """Paces call setups by what the target holds against its ``maxauthreq``: AUTHREQs it sent
+    whose AUTHREP has not arrived yet.
+
+    A call of ours holds such a slot at the target from the arrival of its tokened NEW (the
+    target answers it with AUTHREQ) until our AUTHREP arrives, one round trip when nothing is
+    lost.  With a call token that slot starts about 1.5 round trips after the call's first NEW
+    (NEW -> CALLTOKEN -> tokened NEW arrives) and ends a one-way delay after our AUTHREP left.
+    The round trip is measured on each CALLTOKEN exchange (a NEW sent once).
+
+    Each call in setup has a slot end: a one-way delay after its (last) AUTHREP left; before
+    that, the predicted end (start + lead + one round trip); and once the prediction passed
+    without an AUTHREP (an AUTHREQ lost, say), open until the AUTHREP leaves or the call
+    leaves setup.  A new call may start when fewer than ``limit`` slots end after the moment
+    its own slot would begin.  Pure bookkeeping on the times given (no clock)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.rtt: float | None = None         # smoothed NEW -> CALLTOKEN round trip (s)
+        self.tokens = False                    # the target answered a NEW with CALLTOKEN
+        self._start: dict[int, float] = {}    # call -> when its first NEW left
+        self._end: dict[int, float] = {}      # call -> slot end once its AUTHREP left
+        self.samples = 0
+        self.peak = 0
+
+    def _guard(self) -> float:
+        return SLOT_GUARD_RTT * (self.rtt or 0.0) + SLOT_GUARD_S
+
+    def lead(self) -> float:
+        """From a call's first NEW to the start of its slot at the target, made early."""
+        r = self.rtt or 0.0
+        return max(0.0, (1.5 if self.tokens else 0.5) * r - self._guard())
+
+    def slot_end(self, key: int, now: float) -> float:
+        """When ``key``'s slot at the target ends (``inf``: open)."""
+        end = self._end.get(key)
+        if end is not None:
+            return end
+        if self.rtt is None:
+            return math.inf
+        predicted = (self._start[key] + (1.5 if self.tokens else 0.5) * self.rtt + self.rtt
+                     + self._guard())
+        return predicted if now < predicted else math.inf
+
+    def holding(self, now: float) -> int:
+        """Calls whose slot has not ended by ``now + lead()``: the slot a call started now
+        would take overlaps theirs."""
+        at = now + self.lead()
+        return sum(1 for k in self._start if self.slot_end(k, now) > at)
+
+    def admit(self, now: float) -> bool:
+        return self.holding(now) < self.limit
+
+    def next_change(self, now: float) -> float | None:
+        """The earliest moment ``admit`` may turn true without an event (a slot end or
+        prediction passing), or None when only an event can change it."""
+        at = now + self.lead()
+        ends = [e for k in self._start if (e := self.slot_end(k, now)) > at and e < math.inf]
+        return min(ends) - self.lead() if ends else None
+
+    def start(self, key: int, now: float) -> None:
+        self._start[key] = now
+        self.peak = max(self.peak, self.holding(now))
+
+    def calltoken(self, key: int, now: float, rtt_s: float | None) -> None:
+        """The CALLTOKEN of ``key`` arrived; ``rtt_s`` when its NEW was sent once."""
+        self.tokens = True
+        if rtt_s is not None and rtt_s >= 0:
+            self.samples += 1
+            self.rtt = rtt_s if self.rtt is None else 0.875 * self.rtt + 0.125 * rtt_s
+
+    def authrep(self, key: int, now: float) -> None:
+        """Our AUTHREP of ``key`` left (again): the slot ends when it arrives."""
+        if key in self._start:
+            self._end[key] = now + 0.5 * (self.rtt or 0.0) + self._guard()
+
+    def done(self, key: int) -> None:
+        """``key`` left setup at the target's side (ACCEPT, REJECT, ended)."""
+        self._start.pop(key, None)
+        self._end.pop(key, None)
+
+    @property
+    def in_setup(self) -> int:
+        return len(self._start)
+
+
 @dataclass(slots=True)
 class PlannedCall:
     index: int
@@ -237,3 +345,29 @@ def plan_calls(opts: LoadtestOptions) -> list[PlannedCall]:
     lo, hi = opts.duration
     return [PlannedCall(i, extens[i % len(extens)], lo if hi == lo else rng.uniform(lo, hi))
             for i in range(opts.attempts)]
+
+
+def lossy_caller_settings(opts: LoadtestOptions) -> list[str]:
+    """Our side's settings for a lossy link, without which calls that the target carries would
+    fail here *by our own timers*: a frame lost twice is resent 12 s after its first send, so
+
+    * no autokill of NEW (qualify's 2 x maxms = 4 s would end a call whose CALLTOKEN or
+      AUTHREQ was lost twice); the NEW is retried at 2, 12, 22 s as without qualify;
+    * the setup timeout covers the whole schedule (40 s), the media timeout a first full voice
+      frame lost twice (15 s), and we wait for HANGUP ACKs until their give-up (35 s).
+
+    Changes ``opts`` in place; returns notes for the summary (nothing already set is noted)."""
+    notes = []
+    if not opts.no_autokill:
+        opts.no_autokill = True
+        notes.append("impaired link: no autokill of NEW (NEW retried at 2, 12, 22 s)")
+    if opts.media_timeout < LOSSY_MEDIA_TIMEOUT:
+        opts.media_timeout = LOSSY_MEDIA_TIMEOUT
+        notes.append(f"impaired link: media timeout {LOSSY_MEDIA_TIMEOUT:g} s")
+    if opts.setup_timeout < LOSSY_SETUP_TIMEOUT:
+        opts.setup_timeout = LOSSY_SETUP_TIMEOUT
+        notes.append(f"impaired link: setup timeout {LOSSY_SETUP_TIMEOUT:g} s")
+    if opts.hangup_timeout < LOSSY_HANGUP_LINGER:
+        opts.hangup_timeout = LOSSY_HANGUP_LINGER
+        notes.append(f"impaired link: wait up to {LOSSY_HANGUP_LINGER:g} s for HANGUP ACKs")
+    return notes

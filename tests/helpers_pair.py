@@ -87,7 +87,7 @@ class Pair:
     def __init__(self, cfg_a: IaxConfig | None = None, cfg_b: IaxConfig | None = None, *,
                  addr_a: Addr = ADDR_A, addr_b: Addr = ADDR_B, link_ab: Link | None = None,
                  link_ba: Link | None = None, seed: int = 1, now: float = 1000.0,
-                 wall_offset: float = 1.7e9) -> None:
+                 wall_offset: float = 1.7e9, drop: Any = None) -> None:
         if cfg_a is None or cfg_b is None:
             cfg_a, cfg_b = seed_configs()
         self.now = now
@@ -103,6 +103,9 @@ class Pair:
         self._inflight: list[tuple[float, int, int, bytes, Addr]] = []
         self._seq = 0
         self.stray: list[tuple[str, bytes, Addr]] = []          # sent to neither endpoint
+        #: ``drop(direction, data) -> bool``: the network also loses the datagrams it picks
+        self.drop = drop
+        self.dropped: list[tuple[float, str, bytes]] = []
 
     # -- plumbing
 
@@ -117,6 +120,9 @@ class Pair:
                 other = self._peer_of(ep)
                 if dst != self.addr[id(other)]:
                     self.stray.append((name, data, dst))
+                    continue
+                if self.drop is not None and self.drop(name, data):
+                    self.dropped.append((self.now, name, data))
                     continue
                 for t in self.links[id(ep)].deliveries(self.now):
                     self._seq += 1

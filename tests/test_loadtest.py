@@ -479,3 +479,28 @@ def test_ticker_always_lets_held_reads_go() -> None:
     for cancel_in_hold in (False, True):
         tr = uvloop.run(main(cancel_in_hold))
         assert tr.held >= 3 and tr.released == tr.held, (cancel_in_hold, vars(tr))
+
+
+def test_unmet_rate_fails_naming_its_cap(sites: dict[str, Any]) -> None:
+    """500 setups/s asked, but the target's maxauthreq (3 calls awaiting authentication, paced
+    on the measured round trip) allows far fewer: the run fails and names the cap; with
+    --allow-underrun it passes and still names it.  A rate the target allows is met."""
+    res = _run(_opts(sites, calls=12, total=12, rate=500, duration=(1.0, 1.0)))
+    tg = res.summary["targets"]
+    assert res.summary["answered"] == 12
+    assert not tg["met"] and tg["rate"]["asked"] == 500
+    assert tg["rate"]["achieved"] is not None and tg["rate"]["achieved"] < 450
+    assert [c["cap"] for c in tg["capped_by"]][:1] == ["maxauthreq"], tg
+    assert tg["capped_by"][0]["waited_s"] > 0 and "maxauthreq" in tg["capped_by"][0]["detail"]
+    assert tg["auth_slot_peak"] <= 3 and tg["setup_rtt_ms"] is not None
+    assert res.exit_code == 1
+    assert any(n.startswith("target not reached") for n in res.summary["loadtest"]["notes"])
+    ok = _run(_opts(sites, calls=12, total=12, rate=500, duration=(1.0, 1.0),
+                    allow_underrun=True))
+    assert ok.exit_code == 0 and not ok.summary["targets"]["met"]
+    assert ok.summary["targets"]["capped_by"][0]["cap"] == "maxauthreq"
+    met = _run(_opts(sites, calls=6, total=6, rate=20, duration=(1.0, 1.0)))
+    tg = met.summary["targets"]
+    assert tg["met"] and not tg["capped_by"] and met.exit_code == 0, tg
+    assert tg["calls"] == {"asked": 6, "peak": 6}
+    assert abs(tg["rate"]["achieved"] - 20) < 2, tg
