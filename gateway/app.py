@@ -20,10 +20,8 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import os
 import signal
 import socket
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -36,6 +34,7 @@ from iaxgw.gateway.framelog import describe
 from iaxgw.gateway.metrics import Metrics
 from iaxgw.gateway.model import Entry, IaxConfig
 from iaxgw.gateway.pcap import PcapWriter
+from iaxgw.gateway.safefs import default_spool_dir, private_dir
 from iaxgw.gateway.session import IaxChannel
 
 log = logging.getLogger("iaxgw.serve")
@@ -207,7 +206,7 @@ class GatewayApp:
         #: called with (direction, data, addr, now) for every datagram in and out (tests, tools)
         self.datagram_observer: Callable[[str, bytes, Addr, float], None] | None = None
         self.control_path = control
-        self.spool_dir = spool or Path(tempfile.gettempdir()) / f"iaxgw-spool-{os.getuid()}"
+        self.spool_dir = spool or default_spool_dir()
         self.role_name = role_name
         self.sessions: dict[int, IaxChannel] = {}
         self.metrics = Metrics()
@@ -253,6 +252,10 @@ class GatewayApp:
         open_endpoint = self._open_endpoint or open_server_endpoint
         loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
+        try:
+            private_dir(self.spool_dir)
+        except OSError as exc:
+            raise StartError(f"spool {self.spool_dir}: {exc.strerror or exc}") from None
         if self.pcap_path is not None:
             try:
                 self._pcap = PcapWriter(self.pcap_path)

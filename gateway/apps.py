@@ -14,6 +14,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import math
@@ -30,6 +31,7 @@ from iaxgw._core import g711
 from iaxgw.gateway.channel import Channel, MediaHandler
 from iaxgw.gateway.config import PhoneBehaviour, PhonesConfig, parse_callerid
 from iaxgw.gateway.dialplan import Dialplan, split_args, substitute
+from iaxgw.gateway.safefs import private_subdir, write_private_file
 
 __all__ = ["APPLICATIONS", "Jump", "Session", "Stop", "decode", "encode"]
 
@@ -122,15 +124,44 @@ def read_wav(path: Path) -> bytes | None:
     return None
 
 
-def write_wav(path: Path, pcm: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    with wave.open(str(tmp), "wb") as w:
+def wav_bytes(pcm: bytes) -> bytes:
+    """8 kHz mono 16-bit WAV file contents for native PCM."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(RATE)
         w.writeframes(_le(pcm))
-    tmp.replace(path)
+    return buf.getvalue()
+
+
+def write_wav(path: Path, pcm: bytes, *, exclusive: bool = False) -> None:
+    """Write a WAV file as a new 0600 file renamed into place (never through a link);
+    ``exclusive``: FileExistsError if ``path`` exists."""
+    write_private_file(path, wav_bytes(pcm), exclusive=exclusive)
+
+
+def write_numbered_wav(pattern: str, pcm: bytes) -> tuple[int, Path]:
+    """Write the WAV at the first ``pattern % n`` (n = 0, 1, ...) that does not exist yet;
+    taken atomically, so two calls never get the same file."""
+    n = 0
+    while True:
+        path = Path(pattern % n)
+        if not path.exists():
+            try:
+                write_wav(path, pcm, exclusive=True)
+                return n, path
+            except FileExistsError:
+                pass
+        n += 1
+
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def line_safe(value: object) -> str:
+    """``value`` for one ``key=value`` line: control characters (newlines) become spaces."""
+    return _CONTROL_CHARS.sub(" ", str(value))
 
 
 # --- media handlers -----------------------------------------------------------------------
@@ -521,15 +552,6 @@ async def app_playback(s: Session, data: str) -> Result:
     return None
 
 
-def _next_free(pattern: str, start: int = 0) -> tuple[int, Path]:
-    n = start
-    while True:
-        p = Path(pattern % n)
-        if not p.exists():
-            return n, p
-        n += 1
-
-
 async def _record(s: Session, max_seconds: float | None, silence: float | None) -> Recorder:
     rec = Recorder(s.channel.codec, max_seconds, silence)
     s.channel.set_media(rec)
@@ -561,20 +583,45 @@ async def app_record(s: Session, data: str) -> Result:
         log.warning("Record(%s): path must be relative to the spool; using %s", name,
                     fname.name)
         fname = Path(fname.name)
-    base = s.spool_dir / "recordings"
-    if "%d" in name:
-        _, path = _next_free(str(base / fname).replace("%", "%%").replace("%%d", "%d"))
-    else:
-        path = base / fname
     await s.ensure_answered()
     if "q" not in options and not await s.beep():
         s.channel.variables["RECORD_STATUS"] = "HANGUP"
         return Stop()
     rec = await _record(s, maxdur, silence)
-    write_wav(path, bytes(rec.pcm))
+    try:
+        base = private_subdir(s.spool_dir, "recordings", *fname.parent.parts)
+        if "%d" in name:
+            pattern = str(base / fname.name).replace("%", "%%").replace("%%d", "%d")
+            _, path = write_numbered_wav(pattern, bytes(rec.pcm))
+        else:
+            path = base / fname.name
+            write_wav(path, bytes(rec.pcm))
+    except OSError as exc:
+        log.error("Record(%s): not written: %s", name, exc)
+        s.channel.variables["RECORD_STATUS"] = "ERROR"
+        return Stop() if rec.reason == "HANGUP" else None
     s.channel.variables["RECORDED_FILE"] = str(path.with_suffix(""))
     s.channel.variables["RECORD_STATUS"] = rec.reason or "DTMF"
     return Stop() if rec.reason == "HANGUP" else None
+
+
+def _save_voicemail(s: Session, box: str, vmctx: str, rec: Recorder, started: float) -> Path:
+    """msgNNNN.wav, .json and .txt in the mailbox folder (made private under the spool)."""
+    folder = private_subdir(s.spool_dir, "voicemail", vmctx, box)
+    _n, wav = write_numbered_wav(str(folder / "msg%04d.wav"), bytes(rec.pcm))
+    meta = {"mailbox": box, "context": vmctx, "callerid_num": s.channel.caller_num,
+            "callerid_name": s.channel.caller_name, "exten": s.exten,
+            "dialplan_context": s.context, "peer": s.channel.peer,
+            "origtime": int(started), "duration": round(rec.seconds, 3),
+            "file": wav.name}
+    write_private_file(wav.with_suffix(".json"), (json.dumps(meta, indent=1) + "\n").encode())
+    lines = "".join(f"{k}={line_safe(v)}\n" for k, v in (
+        ("origmailbox", box), ("context", s.context), ("exten", s.exten),
+        ("callerid", f'"{s.channel.caller_name}" <{s.channel.caller_num}>'),
+        ("origtime", int(started)), ("duration", round(rec.seconds))))
+    write_private_file(wav.with_suffix(".txt"),
+                       ("[message]\n" + lines).encode("utf-8", "surrogateescape"))
+    return wav
 
 
 async def app_voicemail(s: Session, data: str) -> Result:
@@ -604,22 +651,14 @@ async def app_voicemail(s: Session, data: str) -> Result:
         log.info("VoiceMail(%s): nothing recorded", box_spec)
         s.channel.variables["VMSTATUS"] = "FAILED"
     else:
-        folder.mkdir(parents=True, exist_ok=True)
-        _n, wav = _next_free(str(folder / "msg%04d.wav"))
-        write_wav(wav, bytes(rec.pcm))
-        meta = {"mailbox": box, "context": vmctx, "callerid_num": s.channel.caller_num,
-                "callerid_name": s.channel.caller_name, "exten": s.exten,
-                "dialplan_context": s.context, "peer": s.channel.peer,
-                "origtime": int(started), "duration": round(rec.seconds, 3),
-                "file": wav.name}
-        wav.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
-        wav.with_suffix(".txt").write_text(
-            "[message]\n" + "".join(f"{k}={v}\n" for k, v in (
-                ("origmailbox", box), ("context", s.context), ("exten", s.exten),
-                ("callerid", f'"{s.channel.caller_name}" <{s.channel.caller_num}>'),
-                ("origtime", int(started)), ("duration", round(rec.seconds)))))
-        log.info("voicemail for %s@%s: %s (%.1f s)", box, vmctx, wav, rec.seconds)
-        s.channel.variables["VMSTATUS"] = "SUCCESS"
+        try:
+            wav = _save_voicemail(s, box, vmctx, rec, started)
+        except OSError as exc:
+            log.error("VoiceMail(%s): message not saved: %s", box_spec, exc)
+            s.channel.variables["VMSTATUS"] = "FAILED"
+        else:
+            log.info("voicemail for %s@%s: %s (%.1f s)", box, vmctx, wav, rec.seconds)
+            s.channel.variables["VMSTATUS"] = "SUCCESS"
     return Stop() if rec.reason == "HANGUP" else None
 
 

@@ -8,6 +8,7 @@ captured on the wire.  Classic pcap format (not pcapng), microsecond timestamps,
 from __future__ import annotations
 
 import ipaddress
+import os
 import struct
 import threading
 import time
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from iaxgw.gateway.safefs import create_private_file
 
 PCAP_MAGIC = 0xA1B2C3D4
 LINKTYPE_ETHERNET = 1
@@ -73,7 +76,9 @@ class PcapWriter:
             raise ValueError(f"unsupported linktype {linktype}")
         self.path = Path(path)
         self.linktype = linktype
-        self._fh: BinaryIO | None = open(self.path, "wb")  # noqa: SIM115 - kept open
+        # created 0600, never through a link: the capture holds the md5 challenges and
+        # responses of the calls (a weak secret can be found from them offline)
+        self._fh: BinaryIO | None = os.fdopen(create_private_file(self.path), "wb")
         self._fh.write(_GLOBAL_HDR.pack(PCAP_MAGIC, 2, 4, 0, 0, SNAPLEN, linktype))
         self._fh.flush()
         self._ident = 0
