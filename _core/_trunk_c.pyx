@@ -29,7 +29,7 @@ from cpython.list cimport PyList_New
 from cpython.long cimport PyLong_Check
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.ref cimport Py_INCREF
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcmp, memcpy, memset
 
 from iaxgw._core.errors import FrameError
 
@@ -703,6 +703,98 @@ cdef void _entry_totals(const unsigned char* p, Py_ssize_t n, long long* count,
         payload[0] += length
 
 
+# Frame stamps of the load tester's echo test (twin: ``_trunk_py.stamp_payload``): a 16-bit
+# frame counter in the least significant bits of 16 fixed bytes of a G.711 payload, bit j in
+# byte (2j + 1) * len // 32.  An echo that passes payloads through bit for bit brings it back.
+
+STAMP_BITS = 16
+STAMP_MIN_LEN = 16
+STAMP_WINDOW = 1024
+
+cdef enum:
+    _STAMP_WIN = 1024
+
+
+cdef inline int _stamp_write(unsigned char* p, Py_ssize_t n, unsigned int value) noexcept:
+    cdef int j
+    cdef Py_ssize_t pos
+    for j in range(16):
+        pos = (2 * j + 1) * n // 32
+        p[pos] = (p[pos] & 0xFE) | ((value >> j) & 1)
+    return 0
+
+
+cdef inline long _stamp_read(const unsigned char* p, Py_ssize_t n) noexcept:
+    cdef int j
+    cdef long value = 0
+    if n < 16:
+        return -1
+    for j in range(16):
+        value |= <long>(p[(2 * j + 1) * n // 32] & 1) << j
+    return value
+
+
+cdef inline bint _stamp_same(const unsigned char* a, const unsigned char* b,
+                             Py_ssize_t n) noexcept:
+    """``a`` and ``b`` (``n`` >= 16 bytes each) are equal but for the stamp bits."""
+    cdef int j
+    cdef Py_ssize_t pos, prev = 0
+    for j in range(16):
+        pos = (2 * j + 1) * n // 32
+        if pos > prev and memcmp(a + prev, b + prev, pos - prev) != 0:
+            return False
+        if (a[pos] ^ b[pos]) & 0xFE:
+            return False
+        prev = pos + 1
+    return prev >= n or memcmp(a + prev, b + prev, n - prev) == 0
+
+
+cdef inline bytes _as_bytes(object data):
+    return data if PyBytes_CheckExact(data) else bytes(data)
+
+
+cdef bytes _stamped(bytes payload, unsigned int value):
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+    cdef bytes out
+    if n < 16:
+        return payload
+    out = PyBytes_FromStringAndSize(PyBytes_AS_STRING(payload), n)
+    _stamp_write(<unsigned char*>PyBytes_AS_STRING(out), n, value)
+    return out
+
+
+def stamp_payload(payload, value):
+    """``payload`` with ``value & 0xFFFF`` in the low bits of its 16 stamp bytes; a payload
+    under 16 bytes is returned unchanged."""
+    cdef bytes b = _as_bytes(payload)
+    return _stamped(b, <unsigned int>(value & 0xFFFF))
+
+
+def read_stamp(payload):
+    """The 16-bit stamp of ``payload``; -1 when it is too short to carry one."""
+    cdef bytes b = _as_bytes(payload)
+    return _stamp_read(<const unsigned char*>PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
+
+
+def unstamp(payload):
+    """``payload`` with the low bits of its stamp bytes cleared."""
+    cdef bytes b = _as_bytes(payload)
+    return _stamped(b, 0) if PyBytes_GET_SIZE(b) >= 16 else b
+
+
+def stamp_matches(payload, original):
+    """``payload`` is ``original`` with some stamp: equal but for the stamp bits."""
+    cdef bytes a = _as_bytes(payload)
+    cdef bytes b = _as_bytes(original)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(a)
+    if n != PyBytes_GET_SIZE(b):
+        return False
+    if n < 16:
+        return a == b
+    return _stamp_same(<const unsigned char*>PyBytes_AS_STRING(a),
+                       <const unsigned char*>PyBytes_AS_STRING(b), n)
+
+
 cdef class TxProbe:
     """The load tester's send side of one call (``sim.metrics.CallStats``): the payload cycle it
     sends (``cycle``; frame ``k`` sends ``cycle[(k * 20 // frame_ms + offset) % len]``), the
@@ -721,6 +813,8 @@ cdef class TxProbe:
     cdef public double t_last
     cdef public bint sent
     cdef public object marks
+    #: stamp every payload with its frame counter (``ts_ms // frame_ms``), see stamp_payload
+    cdef public bint stamp
 
     def __init__(self, list cycle=None, long long frame_ms=20, marks=None,
                  long long offset=0):
@@ -746,6 +840,9 @@ cdef class TxProbe:
         if i == 0 and self.marks is not None:
             self.marks.append(now)
         payload = self.cycle[i]
+        if self.stamp and PyBytes_CheckExact(payload) and PyBytes_GET_SIZE(payload) >= 16:
+            payload = _stamped(<bytes>payload,
+                               <unsigned int>((ts_ms // self.frame_ms) & 0xFFFF))
         self.bytes += len(payload)
         return payload
 
@@ -854,6 +951,26 @@ cdef class RxProbe:
     cdef public list strays
     cdef public list firsts
     cdef public bint exact_lost
+    #: frames that came without a timestamp of their own (``seq``)
+    cdef public long long seq_frames
+    #: stamp accounting (set ``stamp_cycle``, the unstamped payloads the TxProbe sends, and its
+    #: ``stamp_offset``; it then replaces ``own``/``first``): frames that carried one of our
+    #: stamps on the right payload (``s_frames``, duplicates and late ones among them), the
+    #: lowest and highest frame counter, the frames that did not (``s_strays``), and the RFC
+    #: 3550 jitter of the round trip (transit = arrival - counter x frame_ms)
+    cdef public list stamp_cycle
+    cdef public long long stamp_offset
+    cdef public long long s_frames
+    cdef public long long s_dup
+    cdef public long long s_ooo
+    cdef public long long s_lo
+    cdef public long long s_hi
+    cdef public long long s_strays
+    cdef public double s_jitter
+    cdef public double s_jitter_max
+    cdef public double s_jitter_sum
+    cdef public double s_transit
+    cdef unsigned char _ring[_STAMP_WIN]
 
     def __init__(self, long long frame_ms=20, bint keep=True, Py_ssize_t limit=300):
         if frame_ms < 1:
@@ -874,14 +991,87 @@ cdef class RxProbe:
         self.exact_lost = False
         return out
 
+    cdef long long _stamp_rx(self, double arrival, object payload) except -2:
+        """The stamp accounting of one frame; its cycle index, or -1 (not one of our frames)."""
+        cdef list cycle = self.stamp_cycle
+        cdef Py_ssize_t n = len(cycle)
+        cdef Py_ssize_t size
+        cdef long v
+        cdef long long hi = self.s_hi, k, idx, c
+        cdef object orig
+        cdef const unsigned char* p
+        cdef double transit, d, j
+        if not n or not PyBytes_CheckExact(payload):
+            return -1
+        p = <const unsigned char*>PyBytes_AS_STRING(payload)
+        size = PyBytes_GET_SIZE(payload)
+        v = _stamp_read(p, size)
+        if v < 0:
+            return -1
+        if self.s_frames:
+            k = (hi & ~(<long long>0xFFFF)) | v
+            if k > hi + 0x8000:
+                k -= 0x10000
+            elif k < hi - 0x8000:
+                k += 0x10000
+            if k < 0:
+                return -1
+        else:
+            k = v
+        idx = _floor_mod(k + self.stamp_offset, n)
+        orig = cycle[idx]
+        if not PyBytes_CheckExact(orig) or PyBytes_GET_SIZE(orig) != size \
+                or not _stamp_same(p, <const unsigned char*>PyBytes_AS_STRING(orig), size):
+            return -1
+        transit = arrival * 1000.0 - <double>(k * self.frame_ms)
+        if not self.s_frames:
+            self.s_lo = k
+            self.s_hi = k
+            self._ring[k % _STAMP_WIN] = 1
+        else:
+            d = transit - self.s_transit
+            if d < 0.0:
+                d = -d
+            j = self.s_jitter + (d - self.s_jitter) * 0.0625
+            self.s_jitter = j
+            self.s_jitter_sum += j
+            if j > self.s_jitter_max:
+                self.s_jitter_max = j
+            if k > hi:
+                if k - hi >= _STAMP_WIN:
+                    memset(self._ring, 0, _STAMP_WIN)
+                else:
+                    c = hi + 1
+                    while c < k:
+                        self._ring[c % _STAMP_WIN] = 0
+                        c += 1
+                self._ring[k % _STAMP_WIN] = 1
+                self.s_hi = k
+            elif k > hi - _STAMP_WIN:
+                if self._ring[k % _STAMP_WIN]:
+                    self.s_dup += 1
+                else:
+                    self._ring[k % _STAMP_WIN] = 1
+                    self.s_ooo += 1
+            else:
+                self.s_ooo += 1
+            if k < self.s_lo:
+                self.s_lo = k
+        self.s_transit = transit
+        self.s_frames += 1
+        return idx
+
     cdef int _rx(self, long long ts, double arrival, object payload, Py_ssize_t nbytes,
                  bint seq) except -1:
         cdef long long n, fm, hi, k, i
+        cdef long long idx = 0
         cdef double transit, d, j
         cdef unsigned long long bit
         cdef list pend
-        if seq and self.last >= 0:
-            ts = self.last + self.frame_ms
+        if seq:
+            self.seq_frames += 1
+            if self.last >= 0:
+                ts = self.last + self.frame_ms
         if ts > self.last:
             self.last = ts
         self.frames += 1
@@ -923,6 +1113,10 @@ cdef class RxProbe:
                 if ts < self.min_ts:
                     self.min_ts = ts
         self.transit = transit
+        if self.stamp_cycle is not None:
+            idx = self._stamp_rx(arrival, payload)
+            if idx < 0:
+                self.s_strays += 1
         pend = self.pending
         if pend is not None:
             # (int, float, bytes) can be in no reference cycle: untracked at once, as the
@@ -931,7 +1125,12 @@ cdef class RxProbe:
             item = (ts, arrival, payload)
             PyObject_GC_UnTrack(item)
             pend.append(item)
-            if self.own is not None:
+            if self.stamp_cycle is not None:
+                if idx < 0:
+                    self.strays.append(payload)
+                elif idx == 0:
+                    self.firsts.append(arrival)
+            elif self.own is not None:
                 # checked now, while the payload is in the cache (the batch check later read
                 # every payload again: 9 % of the load tester at 100,000 frames a second)
                 if payload not in self.own:

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
         MAX_CALLNO,
         MAX_PAYLOAD,
         META_TRUNK,
+        STAMP_BITS,
+        STAMP_MIN_LEN,
+        STAMP_WINDOW,
         CallMedia,
         RxProbe,
         RxStats,
@@ -30,13 +33,17 @@ if TYPE_CHECKING:
         datagram_census,
         pack_trunk,
         parse_trunk,
+        read_stamp,
         receive_media_run,
         receive_mini,
         receive_trunk,
         send_trunk_voice,
+        stamp_matches,
+        stamp_payload,
         trunk_entry_stats,
         trunk_epoch,
         tx_tick,
+        unstamp,
     )
 else:
     META_TRUNK = _impl.META_TRUNK
@@ -50,6 +57,13 @@ else:
     TrunkRunTotals = _impl.TrunkRunTotals
     TxProbe = _impl.TxProbe
     tx_tick = _impl.tx_tick
+    STAMP_BITS = _impl.STAMP_BITS
+    STAMP_MIN_LEN = _impl.STAMP_MIN_LEN
+    STAMP_WINDOW = _impl.STAMP_WINDOW
+    stamp_payload = _impl.stamp_payload
+    read_stamp = _impl.read_stamp
+    unstamp = _impl.unstamp
+    stamp_matches = _impl.stamp_matches
     datagram_census = _impl.datagram_census
     TrunkDemux = _impl.TrunkDemux
     pack_trunk = _impl.pack_trunk
@@ -71,6 +85,9 @@ __all__ = [
     "MAX_CALLNO",
     "MAX_PAYLOAD",
     "META_TRUNK",
+    "STAMP_BITS",
+    "STAMP_MIN_LEN",
+    "STAMP_WINDOW",
     "CallMedia",
     "RxProbe",
     "RxStats",
@@ -82,11 +99,15 @@ __all__ = [
     "datagram_census",
     "pack_trunk",
     "parse_trunk",
+    "read_stamp",
     "receive_media_run",
-    "trunk_epoch",
     "receive_mini",
     "receive_trunk",
     "send_trunk_voice",
+    "stamp_matches",
+    "stamp_payload",
     "trunk_entry_stats",
+    "trunk_epoch",
     "tx_tick",
+    "unstamp",
 ]

@@ -22,6 +22,27 @@ def _f(v: float | None, fmt: str = ".1f", unit: str = "") -> str:
     return "-" if v is None else f"{v:{fmt}}{unit}"
 
 
+def _na(v: float | None, fmt: str = ".1f", unit: str = "") -> str:
+    """A figure that may not be measurable (loss, MOS): None shows as n/a, never as 0."""
+    return "n/a" if v is None else f"{v:{fmt}}{unit}"
+
+
+_LOSS_METHODS = {"stamp": "round trip, by frame stamp", "timestamps": "by the far end's timestamps",
+                 "mixed": "stamps and timestamps"}
+
+
+def _loss_row(summary: dict[str, Any]) -> str:
+    calls = summary.get("loss_calls") or {}
+    method = summary.get("loss_method")
+    text = _na(summary.get("loss_pct"), ".2f", " %")
+    if method:
+        text += f" ({_LOSS_METHODS.get(method, method)})"
+    if calls.get("not_measurable"):
+        text += (f"; not measurable on {calls['not_measurable']} call(s): an echo that was not "
+                 "bit-exact, or frames without timestamps of their own")
+    return text
+
+
 def _causes(causes: dict[str, int], limit: int = 4) -> str:
     if not causes:
         return "-"
@@ -30,7 +51,7 @@ def _causes(causes: dict[str, int], limit: int = 4) -> str:
     return text + (f", +{len(top) - limit} more" if len(top) > limit else "")
 
 
-def render(snap: Snapshot, title: str = "iaxgw loadtest") -> Table:
+def render(snap: Snapshot, title: str = "iaxgw loadtest", capped: str | None = None) -> Table:
     """The live screen as a rich renderable."""
     target = f" / {snap.target}" if snap.target is not None else ""
     t = Table(title=f"{title}  {snap.elapsed_s:,.0f} s", show_header=False, box=None,
@@ -47,10 +68,13 @@ def render(snap: Snapshot, title: str = "iaxgw loadtest") -> Table:
               "setup p95", _f(snap.setup_p95_ms, ".0f", " ms"))
     t.add_row("jitter p50", _f(snap.jitter_p50_ms, ".1f", " ms"),
               "jitter max", _f(snap.jitter_max_ms, ".1f", " ms"))
-    t.add_row("loss", _f(snap.loss_pct, ".2f", " %"), "rtt p50", _f(snap.rtt_p50_ms, ".0f", " ms"))
-    t.add_row("MOS p50", _f(snap.mos_p50, ".2f"), "MOS min", _f(snap.mos_min, ".2f"))
+    t.add_row("loss", _na(snap.loss_pct, ".2f", " %"), "rtt p50",
+              _f(snap.rtt_p50_ms, ".0f", " ms"))
+    t.add_row("MOS p50", _na(snap.mos_p50, ".2f"), "MOS min", _na(snap.mos_min, ".2f"))
     t.add_row("tx/rx pps", f"{_f(snap.tx_pps, ',.0f')} / {_f(snap.rx_pps, ',.0f')}",
               "CPU", _f(snap.cpu_pct, ".0f", " %"))
+    if capped:
+        t.add_row("capped by", Text(capped, style="yellow"), "", "")
     a = snap.audio
     if a:
         t.add_row("audio", f"verified {a.get('verified', 0)}",
@@ -59,14 +83,15 @@ def render(snap: Snapshot, title: str = "iaxgw loadtest") -> Table:
     return t
 
 
-def compact_line(snap: Snapshot) -> str:
+def compact_line(snap: Snapshot, capped: str | None = None) -> str:
     """One log line per interval for non-terminal output."""
     target = f"/{snap.target}" if snap.target is not None else ""
+    cap = f" capped-by={capped!r}" if capped else ""
     return (f"t={snap.elapsed_s:.0f}s up={snap.calls_up}{target} att={snap.attempts} "
             f"rate={_f(snap.attempt_rate)}/s ans={snap.answered} fail={snap.failed} "
             f"setup50={_f(snap.setup_p50_ms, '.0f')}ms jit50={_f(snap.jitter_p50_ms)}ms "
-            f"loss={_f(snap.loss_pct, '.2f')}% mos50={_f(snap.mos_p50, '.2f')} "
-            f"mosmin={_f(snap.mos_min, '.2f')} cpu={_f(snap.cpu_pct, '.0f')}%")
+            f"loss={_na(snap.loss_pct, '.2f', '%')} mos50={_na(snap.mos_p50, '.2f')} "
+            f"mosmin={_na(snap.mos_min, '.2f')} cpu={_f(snap.cpu_pct, '.0f')}%{cap}")
 
 
 class LiveScreen:
@@ -86,6 +111,8 @@ class LiveScreen:
         self.refresh_per_second = refresh_per_second
         self._live: Live | None = None
         self.last: Snapshot | None = None
+        #: what holds the load test's ramp back now, set by the runner before each update
+        self.capped: str | None = None
 
     @property
     def interactive(self) -> bool:
@@ -102,9 +129,9 @@ class LiveScreen:
         if self.quiet:
             return
         if self._live is not None:
-            self._live.update(render(snap, self.title), refresh=True)
+            self._live.update(render(snap, self.title, self.capped), refresh=True)
         elif self.lines:
-            self.console.print(compact_line(snap), highlight=False, soft_wrap=True)
+            self.console.print(compact_line(snap, self.capped), highlight=False, soft_wrap=True)
 
     def stop(self) -> None:
         if self._live is not None:
@@ -140,9 +167,9 @@ def summary_table(summary: dict[str, Any]) -> Group:
     t.add_row("setup (NEW->ANSWER)", _pct_row(summary.get("setup_ms"), "ms", ".0f"))
     t.add_row("jitter", _pct_row(summary.get("jitter_ms"), "ms"))
     t.add_row("echo RTT", _pct_row(summary.get("rtt_ms"), "ms", ".0f"))
-    t.add_row("loss", _f(summary.get("loss_pct"), ".2f", " %"))
+    t.add_row("loss", _loss_row(summary))
     mos = summary.get("mos") or {}
-    t.add_row("MOS", f"p50 {_f(mos.get('p50'), '.2f')}  min {_f(mos.get('min'), '.2f')}")
+    t.add_row("MOS", f"p50 {_na(mos.get('p50'), '.2f')}  min {_na(mos.get('min'), '.2f')}")
     audio = summary.get("audio") or {}
     if audio.get("checked") is not None:
         t.add_row("audio", f"checked {audio.get('checked')}: verified {audio.get('verified')}, "
@@ -154,6 +181,15 @@ def summary_table(summary: dict[str, Any]) -> Group:
         t.add_row("datagrams/s", f"tx {_f(dps.get('tx'), ',.0f')}  rx {_f(dps.get('rx'), ',.0f')}")
         t.add_row("bytes/call/s", f"tx {_f(bpc.get('tx'), ',.0f')}  rx {_f(bpc.get('rx'), ',.0f')}")
     t.add_row("CPU", _f(summary.get("cpu_pct"), ".0f", " %"))
+    tg = summary.get("targets") or {}
+    if tg:
+        rate, calls = tg.get("rate") or {}, tg.get("calls") or {}
+        line = (f"rate {_na(rate.get('achieved'))}/s of {_f(rate.get('asked'), 'g')}/s, calls "
+                f"up {calls.get('peak')} of {calls.get('asked')}: "
+                + ("reached" if tg.get("met") else "NOT reached"))
+        t.add_row("targets", line)
+        for c in tg.get("capped_by") or []:
+            t.add_row("capped by", f"{c.get('detail')} (waited {_na(c.get('waited_s'))} s)")
     st = (summary.get("loadtest") or {}).get("send_timing") or {}
     if st.get("ticks"):
         t.add_row("send timing", f"tick late p50 {_f(st.get('late_p50_ms'), '.2f')}  p99 "

@@ -16,12 +16,27 @@ Conventions
 -----------
 * Timestamps given to ``on_rx`` are already unwrapped milliseconds.  IAX2 mini frames carry only the
   low 16 bits; :class:`TsUnwrap` turns them into a monotonic ms count.
-* Loss: mini frames have no sequence number.  The sender sends one frame per ``frame_ms`` with the
-  timestamp advancing by ``frame_ms``, so ``expected = (max_ts - min_ts) / frame_ms + 1`` over what
-  was received, and ``lost = expected - (received - duplicates)``.  Duplicates and late
-  (out-of-order) frames are told apart with a 64-frame bitmap behind the highest timestamp.
+* Loss (``loss_method``):
+
+  - ``"stamp"`` (echo mode, the echo came back bit for bit): every frame we send carries its
+    16-bit frame counter in the low bits of 16 of its bytes (``_core.trunk.stamp_payload``); a
+    received frame counts when its counter decodes and the rest of it is our cycle's frame for
+    that counter.  ``expected`` spans the lowest to the highest counter received (frames sent
+    before the far end's echo ran, and those still in flight at the end, are not loss),
+    ``lost = expected - unique counters``: the round-trip loss, whatever the far end does to
+    timestamps (Asterisk re-times what it echoes, and a trunk without per-entry timestamps
+    carries none).  Duplicates and reordering are counted by counter too.
+  - ``"timestamps"`` (tone / silence / file media, with timestamps of the far end's own: mini
+    frames, full frames, trunk entries with timestamps): one frame per ``frame_ms``, so
+    ``expected = (max_ts - min_ts) / frame_ms + 1`` and ``lost = expected - (received -
+    duplicates)``, duplicates and late frames told apart with a 64-frame bitmap.
+  - None: not measurable -- an echo that did not come back bit for bit (transcoded), or frames
+    without timestamps of their own (a trunk without per-entry timestamps) in the other modes.
+    ``loss_pct``, R and MOS are then None, never computed from an assumed 0 % loss.
 * Jitter: RFC 3550 section 6.4.1 / A.8 interarrival jitter in ms, ``J += (|D| - J) / 16`` with
   ``D`` the change in transit time (arrival - media timestamp) between consecutive arrivals.
+  With the ``"stamp"`` loss method the transit is arrival - frame counter x ``frame_ms``: the
+  jitter of the round trip, which a lost frame does not disturb.
 * E-model: ITU-T G.107 simplified for G.711 (see :func:`r_factor`).
 """
 
@@ -35,7 +50,7 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from iaxgw._core.trunk import RxProbe, TxProbe
+from iaxgw._core.trunk import RxProbe, TxProbe, unstamp
 from iaxgw.sim import signature as sig
 
 Mode = Literal["echo", "tone", "none"]
@@ -166,6 +181,7 @@ class CallRecord:
     expected: int | None
     lost: int | None
     loss_pct: float | None
+    loss_method: str | None        #: "stamp" (echo round trip), "timestamps", None: not measurable
     duplicates: int
     out_of_order: int
     jitter_ms: float | None        #: RFC 3550 estimate at the end of the call
@@ -285,10 +301,12 @@ class CallStats:
         # test hands to the endpoint: its entries are counted without a Python call)
         self.rx = RxProbe(frame_ms, self.detector is not None, _PENDING_LIMIT)
         if mode == "echo" and self.payloads and self.rx_codec == self.codec:
-            # the exact-echo check's per-frame part, done by the probe as frames arrive
-            self._own_set = frozenset(self.payloads)
-            self.rx.own = self._own_set
-            self.rx.first = self.payloads[0]
+            # every frame sent carries its counter; the probe checks what comes back against
+            # our cycle (the exact-echo check's per-frame part) and counts it by counter
+            self.tx.stamp = True
+            self.rx.stamp_cycle = list(self.payloads)
+            self.rx.stamp_offset = self.tx.offset
+            self._own_set = frozenset(unstamp(p) for p in self.payloads)
         self._dropped_seen = 0
         self.snap_expected = 0
         self.snap_lost = 0
@@ -378,20 +396,37 @@ class CallStats:
         return self.rx.t_last
 
     @property
+    def loss_method(self) -> str | None:
+        """How loss is measured for this call (module doc); None: it cannot be."""
+        rx = self.rx
+        if not rx.frames:
+            return None
+        if rx.stamp_cycle is not None:
+            # most frames must be ours: an echo that transcodes brings back no stamp
+            return "stamp" if rx.s_frames and 2 * rx.s_frames >= rx.frames else None
+        if self.mode == "echo" or rx.seq_frames:
+            return None
+        return "timestamps"
+
+    @property
+    def _stamped(self) -> bool:
+        return self.loss_method == "stamp"
+
+    @property
     def duplicates(self) -> int:
-        return self.rx.duplicates
+        return self.rx.s_dup if self._stamped else self.rx.duplicates
 
     @property
     def out_of_order(self) -> int:
-        return self.rx.out_of_order
+        return self.rx.s_ooo if self._stamped else self.rx.out_of_order
 
     @property
     def jitter(self) -> float:
-        return self.rx.jitter
+        return self.rx.s_jitter if self._stamped else self.rx.jitter
 
     @property
     def jitter_max(self) -> float:
-        return self.rx.jitter_max
+        return self.rx.s_jitter_max if self._stamped else self.rx.jitter_max
 
     @property
     def audio_dropped(self) -> int:
@@ -410,24 +445,37 @@ class CallStats:
     # -- derived figures --------------------------------------------------------------------
 
     @property
-    def expected(self) -> int:
-        if not self.rx_frames:
-            return 0
+    def expected(self) -> int | None:
+        """Frames that should have arrived (module doc); None when loss is not measurable."""
+        method = self.loss_method
+        rx = self.rx
+        if method == "stamp":
+            return rx.s_hi - rx.s_lo + 1
+        if method is None:
+            return None
         fm = self.frame_ms
-        return (self.rx.max_ts - self.rx.min_ts + (fm >> 1)) // fm + 1
+        return (rx.max_ts - rx.min_ts + (fm >> 1)) // fm + 1
 
     @property
-    def lost(self) -> int:
-        return max(0, self.expected - (self.rx_frames - self.duplicates))
+    def lost(self) -> int | None:
+        exp = self.expected
+        if exp is None:
+            return None
+        rx = self.rx
+        if self._stamped:
+            return max(0, exp - (rx.s_frames - rx.s_dup))
+        return max(0, exp - (rx.frames - rx.duplicates))
 
     @property
     def loss_pct(self) -> float | None:
-        exp = self.expected
-        return 100.0 * self.lost / exp if exp else None
+        exp, lost = self.expected, self.lost
+        return 100.0 * lost / exp if exp and lost is not None else None
 
     @property
     def jitter_mean(self) -> float | None:
         rx = self.rx
+        if self._stamped:
+            return rx.s_jitter_sum / (rx.s_frames - 1) if rx.s_frames > 1 else None
         return rx.jitter_sum / (rx.frames - 1) if rx.frames > 1 else None
 
     def rtt_estimate(self) -> float | None:
@@ -458,7 +506,7 @@ class CallStats:
             return False
         rx = self.rx
         rx.pending = []
-        tracked = rx.take_exact() if rx.own is not None else None
+        tracked = rx.take_exact() if rx.own is not None or rx.stamp_cycle is not None else None
         if rx.dropped != self._dropped_seen:     # frames were dropped since the carry
             self._dropped_seen = rx.dropped
             self._carry = []
@@ -542,6 +590,12 @@ class CallStats:
         first = payloads[0]
         if tracked is not None and not tracked[2]:
             stray, first_at = tracked[0], tracked[1]
+        elif self.tx.stamp:
+            # stamped frames: compared without their stamp bits (own holds them so too)
+            first = unstamp(first)
+            keys = [unstamp(p) for _, _, p in pend]
+            stray = [p for (_, _, p), u in zip(pend, keys, strict=True) if u not in own]
+            first_at = [at for (_, at, _), u in zip(pend, keys, strict=True) if u == first]
         else:
             stray = [p for _, _, p in pend if p not in own]
             first_at = [at for _, at, p in pend if p == first]
@@ -626,6 +680,7 @@ class CallStats:
             return (t - self.t_new) * 1000.0
 
         delay, r, mos = self.quality()
+        jitter_mean = self.jitter_mean
         flags = self.audio_flags()
         a = self.audio
         if self.mode == "none" or self.outcome != "ANSWERED":
@@ -653,12 +708,12 @@ class CallStats:
             duration_s=(end - self.t_answer) if self.t_answer is not None and end else None,
             tx_frames=self.tx_frames, tx_bytes=self.tx_bytes,
             rx_frames=self.rx_frames, rx_bytes=self.rx_bytes,
-            expected=self.expected if self.rx_frames else None,
-            lost=self.lost if self.rx_frames else None, loss_pct=self.loss_pct,
+            expected=self.expected, lost=self.lost, loss_pct=self.loss_pct,
+            loss_method=self.loss_method,
             duplicates=self.duplicates, out_of_order=self.out_of_order,
-            jitter_ms=self.jitter if self.rx_frames > 1 else None,
-            jitter_mean_ms=self.jitter_mean,
-            jitter_max_ms=self.jitter_max if self.rx_frames > 1 else None,
+            jitter_ms=self.jitter if jitter_mean is not None else None,
+            jitter_mean_ms=jitter_mean,
+            jitter_max_ms=self.jitter_max if jitter_mean is not None else None,
             rtt_ms=statistics.median(rtts) if rtts else None,
             rtt_max_ms=max(rtts) if rtts else None, rtt_samples=len(rtts),
             ping_rtt_ms=ping, delay_ms=delay, r_factor=r, mos=mos,

@@ -27,7 +27,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, Final, overload
 
 import numpy as np
 
@@ -313,7 +313,7 @@ class LoadStats:
             self._iv["answered"] += 1
 
     def _account_media(self, call: CallStats) -> None:
-        exp, lost = call.expected, call.lost if call.rx_frames else 0
+        exp, lost = call.expected or 0, call.lost or 0
         self._iv["expected"] += exp - call.snap_expected
         self._iv["lost"] += lost - call.snap_lost
         call.snap_expected, call.snap_lost = exp, lost
@@ -525,6 +525,8 @@ def summarize(records: Sequence[CallRecord], *, duration_s: float | None = None,
     with_media = [r for r in answered if r.expected]
     expected = sum(r.expected or 0 for r in with_media)
     lost = sum(r.lost or 0 for r in with_media)
+    received = [r for r in answered if r.rx_frames]
+    methods = sorted({r.loss_method for r in with_media if r.loss_method})
     mos = [r.mos for r in with_media if r.mos is not None]
     rfac = [r.r_factor for r in with_media if r.r_factor is not None]
     checked = [r for r in answered if r.audio != "n/a"]
@@ -566,6 +568,14 @@ def summarize(records: Sequence[CallRecord], *, duration_s: float | None = None,
         "rtt_ms": percentiles(r.rtt_ms if r.rtt_ms is not None else r.ping_rtt_ms
                               for r in with_media),
         "loss_pct": 100.0 * lost / expected if expected else None,
+        # how loss was measured (sim/metrics.py): "stamp" = round trip of our own stamped
+        # frames, "timestamps" = the far end's media timestamps; None: not measurable
+        "loss_method": methods[0] if len(methods) == 1 else ("mixed" if methods else None),
+        "loss_calls": {"measured": len(with_media), "not_measurable": len(received)
+                       - sum(1 for r in received if r.expected)},
+        # one way each: known only from the far end's own receive report (not used yet)
+        "loss_forward_pct": None,
+        "loss_return_pct": None,
         "frames": {"tx": sum(r.tx_frames for r in records),
                    "rx": sum(r.rx_frames for r in records),
                    "expected": expected if with_media else None,
@@ -636,8 +646,17 @@ def write_calls_csv(path: Path, records: Iterable[CallRecord]) -> Path:
         w.writerow(names)
         for rec in records:
             d = rec.as_dict()
+            if rec.outcome == "ANSWERED" and rec.rx_frames and rec.loss_pct is None:
+                # media came back but its loss cannot be measured (sim/metrics.py): say so,
+                # where an empty cell means nothing to measure
+                for n in _UNMEASURABLE_CELLS:
+                    if d[n] is None:
+                        d[n] = "n/a"
             w.writerow([_cell(d[n]) for n in names])
     return path
+
+
+_UNMEASURABLE_CELLS: Final = ("expected", "lost", "loss_pct", "loss_method", "r_factor", "mos")
 
 
 def write_timeseries_csv(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
