@@ -16,9 +16,12 @@ import logging
 import os
 import socket
 import stat
+import struct
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from iaxgw.gateway.safefs import default_spool_dir, private_dir
 
 log = logging.getLogger("iaxgw.control")
 
@@ -31,11 +34,22 @@ class ControlError(Exception):
 
 
 def default_control_path() -> str:
-    """``$XDG_RUNTIME_DIR/iaxgw.sock``, else ``/tmp/iaxgw-<uid>.sock``."""
+    """``/run/iaxgw/iaxgw.sock`` for root, else ``$XDG_RUNTIME_DIR/iaxgw/iaxgw.sock``, else
+    the XDG state directory's ``iaxgw/iaxgw.sock``: always in a directory of our own (made
+    0700), never in a shared one such as ``/tmp`` where another user could take the name."""
+    if os.geteuid() == 0:
+        return "/run/iaxgw/iaxgw.sock"
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime):
-        return os.path.join(runtime, "iaxgw.sock")
-    return f"/tmp/iaxgw-{os.getuid()}.sock"
+    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+        return os.path.join(runtime, "iaxgw", "iaxgw.sock")
+    return str(default_spool_dir().parent / "iaxgw.sock")
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a connected Unix socket (SO_PEERCRED)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -82,14 +96,18 @@ class ControlServer:
             if _socket_in_use(self.path):
                 raise ControlError(f"another iaxgw serve is already listening at {self.path}")
             p.unlink()  # stale socket from a server that died
-        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            private_dir(p.parent)
+        except OSError as exc:
+            raise ControlError(f"control socket directory {exc.strerror or exc}") from None
+        old_umask = os.umask(0o077)       # the socket is made 0600 from the start
         try:
             self._server = await asyncio.start_unix_server(self._client, path=self.path,
                                                            limit=MAX_LINE)
         except OSError as exc:
             raise ControlError(f"cannot listen at {self.path}: {exc.strerror or exc}") from exc
-        with contextlib.suppress(OSError):
-            os.chmod(self.path, 0o600)
+        finally:
+            os.umask(old_umask)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -159,6 +177,10 @@ def query(path: str, cmd: str, timeout: float = 5.0, **args: Any) -> Any:
             raise ControlError(f"no iaxgw serve at {path}") from None
         except OSError as exc:
             raise ControlError(f"no iaxgw serve at {path} ({exc.strerror or exc})") from None
+        uid = peer_uid(s)
+        if uid not in (os.geteuid(), 0):
+            raise ControlError(f"the server at {path} runs as uid {uid}, not as us or root: "
+                               "not trusted (another user's socket?)")
         try:
             s.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
             buf = bytearray()

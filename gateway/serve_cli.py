@@ -79,7 +79,8 @@ IMPAIR_HELP = ("A bad network on our socket: loss=5%,burst=3,delay=40ms,jitter=2
 @click.option("--debug-frames", is_flag=True, help="Log every decoded frame (one line each).")
 @click.option("--control", "control", type=click.Path(dir_okay=False), default=None,
               metavar="PATH", help="Control socket for `iaxgw show`.  [default: "
-                                   "$XDG_RUNTIME_DIR/iaxgw.sock or /tmp/iaxgw-<uid>.sock]")
+                                   "/run/iaxgw/iaxgw.sock for root, else "
+                                   "$XDG_RUNTIME_DIR/iaxgw/iaxgw.sock]")
 @click.option("--phones", "phones", type=click.Path(dir_okay=False, path_type=Path),
               default=None, metavar="FILE",
               help="phones.conf: how the emulated local phones behave.  "

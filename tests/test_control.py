@@ -6,6 +6,9 @@ import asyncio
 import json
 import os
 import socket
+import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -15,7 +18,13 @@ import pytest
 from click.testing import CliRunner
 
 from iaxgw.gateway.cli import main
-from iaxgw.gateway.control import ControlError, ControlServer, default_control_path, query
+from iaxgw.gateway.control import (
+    ControlError,
+    ControlServer,
+    default_control_path,
+    peer_uid,
+    query,
+)
 
 PEERS = [{"name": "office-a", "username": "office-b", "host": "127.0.0.10", "port": 4569,
           "trunk": True, "maxms": 2000, "lastms": 3}]
@@ -117,7 +126,63 @@ def test_show_bad_what() -> None:
 
 
 def test_default_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Always in a directory of our own, never in /tmp."""
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert default_control_path() == "/run/iaxgw/iaxgw.sock"
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    assert default_control_path() == str(tmp_path / "iaxgw.sock")
+    assert default_control_path() == str(tmp_path / "iaxgw" / "iaxgw.sock")
     monkeypatch.delenv("XDG_RUNTIME_DIR")
-    assert default_control_path() == f"/tmp/iaxgw-{os.getuid()}.sock"
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert default_control_path() == str(tmp_path / "state" / "iaxgw" / "iaxgw.sock")
+
+
+def test_server_makes_a_private_directory_and_refuses_a_shared_one(tmp_path: Path) -> None:
+    async def start(path: Path) -> None:
+        srv = ControlServer(str(path), _handler)
+        await srv.start()
+        try:
+            assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+            assert stat.S_IMODE(os.lstat(path).st_mode) & 0o077 == 0
+        finally:
+            await srv.close()
+
+    asyncio.run(start(tmp_path / "run" / "iaxgw" / "iaxgw.sock"))
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)              # like /tmp
+    with pytest.raises(ControlError, match="writable by group or others"):
+        asyncio.run(start(shared / "iaxgw.sock"))
+    assert not (shared / "iaxgw.sock").exists()
+
+
+def test_peer_uid_is_the_servers() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with a, b:
+        assert peer_uid(a) == os.geteuid()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a server of another uid needs root")
+def test_client_refuses_a_server_of_another_user(tmp_path: Path) -> None:
+    """A socket another local user listens on (a squatted path) is not trusted: no forged
+    rows reach ``show``."""
+    path = tmp_path / "squat.sock"
+    code = (
+        "import os, socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+        f"s.bind({str(path)!r}); os.chmod({str(path)!r}, 0o777)\n"
+        "os.setgid(12345); os.setuid(12345); s.listen(1)\n"
+        "print('ready', flush=True)\n"
+        "c, _ = s.accept(); c.recv(1000)\n"
+        "c.sendall(b'{\"ok\": true, \"data\": [{\"name\": \"forged\"}]}\\n')\n")
+    os.chmod(tmp_path, 0o755)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        with pytest.raises(ControlError, match="uid 12345"):
+            query(str(path), "peers", timeout=2.0)
+        res = CliRunner().invoke(main, ["show", "peers", "--control", str(path)])
+        assert res.exit_code != 0 and "forged" not in res.output
+    finally:
+        proc.kill()
+        proc.wait(5)
