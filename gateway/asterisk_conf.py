@@ -14,13 +14,20 @@ What it understands, following Asterisk's ``main/config.c``:
   section.  ``#exec`` is refused: iaxgw never runs shell commands from a config file.
 
 Every item carries its :class:`~iaxgw.gateway.model.Source`.  Repeated keys are kept in order.
-Any problem raises :class:`ConfigError` whose message starts with ``file:line:``.
+Any problem raises :class:`ConfigError` whose message starts with ``file:line:``; messages do not
+quote the line (it may hold a secret, or be the first line of a file included by mistake).
+
+Only regular files of at most :data:`MAX_FILE_BYTES` are read.  Bytes that are not UTF-8 are
+kept (``surrogateescape``): a secret is hashed with the bytes the file holds, as Asterisk does.
+An unterminated ``;--`` block comment is an error (it would drop the rest of the file, an ACL
+with it, silently: Asterisk only warns).
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +36,8 @@ from iaxgw.gateway.model import Source
 __all__ = ["ConfFile", "ConfigError", "Item", "Section", "read_conf", "strip_comment"]
 
 _MAX_INCLUDE_DEPTH = 32
+#: Largest config file read (an ``#include`` of a device or a huge file is refused).
+MAX_FILE_BYTES = 4 * 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -146,20 +155,24 @@ class _Reader:
         if len(stack) >= _MAX_INCLUDE_DEPTH:
             raise ConfigError("#include nested too deeply", where)
         try:
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                lines = fh.read().splitlines()
+            data = _read_regular(path)
         except FileNotFoundError:
             if optional:
                 return
             raise ConfigError(f"cannot open {path!r}: no such file", where) from None
         except OSError as exc:
-            raise ConfigError(f"cannot read {path!r}: {exc.strerror}", where) from None
+            raise ConfigError(f"cannot read {path!r}: {exc.strerror or exc}", where) from None
+        lines = data.decode("utf-8", "surrogateescape").splitlines()
         self.conf.files.append(path)
         stack = [*stack, real]
         depth = 0
+        opened = 0
         for lineno, raw in enumerate(lines, 1):
             src = Source(path, lineno)
+            was = depth
             text, depth = strip_comment(raw, depth)
+            if depth and not was:
+                opened = lineno
             text = text.strip()
             if not text:
                 continue
@@ -169,6 +182,9 @@ class _Reader:
                 self._section_header(text, src)
             else:
                 self._item(text, src)
+        if depth:
+            raise ConfigError("';--' block comment never closed with '--;' (the rest of the "
+                              "file would be ignored)", Source(path, opened))
 
     def _directive(self, text: str, src: Source, path: str, stack: list[str]) -> None:
         word, _, arg = text[1:].partition(" ")
@@ -178,7 +194,7 @@ class _Reader:
             raise ConfigError("#exec is not supported (iaxgw does not run commands from configs)",
                               src)
         if word not in ("include", "tryinclude"):
-            raise ConfigError(f"unknown directive '#{word}'", src)
+            raise ConfigError(f"unknown directive '#{word[:20]}'", src)
         if len(arg) >= 2 and (arg[0] == arg[-1] == '"' or (arg[0], arg[-1]) == ("<", ">")):
             arg = arg[1:-1]
         if not arg:
@@ -197,7 +213,7 @@ class _Reader:
     def _section_header(self, text: str, src: Source) -> None:
         close = text.find("]")
         if close < 0:
-            raise ConfigError(f"missing ']' in section header {text!r}", src)
+            raise ConfigError("missing ']' in section header", src)
         name = text[1:close].strip()
         if not name:
             raise ConfigError("empty section name", src)
@@ -207,7 +223,7 @@ class _Reader:
         append = False
         if rest:
             if not (rest.startswith("(") and rest.endswith(")")):
-                raise ConfigError(f"unexpected text after section header: {rest!r}", src)
+                raise ConfigError("unexpected text after section header", src)
             for opt in (o.strip() for o in rest[1:-1].split(",")):
                 if opt == "!":
                     template = True
@@ -234,17 +250,30 @@ class _Reader:
 
     def _item(self, text: str, src: Source) -> None:
         if self.current is None:
-            raise ConfigError(f"{text!r} is outside any [section]", src)
+            raise ConfigError("option line outside any [section]", src)
         key, eq, value = text.partition("=")
         if not eq:
-            raise ConfigError(f"expected 'name = value', got {text!r}", src)
+            raise ConfigError("expected 'name = value'", src)
         arrow = value.startswith(">")
         if arrow:
             value = value[1:]
         key = key.strip()
         if not key:
-            raise ConfigError(f"missing option name before '=' in {text!r}", src)
+            raise ConfigError("missing option name before '='", src)
         self.current.items.append(Item(key=key, value=value.strip(), source=src, arrow=arrow))
+
+
+def _read_regular(path: str) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``MAX_FILE_BYTES``."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError("not a regular file (a device, FIFO or directory)")
+        data = fh.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise OSError(f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+    return data
 
 
 def read_conf(path: str | os.PathLike[str]) -> ConfFile:

@@ -233,32 +233,42 @@ def _apply_codecs(codecs: list[str], item: Item, allow: bool, warn: list[str],
     return out
 
 
+def _redacted_register(v: str) -> str:
+    """A ``register =>`` value fit for an error message: the secret replaced by ``***``."""
+    userpart, at, hostpart = v.rpartition("@")
+    if not at:
+        userpart, hostpart = v, ""
+    user, colon, _ = userpart.partition(":")
+    return user + (":***" if colon else "") + at + hostpart
+
+
 def _parse_register(item: Item) -> Register:
     v = item.value.strip()
+    shown = _redacted_register(v)
     fmt = "expected user[:secret]@host[:port][/contact]"
     userpart, at, hostpart = v.rpartition("@")
     if not at or not userpart or not hostpart:
-        raise ConfigError(f"register => {v!r}: {fmt}", item.source)
+        raise ConfigError(f"register => {shown!r}: {fmt}", item.source)
     username, _, secret = userpart.partition(":")
     if not username:
-        raise ConfigError(f"register => {v!r}: missing user name", item.source)
+        raise ConfigError(f"register => {shown!r}: missing user name", item.source)
     hostpart, slash, contact = hostpart.partition("/")
     port = 4569
     if hostpart.startswith("["):
         end = hostpart.find("]")
         if end < 0:
-            raise ConfigError(f"register => {v!r}: missing ']'", item.source)
+            raise ConfigError(f"register => {shown!r}: missing ']'", item.source)
         host, rest = hostpart[1:end], hostpart[end + 1:]
         if rest:
             if not rest.startswith(":"):
-                raise ConfigError(f"register => {v!r}: {fmt}", item.source)
+                raise ConfigError(f"register => {shown!r}: {fmt}", item.source)
             port = parse_port(item, rest[1:])
     else:
         host, colon, p = hostpart.partition(":")
         if colon:
             port = parse_port(item, p)
     if not host:
-        raise ConfigError(f"register => {v!r}: missing host", item.source)
+        raise ConfigError(f"register => {shown!r}: missing host", item.source)
     return Register(username=username, secret=secret, host=host, port=port,
                     contact=(contact or None) if slash else None, source=item.source)
 

@@ -377,3 +377,59 @@ def test_phones_conf_errors(tmp_path: Path, text: str, line: int, reason: str) -
         load_phones_conf(write(tmp_path, text, "phones.conf"))
     assert str(ei.value).startswith(f"{tmp_path / 'phones.conf'}:{line}: ")
     assert reason in str(ei.value)
+
+
+def test_unterminated_block_comment_is_an_error(tmp_path: Path) -> None:
+    """An open ';--' would silently drop the rest of the file, the ACL with it."""
+    p = write(tmp_path, "[general]\nbindport = 4569\n;-- old notes\n[office-a]\ntype = friend\n"
+                        "deny = 0.0.0.0/0\npermit = 127.0.0.10/32\n")
+    with pytest.raises(ConfigError) as ei:
+        read_conf(p)
+    assert str(ei.value).startswith(f"{p}:3: ") and "never closed" in str(ei.value)
+    ok = write(tmp_path, "[general]\n;-- a\n;-- nested --;\nstill --;\nbindport = 4569\n")
+    assert [it.key for it in read_conf(ok).sections[0].items] == ["bindport"]
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "big", "dir"])
+def test_include_only_small_regular_files(tmp_path: Path, target: str) -> None:
+    from iaxgw.gateway.asterisk_conf import MAX_FILE_BYTES
+
+    if target == "big":
+        with open(tmp_path / "big", "wb") as fh:
+            fh.truncate(MAX_FILE_BYTES + 1)
+    elif target == "dir":
+        (tmp_path / "dir").mkdir()
+    p = write(tmp_path, f"[general]\n#include \"{target}\"\n")
+    with pytest.raises(ConfigError) as ei:
+        read_conf(p)
+    assert str(ei.value).startswith(f"{p}:2: ")
+    want = {"/dev/zero": "not a regular file", "big": "larger than 4 MiB",
+            "dir": "directory"}[target]
+    assert want in str(ei.value)
+
+
+def test_non_utf8_secret_keeps_its_bytes(tmp_path: Path) -> None:
+    """Asterisk hashes the secret's bytes as they are in the file."""
+    import hashlib
+
+    from iaxgw.gateway.calltoken import md5_result
+
+    (tmp_path / "iax.conf").write_bytes(b"[office-a]\ntype = friend\nsecret = caf\xe9\xff\n"
+                                        b"host = 127.0.0.10\n")
+    cfg = load_iax_conf(tmp_path / "iax.conf")
+    (secret,) = cfg.entries["office-a"].secrets
+    assert secret.encode("utf-8", "surrogateescape") == b"caf\xe9\xff"
+    assert md5_result("1234", secret) == hashlib.md5(b"1234caf\xe9\xff").hexdigest()
+
+
+def test_errors_do_not_echo_secrets_or_included_lines(tmp_path: Path) -> None:
+    (tmp_path / "shadow").write_text("root:$6$saltsalt$hashhashhash:19000:0:99999:7:::\n")
+    p = write(tmp_path, "[general]\n#include \"shadow\"\n")
+    with pytest.raises(ConfigError) as ei:
+        read_conf(p)
+    assert "hashhash" not in str(ei.value) and str(ei.value).startswith(f"{tmp_path}/shadow:1:")
+    for value in ("office-b:topsecret", "office-b:topsecret@", "office-b:topsecret@[::1"):
+        p = write(tmp_path, f"[general]\nregister => {value}\n")
+        with pytest.raises(ConfigError) as ei:
+            load_iax_conf(p)
+        assert "topsecret" not in str(ei.value) and "office-b:***" in str(ei.value)
