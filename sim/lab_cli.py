@@ -28,6 +28,23 @@ def _fail(exc: Exception) -> None:
     raise click.ClickException(str(exc))
 
 
+def _one_line(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Refuse option values with newlines or other control characters: they are written into
+    Asterisk's config files, where a newline would add lines of the caller's choosing."""
+    for v in value if isinstance(value, tuple) else (value,):
+        if isinstance(v, str) and any(ord(c) < 0x20 or ord(c) == 0x7F for c in v):
+            raise click.BadParameter("must be one line without control characters")
+    return value
+
+
+def _instance(lab_: Lab, name: str) -> Any:
+    """``lab_.instance(name)``, or a clear error for a name that is no lab site."""
+    try:
+        return lab_.instance(name)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @click.group(invoke_without_command=True)
 @lab_options
 @click.option("--asterisk", is_flag=True,
@@ -69,12 +86,15 @@ def provision(root: str | None, force: bool, mirror: str | None) -> None:
 @click.option("--trunk/--no-trunk", default=True, show_default=True)
 @click.option("--trunkfreq", type=int, default=None, help="ms between trunk datagrams.")
 @click.option("--trunktimestamps/--no-trunktimestamps", default=None)
-@click.option("--codec", "codecs", multiple=True, help="allow= list (default ulaw, alaw).")
-@click.option("--auth", default="md5", show_default=True)
+@click.option("--codec", "codecs", multiple=True, callback=_one_line,
+              help="allow= list (default ulaw, alaw).")
+@click.option("--auth", default="md5", show_default=True, callback=_one_line)
 @click.option("--requirecalltoken", type=click.Choice(["yes", "no", "auto"]), default=None)
-@click.option("--secret", default=None, help="office-a's secret for office-b.")
-@click.option("--secret-b", default=None, help="office-b's secret for office-a.")
-@click.option("--qualify", default="yes", show_default=True)
+@click.option("--secret", default=None, callback=_one_line,
+              help="office-a's secret for office-b.")
+@click.option("--secret-b", default=None, callback=_one_line,
+              help="office-b's secret for office-a.")
+@click.option("--qualify", default="yes", show_default=True, callback=_one_line)
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Wait until the peers show OK (with --office-b asterisk).")
 def up(root: str | None, office_b: str, trunk: bool, trunkfreq: int | None,
@@ -112,7 +132,7 @@ def up(root: str | None, office_b: str, trunk: bool, trunkfreq: int | None,
 @click.argument("command", nargs=-1, required=True)
 def cli_cmd(root: str | None, name: str, command: tuple[str, ...]) -> None:
     """Run an Asterisk CLI command on instance NAME, e.g. office-a "iax2 show peers"."""
-    inst = Lab(root).instance(name)
+    inst = _instance(Lab(root), name)
     if inst.pid is None:
         raise click.ClickException(f"{name} is not running (iaxgw lab up)")
     try:

@@ -276,3 +276,20 @@ def test_instances_stop_cleanly(lab: Any) -> None:
     assert a.pid is None and not labmod._pid_alive(pid)
     assert pid not in labmod.started_pids()
     a.stop()          # idempotent
+
+
+def test_lab_cli_unknown_instance_is_a_clear_error(tmp_path: Path) -> None:
+    res = CliRunner().invoke(lab_group, ["cli", "--root", str(tmp_path), "NOSUCH",
+                                         "core show version"])
+    assert res.exit_code == 1 and res.exception is not None
+    assert isinstance(res.exception, SystemExit)            # no traceback
+    assert "unknown lab site 'NOSUCH'" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("opt", ["--secret", "--secret-b", "--auth", "--qualify", "--codec"])
+def test_lab_up_refuses_values_with_newlines(tmp_path: Path, opt: str) -> None:
+    """A value with a newline would add lines to Asterisk's iax.conf."""
+    res = CliRunner().invoke(lab_group, ["up", "--root", str(tmp_path), opt,
+                                         "x\n[evil]\ntype=friend"])
+    assert res.exit_code == 2 and "one line without control characters" in res.output
+    assert not list(tmp_path.rglob("iax.conf"))
