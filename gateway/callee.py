@@ -32,6 +32,20 @@ log = logging.getLogger("iaxgw.protocol")
 class CalleeMixin(EndpointCore):
     """Incoming requests: NEW (and REGREQ / REGREL handed to ``registration``)."""
 
+    #: after a request (a NEW with or without call token, a REGREQ) arrives, the driver reads
+    #: and sends at once for this long (s): a burst of call setups is answered datagram by
+    #: datagram, as Asterisk does, so the AUTHREPs to earlier AUTHREQs are read before NEWs
+    #: that arrive after them -- with batched reads they would wait in the socket while later
+    #: NEWs are counted against ``maxauthreq``
+    SETUP_PROMPT_S = 1.0
+    _setup_until = -1.0
+
+    def setup_pending(self, now: float) -> bool:
+        """Whether a call setup (or another request) is in progress: an AUTHREQ unanswered,
+        or a request within the last :data:`SETUP_PROMPT_S` seconds.  A batching driver then
+        reads each datagram as it comes and sends what it produced at once."""
+        return now < self._setup_until or any(self._authreq.values())
+
     def _token_gate(self, f: Any, ies: IEs, addr: Addr, now: float, entry: Entry | None,
                     name: str, reject_sub: int) -> bool:
         """Section 9 CALLTOKEN: True when the request may allocate state."""
@@ -68,6 +82,9 @@ class CalleeMixin(EndpointCore):
         return True
 
     def _on_request(self, f: Any, addr: Addr, now: float) -> None:
+        self._setup_until = now + self.SETUP_PROMPT_S
+        self._rx_prompt = True
+        self._rx_prompt_until = now + self.RX_PROMPT_REFRESH
         ies = self._parse_ies(f, addr, now)
         if ies is None:
             return

@@ -107,6 +107,24 @@ class DatagramServer(asyncio.DatagramProtocol):
             # nothing taps single datagrams: runs of media datagrams in one compiled pass
             if batch_hook is not None:
                 batch_hook("in", batch, loop_now)
+            if len(batch) > 1:
+                # while a call setup is in progress what each signalling datagram produced
+                # leaves before the next one is handled (an AUTHREQ is not held back behind the
+                # rest of the batch, as with a reader that takes one datagram at a time); runs
+                # of media datagrams still go through in one pass each
+                start, last = 0, len(batch) - 1
+                for i, item in enumerate(batch):
+                    if i < last and item[0][:1] >= b"\x80":
+                        floor = receive_batch(batch[start:i + 1], loop_now, floor)
+                        start = i + 1
+                        if self._setup_pending(loop_now):
+                            self.flush()
+                if start:
+                    if start < len(batch):
+                        floor = receive_batch(batch[start:], loop_now, floor)
+                    self._rx_floor = floor
+                    self.flush()
+                    return
             self._rx_floor = receive_batch(batch, loop_now, floor)
             self.flush()
             return
@@ -214,8 +232,11 @@ class DatagramServer(asyncio.DatagramProtocol):
         (``Endpoint.rx_prompt``); otherwise (every call an answered, trunked call) at its next
         timer -- the trunk flush, where what was read leaves anyway -- and at most
         :data:`RX_COALESCE_TRUNKED` later.  The timer reads first (``_on_timer``), so both
-        happen in one wake-up."""
+        happen in one wake-up.  While a call setup is in progress (``Endpoint.setup_pending``)
+        ``now``: the transport reads on the next datagram, as Asterisk does."""
         ep = self.endpoint
+        if self._setup_pending(now):
+            return now          # a call setup in progress: read each datagram as it comes
         prompt = getattr(ep, "rx_prompt", None)
         if prompt is None or prompt(now) or coalesce >= RX_COALESCE_TRUNKED:
             return now + coalesce
@@ -224,6 +245,10 @@ class DatagramServer(asyncio.DatagramProtocol):
         if t is not None and now + coalesce <= t < when:
             when = t
         return when
+
+    def _setup_pending(self, now: float) -> bool:
+        pending = getattr(self.endpoint, "setup_pending", None)
+        return pending is not None and bool(pending(now))
 
     def _on_timer(self) -> None:
         poll = getattr(self.transport, "poll", None)
@@ -516,18 +541,22 @@ class BatchedTransport(asyncio.DatagramTransport):
         elif self._coalesce > 0.0 and (got or (self._lazy and loop.time() - self._last_data
                                                 < 2 * RX_COALESCE_TRUNKED)):
             # datagrams read -> read again later; nothing read, but datagrams came within the
-            # last two coalescing intervals -> the stream goes on, keep to the schedule
-            self._stop_reading()
+            # last two coalescing intervals -> the stream goes on, keep to the schedule;
+            # unless the protocol wants the next datagram read as soon as it comes (``now``)
             resume_at = getattr(self._protocol, "rx_resume_at", None)
-            if resume_at is None:
-                self._resume = loop.call_later(self._coalesce, self._on_resume)
-                self._resume_when = loop.time() + self._coalesce
-            else:
-                now = loop.time()
-                when = resume_at(now, self._coalesce)
+            now = loop.time()
+            when = now + self._coalesce if resume_at is None else resume_at(now, self._coalesce)
+            if when > now:
+                self._stop_reading()
                 self._lazy = when - now > self._coalesce + 1e-6
                 self._resume = loop.call_at(when, self._on_resume)
                 self._resume_when = when
+                return
+            self._lazy = False
+            if self._resume is not None:
+                self._resume.cancel()
+                self._resume = None
+            self._start_reading()
         else:
             if self._resume is not None:
                 self._resume.cancel()

@@ -47,8 +47,15 @@ class Capture:
     """
 
     def __init__(self, path: str | os.PathLike[str], capture_filter: str = DEFAULT_FILTER,
-                 interface: str = "lo", *, start_timeout: float = 10.0) -> None:
+                 interface: str = "lo", *, start_timeout: float = 10.0,
+                 classic_pcap: bool = False, buffer_mib: int = 0) -> None:
         self.path = Path(path)
+        #: write a classic pcap (``dumpcap -P``, readable by :func:`iaxgw.gateway.pcap.read_pcap`)
+        #: instead of pcapng
+        self.classic_pcap = classic_pcap
+        #: kernel capture buffer (``dumpcap -B``, MiB; 0: dumpcap's default of 2 MiB), so a busy
+        #: machine does not drop packets before dumpcap writes them
+        self.buffer_mib = buffer_mib
         self.filter = capture_filter
         self.interface = interface
         self.start_timeout = start_timeout
@@ -71,7 +78,9 @@ class Capture:
         self._errfile = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
             prefix="iaxgw-dumpcap-", suffix=".err")
         self._proc = subprocess.Popen(
-            [dumpcap, "-q", "-i", self.interface, "-f", self.filter, "-w", str(self.path)],
+            [dumpcap, "-q", *(["-P"] if self.classic_pcap else []),
+             *(["-B", str(self.buffer_mib)] if self.buffer_mib else []), "-i", self.interface,
+             "-f", self.filter, "-w", str(self.path)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._errfile)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
