@@ -24,7 +24,11 @@ from iaxgw.gateway.reliability import _IAX, _STATELESS, Addr, EndpointCore, S, X
 if TYPE_CHECKING:
     from iaxgw.gateway.protocol import Endpoint
 
-__all__ = ["CalleeMixin"]
+__all__ = ["THROTTLED_TEXT", "CalleeMixin"]
+
+#: The cause text of the REJECT 50 a throttled source gets (``authfaillimit``): it says why, so
+#: the caller does not look for a wrong secret or ACL
+THROTTLED_TEXT = "No authority found: throttled after repeated failed authentications"
 
 log = logging.getLogger("iaxgw.protocol")
 
@@ -134,13 +138,14 @@ class CalleeMixin(EndpointCore):
         call.new_ies = list(ies)
         self._stats["calls_in"] += 1
         self._stats["calls_total"] += 1
-        fails = self._recent_authfails(addr[0], now)
-        if fails is not None and len(fails) >= self.config.general.authfaillimit:
+        limit = self.config.general.authfaillimit
+        fails = self._recent_authfails(addr[0], now) if limit > 0 else None
+        if fails is not None and len(fails) >= limit:
             self._warn("reject_auth_throttled", f"NEW from {addr} (user {username!r}) refused: "
                        f"{len(fails)} failed authentications from {addr[0]} in "
                        f"{self.config.general.authfailwindow} s", now)
             self._events.append(AuthFailed(addr, name, "too many failed authentications"))
-            self._reject_call(call, 50, "No authority found", now, delay=True)
+            self._reject_call(call, 50, THROTTLED_TEXT, now, delay=True)
             return
         version = _i(ies, IE.VERSION)
         if version is not None and version > 2:

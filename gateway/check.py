@@ -345,6 +345,17 @@ def check_site(site: Site) -> list[Finding]:
     out: list[Finding] = []
     if site.iax is None:
         return out
+    g = site.iax.general
+    if g.authfaillimit > 0 and g.authfailwindow > 0:
+        out.append(Finding(
+            "authfaillimit-on", "warning", site.general_src("authfaillimit"),
+            f"authfaillimit = {g.authfaillimit} (authfailwindow = {g.authfailwindow} s): after "
+            f"{g.authfaillimit} failed authentications from one address within "
+            f"{g.authfailwindow} s, iaxgw serve refuses that address's calls for the rest of "
+            "the window, even with the right secret -- Asterisk 22 has no such lockout",
+            "NEWs from a throttled address get no AUTHREQ but a REJECT 50 \"No authority "
+            "found: throttled after repeated failed authentications\" one second later",
+            "remove authfaillimit (or set it to 0) to behave as Asterisk does"))
     for e in site.iax.entries.values():
         if e.host is not None and _is_ip(e.host) and not acl_allows(e.acl, e.host):
             out.append(Finding(

@@ -96,8 +96,11 @@ class General:
     maxcallnumbers_nonvalidated: int = 8192
     maxauthreq: int = 3
     delayreject: bool = False
-    authfaillimit: int = 5               # iaxgw: failed auths per source IP in the window
-    authfailwindow: int = 60             # s; over the limit, NEWs get a delayed REJECT; 0 = off
+    #: iaxgw only, off by default as Asterisk 22 has no such lockout: this many failed
+    #: authentications from one source IP within ``authfailwindow`` s and that IP's NEWs get a
+    #: delayed REJECT 50 saying it is throttled (0 = off)
+    authfaillimit: int = 0
+    authfailwindow: int = 60             # s; 0 = off
     autokill: int | None = None          # ms; None = off
     registers: list[Register] = field(default_factory=list)
     minregexpire: int = 60

@@ -1211,6 +1211,12 @@ def diagnose(summary: dict[str, Any], target: Target) -> list[str]:
                 notes.append(f"{n} call(s) refused by {where}: {key} -- its AUTHREQ asked for "
                              "encryption, which iaxgw does not do: turn encryption off for "
                              f"peer {target.peer!r} at the target (or forceencryption = no)")
+            elif "throttled" in key.lower():
+                notes.append(f"{n} call(s) refused by {where}: {key} -- the target throttles "
+                             "this address after repeated failed authentications (iaxgw "
+                             "serve's authfaillimit; Asterisk has no such lockout): the "
+                             "username/secret may well be right now; wait out its "
+                             "authfailwindow, or turn authfaillimit off there")
             elif "50" in key or "authority" in key.lower():
                 notes.append(f"{n} call(s) refused by {where}: {key} -- check the username/"
                              f"secret/auth of peer {target.peer!r} and the target's ACL; or the "

@@ -68,6 +68,8 @@ CASES = [
      "port-mismatch", "iax.conf:14"),
     ("bindport", {"iax.conf": [("bindport = 4569", "bindport = 4570")]},
      "port-mismatch", "office-b/iax.conf:8"),
+    ("authfaillimit", {"iax.conf": [("bindport = 4569", "bindport = 4569\nauthfaillimit = 5")]},
+     "authfaillimit-on", "iax.conf"),
 ]
 
 

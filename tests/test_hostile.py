@@ -29,6 +29,7 @@ from iaxgw._core.ies import IEs, build_ies
 from iaxgw._core.trunk import pack_trunk
 from iaxgw.gateway.calls import CallState
 from iaxgw.gateway.events import AuthFailed, CallEnded, CallProgress, IncomingCall, VoiceReceived
+from iaxgw.gateway.model import General
 from iaxgw.gateway.protocol import Endpoint
 
 X = IAXSubclass
@@ -541,6 +542,8 @@ def test_repeated_wrong_secrets_logged_and_throttled(caplog: pytest.LogCaptureFi
     out = attempt(3, "", now + 6)
     assert [(f.csub, IEs.parse(f.payload).get(IE.CAUSECODE)) for f in out
             if f.csub != X.ACK] == [(X.REJECT, 50)]
+    assert [IEs.parse(f.payload).get(IE.CAUSE) for f in out if f.csub == X.REJECT] == [
+        "No authority found: throttled after repeated failed authentications"]
     assert b.stats()["reject_auth_throttled"] == 1
     assert any("failed authentications from 127.0.0.10" in r.message for r in caplog.records)
     ev = [e for e in iter(b.next_event, None) if isinstance(e, AuthFailed)]
@@ -555,7 +558,8 @@ def test_repeated_wrong_secrets_logged_and_throttled(caplog: pytest.LogCaptureFi
 
 
 def test_throttle_is_per_source_ip_and_configurable() -> None:
-    b = gateway(authfaillimit=0)                         # 0 = off
+    assert General().authfaillimit == 0          # off by default: Asterisk 22 has no lockout
+    b = gateway()
     now = 1000.0
     src = ("127.0.0.10", 4569)
     for i in range(8):
