@@ -121,6 +121,7 @@ class SideOutcome:
     down_detected_s: float | None = None    # office-b stopped -> office-a shows it not OK
     down_status: str | None = None
     back_ok_s: float | None = None          # office-b restarted -> office-a shows it OK
+    a_rx_drops: int | None = None           # datagrams the kernel dropped at office-a's socket
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -141,7 +142,7 @@ class SideOutcome:
     def audio_ok(self, fraction: float = 0.9) -> int | None:
         """Answered calls whose voice went both ways at >= ``fraction`` of 50 frames/s over the
         hold window, and came back as office-a's own payloads (None: no window)."""
-        if self.hold_s <= 0:
+        if self.hold_s < 0.2 or not self.answered:
             return None
         want = fraction * FRAMES_PER_S * self.hold_s
         return sum(1 for c in self.calls if c.result == "answered" and c.voice_to_b >= want
@@ -155,7 +156,8 @@ class SideOutcome:
                 "hold_s": round(self.hold_s, 2), "peer_status": self.peer_status,
                 "peer_latency_ms": self.peer_latency_ms,
                 "down_detected_s": self.down_detected_s, "down_status": self.down_status,
-                "back_ok_s": self.back_ok_s, "notes": list(self.notes)}
+                "back_ok_s": self.back_ok_s, "a_rx_drops": self.a_rx_drops,
+                "notes": list(self.notes)}
 
 
 @dataclass
@@ -300,6 +302,23 @@ def a_channels_up(a: AsteriskInstance, remote: str = "office-b") -> int:
     return n
 
 
+def udp_drops(addr: tuple[str, int]) -> int | None:
+    """The kernel's drop count of the UDP socket bound to ``addr`` (Linux /proc/net/udp)."""
+    import ipaddress
+
+    want = f"{int(ipaddress.IPv4Address(addr[0])).to_bytes(4, 'big')[::-1].hex().upper()}:" \
+           f"{addr[1]:04X}"
+    try:
+        lines = Path("/proc/net/udp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        if len(parts) > 12 and parts[1] == want:
+            return int(parts[-1])
+    return None
+
+
 def _wait(pred: Callable[[], bool], timeout: float, poll: float = 0.25) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -434,6 +453,7 @@ def run_side(lab: Lab, far_end: FarEnd, sc: Scenario,
                 _wait(lambda: a.active_calls() == 0, 15)
             if sc.down_cycle:
                 _down_cycle(a, b, sc, out)
+            out.a_rx_drops = udp_drops(A_ADDR)
             if far_end == "iaxgw":
                 out.notes += [ln.split(" ", 2)[-1][:160] for ln in
                               b.log_lines("AuthFailed")[:5]]
