@@ -8,7 +8,6 @@ on what crossed the wire.  Both need root (or capture rights) and the ``tshark``
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -19,6 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+from iaxgw.gateway.safefs import create_private_file
 
 DEFAULT_FILTER = "udp port 4569 and host 127.0.0.10"
 
@@ -73,15 +74,23 @@ class Capture:
     def start(self) -> Capture:
         dumpcap = _tool("dumpcap")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        # the capture holds md5 challenges and responses: the file is ours alone (0600), made
+        # here without following a link planted at the path, and dumpcap writes into it
+        # through its stdout instead of opening the path itself
+        try:
+            fd = create_private_file(self.path)
+        except OSError as exc:
+            raise CaptureError(f"cannot create the capture file: {exc}") from exc
         self._errfile = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
             prefix="iaxgw-dumpcap-", suffix=".err")
-        self._proc = subprocess.Popen(
-            [dumpcap, "-q", *(["-P"] if self.classic_pcap else []),
-             *(["-B", str(self.buffer_mib)] if self.buffer_mib else []), "-i", self.interface,
-             "-f", self.filter, "-w", str(self.path)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._errfile)
+        try:
+            self._proc = subprocess.Popen(
+                [dumpcap, "-q", *(["-P"] if self.classic_pcap else []),
+                 *(["-B", str(self.buffer_mib)] if self.buffer_mib else []), "-i",
+                 self.interface, "-f", self.filter, "-w", "-"],
+                stdin=subprocess.DEVNULL, stdout=fd, stderr=self._errfile)
+        finally:
+            os.close(fd)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

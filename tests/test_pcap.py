@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import struct
 import subprocess
 from pathlib import Path
@@ -87,3 +89,34 @@ def test_tshark_decodes_iax2(tmp_path: Path, linktype: int | None) -> None:
     assert "Trunk packet with 2 media frames for 2 calls" in info, info
     # (tshark 4.0 -V flags the last entry of a trunk frame without per-call timestamps as
     # malformed: its dissect_trunkcall_nots sizes the subtree as 6 + len instead of 4 + len.)
+
+
+_CAN_CAPTURE = shutil.which("dumpcap") is not None and os.geteuid() == 0
+
+
+@pytest.mark.skipif(not _CAN_CAPTURE, reason="needs dumpcap and root (capture rights)")
+def test_lab_capture_file_is_private_and_never_follows_a_link(tmp_path: Path) -> None:
+    """``iaxgw lab capture``'s file holds md5 challenges and responses: created 0600 whatever
+    the umask, and a link planted at its path is refused, its target left alone."""
+    from iaxgw.sim.capture import Capture, CaptureError
+
+    old = os.umask(0)
+    try:
+        pcap = tmp_path / "trunk.pcap"
+        with Capture(pcap, "udp port 45999", classic_pcap=True):
+            pass
+        assert stat.S_IMODE(os.lstat(pcap).st_mode) == 0o600
+        assert list(read_pcap(pcap)) == []     # a valid (empty) capture came through stdout
+        victim = tmp_path / "victim"
+        victim.write_bytes(b"keep me")
+        planted = tmp_path / "planted.pcap"
+        planted.symlink_to(victim)
+        with pytest.raises(CaptureError, match="not a plain file of ours"):
+            Capture(planted, "udp port 45999").start()
+        hard = tmp_path / "hard.pcap"
+        os.link(victim, hard)
+        with pytest.raises(CaptureError, match="not a plain file of ours"):
+            Capture(hard, "udp port 45999").start()
+        assert victim.read_bytes() == b"keep me"
+    finally:
+        os.umask(old)
