@@ -26,7 +26,9 @@ extensions never reach the PJSIP lines.  ``_29X`` is more specific than ``_2XX``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
 SEED_SECRET = "a-strong-shared-secret"
@@ -61,6 +63,22 @@ BASE_MODULES: tuple[str, ...] = (
 )
 
 QualifyValue = bool | int | Literal["yes", "no"]
+
+#: characters no rendered config value may hold (tab is whitespace to Asterisk and allowed)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _strings(value: object) -> Iterator[str]:
+    """The strings in an option value (a string, or tuples and dicts of them)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
 
 
 @dataclass(frozen=True)
@@ -103,6 +121,15 @@ class LabSiteConfig:
     verbose: int = 3
     debug_log: bool = False                 # also keep a ``debug`` log file
     extra_dialplan: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # every value is written into one line of Asterisk's config: a newline (or another
+        # control character) in any of them would add lines of the caller's choosing
+        for f in fields(self):
+            for value in _strings(getattr(self, f.name)):
+                if _CONTROL.search(value):
+                    raise ValueError(f"lab site option {f.name}: {value!r} is not one line "
+                                     "without control characters")
 
     def with_(self, **changes: object) -> LabSiteConfig:
         """A copy with some parameters changed."""

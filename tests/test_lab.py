@@ -293,3 +293,19 @@ def test_lab_up_refuses_values_with_newlines(tmp_path: Path, opt: str) -> None:
                                          "x\n[evil]\ntype=friend"])
     assert res.exit_code == 2 and "one line without control characters" in res.output
     assert not list(tmp_path.rglob("iax.conf"))
+
+
+@pytest.mark.parametrize("changes", [
+    {"secret": "x\n[evil]\ntype=friend"}, {"username": "a\rb"}, {"remote_name": "b\x00"},
+    {"codecs": ("ulaw", "alaw\nallow=all")}, {"permit": ("1.2.3.4\npermit=0.0.0.0/0",)},
+    {"extra_general": ("autokill = yes\n[evil]",)}, {"context": "from-iax\x7f"},
+    {"extra_dialplan": {"ctx": ("exten => 1,1,Answer()\n[other]",)}},
+])
+def test_lab_config_refuses_values_that_would_add_lines(changes: dict[str, Any]) -> None:
+    """Whatever builds a lab site's config (the CLI, tests, sim modules), no value reaches
+    Asterisk's files with a newline or another control character in it."""
+    with pytest.raises(ValueError, match="not one line without control characters"):
+        seed_site("office-b", **changes)
+    with pytest.raises(ValueError, match="not one line without control characters"):
+        seed_site("office-a").with_(**changes)
+    assert "\t" in render_iax_conf(seed_site("office-a", extra_peer=("qualify\t= yes",)))
