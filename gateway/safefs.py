@@ -21,6 +21,7 @@ __all__ = [
     "default_spool_dir",
     "private_dir",
     "private_subdir",
+    "write_file_atomic",
     "write_private_file",
 ]
 
@@ -97,10 +98,41 @@ def write_private_file(path: Path, data: bytes, *, exclusive: bool = False) -> N
     """Write ``data`` to a fresh temporary file (0600) beside ``path`` and rename it into
     place (a link planted at ``path`` is replaced, never followed).  ``exclusive``: fail with
     FileExistsError when ``path`` exists instead of replacing it."""
+    _write_replacing(path, data, None, exclusive, sync=False)
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def write_file_atomic(path: Path, data: bytes, mode: int = 0o666) -> None:
+    """Replace ``path`` with ``data`` all at once: written to a temporary file beside it,
+    flushed to disk and renamed over it, so a reader (or an interrupted writer) sees the old
+    file or the whole new one, never a part.  ``mode`` is masked by the umask, as for an
+    ordinary open."""
+    _write_replacing(path, data, mode & ~_umask() & 0o777, False, sync=True)
+
+
+def _write_replacing(path: Path, data: bytes, mode: int | None, exclusive: bool, *,
+                     sync: bool) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as fh:
+            if mode is not None:
+                os.fchmod(fh.fileno(), mode)
             fh.write(data)
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
         if exclusive:
             os.link(tmp, path)
             os.unlink(tmp)

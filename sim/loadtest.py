@@ -54,7 +54,7 @@ from iaxgw.sim.loadtest_plan import (
     plan_calls,
 )
 from iaxgw.sim.metrics import CallStats, Mode
-from iaxgw.sim.report import LoadStats, write_report
+from iaxgw.sim.report import LoadStats, ReportDirError, probe_report_dir, write_report
 
 log = logging.getLogger("iaxgw.loadtest")
 
@@ -1289,17 +1289,56 @@ def make_screen(opts: LoadtestOptions) -> Any:
     return LiveScreen(lines=True)
 
 
-def finish_output(opts: LoadtestOptions, result: LoadtestResult) -> None:
-    """Report files, the final summary (stdout; stderr with --json) and the JSON."""
+def check_report_dir(opts: LoadtestOptions) -> None:
+    """Fail before the run (exit 2) when ``--report DIR`` cannot be written."""
     if opts.report_dir is not None:
+        try:
+            probe_report_dir(opts.report_dir)
+        except ReportDirError as exc:
+            raise ConfigUsageError(f"--report: {exc}") from None
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[list[int]]:
+    """SIGINT / SIGTERM that arrive in the block are noted (the list) and acted on by nobody:
+    the run is over, what is being written is its only record."""
+    got: list[int] = []
+    try:
+        old = {s: signal.signal(s, lambda n, _f: got.append(n))
+               for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:          # not the main thread: signals are not ours to hold
+        yield got
+        return
+    try:
+        yield got
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def write_report_files(opts: LoadtestOptions, result: LoadtestResult) -> None:
+    """``--report DIR``: every file replaced at once (never left half written), and a Ctrl-C
+    while they are written waits for them."""
+    if opts.report_dir is None:
+        return
+    with _signals_held() as got:
         try:
             files = write_report(opts.report_dir, result.summary, result.records,
                                  result.timeseries, plots=True)
         except OSError as exc:
             print(f"iaxgw loadtest: cannot write report to {opts.report_dir}: {exc}",
                   file=sys.stderr)
-        else:
-            result.report_files = list(files.files)
+            files = None
+    if files is not None:
+        result.report_files = list(files.files)
+    if got:
+        print("iaxgw loadtest: interrupted while the report was written; it was finished "
+              "first", file=sys.stderr)
+
+
+def finish_output(opts: LoadtestOptions, result: LoadtestResult) -> None:
+    """Report files, the final summary (stdout; stderr with --json) and the JSON."""
+    write_report_files(opts, result)
     from rich.console import Console
 
     from iaxgw.sim.live import print_summary
@@ -1351,6 +1390,7 @@ def run_loadtest_core(opts: LoadtestOptions, *, config: IaxConfig | None = None,
 def run_loadtest(opts: LoadtestOptions, *, config: IaxConfig | None = None,
                  impair: Any = None) -> LoadtestResult:
     """The whole ``iaxgw loadtest``: run on uvloop, print, write the report."""
+    check_report_dir(opts)
     result = run_loadtest_core(opts, config=config, impair=impair)
     finish_output(opts, result)
     return result

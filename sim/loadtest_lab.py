@@ -26,7 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from iaxgw.sim.loadtest import LoadtestError, LoadtestResult, finish_output, run_loadtest_core
+from iaxgw.sim.loadtest import (
+    LoadtestError,
+    LoadtestResult,
+    check_report_dir,
+    finish_output,
+    run_loadtest_core,
+)
 from iaxgw.sim.loadtest_plan import (
     LOSSY_HANGUP_LINGER,
     LOSSY_MEDIA_TIMEOUT,
@@ -168,6 +174,7 @@ def lossy_link_settings(opts: LoadtestOptions, iax_conf_caller: Path | None = No
 
 def run_lab(opts: LoadtestOptions, *, asterisk: bool = False, impair: Any = None) -> int:
     """Run the lab load test, print the live screen and the summary; returns the exit code."""
+    check_report_dir(opts)
     with tempfile.TemporaryDirectory(prefix="iaxgw-lab-") as tmp:
         work = Path(tmp)
         other: dict[str, Any] = {}

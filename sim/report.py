@@ -17,7 +17,9 @@ made-up zero.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
 import pickle
@@ -31,6 +33,7 @@ from typing import Any, Final, overload
 
 import numpy as np
 
+from iaxgw.gateway.safefs import write_file_atomic
 from iaxgw.sim import signature as sig
 from iaxgw.sim.cpu import CpuMeter
 from iaxgw.sim.metrics import (
@@ -634,14 +637,48 @@ def _cell(v: Any) -> Any:
     return v
 
 
+@contextlib.contextmanager
+def _atomic_text(path: Path) -> Iterator[io.StringIO]:
+    """A text buffer that replaces ``path`` all at once when the block ends without error."""
+    buf = io.StringIO(newline="")
+    yield buf
+    write_file_atomic(path, buf.getvalue().encode())
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    write_file_atomic(path, buf.getvalue())
+
+
+class ReportDirError(OSError):
+    """``--report DIR`` cannot be written."""
+
+
+def probe_report_dir(directory: Path | str) -> Path:
+    """Make ``directory`` (parents too) and check that a file can be made and renamed in it,
+    before a run whose report would otherwise be lost at its end."""
+    d = Path(directory)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / ".iaxgw-report-probe"
+        write_file_atomic(probe, b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ReportDirError(f"cannot write the report into {d}: "
+                             f"{exc.strerror or exc}") from None
+    return d
+
+
 def write_summary_json(path: Path, summary: dict[str, Any]) -> Path:
-    path.write_text(json.dumps(_clean(summary), indent=2, allow_nan=False) + "\n")
+    text = json.dumps(_clean(summary), indent=2, allow_nan=False) + "\n"
+    write_file_atomic(path, text.encode())
     return path
 
 
 def write_calls_csv(path: Path, records: Iterable[CallRecord]) -> Path:
     names = CallRecord.field_names()
-    with path.open("w", newline="") as fh:
+    with _atomic_text(path) as fh:
         w = csv.writer(fh)
         w.writerow(names)
         for rec in records:
@@ -660,7 +697,7 @@ _UNMEASURABLE_CELLS: Final = ("expected", "lost", "loss_pct", "loss_method", "r_
 
 
 def write_timeseries_csv(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
-    with path.open("w", newline="") as fh:
+    with _atomic_text(path) as fh:
         w = csv.writer(fh)
         w.writerow(TIMESERIES_FIELDS)
         for row in rows:
@@ -694,7 +731,7 @@ def write_plots(directory: Path, records: Sequence[CallRecord],
     ax.set_title("Concurrency")
     ax.legend(loc="upper left")
     out.append(directory / "concurrency.png")
-    fig.savefig(out[-1], dpi=100)
+    _save_figure(fig, out[-1])
 
     setup = [r.answer_ms for r in records if r.answer_ms is not None]
     fig = Figure(figsize=(8, 4), layout="constrained")
@@ -707,7 +744,7 @@ def write_plots(directory: Path, records: Sequence[CallRecord],
     ax.set_ylabel("calls")
     ax.set_title("Setup time")
     out.append(directory / "setup_hist.png")
-    fig.savefig(out[-1], dpi=100)
+    _save_figure(fig, out[-1])
 
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax, bx = fig.subplots(2, 1, sharex=True)
@@ -719,7 +756,7 @@ def write_plots(directory: Path, records: Sequence[CallRecord],
     bx.set_ylabel("MOS p50")
     bx.set_xlabel("time (s)")
     out.append(directory / "jitter_mos.png")
-    fig.savefig(out[-1], dpi=100)
+    _save_figure(fig, out[-1])
     return out
 
 

@@ -364,3 +364,88 @@ def test_sliced_statistics_tick_equals_the_whole_tick() -> None:
     for field in ("tx_pps", "rx_pps", "audio", "answered", "failed", "attempts"):
         assert getattr(snap_b, field) == getattr(snap_a, field), field
     assert snap_a.calls_up == 6 and snap_b.calls_up == 7    # it was up when swept
+
+
+def test_report_files_are_replaced_whole_never_half_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write interrupted half way (here a Ctrl-C in the 4th row of calls.csv) leaves the
+    previous file as it was, and no temporary file behind."""
+    import iaxgw.sim.report as report
+
+    st, _, end = _run()
+    write_report(tmp_path, st.summary(end), st.all_records(end), st.timeseries, plots=False)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real_writer = csv.writer
+
+    class Interrupted:
+        def __init__(self, fh: Any) -> None:
+            self.w, self.rows = real_writer(fh), 0
+
+        def writerow(self, row: Any) -> None:
+            self.rows += 1
+            if self.rows == 4:
+                raise KeyboardInterrupt
+            self.w.writerow(row)
+
+    monkeypatch.setattr(report.csv, "writer", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(tmp_path, {"attempted": 99}, st.all_records(end), st.timeseries,
+                     plots=False)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert set(after) == set(before)                     # no .part file left
+    assert after["calls.csv"] == before["calls.csv"]     # the old file, whole
+    assert json.loads(after["summary.json"]) == {"attempted": 99}   # written before, whole
+
+
+def test_report_dir_that_cannot_be_written_fails_before_the_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import iaxgw.sim.loadtest as lt
+    from iaxgw.gateway.cli import main
+
+    def no_run(*a: Any, **k: Any) -> Any:
+        raise AssertionError("the run started although its report cannot be written")
+
+    monkeypatch.setattr(lt, "run_loadtest_core", no_run)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for cmd in (["loadtest"], ["lab"]):
+        r = CliRunner().invoke(main, [*cmd, "--calls", "1", "--report", str(blocker / "rep")])
+        assert r.exit_code == 2, r.output
+        assert "cannot write the report into" in r.output and "Traceback" not in r.output
+    assert lt.check_report_dir(lt.LoadtestOptions(report_dir=tmp_path / "ok" / "rep")) is None
+    assert (tmp_path / "ok" / "rep").is_dir() and not list((tmp_path / "ok" / "rep").iterdir())
+
+
+def test_ctrl_c_while_the_report_is_written_waits_for_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run is over and the report is its only record: a (second) Ctrl-C that arrives
+    while it is written does not cut it short."""
+    import os
+    import signal
+    import types
+
+    import iaxgw.sim.loadtest as lt
+    import iaxgw.sim.report as report
+
+    st, _, end = _run()
+    real = report.write_calls_csv
+
+    def interrupted(path: Path, records: Any) -> Path:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):        # the Python-level handler runs between these lines
+            pass
+        return real(path, records)
+
+    monkeypatch.setattr(report, "write_calls_csv", interrupted)
+    result = types.SimpleNamespace(summary=st.summary(end), records=st.all_records(end),
+                                   timeseries=st.timeseries, report_files=[])
+    opts = lt.LoadtestOptions(report_dir=tmp_path)
+    lt.write_report_files(opts, result)  # type: ignore[arg-type]
+    assert {p.name for p in result.report_files} >= {"summary.json", "calls.csv",
+                                                       "timeseries.csv"}
+    assert len(list(csv.DictReader((tmp_path / "calls.csv").open()))) == 9
+    assert "interrupted while the report was written" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # restored
