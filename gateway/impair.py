@@ -28,6 +28,15 @@ the transit times of consecutive packets): for i.i.d. delays ``X``, ``E|X1-X2|``
 (0.667 x) for the uniform +-jitter model and ``2*sigma/sqrt(pi)`` (1.128 x) for the normal one,
 exactly when packets are not reordered by the jitter (spacing >= 2 x jitter, uniform);
 :func:`expected_rfc3550_jitter` computes it for any spacing by simulating this same model.
+
+Voice frame census (:class:`VoiceCensus`, the ``voice`` key of each direction's counters): the
+datagram counters count datagrams, and a trunk datagram carries one voice frame of many calls,
+among signalling datagrams that carry none, so the share of datagrams dropped is not the share
+of voice frames dropped.  Every datagram offered is also read for its voice frames (the entries
+of a trunk datagram with or without per-entry timestamps, a voice mini frame, a full voice frame
+that is not a retransmission) and those are counted per direction and per call (source address
+and the sender's call number: ours on ``send``, the peer's on ``recv``) as offered, dropped and
+delivered copies.  That is the figure to hold a measured loss against.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ __all__ = [
     "ImpairSpec",
     "ImpairedLink",
     "Impairment",
+    "VoiceCensus",
     "expected_rfc3550_jitter",
 ]
 
@@ -222,6 +232,90 @@ class Counters:
                 "delay_std_ms": round(math.sqrt(var) * 1000.0, 3)}
 
 
+def voice_callnos(data: bytes) -> list[int]:
+    """The sender's call number of each voice frame in one datagram (empty: none, or not IAX):
+    the entries of a meta trunk frame (with or without per-entry timestamps), a voice mini
+    frame, a full voice frame that is not a retransmission.  A truncated trunk entry ends the
+    list."""
+    n = len(data)
+    if n < 4:
+        return []
+    b0, b1 = data[0], data[1]
+    if b0 & 0x80:
+        # full frame: voice (type 2), the first transmission only (R bit of dcallno clear)
+        if n >= 12 and data[10] == 2 and not data[2] & 0x80:
+            return [(b0 & 0x7F) << 8 | b1]
+        return []
+    if b0 or b1:
+        return [b0 << 8 | b1]                    # voice mini frame
+    if data[2] != 1 or n < 8:                     # video mini or other meta: no voice
+        return []
+    out: list[int] = []
+    pos = 8
+    if data[3] & 1:                               # entries: len, callno, ts16, payload
+        while pos + 6 <= n:
+            length = data[pos] << 8 | data[pos + 1]
+            if pos + 6 + length > n:
+                break
+            out.append((data[pos + 2] & 0x7F) << 8 | data[pos + 3])
+            pos += 6 + length
+    else:                                         # entries: callno, len, payload
+        while pos + 4 <= n:
+            length = data[pos + 2] << 8 | data[pos + 3]
+            if pos + 4 + length > n:
+                break
+            out.append((data[pos] & 0x7F) << 8 | data[pos + 1])
+            pos += 4 + length
+    return out
+
+
+class VoiceCensus:
+    """Voice frames the impairment was offered, per direction and per call (module doc).
+
+    ``calls[(direction, addr, callno)]`` = ``[offered, dropped, delivered copies]``; a call
+    number used again by a later call adds to the same row."""
+
+    __slots__ = ("calls", "totals")
+
+    def __init__(self) -> None:
+        self.calls: dict[tuple[str, Addr, int], list[int]] = {}
+        self.totals: dict[str, list[int]] = {"send": [0, 0, 0], "recv": [0, 0, 0]}
+
+    def count(self, direction: str, data: bytes, addr: Addr, copies: int) -> None:
+        """One datagram offered in ``direction`` and delivered ``copies`` times (0: dropped)."""
+        callnos = voice_callnos(data)
+        if not callnos:
+            return
+        calls = self.calls
+        for callno in callnos:
+            key = (direction, addr, callno)
+            row = calls.get(key)
+            if row is None:
+                row = calls[key] = [0, 0, 0]
+            row[0] += 1
+            if copies:
+                row[2] += copies
+            else:
+                row[1] += 1
+        t = self.totals[direction]
+        k = len(callnos)
+        t[0] += k
+        if copies:
+            t[2] += k * copies
+        else:
+            t[1] += k
+
+    def call(self, direction: str, addr: Addr, callno: int) -> tuple[int, int, int]:
+        """``(offered, dropped, delivered copies)`` of one call's voice frames one way."""
+        row = self.calls.get((direction, addr, callno))
+        return (row[0], row[1], row[2]) if row is not None else (0, 0, 0)
+
+    def as_dict(self, direction: str) -> dict[str, Any]:
+        seen, dropped, delivered = self.totals[direction]
+        return {"frames": seen, "dropped": dropped, "delivered": delivered,
+                "loss_pct": round(100.0 * dropped / seen, 3) if seen else None}
+
+
 @dataclass(slots=True)
 class _Chain:
     bad: bool = False
@@ -238,6 +332,7 @@ class Impairment:
         self.rng = rng if rng is not None else random.Random(self.seed)
         self._dirs = spec.directions()
         self._chains: dict[str, _Chain] = {d: _Chain() for d in ("send", "recv")}
+        self.census = VoiceCensus()
         b = spec.burst
         if b is not None and spec.loss > 0:
             self._r = 1.0 / b
@@ -317,6 +412,7 @@ class Impairment:
                                    _factor(self.spec.dist), 4)}
         for d in self._dirs:
             out[d] = self._chains[d].counters.as_dict()
+            out[d]["voice"] = self.census.as_dict(d)
         return out
 
 
@@ -346,7 +442,9 @@ class ImpairedLink:
                 deliver: Callable[[bytes, Addr], None]) -> None:
         if self.closed:
             return
-        delays = self.impairment.decide(direction)
+        imp = self.impairment
+        delays = imp.decide(direction)
+        imp.census.count(direction, data, addr, len(delays))
         if not delays:
             return
         now = self.loop.time()

@@ -1,0 +1,95 @@
+"""The impairment's voice frame census (``gateway.impair.VoiceCensus``): the truth the load
+tester's loss is held against (tests/test_loss_truth_asterisk.py runs it against Asterisk)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from iaxgw._core.frames import build_full, build_mini
+from iaxgw._core.trunk import pack_trunk
+from iaxgw.gateway.impair import ImpairedLink, Impairment, ImpairSpec, voice_callnos
+
+PEER = ("127.0.0.10", 4569)
+
+
+@pytest.mark.parametrize("timestamps", [False, True])
+def test_voice_callnos_of_trunk_datagrams(timestamps: bool) -> None:
+    entries = [(c, 20 * i, bytes([c & 0xFF]) * 160) for i, c in enumerate((2, 16385, 7, 32767))]
+    (dgram,) = pack_trunk(entries, 1234, timestamps)
+    assert voice_callnos(dgram) == [2, 16385, 7, 32767]
+    # a cut-off last entry is not counted; the header alone holds none
+    assert voice_callnos(dgram[:-1]) == [2, 16385, 7]
+    assert voice_callnos(dgram[:8]) == []
+    # several datagrams when the MTU is small: every entry once
+    many = pack_trunk([(c, 0, b"\xff" * 160) for c in range(1, 21)], 0, timestamps, mtu=400)
+    assert len(many) > 1 and [c for d in many for c in voice_callnos(d)] == list(range(1, 21))
+
+
+def test_voice_callnos_of_mini_full_and_others() -> None:
+    assert voice_callnos(build_mini(300, 40, b"\x7f" * 160)) == [300]
+    voice = build_full(4001, 9, 100, 3, 2, 2, 4, b"\x7f" * 160)
+    assert voice_callnos(voice) == [4001]
+    # a resend of a full voice frame is the same frame again: not counted twice
+    assert voice_callnos(build_full(4001, 9, 100, 3, 2, 2, 4, b"\x7f" * 160,
+                                    retransmit=True)) == []
+    assert voice_callnos(build_full(4001, 9, 100, 3, 2, 6, 2)) == []       # IAX PING
+    assert voice_callnos(b"\x00\x00\x80\x05" + b"\x00" * 20) == []        # video mini
+    assert voice_callnos(b"\x00\x00\x02\x00" + b"\x00" * 20) == []        # other meta
+    assert voice_callnos(b"\x01\x02") == [] and voice_callnos(b"") == []
+
+
+def test_census_counts_frames_not_datagrams() -> None:
+    """Trunk datagrams of 10 calls and signalling datagrams between them, 3 % dropped: the
+    census's per-call and total counts equal the frames of the datagrams that were dropped."""
+    imp = Impairment(ImpairSpec.parse("loss=3%,dup=1%,seed=5,dir=send"))
+    calls = list(range(100, 110))
+    truth = {c: [0, 0] for c in calls}
+    ping = build_full(100, 9, 0, 0, 0, 6, 2)
+    rng = random.Random(1)
+    for i in range(3000):
+        live = [c for c in calls if rng.random() < 0.9]     # not every call in every datagram
+        (dgram,) = pack_trunk([(c, 0, b"\xd5" * 160) for c in live], 20 * i, mtu=2000)
+        copies = len(imp.decide("send"))
+        imp.census.count("send", dgram, PEER, copies)
+        for c in live:
+            truth[c][0] += 1
+            truth[c][1] += copies == 0
+        if i % 7 == 0:
+            imp.census.count("send", ping, PEER, len(imp.decide("send")))
+    for c in calls:
+        seen, dropped, delivered = imp.census.call("send", PEER, c)
+        assert (seen, dropped) == tuple(truth[c])
+        assert delivered >= seen - dropped
+    snap = imp.snapshot()["send"]
+    frames = sum(t[0] for t in truth.values())
+    dropped = sum(t[1] for t in truth.values())
+    assert snap["voice"]["frames"] == frames and snap["voice"]["dropped"] == dropped
+    assert snap["voice"]["loss_pct"] == pytest.approx(100.0 * dropped / frames, abs=1e-3)
+    # the datagram counters count the PINGs too: a different figure
+    assert snap["seen"] == 3000 + len(range(0, 3000, 7))
+    assert imp.census.call("recv", PEER, 100) == (0, 0, 0)
+
+
+def test_link_feeds_the_census_both_ways() -> None:
+    """Through ``ImpairedLink.pass_on`` (as the server drives it): the unimpaired direction is
+    counted too (all delivered), duplicates as extra delivered copies."""
+    loop = asyncio.new_event_loop()
+    try:
+        imp = Impairment(ImpairSpec.parse("loss=10%,dup=5%,seed=2,dir=recv"))
+        link = ImpairedLink(imp, loop)
+        got: list[bytes] = []
+        for i in range(500):
+            link.pass_on("recv", build_mini(77, i, b"\x11" * 160), PEER,
+                         lambda d, a: got.append(d))
+            link.pass_on("send", build_mini(5, i, b"\x11" * 160), PEER, lambda d, a: None)
+        seen, dropped, delivered = imp.census.call("recv", PEER, 77)
+        assert seen == 500 and dropped == imp.counters("recv").dropped > 0
+        assert delivered == len(got) == 500 - dropped + imp.counters("recv").duplicated
+        assert imp.census.call("send", PEER, 5) == (500, 0, 500)
+        snap = imp.snapshot()
+        assert "send" not in snap and snap["recv"]["voice"]["dropped"] == dropped
+    finally:
+        loop.close()
