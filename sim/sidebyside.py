@@ -51,6 +51,7 @@ _FT_VOICE, _FT_CONTROL, _FT_IAX = 2, 4, 6
 _IAX_NEW, _IAX_HANGUP, _IAX_REJECT, _IAX_ACCEPT, _IAX_AUTHREQ = 1, 5, 6, 7, 8
 _CTRL_ANSWER = 4
 _IE_CAUSE, _IE_CAUSECODE, _IE_CALLTOKEN = 22, 42, 54
+_REPLIES_TO_NEW = frozenset({0x28, _IAX_AUTHREQ, _IAX_ACCEPT, _IAX_REJECT})    # 0x28: CALLTOKEN
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,9 @@ class CallOutcome:
     voice_to_b: int = 0             # in the hold window
     voice_from_b: int = 0
     echoed: int = 0                 # of voice_from_b: a payload office-a sent on this call
+    reply_s: list[float] = field(default_factory=list)    # each NEW -> office-b's reply
     sent_payloads: set[bytes] = field(default_factory=set, repr=False)
+    new_pending: float | None = field(default=None, repr=False)
 
     @property
     def final(self) -> bool:
@@ -139,6 +142,14 @@ class SideOutcome:
                  if c.answered_at is not None]
         return round(statistics.median(times), 1) if times else None
 
+    def reply_ms(self, q: float = 0.5) -> float | None:
+        """Quantile ``q`` of office-b's reply time to a NEW (CALLTOKEN, AUTHREQ, ACCEPT or
+        REJECT), over every NEW of every call (None: no reply seen)."""
+        times = sorted(1000.0 * x for c in self.calls for x in c.reply_s)
+        if not times:
+            return None
+        return round(times[min(len(times) - 1, int(q * len(times)))], 2)
+
     def audio_ok(self, fraction: float = 0.9) -> int | None:
         """Answered calls whose voice went both ways at >= ``fraction`` of 50 frames/s over the
         hold window, and came back as office-a's own payloads (None: no window)."""
@@ -152,7 +163,8 @@ class SideOutcome:
         return {"far_end": self.far_end, "originated": self.originated,
                 "attempted": len(self.calls), "a_up": self.a_up,
                 "b_up": self.b_up, "answered": self.answered, "causes": dict(self.causes),
-                "setup_ms": self.setup_ms, "audio_ok": self.audio_ok(),
+                "setup_ms": self.setup_ms, "reply_p50_ms": self.reply_ms(0.5),
+                "reply_p90_ms": self.reply_ms(0.9), "audio_ok": self.audio_ok(),
                 "hold_s": round(self.hold_s, 2), "peer_status": self.peer_status,
                 "peer_latency_ms": self.peer_latency_ms,
                 "down_detected_s": self.down_detected_s, "down_status": self.down_status,
@@ -261,12 +273,16 @@ def analyse_wire(records: Any, window: tuple[float, float]) -> list[CallOutcome]
                     calls[src_no] = CallOutcome(src_no, t)
                     if old is not None:
                         done.append(old)
+                calls[src_no].new_pending = t
             elif ft == _FT_VOICE:
                 voice(calls.get(src_no), d[12:], True, t)
             continue
         call = calls.get(dst_no) if dst_no else by_b.get(src_no)
         if call is None:
             continue
+        if call.new_pending is not None and ft == _FT_IAX and sub in _REPLIES_TO_NEW:
+            call.reply_s.append(t - call.new_pending)
+            call.new_pending = None
         if ft == _FT_VOICE:
             voice(call, d[12:], False, t)
         elif ft == _FT_IAX and sub == _IAX_ACCEPT:

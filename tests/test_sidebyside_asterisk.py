@@ -30,12 +30,22 @@ def test_burst_of_parallel_originates(lab: Any, tmp_path: Any) -> None:
     rej_gw = sum(n for k, n in gw.causes.items() if k.startswith("REJECT 21"))
     # office-a itself (busy with 50 CLI connections) drops datagrams at its socket on a loaded
     # machine (a_rx_drops); a lost AUTHREQ stays unanswered for 2 s and costs REJECT 21s with
-    # either office-b: a couple of calls of slack
-    assert gw.a_up >= ast.a_up - 2, c.diffs
+    # either office-b (measured: 0-15 per run with the Asterisk office-b): 3 % of slack.  Before
+    # the fix serve brought up 16-25 calls fewer than the Asterisk office-b.
+    slack = max(3, round(0.03 * sc.calls))
+    assert gw.a_up >= ast.a_up - slack, c.diffs
     assert gw.a_up >= 0.9 * sc.calls, c.diffs
-    assert rej_gw <= rej_ast + 2, (rej_ast, rej_gw)
-    ok = gw.audio_ok()
-    assert ok is not None and ok >= gw.answered - 2, c.diffs
+    assert rej_gw <= rej_ast + slack, (rej_ast, rej_gw)
+    # what the fix is about: each NEW answered about as fast as Asterisk answers it (before:
+    # median 3.6-4.4 ms, 90th percentile 12-42 ms, against Asterisk's 0.3-0.5 and 2-4 ms)
+    r_ast, r_gw = ast.reply_ms(0.5), gw.reply_ms(0.5)
+    assert r_ast is not None and r_gw is not None
+    assert r_gw <= max(3 * r_ast, r_ast + 1.0), (r_ast, r_gw)
+    # echoed audio on every call, or at least on as many as with the Asterisk office-b (on a
+    # loaded machine office-a's own socket drops can cost either side its voice)
+    ok, ok_ast = gw.audio_ok(), ast.audio_ok()
+    assert ok is not None and ok_ast is not None
+    assert ok >= min(gw.answered - 2, ok_ast - slack), c.diffs
     assert gw.setup_ms is not None and ast.setup_ms is not None
     assert gw.setup_ms <= max(3 * ast.setup_ms, ast.setup_ms + 20), (ast.setup_ms, gw.setup_ms)
 
@@ -56,6 +66,10 @@ def test_acl_denial_same_outcome(lab: Any, tmp_path: Any) -> None:
     assert c.asterisk.causes == c.iaxgw.causes, c.diffs
     assert c.asterisk.a_up == c.iaxgw.a_up == 0
     assert all(k.startswith("REJECT") for k in c.iaxgw.causes), c.iaxgw.causes
+    # Asterisk's user search skips a user its ACL denies: the caller gets the fake AUTHREQ an
+    # unknown name gets (so the answers do not tell names apart), and so does it from serve
+    assert [x.authreqs for x in c.asterisk.calls] == [x.authreqs for x in c.iaxgw.calls] \
+        == [1, 1], c.diffs
 
 
 def test_qualify_up_down_and_back(lab: Any, tmp_path: Any) -> None:

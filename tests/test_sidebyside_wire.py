@@ -68,9 +68,11 @@ def test_answered_echoed_rejected_and_silent_calls() -> None:
     assert one.b_callno == 200 and one.authreqs == 1
     assert abs(one.answered_at - one.new_at - 0.005) < 1e-9
     assert (one.voice_to_b, one.voice_from_b, one.echoed) == (10, 9, 8)
+    # NEW -> CALLTOKEN 1 ms, NEW -> AUTHREQ 1 ms; the REJECT 1 ms; the silent call none
+    assert [round(1000 * x, 3) for c in calls for x in c.reply_s] == [1.0, 1.0, 1.0]
 
     side = SideOutcome("iaxgw", calls=calls, hold_s=0.2)
-    assert side.setup_ms == 5.0
+    assert side.setup_ms == 5.0 and side.reply_ms(0.5) == 1.0
     # 0.2 s window: 10 frames expected each way; 9 back of which 8 echoed -> below 90 %
     assert side.audio_ok() == 0
     assert side.audio_ok(fraction=0.8) == 1
