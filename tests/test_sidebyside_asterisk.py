@@ -75,7 +75,7 @@ def test_acl_denial_same_outcome(lab: Any, tmp_path: Any) -> None:
 def test_qualify_up_down_and_back(lab: Any, tmp_path: Any) -> None:
     """office-a's ``iax2 show peers`` sees office-b OK with a similar latency; office-b stopped:
     office-a marks it unreachable about as fast; started again: OK again about as fast."""
-    sc = Scenario("qualify", calls=0, down_cycle=True, down_timeout_s=20.0,
+    sc = Scenario("qualify", calls=0, down_cycle=True, down_timeout_s=20.0, qualify_samples=3,
                   a={"extra_peer": ("qualifyfreqok = 2000", "qualifyfreqnotok = 2000")})
     c = _run(lab, sc, tmp_path)
     assert c.asterisk.peer_status == c.iaxgw.peer_status == "OK", c.diffs
