@@ -136,32 +136,21 @@ class CalleeMixin(EndpointCore):
         call.username = username or ""
         call.exten = _s(ies, IE.CALLED_NUMBER) or "s"
         call.new_ies = list(ies)
+        self._start_pending_timers(call, now)
         self._stats["calls_in"] += 1
         self._stats["calls_total"] += 1
-        limit = self.config.general.authfaillimit
-        fails = self._recent_authfails(addr[0], now) if limit > 0 else None
-        if fails is not None and len(fails) >= limit:
-            self._warn("reject_auth_throttled", f"NEW from {addr} (user {username!r}) refused: "
-                       f"{len(fails)} failed authentications from {addr[0]} in "
-                       f"{self.config.general.authfailwindow} s", now)
-            self._events.append(AuthFailed(addr, name, "too many failed authentications"))
+        if self._auth_throttled(addr, f"NEW from {addr} (user {username!r})", name, now):
             self._reject_call(call, 50, THROTTLED_TEXT, now, delay=True)
             return
         version = _i(ies, IE.VERSION)
         if version is not None and version > 2:
             self._reject_call(call, 111, "Protocol version not supported", now)
             return
-        if entry is None:
-            # unknown user: a fake AUTHREQ, then REJECT whatever comes back (section 9 step 2)
-            call.fake_auth = True
-            call.peer = username or ""
-            self._send_authreq(call, 2, username or "", now)
+        if entry is None or not acl_allows(entry.acl, addr[0]):
+            self._fake_authreq(call, entry, username or "", now)
             return
         call.entry = entry
         call.peer = entry.name
-        if not acl_allows(entry.acl, addr[0]):
-            self._auth_fail(call, f"{addr[0]} denied by the ACL of [{entry.name}]", now)
-            return
         if entry.secrets:
             if self._authreq[entry.name] >= self.config.general.maxauthreq:
                 self._events.append(AuthFailed(addr, name, "too many unanswered AUTHREQs"))
@@ -173,6 +162,25 @@ class CalleeMixin(EndpointCore):
             self._send_authreq(call, methods or 2, entry.name, now)
             return
         self._accept_incoming(call, now)
+
+    def _fake_authreq(self, call: Call, entry: Entry | None, username: str,
+                      now: float) -> None:
+        """An unknown user, or a known one the ACL does not admit from this source: the same
+        AUTHREQ (md5, a challenge, the name asked for), then REJECT 50 whatever comes back.
+        Asterisk's user search skips users whose ACL denies the source, so to the caller the
+        two look alike and neither tells which names exist."""
+        call.fake_auth = (f"unknown user {username!r}" if entry is None else
+                          f"{call.addr[0]} denied by the ACL of [{entry.name}]")
+        call.peer = username
+        self._send_authreq(call, 2, username, now)
+
+    def _start_pending_timers(self, call: Call, now: float) -> None:
+        """A call made by a request (NEW, REGREQ) runs its PING and LAGRQ timers from the
+        start, as Asterisk runs them on every call it creates: a caller that goes silent after
+        our AUTHREQ or REGAUTH (even one it acknowledged) leaves the LAGRQ unacknowledged, and
+        the call goes after its retransmissions (about 42 s), its ``maxauthreq`` slot and
+        call number with it."""
+        self._start_call_timers(call, now)
 
     def _send_authreq(self, call: Call, methods: int, username: str, now: float) -> None:
         call.challenge = str(self._rng.randint(0, 999999999))
@@ -195,17 +203,33 @@ class CalleeMixin(EndpointCore):
             return None
         return q
 
-    def _auth_fail(self, call: Call, reason: str, now: float) -> None:
+    def _auth_throttled(self, addr: Addr, what: str, name: str, now: float) -> bool:
+        """Whether the failed authentications (calls and registrations) from ``addr``'s IP in
+        the window reached ``authfaillimit`` (never while it is off); if so the refusal of
+        ``what`` is logged and reported."""
+        g = self.config.general
+        fails = self._recent_authfails(addr[0], now) if g.authfaillimit > 0 else None
+        if fails is None or len(fails) < g.authfaillimit:
+            return False
+        self._warn("reject_auth_throttled", f"{what} refused: {len(fails)} failed "
+                   f"authentications from {addr[0]} in {g.authfailwindow} s", now)
+        self._events.append(AuthFailed(addr, name, "too many failed authentications"))
+        return True
+
+    def _note_authfail(self, ip: str, now: float) -> None:
+        """Count a failed authentication from ``ip`` (only while ``authfaillimit`` is on)."""
         self._stats["auth_failures"] += 1
         g = self.config.general
         if g.authfaillimit > 0 and g.authfailwindow > 0:
-            ip = call.addr[0]
             q = self._recent_authfails(ip, now)
             if q is None:
                 if len(self._authfails) >= 4096:     # bounded: forget the oldest source
                     del self._authfails[next(iter(self._authfails))]
                 q = self._authfails[ip] = deque(maxlen=g.authfaillimit)
             q.append(now)
+
+    def _auth_fail(self, call: Call, reason: str, now: float) -> None:
+        self._note_authfail(call.addr[0], now)
         log.info("%s: call from %s (user %r) refused: %s", self.role_name, call.addr,
                  call.username, reason)
         self._events.append(AuthFailed(call.addr, call.username, reason))
@@ -237,7 +261,7 @@ class CalleeMixin(EndpointCore):
             self._authreq[call.peer] -= 1
         entry = call.entry
         if call.fake_auth or entry is None:
-            self._auth_fail(call, f"unknown user {call.username!r}", now)
+            self._auth_fail(call, call.fake_auth or f"unknown user {call.username!r}", now)
             return
         ok = False
         md5 = _s(ies, IE.MD5_RESULT)

@@ -328,7 +328,9 @@ class Call(CallMedia):
         self.lag_ms = -1
         self.remote_rr: dict[str, int] = {}
         self.challenge = ""
-        self.fake_auth = False
+        #: why an AUTHREQ we sent is a fake whose answer is refused unread (unknown user,
+        #: ACL); empty for a real one
+        self.fake_auth = ""
         self.auth_pending = False
         self.new_ies: list[tuple[int, object]] = []
         self.ended = False

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("iaxgw.protocol")
 
+#: The cause text of the REGREJ a source throttled by ``authfaillimit`` gets
+REGREJ_THROTTLED_TEXT = "Registration Refused: throttled after repeated failed authentications"
+
 Addr = tuple[str, int]
 S = CallState
 _STATELESS = 1
@@ -117,7 +120,12 @@ def on_regreq_new(ep: Endpoint, f: Any, ies: IEs, addr: Addr, now: float) -> Non
     call.username = username
     call.peer = username
     call.entry = entry
+    ep._start_pending_timers(call, now)
     ep._stats["regreq_received"] += 1
+    if ep._auth_throttled(addr, f"REGREQ from {addr} (peer {username!r})", username, now):
+        call.state = S.TERMINATING
+        _regrej_later(ep, call, REGREJ_THROTTLED_TEXT, now)
+        return
     if entry is not None and entry.dynamic and not entry.secrets \
             and acl_allows(entry.acl, addr[0]):
         reg_accept(ep, call, ies, f.csub == X.REGREL, now)
@@ -141,15 +149,28 @@ def on_regreq_auth(ep: Endpoint, call: Call, f: Any, ies: IEs, now: float) -> No
                                    for s in entry.secrets):
         reason = f"wrong secret for [{entry.name}]"
     if reason is not None:
-        ep._stats["auth_failures"] += 1
+        ep._note_authfail(call.addr[0], now)
         ep._events.append(AuthFailed(call.addr, call.username, reason))
         log.info("%s: registration of %r from %s refused: %s", ep.role_name,
                  call.username, call.addr, reason)
         call.state = S.TERMINATING
-        ep._send(call, _IAX, X.REGREJ, build_ies([
-            (IE.CAUSE, "Registration Refused"), (IE.CAUSECODE, 29)]), now, final=True)
+        if ep.config.general.delayreject:
+            _regrej_later(ep, call, "Registration Refused", now)
+        else:
+            send_regrej(ep, now, (call, "Registration Refused"))
         return
     reg_accept(ep, call, ies, f.csub == X.REGREL, now)
+
+def _regrej_later(ep: Endpoint, call: Call, text: str, now: float) -> None:
+    """REGREJ one second from now, as Asterisk's auth_fail sends it with ``delayreject``: a
+    guesser learns nothing faster than once a second per registration attempt."""
+    ep._keep_call_timer(call, ep._schedule(now + 1.0, partial(send_regrej, ep), (call, text)))
+
+def send_regrej(ep: Endpoint, now: float, arg: tuple[Call, str]) -> None:
+    call, text = arg
+    if ep._calls.get(call.callno) is call:
+        ep._send(call, _IAX, X.REGREJ, build_ies([(IE.CAUSE, text), (IE.CAUSECODE, 29)]), now,
+                 final=True)
 
 def reg_accept(ep: Endpoint, call: Call, ies: IEs, release: bool, now: float) -> None:
     g = ep.config.general

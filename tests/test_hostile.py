@@ -482,9 +482,9 @@ def test_maxcallnumbers_per_source_ip() -> None:
         else:
             assert subs == [(X.REJECT, 1)]       # stateless: no number left for this IP
     assert b.stats()["reject_callno_limit"] == 1 and b._callnos.in_use == 3
-    other = ("127.0.0.11", 4569)      # another IP still gets a call number (then the ACL's REJECT)
-    b.receive_datagram(new_frame(0x500, get_token(b, other, now)), other, now)
-    assert [(f.csub, f.scallno != 1) for f in replies(b, now, other)] == [(X.REJECT, True)]
+    other = ("127.0.0.11", 4569)      # another IP still gets a call number (the ACL's fake
+    b.receive_datagram(new_frame(0x500, get_token(b, other, now)), other, now)  # AUTHREQ)
+    assert [(f.csub, f.scallno != 1) for f in replies(b, now, other)] == [(X.AUTHREQ, True)]
     assert b._callnos.in_use == 4
 
 
@@ -567,6 +567,137 @@ def test_throttle_is_per_source_ip_and_configurable() -> None:
         _answer_authreq(b, src, now, 0xA00 + i, "wrong")
         replies(b, now, src)
     assert "reject_auth_throttled" not in b.stats() and not b._authfails
+
+
+def _ack(b: Endpoint, f: Any, scallno: int, src: Addr, now: float) -> None:
+    """Acknowledge our frame ``f`` as the caller ``scallno`` would (and nothing more)."""
+    b.receive_datagram(build_full(scallno, f.scallno, f.ts, f.iseqno, (f.oseqno + 1) & 0xFF,
+                                  6, X.ACK), src, now)
+
+
+def _silence(b: Endpoint, src: Addr, start: float, seconds: float) -> list[tuple[float, Any]]:
+    """Run ``b``'s timers for ``seconds`` while ``src`` answers nothing; what b sent it."""
+    out: list[tuple[float, Any]] = []
+    t = start
+    while t < start + seconds:
+        t += 0.5
+        b.handle_timer(t)
+        out += [(t, f) for f in replies(b, t, src)]
+    return out
+
+
+def test_pending_authreq_acked_then_silent_expires_and_frees_maxauthreq() -> None:
+    """Three NEWs whose AUTHREQ is acknowledged once and then nothing: they hold office-a's
+    three maxauthreq slots, so the real office-a is refused (REJECT 21) -- but, as on Asterisk,
+    every new call runs LAGRQ (10 s) and PING (21 s): unanswered, the calls go after the
+    retransmissions (~42 s), the slots and numbers with them, and office-a gets in again."""
+    b = gateway(maxauthreq=3)
+    now = 1000.0
+    src = ("127.0.0.10", 4569)
+    for i in range(3):
+        b.receive_datagram(new_frame(0x600 + i, get_token(b, src, now, 0x600 + i)), src, now)
+        (areq,) = [f for f in replies(b, now, src) if f.csub == X.AUTHREQ]
+        _ack(b, areq, 0x600 + i, src, now)
+    assert b._authreq["office-a"] == 3
+    b.receive_datagram(new_frame(0x610, get_token(b, src, now, 0x610)), src, now)
+    assert [IEs.parse(f.payload).get(IE.CAUSECODE) for f in replies(b, now, src)
+            if f.csub == X.REJECT] == [21]                    # the real user is locked out
+    sent = _silence(b, src, now, 40.0)
+    lagrq = [t - now for t, f in sent if f.csub == X.LAGRQ and f.dcallno == 0x600]
+    assert 10.0 <= lagrq[0] <= 10.5                            # the first LAGRQ at 10 s
+    assert b._authreq["office-a"] == 3 and len(b._calls) == 3  # still retransmitting it
+    _silence(b, src, now + 40.0, 4.0)                          # its 4th send + 10 s: gone
+    assert b._authreq["office-a"] == 0 and len(b._calls) == 0
+    later = now + 50.0
+    b.receive_datagram(new_frame(0x620, get_token(b, src, later, 0x620)), src, later)
+    _answer_authreq(b, src, later, 0x620, SECRET)
+    assert X.ACCEPT in [f.csub for f in replies(b, later, src)]
+
+
+def _regreq(scallno: int, token: bytes | None, md5: str | None = None,
+            username: str = "office-a", oseqno: int = 0, iseqno: int = 0,
+            dcallno: int = 0) -> bytes:
+    ies: list[tuple[int, object]] = [(IE.USERNAME, username), (IE.REFRESH, 60)]
+    if md5 is not None:
+        ies.append((IE.MD5_RESULT, md5))
+    if token is not None:
+        ies.append((IE.CALLTOKEN, token))
+    return build_full(scallno, dcallno, 5, oseqno, iseqno, 6, X.REGREQ, build_ies(ies))
+
+
+def _registrar(**general: Any) -> Endpoint:
+    b = gateway(**general)
+    b.config.entries["office-a"].dynamic = True       # office-a registers (host = dynamic)
+    return b
+
+
+def _register(b: Endpoint, src: Addr, now: float, scallno: int, secret: str) -> list[Any]:
+    """A REGREQ with a token, the REGAUTH's challenge answered with ``secret``; b's replies
+    to that answer at ``now`` but ACKs."""
+    b.receive_datagram(_regreq(scallno, get_token(b, src, now, scallno)), src, now)
+    auth = [f for f in replies(b, now, src) if f.csub == X.REGAUTH]
+    if not auth:
+        return []
+    chal = IEs.parse(auth[0].payload).get(IE.CHALLENGE)
+    md5 = hashlib.md5(f"{chal}{secret}".encode()).hexdigest()
+    b.receive_datagram(_regreq(scallno, None, md5, oseqno=1, iseqno=1,
+                               dcallno=auth[0].scallno), src, now)
+    return [f for f in replies(b, now, src) if f.csub != X.ACK]
+
+
+def test_pending_regauth_acked_then_silent_expires() -> None:
+    b = _registrar()
+    now = 1000.0
+    src = ("127.0.0.10", 4569)
+    b.receive_datagram(_regreq(0x700, get_token(b, src, now, 0x700)), src, now)
+    (auth,) = [f for f in replies(b, now, src) if f.csub == X.REGAUTH]
+    _ack(b, auth, 0x700, src, now)
+    assert len(b._calls) == 1
+    _silence(b, src, now, 40.0)
+    assert len(b._calls) == 1
+    _silence(b, src, now + 40.0, 4.0)
+    assert len(b._calls) == 0
+
+
+def test_regreq_wrong_secret_regrej_delayed_with_delayreject_as_asterisk() -> None:
+    src = ("127.0.0.10", 4569)
+    now = 1000.0
+    b = _registrar()                                   # delayreject = no: REGREJ at once
+    assert [f.csub for f in _register(b, src, now, 0x710, "wrong")] == [X.REGREJ]
+    b = _registrar(delayreject=True)
+    assert _register(b, src, now, 0x711, "wrong") == []   # only the ACK of the answer
+    b.handle_timer(now + 0.9)
+    assert replies(b, now + 0.9, src) == []
+    b.handle_timer(now + 1.01)
+    rej = replies(b, now + 1.01, src)
+    assert [(f.csub, IEs.parse(f.payload).get(IE.CAUSECODE)) for f in rej] == [(X.REGREJ, 29)]
+    assert [f.csub for f in _register(b, src, now + 2, 0x712, SECRET)] == [X.REGACK]
+
+
+def test_regreq_guesses_share_the_authfaillimit_throttle_only_when_configured() -> None:
+    src = ("127.0.0.10", 4569)
+    now = 1000.0
+    b = _registrar()                                   # off by default, as Asterisk
+    for i in range(8):
+        assert [f.csub for f in _register(b, src, now + i, 0x720 + i, "wrong")] == [X.REGREJ]
+    assert [f.csub for f in _register(b, src, now + 9, 0x730, SECRET)] == [X.REGACK]
+    assert "reject_auth_throttled" not in b.stats()
+
+    b = _registrar(authfaillimit=3, authfailwindow=60)
+    for i in range(3):
+        assert [f.csub for f in _register(b, src, now + i, 0x740 + i, "wrong")] == [X.REGREJ]
+    # the fourth REGREQ (even with the right secret) gets no REGAUTH: a REGREJ after 1 s
+    assert _register(b, src, now + 4, 0x750, SECRET) == []
+    b.handle_timer(now + 5.01)
+    rej = [f for f in replies(b, now + 5.01, src) if f.csub != X.ACK and f.dcallno == 0x750]
+    assert [(f.csub, IEs.parse(f.payload).get(IE.CAUSE)) for f in rej] == [
+        (X.REGREJ, "Registration Refused: throttled after repeated failed authentications")]
+    assert b.stats()["reject_auth_throttled"] == 1
+    # the same count throttles calls from that IP
+    b.receive_datagram(new_frame(0x760, get_token(b, src, now + 6, 0x760)), src, now + 6)
+    assert X.AUTHREQ not in [f.csub for f in replies(b, now + 6, src)]
+    later = now + 70                                   # after the window: registers again
+    assert [f.csub for f in _register(b, src, later, 0x770, SECRET)] == [X.REGACK]
 
 
 def _flood_unknown_callnos(b: Endpoint, src: Addr, now: float) -> None:
@@ -767,6 +898,20 @@ SCENARIOS: list[tuple[str, str, str]] = [
     ("token_key", "an observed call token, offline", "no key recovery: HMAC-SHA1 with a 160-bit "
      "key from secrets (token text as Asterisk's); call numbers and challenges from "
      "SystemRandom"),
+    ("pending_expiry", "3 NEWs (and a REGREQ) whose AUTHREQ / REGAUTH is ACKed once, then "
+     "silence, with maxauthreq = 3",
+     "the real user gets REJECT 21 meanwhile; as on Asterisk every new call runs LAGRQ (10 s) "
+     "and PING (21 s): unanswered, the calls go after the retransmissions (~42 s), freeing "
+     "the maxauthreq slots and call numbers; the real user gets in again"),
+    ("regreq_guessing", "wrong md5 in REGREQs for a host = dynamic peer: with and without "
+     "delayreject, with and without authfaillimit",
+     "REGREJ 29 at once (delayreject = no, as Asterisk) or 1 s later (yes); authfaillimit off "
+     "by default (8 guesses: 8 REGREJs, then the right secret registers); when set, failed "
+     "registrations and calls share the per-IP count: later REGREQs get no REGAUTH, a REGREJ "
+     "saying throttled after 1 s, logged"),
+    ("acl_enumeration", "a NEW for a known user from outside its ACL, and one for an unknown "
+     "name", "the same fake AUTHREQ (md5, challenge, the name asked for), then REJECT 50 for "
+     "both, as Asterisk (its user search skips ACL-denied users); the log names the ACL"),
     ("trunk_epochs", "4,098 8-byte trunk headers from as many strangers (one by one and as "
      "one received batch)", "the epochs of sources with calls are kept (never cleared), "
      "strangers' evicted, at most 4,096 kept; the bystander's timestamps do not jump"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from typing import Any
 
 from helpers_pair import (
     ADDR_A,
@@ -139,17 +140,42 @@ def test_unknown_username_gets_fake_authreq_then_reject() -> None:
     assert empty(p.b)
 
 
-def test_acl_denial_rejects_without_authreq() -> None:
-    ca, _ = seed_configs()
-    cb = site_config("office-b", "office-a", ("127.0.0.99", 4569))   # permits only .99
-    cb.entries["office-a"].qualify = None
+def _acl_or_unknown_run(username: str | None, acl_denies: bool) -> tuple[list[Any], Pair]:
+    ca, cb = seed_configs()
+    if username is not None:
+        ca.entries["office-b"].username = username
+    if acl_denies:
+        cb = site_config("office-b", "office-a", ("127.0.0.99", 4569))   # permits only .99
+        cb.entries["office-a"].qualify = None
     p = Pair(ca, cb)
     p.run(0.5)
     p.a.call("office-b", "300", p.now)
     assert p.run_until(lambda: p.ev(p.a, CallEnded), 10)
     assert p.ev(p.a, CallEnded)[0].cause == 50
-    assert not iax(full_frames(p.wire, "b>a"), X.AUTHREQ)
-    assert any("ACL" in e.reason for e in p.ev(p.b, AuthFailed))
+    return [f for f in full_frames(p.wire, "b>a") if f.csub in (X.AUTHREQ, X.REJECT)], p
+
+
+def test_acl_denied_known_user_looks_like_an_unknown_one() -> None:
+    """Asterisk's user search skips a user whose ACL denies the source, so the caller gets
+    the fake AUTHREQ an unknown name gets, then REJECT 50: the answers do not tell which
+    user names exist.  The log still says why."""
+    denied, p = _acl_or_unknown_run("office-a", acl_denies=True)
+    unknown, _ = _acl_or_unknown_run("office-a-typo", acl_denies=False)
+
+    def shape(frames: list[Any], name: str) -> list[Any]:
+        out = []
+        for f in frames:
+            ies = IEs.parse(f.payload)
+            out.append((f.csub, ies.get(IE.AUTHMETHODS), len(ies.get(IE.CHALLENGE) or "") > 0,
+                        ies.get(IE.USERNAME) == name, ies.get(IE.CAUSECODE),
+                        ies.get(IE.CAUSE)))
+        return out
+
+    assert shape(denied, "office-a") == shape(unknown, "office-a-typo") == [
+        (X.AUTHREQ, 2, True, True, None, None),
+        (X.REJECT, None, False, False, 50, "No authority found")]
+    assert any("denied by the ACL of [office-a]" in e.reason for e in p.ev(p.b, AuthFailed))
+    assert p.b._authreq["office-a"] == 0          # a fake AUTHREQ takes no maxauthreq slot
     p.run(2)
     assert empty(p.b)
 
