@@ -154,6 +154,17 @@ class CallFlowMixin(EndpointCore):
     def _on_lagrq(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         self._send(call, _IAX, X.LAGRP, b"", now, ts=f.ts)
 
+    def ping(self, callno: int, now: float) -> bool:
+        """PING call ``callno`` now, besides the regular PING of every call: its PONG brings
+        the round trip (``call.rtt_ms``) and the peer's receive report (``call.remote_rr``,
+        when the peer sends one).  False when there is no such call up."""
+        call = self._calls.get(callno)
+        if call is None or call.state == S.TERMINATING or call.kind not in (
+                CallKind.CALL_IN, CallKind.CALL_OUT) or not call.peer_callno:
+            return False
+        self._send(call, _IAX, X.PING, b"", now)
+        return True
+
     def _on_pong(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         rtt = int((now - call.start) * 1000.0) - f.ts
         if 0 <= rtt < 600000:

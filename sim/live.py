@@ -40,6 +40,18 @@ def _loss_row(summary: dict[str, Any]) -> str:
     if calls.get("not_measurable"):
         text += (f"; not measurable on {calls['not_measurable']} call(s): an echo that was not "
                  "bit-exact, or frames without timestamps of their own")
+    fwd, ret = summary.get("loss_forward_pct"), summary.get("loss_return_pct")
+    if summary.get("loss_pct") is not None:
+        if fwd is not None:
+            text += f"; forward {fwd:.2f} % (far end's receive reports), return " + \
+                _na(ret, ".2f", " %")
+        elif method == "stamp":
+            text += "; forward/return n/a (the far end's receive reports count nothing)"
+    imp = summary.get("impair") or {}
+    dropped = [f"{d} {imp[d]['voice']['loss_pct']:.2f} %" for d in ("send", "recv")
+               if (imp.get(d) or {}).get("voice", {}).get("loss_pct") is not None]
+    if dropped:
+        text += f"; --impair dropped voice frames: {', '.join(dropped)}"
     return text
 
 

@@ -78,10 +78,17 @@ DEFAULT_BIND: Addr = ("127.0.0.20", 4569)
 #: Trunk datagrams without per-call timestamps (trunktimestamps=no, Asterisk's default) carry no
 #: media timestamp per entry: the receiver stamps every entry with the datagram's trunk time, so
 #: two frames of one call in one datagram share a timestamp and the next looks like a gap.  Such
-#: frames are numbered in arrival order instead (ts = previous + 20): jitter is then measured
-#: against the nominal 20 ms cadence, and loss shows only in ``echo_missing_pct`` (frames sent
-#: minus frames echoed back), not in the timestamp-based ``loss_pct``.
+#: frames are numbered in arrival order instead (ts = previous + 20).  In echo mode loss and
+#: jitter come from the frame stamps of our own frames (``loss_method`` "stamp", sim/metrics.py)
+#: whatever the transport; in the other modes such frames give no loss figure (n/a).
 QUIET_TAIL_S = 0.3               # echo: no media sent in a call's last 300 ms (see _progress)
+#: PINGs of ours for the far end's receive report (RR IEs of its PONG: forward loss): 3 s after
+#: ANSWER, then every 10 s, and 1.2 s and 0.15 s before our HANGUP (a PING or PONG lost then
+#: is not resent in time: two chances); no more once a report shows the far end does not count
+#: (Asterisk without jitterbuffer: 1 frame)
+RR_FIRST_S = 3.0
+RR_EVERY_S = 10.0
+RR_LAST_S = (1.2, 0.15)
 EARLY_DROP_S = 1.0               # an answered call the far end ends this much early is "dropped"
 
 
@@ -247,6 +254,7 @@ class LiveCall:
     hangup_handle: asyncio.TimerHandle | None = None
     timeout_handle: asyncio.TimerHandle | None = None
     tail_handle: asyncio.TimerHandle | None = None
+    rr_handle: asyncio.TimerHandle | None = None     # our next PING for the far end's RR
     planned_end: float = 0.0
     returned: int = -1            # hairpin: call number of the leg that came back
     dropped: bool = False
@@ -703,9 +711,10 @@ class LoadRunner:
         if call.up:
             call.up = False
             self.up -= 1
-        for h in (call.hangup_handle, call.timeout_handle, call.tail_handle):
+        for h in (call.hangup_handle, call.timeout_handle, call.tail_handle, call.rr_handle):
             if h is not None:
                 h.cancel()
+        self._take_rr(call)
         self.media_calls.pop(call.callno, None)
         self.calls.pop(call.callno, None)
         if call.returned >= 0:
@@ -722,6 +731,32 @@ class LoadRunner:
             self.budget.release(now)
         self._slot.set()
         self._check_done()
+
+    def _take_rr(self, call: LiveCall) -> dict[str, int] | None:
+        """The far end's latest receive report of ``call`` into its stats (None: none yet)."""
+        info = self._ep.call_info(call.callno) if call.callno >= 0 else None
+        rr = dict(info.remote_rr) if info is not None and info.remote_rr else None
+        if rr is not None:
+            call.stats.remote_rr = rr
+        return rr
+
+    def _rr_ping(self, call: LiveCall) -> None:
+        """PING ``call`` for a receive report (``RR_FIRST_S``); the next one is due in
+        ``RR_EVERY_S`` or just before the HANGUP, whichever is first."""
+        call.rr_handle = None
+        if call.ended or not call.answered:
+            return
+        rr = self._take_rr(call)
+        if rr is not None and rr.get("frames", 0) <= 1:
+            return     # the far end does not count what it receives
+        now = self.clock()
+        if not self._ep.ping(call.callno, self._now()):
+            return
+        self._flush()
+        due = [call.planned_end - b for b in RR_LAST_S if call.planned_end - b > now + 0.5]
+        at = min([now + RR_EVERY_S, *due]) if due else None
+        if at is not None:
+            call.rr_handle = asyncio.get_running_loop().call_later(at - now, self._rr_ping, call)
 
     @property
     def ended_indices(self) -> set[int]:
@@ -815,6 +850,8 @@ class LoadRunner:
                                                    self.media_calls.pop, call.callno, None)
             call.media = True
             self.media_calls[call.callno] = call
+            if call.plan.hold > RR_FIRST_S + 1.0:
+                call.rr_handle = loop.call_later(RR_FIRST_S, self._rr_ping, call)
         elif kind in ("busy", "congestion") and not call.answered:
             outcome = "BUSY" if kind == "busy" else "CONGESTION"
             code = 17 if kind == "busy" else 34

@@ -64,6 +64,8 @@ BPL_PLC: Final = 25.1     #: G.711 packet-loss robustness with packet-loss conce
 BPL_NO_PLC: Final = 4.3   #: G.711 without PLC
 IE_G711: Final = 0.0      #: equipment impairment of G.711
 JB_FACTOR: Final = 2.0    #: jitter-buffer allowance in the one-way delay: JB_FACTOR x jitter
+#: a far end's receive report counts for forward loss only over at least this many frames
+RR_MIN_FRAMES: Final = 50
 
 
 def delay_impairment(one_way_ms: float) -> float:
@@ -82,6 +84,14 @@ def r_factor(loss_pct: float, one_way_ms: float | None = None, *, ie: float = IE
     ie_eff = ie + (95.0 - ie) * ppl / (ppl + bpl)
     idd = delay_impairment(one_way_ms) if one_way_ms is not None else 0.0
     return min(100.0, max(0.0, R0 - idd - ie_eff))
+
+
+def return_loss_pct(round_trip_pct: float, forward_pct: float | None) -> float | None:
+    """The return leg's loss (%) of an echo round trip whose forward leg lost ``forward_pct``:
+    ``1 - (1 - round trip) / (1 - forward)``; None when the forward loss is unknown."""
+    if forward_pct is None or forward_pct >= 100.0:
+        return None
+    return max(0.0, 100.0 * (1.0 - (1.0 - round_trip_pct / 100.0) / (1.0 - forward_pct / 100.0)))
 
 
 def mos_from_r(r: float) -> float:
@@ -182,6 +192,9 @@ class CallRecord:
     lost: int | None
     loss_pct: float | None
     loss_method: str | None        #: "stamp" (echo round trip), "timestamps", None: not measurable
+    loss_forward_pct: float | None  #: what the far end lost from us (its receive report)
+    loss_return_pct: float | None   #: what we lost from the far end
+    rr_frames: int | None          #: frames received + lost in the far end's latest report
     duplicates: int
     out_of_order: int
     jitter_ms: float | None        #: RFC 3550 estimate at the end of the call
@@ -237,9 +250,9 @@ class CallStats:
     __slots__ = (
         "_ana_windows", "_batches", "_carry", "_dropped_seen", "_inline", "_own_set",
         "answer_counted", "audio", "bpl", "cause", "cause_code", "codec", "detector", "frame_ms",
-        "index", "jb_factor", "mode", "outcome", "payloads", "ping_rtts", "rtt_every", "rtts",
-        "rx", "rx_codec", "signature", "snap_expected", "snap_lost", "t_accept", "t_answer",
-        "t_end", "t_new", "t_ringing", "tx", "tx_marks",
+        "index", "jb_factor", "mode", "outcome", "payloads", "ping_rtts", "remote_rr",
+        "rtt_every", "rtts", "rx", "rx_codec", "signature", "snap_expected", "snap_lost",
+        "t_accept", "t_answer", "t_end", "t_new", "t_ringing", "tx", "tx_marks",
     )
 
     #: a call is "silent" when at least this share of its received frames (and >= 5) were silence
@@ -315,6 +328,8 @@ class CallStats:
         self.audio = sig.Analysis()
         self.rtts: list[float] = []
         self.ping_rtts: list[float] = []
+        #: the far end's latest receive report (RR IEs of a PONG), as ``Call.remote_rr``
+        self.remote_rr: dict[str, int] | None = None
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -470,6 +485,32 @@ class CallStats:
     def loss_pct(self) -> float | None:
         exp, lost = self.expected, self.lost
         return 100.0 * lost / exp if exp and lost is not None else None
+
+    @property
+    def loss_forward_pct(self) -> float | None:
+        """The far end's loss of what we sent, from its receive report: ``lost / (frames +
+        lost)`` (its own loss percentage is a moving average, not the call's figure).  None
+        without a meaningful report: Asterisk counts only with ``jitterbuffer = yes`` and
+        otherwise reports 1 frame, 0 lost."""
+        rr = self.remote_rr
+        if not rr:
+            return None
+        frames, lost = rr.get("frames", 0), rr.get("lost", 0)
+        if frames < RR_MIN_FRAMES:
+            return None
+        return 100.0 * lost / (frames + lost)
+
+    @property
+    def loss_return_pct(self) -> float | None:
+        """What we lost from the far end: the timestamp loss itself (one way), or the round
+        trip without the forward loss, ``1 - (1 - round trip) / (1 - forward)``."""
+        method = self.loss_method
+        loss = self.loss_pct
+        if loss is None:
+            return None
+        if method == "timestamps":
+            return loss
+        return return_loss_pct(loss, self.loss_forward_pct)
 
     @property
     def jitter_mean(self) -> float | None:
@@ -709,7 +750,10 @@ class CallStats:
             tx_frames=self.tx_frames, tx_bytes=self.tx_bytes,
             rx_frames=self.rx_frames, rx_bytes=self.rx_bytes,
             expected=self.expected, lost=self.lost, loss_pct=self.loss_pct,
-            loss_method=self.loss_method,
+            loss_method=self.loss_method, loss_forward_pct=self.loss_forward_pct,
+            loss_return_pct=self.loss_return_pct,
+            rr_frames=(self.remote_rr.get("frames", 0) + self.remote_rr.get("lost", 0)
+                       if self.remote_rr else None),
             duplicates=self.duplicates, out_of_order=self.out_of_order,
             jitter_ms=self.jitter if jitter_mean is not None else None,
             jitter_mean_ms=jitter_mean,

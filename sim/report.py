@@ -45,6 +45,7 @@ from iaxgw.sim.metrics import (
     Mode,
     TrunkCounters,
     cause_key,
+    return_loss_pct,
 )
 
 SUMMARY_VERSION = 1
@@ -575,10 +576,13 @@ def summarize(records: Sequence[CallRecord], *, duration_s: float | None = None,
         # frames, "timestamps" = the far end's media timestamps; None: not measurable
         "loss_method": methods[0] if len(methods) == 1 else ("mixed" if methods else None),
         "loss_calls": {"measured": len(with_media), "not_measurable": len(received)
-                       - sum(1 for r in received if r.expected)},
-        # one way each: known only from the far end's own receive report (not used yet)
-        "loss_forward_pct": None,
-        "loss_return_pct": None,
+                       - sum(1 for r in received if r.expected),
+                       "receive_reports": sum(1 for r in with_media
+                                              if r.loss_forward_pct is not None)},
+        # one way each (sim/metrics.py): forward from the far end's receive reports, return
+        # the rest of the round trip; None unless every measured call had a meaningful report
+        "loss_forward_pct": _forward_pct(with_media),
+        "loss_return_pct": _return_pct(with_media, 100.0 * lost / expected if expected else None),
         "frames": {"tx": sum(r.tx_frames for r in records),
                    "rx": sum(r.rx_frames for r in records),
                    "expected": expected if with_media else None,
@@ -691,6 +695,25 @@ def write_calls_csv(path: Path, records: Iterable[CallRecord]) -> Path:
                         d[n] = "n/a"
             w.writerow([_cell(d[n]) for n in names])
     return path
+
+
+def _forward_pct(records: Sequence[CallRecord]) -> float | None:
+    """The far end's loss of our frames over the calls, weighted by the frames each sent."""
+    if not records or any(r.loss_forward_pct is None for r in records):
+        return None
+    sent = sum(r.tx_frames for r in records)
+    return sum((r.loss_forward_pct or 0.0) * r.tx_frames for r in records) / sent if sent \
+        else None
+
+
+def _return_pct(records: Sequence[CallRecord], loss_pct: float | None) -> float | None:
+    """Our loss of the far end's frames: the one-way timestamp loss itself, or the round trip
+    without the forward loss."""
+    if loss_pct is None or not records:
+        return None
+    if all(r.loss_method == "timestamps" for r in records):
+        return loss_pct
+    return return_loss_pct(loss_pct, _forward_pct(records))
 
 
 _UNMEASURABLE_CELLS: Final = ("expected", "lost", "loss_pct", "loss_method", "r_factor", "mos")

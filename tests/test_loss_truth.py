@@ -93,3 +93,35 @@ def test_link_feeds_the_census_both_ways() -> None:
         assert "send" not in snap and snap["recv"]["voice"]["dropped"] == dropped
     finally:
         loop.close()
+
+
+def test_forward_return_split_from_the_receive_report() -> None:
+    """Forward loss from the far end's RR counts (lost / (frames + lost)); the return leg is the
+    rest of the round trip; a report of 1 frame (Asterisk without jitterbuffer) means n/a."""
+    from types import SimpleNamespace
+
+    from iaxgw.sim.live import _loss_row
+    from iaxgw.sim.metrics import CallStats, return_loss_pct
+    from iaxgw.sim.report import _forward_pct, _return_pct
+
+    assert return_loss_pct(100.0 * (1 - 0.97 * 0.98), 3.0) == pytest.approx(2.0)
+    assert return_loss_pct(1.0, 3.0) == 0.0          # never negative
+    assert return_loss_pct(5.0, None) is None and return_loss_pct(5.0, 100.0) is None
+    st = CallStats(0, mode="echo")
+    assert st.loss_forward_pct is None
+    st.remote_rr = {"frames": 1, "lost": 0, "loss_pct": 0}
+    assert st.loss_forward_pct is None
+    st.remote_rr = {"frames": 485, "lost": 15, "loss_pct": 1}   # its own pct: a moving average
+    assert st.loss_forward_pct == pytest.approx(3.0)
+    recs = [SimpleNamespace(loss_forward_pct=3.0, tx_frames=500, loss_method="stamp"),
+            SimpleNamespace(loss_forward_pct=1.0, tx_frames=1500, loss_method="stamp")]
+    assert _forward_pct(recs) == pytest.approx(1.5)  # type: ignore[arg-type]
+    assert _return_pct(recs, 100.0 * (1 - 0.985 * 0.99)) == pytest.approx(1.0)  # type: ignore[arg-type]
+    recs.append(SimpleNamespace(loss_forward_pct=None, tx_frames=500, loss_method="stamp"))
+    assert _forward_pct(recs) is None and _return_pct(recs, 3.0) is None  # type: ignore[arg-type]
+    row = _loss_row({"loss_pct": 4.0, "loss_method": "stamp", "loss_forward_pct": None,
+                     "impair": {"send": {"voice": {"loss_pct": 2.5}}}})
+    assert "forward/return n/a" in row and "send 2.50 %" in row
+    row = _loss_row({"loss_pct": 4.0, "loss_method": "stamp", "loss_forward_pct": 2.0,
+                     "loss_return_pct": 2.04})
+    assert "forward 2.00 %" in row and "return 2.04 %" in row
