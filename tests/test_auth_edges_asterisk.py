@@ -1,10 +1,13 @@
-"""A caller that acknowledges our AUTHREQ and then goes silent, against the lab's Asterisk 22
-office-a and against iaxgw's Endpoint with the same iax.conf: both run the new call's LAGRQ
-timer from the start (10 s) and resend the unanswered LAGRQ on the retransmission schedule,
-which is what ends such a call (and frees its maxauthreq slot) on both.
+"""Requests that probe authentication, sent byte for byte alike to the lab's Asterisk 22
+office-a and to iaxgw's Endpoint with the same iax.conf (driven on a simulated clock), and the
+answers compared:
 
-The same datagrams go to each: a NEW asking for a call token, the NEW with the token, an ACK of
-the AUTHREQ, then nothing for 13 s (from the ACK, 4 s in) while what comes back is recorded.
+- a caller that acknowledges the AUTHREQ and then goes silent (a NEW asking for a call token,
+  the NEW with it, an ACK of the AUTHREQ, then nothing for 13 s from the ACK, 4 s in): both run
+  the new call's LAGRQ timer from the start (10 s) and resend the unanswered LAGRQ on the
+  retransmission schedule, which is what ends such a call (and frees its maxauthreq slot);
+- a REGREQ with a wrong md5 for a ``host = dynamic`` peer: REGREJ 29 at once, or about 1 s
+  later with ``delayreject = yes``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from iaxgw._core.frames import build_full, parse_full
 from iaxgw._core.ies import IEs, build_ies
 from iaxgw.gateway.config import load_iax_conf
 from iaxgw.gateway.protocol import Endpoint
-from iaxgw.sim.labconfig import render_iax_conf, seed_site
+from iaxgw.sim.labconfig import LabSiteConfig, render_iax_conf, seed_site
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(120)]
 
@@ -86,9 +89,9 @@ def _asterisk_wire() -> tuple[Wire, socket.socket]:
     return (send, recv), sock
 
 
-def _iaxgw_wire(tmp_path: Path) -> Wire:
+def _iaxgw_wire(tmp_path: Path, cfg: LabSiteConfig) -> Wire:
     conf = tmp_path / "iax.conf"
-    conf.write_text(render_iax_conf(seed_site("office-a", qualify="no")))
+    conf.write_text(render_iax_conf(cfg))
     ep = Endpoint(load_iax_conf(conf), local_addr=OFFICE_A, role_name="office-a",
                   wall_offset=time.time() - 1000.0)
     src = (OUR_IP, 40000)
@@ -113,13 +116,8 @@ def _iaxgw_wire(tmp_path: Path) -> Wire:
 
 def test_silent_caller_after_authreq_gets_lagrq_from_both(asterisk_factory: Any,
                                                           tmp_path: Path) -> None:
-    asterisk_factory("office-a", qualify="no")
-    wire, sock = _asterisk_wire()
-    try:
-        ast = _silent_caller(wire)
-    finally:
-        sock.close()
-    gw = _silent_caller(_iaxgw_wire(tmp_path))
+    cfg = seed_site("office-a", qualify="no")
+    ast, gw = _both(asterisk_factory, tmp_path, cfg, _silent_caller)
     print("Asterisk LAGRQs:", [(round(t, 2), f.retransmit) for t, f in ast])
     print("iaxgw    LAGRQs:", [(round(t, 2), f.retransmit) for t, f in gw])
     seen = {name: [(round(t, 2), f.oseqno, f.retransmit) for t, f in side]
@@ -131,3 +129,59 @@ def test_silent_caller_after_authreq_gets_lagrq_from_both(asterisk_factory: Any,
         assert again.oseqno == first.oseqno and again.retransmit   # unanswered: resent
         assert 1.5 <= t2 - t1 <= 2.6                          # after 2 x pingtime (1 s)
     assert abs(ast[0][0] - gw[0][0]) < 1.0 and abs(ast[1][0] - gw[1][0]) < 1.0
+
+
+def _both(asterisk_factory: Any, tmp_path: Path, cfg: LabSiteConfig,
+          scenario: Callable[[Wire], Any]) -> tuple[Any, Any]:
+    """``scenario`` against Asterisk running ``cfg``, then against iaxgw with the same file."""
+    asterisk_factory("office-a", cfg)
+    wire, sock = _asterisk_wire()
+    try:
+        ast = scenario(wire)
+    finally:
+        sock.close()
+    return ast, scenario(_iaxgw_wire(tmp_path, cfg))
+
+
+REG_PEER = ("[regtest]", "type = peer", "host = dynamic", "secret = reg-secret",
+            "context = from-iax")
+
+
+def _wrong_registration(wire: Wire) -> list[tuple[float, int, Any]]:
+    """REGREQ, token, REGAUTH answered with a wrong md5: (seconds after that answer, subclass,
+    CAUSECODE) of each frame that comes back within 3 s."""
+    send, recv = wire
+
+    def regreq(scallno: int, items: list[tuple[int, object]], oseqno: int = 0,
+               iseqno: int = 0, dcallno: int = 0) -> bytes:
+        return build_full(scallno, dcallno, 5, oseqno, iseqno, 6, X.REGREQ, build_ies(
+            [(IE.USERNAME, "regtest"), (IE.REFRESH, 60), *items]))
+
+    send(regreq(0x166, [(IE.CALLTOKEN, b"")]))
+    tok = [f for _, f in recv(1.0) if f.csub == X.CALLTOKEN]
+    assert tok, "no CALLTOKEN"
+    send(regreq(0x166, [(IE.CALLTOKEN, IEs.parse(tok[0].payload).get(IE.CALLTOKEN))]))
+    auth = [f for _, f in recv(1.0) if f.csub == X.REGAUTH]
+    assert auth, "no REGAUTH"
+    a = auth[0]
+    send(regreq(0x166, [(IE.MD5_RESULT, "0" * 32)], 1, (a.oseqno + 1) & 0xFF, a.scallno))
+    return [(round(t - 2.0, 1), f.csub, IEs.parse(f.payload).get(IE.CAUSECODE))
+            for t, f in recv(3.0) if not f.retransmit]
+
+
+@pytest.mark.parametrize("delayreject", [False, True])
+def test_wrong_registration_secret_regrej_timing(asterisk_factory: Any, tmp_path: Path,
+                                                 delayreject: bool) -> None:
+    cfg = seed_site("office-a", qualify="no", extra_general=(
+        f"delayreject = {'yes' if delayreject else 'no'}", "", *REG_PEER, ""))
+    ast, gw = _both(asterisk_factory, tmp_path, cfg, _wrong_registration)
+    print(f"delayreject={delayreject}: Asterisk {ast}; iaxgw {gw}")
+
+    def shape(frames: list[tuple[float, int, Any]]) -> list[tuple[bool, int, Any]]:
+        # (REGREJ about 1 s late?, subclass, cause) of everything but ACKs
+        return [(t >= 0.8, sub, cause) for t, sub, cause in frames if sub != X.ACK]
+
+    assert shape(ast) == shape(gw) == [(delayreject, X.REGREJ, 29)], (ast, gw)
+    for frames in (ast, gw):
+        (t_rej,) = [t for t, sub, _ in frames if sub == X.REGREJ]
+        assert t_rej <= 1.3 if delayreject else t_rej <= 0.2
