@@ -62,7 +62,7 @@ setup(
     package_data={
         "iaxgw._core": ["*.pyi", "py.typed", "*.pxd", "*.pxi"],
         "iaxgw.gateway": ["py.typed", "defaults/*", "defaults/office-a/*"],
-        "iaxgw.sim": ["py.typed", "data/*"],
+        "iaxgw.sim": ["py.typed", "data/*", "schema/*.json"],
     },
     ext_modules=_extensions(),
     zip_safe=False,

@@ -13,7 +13,32 @@ import click
 from iaxgw.gateway import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _is_verbose_flag(arg: str) -> bool:
+    return arg == "--verbose" or (len(arg) > 1 and arg[0] == "-" and set(arg[1:]) == {"v"})
+
+
+class GlobalOptionsGroup(click.Group):
+    """A group whose own ``-v``/``--verbose`` may also come after the sub-command
+    (``iaxgw loadtest --calls 5 -v``): such flags are moved before it, up to a ``--``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        hoisted: list[str] = []
+        rest: list[str] = []
+        seen_command = False
+        for i, arg in enumerate(args):
+            if arg == "--":
+                rest.extend(args[i:])
+                break
+            if seen_command and _is_verbose_flag(arg):
+                hoisted.append(arg)
+                continue
+            if not arg.startswith("-"):
+                seen_command = True
+            rest.append(arg)
+        return super().parse_args(ctx, hoisted + rest)
+
+
+@click.group(cls=GlobalOptionsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="iaxgw")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def main(verbose: int) -> None:

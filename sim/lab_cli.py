@@ -12,8 +12,8 @@ import click
 from iaxgw.sim.capture import DEFAULT_FILTER, Capture, CaptureError, decode_counts
 from iaxgw.sim.lab import Lab, LabError, default_root
 from iaxgw.sim.labconfig import seed_site
+from iaxgw.sim.loadtest_cli import EXIT_HELP, lab_main, role_options
 from iaxgw.sim.loadtest_cli import common_options as lab_options
-from iaxgw.sim.loadtest_cli import lab_main
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,8 +45,9 @@ def _instance(lab_: Lab, name: str) -> Any:
         raise click.ClickException(str(exc)) from None
 
 
-@click.group(invoke_without_command=True)
+@click.group(invoke_without_command=True, epilog=EXIT_HELP)
 @lab_options
+@role_options
 @click.option("--asterisk", is_flag=True,
               help="Load the lab's real Asterisk 22 (office-a) instead of `iaxgw serve`.")
 @click.pass_context

@@ -54,7 +54,14 @@ from iaxgw.sim.loadtest_plan import (
     plan_calls,
 )
 from iaxgw.sim.metrics import CallStats, Mode
-from iaxgw.sim.report import LoadStats, ReportDirError, probe_report_dir, write_report
+from iaxgw.sim.report import (
+    LoadStats,
+    ReportDirError,
+    TimeseriesStream,
+    probe_report_dir,
+    worst_lines,
+    write_report,
+)
 
 log = logging.getLogger("iaxgw.loadtest")
 
@@ -100,6 +107,33 @@ class ConfigUsageError(LoadtestError):
     """A configuration choice made on the command line is wrong (exit 2)."""
 
 
+class CannotRunError(LoadtestError):
+    """The run could not take place at all: our address is taken (exit 3)."""
+
+
+#: Exit codes of ``iaxgw loadtest`` / ``iaxgw lab`` (README "Exit codes").
+EXIT_PASS = 0
+EXIT_FAIL = 1           # failed calls, audio not verified, or a target not reached
+EXIT_USAGE = 2          # bad option or configuration
+EXIT_CANNOT_RUN = 3     # our address is taken, or the target never answered anything
+EXIT_SIGINT = 130       # interrupted by SIGINT (Ctrl-C); SIGTERM: 143
+EXIT_SIGTERM = 143
+
+#: Where each embedded site lives (the seed's two-site trunk on loopback).
+SITE_ADDRS: dict[str, Addr] = {"office-a": ("127.0.0.10", 4569),
+                               "office-b": ("127.0.0.20", 4569)}
+
+
+def bind_hint(bind: Addr, role: str) -> str:
+    """What to do when our address is taken (most often by a serve or Asterisk playing the
+    same site)."""
+    other = next((s for s in SITE_ADDRS if s != role), None)
+    site = (f"run the load test as the other site (--site {other}, which calls {role} at "
+            f"{bind[0]}:{bind[1]}), or " if role in SITE_ADDRS and other else "")
+    return (f"another process holds it (an `iaxgw serve` or Asterisk playing {role}?): "
+            f"{site}give a free local address with --bind ADDR[:PORT]")
+
+
 # ---------------------------------------------------------------------------------------------
 # Setup: configuration, media
 # ---------------------------------------------------------------------------------------------
@@ -119,7 +153,7 @@ class Target:
 def load_target(opts: LoadtestOptions, config: IaxConfig | None = None) -> Target:
     """Read ``--config`` (or the embedded seed as office-b) and apply ``--peer-host``/``--bind``,
     ``--trunk`` and ``--trunktimestamps``."""
-    role = DEFAULT_ROLE
+    role = opts.site or DEFAULT_ROLE
     embedded = config is None and opts.config_dir is None
     if config is None:
         from iaxgw.gateway.config import load_iax_conf
@@ -146,7 +180,7 @@ def load_target(opts: LoadtestOptions, config: IaxConfig | None = None) -> Targe
                                f"configuration; peer/friend entries: {names}")
     host = opts.peer_host
     if host is None and embedded:
-        host = DEFAULT_PEER_HOST
+        host = SITE_ADDRS.get(opts.peer, DEFAULT_PEER_HOST)
     if host is None:
         if entry.host is None or entry.dynamic:
             raise ConfigUsageError(f"peer {opts.peer!r} has no fixed host: give --peer-host")
@@ -163,7 +197,8 @@ def load_target(opts: LoadtestOptions, config: IaxConfig | None = None) -> Targe
         config.general.trunktimestamps = opts.trunktimestamps
     bind = opts.bind
     if bind is None:
-        bind = DEFAULT_BIND if embedded else (config.general.bindaddr, config.general.bindport)
+        bind = (SITE_ADDRS.get(role, DEFAULT_BIND) if embedded
+                else (config.general.bindaddr, config.general.bindport))
     return Target(config=config, peer=opts.peer, peer_addr=host, bind=bind, role=role)
 
 
@@ -198,6 +233,8 @@ class LoadtestResult:
     records: list[Any] = field(default_factory=list)
     timeseries: list[dict[str, Any]] = field(default_factory=list)
     report_files: list[Path] = field(default_factory=list)
+    #: calls.csv's start_time / callno / peer_callno / exten of a record
+    call_ids: Callable[[Any], dict[str, Any]] | None = None
 
 
 def classify_end(event: ev.CallEnded, accepted: bool) -> tuple[str, str | None]:
@@ -260,6 +297,7 @@ class LiveCall:
     dropped: bool = False
     pending: bool = False         # in LoadRunner.window (NEW sent, not accepted/ended)
     up: bool = False              # counted in LoadRunner.up (answered, not ended)
+    peer_callno_seen: bool = False  # the far end's call number is noted in the stats
 
 
 #: Setup time per call the run deadline allows when the --max-pending window paces the ramp.
@@ -353,6 +391,7 @@ class LoadRunner:
         self.started_attempts = 0
         self.stopping = False
         self.interrupted = False
+        self.stop_signal: int | None = None    # SIGINT/SIGTERM that stopped the run, if any
         self.deadline_hit = False
         self._rcvbuf_errors0: int | None = None
         self.screen = screen
@@ -399,8 +438,8 @@ class LoadRunner:
                                                impair=self.impairment,
                                                socket_buffer=socket_buffer(self.opts.calls))
         except OSError as exc:
-            raise LoadtestError(f"cannot bind {t.bind[0]}:{t.bind[1]}: "
-                                f"{exc.strerror or exc}") from None
+            raise CannotRunError(f"cannot bind {t.bind[0]}:{t.bind[1]}: "
+                                 f"{exc.strerror or exc}; {bind_hint(t.bind, t.role)}") from None
         self._ep = self._server.endpoint
         self._now = loop.time
         # exact arrival times are on time.monotonic(): usable only when that is our clock
@@ -414,10 +453,17 @@ class LoadRunner:
         installed = []
         for s in (signal.SIGINT, signal.SIGTERM):
             try:
-                loop.add_signal_handler(s, self._interrupt)
+                loop.add_signal_handler(s, self._interrupt, int(s))
                 installed.append(s)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass
+        stream = None
+        if self.opts.report_dir is not None:
+            try:
+                stream = TimeseriesStream(Path(self.opts.report_dir) / "timeseries.csv")
+                self.stats.on_row = stream.write
+            except OSError as exc:
+                self.notes.append(f"timeseries.csv not written while the run goes: {exc}")
         self.gc.start()
         tasks = [loop.create_task(self._scheduler(), name="loadtest-scheduler"),
                  loop.create_task(self._ticker(), name="loadtest-media")]
@@ -447,6 +493,9 @@ class LoadRunner:
                 if asyncio.iscoroutine(res):
                     await res
             self.gc.stop()
+            self.stats.on_row = None
+            if stream is not None:
+                stream.close()
         return self.result()
 
     def targets(self, failed: int) -> dict[str, Any]:
@@ -513,7 +562,30 @@ class LoadRunner:
             return None
         return _cap_detail(w[0], self)
 
-    def _interrupt(self) -> None:
+    def fail_reasons(self, summary: dict[str, Any], failed: int, audio_ok: bool) -> list[str]:
+        """Why the run fails (empty: it passes), one phrase each, for the verdict line."""
+        o = self.opts
+        out: list[str] = []
+        if failed > o.max_failed:
+            out.append(f"{failed} failed call(s), more than --max-failed {o.max_failed}")
+        if not audio_ok:
+            a = summary.get("audio") or {}
+            out.append(f"audio not verified on every call ({a.get('verified')} of "
+                       f"{a.get('checked')} verified, crossed {a.get('crossed')}, one-way "
+                       f"{a.get('one_way')}, silent {a.get('silent')})")
+        if self.deadline_hit:
+            out.append(f"the run deadline ({self.run_deadline():.0f} s) was hit")
+        tg = summary.get("targets") or {}
+        if not tg.get("met", True) and not o.allow_underrun:
+            rate, calls = tg.get("rate") or {}, tg.get("calls") or {}
+            out.append(f"target not reached (rate {rate.get('achieved')}/{rate.get('asked')} "
+                       f"per s, calls {calls.get('peak')}/{calls.get('asked')}; "
+                       "--allow-underrun passes anyway)")
+        return out
+
+    def _interrupt(self, signum: int | None = None) -> None:
+        if signum is not None and self.stop_signal is None:
+            self.stop_signal = signum
         if not self.interrupted:
             self.interrupted = True
             self.notes.append("interrupted: stopped placing calls and hung up the rest")
@@ -657,6 +729,7 @@ class LoadRunner:
             return
         self._flush()
         call.callno = int(callno)
+        self.stats.set_call_id(planned.index, call.callno, None, planned.exten)
         stats.tx.callno = call.callno
         if self._rx_exact:
             # trunk entries of the call are counted by the compiled receive path
@@ -715,6 +788,7 @@ class LoadRunner:
             if h is not None:
                 h.cancel()
         self._take_rr(call)
+        self._note_peer_callno(call)
         self.media_calls.pop(call.callno, None)
         self.calls.pop(call.callno, None)
         if call.returned >= 0:
@@ -731,6 +805,16 @@ class LoadRunner:
             self.budget.release(now)
         self._slot.set()
         self._check_done()
+
+    def _note_peer_callno(self, call: LiveCall) -> None:
+        """The far end's call number, for calls.csv, while the endpoint still knows it."""
+        if call.peer_callno_seen or self._ep is None:
+            return
+        info = self._ep.call_info(call.callno)
+        peer_callno = getattr(info, "peer_callno", 0) if info is not None else 0
+        if peer_callno:
+            call.peer_callno_seen = True
+            self.stats.set_call_id(call.plan.index, peer_callno=int(peer_callno))
 
     def _take_rr(self, call: LiveCall) -> dict[str, int] | None:
         """The far end's latest receive report of ``call`` into its stats (None: none yet)."""
@@ -824,6 +908,7 @@ class LoadRunner:
             return
         now = self.clock()
         kind = event.kind
+        self._note_peer_callno(call)
         if kind != "ringing" and kind != "proceeding":
             self._setup_done(call)     # accepted, or answered/busy/... without a seen ACCEPT
         if kind == "accepted":
@@ -1131,13 +1216,19 @@ class LoadRunner:
             audio_ok = (checked == (audio.get("verified") or 0)
                         and not audio.get("crossed") and not audio.get("one_way")
                         and not audio.get("silent"))
-        exit_code = 0 if failed <= o.max_failed and audio_ok and not self.deadline_hit else 1
-        if self.interrupted:
-            exit_code = 1
         targets = self.targets(int(summary.get("failed") or 0))
         summary["targets"] = targets
-        if not targets["met"] and not o.allow_underrun:
-            exit_code = 1
+        reasons = self.fail_reasons(summary, failed, audio_ok)
+        exit_code = EXIT_FAIL if reasons else EXIT_PASS
+        heard = self.stats.trunk.datagrams["rx"]
+        if self.started_attempts and not heard:
+            exit_code = EXIT_CANNOT_RUN
+            reasons.insert(0, f"the target {self.target.peer_addr[0]}:"
+                              f"{self.target.peer_addr[1]} never answered anything (not one "
+                              "datagram came back): is it running, and is this its address?")
+        if self.stop_signal is not None:
+            exit_code = EXIT_SIGINT if self.stop_signal == signal.SIGINT else EXIT_SIGTERM
+            reasons.insert(0, f"interrupted by {signal.Signals(self.stop_signal).name}")
         now_errors = udp_rcvbuf_errors()
         kernel_drops = (now_errors - self._rcvbuf_errors0
                         if now_errors is not None and self._rcvbuf_errors0 is not None else None)
@@ -1158,7 +1249,9 @@ class LoadRunner:
             "dropped": self.dropped,
             "max_failed": o.max_failed,
             "audio_ok": audio_ok,
+            "audio_checked": self.mode != "none",
             "exit_code": exit_code,
+            "fail_reasons": reasons,
             "allow_underrun": o.allow_underrun,
             "hairpin_returned": self.returned_legs if o.mode == "hairpin" else None,
             "unmatched_incoming": self.unmatched_incoming,
@@ -1191,7 +1284,8 @@ class LoadRunner:
         with contextlib.suppress(Exception):
             summary["endpoint"] = _jsonable(self._ep.stats())
         return LoadtestResult(summary=summary, exit_code=exit_code, records=records,
-                              timeseries=list(self.stats.timeseries))
+                              timeseries=list(self.stats.timeseries),
+                              call_ids=self.stats.call_columns)
 
 
 def _cap_detail(cap: str, runner: LoadRunner) -> str:
@@ -1361,7 +1455,8 @@ def write_report_files(opts: LoadtestOptions, result: LoadtestResult) -> None:
     with _signals_held() as got:
         try:
             files = write_report(opts.report_dir, result.summary, result.records,
-                                 result.timeseries, plots=True)
+                                 result.timeseries, plots=True,
+                                 call_ids=getattr(result, "call_ids", None))
         except OSError as exc:
             print(f"iaxgw loadtest: cannot write report to {opts.report_dir}: {exc}",
                   file=sys.stderr)
@@ -1399,7 +1494,19 @@ def finish_output(opts: LoadtestOptions, result: LoadtestResult) -> None:
     if kinds:
         console.print("datagrams: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
                       + f"; echo frames missing {lt.get('echo_missing_pct')} %")
-    verdict = "PASS" if result.exit_code == 0 else "FAIL"
+    worst = result.summary.get("worst_calls") or {}
+    for line in worst_lines(worst):
+        console.print(line, highlight=False)
+    verdict = {EXIT_PASS: "PASS", EXIT_CANNOT_RUN: "COULD NOT RUN"}.get(
+        result.exit_code, "INTERRUPTED" if lt.get("interrupted") and result.exit_code in
+        (EXIT_SIGINT, EXIT_SIGTERM) else "FAIL")
+    checked = (result.summary.get("audio") or {}).get("checked")
+    if lt.get("audio_checked", True) and not checked:
+        audio_word = "not checked (no call was answered)"
+    elif lt.get("audio_checked", True):
+        audio_word = f"ok ({checked} calls verified)" if lt.get("audio_ok") else "NOT ok"
+    else:
+        audio_word = f"not checked (--media {lt.get('media')})"
     tg = result.summary.get("targets") or {}
     rate, calls = tg.get("rate") or {}, tg.get("calls") or {}
     reached = "reached" if tg.get("met", True) else (
@@ -1407,10 +1514,12 @@ def finish_output(opts: LoadtestOptions, result: LoadtestResult) -> None:
     caps = ", ".join(c["cap"] for c in tg.get("capped_by") or [])
     console.print(f"[bold]{verdict}[/]: failed {lt.get('failed_total')} "
                   f"(max {lt.get('max_failed')}), "
-                  f"audio {'ok' if lt.get('audio_ok') else 'NOT ok'}, "
+                  f"audio {audio_word}, "
                   f"target {reached}: rate {rate.get('achieved')}/{rate.get('asked')} per s, "
                   f"calls up {calls.get('peak')}/{calls.get('asked')}"
-                  + (f", capped by {caps}" if caps else ""))
+                  + (f", capped by {caps}" if caps else ""), highlight=False)
+    for why in lt.get("fail_reasons") or []:
+        console.print(f"  {verdict.lower()} because: {why}", highlight=False)
     if opts.json_out:
         sys.stdout.write(json.dumps(result.summary, indent=2, allow_nan=False) + "\n")
         sys.stdout.flush()

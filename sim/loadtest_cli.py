@@ -58,9 +58,10 @@ def _hostport(ctx: click.Context | None, param: click.Parameter | None,
 def common_options(f: F) -> F:
     """Options shared by ``loadtest`` and ``lab`` (the ones that make sense for both)."""
     opts = [
-        click.option("--calls", type=click.IntRange(1, 30_000), default=10, show_default=True,
-                     help="Concurrent calls to reach and hold."),
-        click.option("--rate", type=click.FloatRange(0, 10_000, min_open=True), default=None,
+        click.option("--calls", "-l", "calls", type=click.IntRange(1, 30_000), default=10,
+                     show_default=True, help="Concurrent calls to reach and hold (SIPp -l)."),
+        click.option("--rate", "-r", "rate", type=click.FloatRange(0, 10_000, min_open=True),
+                     default=None,
                      help="Call attempts per second (ramp).  [default: calls/5, at least 10]"),
         click.option("--max-pending", type=click.IntRange(1, 10_000), default=None,
                      help="Calls awaiting authentication at the target at once (from its "
@@ -69,8 +70,9 @@ def common_options(f: F) -> F:
         click.option("--allow-underrun", is_flag=True, default=None,
                      help="Pass even when the rate or concurrency asked for was not reached "
                           "(the summary still names what capped it)."),
-        click.option("--duration", callback=_duration, default="20", show_default=True,
-                     metavar="SECONDS|MIN-MAX", help="How long each call stays up once answered."),
+        click.option("--duration", "-d", "duration", callback=_duration, default="20",
+                     show_default=True, metavar="SECONDS|MIN-MAX",
+                     help="How long each call stays up once answered (SIPp -d, in seconds)."),
         click.option("--codec", type=click.Choice(["ulaw", "alaw"]), default="ulaw",
                      show_default=True),
         click.option("--trunk/--no-trunk", default=None,
@@ -82,6 +84,56 @@ def common_options(f: F) -> F:
         click.option("--json", "json_out", is_flag=True, help="Print summary.json to stdout."),
         click.option("--impair", "impair", callback=impair_cb, default=None, metavar="SPEC",
                      help=IMPAIR_HELP),
+        click.option("--total", "-m", "total", type=click.IntRange(1, 10_000_000), default=None,
+                     help="Stop after this many call attempts (SIPp -m).  "
+                          "[default: one round = --calls]"),
+        click.option("--exten", "extens", callback=_extens, default=None,
+                     metavar="EXTEN|LO-HI",
+                     help="Extensions to dial, round-robin.  [default: the peer's echo "
+                          "extension]"),
+        click.option("--media", default="tone", show_default=True,
+                     metavar="tone|silence|FILE.wav",
+                     help="What each call sends; 'tone' gives every call its own audio "
+                          "signature (only then is the audio checked)."),
+        click.option("--trunktimestamps/--no-trunktimestamps", default=None,
+                     help="Add a timestamp to each trunk entry.  [default: as [general] says]"),
+        click.option("--mode", type=click.Choice(["direct", "hairpin"]), default="direct",
+                     show_default=True,
+                     help="hairpin: the target dials every call back to us and we echo it."),
+        click.option("--max-failed", type=click.IntRange(0), default=0, show_default=True,
+                     help="Exit 0 only when failed calls <= this (and the audio checks pass)."),
+        click.option("--setup-timeout", type=click.FloatRange(0.1, 300), default=10.0,
+                     show_default=True,
+                     help="Seconds from NEW to ANSWER before a call counts as TIMEOUT."),
+        click.option("--seed", type=int, default=1, show_default=True,
+                     help="Random seed for MIN-MAX durations."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+#: Options that choose who we are and whom we call: ``lab`` sets them itself.
+ROLE_OPTIONS = ("config_dir", "site", "peer", "peer_host", "bind")
+
+
+def role_options(f: F) -> F:
+    """Options that pick our site and the peer we call (``loadtest``; ``lab`` refuses them
+    with the reason)."""
+    opts = [
+        click.option("--site", type=click.Choice(["office-a", "office-b"]), default=None,
+                     help="Play this site of the seed's trunk from the embedded config, calling "
+                          "the other one (office-a 127.0.0.10, office-b 127.0.0.20).  "
+                          "[default: office-b]"),
+        click.option("--config", "config_dir", type=click.Path(exists=True, file_okay=False,
+                     path_type=Path), default=None,
+                     help="Folder with our iax.conf.  [default: the embedded seed of --site]"),
+        click.option("--peer", default=None,
+                     help="The iax.conf entry to call.  [default: the other site]"),
+        click.option("--peer-host", callback=_hostport, default=None, metavar="HOST[:PORT]",
+                     help="Call this address instead of the peer entry's host."),
+        click.option("--bind", callback=_hostport, default=None, metavar="HOST[:PORT]",
+                     help="Our local address.  [default: the config's bindaddr/bindport]"),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -108,59 +160,58 @@ def build_options(**kw: Any) -> LoadtestOptions:
     return opts
 
 
-@click.command("loadtest")
-@common_options
-@click.option("--total", type=click.IntRange(1, 10_000_000), default=None,
-              help="Stop after this many call attempts.  [default: one round = --calls]")
-@click.option("--config", "config_dir", type=click.Path(exists=True, file_okay=False,
-              path_type=Path), default=None,
-              help="Folder with our iax.conf.  [default: the embedded seed, we are office-b]")
-@click.option("--peer", default="office-a", show_default=True,
-              help="The iax.conf entry to call.")
-@click.option("--peer-host", callback=_hostport, default=None, metavar="HOST[:PORT]",
-              help="Call this address instead of the peer entry's host.")
-@click.option("--bind", callback=_hostport, default=None, metavar="HOST[:PORT]",
-              help="Our local address.  [default: the config's bindaddr/bindport]")
-@click.option("--exten", "extens", callback=_extens, default=None, metavar="EXTEN|LO-HI",
-              help="Extensions to dial, round-robin.  [default: the peer's echo extension]")
-@click.option("--media", default="tone", show_default=True, metavar="tone|silence|FILE.wav",
-              help="What each call sends; 'tone' gives every call its own audio signature.")
-@click.option("--trunktimestamps/--no-trunktimestamps", default=None,
-              help="Add a timestamp to each trunk entry.  [default: as [general] says]")
-@click.option("--mode", type=click.Choice(["direct", "hairpin"]), default="direct",
-              show_default=True,
-              help="hairpin: the target dials every call back to us and we echo it.")
-@click.option("--max-failed", type=click.IntRange(0), default=0, show_default=True,
-              help="Exit 0 only when failed calls <= this (and the audio checks pass).")
-@click.option("--setup-timeout", type=click.FloatRange(0.1, 300), default=10.0,
-              show_default=True, help="Seconds from NEW to ANSWER before a call counts as TIMEOUT.")
-@click.option("--seed", type=int, default=1, show_default=True,
-              help="Random seed for MIN-MAX durations.")
-def loadtest(**kw: Any) -> None:
-    """Place many concurrent IAX2 calls at a peer and measure them (exit 0 = all good)."""
-    from iaxgw.sim.loadtest import ConfigUsageError, LoadtestError, run_loadtest
+EXIT_HELP = ("Exit codes: 0 pass; 1 failed calls, audio not verified or a target not "
+             "reached; 2 usage or configuration error; 3 could not run (our address taken, "
+             "the target never answered anything); 130 interrupted by SIGINT (143 SIGTERM).")
 
-    impair = kw.pop("impair", None)
-    opts = build_options(**kw)
+
+def _cannot_run(message: str) -> int:
+    """A run that could not take place: the reason on stderr, exit 3."""
+    from iaxgw.sim.loadtest import EXIT_CANNOT_RUN
+
+    click.echo(f"Error: {message}", err=True)
+    return EXIT_CANNOT_RUN
+
+
+def _guarded(run: Callable[[], int]) -> int:
+    """Run a load test, mapping what went wrong onto the exit codes (EXIT_HELP)."""
+    from iaxgw.sim.loadtest import EXIT_SIGINT, ConfigUsageError, LoadtestError
+
     try:
-        result = run_loadtest(opts, impair=impair)
+        return run()
     except (ConfigUsageError, PlanError) as exc:
         raise click.UsageError(str(exc)) from None
     except LoadtestError as exc:
-        raise click.ClickException(str(exc)) from None
-    sys.exit(result.exit_code)
+        return _cannot_run(str(exc))
+    except KeyboardInterrupt:
+        click.echo("iaxgw: interrupted", err=True)
+        return EXIT_SIGINT
+
+
+@click.command("loadtest", epilog=EXIT_HELP)
+@common_options
+@role_options
+def loadtest(**kw: Any) -> None:
+    """Place many concurrent IAX2 calls at a peer and measure them (exit 0 = all good)."""
+    from iaxgw.sim.loadtest import run_loadtest
+
+    impair = kw.pop("impair", None)
+    opts = build_options(**kw)
+    sys.exit(_guarded(lambda: run_loadtest(opts, impair=impair).exit_code))
 
 
 def lab_main(*, asterisk: bool = False, **kw: Any) -> int:
     """``iaxgw lab``'s default action: serve + loadtest on loopback (or loadtest vs Asterisk)."""
-    from iaxgw.sim.loadtest import ConfigUsageError, LoadtestError
     from iaxgw.sim.loadtest_lab import run_lab
 
+    given = [k for k in ROLE_OPTIONS if kw.pop(k, None) is not None]
+    if given:
+        names = ", ".join("--" + ("config" if k == "config_dir" else k.replace("_", "-"))
+                          for k in given)
+        raise click.UsageError(
+            f"{names}: `iaxgw lab` plays both sites itself (the load tester as office-a "
+            "against serve as office-b, or with --asterisk as office-b against the lab's "
+            "Asterisk office-a); use `iaxgw loadtest` to choose them")
     impair = kw.pop("impair", None)
     opts = build_options(**kw)
-    try:
-        return run_lab(opts, asterisk=asterisk, impair=impair)
-    except (ConfigUsageError, PlanError) as exc:
-        raise click.UsageError(str(exc)) from None
-    except LoadtestError as exc:
-        raise click.ClickException(str(exc)) from None
+    return _guarded(lambda: run_lab(opts, asterisk=asterisk, impair=impair))

@@ -123,6 +123,7 @@ class LoadtestOptions:
     peer: str = "office-a"
     peer_host: tuple[str, int] | None = None
     config_dir: Path | None = None        # None: the embedded seed config
+    site: str | None = None               # embedded config of this site; None: office-b
     bind: tuple[str, int] | None = None   # None: the config's bindaddr/bindport
     report_dir: Path | None = None
     max_failed: int = 0
@@ -153,6 +154,15 @@ class LoadtestOptions:
 
     def check(self) -> None:
         """Raise :class:`PlanError` on values that make no plan; collect warnings."""
+        if self.site is not None:
+            if self.site not in ECHO_EXTEN:
+                raise PlanError(f"--site must be office-a or office-b, not {self.site!r}")
+            if self.config_dir is not None:
+                raise PlanError("--site picks an embedded configuration; with --config the "
+                                "folder is ours: leave out one of them")
+            if self.peer == self.site:
+                # the default peer is the other site: a site never calls itself
+                self.peer = next(s for s in ECHO_EXTEN if s != self.site)
         if self.calls < 1:
             raise PlanError("--calls must be at least 1")
         if self.calls > 30_000:

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime
 import io
 import json
 import math
+import os
 import pickle
 import tempfile
 import time
@@ -50,7 +52,39 @@ from iaxgw.sim.metrics import (
 
 SUMMARY_VERSION = 1
 TIMESERIES_FIELDS = ("time_s", "calls_up", "attempts", "answered", "failed", "setup_p50_ms",
-                     "jitter_p50_ms", "loss_pct", "mos_p50", "tx_pps", "rx_pps", "cpu_pct")
+                     "jitter_p50_ms", "loss_pct", "mos_p50", "tx_pps", "rx_pps", "cpu_pct",
+                     "unix_time_s", "attempts_total", "answered_total", "failed_total")
+
+#: timeseries.csv: (column, the row field it comes from, what it means).  A name says its unit
+#: and its window: ``_interval`` = over the second since the previous row, ``_total`` = since the
+#: start of the run, ``_now`` = the state at the row's time.  An empty cell: not measurable then.
+TIMESERIES_COLUMNS: Final = (
+    ("time_utc", "unix_time_s", "wall clock of the row, ISO 8601 UTC with milliseconds"),
+    ("unix_time_s", "unix_time_s", "the same instant in seconds since 1970-01-01 UTC"),
+    ("elapsed_s", "time_s", "seconds since the run started"),
+    ("calls_up_now", "calls_up", "answered calls up at the row's time"),
+    ("attempts_interval", "attempts", "calls placed (NEW sent) in the interval"),
+    ("answered_interval", "answered", "calls answered in the interval"),
+    ("failed_interval", "failed", "calls that ended failed in the interval"),
+    ("attempts_total", "attempts_total", "calls placed since the start"),
+    ("answered_total", "answered_total", "calls answered since the start"),
+    ("failed_total", "failed_total", "failed calls since the start"),
+    ("setup_p50_ms_interval", "setup_p50_ms",
+     "median NEW to ANSWER time (ms) of the calls answered in the interval"),
+    ("jitter_p50_ms_now", "jitter_p50_ms",
+     "median over the calls up of each call's RFC 3550 jitter estimate (ms)"),
+    ("loss_pct_interval", "loss_pct",
+     "voice frames lost in the interval, % of those expected (empty: loss not measurable)"),
+    ("mos_p50_now", "mos_p50", "median over the calls up of each call's MOS so far"),
+    ("tx_frames_per_s_interval", "tx_pps", "voice frames we sent per second, all calls"),
+    ("rx_frames_per_s_interval", "rx_pps", "voice frames we received per second, all calls"),
+    ("cpu_pct_interval", "cpu_pct", "this process's CPU use, % of one core"),
+)
+TIMESERIES_CSV_HEADER: Final = tuple(c[0] for c in TIMESERIES_COLUMNS)
+
+#: calls.csv columns before CallRecord's own, from the runner (empty when unknown)
+CALL_ID_FIELDS: Final = ("start_time", "callno", "peer_callno", "exten")
+WORST_N = 5
 
 
 def percentiles(values: Iterable[float | None],
@@ -109,7 +143,8 @@ class TimeSeries(Sequence[Row]):
     doubles (None as NaN): 96 bytes a row where a dict of boxed numbers took about 700, so a
     long run's series grows by little.  Reads back as rows (dicts), like the list it replaces."""
 
-    INT_FIELDS = frozenset({"calls_up", "attempts", "answered", "failed"})
+    INT_FIELDS = frozenset({"calls_up", "attempts", "answered", "failed", "attempts_total",
+                            "answered_total", "failed_total"})
 
     def __init__(self, rows: Iterable[Mapping[str, float | int | None]] = ()) -> None:
         self._cols: dict[str, array[float]] = {n: array("d") for n in TIMESERIES_FIELDS}
@@ -225,6 +260,11 @@ class LoadStats:
         self.detector = sig.Detector(plan) if mode != "none" else None
         self.clock = clock
         self.started = clock()
+        self.wall_started = time.time()      # the wall clock at ``started``
+        #: call index -> (our call number, the far end's, the extension dialled)
+        self.call_ids: dict[int, tuple[int | None, int | None, str | None]] = {}
+        #: called with each time-series row as it is made (timeseries.csv while the run goes)
+        self.on_row: Callable[[Mapping[str, float | int | None]], None] | None = None
         self.cpu = cpu or CpuMeter()
         self.active: dict[int, CallStats] = {}
         self.records = RecordStore()
@@ -430,8 +470,14 @@ class LoadStats:
             "tx_pps": (tx - self._last_tx) / dt if dt > 0 else None,
             "rx_pps": (rx - self._last_rx) / dt if dt > 0 else None,
             "cpu_pct": cpu,
+            "unix_time_s": round(self.wall_started + (now - self.started), 3),
+            "attempts_total": self.attempts,
+            "answered_total": len(self.setup_ms),
+            "failed_total": sum(self.causes.values()),
         }
         self.timeseries.append(row)
+        if self.on_row is not None:
+            self.on_row(row)
         audio = dict(self._audio_done)
         for k, v in self._sweep_audio.items():
             audio[k] += v
@@ -505,12 +551,94 @@ class LoadStats:
         """Finished calls plus the calls still active at ``now`` (as IN_PROGRESS/ANSWERED)."""
         return [*self.records, *(c.record(now) for c in self.active.values())]
 
+    def set_call_id(self, index: int, callno: int | None = None,
+                    peer_callno: int | None = None, exten: str | None = None) -> None:
+        """Note a call's numbers and extension for calls.csv and ``worst_calls`` (a None
+        keeps what was noted before)."""
+        old = self.call_ids.get(index, (None, None, None))
+        self.call_ids[index] = (old[0] if callno is None else callno,
+                                old[1] if peer_callno is None else peer_callno,
+                                old[2] if exten is None else exten)
+
+    def call_columns(self, rec: CallRecord) -> dict[str, Any]:
+        """calls.csv's :data:`CALL_ID_FIELDS` of one record."""
+        callno, peer_callno, exten = self.call_ids.get(rec.index, (None, None, None))
+        start = (iso_time(self.wall_started + (rec.start_s - self.started))
+                 if rec.start_s is not None else None)
+        return {"start_time": start, "callno": callno, "peer_callno": peer_callno,
+                "exten": exten}
+
     def summary(self, now: float | None = None) -> dict[str, Any]:
         now = self.clock() if now is None else now
-        return summarize(
-            self.all_records(now), duration_s=now - self.started, trunk=self.trunk,
+        records = self.all_records(now)
+        out = summarize(
+            records, duration_s=now - self.started, trunk=self.trunk,
             cpu_samples=self.cpu_samples, target=self.target, mode=self.mode, codec=self.codec,
             bpl=self.bpl, jb_factor=self.jb_factor, max_concurrent=self.max_up)
+        out["started_at"] = iso_time(self.wall_started)
+        out["worst_calls"] = worst_calls(records, self.call_ids)
+        return out
+
+
+def summary_schema() -> dict[str, Any]:
+    """The JSON Schema of summary.json shipped with the package (sim/schema/)."""
+    import importlib.resources
+
+    text = (importlib.resources.files("iaxgw.sim") / "schema" / "summary.schema.json"
+            ).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def iso_time(unix_s: float) -> str:
+    """Seconds since the epoch as ISO 8601 UTC with milliseconds (2025-01-31T12:00:00.123Z)."""
+    stamp = datetime.datetime.fromtimestamp(unix_s, datetime.UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def worst_calls(records: Sequence[CallRecord],
+                ids: Mapping[int, tuple[int | None, int | None, str | None]],
+                n: int = WORST_N) -> dict[str, list[dict[str, Any]]]:
+    """The ``n`` answered calls with the lowest MOS, the highest loss and the slowest setup
+    (only calls where that figure was measured), each with what identifies it on the wire."""
+    answered = [r for r in records if r.outcome == "ANSWERED"]
+
+    def row(r: CallRecord) -> dict[str, Any]:
+        callno, peer_callno, exten = ids.get(r.index, (None, None, None))
+        return {"index": r.index, "callno": callno, "peer_callno": peer_callno,
+                "exten": exten, "mos": r.mos, "loss_pct": r.loss_pct,
+                "setup_ms": r.answer_ms, "jitter_ms": r.jitter_mean_ms}
+
+    def pick(key: Callable[[CallRecord], float | None], lowest: bool) -> list[dict[str, Any]]:
+        have = [r for r in answered if key(r) is not None]
+        have.sort(key=lambda r: (key(r) or 0.0) * (1 if lowest else -1))
+        return [row(r) for r in have[:n]]
+
+    out: dict[str, list[dict[str, Any]]] = _clean({
+        "by_mos": pick(lambda r: r.mos, True),
+        "by_loss": pick(lambda r: r.loss_pct, False),
+        "by_setup": pick(lambda r: r.answer_ms, False)})
+    return out
+
+
+def worst_lines(worst: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+    """``worst_calls`` as lines for the end of a run (nothing when no call was measured)."""
+    out: list[str] = []
+    for key, title, field_, unit in (("by_mos", "lowest MOS", "mos", ""),
+                                     ("by_loss", "highest loss", "loss_pct", " %"),
+                                     ("by_setup", "slowest setup", "setup_ms", " ms")):
+        rows = worst.get(key) or []
+        if not rows:
+            continue
+        cells = ", ".join(
+            f"#{r.get('index')} callno {r.get('callno')} exten {r.get('exten')}: "
+            f"{_fmt(r.get(field_))}{unit}" for r in rows)
+        out.append(f"worst calls by {title}: {cells}")
+    return out
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def summarize(records: Sequence[CallRecord], *, duration_s: float | None = None,
@@ -680,13 +808,19 @@ def write_summary_json(path: Path, summary: dict[str, Any]) -> Path:
     return path
 
 
-def write_calls_csv(path: Path, records: Iterable[CallRecord]) -> Path:
-    names = CallRecord.field_names()
+def write_calls_csv(path: Path, records: Iterable[CallRecord],
+                    ids: Callable[[CallRecord], Mapping[str, Any]] | None = None) -> Path:
+    """One row per call: :data:`CALL_ID_FIELDS` (from ``ids``, empty without it), then every
+    :class:`CallRecord` field (README "calls.csv" says what each means)."""
+    names = [*CALL_ID_FIELDS, *CallRecord.field_names()]
     with _atomic_text(path) as fh:
         w = csv.writer(fh)
         w.writerow(names)
         for rec in records:
-            d = rec.as_dict()
+            d: dict[str, Any] = dict.fromkeys(CALL_ID_FIELDS)
+            if ids is not None:
+                d.update(ids(rec))
+            d.update(rec.as_dict())
             if rec.outcome == "ANSWERED" and rec.rx_frames and rec.loss_pct is None:
                 # media came back but its loss cannot be measured (sim/metrics.py): say so,
                 # where an empty cell means nothing to measure
@@ -719,13 +853,57 @@ def _return_pct(records: Sequence[CallRecord], loss_pct: float | None) -> float 
 _UNMEASURABLE_CELLS: Final = ("expected", "lost", "loss_pct", "loss_method", "r_factor", "mos")
 
 
-def write_timeseries_csv(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
+def timeseries_cells(row: Mapping[str, Any]) -> list[Any]:
+    """One time-series row as timeseries.csv's cells (:data:`TIMESERIES_COLUMNS`)."""
+    out: list[Any] = []
+    for name, src, _ in TIMESERIES_COLUMNS:
+        v = row.get(src)
+        if name == "time_utc":
+            out.append(iso_time(float(v)) if v is not None and math.isfinite(v) else "")
+        elif name == "unix_time_s":
+            out.append(f"{v:.3f}" if v is not None and math.isfinite(v) else "")
+        else:
+            out.append(_cell(v))
+    return out
+
+
+def write_timeseries_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
     with _atomic_text(path) as fh:
         w = csv.writer(fh)
-        w.writerow(TIMESERIES_FIELDS)
+        w.writerow(TIMESERIES_CSV_HEADER)
         for row in rows:
-            w.writerow([_cell(row.get(n)) for n in TIMESERIES_FIELDS])
+            w.writerow(timeseries_cells(row))
     return path
+
+
+class TimeseriesStream:
+    """timeseries.csv while the run goes: the header at once, then each row as it is made,
+    flushed to the kernel at once, so a reader sees the run second by second (like SIPp's
+    ``-trace_stat``).  At the end the report replaces the file whole with the same rows."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        head = io.StringIO(newline="")
+        csv.writer(head).writerow(TIMESERIES_CSV_HEADER)
+        write_file_atomic(path, head.getvalue().encode())
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        if self._fd is None:
+            return
+        buf = io.StringIO(newline="")
+        csv.writer(buf).writerow(timeseries_cells(row))
+        try:
+            os.write(self._fd, buf.getvalue().encode())
+        except OSError:
+            self.close()          # a full disk ends the stream, not the run
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
 
 def write_plots(directory: Path, records: Sequence[CallRecord],
@@ -790,12 +968,14 @@ class ReportFiles:
 
 
 def write_report(directory: Path | str, summary: dict[str, Any], records: Sequence[CallRecord],
-                 timeseries: Sequence[dict[str, Any]], plots: bool = True) -> ReportFiles:
+                 timeseries: Sequence[dict[str, Any]], plots: bool = True,
+                 call_ids: Callable[[CallRecord], Mapping[str, Any]] | None = None
+                 ) -> ReportFiles:
     """Write summary.json, calls.csv, timeseries.csv and (with matplotlib) the PNG plots."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     files = [write_summary_json(d / "summary.json", summary),
-             write_calls_csv(d / "calls.csv", records),
+             write_calls_csv(d / "calls.csv", records, call_ids),
              write_timeseries_csv(d / "timeseries.csv", timeseries)]
     skipped = None
     if plots:

@@ -242,7 +242,7 @@ def test_echo_calls_answered_and_verified(sites: dict[str, Any]) -> None:
     assert all(r["outcome"] == "ANSWERED" and r["audio"] == "verified" for r in rows)
     assert all(int(r["tx_frames"]) >= 100 for r in rows)
     ts_rows = list(csv.DictReader((rep / "timeseries.csv").open()))
-    assert ts_rows and max(int(r["calls_up"]) for r in ts_rows) >= 10
+    assert ts_rows and max(int(r["calls_up_now"]) for r in ts_rows) >= 10
 
 
 def test_setup_window_and_finished_calls(sites: dict[str, Any],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import random
@@ -18,6 +19,8 @@ from iaxgw.sim.cpu import CpuMeter
 from iaxgw.sim.live import LiveScreen, compact_line, print_summary, render
 from iaxgw.sim.metrics import CallRecord
 from iaxgw.sim.report import (
+    CALL_ID_FIELDS,
+    TIMESERIES_CSV_HEADER,
     TIMESERIES_FIELDS,
     LoadStats,
     RecordStore,
@@ -109,7 +112,8 @@ def test_time_series_reads_back_as_rows() -> None:
         {n: None for n in TIMESERIES_FIELDS} | {"time_s": 1.0, "calls_up": 0},
         {"time_s": 2.001, "calls_up": 200, "attempts": 3, "answered": 2, "failed": 1,
          "setup_p50_ms": 12.5, "jitter_p50_ms": 0.25, "loss_pct": 0.0, "mos_p50": 4.41,
-         "tx_pps": 10000.0, "rx_pps": 9999.5, "cpu_pct": None},
+         "tx_pps": 10000.0, "rx_pps": 9999.5, "cpu_pct": None, "unix_time_s": 1.7e9,
+         "attempts_total": 3, "answered_total": 2, "failed_total": 1},
     ]
     ts = TimeSeries(rows)
     assert len(ts) == 2 and list(ts) == rows and ts[-1] == rows[1] and ts[0:1] == rows[:1]
@@ -175,7 +179,7 @@ def test_report_files_parse_back(tmp_path: Path) -> None:
 
     rows = list(csv.DictReader((tmp_path / "calls.csv").open()))
     assert len(rows) == 9
-    assert set(CallRecord.field_names()) == set(rows[0])
+    assert [*CALL_ID_FIELDS, *CallRecord.field_names()] == list(rows[0])
     answered = [r for r in rows if r["outcome"] == "ANSWERED"]
     assert len(answered) == 6
     assert all(float(r["mos"]) > 3.5 and r["audio"] == "verified" for r in answered)
@@ -183,13 +187,21 @@ def test_report_files_parse_back(tmp_path: Path) -> None:
     assert busy["mos"] == "" and busy["answer_ms"] == ""        # missing -> empty, not 0
 
     ts = list(csv.DictReader((tmp_path / "timeseries.csv").open()))
-    assert tuple(ts[0]) == TIMESERIES_FIELDS
+    assert tuple(ts[0]) == TIMESERIES_CSV_HEADER
     assert len(ts) == 4
-    assert [int(r["calls_up"]) for r in ts] == [6, 6, 6, 6]
-    assert int(ts[0]["attempts"]) == 9 and int(ts[1]["attempts"]) == 0
-    assert ts[1]["setup_p50_ms"] == ""                          # nobody answered in bucket 2
-    assert float(ts[0]["setup_p50_ms"]) == pytest.approx(125.0)
-    assert all(float(r["tx_pps"]) > 0 and float(r["cpu_pct"]) > 0 for r in ts)
+    assert [int(r["calls_up_now"]) for r in ts] == [6, 6, 6, 6]
+    assert int(ts[0]["attempts_interval"]) == 9 and int(ts[1]["attempts_interval"]) == 0
+    assert [int(r["attempts_total"]) for r in ts] == [9, 9, 9, 9]
+    assert [int(r["failed_total"]) for r in ts] == [3, 3, 3, 3]
+    assert ts[1]["setup_p50_ms_interval"] == ""                # nobody answered in bucket 2
+    assert float(ts[0]["setup_p50_ms_interval"]) == pytest.approx(125.0)
+    assert all(float(r["tx_frames_per_s_interval"]) > 0 and float(r["cpu_pct_interval"]) > 0
+               for r in ts)
+    # the absolute time column: the wall clock of each row, one second apart
+    stamps = [float(r["unix_time_s"]) for r in ts]
+    assert [round(b - a, 3) for a, b in itertools.pairwise(stamps)] == [1.0, 1.0, 1.0]
+    assert abs(stamps[0] - st.wall_started - float(ts[0]["elapsed_s"])) < 1e-3
+    assert ts[0]["time_utc"].endswith("Z") and "T" in ts[0]["time_utc"]
 
 
 def test_missing_data_is_null(tmp_path: Path) -> None:
@@ -433,11 +445,11 @@ def test_ctrl_c_while_the_report_is_written_waits_for_it(
     st, _, end = _run()
     real = report.write_calls_csv
 
-    def interrupted(path: Path, records: Any) -> Path:
+    def interrupted(path: Path, records: Any, ids: Any = None) -> Path:
         os.kill(os.getpid(), signal.SIGINT)
         for _ in range(1000):        # the Python-level handler runs between these lines
             pass
-        return real(path, records)
+        return real(path, records, ids)
 
     monkeypatch.setattr(report, "write_calls_csv", interrupted)
     result = types.SimpleNamespace(summary=st.summary(end), records=st.all_records(end),
