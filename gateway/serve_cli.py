@@ -116,7 +116,14 @@ def serve(peer: str, config_dir: Path | None, bind: tuple[str, int] | None,
     try:
         code = run_app(app)
     except StartError as exc:
-        _fail("serve", str(exc))
+        message = str(exc)
+        if message.startswith("cannot bind"):
+            message += ("; another process holds it (an Asterisk or another `iaxgw serve` "
+                        "playing this site?): stop it, or give --bind ADDR[:PORT]")
+            if peer in ("office-a", "office-b"):
+                message += (f"; to load-test this site from {peer}'s side run "
+                            f"`iaxgw loadtest --site {peer}` instead")
+        _fail("serve", message)
         return
     sys.exit(code)
 

@@ -137,6 +137,24 @@ def test_unknown_option_warns_but_loads(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_address_in_use_says_what_to_do(tmp_path: Path) -> None:
+    """serve on a taken address names the likely holder and the ways out (exit 1)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "iaxgw.gateway.cli", "serve", "--peer", "office-a",
+             "--config", str(_conf(tmp_path)), "--bind", f"127.0.0.1:{port}",
+             "--control", str(tmp_path / "c.sock")],
+            capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1, proc.stderr
+    assert f"cannot bind 127.0.0.1:{port}" in proc.stderr and "in use" in proc.stderr
+    assert "--bind ADDR[:PORT]" in proc.stderr
+    assert "iaxgw loadtest --site office-a" in proc.stderr
+
+
 def test_parse_hostport() -> None:
     assert parse_hostport("127.0.0.10") == ("127.0.0.10", 4569)
     assert parse_hostport("127.0.0.10:4570") == ("127.0.0.10", 4570)
