@@ -25,6 +25,7 @@ cause 50 "No authority found" (after a decoy AUTHREQ when a username was sent).
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import logging
@@ -34,7 +35,15 @@ from pathlib import Path
 from typing import Literal
 
 from iaxgw.gateway.asterisk_conf import ConfFile, ConfigError, Section, read_conf
-from iaxgw.gateway.config import KNOWN_CODECS, acl_allows, load_iax_conf
+from iaxgw.gateway.config import (
+    _FALSE,
+    _IGNORED_ENTRY,
+    _IGNORED_GENERAL,
+    _TRUE,
+    KNOWN_CODECS,
+    acl_allows,
+    load_iax_conf,
+)
 from iaxgw.gateway.dialplan import Dialplan, load_extensions_conf, split_args, substitute
 from iaxgw.gateway.model import Entry, IaxConfig, Source
 
@@ -155,8 +164,11 @@ def _config_error(exc: ConfigError, default: Path) -> Finding:
 
 
 def load_site(directory: str | Path) -> Site:
-    """Parse ``iax.conf`` and ``extensions.conf`` in ``directory``; problems become findings."""
+    """Parse ``iax.conf`` and ``extensions.conf`` in ``directory`` (or in the folder of the file
+    named: ``iaxgw check /etc/asterisk/iax.conf``); problems become findings."""
     d = Path(directory)
+    if d.is_file():
+        d = d.parent
     site = Site(dir=d)
     quiet = [logging.getLogger(n) for n in ("iaxgw.config", "iaxgw.dialplan")]
     levels = [lg.level for lg in quiet]
@@ -653,13 +665,88 @@ def check_pair(local: Site, le: Entry, remote: Site, re_: Entry) -> list[Finding
     return out
 
 
+# iax.conf options iaxgw reads (besides the ones it accepts and ignores, config._IGNORED_*)
+_READ_GENERAL = frozenset({
+    "bindport", "bindaddr", "allow", "disallow", "trunkfreq", "trunktimestamps", "trunkmtu",
+    "requirecalltoken", "calltokenoptional", "calltokenexpiration", "maxcallnumbers",
+    "maxcallnumbers_nonvalidated", "maxauthreq", "delayreject", "authfaillimit",
+    "authfailwindow", "autokill", "minregexpire", "maxregexpire", "register", "encryption",
+})
+_READ_ENTRY = frozenset({
+    "type", "username", "secret", "auth", "host", "port", "permit", "deny", "context",
+    "peercontext", "qualify", "trunk", "requirecalltoken", "allow", "disallow", "callerid",
+})
+KNOWN_GENERAL = _READ_GENERAL | _IGNORED_GENERAL
+KNOWN_ENTRY = _READ_ENTRY | _IGNORED_ENTRY
+#: Options Asterisk reads with ast_true(): yes, true, y, t, 1 and on are yes, anything else no
+_YES_NO = frozenset({
+    "trunk", "trunktimestamps", "delayreject", "jitterbuffer", "forcejitterbuffer",
+    "nochecksums", "authdebug", "srvlookup", "rtcachefriends", "rtupdate", "rtignoreregexpire",
+    "shrinkcallerid", "allowfwdownload", "iaxcompat", "sendani", "immediate",
+    "qualifysmoothing", "forceencryption",
+})
+
+
+def _did_you_mean(word: str, known: frozenset[str]) -> str:
+    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.75)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def check_options(site: Site) -> list[Finding]:
+    """Option names Asterisk does not know, and yes/no options whose value is neither."""
+    out: list[Finding] = []
+    if site.iax_conf is None:
+        return out
+    for sec in site.iax_conf.sections:
+        general = sec.name.lower() == "general"
+        known = KNOWN_GENERAL if general else KNOWN_ENTRY
+        for it in sec.items:
+            name = it.name
+            if name not in known:
+                out.append(Finding(
+                    "unknown-option", "warning", str(it.source),
+                    f"[{sec.name}]: unknown option '{it.key}'{_did_you_mean(name, known)}",
+                    "Asterisk logs a warning and ignores the line; so does iaxgw serve",
+                    "correct the option name, or remove the line"))
+            elif name in _YES_NO and it.value.strip().lower() not in _TRUE | _FALSE:
+                out.append(Finding(
+                    "yes-no-typo", "warning", str(it.source),
+                    f"[{sec.name}]: {it.key} = {it.value!r} is neither yes nor no: Asterisk "
+                    "reads it as 'no' (only yes, true, y, t, 1 and on are yes)"
+                    + ("; iaxgw serve refuses the file" if name in ("trunk", "trunktimestamps",
+                                                                  "delayreject") else ""),
+                    f"{it.key} is off at this site, whatever was meant",
+                    f"write '{it.key} = yes' or '{it.key} = no'"))
+    return out
+
+
+def check_dial_peers(site: Site) -> list[Finding]:
+    """``Dial(IAX2/name/...)`` where ``name`` is no entry of iax.conf."""
+    out: list[Finding] = []
+    if site.plan is None or site.iax is None:
+        return out
+    names = frozenset(site.iax.entries)
+    for d in iax_dials(site.plan):
+        if d.peer in names or _is_ip(d.peer) or "$" in d.peer:
+            continue
+        out.append(Finding(
+            "dial-unknown-peer", "error", str(d.source),
+            f"[{d.from_context}] {d.exten}: Dial(IAX2/{d.peer}/...) names no entry of "
+            f"iax.conf{_did_you_mean(d.peer, names)}",
+            f"Asterisk takes '{d.peer}' for a host name: without a DNS answer the Dial fails "
+            "at once (CHANUNAVAIL), with one the call goes out without this trunk's username, "
+            "secret or trunking",
+            "name the [section] of the peer in the Dial, or add that section to iax.conf"))
+    return out
+
+
 def check_sites(local: Site, remote: Site | None = None) -> list[Finding]:
     """All findings for ``local`` (and ``remote``), most severe first."""
     out = list(local.findings)
-    out += check_site(local)
+    out += check_site(local) + check_options(local) + check_dial_peers(local)
     if remote is not None:
         out += remote.findings
-        out += check_site(remote)
+        out += check_site(remote) + check_options(remote) + check_dial_peers(remote)
         for le, re_ in pair_entries(local, remote):
             if re_ is None:
                 out.append(Finding(

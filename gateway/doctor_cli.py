@@ -10,12 +10,15 @@ from iaxgw.gateway.check import check_dirs, findings_json, format_findings, has_
 
 
 @click.command("check")
-@click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--remote", "remote", type=click.Path(file_okay=False), default=None,
-              help="The other site's config folder (iax.conf, extensions.conf).")
+@click.argument("directory", type=click.Path())
+@click.option("--remote", "remote", type=click.Path(), default=None,
+              help="The other site's config folder (iax.conf, extensions.conf), or one of "
+                   "its files.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def check(directory: str, remote: str | None, as_json: bool) -> None:
     """Explain what is wrong with the trunk configured in DIRECTORY (and --remote).
+
+    DIRECTORY may also be a file in it (iax.conf, extensions.conf).
 
     Exit code 1 when an error is found.  A local entry is paired with the remote entry named by
     its username= (and whose username= names it), else by one of the two names, else by
