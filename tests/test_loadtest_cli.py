@@ -233,3 +233,13 @@ def test_sigint_exits_130_and_keeps_the_report(serve: dict[str, Any], tmp_path: 
     assert "interrupted by SIGINT" in out
     summary = json.loads((report / "summary.json").read_text())
     assert summary["loadtest"]["exit_code"] == 130 and summary["loadtest"]["interrupted"]
+
+
+def test_readme_documents_every_report_column() -> None:
+    from iaxgw.sim.metrics import CallRecord
+    from iaxgw.sim.report import CALL_ID_FIELDS
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    missing = [c for c in (*TIMESERIES_CSV_HEADER, *CALL_ID_FIELDS, *CallRecord.field_names())
+               if f"`{c}`" not in readme]
+    assert not missing, missing
