@@ -15,7 +15,8 @@ from four places on one event loop (uvloop):
 
 Every call ends in bounded time: no ANSWER within ``--setup-timeout`` -> we hang up and count
 TIMEOUT (or NO_ANSWER when the target had ACCEPTed); the endpoint's retransmission give-up ends
-calls whose peer went silent; a run deadline bounds the whole run.  Roles without ``--config``:
+calls whose peer went silent; a run deadline bounds the whole run.  Roles without ``--config``
+(``--site`` picks the other one):
 we are office-b calling office-a at 127.0.0.10:4569 (the lab's Asterisk), from 127.0.0.20:4569.
 """
 
