@@ -757,6 +757,7 @@ def test_nonvalidated_budget_is_global_and_allocation_constant_time(
     """With a ``requirecalltoken = no`` user, token-less NEWs from many (forged) IPs take at
     most ``maxcallnumbers_nonvalidated`` numbers over all IPs, as Asterisk; then a stateless
     REJECT.  Token-validated calls still get numbers."""
+    caplog.set_level(logging.WARNING, logger="iaxgw.protocol")
     _, cb = seed_configs(qualify=None, maxcallnumbers_nonvalidated=1000)
     cb.entries["office-a"].requirecalltoken = "no"
     b = Endpoint(cb, local_addr=ADDR_B, role_name="b", wall_offset=1.7e9)
