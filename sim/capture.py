@@ -71,6 +71,11 @@ class Capture:
         end = self.stopped_at or time.monotonic()
         return max(0.0, end - self.started_at) if self.started_at else 0.0
 
+    @property
+    def pid(self) -> int | None:
+        """dumpcap's process id while it runs."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
     def start(self) -> Capture:
         dumpcap = _tool("dumpcap")
         self.path.parent.mkdir(parents=True, exist_ok=True)
