@@ -5,7 +5,8 @@ with autogroup scheduling, between sessions), so a multi-threaded Asterisk offic
 per channel, or a burst of ``asterisk -rx`` clients, can take the CPU from a single-threaded
 office-b in a way two machines never would.  Where the kernel lets us (root, a cgroup ``cpu``
 controller), each site's processes go into ``iaxgw-lab/<site>``, groups of equal weight, so each
-site gets its fair half whatever the thread counts and whatever the scheduler's grouping.
+site gets its fair half whatever the thread counts and whatever the scheduler's grouping,
+and the lab as a whole weighs more than any other process on the machine.
 Without that the sites run as they are, and :func:`join` says so.
 """
 
@@ -20,6 +21,11 @@ log = logging.getLogger("iaxgw.lab")
 V1_CPU = Path("/sys/fs/cgroup/cpu")
 V2_ROOT = Path("/sys/fs/cgroup")
 GROUP = "iaxgw-lab"
+#: the lab's weight against everything else runnable on the machine (each other process, or
+#: each other group, weighs 1,024 in v1 and 100 in v2): the sites' figures are theirs, not the
+#: machine's other load; within the lab each site weighs the same
+LAB_WEIGHT_V1 = 8192
+LAB_WEIGHT_V2 = 800
 
 
 def _v2_enable_cpu(parent: Path) -> None:
@@ -28,14 +34,22 @@ def _v2_enable_cpu(parent: Path) -> None:
         control.write_text("+cpu")
 
 
+def _set_weight(path: Path, weight: int) -> None:
+    if path.read_text().strip() != str(weight):
+        path.write_text(str(weight))
+
+
 def group_dir(site: str) -> Path | None:
     """The folder of ``site``'s CPU group, made if need be; None where there is none to make."""
     if not site or "/" in site or site.startswith("."):
         raise ValueError(f"bad site name for a CPU group: {site!r}")
     try:
         if (V1_CPU / "cgroup.procs").exists() and (V1_CPU / "cpu.shares").exists():
-            d = V1_CPU / GROUP / site
-            d.mkdir(parents=True, exist_ok=True)
+            top = V1_CPU / GROUP
+            top.mkdir(exist_ok=True)
+            _set_weight(top / "cpu.shares", LAB_WEIGHT_V1)
+            d = top / site
+            d.mkdir(exist_ok=True)
             return d
         controllers = V2_ROOT / "cgroup.controllers"
         if controllers.exists() and "cpu" in controllers.read_text().split():
@@ -43,6 +57,7 @@ def group_dir(site: str) -> Path | None:
             top.mkdir(exist_ok=True)
             _v2_enable_cpu(V2_ROOT)
             _v2_enable_cpu(top)
+            _set_weight(top / "cpu.weight", LAB_WEIGHT_V2)
             d = top / site
             d.mkdir(exist_ok=True)
             return d
@@ -65,6 +80,17 @@ def join(pid: int, site: str) -> bool:
         log.info("lab: %s (pid %d) not moved into CPU group %s: %s", site, pid, d, exc)
         return False
     return True
+
+
+def wrap(argv: list[str], site: str) -> list[str]:
+    """``argv`` to start in ``site``'s CPU group: a shell puts itself in the group, then execs
+    ``argv`` (no window in which the program runs outside it).  ``argv`` unchanged where there
+    is no group."""
+    d = group_dir(site)
+    if d is None:
+        return argv
+    procs = str(d / "cgroup.procs")
+    return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', procs, *argv]
 
 
 def members(site: str) -> list[int]:

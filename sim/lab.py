@@ -482,13 +482,14 @@ class AsteriskInstance:
         self._pid = None
 
     # --- queries ---
-    def cli(self, command: str, timeout: float = 15.0, *, background: bool = False) -> str:
-        """Run one CLI command (``asterisk -rx``) and return its output.  ``background``: the
-        CLI client (not the daemon it talks to) runs only on CPU time nothing else wants
-        (``SCHED_IDLE``)."""
-        prefix = ["chrt", "--idle", "0"] if background else []
+    def cli(self, command: str, timeout: float = 15.0, *, cpu_group: str | None = None) -> str:
+        """Run one CLI command (``asterisk -rx``) and return its output.  ``cpu_group``: the
+        CLI client (not the daemon it talks to) runs in that CPU group (:mod:`cpugroup`)."""
+        argv = [*self._base_argv(), "-rx", command]
+        if cpu_group is not None:
+            argv = cpugroup.wrap(argv, cpu_group)
         try:
-            proc = subprocess.run([*prefix, *self._base_argv(), "-rx", command], capture_output=True,
+            proc = subprocess.run(argv, capture_output=True,
                                   text=True, env=CHROOT_ENV, timeout=timeout, check=False)
         except subprocess.TimeoutExpired as exc:
             raise LabError(f"{self.name}: CLI {command!r} timed out after {timeout} s") from exc
@@ -526,13 +527,13 @@ class AsteriskInstance:
         raise LabError(f"{self.name}: peer {peer} not OK after {timeout:.0f} s (last: {seen})")
 
     def originate(self, dest: str, app: str = "Milliwatt", data: str = "", *,
-                  background: bool = False) -> str:
+                  cpu_group: str | None = None) -> str:
         """``channel originate <dest> application <app> [data]`` (dest e.g. Local/300@internal);
-        ``background`` as for :meth:`cli`."""
+        ``cpu_group`` as for :meth:`cli`."""
         cmd = f"channel originate {dest} application {app}"
         if data:
             cmd += f" {data}"
-        return self.cli(cmd, background=background)
+        return self.cli(cmd, cpu_group=cpu_group)
 
     def hangup_all(self) -> None:
         self.cli("channel request hangup all")

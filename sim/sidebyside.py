@@ -49,7 +49,9 @@ B_ADDR = ("127.0.0.20", 4569)
 FRAMES_PER_S = 50
 # frame types and IAX subclasses read off the wire
 _FT_VOICE, _FT_CONTROL, _FT_IAX = 2, 4, 6
-_IAX_NEW, _IAX_HANGUP, _IAX_REJECT, _IAX_ACCEPT, _IAX_AUTHREQ = 1, 5, 6, 7, 8
+#: ``maxauthreq``: Asterisk 22's default, which neither office-b's config changes
+MAXAUTHREQ = 3
+_IAX_NEW, _IAX_HANGUP, _IAX_REJECT, _IAX_ACCEPT, _IAX_AUTHREQ, _IAX_AUTHREP = 1, 5, 6, 7, 8, 9
 _CTRL_ANSWER = 4
 _IE_CAUSE, _IE_CAUSECODE, _IE_CALLTOKEN = 22, 42, 54
 _REPLIES_TO_NEW = frozenset({0x28, _IAX_AUTHREQ, _IAX_ACCEPT, _IAX_REJECT})    # 0x28: CALLTOKEN
@@ -101,6 +103,14 @@ class CallOutcome:
     voice_from_b: int = 0
     echoed: int = 0                 # of voice_from_b: a payload office-a sent on this call
     reply_s: list[float] = field(default_factory=list)    # each NEW -> office-b's reply
+    #: when its latest NEW arrived: other calls whose NEW arrived earlier and was answered with
+    #: an AUTHREQ that office-a's AUTHREP had not answered yet on the wire -- what an office-b
+    #: that handles each datagram in arrival order counts against ``maxauthreq``
+    pending_at_new: int = 0
+    last_new_at: float = 0.0
+    authreq_new_at: float | None = field(default=None, repr=False)   # NEW its AUTHREQ answered
+    authrep_at: float | None = field(default=None, repr=False)
+    ended_at: float | None = field(default=None, repr=False)
     sent_payloads: set[bytes] = field(default_factory=set, repr=False)
     new_pending: float | None = field(default=None, repr=False)
 
@@ -137,6 +147,20 @@ class SideOutcome:
     def causes(self) -> Counter[str]:
         return Counter(c.label for c in self.calls)
 
+    def over_limit_news(self, maxauthreq: int = MAXAUTHREQ) -> int:
+        """Calls whose latest NEW arrived while ``maxauthreq`` or more AUTHREQs to other calls
+        were unanswered on the wire: how hard office-a's burst pressed on office-b's limit (a
+        slow office-a, or one whose calls bunched up, presses harder)."""
+        return sum(1 for c in self.calls if c.pending_at_new >= maxauthreq)
+
+    def unfounded_limit_rejects(self, maxauthreq: int = MAXAUTHREQ) -> list[CallOutcome]:
+        """Calls office-b refused with cause 21 ("Unauthenticated call limit reached") although,
+        on the wire, fewer than ``maxauthreq`` of its AUTHREQs were unanswered when their NEW
+        arrived: a refusal the limit does not explain (a reply that left late, an AUTHREP read
+        late)."""
+        return [c for c in self.calls if c.result == "REJECT" and c.cause == 21
+                and c.pending_at_new < maxauthreq]
+
     @property
     def answered(self) -> int:
         return sum(1 for c in self.calls if c.result == "answered")
@@ -170,7 +194,9 @@ class SideOutcome:
                 "attempted": len(self.calls), "a_up": self.a_up,
                 "b_up": self.b_up, "answered": self.answered, "causes": dict(self.causes),
                 "setup_ms": self.setup_ms, "reply_p50_ms": self.reply_ms(0.5),
-                "reply_p90_ms": self.reply_ms(0.9), "audio_ok": self.audio_ok(),
+                "reply_p90_ms": self.reply_ms(0.9), "over_limit_news": self.over_limit_news(),
+                "unfounded_limit_rejects": len(self.unfounded_limit_rejects()),
+                "audio_ok": self.audio_ok(),
                 "hold_s": round(self.hold_s, 2), "peer_status": self.peer_status,
                 "peer_latency_ms": self.peer_latency_ms,
                 "down_detected_s": self.down_detected_s, "down_status": self.down_status,
@@ -279,7 +305,12 @@ def analyse_wire(records: Any, window: tuple[float, float]) -> list[CallOutcome]
                     calls[src_no] = CallOutcome(src_no, t)
                     if old is not None:
                         done.append(old)
-                calls[src_no].new_pending = t
+                new = calls[src_no]
+                new.new_pending = new.last_new_at = t
+            elif ft == _FT_IAX and sub == _IAX_AUTHREP and src_no in calls:
+                rep = calls[src_no]
+                if rep.authrep_at is None:
+                    rep.authrep_at = t
             elif ft == _FT_VOICE:
                 voice(calls.get(src_no), d[12:], True, t)
             continue
@@ -298,18 +329,41 @@ def analyse_wire(records: Any, window: tuple[float, float]) -> list[CallOutcome]
                 call.result = "accepted"
         elif ft == _FT_IAX and sub == _IAX_AUTHREQ:
             call.authreqs += 1
+            if call.authreq_new_at is None:
+                call.authreq_new_at = call.last_new_at
         elif ft == _FT_CONTROL and sub == _CTRL_ANSWER and not call.final:
             call.result = "answered"
             call.answered_at = t
         elif ft == _FT_IAX and sub in (_IAX_REJECT, _IAX_HANGUP) and not call.final \
                 and call.result != "answered":
             ies = _ies(d)
+            call.ended_at = t
             call.result = "REJECT" if sub == _IAX_REJECT else "HANGUP"
             code = ies.get(_IE_CAUSECODE)
             call.cause = code[0] if code else None
             text = ies.get(_IE_CAUSE)
             call.cause_text = text.decode(errors="replace") if text is not None else None
-    return sorted(done + list(calls.values()), key=lambda c: c.new_at)
+    out = sorted(done + list(calls.values()), key=lambda c: c.new_at)
+    _count_unanswered_authreqs(out)
+    return out
+
+
+def _count_unanswered_authreqs(calls: list[CallOutcome]) -> None:
+    """Each call's ``pending_at_new``: in arrival order, the calls asked for authentication
+    (their NEW arrived earlier and got an AUTHREQ) whose AUTHREP had not arrived, and which had
+    not ended, when this call's latest NEW arrived."""
+    asked = sorted((c for c in calls if c.authreq_new_at is not None),
+                   key=lambda c: c.authreq_new_at or 0.0)
+    for call in calls:
+        t = call.last_new_at
+        n = 0
+        for other in asked:
+            if (other.authreq_new_at or 0.0) >= t:
+                break
+            if other is not call and (other.authrep_at is None or other.authrep_at > t) \
+                    and (other.ended_at is None or other.ended_at > t):
+                n += 1
+        call.pending_at_new = n
 
 
 # --- one run ----------------------------------------------------------------------------------
@@ -350,13 +404,13 @@ def _wait(pred: Callable[[], bool], timeout: float, poll: float = 0.25) -> bool:
     return pred()
 
 
-#: the ``asterisk -rx`` clients that issue a burst's originates run at ``SCHED_IDLE``: with two
-#: sites on two machines they would run on office-a's, not beside office-b.  On one machine,
-#: where the scheduler does not group processes by session (autogroup off, or all processes in
-#: one cgroup), 50 of them at once took the CPU from a single-threaded office-b: serve brought up
-#: 84 of 200 calls against the Asterisk office-b's 195 (reply to a NEW: median 12 ms, Asterisk's
-#: 3 ms); niced to 19 they still cost it 10 calls.  Both runs get the same clients.
-BACKGROUND_CLI = True
+#: the ``asterisk -rx`` clients that issue a burst's originates run in a CPU group of their own
+#: (:mod:`iaxgw.sim.cpugroup`), as each site does: with two sites on two machines they would not
+#: run beside office-b.  Where the scheduler does not group processes by session (autogroup off,
+#: or all processes in one cgroup), 50 of them at once and office-a's thread per channel took the
+#: CPU from a single-threaded office-b: serve brought up 84 of 200 calls against the Asterisk
+#: office-b's 195 (reply to a NEW: median 12 ms, Asterisk's 3 ms).  Both runs get the same.
+CLI_GROUP = "office-a-cli"
 
 
 def _originate_bursts(a: AsteriskInstance, sc: Scenario) -> int:
@@ -364,7 +418,7 @@ def _originate_bursts(a: AsteriskInstance, sc: Scenario) -> int:
 
     def one(_: int) -> bool:
         try:
-            a.originate(sc.dest, sc.app, background=BACKGROUND_CLI)
+            a.originate(sc.dest, sc.app, cpu_group=CLI_GROUP)
         except LabError:
             return False
         return True

@@ -76,3 +76,38 @@ def test_answered_echoed_rejected_and_silent_calls() -> None:
     # 0.2 s window: 10 frames expected each way; 9 back of which 8 echoed -> below 90 %
     assert side.audio_ok() == 0
     assert side.audio_ok(fraction=0.8) == 1
+
+
+def _setup(no: int, b_no: int, t: float, *, authrep_at: float | None) -> list[Rec]:
+    """A tokened NEW from office-a call ``no`` at ``t``, office-b's AUTHREQ 0.1 ms later and
+    office-a's AUTHREP at ``authrep_at`` (None: never)."""
+    recs = [_a(t, build_full(no, 0, 0, 0, 0, IAX, 1)),
+            _b(t + 0.0001, build_full(b_no, no, 1, 0, 1, IAX, 8))]
+    if authrep_at is not None:
+        recs.append(_a(authrep_at, build_full(no, b_no, 1, 1, 1, IAX, 9)))
+    return recs
+
+
+def _reject21(no: int, b_no: int, t: float) -> Rec:
+    return _b(t, build_full(b_no, no, 1, 0, 1, IAX, 6, build_ies([
+        (IE.CAUSE, "Unauthenticated call limit reached"), (IE.CAUSECODE, 21)])))
+
+
+def test_unanswered_authreqs_at_each_new_and_unfounded_limit_rejects() -> None:
+    # calls 1-3 get AUTHREQs that office-a answers only at 10 ms; call 4's NEW at 5 ms meets
+    # three unanswered: its REJECT 21 is founded.  Call 5's NEW at 11 ms meets none (the three
+    # AUTHREPs came at 10 ms): a REJECT 21 then is unfounded.  Call 6 at 12 ms is accepted.
+    recs: list[Rec] = []
+    for i in range(3):
+        recs += _setup(10 + i, 20 + i, 0.001 * (i + 1), authrep_at=0.010)
+    recs += [_a(0.005, build_full(13, 0, 0, 0, 0, IAX, 1)), _reject21(13, 23, 0.0051)]
+    recs += [_a(0.011, build_full(14, 0, 0, 0, 0, IAX, 1)), _reject21(14, 24, 0.0111)]
+    recs += _setup(15, 25, 0.012, authrep_at=None)
+    recs.sort(key=lambda r: r.time)
+    calls = analyse_wire(recs, (0.0, 0.0))
+    assert [(c.a_callno, c.pending_at_new) for c in calls] == [
+        (10, 0), (11, 1), (12, 2), (13, 3), (14, 0), (15, 0)]
+    side = SideOutcome("iaxgw", calls=calls)
+    assert side.over_limit_news() == 1
+    assert [c.a_callno for c in side.unfounded_limit_rejects()] == [14]
+    assert side.unfounded_limit_rejects(maxauthreq=4) == [calls[3], calls[4]]
