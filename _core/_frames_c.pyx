@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Compiled IAX2 frame codec (fact sheet sections 1, 2, 8); twin of ``_frames_py``.
+"""Compiled IAX2 frame codec (docs/protocol.md §1, §2, §8); twin of ``_frames_py``.
 
 Inputs are read through a pointer and a length with explicit checks before every read.
 """

@@ -1,6 +1,7 @@
-"""Pure-Python twin of ``_frames_c``: IAX2 full, mini and video mini frames (fact sheet 1, 2, 8).
+"""Pure-Python twin of ``_frames_c``: IAX2 full, mini and video mini frames.
 
-Same API and the same error messages as the compiled module; see ``_frames_c.pyi``.
+Wire layout: docs/protocol.md §1, §2, §8.  Same API and the same error messages as the compiled
+module; see ``_frames_c.pyi``.
 """
 
 from __future__ import annotations

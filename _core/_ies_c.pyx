@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Compiled IAX2 information element codec (fact sheet section 5); twin of ``_ies_py``.
+"""Compiled IAX2 information element codec (docs/protocol.md §5); twin of ``_ies_py``.
 
 The payload is read through a pointer and a length; every IE length is checked against what is
 left before its value is touched.

@@ -1,4 +1,4 @@
-"""Pure-Python twin of ``_ies_c``: IAX2 information elements (fact sheet section 5).
+"""Pure-Python twin of ``_ies_c``: IAX2 information elements (docs/protocol.md §5).
 
 Same API and the same error messages as the compiled module; see ``_ies_c.pyi``.
 """

@@ -1,6 +1,6 @@
 """Typed API of the trunk codec, shared by ``_trunk_c`` (Cython) and ``_trunk_py`` (twin).
 
-Trunk meta datagram (iax2-facts §3): ``00 00 | 01 | cmddata | trunk_ts:u32`` then entries.
+Trunk meta datagram (docs/protocol.md §3): ``00 00 | 01 | cmddata | trunk_ts:u32`` then entries.
 cmddata 0: ``callno:u16 len:u16 payload``; cmddata 1: ``len:u16 callno:u16 ts:u16 payload``.
 
 Errors: malformed datagrams and out-of-range values raise ``iaxgw._core.errors.FrameError``

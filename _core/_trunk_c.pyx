@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Compiled IAX2 trunk (meta) frame codec (iax2-facts §3); API in ``_trunk_c.pyi``.
+"""Compiled IAX2 trunk (meta) frame codec (docs/protocol.md §3); API in ``_trunk_c.pyi``.
 
 Twin: ``_trunk_py``.  Raw pointers are read only after explicit length checks.  The multiplexer
 writes all pending datagrams into one growing C buffer (8-byte header slots reserved) and slices

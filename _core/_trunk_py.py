@@ -1,6 +1,6 @@
 """Pure-Python twin of the IAX2 trunk (meta) frame codec; see ``_trunk_c.pyi`` for the API.
 
-Wire layout (iax2-facts §3; Asterisk ``ast_iax2_meta_hdr`` + ``ast_iax2_meta_trunk_hdr``)::
+Wire layout (docs/protocol.md §3; Asterisk ``ast_iax2_meta_hdr`` + ``ast_iax2_meta_trunk_hdr``)::
 
     0-1  0x0000                      (meta frame marker)
     2    V:1 | metacmd:7             must be exactly 0x01 (TRUNK); V set = video mini frame

@@ -1,7 +1,7 @@
 """IAX2 wire constants shared by the compiled core and its pure-Python twin.
 
-Values follow ``/work/shared/docs/iax2-facts.md`` (Asterisk 22 ``chan_iax2``), which wins over
-RFC 5456 where the two disagree.  Section numbers below refer to that fact sheet.
+Values follow Asterisk 22's ``chan_iax2`` as docs/protocol.md describes it; Asterisk wins over
+RFC 5456 where the two disagree.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Final
 
 
 class DatagramKind(IntEnum):
-    """What a received datagram is, in Asterisk's demux order (section 2)."""
+    """What a received datagram is, in Asterisk's demux order (docs/protocol.md §2)."""
 
     TOO_SHORT = 0
     FULL = 1
@@ -87,7 +87,7 @@ class IAXSubclass(IntEnum):
 
 
 class ControlSubclass(IntEnum):
-    """Subclasses of CONTROL (type 4) frames (section 4; Asterisk ``ast_control_frame_type``)."""
+    """Subclasses of CONTROL (type 4) frames (docs/protocol.md §4; ``ast_control_frame_type``)."""
 
     STOP_SOUNDS = -1  # csub 0xFF
     HANGUP = 1
@@ -125,14 +125,14 @@ class ControlSubclass(IntEnum):
     PVT_CAUSE_CODE = 33
 
 
-#: Control subclasses Asterisk sends and accepts over IAX2 (section 4).
+#: Control subclasses Asterisk sends and accepts over IAX2 (docs/protocol.md §4).
 CONTROL_ALLOWED_ON_WIRE: Final = frozenset(
     [-1, *range(1, 19), 22, 23, 24, 28, 30, 31]
 )
 
 
 class IE(IntEnum):
-    """Information element ids (section 5; Asterisk ``iax2.h``; 53-57 are Asterisk additions)."""
+    """Information element ids (docs/protocol.md §5; Asterisk ``iax2.h``; 53-57 are Asterisk's)."""
 
     CALLED_NUMBER = 1
     CALLING_NUMBER = 2
@@ -251,7 +251,7 @@ def ie_name(ie: int) -> str:
 
 
 class AuthMethod(IntFlag):
-    """AUTHMETHODS bits (section 5)."""
+    """AUTHMETHODS bits (docs/protocol.md §5)."""
 
     PLAINTEXT = 1
     MD5 = 2
@@ -259,13 +259,13 @@ class AuthMethod(IntFlag):
 
 
 class Encryption(IntFlag):
-    """ENCRYPTION IE bits (section 5)."""
+    """ENCRYPTION IE bits (docs/protocol.md §5)."""
 
     AES128 = 0x0001
     KEYROTATE = 0x8000
 
 
-# --- Media formats (section 6) -------------------------------------------------------------
+# --- Media formats (docs/protocol.md §6) ----------------------------------------------------
 
 FORMAT_G723: Final = 1 << 0
 FORMAT_GSM: Final = 1 << 1
@@ -358,7 +358,7 @@ def formats_to_codec_prefs(formats: list[int] | tuple[int, ...]) -> str:
         raise ValueError(f"no CODEC_PREFS character for format {exc.args[0]:#x}") from None
 
 
-# --- Cause codes (section 11, CAUSECODE IE 42) ---------------------------------------------
+# --- Cause codes (docs/protocol.md §11, CAUSECODE IE 42) ------------------------------------
 
 CAUSES: Final = MappingProxyType({
     1: "Unallocated (unassigned) number",

@@ -1,4 +1,4 @@
-"""IAX2 trunk (meta) frames: multiplexer, parser and demultiplexer (iax2-facts §3).
+"""IAX2 trunk (meta) frames: multiplexer, parser and demultiplexer (docs/protocol.md §3).
 
 Dispatches to the compiled ``_trunk_c`` or the pure-Python ``_trunk_py`` (``IAXGW_NO_EXTENSIONS``).
 """

@@ -2,8 +2,8 @@
 
 Run all benchmarks with ``python3 bench/ratios.py``; the figure is the ratio between ``[c]`` and
 each baseline (``[numpy]`` = ``lut[x]`` with 65,536/256-entry tables, ``[audioop]``) in one group.
-Per-frame groups cycle through 1,000 distinct random 160-sample frames (field-notes B4: a repeated
-frame lets the branch predictor learn it).
+Per-frame groups cycle through 1,000 distinct random 160-sample frames (a repeated frame
+lets the branch predictor learn it).
 """
 
 from __future__ import annotations

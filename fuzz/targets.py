@@ -1,4 +1,4 @@
-"""Fuzz targets for the iaxgw wire core and the sans-IO Endpoint (style.md practice 11).
+"""Fuzz targets for the iaxgw wire core and the sans-IO Endpoint (README's Fuzzing).
 
 Each target is ``fn(data: bytes) -> None``: it returns normally when the input was handled as
 documented and raises :class:`Finding` (or any other exception) when it was not.  The contract:

@@ -1,5 +1,5 @@
-"""The callee / request path of the endpoint: requests that arrive with dcallno 0 (fact sheet
-section 9): the call-token gate, NEW with user lookup, ACL, throttling of failed
+"""The callee / request path of the endpoint: requests that arrive with dcallno 0
+(docs/protocol.md §9): the call-token gate, NEW with user lookup, ACL, throttling of failed
 authentications, AUTHREQ / AUTHREP, codec negotiation, ACCEPT or (delayed) REJECT.
 
 REGREQ / REGREL go on to :mod:`iaxgw.gateway.registration`.
@@ -52,7 +52,7 @@ class CalleeMixin(EndpointCore):
 
     def _token_gate(self, f: Any, ies: IEs, addr: Addr, now: float, entry: Entry | None,
                     name: str, reject_sub: int) -> bool:
-        """Section 9 CALLTOKEN: True when the request may allocate state."""
+        """docs/protocol.md §9.1 call token: True when the request may allocate state."""
         token = ies.get(IE.CALLTOKEN, None)
         if token is None and IE.CALLTOKEN not in ies:
             mode = entry.requirecalltoken if entry is not None else None
@@ -108,7 +108,7 @@ class CalleeMixin(EndpointCore):
         return None
 
     def _incoming_trunk(self, addr: Addr) -> bool:
-        """Section 3: trunk iff a trunk=yes peer's host AND port equal the source."""
+        """docs/protocol.md §3.4: trunk iff a trunk=yes peer's host AND port equal the source."""
         for st in self._peers.values():
             if st.addr() == addr:
                 return st.entry.trunk

@@ -1,4 +1,4 @@
-"""IAX (type 6) handlers of a call once it has state (fact sheet section 9): the caller side
+"""IAX (type 6) handlers of a call once it has state (docs/protocol.md §9): the caller side
 (CALLTOKEN resend, AUTHREQ answer, ACCEPT, autokill) and the in-call frames of either side
 (HANGUP, REJECT, PING / PONG, LAGRQ / LAGRP, POKE, UNSUPPORT).
 
@@ -138,7 +138,7 @@ class CallFlowMixin(EndpointCore):
                 "frames": rx.frames, "delay": 0, "dropped": rx.dropped, "ooo": rx.ooo}
 
     def _on_ping(self, call: Call, f: Any, ies: IEs, now: float) -> None:
-        """PONG with the PING's ts and our receive report (RR IEs, section 9)."""
+        """PONG with the PING's ts and our receive report (RR IEs, docs/protocol.md §9.5)."""
         rx = call.rx
         loss = (min(rx.loss_pct, 255) << 24) | (rx.lost & 0xFFFFFF)
         payload = build_ies([

@@ -28,7 +28,7 @@ __all__ = [
 
 Addr = tuple[str, int]
 
-#: Call number pools (fact sheet section 1): 2..16383 normal, 16384..32767 trunked calls.
+#: Call number pools (docs/protocol.md §1.3): 2..16383 normal, 16384..32767 trunked calls.
 NORMAL_POOL = (2, 16383)
 TRUNK_POOL = (16384, 32767)
 #: A freed call number is held this long before reuse, and counts against its IP meanwhile.
@@ -236,7 +236,7 @@ class CallKind(IntEnum):
 
 
 class Pending:
-    """One reliable full frame we sent and keep until acked (fact sheet section 7)."""
+    """One reliable full frame we sent and keep until acked (docs/protocol.md §7.6)."""
 
     __slots__ = ("dcallno", "final", "frametype", "interval", "oseqno", "payload", "sends",
                  "subclass", "timer", "ts")

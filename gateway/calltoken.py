@@ -1,4 +1,4 @@
-"""IAX2 call tokens, server side (fact sheet section 9 "CALLTOKEN"; Asterisk ``handle_call_token``).
+"""IAX2 call tokens, server side (docs/protocol.md §9.1; Asterisk ``handle_call_token``).
 
 A token is ``"<unix time>?<40 hex>"`` as Asterisk's: the time it was issued and an HMAC-SHA1,
 keyed with a random key of :data:`KEY_BYTES` bytes picked when the endpoint starts, over the
@@ -20,7 +20,7 @@ KEY_BYTES = 20
 
 
 def md5_result(challenge: str, secret: str) -> str:
-    """MD5_RESULT: lowercase hex MD5 over the challenge then the secret (section 9, pitfall 12)."""
+    """MD5_RESULT: lowercase hex MD5 of the challenge then the secret (docs/protocol.md P13)."""
     return hashlib.md5((challenge + secret).encode("utf-8", "surrogateescape")).hexdigest()
 
 

@@ -17,7 +17,7 @@ answer wins:
 
 A local entry with no partner is reported (``unpaired``); the name checks then say why.
 
-Wire behaviour follows Asterisk 22's chan_iax2 (docs/iax2-facts.md sections 9-12): the callee
+Wire behaviour follows Asterisk 22's chan_iax2 (docs/protocol.md §9 to §12): the callee
 matches the caller's USERNAME against its section names, then its ``permit``/``deny`` and the
 CALLED_CONTEXT (our ``peercontext``) against the section's ``context`` lines; a miss is REJECT
 cause 50 "No authority found" (after a decoy AUTHREQ when a username was sent).

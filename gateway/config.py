@@ -1,6 +1,6 @@
 """iax.conf (and phones.conf) loading into the :mod:`iaxgw.gateway.model` dataclasses.
 
-Semantics follow Asterisk 22's ``chan_iax2`` (see docs/iax2-facts.md sections 9-10):
+Semantics follow Asterisk 22's ``chan_iax2`` (see docs/protocol.md §9 and §10):
 
 * Unknown options give a warning ``"file:line: unknown option 'x' in [section]"`` (collected in
   ``IaxConfig.warnings`` and logged); options Asterisk knows but iaxgw ignores are accepted quietly.

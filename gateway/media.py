@@ -1,5 +1,5 @@
 """Voice media of the endpoint: send (full / mini / trunk), trunk streams, trunk and full-voice
-receive (fact sheet sections 2, 3 and 8).
+receive (docs/protocol.md §2, §3 and §8).
 
 The mini-frame receive path is inlined in ``Endpoint.receive_datagram`` (the hot path of
 un-trunked calls); trunk datagrams arrive here through ``_receive_meta``.
@@ -63,7 +63,7 @@ TRUNK_START_PHASE = 0.5
 
 
 class TrunkStream:
-    """One outgoing trunk stream ("tpeer") per destination IP:port (section 3)."""
+    """One outgoing trunk stream ("tpeer") per destination IP:port (docs/protocol.md §3.2)."""
 
     __slots__ = ("addr", "epoch", "last_send", "last_ts", "mux", "next_at", "timer")
 
@@ -172,7 +172,7 @@ class MediaMixin(EndpointCore):
 
     def _vnak_no_voice(self, call: Call, now: float) -> None:
         """Mini/trunk media of an accepted call before its first full voice frame: that frame
-        was lost (or is late), so VNAK at once as Asterisk does (section 3, pitfall 3) -- the
+        was lost (or is late), so VNAK at once as Asterisk does (docs/protocol.md §3.3, P4) -- the
         sender resends it now instead of after its 2 s / 10 s retransmission timer, which left
         a call without audio for 2-12 s (a whole short call when lost twice).  Rate-limited."""
         if not _ACCEPTED <= call.state <= _UP or now - call.vnak_at < NO_VOICE_VNAK_S:
@@ -217,8 +217,9 @@ class MediaMixin(EndpointCore):
         return st
 
     def _trunk_flush(self, now: float, st: TrunkStream) -> None:
-        """Section 3: trunk ts = ms since the stream epoch, snapped to last + trunkfreq within
-        160 ms, never repeated, 0 only when the stream (re)starts after > 5 s idle."""
+        """docs/protocol.md §3.2: trunk ts = ms since the stream epoch, snapped to last +
+        trunkfreq within 160 ms, never repeated, 0 only when the stream (re)starts after > 5 s
+        idle."""
         st.timer = None
         mux = st.mux
         if not mux.pending:

@@ -1,7 +1,7 @@
 """Per-peer state of the endpoint: qualify (POKE/PONG) and registration, both roles.
 
-Plain records; ``protocol.Endpoint`` drives them (fact sheet section 9 "Registration" and
-"POKE / qualify").
+Plain records; ``protocol.Endpoint`` drives them (docs/protocol.md §9.7 registration, §9.6
+qualify).
 """
 
 from __future__ import annotations

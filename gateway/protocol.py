@@ -2,8 +2,8 @@
 
 No sockets, no clock, no threads: the driver feeds datagrams with ``receive_datagram(data, addr,
 now)``, sends what ``datagrams_to_send(now)`` returns, fires ``handle_timer(now)`` at
-``get_timer()`` and drains ``next_event()``.  Behaviour follows the Asterisk 22 fact sheet
-(``iax2-facts.md``); section numbers below refer to it.
+``get_timer()`` and drains ``next_event()``.  Behaviour follows Asterisk 22 as
+docs/protocol.md describes it; the §N and PN below are its sections and pitfalls.
 
 Incoming NEWs that pass calltoken, ACL, authentication and codec negotiation are ACCEPTed by the
 core (as Asterisk does) and then announced with :class:`IncomingCall`.
@@ -71,15 +71,15 @@ log = logging.getLogger("iaxgw.protocol")
 # Re-exported for code that read them from here before the split.
 _REEXPORTS = (LAGRQ_INTERVAL, MAX_RETRIES, PING_INTERVAL, TS_SKEW_MS, Timer, codec_bits)
 
-MAX_DATAGRAM = 4096           # Asterisk reads at most this much (section 12.14): larger is dropped
+MAX_DATAGRAM = 4096           # Asterisk's read limit, larger is dropped (docs/protocol.md §2.5)
 
-#: Frames that neither advance ISeqno nor get an ACK, and are processed out of order (section 7).
+#: Frames that neither advance ISeqno nor get an ACK, taken out of order (docs/protocol.md §7.2).
 _UNSEQUENCED = frozenset({X.ACK, X.INVAL, X.TXCNT, X.TXACC, X.VNAK})
-#: Frames that do not move ``rx_last`` (section 8: not counting ACK/PONG/LAGRP).
+#: Frames that do not move ``rx_last`` (docs/protocol.md §8.2: not ACK/PONG/LAGRP).
 _NO_TS_TRACK = frozenset({X.ACK, X.PONG, X.LAGRP})
-#: Requests checked for a call token when they arrive with dcallno 0 (section 9).
+#: Requests checked for a call token when they arrive with dcallno 0 (docs/protocol.md §9.1).
 _TOKEN_REQUESTS = frozenset({X.NEW, X.REGREQ, X.REGREL, X.FWDOWNL})
-#: No INVAL is sent for these when their call is unknown (section 7; ACK to avoid ping-pong).
+#: No INVAL is sent for these when their call is unknown (docs/protocol.md §7.7: no ping-pong).
 _NO_INVAL = frozenset({X.ACK, X.INVAL, X.TXCNT, X.TXACC, X.FWDOWNL})
 
 #: Table of IAX (type 6) frames: (state or None for "any state", subclass) -> handler, filled
@@ -128,7 +128,7 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         if 4 <= n <= MAX_DATAGRAM:
             b0 = data[0]
             if b0 < 0x80 and (b0 or data[1]):
-                # voice mini frame: the hot path (section 2)
+                # voice mini frame: the hot path (docs/protocol.md §2)
                 self._n_mini_in += 1
                 call = self._by_remote.get((addr, (b0 << 8) | data[1]))
                 if call is None or not call.format_rx or call.state > S.UP:
@@ -561,7 +561,7 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
 
 
 
-# Section 9 flows as a table.
+# The call flows of docs/protocol.md §9 as a table.
 _IAX_TABLE.update({
     (S.NEW_SENT, X.CALLTOKEN): Endpoint._on_calltoken,
     (S.NEW_SENT, X.AUTHREQ): Endpoint._on_authreq,

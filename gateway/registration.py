@@ -1,6 +1,6 @@
 """Qualify (POKE/PONG) and registration in both roles for :class:`~iaxgw.gateway.protocol.Endpoint`.
 
-Functions over the endpoint's state (fact sheet section 9 "POKE / qualify" and "Registration");
+Functions over the endpoint's state (docs/protocol.md §9.6 qualify, §9.7 registration);
 the endpoint's dispatch table and timers call them.
 """
 

@@ -1,4 +1,4 @@
-"""The endpoint's state and its reliability layer (fact sheet sections 7 and 8).
+"""The endpoint's state and its reliability layer (docs/protocol.md §7 and §8).
 
 :class:`EndpointCore` holds everything one :class:`~iaxgw.gateway.protocol.Endpoint` keeps and the
 machinery every other part of it sends through: the timer heap, full-frame send with OSeqno /
@@ -54,7 +54,7 @@ _IAX = int(FrameType.IAX)
 _VOICE = int(FrameType.VOICE)
 _CONTROL = int(FrameType.CONTROL)
 
-MAX_RETRIES = 4               # sends in all (1 + 3 retries), section 7
+MAX_RETRIES = 4               # sends in all (1 + 3 retries), docs/protocol.md §7.6
 #: How late a soft timer (``EndpointCore._schedule_soft``) may fire, in seconds: a little more
 #: than the default 20 ms trunk period, so that with a trunk running it rides a trunk flush.
 SOFT_SLACK = 0.025
@@ -265,8 +265,8 @@ class EndpointCore:
                 del self._by_addr[call.addr]
 
     def _calc_ts(self, call: Call, now: float, frametype: int) -> int:
-        """Section 8: IAX frames use the clock (at least last + 3); control/DTMF/text snap to
-        last + 3 when within 160 ms of it."""
+        """docs/protocol.md §8.1: IAX frames use the clock (at least last + 3); control/DTMF/text
+        snap to last + 3 when within 160 ms of it."""
         ms = int((now - call.start) * 1000.0)
         if ms < 0:
             ms = 0
@@ -281,7 +281,7 @@ class EndpointCore:
 
     def _send(self, call: Call, frametype: int, subclass: int, payload: bytes, now: float, *,
               ts: int | None = None, final: bool = False) -> None:
-        """Send a reliable full frame on ``call`` (retransmitted until acked, section 7)."""
+        """Send a reliable full frame on ``call`` (resent until acked, docs/protocol.md §7.6)."""
         if ts is None:
             ts = self._calc_ts(call, now, frametype)
         oseq = call.oseqno
@@ -298,7 +298,7 @@ class EndpointCore:
         p.timer = self._schedule(now + interval, self._retransmit, (call, p))
 
     def _send_unreliable(self, call: Call, subclass: int, ts: int, oseqno: int) -> None:
-        """ACK / VNAK: immediate, not retransmitted, OSeqno not advanced (section 7)."""
+        """ACK / VNAK: immediate, not retransmitted, OSeqno not advanced (docs/protocol.md §7.1)."""
         data = build_full(call.callno, call.peer_callno, ts & 0xFFFFFFFF, oseqno & 0xFF,
                           call.iseqno, _IAX, subclass)
         self._out.append((data, call.addr))
@@ -313,7 +313,7 @@ class EndpointCore:
         self._stats["frames_out_stateless"] += 1
 
     def _send_inval(self, f: Any, addr: Addr) -> None:
-        """INVAL for a frame to an unknown call: ts 0, seqnos 0, src/dst swapped (section 7)."""
+        """INVAL for an unknown call: ts 0, seqnos 0, src/dst swapped (docs/protocol.md §7.7)."""
         data = build_full(f.dcallno, f.scallno, 0, 0, 0, _IAX, X.INVAL)
         self._out.append((data, addr))
         self._stats["frames_out_inval"] += 1
@@ -375,8 +375,8 @@ class EndpointCore:
         p.timer = self._schedule(now + p.interval, self._retransmit, (call, p))
 
     def _give_up(self, call: Call, p: Pending, now: float) -> None:
-        """Section 7: a final frame just destroys; anything else ends the call with cause 27,
-        without sending HANGUP; registrations go to Timeout."""
+        """docs/protocol.md §7.6: a final frame just destroys; anything else ends the call with
+        cause 27, without sending HANGUP; registrations go to Timeout."""
         self._stats["retransmit_giveups"] += 1
         del call.unacked[p.oseqno]
         p.timer = None          # the timer that just fired (see _cancel_pending)

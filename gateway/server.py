@@ -1,6 +1,6 @@
 """The asyncio driver around one sans-IO :class:`~iaxgw.gateway.protocol.Endpoint`.
 
-It only does I/O (style.md practice 2): hands received datagrams to the endpoint with the loop
+It only does I/O (the endpoint is sans-IO): hands received datagrams to the endpoint with the loop
 clock, sends what the endpoint queued, keeps one ``loop.call_at`` armed for the endpoint's next
 timer and forwards events to an ``asyncio.Queue`` (or a callback).  uvloop is a loop policy chosen
 by the CLI layer (``asyncio.Runner(loop_factory=uvloop.new_event_loop)``), not here.

@@ -269,7 +269,7 @@ def _cause_text(cause: int, text: str | None) -> str | None:
 
 
 def trunk_entries(data: bytes) -> tuple[int, int]:
-    """(voice entries, their payload bytes) of a meta trunk datagram (iax2-facts section 3)."""
+    """(voice entries, their payload bytes) of a meta trunk datagram (docs/protocol.md §3.1)."""
     return trunk_entry_stats(data)
 
 

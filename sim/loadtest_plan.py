@@ -16,7 +16,7 @@ from typing import Literal
 Mode = Literal["direct", "hairpin"]
 
 #: Asterisk holds at most this many call numbers per source IP (``maxcallnumbers``), each until
-#: 60 s after its call ended (iax2-facts section 9, pitfall 18).
+#: 60 s after its call ended (docs/protocol.md P16).
 ASTERISK_MAXAUTHREQ = 3        # unanswered AUTHREQs per user before REJECT 21
 ASTERISK_MAXCALLNUMBERS = 2048
 CALLNO_HOLD_S = 60.0

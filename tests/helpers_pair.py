@@ -1,4 +1,4 @@
-"""Two sans-IO endpoints connected in memory over a seedable impaired link (style.md practice 10).
+"""Two sans-IO endpoints connected in memory over a seedable impaired link.
 
 ``Pair`` runs a discrete-event simulation with a fake clock: datagrams leave one endpoint, cross a
 ``Link`` (drop / duplicate / reorder / delay), arrive at the other; timers fire at their deadlines.

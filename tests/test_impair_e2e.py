@@ -10,7 +10,7 @@ outlive the run.
 
 Teardown bounds.  A HANGUP is a final frame: sent at 0, 2, 12 and 22 s and given up at 32 s
 (clamp(2 x pingtime, 100, 10000) ms with pingtime 1000 before any PONG, x10 up to 10 s, 4 sends:
-fact sheet section 7, the same schedule as Asterisk).  The far end ACKs it, or answers INVAL once
+docs/protocol.md §7.6, the same schedule as Asterisk).  The far end ACKs it, or answers INVAL once
 it has destroyed the call (its ACK was lost), and we destroy on either.  So the load tester is
 given ``hangup_timeout`` = 35 s (32 s + a round trip + margin): it keeps its socket open until
 every HANGUP is acked or given up, and leaves as soon as the table is empty (a few hundred ms

@@ -77,7 +77,7 @@ def test_call_setup_calltoken_md5_wire_order() -> None:
         (chal + "a-strong-shared-secret").encode()).hexdigest()
     acc = iax(ba, X.ACCEPT)[0]
     assert [k for k, _ in IEs.parse(acc.payload)] == [IE.FORMAT, IE.FORMAT2]
-    # our ACK of the ACCEPT (pitfall 10): echoed ts, exact call numbers
+    # our ACK of the ACCEPT (docs/protocol.md P3): echoed ts, exact call numbers
     acks = [f for f in iax(ab, X.ACK) if f.ts == acc.ts and f.oseqno == acc.iseqno]
     assert acks and acks[0].dcallno == acc.scallno == bcn and acks[0].scallno == cn
     inc = p.ev(p.b, IncomingCall)[0]
@@ -363,8 +363,8 @@ def test_delayreject_sends_reject_one_second_late() -> None:
 
 
 def test_restart_call_numbers_a_peer_still_holds_are_not_reused() -> None:
-    """Pitfall 11 after a restart: a configured peer's frame for a call number we do not know
-    (its old call) gets INVAL, and that number is held for 60 s so no new call takes it (the
+    """docs/protocol.md P15 after a restart: a configured peer's frame for a call number we do not
+    know (its old call) gets INVAL, and that number is held for 60 s so no new call takes it (the
     peer would take the new call's frames as the old call's); strangers cannot hold numbers."""
     _ca, cb = seed_configs(qualify=None)
     b = Endpoint(cb, local_addr=ADDR_B, rng=random.Random(3))

@@ -209,7 +209,7 @@ def test_ping_lagrq_answered_with_echoed_ts_and_rr_ies() -> None:
 
 @pytest.mark.parametrize("trunk", [False, True])
 def test_lost_first_full_voice_is_vnaked_by_media(trunk: bool) -> None:
-    """Section 3 / pitfall 3: minis or trunk entries before the first full voice frame are
+    """docs/protocol.md §3.3 / P4: minis or trunk entries before the first full voice frame are
     dropped and VNAKed, so the sender resends the lost full frame at once instead of after its
     2 s (then 10 s) retransmission timer -- without this a call whose first voice frame was lost
     twice carried no audio for 12 s."""

@@ -1,4 +1,4 @@
-"""Qualify (POKE/PONG) and registration, both roles (section 9)."""
+"""Qualify (POKE/PONG) and registration, both roles (docs/protocol.md §9.6, §9.7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sequence numbers, ACKs, VNAK, retransmission and give-up, INVAL, and a lossy link (section 7)."""
+"""Sequence numbers, ACK, VNAK, retransmission, give-up, INVAL, lossy link (docs/protocol.md §7)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ What Asterisk 22 was seen to do, and the bounds asserted:
   longer, Asterisk would give up after 4 sends (~32 s) with cause 27.
 * the restarted serve keeps none of it (its table is empty), holds the numbers Asterisk still
   named for 60 s, and never hands out one of the numbers in use before the restart (call
-  numbers are random per start; pitfall 11);
+  numbers are random per start; docs/protocol.md P15);
 * new calls after the restart are UP with audio both ways, and after hanging up both tables are
   empty within 2 s (Asterisk ``iax2 show channels``: 0; ``iaxgw show channels``: []).
 """

@@ -1,4 +1,4 @@
-"""Trunk meta frames (iax2-facts §3): both implementations, vectors, MTU rule, fuzzing."""
+"""Trunk meta frames (docs/protocol.md §3): both implementations, vectors, MTU rule, fuzzing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Writes the ``hand_*.bin`` vectors: datagrams typed in by hand from iax2-facts.md, byte by byte.
+"""Writes the ``hand_*.bin`` vectors: datagrams typed by hand from docs/protocol.md, byte by byte.
 
 Deliberately independent of the iaxgw codecs (no builder is used).  Run from the repo root:
 ``python3 tests/vectors/hand_vectors.py``.  Field values are asserted in tests/test_frames.py and
@@ -22,7 +22,7 @@ def s(text: str) -> str:
     return text.encode().hex()
 
 
-# NEW as Asterisk's iax2_call sends it (section 5 order), empty CALLTOKEN last.
+# NEW as Asterisk's iax2_call sends it (docs/protocol.md §5.4 order), empty CALLTOKEN last.
 # scallno 16385 (trunk range) with F bit, dcallno 0, ts 3, oseq 0, iseq 0, type IAX(6), NEW(1).
 NEW = h(f"""
 c001 0000 00000003 00 00 06 01
