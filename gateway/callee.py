@@ -17,6 +17,7 @@ from iaxgw.gateway import registration
 from iaxgw.gateway.calls import Call, CallKind
 from iaxgw.gateway.calltoken import md5_result
 from iaxgw.gateway.config import acl_allows, calltoken_optional
+from iaxgw.gateway.crypto import KEYROTATE, CallCrypto, merge_encryption
 from iaxgw.gateway.events import AuthFailed, IncomingCall
 from iaxgw.gateway.model import Entry
 from iaxgw.gateway.reliability import _IAX, _STATELESS, Addr, EndpointCore, S, X, _i, _s
@@ -151,15 +152,27 @@ class CalleeMixin(EndpointCore):
             return
         call.entry = entry
         call.peer = entry.name
+        if entry.forceencryption and not entry.secrets:
+            self._auth_fail(call, f"[{entry.name}] has no secret while forceencryption = yes "
+                            "(no key to encrypt with)", now)
+            return
         if entry.secrets:
             if self._authreq[entry.name] >= self.config.general.maxauthreq:
                 self._events.append(AuthFailed(addr, name, "too many unanswered AUTHREQs"))
                 self._reject_call(call, 21, "Unauthenticated call limit reached", now)
                 return
             methods = (2 if "md5" in entry.auth else 0) | (1 if "plaintext" in entry.auth else 0)
+            methods = methods or 2
             self._authreq[entry.name] += 1
             call.auth_pending = True
-            self._send_authreq(call, methods or 2, entry.name, now)
+            offered = _i(ies, IE.ENCRYPTION) or 0
+            enc = merge_encryption(entry.encryption, offered) if methods & 2 else 0
+            self._send_authreq(call, methods, entry.name, now, enc)
+            if enc:
+                # from now on the caller's frames come encrypted with MD5(challenge, secret)
+                self._crypt[call.callno] = CallCrypto(
+                    methods=enc, rotate=bool(enc & KEYROTATE), challenge=call.challenge,
+                    candidates=list(entry.secrets))
             return
         self._accept_incoming(call, now)
 
@@ -182,11 +195,14 @@ class CalleeMixin(EndpointCore):
         call number with it."""
         self._start_call_timers(call, now)
 
-    def _send_authreq(self, call: Call, methods: int, username: str, now: float) -> None:
+    def _send_authreq(self, call: Call, methods: int, username: str, now: float,
+                      encryption: int = 0) -> None:
         call.challenge = str(self._rng.randint(0, 999999999))
         items: list[tuple[int, object]] = [(IE.AUTHMETHODS, methods)]
         if methods & 2:
             items.append((IE.CHALLENGE, call.challenge))
+        if encryption:
+            items.append((IE.ENCRYPTION, encryption))
         items.append((IE.USERNAME, username))
         self._send(call, _IAX, X.AUTHREQ, build_ies(items), now)
 
@@ -262,6 +278,11 @@ class CalleeMixin(EndpointCore):
         entry = call.entry
         if call.fake_auth or entry is None:
             self._auth_fail(call, call.fake_auth or f"unknown user {call.username!r}", now)
+            return
+        if entry.forceencryption and call.callno not in self._crypt:
+            self._stats["reject_unencrypted"] += 1
+            self._auth_fail(call, "incoming call is unencrypted while forceencryption = yes "
+                            "(the NEW offered no encryption)", now)
             return
         ok = False
         md5 = _s(ies, IE.MD5_RESULT)

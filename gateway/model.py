@@ -66,6 +66,9 @@ class Entry:
     # allowed codecs, in preference order
     codecs: list[str] = field(default_factory=lambda: ["ulaw", "alaw"])
     callerid: str | None = None
+    #: ENCRYPTION methods offered (0x0001 AES-128, 0x8000 key rotation); starts as [general]'s
+    encryption: int = 0
+    forceencryption: bool = False        # no call with this entry unless it is encrypted
     source: Source | None = None
     contexts: list[str] = field(default_factory=list)   # every context= line; [0] == context
 
@@ -105,6 +108,8 @@ class General:
     registers: list[Register] = field(default_factory=list)
     minregexpire: int = 60
     maxregexpire: int = 60
+    encryption: int = 0                  # ENCRYPTION methods (0x0001 AES-128 | 0x8000 rotate)
+    forceencryption: bool = False
 
 
 @dataclass(slots=True)
