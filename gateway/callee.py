@@ -17,7 +17,7 @@ from iaxgw.gateway import registration
 from iaxgw.gateway.calls import Call, CallKind
 from iaxgw.gateway.calltoken import md5_result
 from iaxgw.gateway.config import acl_allows, calltoken_optional
-from iaxgw.gateway.crypto import KEYROTATE, CallCrypto, merge_encryption
+from iaxgw.gateway.crypto import CallCrypto, merge_encryption
 from iaxgw.gateway.events import AuthFailed, IncomingCall
 from iaxgw.gateway.model import Entry
 from iaxgw.gateway.reliability import _IAX, _STATELESS, Addr, EndpointCore, S, X, _i, _s
@@ -166,12 +166,12 @@ class CalleeMixin(EndpointCore):
             self._authreq[entry.name] += 1
             call.auth_pending = True
             offered = _i(ies, IE.ENCRYPTION) or 0
-            enc = merge_encryption(entry.encryption, offered) if methods & 2 else 0
+            enc, rotate = merge_encryption(entry.encryption, offered if methods & 2 else 0)
             self._send_authreq(call, methods, entry.name, now, enc)
             if enc:
                 # from now on the caller's frames come encrypted with MD5(challenge, secret)
                 self._crypt[call.callno] = CallCrypto(
-                    methods=enc, rotate=bool(enc & KEYROTATE), challenge=call.challenge,
+                    methods=enc, rotate=rotate, challenge=call.challenge,
                     candidates=list(entry.secrets))
             return
         self._accept_incoming(call, now)

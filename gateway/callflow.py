@@ -14,7 +14,7 @@ from iaxgw._core.constants import IE
 from iaxgw._core.ies import IEs, build_ies, format_from
 from iaxgw.gateway.calls import Call, CallKind
 from iaxgw.gateway.calltoken import md5_result
-from iaxgw.gateway.crypto import AES128, KEYROTATE, CallCrypto, derive_key, merge_encryption
+from iaxgw.gateway.crypto import AES128, CallCrypto, derive_key, merge_encryption
 from iaxgw.gateway.events import CallProgress, CallSetup
 from iaxgw.gateway.reliability import _IAX, _STATELESS, EndpointCore, S, X, _i, _s
 
@@ -123,14 +123,13 @@ class CallFlowMixin(EndpointCore):
                 return ("target does not encrypt (its AUTHREQ asks for no encryption) "
                         "while forceencryption = yes")
             return None
-        agreed = merge_encryption(ours, asked) if methods & 2 else 0
-        if not agreed:
-            agreed = merge_encryption(AES128 | KEYROTATE, asked)
+        # Asterisk encrypts whenever the AUTHREQ asks, even beyond what our NEW offered
+        agreed, rotate = merge_encryption(ours or AES128, asked)
         if not agreed or not methods & 2 or challenge is None or not secret:
             self._stats["authreq_encryption_unusable"] += 1
             return (f"target requires encryption (0x{asked:04x}) iaxgw cannot key "
                     "(AES-128 needs md5 auth and a secret)")
-        cc = CallCrypto(methods=agreed, rotate=bool(agreed & KEYROTATE))
+        cc = CallCrypto(methods=agreed, rotate=rotate)
         cc.set_key(derive_key(challenge, secret))
         self._crypt[call.callno] = cc
         self._stats["calls_encrypted"] += 1

@@ -64,13 +64,15 @@ def rotation_key(rng: random.Random) -> bytes:
     return hashlib.md5(f"{rng.getrandbits(31):X}".encode()).digest()
 
 
-def merge_encryption(ours: int, theirs: int) -> int:
-    """The methods both sides offer, reduced to AES-128 (with the key-rotation bit if both
-    have it), or 0 (Asterisk's merge_encryption)."""
+def merge_encryption(ours: int, theirs: int) -> tuple[int, bool]:
+    """Asterisk's merge_encryption: the methods both sides offer reduced to AES-128 alone (the
+    value a callee returns in its AUTHREQ: 0x0001, never with the rotation bit), or 0; and
+    whether this side rotates its key (both offered key rotation).  So a caller that gets an
+    AUTHREQ from Asterisk never rotates, and the callee rotates when the NEW offered 0x8001."""
     common = ours & theirs
     if not common & AES128:
-        return 0
-    return AES128 | (common & KEYROTATE)
+        return 0, False
+    return AES128, bool(common & KEYROTATE)
 
 
 class FrameCipher:

@@ -229,6 +229,10 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         self._out = []
         if self._crypt:
             encrypt_datagrams(out, self._crypt, self._flush_gen)
+            for callno, cc in self._crypt_gone:
+                if self._crypt.get(callno) is cc:
+                    del self._crypt[callno]
+            self._crypt_gone.clear()
         self._flush_gen += 1
         return out
 
@@ -588,6 +592,15 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
             self._stats[f"ignored_frametype_{ft}"] += 1
 
 
+    def _on_rtkey(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+        """The peer's new key took effect when the RTKEY was decrypted (``crypto``); an RTKEY
+        on a call that is not encrypted is ignored (Asterisk warns "bad things will happen")."""
+        if call.callno in self._crypt:
+            self._stats["key_rotations_received"] += 1
+        else:
+            self._warn("rtkey_unencrypted", f"call {call.callno}: RTKEY on a call that is not "
+                       "encrypted, ignored", now, call.addr)
+
     def _on_control(self, call: Call, f: Any, now: float) -> None:
         sub = -1 if f.csub == 0xFF else f.csub
         if sub not in CONTROL_ALLOWED_ON_WIRE:
@@ -636,4 +649,5 @@ _IAX_TABLE.update({
     (None, X.VNAK): Endpoint._on_vnak,
     (None, X.POKE): Endpoint._on_call_poke,
     (None, X.UNSUPPORT): Endpoint._on_unsupport,
+    (None, X.RTKEY): Endpoint._on_rtkey,
 })

@@ -116,6 +116,9 @@ class EndpointCore:
         self._out: list[tuple[bytes, Addr]] = []
         #: encrypted calls by our call number; ``_flush_gen`` counts ``datagrams_to_send``
         self._crypt: dict[int, CallCrypto] = {}
+        #: keys of calls destroyed since the last flush: their last frames (the ACK of a
+        #: HANGUP) still leave encrypted, as Asterisk's
+        self._crypt_gone: list[tuple[int, CallCrypto]] = []
         self._flush_gen = 0
         self._events: deque[Event] = deque()
         self._timers: list[Timer] = []
@@ -340,7 +343,9 @@ class EndpointCore:
         if self._calls.get(call.callno) is not call:
             return
         del self._calls[call.callno]
-        self._crypt.pop(call.callno, None)
+        cc = self._crypt.get(call.callno)
+        if cc is not None:
+            self._crypt_gone.append((call.callno, cc))
         if call.peer_callno:
             self._unbind_remote(call)
         for p in call.unacked.values():

@@ -97,6 +97,10 @@ def common_options(f: F) -> F:
                           "signature (only then is the audio checked)."),
         click.option("--trunktimestamps/--no-trunktimestamps", default=None,
                      help="Add a timestamp to each trunk entry.  [default: as [general] says]"),
+        click.option("--encryption/--no-encryption", default=None,
+                     help="Offer and require AES-128 (encryption = aes128 + forceencryption "
+                          "for the peer): a target that will not encrypt fails the call.  "
+                          "[default: as the peer entry says]"),
         click.option("--mode", type=click.Choice(["direct", "hairpin"]), default="direct",
                      show_default=True,
                      help="hairpin: the target dials every call back to us and we echo it."),

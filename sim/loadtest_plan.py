@@ -118,6 +118,7 @@ class LoadtestOptions:
     media: str = "tone"                   # tone | silence | path to a .wav
     trunk: bool | None = None             # None: as the peer entry says
     trunktimestamps: bool | None = None   # None: as [general] says
+    encryption: bool | None = None        # True: offer and require aes128; None: as the peer
     mode: Mode = "direct"
     extens: list[str] | None = None       # None: the peer's echo extension
     peer: str = "office-a"

@@ -89,11 +89,12 @@ def test_decrypt_refuses_what_cannot_be_a_frame() -> None:
 
 
 def test_merge_encryption_as_asterisk() -> None:
-    assert merge_encryption(0x8001, 0x8001) == 0x8001
-    assert merge_encryption(0x8001, 0x0001) == 0x0001           # no rotation on one side
-    assert merge_encryption(0x8001, 0) == 0
-    assert merge_encryption(0, 0x8001) == 0
-    assert merge_encryption(0x8001, 0x8000) == 0                # rotation alone is nothing
+    # the AUTHREQ value is AES-128 alone; the side that merged rotates if both had the bit
+    assert merge_encryption(0x8001, 0x8001) == (0x0001, True)
+    assert merge_encryption(0x8001, 0x0001) == (0x0001, False)
+    assert merge_encryption(0x8001, 0) == (0, False)
+    assert merge_encryption(0, 0x8001) == (0, False)
+    assert merge_encryption(0x8001, 0x8000) == (0, False)        # rotation alone is nothing
 
 
 def test_config_semantics_of_asterisk_22() -> None:
@@ -147,7 +148,7 @@ def test_encrypted_call_carries_audio_both_ways(trunk: bool) -> None:
     news = iax(full_frames(p.wire, "a>b"), X.NEW)
     assert news and IEs.parse(news[-1].payload).get(IE.ENCRYPTION) == 0x8001
     authreq = iax(full_frames(p.wire, "b>a"), X.AUTHREQ)
-    assert IEs.parse(authreq[0].payload).get(IE.ENCRYPTION) == 0x8001
+    assert IEs.parse(authreq[0].payload).get(IE.ENCRYPTION) == 0x0001     # as Asterisk
     after = [d for _, dr, d, _ in p.wire[mark:] if dr == "a>b"]
     assert after and not any(TONE[:32] in d for d in after if d[:2] != b"\x00\x00")
     minis = [d for d in after if not d[0] & 0x80 and d[:2] != b"\x00\x00"]
@@ -158,9 +159,11 @@ def test_encrypted_call_carries_audio_both_ways(trunk: bool) -> None:
     else:
         # 2 clear + (2 ts + 160 voice + 30 padding) encrypted
         assert minis and all(len(d) == 2 + 192 for d in minis)
-    # key rotation at the first voice frame, both sides
+    # key rotation at the first voice frame by the callee only: the AUTHREQ's 0x0001 turns
+    # the caller's off (as between two Asterisks)
     sa, sb = p.a.stats(), p.b.stats()
-    assert sa.get("key_rotations", 0) == 1 and sb.get("key_rotations", 0) == 1
+    assert sa.get("key_rotations", 0) == 0 and sb.get("key_rotations", 0) == 1
+    assert sa.get("key_rotations_received", 0) == 1
     assert sa.get("drop_decrypt_failed", 0) == 0 == sb.get("drop_decrypt_failed", 0)
 
 
@@ -169,17 +172,18 @@ def test_key_rotation_every_two_to_five_minutes_keeps_audio() -> None:
     cn, bcn = setup_call(p)
     p.b.answer(bcn, p.now)
     p.run(0.1)
-    for _ in range(700):            # 700 s with a voice frame every second
+    for _ in range(700):            # 700 s with a voice frame each way every second
         p.a.send_voice(cn, TONE, p.now)
+        p.b.send_voice(bcn, TONE, p.now)
         p.run(1.0)
-    rot = p.a.stats().get("key_rotations", 0)
+    rot = p.b.stats().get("key_rotations", 0)
     assert 3 <= rot <= 6, rot       # the first at voice, then every 120-300 s
-    assert len(p.ev(p.b, VoiceReceived)) == 700
-    assert p.b.stats().get("drop_decrypt_failed", 0) == 0
+    assert len(p.ev(p.b, VoiceReceived)) == 700 == len(p.ev(p.a, VoiceReceived))
+    assert p.a.stats().get("drop_decrypt_failed", 0) == 0
     assert not p.ev(p.a, CallEnded) and not p.ev(p.b, CallEnded)
 
 
-def test_no_rotation_when_one_side_lacks_the_bit() -> None:
+def test_no_rotation_when_the_caller_lacks_the_bit() -> None:
     p = _enc_pair(a_enc=0x0001)
     cn, bcn = setup_call(p)
     p.b.answer(bcn, p.now)
@@ -245,3 +249,20 @@ def test_call_crypto_candidates_pick_the_secret_that_decrypts() -> None:
     plain = cc.decrypt_full(frame)
     assert plain is not None and plain[10:12] == b"\x06\x09"
     assert cc.rx is not None and cc.rx.key == key and cc.tx is cc.rx
+
+
+def test_the_ack_of_a_hangup_still_goes_encrypted() -> None:
+    p = _enc_pair()
+    _, bcn = setup_call(p)
+    p.b.answer(bcn, p.now)
+    p.run(0.1)
+    mark = len(p.wire)
+    p.b.hangup(bcn, p.now)
+    assert p.run_until(lambda: p.ev(p.a, CallEnded), 5)
+    p.run(0.5)
+    tail = [d for _, _, d, _ in p.wire[mark:] if d[0] & 0x80]
+    assert len(tail) >= 2                      # HANGUP and its ACK
+    assert all(not 1 <= parse_full(d).frametype <= 12 or len(d) % 16 == 4 for d in tail)
+    assert p.b.stats().get("drop_decrypt_failed", 0) == 0
+    assert p.a.stats().get("drop_decrypt_failed", 0) == 0
+    assert not p.a._crypt and not p.b._crypt          # forgotten after the last flush
