@@ -9,8 +9,8 @@
   ciphertext), while NEW, CALLTOKEN and AUTHREQ are readable;
 * Asterisk to Asterisk (office-a calling the lab's office-b, both forced, trunked): what a real
   Asterisk does with trunked voice when encryption is on, from a capture: the trunk datagrams
-  carry the voice in the clear, the full frames are encrypted; the load tester is held to the
-  same split.
+  carry the voice in the clear (a readable 1004 Hz tone), the full frames are encrypted;
+  serve is held to the same split.
 """
 
 from __future__ import annotations
@@ -177,6 +177,64 @@ def test_office_a_calls_serve_encrypted(asterisk_factory: Any, tmp_path: Path,
     assert all((len(d) - 4) % 16 == 0 and len(d) >= 36 for d in after), [len(d) for d in after]
     assert theirs["full_unreadable"] > 0, theirs
     if trunk:
+        # as between two Asterisks (below): the trunk carries the echoed tone in the clear
         assert ours["trunk"] > 50 and theirs["trunk"] > 50
+        trunks = [r.payload for r in recs if r.src == B_BIND and r.payload[:2] == b"\0\0"]
+        assert sum(_is_tone(d) for d in trunks) > 0.9 * len(trunks)
     else:
+        # mini frames: 2 clear bytes + 192 (2 ts + 160 voice + 30 padding), never 164 clear
         assert ours["mini"] > 50 and theirs["mini"] > 50
+        sizes = {len(r.payload) for r in recs if r.src == B_BIND and r.payload[0] < 0x80
+                 and r.payload[:2] != b"\0\0"}
+        assert sizes == {194}, sizes
+
+
+def _is_tone(d: bytes, hz: float = 1004.0) -> bool:
+    """A trunk datagram (no entry timestamps) whose first entry is 20 ms of G.711 u-law with
+    at least 80 % of its energy within 100 Hz of ``hz``: readable voice, not ciphertext."""
+    import numpy as np
+
+    from iaxgw._core.g711 import ulaw_decode
+
+    if len(d) < 12 + 160 or int.from_bytes(d[10:12], "big") != 160:
+        return False
+    pcm = np.frombuffer(bytes(ulaw_decode(d[12:172])), dtype="<i2").astype(float)
+    spec = np.abs(np.fft.rfft(pcm * np.hanning(160))) ** 2
+    freqs = np.fft.rfftfreq(160, 1 / 8000)
+    near = spec[np.abs(freqs - hz) <= 100].sum()
+    return bool(spec.sum() > 0 and near / spec.sum() >= 0.8)
+
+
+def test_asterisk_to_asterisk_trunked_voice_is_clear(asterisk_factory: Any,
+                                                     tmp_path: Path) -> None:
+    """The reference for what iaxgw does: two Asterisk 22 with encryption forced and a trunk.
+    office-a's Milliwatt reaches office-b's Echo; the capture shows the trunk datagrams
+    carrying the Milliwatt bytes in the clear both ways, while every full frame of the call
+    after office-b's AUTHREQ has the encrypted shape."""
+    from iaxgw.sim.capture import Capture
+
+    office_a = asterisk_factory("office-a", trunk=True, extra_general=FORCED)
+    office_b = asterisk_factory("office-b", trunk=True, extra_general=FORCED)
+    office_a.wait_peer_ok("office-b", timeout=90)
+    pcap = tmp_path / "a2a.pcap"
+    with Capture(pcap, "udp port 4569 and host 127.0.0.20", classic_pcap=True):
+        office_a.originate("Local/300@internal", "Milliwatt")
+        time.sleep(3.0)
+        calls = office_b.active_calls()
+        office_a.hangup_all()
+        time.sleep(0.5)
+    assert calls >= 1
+    recs = list(read_pcap(pcap))
+    trunk_a = [r.payload for r in recs if r.src == A_HOST and r.payload[:2] == b"\0\0"]
+    trunk_b = [r.payload for r in recs if r.src == B_BIND and r.payload[:2] == b"\0\0"]
+    clear_a = sum(_is_tone(d) for d in trunk_a)
+    clear_b = sum(_is_tone(d) for d in trunk_b)
+    after = _after_authreq(recs)
+    print(f"trunk datagrams a->b {len(trunk_a)} (Milliwatt readable in {clear_a}), b->a "
+          f"{len(trunk_b)} (echo readable in {clear_b}); office-b full frames after AUTHREQ: "
+          f"{[len(d) for d in after]}")
+    assert len(trunk_a) > 50 and clear_a > 0.9 * len(trunk_a)
+    assert len(trunk_b) > 50 and clear_b > 0.9 * len(trunk_b)
+    assert len(after) >= 4 and all((len(d) - 4) % 16 == 0 and len(d) >= 36 for d in after)
+    log = office_a.log_tail(200) + office_b.log_tail(200)
+    assert "unencrypted" not in log
