@@ -80,6 +80,28 @@ def test_frame_layout_matches_reference_cbc(body_len: int, clear: int) -> None:
     assert FrameCipher(key).decrypt(ref, clear) == data
 
 
+def test_a_cipher_used_for_many_frames_restarts_cbc_at_each() -> None:
+    """The contexts run on from frame to frame; each frame must still be CBC with a zero IV:
+    encrypted frames decrypt by the reference, reference frames decrypt by ours, in any
+    interleaving and after a frame that did not decrypt."""
+    key = os.urandom(16)
+    ours, theirs = FrameCipher(key), FrameCipher(key)
+    for n in (162, 8, 0, 31, 176, 2, 162, 162):
+        data = os.urandom(2) + os.urandom(n)
+        enc = ours.encrypt(data, 2)
+        ws = _cbc_reference_decrypt(key, enc[2:])
+        assert ws[16 + (ws[15] & 0xF):] == data[2:]
+        if len(enc) - 2 >= 32:
+            assert theirs.decrypt(enc, 2) == data
+        assert ours.decrypt(b"\x00\x01" + os.urandom(48), 2) is not None   # garbage in
+        pad = 16 + ((16 - n % 16) & 0xF)
+        block = bytearray(os.urandom(pad))
+        block[15] = (block[15] & 0xF0) | (pad & 0xF)
+        ref = data[:2] + _cbc_reference(key, bytes(block) + data[2:])
+        if len(ref) - 2 >= 32:
+            assert ours.decrypt(ref, 2) == data
+
+
 def test_decrypt_refuses_what_cannot_be_a_frame() -> None:
     c = FrameCipher(bytes(16))
     assert c.decrypt(b"\x80\x01\x00\x02" + bytes(16), 4) is None       # < 32 bytes encrypted
