@@ -21,6 +21,7 @@ from iaxgw.gateway.crypto import CallCrypto, merge_encryption
 from iaxgw.gateway.events import AuthFailed, IncomingCall
 from iaxgw.gateway.model import Entry
 from iaxgw.gateway.reliability import _IAX, _STATELESS, Addr, EndpointCore, S, X, _i, _s
+from iaxgw.gateway.rsakeys import KeyProblem, verify_challenge
 
 if TYPE_CHECKING:
     from iaxgw.gateway.protocol import Endpoint
@@ -156,17 +157,17 @@ class CalleeMixin(EndpointCore):
             self._auth_fail(call, f"[{entry.name}] has no secret while forceencryption = yes "
                             "(no key to encrypt with)", now)
             return
-        if entry.secrets:
+        if entry.secrets or entry.inkeys:
             if self._authreq[entry.name] >= self.config.general.maxauthreq:
                 self._events.append(AuthFailed(addr, name, "too many unanswered AUTHREQs"))
                 self._reject_call(call, 21, "Unauthenticated call limit reached", now)
                 return
-            methods = (2 if "md5" in entry.auth else 0) | (1 if "plaintext" in entry.auth else 0)
-            methods = methods or 2
+            methods = ((2 if "md5" in entry.auth else 0) | (1 if "plaintext" in entry.auth else 0)
+                       | (4 if "rsa" in entry.auth and entry.inkeys else 0)) or 2
             self._authreq[entry.name] += 1
             call.auth_pending = True
             offered = _i(ies, IE.ENCRYPTION) or 0
-            enc, rotate = merge_encryption(entry.encryption, offered if methods & 2 else 0)
+            enc, rotate = merge_encryption(entry.encryption, offered if methods & 6 else 0)
             self._send_authreq(call, methods, entry.name, now, enc)
             if enc:
                 # from now on the caller's frames come encrypted with MD5(challenge, secret)
@@ -199,7 +200,7 @@ class CalleeMixin(EndpointCore):
                       encryption: int = 0) -> None:
         call.challenge = str(self._rng.randint(0, 999999999))
         items: list[tuple[int, object]] = [(IE.AUTHMETHODS, methods)]
-        if methods & 2:
+        if methods & 6:             # md5 or rsa
             items.append((IE.CHALLENGE, call.challenge))
         if encryption:
             items.append((IE.ENCRYPTION, encryption))
@@ -287,7 +288,15 @@ class CalleeMixin(EndpointCore):
         ok = False
         md5 = _s(ies, IE.MD5_RESULT)
         password = _s(ies, IE.PASSWORD)
-        if md5 is not None and "md5" in entry.auth:
+        signature = _s(ies, IE.RSA_RESULT)
+        if signature and "rsa" in entry.auth and entry.inkeys:
+            # as Asterisk: the RSA result is checked first, and alone when present
+            if not self._rsa_verifies(call, entry, signature, now):
+                self._auth_fail(call, f"RSA signature does not verify with any of the inkeys "
+                                f"of [{entry.name}] ({':'.join(entry.inkeys)})", now)
+                return
+            ok = True
+        elif md5 is not None and "md5" in entry.auth:
             got = md5.strip().lower()
             ok = any(md5_result(call.challenge, s) == got for s in entry.secrets)
         elif password is not None and "plaintext" in entry.auth:
@@ -296,6 +305,21 @@ class CalleeMixin(EndpointCore):
             self._auth_fail(call, f"wrong secret for [{entry.name}]", now)
             return
         self._accept_incoming(call, now)
+
+    def _rsa_verifies(self, call: Call, entry: Entry, signature: str, now: float) -> bool:
+        """Whether one of the entry's inkeys verifies the signature of our challenge; a key
+        that cannot be read is logged and skipped (Asterisk: "Requested inkey ... does not
+        exist")."""
+        for name in entry.inkeys:
+            try:
+                key = self._keys.public(name)
+            except KeyProblem as exc:
+                self._warn("rsa_inkey_unreadable", f"inkey {name!r} of [{entry.name}]: {exc}",
+                           now)
+                continue
+            if verify_challenge(key, call.challenge, signature):
+                return True
+        return False
 
     def _negotiate(self, entry: Entry | None, ies: IEs) -> int | None:
         ours = self._caps(entry)

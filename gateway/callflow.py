@@ -17,6 +17,7 @@ from iaxgw.gateway.calltoken import md5_result
 from iaxgw.gateway.crypto import AES128, CallCrypto, derive_key, merge_encryption
 from iaxgw.gateway.events import CallProgress, CallSetup
 from iaxgw.gateway.reliability import _IAX, _STATELESS, EndpointCore, S, X, _i, _s
+from iaxgw.gateway.rsakeys import KeyProblem, sign_challenge
 
 __all__ = ["CallFlowMixin"]
 
@@ -95,12 +96,9 @@ class CallFlowMixin(EndpointCore):
         challenge = _s(ies, IE.CHALLENGE)
         entry = call.entry
         secret = entry.secrets[0] if entry is not None and entry.secrets else ""
-        if methods & 2 and challenge is not None:
-            items: list[tuple[int, object]] = [(IE.MD5_RESULT, md5_result(challenge, secret))]
-        elif methods & 1:
-            items = [(IE.PASSWORD, secret)]
-        else:
-            self._refuse_authreq(call, "No usable authentication method offered", now)
+        items = self._auth_items(call, methods, challenge, secret, now)
+        if isinstance(items, str):
+            self._refuse_authreq(call, items, now)
             return
         refusal = self._encrypt_outgoing(call, ies, methods, challenge, secret)
         if refusal is not None:
@@ -108,6 +106,29 @@ class CallFlowMixin(EndpointCore):
             return
         self._send(call, _IAX, X.AUTHREP, build_ies(items), now)
         self._events.append(CallSetup(call.callno, "authrep"))
+
+    def _auth_items(self, call: Call, methods: int, challenge: str | None, secret: str,
+                    now: float) -> list[tuple[int, object]] | str:
+        """The AUTHREP's IEs as Asterisk's authenticate(): our outkey's RSA signature of the
+        challenge when the target takes RSA, else (or when the key cannot be used) the MD5
+        result, else the plaintext secret; or why none can be sent."""
+        outkey = call.entry.outkey if call.entry is not None else None
+        if outkey and methods & 4 and challenge is not None:
+            try:
+                return [(IE.RSA_RESULT, sign_challenge(self._keys.private(outkey), challenge))]
+            except KeyProblem as exc:
+                self._warn("rsa_outkey_unreadable", f"outkey {outkey!r}: {exc}", now)
+                if not secret:
+                    return f"RSA outkey {outkey!r} cannot be used: {exc}"
+        if methods & 2 and challenge is not None and secret:
+            return [(IE.MD5_RESULT, md5_result(challenge, secret))]
+        if methods & 1 and secret:
+            return [(IE.PASSWORD, secret)]
+        if methods & 4 and not outkey:
+            return "target takes only RSA authentication and we have no outkey"
+        if methods & 2 and challenge is not None:
+            return [(IE.MD5_RESULT, md5_result(challenge, secret))]
+        return "No usable authentication method offered"
 
     def _encrypt_outgoing(self, call: Call, ies: IEs, methods: int, challenge: str | None,
                           secret: str) -> str | None:
@@ -125,10 +146,10 @@ class CallFlowMixin(EndpointCore):
             return None
         # Asterisk encrypts whenever the AUTHREQ asks, even beyond what our NEW offered
         agreed, rotate = merge_encryption(ours or AES128, asked)
-        if not agreed or not methods & 2 or challenge is None or not secret:
+        if not agreed or not methods & 6 or challenge is None or not secret:
             self._stats["authreq_encryption_unusable"] += 1
             return (f"target requires encryption (0x{asked:04x}) iaxgw cannot key "
-                    "(AES-128 needs md5 auth and a secret)")
+                    "(AES-128 needs md5 or rsa auth and a secret)")
         cc = CallCrypto(methods=agreed, rotate=rotate)
         cc.set_key(derive_key(challenge, secret))
         self._crypt[call.callno] = cc

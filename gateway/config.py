@@ -68,7 +68,7 @@ _IGNORED_GENERAL = frozenset({
     "callerid", "trunkfreq_ms", "cos_iax2", "keyrotate",
 })
 _IGNORED_ENTRY = frozenset({
-    "inkeys", "outkey", "dbsecret", "transfer", "jitterbuffer", "forcejitterbuffer", "language",
+    "dbsecret", "transfer", "jitterbuffer", "forcejitterbuffer", "language",
     "accountcode", "amaflags", "mohinterpret", "mohsuggest", "mailbox", "regexten", "cid_number",
     "fullname", "setvar", "sendani", "immediate", "timezone", "adsi", "connectedline",
     "parkinglot", "codecpriority", "qualifysmoothing", "qualifyfreqok", "qualifyfreqnotok",
@@ -471,6 +471,10 @@ def _load_entry(sec: Section, cfg: IaxConfig) -> Entry | None:
         elif n in ("encryption", "forceencryption"):
             e.encryption, e.forceencryption = apply_encryption(
                 n, it.value, e.encryption, e.forceencryption)
+        elif n == "inkeys":
+            e.inkeys = [k.strip() for k in it.value.split(":") if k.strip()]
+        elif n == "outkey":
+            e.outkey = it.value.strip() or None
         elif n in _IGNORED_ENTRY:
             pass
         else:
@@ -508,6 +512,7 @@ def load_iax_conf(path: str | os.PathLike[str]) -> IaxConfig:
         entry = _load_entry(sec, cfg)
         if entry is not None:
             cfg.entries[sec.name] = entry
+    cfg.keys_dir = Path(path).parent / "keys"
     for w in cfg.warnings:
         log.warning("%s", w)
     return cfg

@@ -36,6 +36,7 @@ from iaxgw.gateway.crypto import CallCrypto
 from iaxgw.gateway.events import CallEnded, CallSetup, Event, ProtocolError
 from iaxgw.gateway.model import Entry, IaxConfig
 from iaxgw.gateway.peers import QUALIFY_FREQ_NOTOK, PeerState, RegState
+from iaxgw.gateway.rsakeys import KeyStore
 
 if TYPE_CHECKING:
     from iaxgw.gateway.media import TrunkStream
@@ -116,6 +117,7 @@ class EndpointCore:
         self._out: list[tuple[bytes, Addr]] = []
         #: encrypted calls by our call number; ``_flush_gen`` counts ``datagrams_to_send``
         self._crypt: dict[int, CallCrypto] = {}
+        self._keys = KeyStore(config.keys_dir)      # auth = rsa
         #: keys of calls destroyed since the last flush: their last frames (the ACK of a
         #: HANGUP) still leave encrypted, as Asterisk's
         self._crypt_gone: list[tuple[int, CallCrypto]] = []

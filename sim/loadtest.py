@@ -174,6 +174,8 @@ def load_target(opts: LoadtestOptions, config: IaxConfig | None = None) -> Targe
             raise ConfigUsageError(str(exc)) from None
         except Exception as exc:  # the parser's ConfigError
             raise ConfigUsageError(str(exc)) from None
+    if opts.keys_dir is not None:
+        config.keys_dir = opts.keys_dir
     entry = config.entries.get(opts.peer)
     if entry is None or not entry.is_peer:
         names = ", ".join(sorted(n for n, e in config.entries.items() if e.is_peer)) or "none"

@@ -124,6 +124,7 @@ class LoadtestOptions:
     peer: str = "office-a"
     peer_host: tuple[str, int] | None = None
     config_dir: Path | None = None        # None: the embedded seed config
+    keys_dir: Path | None = None          # None: keys/ beside iax.conf
     site: str | None = None               # embedded config of this site; None: office-b
     bind: tuple[str, int] | None = None   # None: the config's bindaddr/bindport
     report_dir: Path | None = None

@@ -225,18 +225,23 @@ def test_encryption_on_caller_only_stays_clear() -> None:
     assert 6 in _plain_types(p, "b>a")         # ACCEPT readable
 
 
-def test_callee_forceencryption_refuses_a_clear_call() -> None:
-    p = _enc_pair(a_enc=0, b_force=True)
+def refusal_reasons(p: Pair) -> list[str]:
+    """a calls b, which refuses with REJECT 50 "No authority found" (as Asterisk); b's
+    reasons (AuthFailed) for it."""
     p.run(0.5)
     cn = p.a.call("office-b", "300", p.now)
     assert p.run_until(lambda: p.ev(p.a, CallEnded), 10)
     end = p.ev(p.a, CallEnded)[0]
     assert (end.callno, end.cause) == (cn, 50)
     rej = iax(full_frames(p.wire, "b>a"), X.REJECT)
-    assert IEs.parse(rej[0].payload).get(IE.CAUSE) == "No authority found"    # as Asterisk
-    why = [e.reason for e in p.ev(p.b, AuthFailed)]
-    assert why == ["incoming call is unencrypted while forceencryption = yes "
-                   "(the NEW offered no encryption)"]
+    assert IEs.parse(rej[0].payload).get(IE.CAUSE) == "No authority found"
+    return [e.reason for e in p.ev(p.b, AuthFailed)]
+
+
+def test_callee_forceencryption_refuses_a_clear_call() -> None:
+    p = _enc_pair(a_enc=0, b_force=True)
+    assert refusal_reasons(p) == ["incoming call is unencrypted while forceencryption = yes "
+                                  "(the NEW offered no encryption)"]
 
 
 def test_caller_forceencryption_ends_a_call_the_target_will_not_encrypt() -> None:
