@@ -44,12 +44,16 @@ def make_key(folder: Path, name: str, bits: int = 1024) -> None:
                     str(folder / f"{name}.pub")], check=True, capture_output=True, timeout=60)
 
 
+def make_keys(folder: Path) -> Path:
+    """office-a, office-b and stranger key pairs in ``folder``."""
+    for name in ("office-a", "office-b", "stranger"):
+        make_key(folder, name)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("keys")
-    for name in ("office-a", "office-b", "stranger"):
-        make_key(d, name)
-    return d
+    return make_keys(tmp_path_factory.mktemp("keys"))
 
 
 def test_signature_is_what_openssl_verifies(keys: Path, tmp_path: Path) -> None:

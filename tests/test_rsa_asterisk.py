@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from test_crypto_asterisk import _run, _serve
-from test_rsa import make_key
+from test_rsa import make_keys
 from test_serve_asterisk import _show, wait_channel_up
 
 from iaxgw.sim.labconfig import SiteDirs
@@ -29,10 +29,7 @@ pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(300)]
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("rsakeys")
-    for name in ("office-a", "office-b", "stranger"):
-        make_key(d, name)
-    return d
+    return make_keys(tmp_path_factory.mktemp("rsakeys"))
 
 
 def _asterisk_keys(lab: Any, keys: Path, files: tuple[str, ...]) -> None:
