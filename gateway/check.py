@@ -661,7 +661,7 @@ _READ_GENERAL = frozenset({
 _READ_ENTRY = frozenset({
     "type", "username", "secret", "auth", "host", "port", "permit", "deny", "context",
     "peercontext", "qualify", "trunk", "requirecalltoken", "allow", "disallow", "callerid",
-    "encryption", "forceencryption",
+    "encryption", "forceencryption", "inkeys", "outkey",
 })
 KNOWN_GENERAL = _READ_GENERAL | _IGNORED_GENERAL
 KNOWN_ENTRY = _READ_ENTRY | _IGNORED_ENTRY

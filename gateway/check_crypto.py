@@ -1,6 +1,7 @@
-"""``iaxgw check``'s encryption findings: one site's settings (``forceencryption`` without a
-secret, encryption without md5, values Asterisk does not take, ``keyrotate``) and a pair's
-(encryption on one side only; trunked voice travels in the clear).
+"""``iaxgw check``'s encryption and RSA findings: one site's settings (``forceencryption``
+without a secret, encryption without md5, values Asterisk does not take, ``keyrotate``, RSA keys
+missing or unreadable, ``auth = rsa`` without inkeys) and a pair's (encryption on one side only;
+trunked voice travels in the clear; an outkey that is none of the other side's inkeys).
 
 Asterisk 22 reads ``encryption`` and ``forceencryption`` as chan_iax2.c does (see
 :func:`iaxgw.gateway.config.apply_encryption`); ``keyrotate`` is documented in its sample
@@ -15,6 +16,7 @@ from iaxgw.gateway.asterisk_conf import ConfFile
 from iaxgw.gateway.config import _FALSE, _TRUE
 from iaxgw.gateway.findings import Finding
 from iaxgw.gateway.model import Entry, IaxConfig
+from iaxgw.gateway.rsakeys import KeyStore, entry_key_problems, outkey_matches
 
 _VALUES = _TRUE | _FALSE | {"aes128"}
 
@@ -69,8 +71,30 @@ def check_site_encryption(site: SiteLike) -> list[Finding]:
     return out
 
 
-def _entry_encryption(site: SiteLike, e: Entry) -> list[Finding]:
+def _entry_rsa(site: SiteLike, e: Entry) -> list[Finding]:
+    """auth = rsa: keys that are missing or unreadable, rsa without inkeys."""
     out: list[Finding] = []
+    keys_dir = site.iax.keys_dir if site.iax is not None else None
+    for problem in entry_key_problems(KeyStore(keys_dir), e):
+        key = "outkey" if problem.startswith("outkey") else "inkeys"
+        out.append(Finding(
+            "rsa-key", "error", _where(site, e, key), f"[{e.name}] {problem}",
+            "calls that need this key fail: an inkey that cannot be read verifies nothing "
+            "(REJECT 50 \"No authority found\"); an outkey that cannot be read signs nothing "
+            "(md5 is used if there is a secret, else the call ends)",
+            f"put NAME.pub / NAME.key (PEM, 1024-bit, no passphrase: astgenkey -n) in "
+            f"{keys_dir}"))
+    if "rsa" in e.auth and e.is_user and not e.inkeys and not e.secrets:
+        out.append(Finding(
+            "rsa-no-inkeys", "error", _where(site, e, "auth"),
+            f"[{e.name}]: auth = rsa without inkeys (and no secret)",
+            "no caller can authenticate: REJECT 50 \"No authority found\"",
+            f"add 'inkeys = NAME' to [{e.name}] (NAME.pub in the keys folder)"))
+    return out
+
+
+def _entry_encryption(site: SiteLike, e: Entry) -> list[Finding]:
+    out: list[Finding] = _entry_rsa(site, e)
     if e.forceencryption and not e.secrets:
         out.append(Finding(
             "forceencryption-no-secret", "error", _where(site, e, "forceencryption"),
@@ -91,10 +115,30 @@ def _entry_encryption(site: SiteLike, e: Entry) -> list[Finding]:
     return out
 
 
+def check_pair_rsa(local: SiteLike, le: Entry, remote: SiteLike, re_: Entry) -> list[Finding]:
+    """Each side's outkey against the other side's inkeys."""
+    out: list[Finding] = []
+    for a, ae, b, be in ((local, le, remote, re_), (remote, re_, local, le)):
+        if not ae.outkey or "rsa" not in be.auth or not be.inkeys or a.iax is None \
+                or b.iax is None:
+            continue
+        match = outkey_matches(KeyStore(a.iax.keys_dir), ae.outkey, KeyStore(b.iax.keys_dir),
+                               be.inkeys)
+        if match is False:
+            out.append(Finding(
+                "rsa-key-mismatch", "error", _where(a, ae, "outkey"),
+                f"[{ae.name}] outkey {ae.outkey} is not the private half of any inkeys of "
+                f"{b.label} [{be.name}] ({':'.join(be.inkeys)})",
+                f"calls from {a.label}: the RSA signature does not verify: REJECT 50 \"No "
+                "authority found\"",
+                f"copy {ae.outkey}.pub to {b.label}'s keys folder and list it in inkeys"))
+    return out
+
+
 def check_pair_encryption(local: SiteLike, le: Entry, remote: SiteLike,
                           re_: Entry) -> list[Finding]:
-    """Encryption on one side only, and what a trunk leaves in the clear."""
-    out: list[Finding] = []
+    """Encryption on one side only, and what a trunk leaves in the clear; RSA keys."""
+    out: list[Finding] = check_pair_rsa(local, le, remote, re_)
     if bool(le.encryption) != bool(re_.encryption):
         on_s, on_e = (local, le) if le.encryption else (remote, re_)
         off_s, off_e = (remote, re_) if le.encryption else (local, le)

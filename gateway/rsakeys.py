@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 if TYPE_CHECKING:
-    from iaxgw.gateway.model import IaxConfig
+    from iaxgw.gateway.model import Entry, IaxConfig
 
-__all__ = ["SIGNATURE_BYTES", "KeyProblem", "KeyStore", "key_problems", "sign_challenge",
-           "verify_challenge"]
+__all__ = ["SIGNATURE_BYTES", "KeyProblem", "KeyStore", "entry_key_problems", "key_problems",
+           "outkey_matches", "sign_challenge", "verify_challenge"]
 
 log = logging.getLogger("iaxgw.rsakeys")
 
@@ -129,20 +129,36 @@ class KeyStore:
 def key_problems(config: IaxConfig) -> list[str]:
     """Every inkey and outkey of the config that cannot be used, with why (read now)."""
     store = KeyStore(config.keys_dir)
+    return [f"[{e.name}] {p}" for e in config.entries.values()
+            for p in entry_key_problems(store, e)]
+
+
+def entry_key_problems(store: KeyStore, e: Entry) -> list[str]:
+    """The entry's inkeys and outkey that cannot be used, with why."""
     out: list[str] = []
-    for e in config.entries.values():
-        for name in e.inkeys:
-            try:
-                store.public(name)
-            except KeyProblem as exc:
-                out.append(f"[{e.name}] inkeys {name}: {exc}")
-        if e.outkey:
-            try:
-                key = store.private(e.outkey)
-            except KeyProblem as exc:
-                out.append(f"[{e.name}] outkey {e.outkey}: {exc}")
-                continue
-            if key.key_size != 8 * SIGNATURE_BYTES:
-                out.append(f"[{e.name}] outkey {e.outkey}: a {key.key_size}-bit key; Asterisk "
-                           f"checks only {8 * SIGNATURE_BYTES}-bit signatures")
+    for name in e.inkeys:
+        try:
+            store.public(name)
+        except KeyProblem as exc:
+            out.append(f"inkeys {name}: {exc}")
+    if e.outkey:
+        try:
+            key = store.private(e.outkey)
+        except KeyProblem as exc:
+            out.append(f"outkey {e.outkey}: {exc}")
+            return out
+        if key.key_size != 8 * SIGNATURE_BYTES:
+            out.append(f"outkey {e.outkey}: a {key.key_size}-bit key; Asterisk checks only "
+                       f"{8 * SIGNATURE_BYTES}-bit signatures")
     return out
+
+
+def outkey_matches(ours: KeyStore, outkey: str, theirs: KeyStore, inkeys: list[str]) -> bool | None:
+    """Whether the public half of our ``outkey`` is one of their ``inkeys`` (None: a key
+    cannot be read, so it cannot be told)."""
+    try:
+        mine = ours.private(outkey).public_key().public_numbers()
+        listed = [theirs.public(n).public_numbers() for n in inkeys]
+    except KeyProblem:
+        return None
+    return mine in listed

@@ -77,3 +77,52 @@ def test_encryption_with_plaintext_auth_warns(tmp_path: Path) -> None:
     a, _ = _pair(tmp_path, a_extra="encryption = yes\n", a_sub=("auth = md5", "auth = plaintext"))
     (f,) = _codes(check_dirs(a))["encryption-needs-md5"]
     assert f.severity == "warning" and "in the clear" in f.wire
+
+
+def _rsa_sites(tmp_path: Path, a_outkey: str, b_inkeys: str, make: tuple[str, ...]) -> tuple[
+        Path, Path]:
+    from test_rsa import make_key
+
+    a, b = _pair(tmp_path)
+    for d, lines in ((a, f"outkey = {a_outkey}\n"), (b, f"auth = rsa\ninkeys = {b_inkeys}\n")):
+        p = d / "iax.conf"
+        p.write_text(p.read_text().replace("auth = md5\n", "auth = md5\n" + lines
+                                           if d == a else lines, 1))
+    for name in make:
+        make_key(tmp_path / "made", name)
+    for name in make:
+        (a / "keys").mkdir(exist_ok=True)
+        (b / "keys").mkdir(exist_ok=True)
+        shutil.copy(tmp_path / "made" / f"{name}.key", a / "keys" / f"{name}.key")
+        shutil.copy(tmp_path / "made" / f"{name}.pub", b / "keys" / f"{name}.pub")
+    return a, b
+
+
+def test_rsa_keys_that_match_give_no_finding(tmp_path: Path) -> None:
+    a, b = _rsa_sites(tmp_path, "office-a", "office-a", ("office-a",))
+    codes = _codes(check_dirs(a, b))
+    assert not {"rsa-key", "rsa-key-mismatch", "rsa-no-inkeys", "unknown-option"} & set(codes)
+
+
+def test_rsa_key_that_does_not_match_is_named(tmp_path: Path) -> None:
+    a, b = _rsa_sites(tmp_path, "office-a", "other", ("office-a", "other"))
+    # make office-b's "other.pub" a different key than office-a's outkey
+    (f,) = _codes(check_dirs(a, b))["rsa-key-mismatch"]
+    assert f.severity == "error" and "outkey office-a" in f.message
+    assert "(other)" in f.message and f.where.endswith(":" + str(_line(a, "outkey")))
+
+
+def test_rsa_missing_and_unreadable_keys_are_named(tmp_path: Path) -> None:
+    a, b = _rsa_sites(tmp_path, "nokey", "office-a", ())
+    (b / "keys").mkdir(exist_ok=True)
+    (b / "keys" / "office-a.pub").write_text("garbage\n")
+    found = _codes(check_dirs(a, b))["rsa-key"]
+    msgs = sorted(f.message for f in found)
+    assert len(msgs) == 2, msgs
+    assert "inkeys office-a" in msgs[0] and "not a PEM public key" in msgs[0]
+    assert "outkey nokey" in msgs[1] and "no such key file" in msgs[1]
+
+
+def _line(d: Path, word: str) -> int:
+    lines = (d / "iax.conf").read_text().splitlines()
+    return next(i for i, ln in enumerate(lines, 1) if ln.startswith(word))
