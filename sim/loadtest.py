@@ -1388,11 +1388,15 @@ def diagnose(summary: dict[str, Any], target: Target) -> list[str]:
                              "username/secret may well be right now; wait out its "
                              "authfailwindow, or turn authfaillimit off there")
             elif "50" in key or "authority" in key.lower():
+                outkey = target.config.entries[target.peer].outkey
+                rsa = (f"; or our RSA signature (outkey {outkey}) is not verified by the "
+                       "target's inkeys for us") if outkey else ""
                 notes.append(f"{n} call(s) refused by {where}: {key} -- check the username/"
                              f"secret/auth of peer {target.peer!r} and the target's ACL; or the "
                              "target forces encryption (forceencryption = yes) and our NEW "
                              "offered none: Asterisk refuses that after our AUTHREP the same "
-                             "way (run with --encryption, or encryption = aes128 for the peer)")
+                             "way (run with --encryption, or encryption = aes128 for the peer)"
+                             + rsa)
             elif "no cause" in key.lower():
                 notes.append(f"{n} call(s) refused by {where} without a cause: a call-token or "
                              "call-number limit (maxcallnumbers 2048 per source IP)?")

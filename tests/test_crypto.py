@@ -293,3 +293,32 @@ def test_the_ack_of_a_hangup_still_goes_encrypted() -> None:
     assert p.b.stats().get("drop_decrypt_failed", 0) == 0
     assert p.a.stats().get("drop_decrypt_failed", 0) == 0
     assert not p.a._crypt and not p.b._crypt          # forgotten after the last flush
+
+
+def test_garbage_for_an_encrypted_call_is_dropped_and_the_call_goes_on() -> None:
+    """Datagrams that claim an encrypted call's numbers from its peer's address but do not
+    decrypt (random bodies, clear frames, short ones) are dropped and counted; the call keeps
+    its audio."""
+    import random as _random
+
+    from iaxgw._core.frames import build_full
+
+    p = _enc_pair(trunk=False)
+    cn, bcn = setup_call(p)
+    p.b.answer(bcn, p.now)
+    p.run(0.1)
+    rng = _random.Random(5)
+    junk = [build_full(cn, bcn, 5, 0, 0, 6, 1),                          # a clear frame
+            bytes([0x80 | (cn >> 8), cn & 0xFF, bcn >> 8, bcn & 0xFF]) + rng.randbytes(4),
+            bytes([cn >> 8, cn & 0xFF]) + rng.randbytes(33)]                # mini, not blocks
+    junk += [bytes([0x80 | (cn >> 8), cn & 0xFF, bcn >> 8, bcn & 0xFF]) + rng.randbytes(32 * k)
+             for k in (1, 2, 5)]
+    before = p.b.stats().get("drop_decrypt_failed", 0)
+    for d in junk:
+        p.b.receive_datagram(d, p.addr[id(p.a)], p.now)
+    assert p.b.stats().get("drop_decrypt_failed", 0) - before >= 3
+    for _ in range(10):
+        p.a.send_voice(cn, TONE, p.now)
+        p.run(0.02)
+    assert len(p.ev(p.b, VoiceReceived)) == 10
+    assert not p.ev(p.b, CallEnded)
