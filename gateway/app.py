@@ -754,7 +754,7 @@ def _peer_row(name: str, entry: Entry, live: Mapping[str, Any]) -> dict[str, Any
         "mask": "255.255.255.255",
         "dynamic": bool(live.get("dynamic", entry.dynamic)),
         "trunk": bool(live.get("trunk", entry.trunk)),
-        "encryption": False,
+        "encryption": bool(entry.encryption),      # "(E)" as in iax2 show peers
         "maxms": entry.qualify,
         "lastms": live.get("rtt_ms"),
         "description": "",

@@ -322,3 +322,11 @@ def test_garbage_for_an_encrypted_call_is_dropped_and_the_call_goes_on() -> None
         p.run(0.02)
     assert len(p.ev(p.b, VoiceReceived)) == 10
     assert not p.ev(p.b, CallEnded)
+
+
+def test_show_peers_marks_encrypted_entries() -> None:
+    from iaxgw.gateway.app import _peer_row
+    from iaxgw.gateway.model import Entry
+
+    assert _peer_row("b", Entry(name="b", encryption=0x8001), {})["encryption"] is True
+    assert _peer_row("b", Entry(name="b"), {})["encryption"] is False
