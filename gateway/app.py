@@ -104,6 +104,7 @@ class ServeOptions:
     spool: Path | None = None
     site: str = DEFAULT_SITE          # which embedded config without --config
     impair: Any = None                # --impair: an ImpairSpec (gateway/impair.py) or None
+    keys: Path | None = None          # --keys: RSA keys folder (default: keys/ beside iax.conf)
 
 
 @dataclass(slots=True)
@@ -126,6 +127,7 @@ def _config_error_types() -> tuple[type[Exception], ...]:
 def load_site(opts: ServeOptions) -> Site:
     """Load and check the configuration named by ``opts`` (raises StartError / PeerNotFound)."""
     from iaxgw.gateway.config import load_iax_conf, load_phones_conf
+    from iaxgw.gateway.rsakeys import key_problems
 
     errors = _config_error_types()
     embedded = opts.config_dir is None
@@ -150,6 +152,12 @@ def load_site(opts: ServeOptions) -> Site:
         config = load_iax_conf(iax_path)
     except errors as exc:
         raise StartError(str(exc)) from None
+    if opts.keys is not None:
+        if not opts.keys.is_dir():
+            raise StartError(f"--keys {opts.keys}: no such directory")
+        config.keys_dir = opts.keys
+    for problem in key_problems(config):
+        log.warning("%s", problem)
     entry = config.entries.get(opts.peer)
     if entry is None or not entry.is_peer:
         names = sorted(n for n, e in config.entries.items() if e.is_peer)
@@ -746,7 +754,7 @@ def _peer_row(name: str, entry: Entry, live: Mapping[str, Any]) -> dict[str, Any
         "mask": "255.255.255.255",
         "dynamic": bool(live.get("dynamic", entry.dynamic)),
         "trunk": bool(live.get("trunk", entry.trunk)),
-        "encryption": False,
+        "encryption": bool(entry.encryption),      # "(E)" as in iax2 show peers
         "maxms": entry.qualify,
         "lastms": live.get("rtt_ms"),
         "description": "",

@@ -17,9 +17,11 @@ from iaxgw.gateway import registration
 from iaxgw.gateway.calls import Call, CallKind
 from iaxgw.gateway.calltoken import md5_result
 from iaxgw.gateway.config import acl_allows, calltoken_optional
+from iaxgw.gateway.crypto import CallCrypto, merge_encryption
 from iaxgw.gateway.events import AuthFailed, IncomingCall
 from iaxgw.gateway.model import Entry
 from iaxgw.gateway.reliability import _IAX, _STATELESS, Addr, EndpointCore, S, X, _i, _s
+from iaxgw.gateway.rsakeys import KeyProblem, verify_challenge
 
 if TYPE_CHECKING:
     from iaxgw.gateway.protocol import Endpoint
@@ -151,15 +153,27 @@ class CalleeMixin(EndpointCore):
             return
         call.entry = entry
         call.peer = entry.name
-        if entry.secrets:
+        if entry.forceencryption and not entry.secrets:
+            self._auth_fail(call, f"[{entry.name}] has no secret while forceencryption = yes "
+                            "(no key to encrypt with)", now)
+            return
+        if entry.secrets or entry.inkeys:
             if self._authreq[entry.name] >= self.config.general.maxauthreq:
                 self._events.append(AuthFailed(addr, name, "too many unanswered AUTHREQs"))
                 self._reject_call(call, 21, "Unauthenticated call limit reached", now)
                 return
-            methods = (2 if "md5" in entry.auth else 0) | (1 if "plaintext" in entry.auth else 0)
+            methods = ((2 if "md5" in entry.auth else 0) | (1 if "plaintext" in entry.auth else 0)
+                       | (4 if "rsa" in entry.auth and entry.inkeys else 0)) or 2
             self._authreq[entry.name] += 1
             call.auth_pending = True
-            self._send_authreq(call, methods or 2, entry.name, now)
+            offered = _i(ies, IE.ENCRYPTION) or 0
+            enc, rotate = merge_encryption(entry.encryption, offered if methods & 6 else 0)
+            self._send_authreq(call, methods, entry.name, now, enc)
+            if enc:
+                # from now on the caller's frames come encrypted with MD5(challenge, secret)
+                self._crypt[call.callno] = CallCrypto(
+                    methods=enc, rotate=rotate, challenge=call.challenge,
+                    candidates=list(entry.secrets))
             return
         self._accept_incoming(call, now)
 
@@ -182,11 +196,14 @@ class CalleeMixin(EndpointCore):
         call number with it."""
         self._start_call_timers(call, now)
 
-    def _send_authreq(self, call: Call, methods: int, username: str, now: float) -> None:
+    def _send_authreq(self, call: Call, methods: int, username: str, now: float,
+                      encryption: int = 0) -> None:
         call.challenge = str(self._rng.randint(0, 999999999))
         items: list[tuple[int, object]] = [(IE.AUTHMETHODS, methods)]
-        if methods & 2:
+        if methods & 6:             # md5 or rsa
             items.append((IE.CHALLENGE, call.challenge))
+        if encryption:
+            items.append((IE.ENCRYPTION, encryption))
         items.append((IE.USERNAME, username))
         self._send(call, _IAX, X.AUTHREQ, build_ies(items), now)
 
@@ -263,10 +280,23 @@ class CalleeMixin(EndpointCore):
         if call.fake_auth or entry is None:
             self._auth_fail(call, call.fake_auth or f"unknown user {call.username!r}", now)
             return
+        if entry.forceencryption and call.callno not in self._crypt:
+            self._stats["reject_unencrypted"] += 1
+            self._auth_fail(call, "incoming call is unencrypted while forceencryption = yes "
+                            "(the NEW offered no encryption)", now)
+            return
         ok = False
         md5 = _s(ies, IE.MD5_RESULT)
         password = _s(ies, IE.PASSWORD)
-        if md5 is not None and "md5" in entry.auth:
+        signature = _s(ies, IE.RSA_RESULT)
+        if signature and "rsa" in entry.auth and entry.inkeys:
+            # as Asterisk: the RSA result is checked first, and alone when present
+            if not self._rsa_verifies(call, entry, signature, now):
+                self._auth_fail(call, f"RSA signature does not verify with any of the inkeys "
+                                f"of [{entry.name}] ({':'.join(entry.inkeys)})", now)
+                return
+            ok = True
+        elif md5 is not None and "md5" in entry.auth:
             got = md5.strip().lower()
             ok = any(md5_result(call.challenge, s) == got for s in entry.secrets)
         elif password is not None and "plaintext" in entry.auth:
@@ -275,6 +305,21 @@ class CalleeMixin(EndpointCore):
             self._auth_fail(call, f"wrong secret for [{entry.name}]", now)
             return
         self._accept_incoming(call, now)
+
+    def _rsa_verifies(self, call: Call, entry: Entry, signature: str, now: float) -> bool:
+        """Whether one of the entry's inkeys verifies the signature of our challenge; a key
+        that cannot be read is logged and skipped (Asterisk: "Requested inkey ... does not
+        exist")."""
+        for name in entry.inkeys:
+            try:
+                key = self._keys.public(name)
+            except KeyProblem as exc:
+                self._warn("rsa_inkey_unreadable", f"inkey {name!r} of [{entry.name}]: {exc}",
+                           now)
+                continue
+            if verify_challenge(key, call.challenge, signature):
+                return True
+        return False
 
     def _negotiate(self, entry: Entry | None, ies: IEs) -> int | None:
         ours = self._caps(entry)

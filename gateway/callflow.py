@@ -14,8 +14,10 @@ from iaxgw._core.constants import IE
 from iaxgw._core.ies import IEs, build_ies, format_from
 from iaxgw.gateway.calls import Call, CallKind
 from iaxgw.gateway.calltoken import md5_result
+from iaxgw.gateway.crypto import AES128, CallCrypto, derive_key, merge_encryption
 from iaxgw.gateway.events import CallProgress, CallSetup
 from iaxgw.gateway.reliability import _IAX, _STATELESS, EndpointCore, S, X, _i, _s
+from iaxgw.gateway.rsakeys import KeyProblem, sign_challenge
 
 __all__ = ["CallFlowMixin"]
 
@@ -92,29 +94,73 @@ class CallFlowMixin(EndpointCore):
     def _on_authreq(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         methods = _i(ies, IE.AUTHMETHODS) or 0
         challenge = _s(ies, IE.CHALLENGE)
-        enc = _i(ies, IE.ENCRYPTION) or 0
-        if enc:
-            # the target encrypts every frame from our AUTHREP on: iaxgw cannot, so the call
-            # cannot go on.  Nothing more is sent: the target would not read a frame in the
-            # clear now, and forgets the call at its own retransmission give-up.
-            what = "aes128" if enc & 1 else f"methods 0x{enc:04x}"
-            self._stats["authreq_encryption"] += 1
-            self._end(call, 50, "local", f"target requires encryption ({what})")
-            self._destroy(call, now)
-            return
         entry = call.entry
         secret = entry.secrets[0] if entry is not None and entry.secrets else ""
-        if methods & 2 and challenge is not None:
-            items: list[tuple[int, object]] = [(IE.MD5_RESULT, md5_result(challenge, secret))]
-        elif methods & 1:
-            items = [(IE.PASSWORD, secret)]
-        else:
-            self._end(call, 50, "local", "No usable authentication method offered")
-            call.state = S.TERMINATING
-            self._send(call, _IAX, X.HANGUP, build_ies([(IE.CAUSECODE, 50)]), now, final=True)
+        items = self._auth_items(call, methods, challenge, secret, now)
+        if isinstance(items, str):
+            self._refuse_authreq(call, items, now)
+            return
+        refusal = self._encrypt_outgoing(call, ies, methods, challenge, secret)
+        if refusal is not None:
+            self._refuse_authreq(call, refusal, now)
             return
         self._send(call, _IAX, X.AUTHREP, build_ies(items), now)
         self._events.append(CallSetup(call.callno, "authrep"))
+
+    def _auth_items(self, call: Call, methods: int, challenge: str | None, secret: str,
+                    now: float) -> list[tuple[int, object]] | str:
+        """The AUTHREP's IEs as Asterisk's authenticate(): our outkey's RSA signature of the
+        challenge when the target takes RSA, else (or when the key cannot be used) the MD5
+        result, else the plaintext secret; or why none can be sent."""
+        outkey = call.entry.outkey if call.entry is not None else None
+        if outkey and methods & 4 and challenge is not None:
+            try:
+                return [(IE.RSA_RESULT, sign_challenge(self._keys.private(outkey), challenge))]
+            except KeyProblem as exc:
+                self._warn("rsa_outkey_unreadable", f"outkey {outkey!r}: {exc}", now)
+                if not secret:
+                    return f"RSA outkey {outkey!r} cannot be used: {exc}"
+        if methods & 2 and challenge is not None and secret:
+            return [(IE.MD5_RESULT, md5_result(challenge, secret))]
+        if methods & 1 and secret:
+            return [(IE.PASSWORD, secret)]
+        if methods & 4 and not outkey:
+            return "target takes only RSA authentication and we have no outkey"
+        if methods & 2 and challenge is not None:
+            return [(IE.MD5_RESULT, md5_result(challenge, secret))]
+        return "No usable authentication method offered"
+
+    def _encrypt_outgoing(self, call: Call, ies: IEs, methods: int, challenge: str | None,
+                          secret: str) -> str | None:
+        """Encryption as the target's AUTHREQ settles it (Asterisk's authenticate_reply): its
+        ENCRYPTION IE turns it on from our AUTHREP on, keyed by MD5(challenge, secret); none
+        with our ``forceencryption`` ends the call.  Returns why the call cannot go on."""
+        entry = call.entry
+        ours = entry.encryption if entry is not None else 0
+        asked = _i(ies, IE.ENCRYPTION) or 0
+        if not asked:
+            if entry is not None and entry.forceencryption:
+                self._stats["authreq_unencrypted_refused"] += 1
+                return ("target does not encrypt (its AUTHREQ asks for no encryption) "
+                        "while forceencryption = yes")
+            return None
+        # Asterisk encrypts whenever the AUTHREQ asks, even beyond what our NEW offered
+        agreed, rotate = merge_encryption(ours or AES128, asked)
+        if not agreed or not methods & 6 or challenge is None or not secret:
+            self._stats["authreq_encryption_unusable"] += 1
+            return (f"target requires encryption (0x{asked:04x}) iaxgw cannot key "
+                    "(AES-128 needs md5 or rsa auth and a secret)")
+        cc = CallCrypto(methods=agreed, rotate=rotate)
+        cc.set_key(derive_key(challenge, secret))
+        self._crypt[call.callno] = cc
+        self._stats["calls_encrypted"] += 1
+        return None
+
+    def _refuse_authreq(self, call: Call, text: str, now: float) -> None:
+        log.info("%s: call %d: %s", self.role_name, call.callno, text)
+        self._end(call, 50, "local", text)
+        call.state = S.TERMINATING
+        self._send(call, _IAX, X.HANGUP, build_ies([(IE.CAUSECODE, 50)]), now, final=True)
 
     def _on_accept(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         fmt = format_from(ies) or 0

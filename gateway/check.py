@@ -30,11 +30,11 @@ import ipaddress
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from iaxgw.gateway.asterisk_conf import ConfFile, ConfigError, Section, read_conf
+from iaxgw.gateway.check_crypto import check_pair_encryption, check_site_encryption
 from iaxgw.gateway.config import (
     _FALSE,
     _IGNORED_ENTRY,
@@ -45,6 +45,7 @@ from iaxgw.gateway.config import (
     load_iax_conf,
 )
 from iaxgw.gateway.dialplan import Dialplan, load_extensions_conf, split_args, substitute
+from iaxgw.gateway.findings import Finding
 from iaxgw.gateway.model import Entry, IaxConfig, Source
 
 __all__ = [
@@ -58,24 +59,8 @@ __all__ = [
     "pair_entries",
 ]
 
-Severity = Literal["error", "warning", "info"]
 _RANK = {"error": 0, "warning": 1, "info": 2}
 _WILDCARD = {"0.0.0.0", "::", ""}
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One problem: where, how bad, what the wire will show, how to fix it."""
-
-    code: str
-    severity: Severity
-    where: str            # "file:line"
-    message: str
-    wire: str
-    fix: str
-
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
 
 
 @dataclass(slots=True)
@@ -671,10 +656,12 @@ _READ_GENERAL = frozenset({
     "requirecalltoken", "calltokenoptional", "calltokenexpiration", "maxcallnumbers",
     "maxcallnumbers_nonvalidated", "maxauthreq", "delayreject", "authfaillimit",
     "authfailwindow", "autokill", "minregexpire", "maxregexpire", "register", "encryption",
+    "forceencryption",
 })
 _READ_ENTRY = frozenset({
     "type", "username", "secret", "auth", "host", "port", "permit", "deny", "context",
     "peercontext", "qualify", "trunk", "requirecalltoken", "allow", "disallow", "callerid",
+    "encryption", "forceencryption", "inkeys", "outkey",
 })
 KNOWN_GENERAL = _READ_GENERAL | _IGNORED_GENERAL
 KNOWN_ENTRY = _READ_ENTRY | _IGNORED_ENTRY
@@ -683,7 +670,7 @@ _YES_NO = frozenset({
     "trunk", "trunktimestamps", "delayreject", "jitterbuffer", "forcejitterbuffer",
     "nochecksums", "authdebug", "srvlookup", "rtcachefriends", "rtupdate", "rtignoreregexpire",
     "shrinkcallerid", "allowfwdownload", "iaxcompat", "sendani", "immediate",
-    "qualifysmoothing", "forceencryption",
+    "qualifysmoothing",
 })
 
 
@@ -744,9 +731,11 @@ def check_sites(local: Site, remote: Site | None = None) -> list[Finding]:
     """All findings for ``local`` (and ``remote``), most severe first."""
     out = list(local.findings)
     out += check_site(local) + check_options(local) + check_dial_peers(local)
+    out += check_site_encryption(local)
     if remote is not None:
         out += remote.findings
         out += check_site(remote) + check_options(remote) + check_dial_peers(remote)
+        out += check_site_encryption(remote)
         for le, re_ in pair_entries(local, remote):
             if re_ is None:
                 out.append(Finding(
@@ -758,6 +747,7 @@ def check_sites(local: Site, remote: Site | None = None) -> list[Finding]:
                     "to the far side's section name"))
                 continue
             out += check_pair(local, le, remote, re_)
+            out += check_pair_encryption(local, le, remote, re_)
     # de-duplicate (a site's own checks run once per site)
     seen: set[tuple[str, str, str]] = set()
     uniq = []

@@ -63,16 +63,16 @@ _IGNORED_GENERAL = frozenset({
     "authdebug", "amaflags", "accountcode", "mohinterpret", "mohsuggest", "codecpriority",
     "srvlookup", "iaxthreadcount", "iaxmaxthreadcount", "regcontext", "rtcachefriends",
     "rtupdate", "rtignoreregexpire", "rtautoclear", "adsi", "dbsecret", "mailboxdetail",
-    "forceencryption", "transfer", "mediaaddress", "sourceaddress", "parkinglot",
+    "transfer", "mediaaddress", "sourceaddress", "parkinglot",
     "allowfwdownload", "tftpserver", "trunkmaxsize", "shrinkcallerid",
-    "callerid", "trunkfreq_ms", "cos_iax2", "keyrotate", "encryption",
+    "callerid", "trunkfreq_ms", "cos_iax2", "keyrotate",
 })
 _IGNORED_ENTRY = frozenset({
-    "inkeys", "outkey", "dbsecret", "transfer", "jitterbuffer", "forcejitterbuffer", "language",
+    "dbsecret", "transfer", "jitterbuffer", "forcejitterbuffer", "language",
     "accountcode", "amaflags", "mohinterpret", "mohsuggest", "mailbox", "regexten", "cid_number",
     "fullname", "setvar", "sendani", "immediate", "timezone", "adsi", "connectedline",
     "parkinglot", "codecpriority", "qualifysmoothing", "qualifyfreqok", "qualifyfreqnotok",
-    "encryption", "forceencryption", "keyrotate", "sourceaddress", "defaultip", "mask",
+    "keyrotate", "sourceaddress", "defaultip", "mask",
     "maxcallnumbers", "trunktimestamps", "hidecallerid", "description", "calltokenoptional",
     "defaultcontext", "callgroup", "pickupgroup", "permitcall", "bandwidth",
 })
@@ -106,6 +106,28 @@ def parse_port(item: Item, text: str | None = None) -> int:
     if not t.isdigit() or not 1 <= int(t) <= 65535:
         raise ConfigError(f"{item.key}: invalid port {t!r} (1..65535)", item.source)
     return int(t)
+
+
+def encrypt_methods(value: str) -> int:
+    """ENCRYPTION bits of an ``encryption``/``forceencryption`` value: ``aes128`` or a true
+    value offer AES-128 with key rotation, anything else nothing (Asterisk's
+    get_encrypt_methods)."""
+    v = value.strip().lower()
+    return 0x8001 if v == "aes128" or v in _TRUE else 0
+
+
+def apply_encryption(name: str, value: str, methods: int, force: bool) -> tuple[int, bool]:
+    """One ``encryption`` or ``forceencryption`` line over the methods and force flag so far,
+    as Asterisk 22 reads them: methods only ever add up (``encryption = no`` after a yes keeps
+    them), ``encryption`` leaves force on only while some method is on, ``forceencryption =
+    yes`` (or aes128) turns encryption on too."""
+    if name == "encryption":
+        methods |= encrypt_methods(value)
+        return methods, force and bool(methods)
+    if value.strip().lower() in _FALSE:
+        return methods, False
+    methods |= encrypt_methods(value)
+    return methods, force or bool(methods)
 
 
 def _parse_network(text: str, item: Item) -> Network:
@@ -349,10 +371,11 @@ def _load_general(sec: Section, cfg: IaxConfig) -> None:
             g.maxregexpire = parse_int(it, 1)
         elif n == "register":
             g.registers.append(_parse_register(it))
+        elif n in ("encryption", "forceencryption"):
+            g.encryption, g.forceencryption = apply_encryption(
+                n, it.value, g.encryption, g.forceencryption)
         elif n in _IGNORED_GENERAL:
-            if n == "encryption" and it.value.lower() in _TRUE | {"aes128"}:
-                warn.append(f"{it.source}: encryption is not supported by iaxgw; calls are "
-                            "unencrypted")
+            pass
         else:
             warn.append(f"{it.source}: unknown option '{it.key}' in [{sec.name}]")
     if bindaddr_port is not None:
@@ -380,7 +403,9 @@ def _load_entry(sec: Section, cfg: IaxConfig) -> Entry | None:
     if etype is None:
         raise ConfigError(f"type = {type_item.value!r}: expected friend, peer or user",
                           type_item.source)
-    e = Entry(name=sec.name, type=etype, source=sec.source, codecs=list(cfg.general.codecs))
+    g = cfg.general
+    e = Entry(name=sec.name, type=etype, source=sec.source, codecs=list(g.codecs),
+              encryption=g.encryption, forceencryption=g.forceencryption)
     contexts: list[str] = []
     for it in items:
         n = it.name
@@ -443,6 +468,13 @@ def _load_entry(sec: Section, cfg: IaxConfig) -> Entry | None:
             e.codecs = _apply_codecs(e.codecs, it, n == "allow", warn, sec.name)
         elif n == "callerid":
             e.callerid = it.value or None
+        elif n in ("encryption", "forceencryption"):
+            e.encryption, e.forceencryption = apply_encryption(
+                n, it.value, e.encryption, e.forceencryption)
+        elif n == "inkeys":
+            e.inkeys = [k.strip() for k in it.value.split(":") if k.strip()]
+        elif n == "outkey":
+            e.outkey = it.value.strip() or None
         elif n in _IGNORED_ENTRY:
             pass
         else:
@@ -480,6 +512,7 @@ def load_iax_conf(path: str | os.PathLike[str]) -> IaxConfig:
         entry = _load_entry(sec, cfg)
         if entry is not None:
             cfg.entries[sec.name] = entry
+    cfg.keys_dir = Path(path).parent / "keys"
     for w in cfg.warnings:
         log.warning("%s", w)
     return cfg

@@ -10,8 +10,10 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from iaxgw._core.constants import IE
 from iaxgw._core.errors import FrameError
 from iaxgw._core.frames import uncompress_subclass
+from iaxgw._core.ies import build_ies
 from iaxgw._core.trunk import (
     RxProbe,
     TrunkMux,
@@ -22,8 +24,10 @@ from iaxgw._core.trunk import (
     trunk_epoch,
 )
 from iaxgw.gateway.calls import Call
+from iaxgw.gateway.crypto import KEY_ROTATE_MIN_S, KEY_ROTATE_SPREAD_S, rotation_key
 from iaxgw.gateway.events import VoiceReceived
 from iaxgw.gateway.reliability import (
+    _IAX,
     _VOICE,
     TS_SKEW_MS,
     Addr,
@@ -103,6 +107,8 @@ class MediaMixin(EndpointCore):
         call.last_voice_ts = ts
         call.tx_frames += 1
         if call.svoiceformat != fmt or (not call.trunk and (ts >> 16) - (prev >> 16) >= 2):
+            if self._crypt:
+                self._rotate_at_first_voice(call, now)
             call.svoiceformat = fmt
             call.last_full_voice_ts = ts
             call.lastsent = ts
@@ -121,6 +127,27 @@ class MediaMixin(EndpointCore):
             self._n_mini_out += 1
             self._out.append((_MINI.pack(callno, ts & 0xFFFF) + payload, call.addr))
         return True
+
+    def _rotate_at_first_voice(self, call: Call, now: float) -> None:
+        """An encrypted call with key rotation sends its first RTKEY just before its first
+        voice frame (as Asterisk's iax2_send), then one every 120-300 s."""
+        cc = self._crypt.get(call.callno)
+        if cc is not None and cc.rotate and not cc.rotated and cc.tx is not None:
+            cc.rotated = True
+            self._rotate_key(now, call)
+
+    def _rotate_key(self, now: float, call: Call) -> None:
+        """RTKEY (CHALLENGE = the new 16-byte key), sent with the old key; our frames after it
+        use the new one (``CallCrypto.rotate_tx``)."""
+        cc = self._crypt.get(call.callno)
+        if cc is None or self._calls.get(call.callno) is not call or call.state > S.UP:
+            return
+        key = rotation_key(self._rng)
+        self._send(call, _IAX, X.RTKEY, build_ies([(IE.CHALLENGE, key)]), now)
+        cc.rotate_tx(key, self._flush_gen, len(self._out))
+        self._stats["key_rotations"] += 1
+        when = now + KEY_ROTATE_MIN_S + self._rng.random() * KEY_ROTATE_SPREAD_S
+        call.timers.append(self._schedule(when, self._rotate_key, call))
 
     def send_voice_many(self, items: list[tuple[int, bytes]], now: float
                         ) -> list[tuple[int, Exception]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -66,6 +67,11 @@ class Entry:
     # allowed codecs, in preference order
     codecs: list[str] = field(default_factory=lambda: ["ulaw", "alaw"])
     callerid: str | None = None
+    #: ENCRYPTION methods offered (0x0001 AES-128, 0x8000 key rotation); starts as [general]'s
+    encryption: int = 0
+    forceencryption: bool = False        # no call with this entry unless it is encrypted
+    inkeys: list[str] = field(default_factory=list)   # auth = rsa: public keys accepted
+    outkey: str | None = None            # auth = rsa: our private key when calling it
     source: Source | None = None
     contexts: list[str] = field(default_factory=list)   # every context= line; [0] == context
 
@@ -105,6 +111,8 @@ class General:
     registers: list[Register] = field(default_factory=list)
     minregexpire: int = 60
     maxregexpire: int = 60
+    encryption: int = 0                  # ENCRYPTION methods (0x0001 AES-128 | 0x8000 rotate)
+    forceencryption: bool = False
 
 
 @dataclass(slots=True)
@@ -114,6 +122,8 @@ class IaxConfig:
     general: General = field(default_factory=General)
     entries: dict[str, Entry] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)   # "file:line: unknown option 'x'" etc.
+    #: RSA keys (NAME.pub, NAME.key): the ``keys/`` folder beside iax.conf, or ``--keys DIR``
+    keys_dir: Path | None = None
 
     def peer(self, name: str) -> Entry | None:
         e = self.entries.get(name)

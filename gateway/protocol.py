@@ -39,6 +39,7 @@ from iaxgw.gateway.callee import CalleeMixin
 from iaxgw.gateway.callflow import CallFlowMixin
 from iaxgw.gateway.calls import Call, CallKind, CallState, ChannelInfo, NetStats, PeerInfo
 from iaxgw.gateway.calltoken import md5_result
+from iaxgw.gateway.crypto import decrypt_datagram, encrypt_datagrams
 from iaxgw.gateway.events import (
     CallProgress,
     DtmfReceived,
@@ -124,6 +125,24 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
         """Process one received UDP datagram."""
+        if self._crypt and 4 <= len(data) <= MAX_DATAGRAM:
+            plain = self._decrypt(data, addr, now)
+            if plain is None:
+                return
+            data = plain
+        self._receive_plain(data, addr, now)
+
+    def _decrypt(self, data: bytes, addr: Addr, now: float) -> bytes | None:
+        """A frame of an encrypted call, decrypted (``crypto.decrypt_datagram``); a frame that
+        should have been encrypted and is not decryptable is dropped, counted and logged."""
+        plain = decrypt_datagram(data, addr, self._crypt, self._calls, self._by_remote)
+        if plain is None:
+            self._warn("drop_decrypt_failed", f"frame from {addr} of an encrypted call does "
+                       "not decrypt with its key (in the clear, or a wrong secret)", now, addr)
+        return plain
+
+    def _receive_plain(self, data: bytes, addr: Addr, now: float) -> None:
+        """One received datagram, decrypted if it was encrypted."""
         n = len(data)
         if 4 <= n <= MAX_DATAGRAM:
             b0 = data[0]
@@ -164,6 +183,8 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         last arrival time.  Runs of media datagrams (trunk datagrams, mini frames of active
         calls) are taken in one compiled pass, the others one by one (``receive_datagram``); the
         same outcome as receiving each in turn."""
+        if self._crypt:
+            batch = self._decrypt_batch(batch, loop_now)
         i, n = 0, len(batch)
         while i < n:
             if self._started:
@@ -177,18 +198,48 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
             floor = now
             i += 1
             try:
-                self.receive_datagram(data, addr, now)
+                self._receive_plain(data, addr, now)
             except Exception:  # the endpoint must survive anything a peer sends
                 log.exception("endpoint failed on a datagram from %s", addr)
         return floor
 
+    def _decrypt_batch(self, batch: list[tuple[bytes, Addr, float]], loop_now: float
+                       ) -> list[tuple[bytes, Addr, float]]:
+        """The batch with the frames of encrypted calls decrypted, in order (an RTKEY changes
+        the key for what follows it), and those that do not decrypt left out."""
+        out: list[tuple[bytes, Addr, float]] = []
+        for item in batch:
+            data, addr, age = item
+            if not 4 <= len(data) <= MAX_DATAGRAM:
+                out.append(item)
+                continue
+            plain = self._decrypt(data, addr, loop_now - age)
+            if plain is data:
+                out.append(item)
+            elif plain is not None:
+                out.append((plain, addr, age))
+        return out
+
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
-        """The datagrams queued since the last call, oldest first."""
+        """The datagrams queued since the last call, oldest first (the frames of encrypted
+        calls encrypted)."""
         if not self._started:
             self.start(now)
         out = self._out
         self._out = []
+        if self._crypt:
+            encrypt_datagrams(out, self._crypt, self._flush_gen)
+            for callno, cc in self._crypt_gone:
+                if self._crypt.get(callno) is cc:
+                    del self._crypt[callno]
+            self._crypt_gone.clear()
+        self._flush_gen += 1
         return out
+
+    def call_encrypted(self, callno: int) -> bool:
+        """Whether the call's frames are encrypted (AES-128 negotiated and keyed)."""
+        cc = self._crypt.get(callno)
+        return cc is not None and cc.tx is not None
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` should next run (loop time), or None."""
@@ -274,6 +325,8 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
             ies.append((IE.CALLED_CONTEXT, ctx))
         if entry.username:
             ies.append((IE.USERNAME, entry.username))
+        if entry.encryption:
+            ies.append((IE.ENCRYPTION, entry.encryption))
         ies += [
             (IE.FORMAT, codec & 0xFFFFFFFF),
             (IE.FORMAT2, codec),
@@ -539,6 +592,15 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
             self._stats[f"ignored_frametype_{ft}"] += 1
 
 
+    def _on_rtkey(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+        """The peer's new key took effect when the RTKEY was decrypted (``crypto``); an RTKEY
+        on a call that is not encrypted is ignored (Asterisk warns "bad things will happen")."""
+        if call.callno in self._crypt:
+            self._stats["key_rotations_received"] += 1
+        else:
+            self._warn("rtkey_unencrypted", f"call {call.callno}: RTKEY on a call that is not "
+                       "encrypted, ignored", now, call.addr)
+
     def _on_control(self, call: Call, f: Any, now: float) -> None:
         sub = -1 if f.csub == 0xFF else f.csub
         if sub not in CONTROL_ALLOWED_ON_WIRE:
@@ -587,4 +649,5 @@ _IAX_TABLE.update({
     (None, X.VNAK): Endpoint._on_vnak,
     (None, X.POKE): Endpoint._on_call_poke,
     (None, X.UNSUPPORT): Endpoint._on_unsupport,
+    (None, X.RTKEY): Endpoint._on_rtkey,
 })

@@ -32,9 +32,11 @@ from iaxgw._core.ies import IEs
 from iaxgw.gateway import registration
 from iaxgw.gateway.calls import Call, CallKind, CallNumbers, CallState, Pending
 from iaxgw.gateway.calltoken import KEY_BYTES, CallTokens
+from iaxgw.gateway.crypto import CallCrypto
 from iaxgw.gateway.events import CallEnded, CallSetup, Event, ProtocolError
 from iaxgw.gateway.model import Entry, IaxConfig
 from iaxgw.gateway.peers import QUALIFY_FREQ_NOTOK, PeerState, RegState
+from iaxgw.gateway.rsakeys import KeyStore
 
 if TYPE_CHECKING:
     from iaxgw.gateway.media import TrunkStream
@@ -113,6 +115,13 @@ class EndpointCore:
         self._by_remote: dict[tuple[Addr, int], Call] = {}
         self._by_addr: dict[Addr, dict[int, Call]] = {}     # _by_remote per address
         self._out: list[tuple[bytes, Addr]] = []
+        #: encrypted calls by our call number; ``_flush_gen`` counts ``datagrams_to_send``
+        self._crypt: dict[int, CallCrypto] = {}
+        self._keys = KeyStore(config.keys_dir)      # auth = rsa
+        #: keys of calls destroyed since the last flush: their last frames (the ACK of a
+        #: HANGUP) still leave encrypted, as Asterisk's
+        self._crypt_gone: list[tuple[int, CallCrypto]] = []
+        self._flush_gen = 0
         self._events: deque[Event] = deque()
         self._timers: list[Timer] = []
         self._soft: list[Timer] = []     # timers that may wait for another wake-up
@@ -336,6 +345,9 @@ class EndpointCore:
         if self._calls.get(call.callno) is not call:
             return
         del self._calls[call.callno]
+        cc = self._crypt.get(call.callno)
+        if cc is not None:
+            self._crypt_gone.append((call.callno, cc))
         if call.peer_callno:
             self._unbind_remote(call)
         for p in call.unacked.values():

@@ -89,17 +89,21 @@ IMPAIR_HELP = ("A bad network on our socket: loss=5%,burst=3,delay=40ms,jitter=2
               default=None, metavar="DIR", help="Where Voicemail() and recordings are written.")
 @click.option("--impair", "impair", callback=impair_cb, default=None, metavar="SPEC",
               help=IMPAIR_HELP)
+@click.option("--keys", "keys", type=click.Path(file_okay=False, path_type=Path),
+              default=None, metavar="DIR",
+              help="RSA keys for auth = rsa (NAME.pub, NAME.key).  [default: keys/ beside "
+                   "iax.conf]")
 def serve(peer: str, config_dir: Path | None, bind: tuple[str, int] | None,
           peer_host: tuple[str, int] | None, pcap: Path | None, metrics_port: int | None,
           debug_frames: bool, control: str | None, phones: Path | None,
-          spool: Path | None, impair: Any = None) -> None:
+          spool: Path | None, impair: Any = None, keys: Path | None = None) -> None:
     """Run as one site of the trunk (by default the seed's office-b) until SIGINT/SIGTERM."""
     from iaxgw.gateway.app import GatewayApp, PeerNotFound, ServeOptions, StartError, run_app
 
     opts = ServeOptions(peer=peer, config_dir=config_dir, bind=bind, peer_host=peer_host,
                         pcap=pcap, metrics_port=metrics_port, debug_frames=debug_frames,
                         control=control or default_control_path(), phones=phones, spool=spool,
-                        impair=impair)
+                        impair=impair, keys=keys)
     try:
         app = GatewayApp.from_options(opts)
     except PeerNotFound as exc:

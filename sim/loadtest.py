@@ -174,6 +174,8 @@ def load_target(opts: LoadtestOptions, config: IaxConfig | None = None) -> Targe
             raise ConfigUsageError(str(exc)) from None
         except Exception as exc:  # the parser's ConfigError
             raise ConfigUsageError(str(exc)) from None
+    if opts.keys_dir is not None:
+        config.keys_dir = opts.keys_dir
     entry = config.entries.get(opts.peer)
     if entry is None or not entry.is_peer:
         names = ", ".join(sorted(n for n, e in config.entries.items() if e.is_peer)) or "none"
@@ -189,6 +191,9 @@ def load_target(opts: LoadtestOptions, config: IaxConfig | None = None) -> Targe
     changes: dict[str, Any] = {"host": host[0], "port": host[1], "dynamic": False}
     if opts.trunk is not None:
         changes["trunk"] = opts.trunk
+    if opts.encryption is not None:
+        changes["encryption"] = 0x8001 if opts.encryption else 0
+        changes["forceencryption"] = opts.encryption
     if opts.no_autokill:
         changes["qualify"] = None      # qualify's maxms would autokill our NEWs
     if entry.codecs and opts.codec not in entry.codecs:
@@ -297,6 +302,7 @@ class LiveCall:
     returned: int = -1            # hairpin: call number of the leg that came back
     dropped: bool = False
     pending: bool = False         # in LoadRunner.window (NEW sent, not accepted/ended)
+    encrypted: bool = False       # answered with AES-128 on its full and mini frames
     up: bool = False              # counted in LoadRunner.up (answered, not ended)
     peer_callno_seen: bool = False  # the far end's call number is noted in the stats
 
@@ -403,6 +409,8 @@ class LoadRunner:
         self._hold: Callable[[], None] | None = None     # the transport's hold_reads
         self._reads_held = False
         self._saw_nots = False
+        self.encrypted_calls = 0          # answered calls that were encrypted
+        self.answered_calls = 0
         self._rx_nots = False       # the datagram being received is a trunk without entry ts
         self._codec = FORMAT_ALAW if opts.codec == "alaw" else FORMAT_ULAW
         self._slot = asyncio.Event()
@@ -919,6 +927,9 @@ class LoadRunner:
             call.stats.on_setup_event("RINGING", now)
         elif kind == "answered" and not call.answered:
             call.answered = True
+            call.encrypted = self._ep.call_encrypted(call.callno)
+            self.answered_calls += 1
+            self.encrypted_calls += call.encrypted
             call.up = True
             self.up += 1
             self.up_peak = max(self.up_peak, self.up)
@@ -1280,6 +1291,7 @@ class LoadRunner:
         summary["loadtest"]["echo_missing_pct"] = (
             round(100.0 * max(0, tx - rx) / tx, 3) if tx and self.mode == "echo" else None)
         summary["loadtest"]["rx_trunk_without_ts"] = self._saw_nots
+        summary["encryption"] = encryption_summary(self)
         if self.impairment is not None:
             summary["impair"] = self.impairment.snapshot()
         with contextlib.suppress(Exception):
@@ -1287,6 +1299,28 @@ class LoadRunner:
         return LoadtestResult(summary=summary, exit_code=exit_code, records=records,
                               timeseries=list(self.stats.timeseries),
                               call_ids=self.stats.call_columns)
+
+
+def encryption_summary(runner: LoadRunner) -> dict[str, Any]:
+    """summary.json's ``encryption``: what our peer entry offered and how many answered calls
+    were encrypted."""
+    entry = runner.target.config.entries[runner.target.peer]
+    return {"offered": bool(entry.encryption), "forced": entry.forceencryption,
+            "key_rotation": bool(entry.encryption & 0x8000),
+            "answered": runner.answered_calls, "encrypted": runner.encrypted_calls,
+            "trunk": entry.trunk}
+
+
+def encryption_line(enc: dict[str, Any]) -> str:
+    """The printed summary's line on encryption."""
+    offered = "aes128" if enc.get("offered") else "off"
+    if enc.get("forced"):
+        offered += ", forced"
+    answered, encrypted = enc.get("answered", 0), enc.get("encrypted", 0)
+    line = f"encryption: {offered}; {encrypted} of {answered} answered calls encrypted"
+    if encrypted and enc.get("trunk"):
+        line += " (full and mini frames; trunked voice travels in the clear, as Asterisk's)"
+    return line
 
 
 def _cap_detail(cap: str, runner: LoadRunner) -> str:
@@ -1339,10 +1373,14 @@ def diagnose(summary: dict[str, Any], target: Target) -> list[str]:
     where = f"{target.peer_addr[0]}:{target.peer_addr[1]}"
     for key, n in sorted(causes.items(), key=lambda kv: -kv[1]):
         if key.startswith("REJECT"):
-            if "encryption" in key.lower():
-                notes.append(f"{n} call(s) refused by {where}: {key} -- its AUTHREQ asked for "
-                             "encryption, which iaxgw does not do: turn encryption off for "
-                             f"peer {target.peer!r} at the target (or forceencryption = no)")
+            if "forceencryption" in key.lower():
+                notes.append(f"{n} call(s) ended by us: {key} -- the target does not agree to "
+                             "encrypt: set encryption = aes128 for this user there, or run "
+                             "without --encryption (and forceencryption = no for "
+                             f"peer {target.peer!r})")
+            elif "encryption" in key.lower():
+                notes.append(f"{n} call(s) ended by us: {key}: give peer "
+                             f"{target.peer!r} a secret and auth = md5")
             elif "throttled" in key.lower():
                 notes.append(f"{n} call(s) refused by {where}: {key} -- the target throttles "
                              "this address after repeated failed authentications (iaxgw "
@@ -1350,10 +1388,15 @@ def diagnose(summary: dict[str, Any], target: Target) -> list[str]:
                              "username/secret may well be right now; wait out its "
                              "authfailwindow, or turn authfaillimit off there")
             elif "50" in key or "authority" in key.lower():
+                outkey = target.config.entries[target.peer].outkey
+                rsa = (f"; or our RSA signature (outkey {outkey}) is not verified by the "
+                       "target's inkeys for us") if outkey else ""
                 notes.append(f"{n} call(s) refused by {where}: {key} -- check the username/"
                              f"secret/auth of peer {target.peer!r} and the target's ACL; or the "
-                             "target forces encryption (forceencryption = yes), which iaxgw "
-                             "does not do: Asterisk refuses that after our AUTHREP the same way")
+                             "target forces encryption (forceencryption = yes) and our NEW "
+                             "offered none: Asterisk refuses that after our AUTHREP the same "
+                             "way (run with --encryption, or encryption = aes128 for the peer)"
+                             + rsa)
             elif "no cause" in key.lower():
                 notes.append(f"{n} call(s) refused by {where} without a cause: a call-token or "
                              "call-number limit (maxcallnumbers 2048 per source IP)?")
@@ -1490,6 +1533,9 @@ def finish_output(opts: LoadtestOptions, result: LoadtestResult) -> None:
         console.print(f"impair {imp.get('spec')} (seed {imp.get('seed')}): " + "; ".join(
             f"{d} dropped {c['dropped']}/{c['seen']}, dup {c['duplicated']}, "
             f"reordered {c['reordered']}" for d in ("send", "recv") if (c := imp.get(d))))
+    enc = result.summary.get("encryption")
+    if enc:
+        console.print(encryption_line(enc), highlight=False)
     tr = result.summary.get("trunk", {})
     kinds = tr.get("by_kind") or {}
     if kinds:

@@ -97,6 +97,10 @@ def common_options(f: F) -> F:
                           "signature (only then is the audio checked)."),
         click.option("--trunktimestamps/--no-trunktimestamps", default=None,
                      help="Add a timestamp to each trunk entry.  [default: as [general] says]"),
+        click.option("--encryption/--no-encryption", default=None,
+                     help="Offer and require AES-128 (encryption = aes128 + forceencryption "
+                          "for the peer): a target that will not encrypt fails the call.  "
+                          "[default: as the peer entry says]"),
         click.option("--mode", type=click.Choice(["direct", "hairpin"]), default="direct",
                      show_default=True,
                      help="hairpin: the target dials every call back to us and we echo it."),
@@ -114,7 +118,7 @@ def common_options(f: F) -> F:
 
 
 #: Options that choose who we are and whom we call: ``lab`` sets them itself.
-ROLE_OPTIONS = ("config_dir", "site", "peer", "peer_host", "bind")
+ROLE_OPTIONS = ("config_dir", "site", "peer", "peer_host", "bind", "keys_dir")
 
 
 def role_options(f: F) -> F:
@@ -125,6 +129,11 @@ def role_options(f: F) -> F:
                      help="Play this site of the seed's trunk from the embedded config, calling "
                           "the other one (office-a 127.0.0.10, office-b 127.0.0.20).  "
                           "[default: office-b]"),
+        click.option("--keys", "keys_dir", type=click.Path(exists=True, file_okay=False,
+                                                           path_type=Path),
+                     default=None, metavar="DIR",
+                     help="RSA keys for auth = rsa (NAME.pub, NAME.key).  [default: keys/ "
+                          "beside iax.conf]"),
         click.option("--config", "config_dir", type=click.Path(exists=True, file_okay=False,
                      path_type=Path), default=None,
                      help="Folder with our iax.conf.  [default: the embedded seed of --site]"),
@@ -206,8 +215,7 @@ def lab_main(*, asterisk: bool = False, **kw: Any) -> int:
 
     given = [k for k in ROLE_OPTIONS if kw.pop(k, None) is not None]
     if given:
-        names = ", ".join("--" + ("config" if k == "config_dir" else k.replace("_", "-"))
-                          for k in given)
+        names = ", ".join("--" + k.removesuffix("_dir").replace("_", "-") for k in given)
         raise click.UsageError(
             f"{names}: `iaxgw lab` plays both sites itself (the load tester as office-a "
             "against serve as office-b, or with --asterisk as office-b against the lab's "

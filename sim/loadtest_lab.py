@@ -76,6 +76,9 @@ def write_site(dst: Path, site: str, opts: LoadtestOptions, a_ip: str = A_IP,
             if opts.trunktimestamps is not None:
                 flag = "yes" if opts.trunktimestamps else "no"
                 text = text.replace("[general]\n", f"[general]\ntrunktimestamps = {flag}\n", 1)
+            if opts.encryption:
+                text = text.replace("[general]\n", "[general]\nencryption = aes128\n"
+                                    "forceencryption = yes\n", 1)
         (dst / f.name).write_text(text)
     return dst
 
@@ -255,8 +258,13 @@ def _with_asterisk_locked(lab: Any, opts: LoadtestOptions, work: Path, other: di
         overrides["trunk"] = opts.trunk
     if opts.trunktimestamps is not None:
         overrides["trunktimestamps"] = opts.trunktimestamps
+    extra: tuple[str, ...] = ()
     if impair is not None:
-        overrides["extra_general"] = LOSSY_CALLEE_GENERAL
+        extra += LOSSY_CALLEE_GENERAL
+    if opts.encryption:
+        extra += ("encryption = aes128", "forceencryption = yes")
+    if extra:
+        overrides["extra_general"] = extra
     try:
         inst = lab.instance("office-a", seed_site("office-a", **overrides)).start()
     except LabError as exc:

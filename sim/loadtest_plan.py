@@ -118,11 +118,13 @@ class LoadtestOptions:
     media: str = "tone"                   # tone | silence | path to a .wav
     trunk: bool | None = None             # None: as the peer entry says
     trunktimestamps: bool | None = None   # None: as [general] says
+    encryption: bool | None = None        # True: offer and require aes128; None: as the peer
     mode: Mode = "direct"
     extens: list[str] | None = None       # None: the peer's echo extension
     peer: str = "office-a"
     peer_host: tuple[str, int] | None = None
     config_dir: Path | None = None        # None: the embedded seed config
+    keys_dir: Path | None = None          # None: keys/ beside iax.conf
     site: str | None = None               # embedded config of this site; None: office-b
     bind: tuple[str, int] | None = None   # None: the config's bindaddr/bindport
     report_dir: Path | None = None

@@ -29,6 +29,19 @@ def _show(ctl: str, what: str) -> Any:
     return json.loads(out.stdout)
 
 
+def wait_channel_up(ctl: str, tries: int) -> list[Any]:
+    """serve's channels once the first is up with 100 voice frames each way (or at the last
+    of ``tries`` looks, 0.1 s apart)."""
+    chans: list[Any] = []
+    for _ in range(tries):
+        chans = _show(ctl, "channels")
+        if chans and chans[0]["state"] == "UP" and chans[0]["frames_rx"] > 100 \
+                and chans[0]["frames_tx"] > 100:
+            break
+        time.sleep(0.1)
+    return chans
+
+
 def test_asterisk_office_a_calls_our_echo(office_a: Any, tmp_path: Path) -> None:
     ctl = str(tmp_path / "b.sock")
     pcap = tmp_path / "b.pcap"
@@ -54,13 +67,7 @@ def test_asterisk_office_a_calls_our_echo(office_a: Any, tmp_path: Path) -> None
         assert str(ours[0]["status"]).startswith("OK")
 
         office_a.originate("Local/300@internal", "Milliwatt")
-        chans: list[Any] = []
-        for _ in range(80):
-            chans = _show(ctl, "channels")
-            if chans and chans[0]["state"] == "UP" and chans[0]["frames_rx"] > 100 \
-                    and chans[0]["frames_tx"] > 100:
-                break
-            time.sleep(0.1)
+        chans = wait_channel_up(ctl, 80)
         print("our channels:", chans)
         print("office-a channels:", office_a.cli("iax2 show channels"))
         print("office-a netstats:", office_a.cli("iax2 show netstats"))

@@ -5,22 +5,24 @@ the auth-slot pacing model of the load tester (:class:`~iaxgw.sim.loadtest_plan.
   its ACK of our resent NEW cancel the autokill, as Asterisk cancels auto_congest on any IAX
   frame of the call;
 * a call whose frames are never acknowledged ends naming the frame, its sends and the time;
-* an AUTHREQ asking for encryption ends the call as "target requires encryption (aes128)"
-  without an AUTHREP;
+* an AUTHREQ asking for encryption gets an AUTHREP encrypted with AES-128-CBC under
+  MD5(challenge, secret), as Asterisk's authenticate_reply does;
 * the CALLTOKEN round trip and our AUTHREP are reported (CallSetup) for the pacing;
 * 20 calls over a 5 % lossy link (each way) with qualify off all come up.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
-from helpers_pair import ADDR_B, Link, Pair, seed_configs
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from helpers_pair import ADDR_B, SECRET, Link, Pair, seed_configs
 
 from iaxgw._core.constants import IE, FrameType, IAXSubclass
 from iaxgw._core.frames import build_full, parse_full
-from iaxgw._core.ies import build_ies
+from iaxgw._core.ies import IEs, build_ies
 from iaxgw.gateway import events as ev
 from iaxgw.sim.loadtest_plan import AuthWindow
 
@@ -105,7 +107,7 @@ def test_give_up_names_the_frame() -> None:
     assert end.cause_text == "NEW never acknowledged after 4 sends (32 s)", end
 
 
-def test_authreq_asking_for_encryption_ends_the_call() -> None:
+def test_authreq_asking_for_encryption_gets_an_encrypted_authrep() -> None:
     ca, _ = seed_configs()
     p = Pair(ca, seed_configs()[1])
     a = p.a
@@ -118,10 +120,16 @@ def test_authreq_asking_for_encryption_ends_the_call() -> None:
                          ies)
     a.receive_datagram(authreq, ADDR_B, p.now + 0.01)
     out = a.datagrams_to_send(p.now + 0.01)
-    assert not [d for d, _ in out if _iax_sub(d) == X.AUTHREP], out
-    ends = [e for e in iter(a.next_event, None) if isinstance(e, ev.CallEnded)]
-    assert [(e.cause, e.cause_text) for e in ends] == [(50, "target requires encryption (aes128)")]
-    assert a.call_info(callno) is None
+    assert not [d for d, _ in out if _iax_sub(d) == X.AUTHREP], "AUTHREP in the clear"
+    key = hashlib.md5(("123456" + SECRET).encode()).digest()
+    cipher = Cipher(algorithms.AES(key), modes.CBC(bytes(16)))
+    plain = [d[:4] + (lambda ws: ws[16 + (ws[15] & 15):])(cipher.decryptor().update(d[4:]))
+             for d, _ in out][-1]
+    g = parse_full(plain)
+    assert (g.frametype, g.csub, g.scallno, g.dcallno) == (FrameType.IAX, X.AUTHREP, callno, 777)
+    assert IEs.parse(g.payload).get(IE.MD5_RESULT) == hashlib.md5(
+        ("123456" + SECRET).encode()).hexdigest()
+    assert a.call_encrypted(callno)
 
 
 def test_setup_steps_report_round_trip_and_authrep() -> None:
