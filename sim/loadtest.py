@@ -1388,7 +1388,8 @@ def diagnose(summary: dict[str, Any], target: Target) -> list[str]:
                              "username/secret may well be right now; wait out its "
                              "authfailwindow, or turn authfaillimit off there")
             elif "50" in key or "authority" in key.lower():
-                outkey = target.config.entries[target.peer].outkey
+                entry = target.config.entries.get(target.peer)
+                outkey = entry.outkey if entry is not None else None
                 rsa = (f"; or our RSA signature (outkey {outkey}) is not verified by the "
                        "target's inkeys for us") if outkey else ""
                 notes.append(f"{n} call(s) refused by {where}: {key} -- check the username/"
