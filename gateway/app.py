@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from iaxgw.gateway import events as ev
+from iaxgw.gateway.calltoken import format_addr
 from iaxgw.gateway.control import ControlError, ControlServer, to_jsonable
 from iaxgw.gateway.framelog import describe
-from iaxgw.gateway.metrics import Metrics
+from iaxgw.gateway.metrics import Metrics, metrics_url
 from iaxgw.gateway.model import Entry, IaxConfig
 from iaxgw.gateway.pcap import PcapWriter
 from iaxgw.gateway.safefs import default_spool_dir, private_dir
@@ -97,7 +98,7 @@ class ServeOptions:
     bind: Addr | None = None
     peer_host: Addr | None = None
     pcap: Path | None = None
-    metrics_port: int | None = None
+    metrics_addr: Addr | None = None  # --metrics-addr / --metrics-port: (host, port), 0 = any
     debug_frames: bool = False
     control: str | None = None
     phones: Path | None = None
@@ -185,7 +186,7 @@ class GatewayApp:
     """One running site: endpoint + dialplan + media ticker + control/pcap/metrics."""
 
     def __init__(self, site: Site, *, peer: str, pcap: Path | None = None,
-                 metrics_port: int | None = None, debug_frames: bool = False,
+                 metrics_addr: Addr | None = None, debug_frames: bool = False,
                  control: str | None = None, spool: Path | None = None,
                  role_name: str = DEFAULT_SITE,
                  open_endpoint: Callable[..., Awaitable[Any]] | None = None,
@@ -201,7 +202,9 @@ class GatewayApp:
         self.peer = peer
         self.bind = site.bind
         self.pcap_path = pcap
-        self.metrics_port = metrics_port
+        self.metrics_addr = metrics_addr
+        #: where start() says what it bound (serve's CLI: stderr); None: the log only
+        self.announce: Callable[[str], None] | None = None
         self.debug_frames = debug_frames
         #: called with (direction, data, addr, now) for every datagram in and out (tests, tools)
         self.datagram_observer: Callable[[str, bytes, Addr, float], None] | None = None
@@ -210,7 +213,7 @@ class GatewayApp:
         self.role_name = role_name
         self.sessions: dict[int, IaxChannel] = {}
         self.metrics = Metrics()
-        self.metrics_bound_port: int | None = None
+        self.metrics_bound: Addr | None = None
         self.local_addr: Addr = site.bind
         self.calls_total = {"in": 0, "out": 0}
         self.call_outcomes: dict[str, int] = {}
@@ -238,7 +241,7 @@ class GatewayApp:
     @classmethod
     def from_options(cls, opts: ServeOptions) -> GatewayApp:
         site = load_site(opts)
-        return cls(site, peer=opts.peer, pcap=opts.pcap, metrics_port=opts.metrics_port,
+        return cls(site, peer=opts.peer, pcap=opts.pcap, metrics_addr=opts.metrics_addr,
                    debug_frames=opts.debug_frames, control=opts.control, spool=opts.spool,
                    role_name=opts.site, impair=opts.impair)
 
@@ -266,7 +269,7 @@ class GatewayApp:
             extra["impair"] = self.impairment
         # the per-datagram hook only when something consumes it (metrics, pcap, frame log,
         # an observer)
-        if (self._pcap is not None or self.metrics_port is not None or self.debug_frames
+        if (self._pcap is not None or self.metrics_addr is not None or self.debug_frames
                 or self.datagram_observer is not None):
             extra["on_datagram"] = self._on_datagram
         try:
@@ -288,17 +291,26 @@ class GatewayApp:
                 self._control = None
                 await self._close_all()
                 raise StartError(str(exc)) from None
-        if self.metrics_port is not None:
+        if self.metrics_addr is not None:
+            host, port = self.metrics_addr
             try:
-                self.metrics_bound_port = self.metrics.start_http(self.metrics_port)
+                self.metrics_bound = self.metrics.start_http(port, host)
             except OSError as exc:
                 await self._close_all()
-                raise StartError(f"--metrics-port {self.metrics_port}: "
+                raise StartError(f"metrics: cannot bind {format_addr(self.metrics_addr)}: "
                                  f"{exc.strerror or exc}") from None
         self._ticker = loop.create_task(self._media_ticker(), name="iaxgw-media-ticker")
         self._housekeeping = loop.create_task(self._housekeeping_loop(), name="iaxgw-housekeeping")
         self._started = True
-        log.info("%s serving on %s:%d, peer %s", self.role_name, *self.local_addr, self.peer)
+        self._say(f"{self.role_name} serving on {format_addr(self.local_addr)}, "
+                  f"peer {self.peer}")
+        if self.metrics_bound is not None:
+            self._say(f"metrics on {metrics_url(*self.metrics_bound)}")
+
+    def _say(self, line: str) -> None:
+        log.info("%s", line)
+        if self.announce is not None:
+            self.announce(line)
 
     async def stop(self) -> None:
         """Hang up every call (cause 16), wait <= 2 s for the ACKs, close everything."""

@@ -42,9 +42,12 @@ import numpy as np
 from iaxgw._core.constants import FORMAT_ALAW, FORMAT_ULAW
 from iaxgw._core.trunk import datagram_census, trunk_entry_stats, tx_tick
 from iaxgw.gateway import events as ev
+from iaxgw.gateway.calltoken import format_addr
 from iaxgw.gateway.model import IaxConfig
+from iaxgw.gateway.pcap import PcapWriter
 from iaxgw.sim import signature as sig
 from iaxgw.sim.gcpace import GcPacer
+from iaxgw.sim.loadtest_metrics import LoadtestMetrics
 from iaxgw.sim.loadtest_plan import (
     AuthWindow,
     CallnoBudget,
@@ -396,6 +399,13 @@ class LoadRunner:
         self.deadline_hit = False
         self._rcvbuf_errors0: int | None = None
         self.screen = screen
+        self._pcap: PcapWriter | None = None     # --pcap
+        self._local: Addr = target.bind           # our bound address (the capture's)
+        #: --metrics-addr: the run's Prometheus metrics (sim/loadtest_metrics.py)
+        self.prom: LoadtestMetrics | None = None
+        if opts.metrics_addr is not None:
+            self.prom = LoadtestMetrics(opts.calls)
+            self.stats.on_record = self.prom.on_record
         self._server: Any = None
         self._ep: Any = None
         self._now: Callable[[], float] = clock      # the endpoint's clock: the loop's
@@ -431,6 +441,7 @@ class LoadRunner:
 
         loop = asyncio.get_running_loop()
         t = self.target
+        self._open_pcap()
         try:
             self._server = await open_endpoint(t.config, t.bind, role_name=t.role,
                                                on_event=self._on_event,
@@ -439,10 +450,15 @@ class LoadRunner:
                                                impair=self.impairment,
                                                socket_buffer=socket_buffer(self.opts.calls))
         except OSError as exc:
+            self._close_pcap()
             raise CannotRunError(f"cannot bind {t.bind[0]}:{t.bind[1]}: "
                                  f"{exc.strerror or exc}; {bind_hint(t.bind, t.role)}") from None
         self._ep = self._server.endpoint
         self._now = loop.time
+        with contextlib.suppress(Exception):
+            name = self._server.transport.get_extra_info("sockname")
+            self._local = (str(name[0]), int(name[1]))
+        self._start_metrics()
         # exact arrival times are on time.monotonic(): usable only when that is our clock
         self._rx_exact = (bool(getattr(self._server, "rx_time_exact", False))
                           and self.clock is time.monotonic)
@@ -495,9 +511,46 @@ class LoadRunner:
                     await res
             self.gc.stop()
             self.stats.on_row = None
+            if self.prom is not None:
+                self.prom.stop()
+            self._close_pcap()
             if stream is not None:
                 stream.close()
         return self.result()
+
+    def _open_pcap(self) -> None:
+        """--pcap FILE: created 0600, never through a link (gateway/safefs.py)."""
+        path = self.opts.pcap
+        if path is None:
+            return
+        try:
+            self._pcap = PcapWriter(path)
+        except OSError as exc:
+            raise ConfigUsageError(f"--pcap {path}: {exc.strerror or exc}") from None
+
+    def _close_pcap(self) -> None:
+        if self._pcap is not None:
+            self._pcap.close()
+
+    def _capture(self, direction: str, data: bytes, addr: Addr, age: float = 0.0) -> None:
+        pcap = self._pcap
+        if pcap is not None:
+            pcap.write("tx" if direction == "out" else "rx", data, self._local, addr,
+                       time.time() - age)
+
+    def _start_metrics(self) -> None:
+        """--metrics-addr: serve the metrics from now on and say where (stderr)."""
+        addr = self.opts.metrics_addr
+        if self.prom is None or addr is None:
+            return
+        try:
+            url = self.prom.start(addr)
+        except OSError as exc:
+            with contextlib.suppress(Exception):
+                self._server.close()
+            raise CannotRunError(f"metrics: cannot bind {format_addr(addr)}: "
+                                 f"{exc.strerror or exc}") from None
+        print(f"iaxgw loadtest: metrics on {url}", file=sys.stderr, flush=True)
 
     def targets(self, failed: int) -> dict[str, Any]:
         """Did the run reach the rate and concurrency it was asked for, and if not, what held
@@ -1140,6 +1193,8 @@ class LoadRunner:
 
     def _on_datagram(self, direction: str, data: bytes, addr: Addr, now: float) -> None:
         d: Literal["tx", "rx"] = "tx" if direction == "out" else "rx"
+        if self._pcap is not None:
+            self._capture(direction, data, addr)
         n = len(data)
         if n < 4:
             return
@@ -1159,6 +1214,9 @@ class LoadRunner:
         """A whole receive batch or send list at once (the batched server): one compiled count
         (``datagram_census``).  Trunk entries reach the calls' probes directly here, so no
         per-datagram "no entry timestamps" flag is needed for the media sink."""
+        if self._pcap is not None:
+            for item in items:
+                self._capture(direction, item[0], item[1], item[2] if len(item) > 2 else 0.0)
         census = datagram_census(items)
         self.stats.trunk.add_census("tx" if direction == "out" else "rx", census)
         self._rx_nots = False
@@ -1182,6 +1240,8 @@ class LoadRunner:
         self._tick_open = False
         self._sweep_done = False
         snap = self.stats.finish_tick(self.clock())
+        if self.prom is not None:
+            self.prom.on_tick(snap, self._ep)
         if self.screen is not None:
             with contextlib.suppress(Exception):
                 self.screen.capped = self.live_cap()

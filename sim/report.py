@@ -265,6 +265,8 @@ class LoadStats:
         self.call_ids: dict[int, tuple[int | None, int | None, str | None]] = {}
         #: called with each time-series row as it is made (timeseries.csv while the run goes)
         self.on_row: Callable[[Mapping[str, float | int | None]], None] | None = None
+        #: called with each finished call's record (the load test's Prometheus metrics)
+        self.on_record: Callable[[CallRecord], None] | None = None
         self.cpu = cpu or CpuMeter()
         self.active: dict[int, CallStats] = {}
         self.records = RecordStore()
@@ -335,6 +337,8 @@ class LoadStats:
                 if v:
                     self._sweep_audio[key] -= v
         self.records.append(rec)
+        if self.on_record is not None:
+            self.on_record(rec)
         done = self._audio_done
         done["verified"] += rec.audio_verified
         done["crossed"] += rec.audio_crossed
