@@ -37,6 +37,7 @@ from iaxgw.gateway.model import Entry, IaxConfig
 from iaxgw.gateway.pcap import PcapWriter
 from iaxgw.gateway.safefs import default_spool_dir, private_dir
 from iaxgw.gateway.session import IaxChannel
+from iaxgw.gateway.showrows import peer_detail, registry_rows, user_rows
 
 log = logging.getLogger("iaxgw.serve")
 _T = TypeVar("_T")
@@ -636,7 +637,25 @@ class GatewayApp:
             return self.netstat_rows()
         if cmd == "stats":
             return self.stats_dict()
+        if cmd == "registry":
+            return registry_rows(self._endpoint.registry())
+        if cmd == "users":
+            return user_rows(self.config)
+        if cmd == "peer":
+            return self.peer_detail(str((request or {}).get("name", "")))
         raise KeyError(cmd)
+
+    def peer_detail(self, name: str) -> dict[str, Any] | None:
+        """``show peer NAME``: None when NAME is no peer/friend entry."""
+        entry = self.config.peer(name)
+        if entry is None:
+            return None
+        live: Mapping[str, Any] = {}
+        with contextlib.suppress(Exception):
+            for p in to_jsonable(self._endpoint.peers()):
+                if p.get("name") == name:
+                    live = p
+        return peer_detail(entry, live)
 
     def peer_rows(self) -> list[dict[str, Any]]:
         live: dict[str, dict[str, Any]] = {}
@@ -657,11 +676,12 @@ class GatewayApp:
             session = self.sessions.get(callno)
             addr = _get(c, "addr", None)
             peer = str(_get(c, "peer", ""))
-            entry = self.config.entries.get(peer)
             rows.append({
                 "channel": session.name if session else f"IAX2/{peer or 'unknown'}-{callno}",
                 "peer": addr[0] if isinstance(addr, list | tuple) and addr else peer,
-                "username": (entry.username if entry and entry.username else peer) or "(None)",
+                # as Asterisk: the USERNAME of the NEW (sent or received), else the user's name
+                "username": _get(c, "username", "")
+                or (peer if _get(c, "direction", "") == "in" else "") or "(None)",
                 "callno": callno,
                 "peercallno": int(_get(c, "remote_callno", _get(c, "peercallno", 0))),
                 "oseqno": int(_get(c, "oseqno", 0)),
@@ -705,16 +725,24 @@ class GatewayApp:
 
     def stats_dict(self) -> dict[str, Any]:
         stats = to_jsonable(self._endpoint.stats())
+        trunk_in = stats.get("trunk_datagrams_in", 0) if isinstance(stats, dict) else 0
+        trunk_out = stats.get("trunk_datagrams_out", 0) if isinstance(stats, dict) else 0
         if not isinstance(stats, dict):
             stats = {"endpoint": stats}
+        # one name per figure: these are shown in their group below
+        for key in ("calls_active", "trunk_datagrams_in", "trunk_datagrams_out"):
+            stats.pop(key, None)
+        with contextlib.suppress(Exception):
+            total, final = self._endpoint.outstanding()
+            stats["outstanding"] = {"total": total, "ingress": 0, "egress": total}
+            stats["transmit_queue"] = {"dead": 0, "final": final, "total": total}
         stats["calls"] = {"active": len(self.sessions), "total_in": self.calls_total["in"],
                           "total_out": self.calls_total["out"], **{
                               f"outcome_{k}": v for k, v in sorted(self.call_outcomes.items())}}
         stats["media"] = {"ticks": self.ticks, "late_ticks": self.late_ticks,
                           "active_streams": len(self._media)}
         stats["trunk"] = {"mtu": self.config.general.trunkmtu,
-                          "datagrams_in": stats.get("trunk_datagrams_in", 0),
-                          "datagrams_out": stats.get("trunk_datagrams_out", 0)}
+                          "datagrams_in": trunk_in, "datagrams_out": trunk_out}
         if self._pcap is not None:
             stats["pcap_records"] = self._pcap.count
         if self.impairment is not None:

@@ -163,19 +163,24 @@ def serve(peer: str, config_dir: Path | None, bind: tuple[str, int] | None,
 
 
 @click.command("show")
-@click.argument("what", type=click.Choice(["peers", "channels", "netstats", "stats"]))
+@click.argument("what", type=click.Choice(["peers", "channels", "netstats", "stats", "registry",
+                                           "users", "peer"]))
+@click.argument("name", required=False, default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the raw data as JSON.")
 @click.option("--control", "control", type=click.Path(dir_okay=False), default=None,
               metavar="PATH", help="Control socket of the running `iaxgw serve`.")
-def show(what: str, as_json: bool, control: str | None) -> None:
-    """Show peers, channels, netstats or stats of a running `iaxgw serve`."""
+def show(what: str, name: str | None, as_json: bool, control: str | None) -> None:
+    """Show peers, channels, netstats, stats, registry, users or `peer NAME` of a running
+    `iaxgw serve`, as Asterisk's `iax2 show ...` prints them."""
+    if (what == "peer") != (name is not None):
+        raise click.UsageError("`show peer` takes the peer's NAME; the others take none")
     path = control or default_control_path()
     try:
-        data = query(path, what)
+        data = query(path, what, name=name) if name is not None else query(path, what)
     except ControlError as exc:
         _fail("show", str(exc))
         return
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
     else:
-        click.echo(format_show(what, data), nl=False)
+        click.echo(format_show(what, data, name or ""), nl=False)

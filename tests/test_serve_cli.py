@@ -97,6 +97,13 @@ def test_bad_option_values(tmp_path: Path, opt: str, value: str, msg: str) -> No
     assert msg in out
 
 
+def test_show_peer_needs_a_name_and_only_it() -> None:
+    r = CliRunner().invoke(main, ["show", "peer", "--control", "/nonexistent/x.sock"])
+    assert r.exit_code == 2 and "NAME" in r.output
+    r = CliRunner().invoke(main, ["show", "users", "office-a", "--control", "/nonexistent/x"])
+    assert r.exit_code == 2 and "NAME" in r.output
+
+
 def test_metrics_port_and_addr_together_is_usage_error(tmp_path: Path) -> None:
     code, out = _serve("--peer", "office-a", "--config", str(_conf(tmp_path)),
                        "--metrics-port", "0", "--metrics-addr", "127.0.0.1:0")

@@ -1,0 +1,78 @@
+"""``iaxgw show registry|users|peer NAME`` against the lab's Asterisk 22 ``iax2 show ...`` for the
+same iax.conf: office-a with a ``register =>`` line to office-b, office-b not running, both
+looked at 1 s after start (registration "Request Sent", office-b's qualify still UNKNOWN)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iaxgw.sim.labconfig import SEED_SECRET, render_extensions_conf, render_iax_conf, seed_site
+
+pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(180)]
+
+COMMANDS = [("registry",), ("users",), ("peer", "office-b"), ("peer", "nosuch")]
+LOOK_AFTER_S = 1.0
+
+
+def _config() -> Any:
+    return seed_site("office-a", extra_general=(
+        f"register => office-a:{SEED_SECRET}@127.0.0.20",))
+
+
+def _asterisk_outputs(lab: Any) -> dict[tuple[str, ...], str]:
+    inst = lab.instance("office-a", _config()).start()
+    try:
+        started = time.monotonic()
+        time.sleep(max(0.0, LOOK_AFTER_S - (time.monotonic() - started)))
+        return {cmd: inst.cli("iax2 show " + " ".join(cmd)) for cmd in COMMANDS}
+    finally:
+        inst.stop()
+
+
+def _iaxgw_outputs(tmp_path: Path) -> dict[tuple[str, ...], str]:
+    conf = tmp_path / "office-a"
+    conf.mkdir()
+    cfg = _config()
+    (conf / "iax.conf").write_text(render_iax_conf(cfg))
+    (conf / "extensions.conf").write_text(render_extensions_conf(cfg))
+    sock = str(tmp_path / "serve.sock")
+    proc = subprocess.Popen([sys.executable, "-m", "iaxgw.gateway.cli", "serve", "--config",
+                             str(conf), "--peer", "office-b", "--control", sock, "--spool",
+                             str(tmp_path / "spool")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not Path(sock).exists():
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "serve did not come up"
+            time.sleep(0.02)
+        time.sleep(LOOK_AFTER_S)
+        out = {}
+        for cmd in COMMANDS:
+            res = subprocess.run([sys.executable, "-m", "iaxgw.gateway.cli", "show", *cmd,
+                                  "--control", sock], capture_output=True, text=True,
+                                 timeout=30)
+            assert res.returncode == 0, res.stderr
+            out[cmd] = res.stdout
+        return out
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def test_show_registry_users_peer_byte_for_byte(lab: Any, tmp_path: Path) -> None:
+    theirs = _asterisk_outputs(lab)
+    ours = _iaxgw_outputs(tmp_path)
+    for cmd in COMMANDS:
+        print(f"--- iax2 show {' '.join(cmd)} (Asterisk 22)\n{theirs[cmd]!r}")
+        print(f"--- iaxgw show {' '.join(cmd)}\n{ours[cmd]!r}")
+    assert "Request Sent" in theirs[("registry",)]
+    assert "Status       : UNKNOWN" in theirs[("peer", "office-b")]
+    for cmd in COMMANDS:
+        assert ours[cmd] == theirs[cmd], cmd
