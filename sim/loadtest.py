@@ -239,6 +239,8 @@ class LoadtestResult:
     report_files: list[Path] = field(default_factory=list)
     #: calls.csv's start_time / callno / peer_callno / exten of a record
     call_ids: Callable[[Any], dict[str, Any]] | None = None
+    #: failed calls by cause and second of the run (the failures plot)
+    failures: dict[str, dict[int, int]] = field(default_factory=dict)
 
 
 def classify_end(event: ev.CallEnded, accepted: bool) -> tuple[str, str | None]:
@@ -1346,7 +1348,8 @@ class LoadRunner:
             summary["endpoint"] = _jsonable(self._ep.stats())
         return LoadtestResult(summary=summary, exit_code=exit_code, records=records,
                               timeseries=list(self.stats.timeseries),
-                              call_ids=self.stats.call_columns)
+                              call_ids=self.stats.call_columns,
+                              failures=self.stats.failures)
 
 
 def _cap_detail(cap: str, runner: LoadRunner) -> str:
@@ -1517,13 +1520,17 @@ def write_report_files(opts: LoadtestOptions, result: LoadtestResult) -> None:
         try:
             files = write_report(opts.report_dir, result.summary, result.records,
                                  result.timeseries, plots=True,
-                                 call_ids=getattr(result, "call_ids", None))
+                                 call_ids=getattr(result, "call_ids", None),
+                                 failures=getattr(result, "failures", None))
         except OSError as exc:
             print(f"iaxgw loadtest: cannot write report to {opts.report_dir}: {exc}",
                   file=sys.stderr)
             files = None
     if files is not None:
         result.report_files = list(files.files)
+        if files.plots_skipped:
+            print(f"iaxgw loadtest: no plots in {opts.report_dir}: {files.plots_skipped}",
+                  file=sys.stderr)
     if got:
         print("iaxgw loadtest: interrupted while the report was written; it was finished "
               "first", file=sys.stderr)
