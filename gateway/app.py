@@ -686,8 +686,11 @@ class GatewayApp:
                 "peercallno": int(_get(c, "remote_callno", _get(c, "peercallno", 0))),
                 "oseqno": int(_get(c, "oseqno", 0)),
                 "iseqno": int(_get(c, "iseqno", 0)),
-                "lag": self._lag(callno),
-                "jitter": round(float(_get(c, "jitter_ms", -1))),
+                # as Asterisk's: Lag is the delay of the peer's receive report, Jitter and
+                # JitBuf the jitter buffer's (iaxgw has none: -1 and 0, as Asterisk without
+                # jitterbuffer); our measured jitter is in netstats and the load test's figures
+                "lag": self._remote_delay(callno),
+                "jitter": -1,
                 "jitbuf": 0,
                 "format": _format_name(_get(c, "format", 0)),
                 "first_msg": _get(c, "first_msg", ""),
@@ -700,12 +703,13 @@ class GatewayApp:
             })
         return rows
 
-    def _lag(self, callno: int) -> int:
+    def _remote_delay(self, callno: int) -> int:
         try:
             call = self._endpoint.call_info(callno)
         except Exception:
             return 0
-        return int(getattr(call, "lag_ms", 0) or 0)
+        rr = getattr(call, "remote_rr", None) or {}
+        return int(rr.get("delay", 0))
 
     def netstat_rows(self) -> list[dict[str, Any]]:
         rows = []

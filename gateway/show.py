@@ -145,7 +145,7 @@ def format_channels(channels: Iterable[Row]) -> str:
     for ch in channels:
         first_dir, first = _msg(ch.get("first_msg"))
         last_dir, last = _msg(ch.get("last_msg"))
-        lines.append((_CHAN_ROW % (
+        lines.append(_CHAN_ROW % (
             _str(ch, "channel", "(None)"),
             _str(ch, "peer", _str(ch, "addr", "(None)")),
             _str(ch, "username", "(None)"),
@@ -154,7 +154,7 @@ def format_channels(channels: Iterable[Row]) -> str:
             _int(ch, "lag"), _int(ch, "jitter", -1), _int(ch, "jitbuf"),
             _str(ch, "format", "unknow"),
             first_dir, first, last_dir, last,
-        )).rstrip())
+        ))       # trailing spaces kept: Asterisk pads LastMsg to 7
         n += 1
     lines.append(_channel_count(n))
     return "\n".join(lines) + "\n"
@@ -169,7 +169,7 @@ def format_netstats(channels: Iterable[Row]) -> str:
         rem: Row = ch.get("remote") or {}
         first_dir, first = _msg(ch.get("first_msg"))
         last_dir, last = _msg(ch.get("last_msg"))
-        lines.append((_NET_ROW % (
+        lines.append(_NET_ROW % (
             _str(ch, "channel", "(None)"),
             max(_int(ch, "rtt"), 0),
             _int(loc, "jitter", -1), _int(loc, "delay"), _int(loc, "lost", -1),
@@ -179,7 +179,7 @@ def format_netstats(channels: Iterable[Row]) -> str:
             _int(rem, "losspct", _int(rem, "loss_pct")), _int(rem, "dropped"), _int(rem, "ooo"),
             _int(rem, "packets", _int(rem, "frames")) // 1000,
             first_dir, first, last_dir, last,
-        )).rstrip())
+        ))
         n += 1
     lines.append(_channel_count(n))
     return "\n".join(lines) + "\n"

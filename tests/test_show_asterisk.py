@@ -76,3 +76,45 @@ def test_show_registry_users_peer_byte_for_byte(lab: Any, tmp_path: Path) -> Non
     assert "Status       : UNKNOWN" in theirs[("peer", "office-b")]
     for cmd in COMMANDS:
         assert ours[cmd] == theirs[cmd], cmd
+
+
+def _row_of(text: str, peer_ip: str) -> str:
+    """The ``iax2 show channels`` row of the one call to/from ``peer_ip``."""
+    rows = [line for line in text.splitlines()
+            if f"  {peer_ip}  " in line and not line.startswith("(None)")]
+    assert len(rows) == 1, text
+    return rows[0]
+
+
+def test_channels_first_last_message_and_username_mirror_asterisk(lab: Any,
+                                                                  tmp_path: Path) -> None:
+    """office-a (the lab's Asterisk) calls iaxgw's echo: Asterisk's row says Tx:NEW first and
+    the USERNAME it sent; ours says Rx:NEW and the same name, in the same columns."""
+    from test_serve_interop_matrix import Gw
+
+    inst = lab.instance("office-a", seed_site("office-a")).start()
+    try:
+        with Gw(tmp_path) as gw:
+            inst.wait_peer_ok("office-b", timeout=30)
+            inst.originate("Local/300@internal", "Milliwatt")
+            gw.wait(lambda: bool(gw.incoming()), 10, "office-a's call")
+            time.sleep(1.0)
+            theirs = _row_of(inst.cli("iax2 show channels"), "127.0.0.20")
+            ours = _row_of(gw.show("channels"), "127.0.0.10")
+            print(f"office-a: {theirs!r}\niaxgw:    {ours!r}")
+            inst.hangup_all()
+    finally:
+        inst.stop()
+    t_cols, o_cols = theirs.split(), ours.split()
+    assert t_cols[2] == o_cols[2] == "office-a"                  # Username
+    assert t_cols[-2] == "Tx:NEW" and o_cols[-2] == "Rx:NEW"     # FirstMsg
+    for last in (t_cols[-1], o_cols[-1]):                        # LastMsg: a real subclass
+        assert last[:3] in ("Tx:", "Rx:") and last[3:] in (
+            "ACK", "PING", "PONG", "LAGRQ", "LAGRP", "ANSWER", "ACCEPT", "NEW", "AUTHREP")
+    # the same layout: FirstMsg and LastMsg start in the same column, both padded to 7
+    assert theirs.index(t_cols[-2]) == ours.index(o_cols[-2])
+    assert len(theirs) == len(ours)
+    # call numbers mirrored; Lag (the peer's report delay), Jitter and JitBuf (no jitter
+    # buffer on either side) and Format the same
+    assert o_cols[3] == "/".join(reversed(t_cols[3].split("/")))
+    assert o_cols[5:9] == t_cols[5:9] == ["00000ms", "-0001ms", "0000ms", "ulaw"]
