@@ -45,8 +45,9 @@ def scrape(url: str) -> dict[str, float]:
     return out
 
 
-def _wait_url(proc: subprocess.Popen[str], deadline: float) -> str:
-    """serve's stderr line "metrics on http://HOST:PORT/metrics" (port 0 asked: the real one)."""
+def _wait_url(proc: subprocess.Popen[str], deadline: float) -> tuple[str, str]:
+    """serve's stderr line "metrics on http://HOST:PORT/metrics" (port 0 asked: the real one),
+    and all stderr read so far."""
     assert proc.stderr is not None
     fd = proc.stderr.fileno()
     seen = ""
@@ -56,7 +57,7 @@ def _wait_url(proc: subprocess.Popen[str], deadline: float) -> str:
             seen += os.read(fd, 4096).decode(errors="replace")
             m = re.search(r"metrics on (http://\S+/metrics)", seen)
             if m:
-                return m.group(1)
+                return m.group(1), seen
         assert proc.poll() is None, seen
     raise AssertionError(f"no metrics line in {seen!r}")
 
@@ -71,7 +72,7 @@ def test_serve_metrics_count_the_calls_placed(tmp_path: Path) -> None:
          "--metrics-addr", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        url = _wait_url(proc, time.monotonic() + 20)
+        url, _seen = _wait_url(proc, time.monotonic() + 20)
         assert not url.endswith(":0/metrics")
 
         async def office_a() -> tuple[dict[str, float], dict[str, float]]:
@@ -240,3 +241,40 @@ def _check_pcap(path: Path, us: tuple[str, int], them: tuple[str, int]) -> None:
     assert iax(them, IAXSubclass.CALLTOKEN) == 3
     assert iax(them, IAXSubclass.ACCEPT) == 3
     assert iax(us, IAXSubclass.HANGUP) == 3       # the load tester ends every call, BUSY too
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("option,host", [
+    (["--metrics-port", "0"], "127.0.0.1"),
+    pytest.param(["--metrics-addr", "[::1]:0"], "[::1]", marks=pytest.mark.skipif(
+        not _ipv6_loopback(), reason="no IPv6 loopback")),
+])
+def test_serve_prints_the_bound_metrics_address(tmp_path: Path, option: list[str],
+                                                host: str) -> None:
+    b_port = _free_udp_port("127.0.0.20")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "iaxgw.gateway.cli", "serve", "--peer", "office-a",
+         "--bind", f"127.0.0.20:{b_port}", "--peer-host", "127.0.0.10:9",
+         "--control", str(tmp_path / "b.sock"), "--spool", str(tmp_path / "spool"), *option],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url, seen = _wait_url(proc, time.monotonic() + 20)
+        assert f"serving on 127.0.0.20:{b_port}" in seen
+        m = re.fullmatch(r"http://(.+):(\d+)/metrics", url)
+        assert m is not None and m.group(1) == host and int(m.group(2)) > 0, url
+        samples = scrape(url)
+        assert samples["iaxgw_calls_active"] == 0.0
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "Traceback" not in err

@@ -68,3 +68,28 @@ def test_registry_rows_states() -> None:
     lines = format_registry([row]).splitlines()
     assert lines[1].startswith("[::1]:4569" + " " * 35 + "  N       office-a    127.0.0.10:4569")
     assert lines[1].endswith("      60  Registered") and lines[2] == "1 IAX2 registrations."
+
+
+def test_registry_states_through_a_registration() -> None:
+    """Request Sent, then Registered with the perceived address and the granted refresh; a
+    registrar that goes silent: Timeout, no perceived address, refresh back to 60."""
+    from test_protocol_peers import reg_configs
+
+    from iaxgw.gateway.showrows import registry_rows
+
+    ca, cb = reg_configs()
+    ca.general.maxregexpire = ca.general.minregexpire = 90      # office-a grants 90 s
+    p = Pair(ca, cb)
+    assert p.run_until(lambda: p.b.registry()[0].status != "Unregistered", 5)
+    (row,) = registry_rows(p.b.registry())
+    assert (row["state"], row["perceived"], row["refresh"]) == ("Request Sent", None, 60)
+    p.run(2)
+    (row,) = registry_rows(p.b.registry())
+    assert row == {"host": "127.0.0.10:4569", "dnsmgr": False, "username": "office-b",
+                   "perceived": "127.0.0.20:4569", "refresh": 90, "state": "Registered"}
+    p.links[id(p.b)].drop = 1.0                 # nothing of ours reaches the registrar
+    # the refresh at 5/6 of 90 s goes unanswered; its retransmissions give up (then a new
+    # attempt 10 s later is "Request Sent" again, as Asterisk's)
+    assert p.run_until(lambda: p.b.registry()[0].status == "Timeout", 150)
+    (row,) = registry_rows(p.b.registry())
+    assert (row["state"], row["perceived"], row["refresh"]) == ("Timeout", None, 60)
