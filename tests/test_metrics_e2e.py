@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_pcap import _ipv6_loopback
 from test_serve_e2e import _free_udp_port
 
 from iaxgw.gateway.app import GatewayApp, ServeOptions
@@ -241,17 +242,6 @@ def _check_pcap(path: Path, us: tuple[str, int], them: tuple[str, int]) -> None:
     assert iax(them, IAXSubclass.CALLTOKEN) == 3
     assert iax(them, IAXSubclass.ACCEPT) == 3
     assert iax(us, IAXSubclass.HANGUP) == 3       # the load tester ends every call, BUSY too
-
-
-def _ipv6_loopback() -> bool:
-    import socket
-
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("option,host", [

@@ -209,3 +209,64 @@ def test_tshark_marks_last_trunk_entry_without_timestamps_malformed(tmp_path: Pa
                              text=True, timeout=60, check=True).stdout
         verdicts.append("Malformed" in out)
     assert verdicts == [True, False]
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def _free_udp6() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.bind(("::1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_serve_capture_of_a_call_over_ipv6(tmp_path: Path) -> None:
+    """Both sites on ::1: serve's --pcap holds the call's datagrams as IPv6, read back."""
+    import asyncio
+
+    from iaxgw._core.frames import parse_full
+    from iaxgw.gateway.app import GatewayApp, ServeOptions
+
+    b_port, a_port = _free_udp6(), _free_udp6()
+    pcap = tmp_path / "b.pcap"
+
+    async def run() -> None:
+        b = GatewayApp.from_options(ServeOptions(
+            peer="office-a", bind=("::1", b_port), peer_host=("::1", a_port),
+            spool=tmp_path / "sb", pcap=pcap))
+        a = GatewayApp.from_options(ServeOptions(
+            peer="office-b", site="office-a", bind=("::1", a_port), peer_host=("::1", b_port),
+            spool=tmp_path / "sa"))
+        await b.start()
+        await a.start()
+        try:
+            call = a.place_call("office-b", "300", None)
+            assert await asyncio.wait_for(call.wait_answer(), 10) == "answered"
+            await asyncio.sleep(0.3)
+            await call.hangup(31)
+            await asyncio.sleep(0.3)
+        finally:
+            await a.stop()
+            await b.stop()
+
+    asyncio.run(run())
+    assert stat.S_IMODE(os.stat(pcap).st_mode) == 0o600
+    recs = list(read_pcap(pcap))
+    assert recs and all({r.src, r.dst} == {("::1", a_port), ("::1", b_port)} for r in recs)
+    full = [(r.src[1], parse_full(r.payload)) for r in recs if r.payload[:1] >= b"\x80"]
+    iax = [(port, f.subclass) for port, f in full if f.frametype == FrameType.IAX]
+    assert (a_port, IAXSubclass.NEW) in iax and (b_port, IAXSubclass.ACCEPT) in iax
+    hangups = [f for port, f in full if port == a_port and f.frametype == FrameType.IAX
+               and f.subclass == IAXSubclass.HANGUP]
+    assert hangups and hangups[0].payload == bytes([42, 1, 31])      # CAUSECODE 31
