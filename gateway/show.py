@@ -91,8 +91,8 @@ def _status_of(peer: Row) -> tuple[str, int]:
 
 def format_peers(peers: Iterable[Row]) -> str:
     """``iax2 show peers``."""
-    lines = [(_PEERS_HDR % ("Name/Username", "Host", "   ", "Mask", "Port", "   ", "Status",
-                            "Description")).rstrip()]
+    lines = [_PEERS_HDR % ("Name/Username", "Host", "   ", "Mask", "Port", "   ", "Status",
+                           "Description")]
     total = online = offline = unmonitored = 0
     for peer in peers:
         name = _str(peer, "name", "(None)")
@@ -109,7 +109,7 @@ def format_peers(peers: Iterable[Row]) -> str:
             unmonitored += 1
         host = _str(peer, "host", "(null)")
         port = _int(peer, "port", 0) if peer.get("host") else 0
-        lines.append((_PEERS_ROW % (
+        lines.append(_PEERS_ROW % (
             name,
             host,
             "(D)" if peer.get("dynamic") else "(S)",
@@ -119,7 +119,7 @@ def format_peers(peers: Iterable[Row]) -> str:
             "(E)" if peer.get("encryption") else "   ",
             status,
             _str(peer, "description"),
-        )).rstrip())
+        ))      # padded as Asterisk's, trailing spaces included
     lines.append(f"{total} iax2 peers [{online} online, {offline} offline, "
                  f"{unmonitored} unmonitored]")
     return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from iaxgw.sim.labconfig import SEED_SECRET, render_extensions_conf, render_iax_
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(180)]
 
-COMMANDS = [("registry",), ("users",), ("peer", "office-b"), ("peer", "nosuch")]
+COMMANDS = [("registry",), ("users",), ("peer", "office-b"), ("peer", "nosuch"), ("peers",)]
 LOOK_AFTER_S = 1.0
 
 
