@@ -37,7 +37,7 @@ from iaxgw.gateway.model import Entry, IaxConfig
 from iaxgw.gateway.pcap import PcapWriter
 from iaxgw.gateway.safefs import default_spool_dir, private_dir
 from iaxgw.gateway.session import IaxChannel
-from iaxgw.gateway.showrows import peer_detail, registry_rows, user_rows
+from iaxgw.gateway.showrows import encryption_text, peer_detail, registry_rows, user_rows
 
 log = logging.getLogger("iaxgw.serve")
 _T = TypeVar("_T")
@@ -655,7 +655,7 @@ class GatewayApp:
             for p in to_jsonable(self._endpoint.peers()):
                 if p.get("name") == name:
                     live = p
-        return peer_detail(entry, live)
+        return peer_detail(entry, live, self.config.general.shown)
 
     def peer_rows(self) -> list[dict[str, Any]]:
         live: dict[str, dict[str, Any]] = {}
@@ -666,7 +666,7 @@ class GatewayApp:
         for name, entry in self.config.entries.items():
             if not entry.is_peer:
                 continue
-            rows.append(_peer_row(name, entry, live.get(name, {})))
+            rows.append(_peer_row(name, entry, live.get(name, {}), self.config.general.shown))
         return rows
 
     def channel_rows(self) -> list[dict[str, Any]]:
@@ -774,7 +774,8 @@ def _format_name(fmt: Any) -> str:
         return "unknown"
 
 
-def _peer_row(name: str, entry: Entry, live: Mapping[str, Any]) -> dict[str, Any]:
+def _peer_row(name: str, entry: Entry, live: Mapping[str, Any],
+              general_shown: Mapping[str, str]) -> dict[str, Any]:
     addr = live.get("addr")
     if isinstance(addr, list | tuple) and len(addr) == 2:
         host, port = str(addr[0]), int(addr[1])
@@ -790,10 +791,11 @@ def _peer_row(name: str, entry: Entry, live: Mapping[str, Any]) -> dict[str, Any
         "mask": "255.255.255.255",
         "dynamic": bool(live.get("dynamic", entry.dynamic)),
         "trunk": bool(live.get("trunk", entry.trunk)),
-        "encryption": False,
+        "encryption": encryption_text(entry.shown.get(
+            "encryption", general_shown.get("encryption"))) != "No",
         "maxms": entry.qualify,
         "lastms": live.get("rtt_ms"),
-        "description": "",
+        "description": entry.shown.get("description", ""),
     }
     status = live.get("status")
     if isinstance(status, str) and status:

@@ -56,6 +56,11 @@ DEFAULT_MAXMS = 2000
 _TRUE = frozenset({"yes", "true", "y", "t", "1", "on"})
 _FALSE = frozenset({"no", "false", "n", "f", "0", "off"})
 
+#: Of those without effect in iaxgw (below), the ones ``iaxgw show users|peer`` prints as
+#: Asterisk does: kept as written (``Entry.shown``, ``General.shown``).
+SHOWN_OPTIONS = frozenset({"description", "mailbox", "maxcallnumbers",
+                           "encryption", "codecpriority"})
+
 # Options Asterisk accepts that have no effect in iaxgw: no warning.
 _IGNORED_GENERAL = frozenset({
     "language", "bandwidth", "tos", "cos", "jitterbuffer", "forcejitterbuffer", "maxjitterbuffer",
@@ -350,6 +355,8 @@ def _load_general(sec: Section, cfg: IaxConfig) -> None:
         elif n == "register":
             g.registers.append(_parse_register(it))
         elif n in _IGNORED_GENERAL:
+            if n in SHOWN_OPTIONS:
+                g.shown[n] = it.value
             if n == "encryption" and it.value.lower() in _TRUE | {"aes128"}:
                 warn.append(f"{it.source}: encryption is not supported by iaxgw; calls are "
                             "unencrypted")
@@ -444,7 +451,8 @@ def _load_entry(sec: Section, cfg: IaxConfig) -> Entry | None:
         elif n == "callerid":
             e.callerid = it.value or None
         elif n in _IGNORED_ENTRY:
-            pass
+            if n in SHOWN_OPTIONS:
+                e.shown[n] = it.value
         else:
             warn.append(f"{it.source}: unknown option '{it.key}' in [{sec.name}]")
     if contexts:

@@ -68,6 +68,8 @@ class Entry:
     callerid: str | None = None
     source: Source | None = None
     contexts: list[str] = field(default_factory=list)   # every context= line; [0] == context
+    #: options without effect in iaxgw that ``show`` prints as written (config.SHOWN_OPTIONS)
+    shown: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_user(self) -> bool:
@@ -105,6 +107,8 @@ class General:
     registers: list[Register] = field(default_factory=list)
     minregexpire: int = 60
     maxregexpire: int = 60
+    #: as Entry.shown, for [general] (encryption, codecpriority: the entries' defaults)
+    shown: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -1,7 +1,8 @@
 """The rows of ``iaxgw show registry|users|peer NAME`` from the configuration and the live
 endpoint, holding what Asterisk 22's ``iax2 show registry|users|peer`` print (chan_iax2.c);
-``gateway.show`` lays them out.  Options iaxgw does not keep (description, mailbox, parking lot,
-per-peer call number limit, encryption) show as Asterisk shows them unset."""
+``gateway.show`` lays them out.  Options without effect in iaxgw that these commands print
+(description, mailbox, per-peer maxcallnumbers, encryption, codecpriority) are
+kept as written (``Entry.shown``) and shown as Asterisk shows them."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from iaxgw.gateway.peers import QUALIFY_FREQ_NOTOK, QUALIFY_FREQ_OK
 
 #: Asterisk's authmethods bits (IAX_AUTH_PLAINTEXT, _MD5, _RSA)
 _AUTH_BITS = {"plaintext": 1, "md5": 2, "rsa": 4}
+#: what Asterisk's ast_true() takes for yes
+_AST_TRUE = ("yes", "true", "y", "t", "1", "on")
 #: a user's context when it names none (Asterisk: DEFAULT_CONTEXT)
 DEFAULT_CONTEXT = "default"
 
@@ -31,9 +34,32 @@ def user_rows(config: IaxConfig) -> list[dict[str, Any]]:
             "context": entry.contexts[0] if entry.contexts else (entry.context
                                                                   or DEFAULT_CONTEXT),
             "acl": bool(entry.acl),
-            "codec_pref": "Host",
+            "codec_pref": _codec_pref(entry.shown.get("codecpriority",
+                                                      config.general.shown.get("codecpriority"))),
         })
     return rows
+
+
+def _codec_pref(value: str | None) -> str:
+    """Asterisk's "Codec Pref" of ``codecpriority`` (host unless caller, disabled, reqonly)."""
+    return {"caller": "Caller", "disabled": "Disabled", "reqonly": "REQ Only"}.get(
+        (value or "").strip().lower(), "Host")
+
+
+def encryption_text(value: str | None) -> str:
+    """Asterisk's encmethods_to_str of ``encryption`` (aes128 or a true value: both methods)."""
+    v = (value or "").strip().lower()
+    return "(aes128,keyrotate)" if v in ("aes128", *_AST_TRUE) else "No"
+
+
+def _leading_int(value: str | None) -> int:
+    """``sscanf("%hu")`` of ``maxcallnumbers``: its leading digits, 0 when none."""
+    digits = ""
+    for ch in (value or "").strip():
+        if not ch.isdigit():
+            break
+        digits += ch
+    return int(digits) & 0xFFFF if digits else 0
 
 
 def callerid_text(callerid: str | None) -> str:
@@ -50,9 +76,11 @@ def callerid_text(callerid: str | None) -> str:
     return f'"{name}" <{num}>'
 
 
-def peer_detail(entry: Entry, live: Mapping[str, Any]) -> dict[str, Any]:
+def peer_detail(entry: Entry, live: Mapping[str, Any],
+                general_shown: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``iax2 show peer NAME``: the entry and what the endpoint knows of it (``live``: its row
-    of ``Endpoint.peers()``: addr, status, rtt_ms)."""
+    of ``Endpoint.peers()``: addr, status, rtt_ms; ``general_shown``: [general]'s defaults)."""
+    shown = entry.shown
     addr = live.get("addr")
     if isinstance(addr, list | tuple) and len(addr) == 2:
         host, port = str(addr[0]), str(addr[1])
@@ -64,14 +92,17 @@ def peer_detail(entry: Entry, live: Mapping[str, Any]) -> dict[str, Any]:
     tokens = {"yes": "Yes", "auto": "Auto"}.get(str(entry.requirecalltoken or ""), "No")
     return {
         "name": entry.name,
-        "description": "",
+        "description": shown.get("description", ""),
+        "parkinglot": "",            # Asterisk 22 never sets a peer's (only a user's)
+        "mailbox": shown.get("mailbox", ""),
         "secret_set": bool(entry.secrets),
         "context": entry.context or "",
         "dynamic": entry.dynamic,
-        "callnum_limit": 0,
+        "callnum_limit": _leading_int(shown.get("maxcallnumbers")),
         "calltoken": tokens,
         "trunk": entry.trunk,
-        "encryption": "No",
+        "encryption": encryption_text(shown.get("encryption",
+                                            (general_shown or {}).get("encryption"))),
         "callerid": callerid_text(entry.callerid),
         "expire": -1,
         "acl": bool(entry.acl),

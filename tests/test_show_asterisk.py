@@ -20,13 +20,19 @@ COMMANDS = [("registry",), ("users",), ("peer", "office-b"), ("peer", "nosuch"),
 LOOK_AFTER_S = 1.0
 
 
-def _config() -> Any:
+#: options iaxgw gives no effect but shows as Asterisk does
+SHOWN_ONLY = ("description = Office B, Lyon", "mailbox = 1234@default", "parkinglot = lot2",
+              "maxcallnumbers = 100", "encryption = yes", "codecpriority = caller",
+              'callerid = "Office B" <300>')
+
+
+def _config(extra_peer: tuple[str, ...] = ()) -> Any:
     return seed_site("office-a", extra_general=(
-        f"register => office-a:{SEED_SECRET}@127.0.0.20",))
+        f"register => office-a:{SEED_SECRET}@127.0.0.20",), extra_peer=extra_peer)
 
 
-def _asterisk_outputs(lab: Any) -> dict[tuple[str, ...], str]:
-    inst = lab.instance("office-a", _config()).start()
+def _asterisk_outputs(lab: Any, cfg: Any) -> dict[tuple[str, ...], str]:
+    inst = lab.instance("office-a", cfg).start()
     try:
         started = time.monotonic()
         time.sleep(max(0.0, LOOK_AFTER_S - (time.monotonic() - started)))
@@ -35,10 +41,9 @@ def _asterisk_outputs(lab: Any) -> dict[tuple[str, ...], str]:
         inst.stop()
 
 
-def _iaxgw_outputs(tmp_path: Path) -> dict[tuple[str, ...], str]:
+def _iaxgw_outputs(tmp_path: Path, cfg: Any) -> dict[tuple[str, ...], str]:
     conf = tmp_path / "office-a"
     conf.mkdir()
-    cfg = _config()
     (conf / "iax.conf").write_text(render_iax_conf(cfg))
     (conf / "extensions.conf").write_text(render_extensions_conf(cfg))
     sock = str(tmp_path / "serve.sock")
@@ -66,9 +71,11 @@ def _iaxgw_outputs(tmp_path: Path) -> dict[tuple[str, ...], str]:
         proc.communicate(timeout=10)
 
 
-def test_show_registry_users_peer_byte_for_byte(lab: Any, tmp_path: Path) -> None:
-    theirs = _asterisk_outputs(lab)
-    ours = _iaxgw_outputs(tmp_path)
+@pytest.mark.parametrize("extra_peer", [(), SHOWN_ONLY], ids=["seed", "shown-only-options"])
+def test_show_registry_users_peer_byte_for_byte(lab: Any, tmp_path: Path,
+                                                extra_peer: tuple[str, ...]) -> None:
+    theirs = _asterisk_outputs(lab, _config(extra_peer))
+    ours = _iaxgw_outputs(tmp_path, _config(extra_peer))
     for cmd in COMMANDS:
         print(f"--- iax2 show {' '.join(cmd)} (Asterisk 22)\n{theirs[cmd]!r}")
         print(f"--- iaxgw show {' '.join(cmd)}\n{ours[cmd]!r}")
