@@ -93,6 +93,12 @@ def _row_of(text: str, peer_ip: str) -> str:
     return rows[0]
 
 
+def _net_row(text: str, prefix: str) -> str:
+    rows = [line for line in text.splitlines() if line.startswith(prefix)]
+    assert len(rows) == 1, text
+    return rows[0]
+
+
 def test_channels_first_last_message_and_username_mirror_asterisk(lab: Any,
                                                                   tmp_path: Path) -> None:
     """office-a (the lab's Asterisk) calls iaxgw's echo: Asterisk's row says Tx:NEW first and
@@ -108,7 +114,10 @@ def test_channels_first_last_message_and_username_mirror_asterisk(lab: Any,
             time.sleep(1.0)
             theirs = _row_of(inst.cli("iax2 show channels"), "127.0.0.20")
             ours = _row_of(gw.show("channels"), "127.0.0.10")
+            t_net = _net_row(inst.cli("iax2 show netstats"), "IAX2/office-b")
+            o_net = _net_row(gw.show("netstats"), "IAX2/office-a")
             print(f"office-a: {theirs!r}\niaxgw:    {ours!r}")
+            print(f"office-a: {t_net!r}\niaxgw:    {o_net!r}")
             inst.hangup_all()
     finally:
         inst.stop()
@@ -121,6 +130,10 @@ def test_channels_first_last_message_and_username_mirror_asterisk(lab: Any,
     # the same layout: FirstMsg and LastMsg start in the same column, both padded to 7
     assert theirs.index(t_cols[-2]) == ours.index(o_cols[-2])
     assert len(theirs) == len(ours)
+    # netstats: the same FirstMsg, mirrored, in the same column
+    t_first, o_first = t_net.split()[-2], o_net.split()[-2]
+    assert (t_first, o_first) == ("Tx:NEW", "Rx:NEW")
+    assert t_net.index(t_first) == o_net.index(o_first)
     # call numbers mirrored; Lag (the peer's report delay), Jitter and JitBuf (no jitter
     # buffer on either side) and Format the same
     assert o_cols[3] == "/".join(reversed(t_cols[3].split("/")))
