@@ -143,7 +143,8 @@ def test_serve_metrics_count_the_calls_placed(tmp_path: Path) -> None:
 _NETS = itertools.cycle(random.Random(os.getpid() + 23).sample(range(100, 250), 150))
 
 
-def test_loadtest_metrics_scraped_while_it_runs(tmp_path: Path) -> None:
+def test_loadtest_metrics_scraped_while_it_runs(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
     """3 calls to serve's echo (300), Milliwatt (301) and Busy (302): scraped over HTTP while
     the two answered calls are up, then the histograms against the run's own records; the
     run's --pcap holds its calls."""
@@ -165,6 +166,8 @@ def test_loadtest_metrics_scraped_while_it_runs(tmp_path: Path) -> None:
     serve = ServeProcess(b_dir, tmp_path)
     serve.start()
 
+    runner_url: list[str | None] = []
+
     async def main() -> tuple[Any, dict[str, float], dict[str, float]]:
         runner = LoadRunner(opts, load_target(opts))
         task = asyncio.ensure_future(runner.run())
@@ -179,6 +182,7 @@ def test_loadtest_metrics_scraped_while_it_runs(tmp_path: Path) -> None:
                 break
         res = await task
         assert runner.prom is not None
+        runner_url.append(runner.prom.url)
         after = {}
         for line in runner.prom.metrics.render().decode().splitlines():
             if line and not line.startswith("#"):
@@ -189,8 +193,12 @@ def test_loadtest_metrics_scraped_while_it_runs(tmp_path: Path) -> None:
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
             res, live, after = r.run(main())
+        url = runner_url[0]
     finally:
         serve.stop()
+    # the address it bound (port 0 asked), said on stderr at the start
+    assert url is not None and not url.endswith(":0/metrics")
+    assert f"iaxgw loadtest: metrics on {url}\n" in capsys.readouterr().err
     assert len(res.records) == 3
     busy = [rec for rec in res.records if rec.outcome == "BUSY"]
     assert len(busy) == 1
