@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from helpers_pair import Pair, answered_call, seed_configs
 
 from iaxgw.gateway.calls import MSG_TX, msg_text
@@ -93,3 +96,38 @@ def test_registry_states_through_a_registration() -> None:
     assert p.run_until(lambda: p.b.registry()[0].status == "Timeout", 150)
     (row,) = registry_rows(p.b.registry())
     assert (row["state"], row["perceived"], row["refresh"]) == ("Timeout", None, 60)
+
+
+def test_stats_name_each_figure_once(tmp_path: Path) -> None:
+    """``show stats``: no figure under two names (the endpoint's calls_active and trunk datagram
+    counts live in their groups only); the outstanding frames are the unacknowledged ones: the
+    POKE to a peer that does not answer."""
+    import asyncio
+
+    from test_serve_e2e import _free_udp_port
+
+    from iaxgw.gateway.app import GatewayApp, ServeOptions
+    from iaxgw.gateway.show import format_show
+
+    port = _free_udp_port("127.0.0.20")
+
+    async def run() -> dict[str, Any]:
+        app = GatewayApp.from_options(ServeOptions(
+            peer="office-a", bind=("127.0.0.20", port), peer_host=("127.0.0.10", 9),
+            spool=tmp_path / "spool"))
+        await app.start()
+        try:
+            await asyncio.sleep(0.2)
+            return dict(app.introspect("stats"))
+        finally:
+            await app.stop()
+
+    stats = asyncio.run(run())
+    assert "calls_active" not in stats and "trunk_datagrams_out" not in stats
+    assert stats["calls"]["active"] == 0 and stats["trunk"]["datagrams_out"] == 0
+    assert stats["outstanding"] == {"total": 1, "ingress": 0, "egress": 1}
+    assert stats["transmit_queue"] == {"dead": 0, "final": 0, "total": 1}
+    text = format_show("stats", stats)
+    assert "Outstanding frames: 1 (0 ingress, 1 egress)" in text
+    names = [line.split()[0] for line in text.splitlines()[6:] if line.strip()]
+    assert len(names) == len(set(names)) and "pokes_sent" in names
