@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from iaxgw.gateway.serve_cli import IMPAIR_HELP, impair_cb
+from iaxgw.gateway.serve_cli import IMPAIR_HELP, impair_cb, metrics_addr_cb, pick_metrics_addr
 from iaxgw.sim.loadtest_plan import (
     LoadtestOptions,
     PlanError,
@@ -111,6 +111,16 @@ def common_options(f: F) -> F:
                      help="Seconds from NEW to ANSWER before a call counts as TIMEOUT."),
         click.option("--seed", type=int, default=1, show_default=True,
                      help="Random seed for MIN-MAX durations."),
+        click.option("--metrics-port", "metrics_port", type=click.IntRange(0, 65535),
+                     default=None, metavar="N",
+                     help="Serve the run's Prometheus metrics on 127.0.0.1:N (0 = any free "
+                          "port)."),
+        click.option("--metrics-addr", "metrics_addr", callback=metrics_addr_cb, default=None,
+                     metavar="HOST:PORT",
+                     help="Serve the run's Prometheus metrics on HOST:PORT (port 0 = any)."),
+        click.option("--pcap", "pcap", type=click.Path(dir_okay=False, path_type=Path),
+                     default=None, metavar="FILE",
+                     help="Write every datagram sent and received to this pcap file (0600)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -152,6 +162,8 @@ def role_options(f: F) -> F:
 def build_options(**kw: Any) -> LoadtestOptions:
     """CLI keyword arguments -> checked :class:`LoadtestOptions` (``click.UsageError`` if bad)."""
     opts = LoadtestOptions()
+    kw["metrics_addr"] = pick_metrics_addr(kw.pop("metrics_port", None),
+                                           kw.get("metrics_addr"))
     for key, value in kw.items():
         if value is None:
             continue

@@ -142,6 +142,8 @@ class LoadtestOptions:
     quiet: bool = False
     json_out: bool = False
     live: bool = True                     # rich live screen (off with quiet/json or no tty)
+    metrics_addr: tuple[str, int] | None = None   # --metrics-addr/--metrics-port; port 0 = any
+    pcap: Path | None = None              # --pcap: every datagram sent and received
     warnings: list[str] = field(default_factory=list)
 
     @property
