@@ -674,7 +674,7 @@ class GatewayApp:
         for name, entry in self.config.entries.items():
             if not entry.is_peer:
                 continue
-            rows.append(_peer_row(name, entry, live.get(name, {}), self.config.general.shown))
+            rows.append(_peer_row(name, entry, live.get(name, {})))
         return rows
 
     def channel_rows(self) -> list[dict[str, Any]]:
@@ -782,8 +782,7 @@ def _format_name(fmt: Any) -> str:
         return "unknown"
 
 
-def _peer_row(name: str, entry: Entry, live: Mapping[str, Any],
-              general_shown: Mapping[str, str]) -> dict[str, Any]:
+def _peer_row(name: str, entry: Entry, live: Mapping[str, Any]) -> dict[str, Any]:
     addr = live.get("addr")
     if isinstance(addr, list | tuple) and len(addr) == 2:
         host, port = str(addr[0]), int(addr[1])
