@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from iaxgw.gateway import events as ev
-from iaxgw.gateway.control import ControlError, ControlServer, to_jsonable
+from iaxgw.gateway.channel import Channel
+from iaxgw.gateway.control import CommandRefused, ControlError, ControlServer, to_jsonable
 from iaxgw.gateway.framelog import describe
 from iaxgw.gateway.metrics import Metrics
 from iaxgw.gateway.model import Entry, IaxConfig
+from iaxgw.gateway.originate import Originator, PhoneChannel
 from iaxgw.gateway.pcap import PcapWriter
 from iaxgw.gateway.safefs import default_spool_dir, private_dir
 from iaxgw.gateway.session import IaxChannel
@@ -240,6 +242,9 @@ class GatewayApp:
         self._stopping = False
         self._started = False
         self._stop_event: asyncio.Event | None = None
+        self._stop_asked: asyncio.Event | None = None     # `iaxgw ctl stop`
+        #: calls placed on demand (`iaxgw ctl originate`) from emulated local phones
+        self.originator = Originator(self, site.dialplan, self._run_dialplan)
         self.ticks = 0
         self.late_ticks = 0
 
@@ -249,6 +254,17 @@ class GatewayApp:
         return cls(site, peer=opts.peer, pcap=opts.pcap, metrics_port=opts.metrics_port,
                    debug_frames=opts.debug_frames, control=opts.control, spool=opts.spool,
                    role_name=opts.site, impair=opts.impair)
+
+    @classmethod
+    def viewer(cls, config: IaxConfig, endpoint: Any, *, peer: str, role_name: str,
+               bind: Addr) -> GatewayApp:
+        """An app never started that shows another owner's running ``endpoint`` (a load
+        test's) with serve's own ``introspect`` rows: ``iaxgw show`` reads both alike."""
+        site = Site(config=config, dialplan=None, phones=None, bind=bind, config_dir=Path("."))
+        app = cls(site, peer=peer, role_name=role_name)
+        app._endpoint = endpoint
+        app.local_addr = bind
+        return app
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -260,6 +276,7 @@ class GatewayApp:
         open_endpoint = self._open_endpoint or open_server_endpoint
         loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
+        self._stop_asked = asyncio.Event()
         try:
             private_dir(self.spool_dir)
         except OSError as exc:
@@ -313,6 +330,7 @@ class GatewayApp:
         if self._stopping:
             return
         self._stopping = True
+        await self.originator.stop()
         if self._endpoint is not None:
             for session in list(self.sessions.values()):
                 if not session.hungup:
@@ -381,12 +399,12 @@ class GatewayApp:
         try:
             if not self._started:
                 await self.start()
-            assert self._stop_event is not None
-            waiter = asyncio.ensure_future(stop.wait())
-            ended = asyncio.ensure_future(self._stop_event.wait())
-            await asyncio.wait({waiter, ended}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            ended.cancel()
+            assert self._stop_event is not None and self._stop_asked is not None
+            waits = {asyncio.ensure_future(e.wait())
+                     for e in (stop, self._stop_event, self._stop_asked)}
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
             log.info("stopping: hanging up %d call(s)", len(self.sessions))
             await self.stop()
         finally:
@@ -465,7 +483,7 @@ class GatewayApp:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_dialplan(self, session: IaxChannel) -> None:
+    async def _run_dialplan(self, session: IaxChannel | PhoneChannel) -> None:
         from iaxgw.gateway.dialplan import run
 
         try:
@@ -483,7 +501,7 @@ class GatewayApp:
     def _dialplan_kwargs(self) -> dict[str, Any]:
         return {"phones": self.site.phones, "spool_dir": self.spool_dir}
 
-    def place_call(self, peer: str, exten: str, caller: IaxChannel | None) -> IaxChannel:
+    def place_call(self, peer: str, exten: str, caller: Channel | None) -> IaxChannel:
         entry = self.config.peer(peer)
         if entry is None:
             raise KeyError(f"no peer {peer!r} in iax.conf")
@@ -632,6 +650,24 @@ class GatewayApp:
             return self.netstat_rows()
         if cmd == "stats":
             return self.stats_dict()
+        return self.operate(cmd, request or {})
+
+    def operate(self, cmd: str, request: Mapping[str, Any]) -> Any:
+        """What ``iaxgw ctl`` asks of a serve: ``originate`` (and its status), ``stop``; a load
+        test's rate/pause/resume are refused with the reason."""
+        if cmd == "originate":
+            return self.originator.originate(request)
+        if cmd == "originate_status":
+            return self.originator.status(request)
+        if cmd == "stop":
+            if self._stop_asked is not None:
+                self._stop_asked.set()
+            log.info("stop asked over the control socket")
+            return {"stopping": True, "calls": len(self.sessions)}
+        if cmd in ("rate", "pause", "resume"):
+            raise CommandRefused(f"`{cmd}` drives a load test (`iaxgw loadtest --control "
+                                 "PATH`); iaxgw serve places no load: it takes originate and "
+                                 "stop")
         raise KeyError(cmd)
 
     def peer_rows(self) -> list[dict[str, Any]]:

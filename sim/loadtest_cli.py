@@ -162,11 +162,20 @@ def build_options(**kw: Any) -> LoadtestOptions:
         opts.live = False
     if opts.quiet:
         opts.live = False
+    opts.keys = _stdin_is_terminal()
     try:
         opts.check()
     except PlanError as exc:
         raise click.UsageError(str(exc)) from None
     return opts
+
+
+def _stdin_is_terminal() -> bool:
+    """The hot keys (+ - * / p q) are read only from a terminal."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, OSError):
+        return False
 
 
 EXIT_HELP = ("Exit codes: 0 pass; 1 failed calls, audio not verified or a target not "
@@ -200,6 +209,11 @@ def _guarded(run: Callable[[], int]) -> int:
 @click.command("loadtest", epilog=EXIT_HELP)
 @common_options
 @role_options
+@click.option("--control", "control", type=click.Path(dir_okay=False), default=None,
+              metavar="PATH",
+              help="Open a control socket here while the run goes: `iaxgw show ... --control "
+                   "PATH` and `iaxgw ctl --control PATH rate N|pause|resume|stop`.  [default: "
+                   "none]")
 def loadtest(**kw: Any) -> None:
     """Place many concurrent IAX2 calls at a peer and measure them (exit 0 = all good)."""
     from iaxgw.sim.loadtest import run_loadtest

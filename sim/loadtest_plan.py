@@ -142,6 +142,8 @@ class LoadtestOptions:
     quiet: bool = False
     json_out: bool = False
     live: bool = True                     # rich live screen (off with quiet/json or no tty)
+    control: str | None = None            # control socket path (iaxgw show / iaxgw ctl)
+    keys: bool = False                    # hot keys on the terminal (stdin a TTY)
     warnings: list[str] = field(default_factory=list)
 
     @property
