@@ -136,9 +136,10 @@ def serve(peer: str, config_dir: Path | None, bind: tuple[str, int] | None,
 @click.argument("what", type=click.Choice(["peers", "channels", "netstats", "stats"]))
 @click.option("--json", "as_json", is_flag=True, help="Print the raw data as JSON.")
 @click.option("--control", "control", type=click.Path(dir_okay=False), default=None,
-              metavar="PATH", help="Control socket of the running `iaxgw serve`.")
+              metavar="PATH", help="Control socket of the running `iaxgw serve` (or of "
+                                   "`iaxgw loadtest --control PATH`).")
 def show(what: str, as_json: bool, control: str | None) -> None:
-    """Show peers, channels, netstats or stats of a running `iaxgw serve`."""
+    """Show peers, channels, netstats or stats of a running `iaxgw serve` or load test."""
     path = control or default_control_path()
     try:
         data = query(path, what)

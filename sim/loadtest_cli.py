@@ -111,6 +111,11 @@ def common_options(f: F) -> F:
                      help="Seconds from NEW to ANSWER before a call counts as TIMEOUT."),
         click.option("--seed", type=int, default=1, show_default=True,
                      help="Random seed for MIN-MAX durations."),
+        click.option("--control", "control", type=click.Path(dir_okay=False), default=None,
+                     metavar="PATH",
+                     help="Open a control socket here while the run goes: `iaxgw show ... "
+                          "--control PATH` and `iaxgw ctl --control PATH rate N|pause|resume|"
+                          "stop`.  [default: none]"),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -209,11 +214,6 @@ def _guarded(run: Callable[[], int]) -> int:
 @click.command("loadtest", epilog=EXIT_HELP)
 @common_options
 @role_options
-@click.option("--control", "control", type=click.Path(dir_okay=False), default=None,
-              metavar="PATH",
-              help="Open a control socket here while the run goes: `iaxgw show ... --control "
-                   "PATH` and `iaxgw ctl --control PATH rate N|pause|resume|stop`.  [default: "
-                   "none]")
 def loadtest(**kw: Any) -> None:
     """Place many concurrent IAX2 calls at a peer and measure them (exit 0 = all good)."""
     from iaxgw.sim.loadtest import run_loadtest

@@ -114,6 +114,9 @@ def test_originate_to_milliwatt_and_busy(sites: dict[str, Any]) -> None:
     assert code == 0, out                          # answered and audio came back ...
     assert s is not None and s["frames_heard"] >= 80
     assert s["heard_own_tone"] == 0                # ... not ours: the far end's Milliwatt
+    code, s, out = _originate(sites["b"].control, "201", "--media", "echo", "--duration", "2")
+    assert code == 0 and s is not None, out        # a phone that says what it hears
+    assert s["heard_own_tone"] is None and s["frames_heard"] >= 80
     code, s, out = _originate(sites["b"].control, "202", "--duration", "2")
     assert code == 1 and s is not None
     assert not s["answered"] and s["dialstatus"] == "BUSY"

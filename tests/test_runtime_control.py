@@ -335,3 +335,10 @@ def test_ctl_without_a_running_load_test(tmp_path: Path) -> None:
         query(str(tmp_path / "none.sock"), "rate", rate=2)
     r = CliRunner().invoke(main, ["ctl", "--control", str(tmp_path / "x.sock"), "rate", "0"])
     assert r.exit_code == 2
+
+
+def test_lab_takes_control_too() -> None:
+    r = CliRunner().invoke(main, ["lab", "--help"])
+    assert r.exit_code == 0 and "--control PATH" in r.output
+    r = CliRunner().invoke(main, ["loadtest", "--help"])
+    assert "--control PATH" in r.output and "`iaxgw ctl" in r.output
