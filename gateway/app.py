@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from iaxgw.gateway import events as ev
 from iaxgw.gateway.channel import Channel
@@ -48,6 +48,23 @@ TICK = 0.020                # media pacing: one 20 ms voice frame per call per t
 STOP_GRACE = 2.0            # s to wait for the HANGUPs to be acknowledged on stop
 DIALPLAN_GRACE = 2.0        # s a dialplan may run on after its call ended (h extension)
 DEFAULT_SITE = "office-b"
+
+
+class Guest(Protocol):
+    """Calls of another owner on our endpoint (a load test run through this serve): their
+    events and media go to it, not to the dialplan."""
+
+    def owns(self, callno: int) -> bool: ...
+
+    def handle_event(self, event: ev.Event) -> None: ...
+
+    def handle_media(self, callno: int, ts: int, payload: bytes, now: float) -> None: ...
+
+    def shutdown(self) -> None:
+        """The serve stops: end the guest's calls now."""
+
+
+CommandHook = Callable[[str, Mapping[str, Any]], Any]
 
 
 class StartError(Exception):
@@ -245,6 +262,9 @@ class GatewayApp:
         self._stop_asked: asyncio.Event | None = None     # `iaxgw ctl stop`
         #: calls placed on demand (`iaxgw ctl originate`) from emulated local phones
         self.originator = Originator(self, site.dialplan, self._run_dialplan)
+        self.guest: Guest | None = None
+        #: more control commands (a hook raises KeyError for a command not its own)
+        self.command_hooks: list[CommandHook] = []
         self.ticks = 0
         self.late_ticks = 0
 
@@ -330,6 +350,8 @@ class GatewayApp:
         if self._stopping:
             return
         self._stopping = True
+        if self.guest is not None:
+            self.guest.shutdown()
         await self.originator.stop()
         if self._endpoint is not None:
             for session in list(self.sessions.values()):
@@ -431,7 +453,16 @@ class GatewayApp:
         if self.debug_frames and frame_log.isEnabledFor(logging.DEBUG):
             frame_log.debug("%s", describe("tx" if d == "out" else "rx", data, addr))
 
+    @property
+    def datagram_server(self) -> Any:
+        """The protocol core's datagram server under our endpoint (a guest drives it too)."""
+        return getattr(self._server, "raw", self._server)
+
     def _on_media(self, callno: int, ts: int, payload: bytes, now: float) -> None:
+        guest = self.guest
+        if guest is not None and guest.owns(callno):
+            guest.handle_media(callno, ts, payload, now)
+            return
         # immediate echo (Echo.immediate): queued for one send after this receive batch, not
         # re-entering the endpoint from inside its media sink
         if callno in self._echo_calls:
@@ -445,6 +476,10 @@ class GatewayApp:
             session.voice(bytes(payload), ts)
 
     def _on_event(self, event: ev.Event) -> None:
+        guest = self.guest
+        if guest is not None and guest.owns(getattr(event, "callno", -1)):
+            guest.handle_event(event)
+            return
         if isinstance(event, ev.IncomingCall):
             self._incoming(event)
         elif isinstance(event, ev.CallProgress):
@@ -655,6 +690,9 @@ class GatewayApp:
     def operate(self, cmd: str, request: Mapping[str, Any]) -> Any:
         """What ``iaxgw ctl`` asks of a serve: ``originate`` (and its status), ``stop``; a load
         test's rate/pause/resume are refused with the reason."""
+        for hook in self.command_hooks:
+            with contextlib.suppress(KeyError):
+                return hook(cmd, request)
         if cmd == "originate":
             return self.originator.originate(request)
         if cmd == "originate_status":
@@ -921,6 +959,7 @@ class _ServerAdapter:
 
     def __init__(self, server: Any, events: list[ev.Event]) -> None:
         self._server = server
+        self.raw = server
         self.endpoint = server.endpoint
         self._handler: Callable[[ev.Event], None] | None = None
         self._early = events

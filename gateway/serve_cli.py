@@ -111,6 +111,10 @@ def serve(peer: str, config_dir: Path | None, bind: tuple[str, int] | None,
     except StartError as exc:
         _fail("serve", str(exc))
         return
+    from iaxgw.sim.loadtest_through import LoadtestHost
+
+    # `iaxgw loadtest --through PATH`: load tests placed from this serve's own endpoint
+    app.command_hooks.append(LoadtestHost(app).handle)
     if debug_frames:
         logging.getLogger("iaxgw.frames").setLevel(logging.DEBUG)
         if not logging.getLogger().handlers:

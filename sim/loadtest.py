@@ -348,8 +348,10 @@ class LoadRunner:
 
     def __init__(self, opts: LoadtestOptions, target: Target, *,
                  clock: Callable[[], float] = time.monotonic,
-                 screen: Any = None, impair: Any = None) -> None:
+                 screen: Any = None, impair: Any = None, attach: Any = None) -> None:
         self.opts = opts
+        #: through a running serve: its endpoint (``loadtest_through.Attachment``), else None
+        self.attach = attach
         self.impairment: Any = None      # --impair: gateway.impair.Impairment on our socket
         if impair is not None:
             from iaxgw.gateway.impair import Impairment
@@ -366,6 +368,7 @@ class LoadRunner:
         self.plan = plan_calls(opts)
         self.budget = CallnoBudget(opts.callno_budget)
         self.calls: dict[int, LiveCall] = {}          # our call number -> call
+        self.placed_callnos: set[int] = set()         # every call number we placed
         self.by_index: dict[int, LiveCall] = {}       # live calls only
         self.window = AuthWindow(opts.max_pending)     # auth slots at the target
         self.waited: dict[str, float] = {}              # cap -> seconds the scheduler waited
@@ -460,10 +463,15 @@ class LoadRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._done.wait(), min(deadline - now, 1.0))
 
-    async def run(self) -> LoadtestResult:
+    async def _open_endpoint(self) -> None:
+        """Our own UDP endpoint; or, through a running serve (``attach``), serve's: its
+        events, media and datagram counts of our calls are routed to us."""
         from iaxgw.gateway.server import open_endpoint
 
-        loop = asyncio.get_running_loop()
+        if self.attach is not None:
+            self._server = self.attach.server
+            self.attach.route(self)
+            return
         t = self.target
         try:
             self._server = await open_endpoint(t.config, t.bind, role_name=t.role,
@@ -475,19 +483,46 @@ class LoadRunner:
         except OSError as exc:
             raise CannotRunError(f"cannot bind {t.bind[0]}:{t.bind[1]}: "
                                  f"{exc.strerror or exc}; {bind_hint(t.bind, t.role)}") from None
+        self._server.endpoint.set_media_sink(self._on_media)
+
+    async def _close_endpoint(self) -> None:
+        if self.attach is not None:
+            self.attach.unroute(self)
+            return
+        with contextlib.suppress(Exception):
+            res = self._server.close()
+            if asyncio.iscoroutine(res):
+                await res
+
+    def owns(self, callno: int) -> bool:
+        """``callno`` is one of our calls (through a serve: its events come to us)."""
+        return callno in self.calls
+
+    def handle_event(self, event: ev.Event) -> None:
+        self._on_event(event)
+
+    def handle_media(self, callno: int, ts: int, payload: bytes, now: float) -> None:
+        self._on_media(callno, ts, payload, now)
+
+    def shutdown(self) -> None:
+        """The serve we run through stops: a graceful stop of ours, at once."""
+        self.control.stop("serve")
+
+    async def run(self) -> LoadtestResult:
+        loop = asyncio.get_running_loop()
+        await self._open_endpoint()
         self._ep = self._server.endpoint
         self._now = loop.time
         # exact arrival times are on time.monotonic(): usable only when that is our clock
         self._rx_exact = (bool(getattr(self._server, "rx_time_exact", False))
                           and self.clock is time.monotonic)
-        self._ep.set_media_sink(self._on_media)
         # reads may wait for the media tick only where the kernel stamps arrival times
         self._hold = (getattr(self._server.transport, "hold_reads", None)
                       if self._rx_exact else None)
         self._rcvbuf_errors0 = udp_rcvbuf_errors()
         await self._open_controls(loop)
         installed = []
-        for s in (signal.SIGINT, signal.SIGTERM):
+        for s in (signal.SIGINT, signal.SIGTERM) if self.attach is None else ():
             try:
                 loop.add_signal_handler(s, self._interrupt, int(s))
                 installed.append(s)
@@ -500,7 +535,8 @@ class LoadRunner:
                 self.stats.on_row = stream.write
             except OSError as exc:
                 self.notes.append(f"timeseries.csv not written while the run goes: {exc}")
-        self.gc.start()
+        if self.attach is None:       # a process-wide pacer: not inside a serve
+            self.gc.start()
         tasks = [loop.create_task(self._scheduler(), name="loadtest-scheduler"),
                  loop.create_task(self._ticker(), name="loadtest-media")]
         if self.screen is not None:
@@ -525,10 +561,7 @@ class LoadRunner:
             if self.screen is not None:
                 self.screen.stop()
             await self._linger()
-            with contextlib.suppress(Exception):
-                res = self._server.close()
-                if asyncio.iscoroutine(res):
-                    await res
+            await self._close_endpoint()
             self.gc.stop()
             self.stats.on_row = None
             if stream is not None:
@@ -717,7 +750,9 @@ class LoadRunner:
             try:
                 live = [c for c in self._ep.channels()
                         if str(_get(c, "state", "")).lower() not in ("", "dead", "ended",
-                                                                     "closed", "done")]
+                                                                     "closed", "done")
+                        and (self.attach is None
+                             or int(_get(c, "local_callno", -1)) in self.placed_callnos)]
             except Exception:
                 return
             if not live:
@@ -770,7 +805,7 @@ class LoadRunner:
         if self._done.is_set():
             return
         self.stopped_early = self.started_attempts < len(self.plan)
-        what = "`iaxgw ctl stop`" if by == "ctl" else "the q key"
+        what = {"ctl": "`iaxgw ctl stop`", "key": "the q key"}.get(by, f"the {by} stopping")
         self.notes.append(f"stopped by {what} after {self.clock() - self.t0:.1f} s and "
                           f"{self.started_attempts} of {len(self.plan)} attempts: the calls up "
                           f"were hung up; {self.pending} call(s) still in setup counted as in "
@@ -860,6 +895,7 @@ class LoadRunner:
             return
         self._flush()
         call.callno = int(callno)
+        self.placed_callnos.add(call.callno)
         self.stats.set_call_id(planned.index, call.callno, None, planned.exten)
         stats.tx.callno = call.callno
         if self._rx_exact:

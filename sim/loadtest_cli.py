@@ -214,13 +214,40 @@ def _guarded(run: Callable[[], int]) -> int:
 @click.command("loadtest", epilog=EXIT_HELP)
 @common_options
 @role_options
-def loadtest(**kw: Any) -> None:
+@click.option("--through", "through", type=click.Path(dir_okay=False), default=None,
+              metavar="PATH",
+              help="Run through the running `iaxgw serve` whose control socket is PATH: its "
+                   "endpoint, address and peer place the calls while it goes on answering.")
+def loadtest(through: str | None = None, **kw: Any) -> None:
     """Place many concurrent IAX2 calls at a peer and measure them (exit 0 = all good)."""
     from iaxgw.sim.loadtest import run_loadtest
 
     impair = kw.pop("impair", None)
+    if through is not None:
+        _through_usage(kw, impair)
     opts = build_options(**kw)
+    if through is not None:
+        from iaxgw.sim.loadtest_through import run_through
+
+        sys.exit(_guarded(lambda: run_through(through, opts)))
     sys.exit(_guarded(lambda: run_loadtest(opts, impair=impair).exit_code))
+
+
+#: what a run through a serve cannot take (the serve's own site, endpoint and socket)
+THROUGH_EXCLUDES = (*ROLE_OPTIONS, "trunk", "trunktimestamps", "control")
+
+
+def _through_usage(kw: dict[str, Any], impair: Any) -> None:
+    given = [k for k in THROUGH_EXCLUDES if kw.get(k) is not None]
+    if impair is not None:
+        given.append("impair")
+    if kw.get("mode") == "hairpin":
+        given.append("mode hairpin")
+    if given:
+        names = ", ".join("--" + ("config" if k == "config_dir" else k.replace("_", "-"))
+                          for k in given)
+        raise click.UsageError(f"{names}: a load test --through a serve uses the serve's own "
+                               "site, peer, address, trunk and socket (give them to serve)")
 
 
 def lab_main(*, asterisk: bool = False, **kw: Any) -> int:

@@ -10,12 +10,15 @@ import json
 import math
 import os
 import random
+import subprocess
+import sys
 import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from click.testing import CliRunner
 from test_loadtest import _site_dir
@@ -25,6 +28,7 @@ from iaxgw.gateway.cli import main
 from iaxgw.gateway.control import query
 from iaxgw.gateway.originate import PHONE_TONE_HZ, phone_payloads
 from iaxgw.sim.loadtest_lab import ServeProcess
+from iaxgw.sim.report import summary_schema
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -179,3 +183,66 @@ def test_serve_stop_hangs_up_an_originated_call(sites: dict[str, Any],
     while query(sites["a"].control, "channels") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert query(sites["a"].control, "channels") == []
+
+
+# --- a load test through the running serve --------------------------------------------------
+
+
+def test_loadtest_through_serve_while_it_answers(sites: dict[str, Any], tmp_path: Path) -> None:
+    """office-b places a load test from its own endpoint and address while office-a's call
+    into office-b's echo is up: both directions on one socket, the same report files."""
+    report = tmp_path / "rep"
+    b_sock, a_sock = sites["b"].control, sites["a"].control
+    into_b = subprocess.Popen([sys.executable, "-m", "iaxgw.gateway.cli", "ctl", "--control",
+                               a_sock, "originate", "300", "--duration", "8", "--json"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lt = subprocess.Popen([sys.executable, "-m", "iaxgw.gateway.cli", "loadtest", "--through",
+                           b_sock, "-l", "3", "-m", "6", "-r", "5", "-d", "3", "--report",
+                           str(report), "--json"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        directions: set[str] = set()
+        rate_sent = False
+        deadline = time.monotonic() + 20
+        while lt.poll() is None and time.monotonic() < deadline:
+            chans = query(b_sock, "channels")
+            directions |= {c["direction"] for c in chans}
+            if not rate_sent and any(c["direction"] == "out" for c in chans):
+                # while it runs, the serve's socket drives the load test
+                assert query(b_sock, "rate", rate=6)["rate_cps"] == 6
+                rate_sent = True
+            time.sleep(0.1)
+        out, err = lt.communicate(timeout=40)
+        orig_out, orig_err = into_b.communicate(timeout=30)
+    finally:
+        for p in (lt, into_b):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert directions == {"in", "out"}                 # answering and placing at once
+    assert lt.returncode == 0, err
+    summary = json.loads(out[out.index("{"):])
+    jsonschema.Draft202012Validator(summary_schema()).validate(summary)
+    assert summary["answered"] == 6 and summary["audio"]["verified"] == 6
+    b_addr = query(b_sock, "stats")
+    lt_info = summary["loadtest"]
+    assert lt_info["role"] == "office-b" and lt_info["peer"] == "office-a"
+    assert lt_info["local"].endswith(":4569") and lt_info["extens"] == ["200"]
+    assert [c["action"] for c in summary["control"]["changes"]] == ["rate"]
+    assert json.loads((report / "summary.json").read_text())["answered"] == 6
+    assert len((report / "calls.csv").read_text().splitlines()) == 7
+    assert into_b.returncode == 0, orig_err
+    s = json.loads(orig_out)
+    assert s["answered"] and s["heard_own_tone"] >= 0.9 * s["frames_heard"] > 300
+    assert b_addr["calls"]["total_in"] >= 1            # serve's own books: the call it answered
+
+
+def test_loadtest_through_refuses_what_is_the_serves(sites: dict[str, Any]) -> None:
+    for extra in (["--site", "office-a"], ["--bind", "127.0.0.1"], ["--no-trunk"],
+                  ["--mode", "hairpin"], ["--control", "/tmp/x.sock"]):
+        r = CliRunner().invoke(main, ["loadtest", "--through", sites["b"].control, "-l", "1",
+                                      *extra])
+        assert r.exit_code == 2 and "uses the serve's own" in r.output, (extra, r.output)
+    r = CliRunner().invoke(main, ["loadtest", "--through", sites["a"].control + ".none",
+                                  "-l", "1", "-q"])
+    assert r.exit_code == 3 and "no iaxgw serve at" in r.output

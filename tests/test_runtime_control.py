@@ -297,9 +297,11 @@ def _pty_run(argv: list[str], keys: list[tuple[float, bytes]], timeout: float
 
 def test_hot_keys_on_the_live_screen(serve: dict[str, Any], tmp_path: Path) -> None:
     report = tmp_path / "rep"
-    argv = _loadtest_argv(serve, report, "-l", "30", "-r", "1", "-m", "100", "-d", "20")
-    keys = [(3.0, b"+"), (3.6, b"*"), (4.2, b"/"), (4.8, b"-"), (5.4, b"p"), (7.0, b"p"),
-            (8.0, b"q")]
+    # (--allow-underrun: what this test holds is the keys, not the machine's pace under load)
+    argv = _loadtest_argv(serve, report, "-l", "30", "-r", "1", "-m", "100", "-d", "20",
+                          "--allow-underrun")
+    keys = [(3.0, b"+"), (3.6, b"*"), (4.2, b"/"), (4.8, b"-"), (5.4, b"p"), (8.0, b"p"),
+            (9.0, b"q")]
     code, screen = _pty_run(argv, keys, timeout=60)
     assert code == 0, screen[-3000:]
     assert "keys: +/- rate" in screen            # the help line of the live screen
