@@ -92,3 +92,32 @@ def test_originate_to_asterisk_milliwatt_and_busy(office_a: Any, serve_b: ServeP
     assert s["frames_heard"] >= 80 and s["heard_own_tone"] == 0      # Asterisk's 1004 Hz
     code, s = _originate(serve_b.control, "202", "--duration", "2")
     assert code == 1 and not s["answered"] and s["dialstatus"] == "BUSY", s
+
+
+def test_loadtest_through_serve_while_asterisk_calls_in(office_a: Any, serve_b: ServeProcess,
+                                                        tmp_path: Path) -> None:
+    """office-b (serve) load-tests office-a's echo from its own address while office-a's call
+    into office-b's echo (channel originate Local/300@internal) is up."""
+    office_a.originate("Local/300@internal", "Milliwatt")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not query(serve_b.control, "channels"):
+        time.sleep(0.1)
+    assert query(serve_b.control, "channels"), "office-a's call did not reach office-b"
+    report = tmp_path / "rep"
+    try:
+        r = subprocess.run([sys.executable, "-m", "iaxgw.gateway.cli", "loadtest", "--through",
+                            serve_b.control, "-l", "3", "-m", "6", "-r", "5", "-d", "3",
+                            "--report", str(report), "--json"],
+                           capture_output=True, text=True, timeout=90)
+        during = query(serve_b.control, "channels")
+    finally:
+        office_a.hangup_all()
+    print(r.stderr[-2500:])
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout[r.stdout.index("{"):])
+    assert summary["answered"] == 6 and summary["audio"]["verified"] == 6
+    assert summary["loadtest"]["local"] == "127.0.0.20:4569"
+    assert summary["loadtest"]["target"] == "127.0.0.10:4569"
+    # office-a's call was answered by office-b's echo all along
+    assert [c["direction"] for c in during] == ["in"] and during[0]["frames_rx"] > 300
+    assert (report / "calls.csv").is_file() and (report / "summary.json").is_file()
