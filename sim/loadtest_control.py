@@ -13,15 +13,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import sys
 import termios
 import time
 import tty
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from iaxgw.gateway.control import CommandRefused, to_jsonable
+from iaxgw.gateway.control import CommandRefused, ControlError, to_jsonable
 
 log = logging.getLogger("iaxgw.loadtest")
 
@@ -146,7 +147,19 @@ HOT_KEYS: Mapping[str, str] = {"+": "rate +1", "-": "rate -1", "*": "rate x10",
 HOT_KEYS_HELP = "keys: +/- rate ±1, * / rate x10 /10, p pause/resume, q stop"
 
 
-def apply_key(control: RunControl, key: str) -> bool:
+class Controls(Protocol):
+    """What the hot keys act on: a run's :class:`RunControl`, or a remote one."""
+
+    def step(self, delta: float, by: str = "key") -> float: ...
+
+    def scale(self, factor: float, by: str = "key") -> float: ...
+
+    def toggle_pause(self, by: str = "key") -> bool: ...
+
+    def stop(self, by: str = "ctl") -> None: ...
+
+
+def apply_key(control: Controls, key: str) -> bool:
     """One hot key onto ``control``; False for a key that means nothing."""
     actions: dict[str, Callable[[], object]] = {
         "+": lambda: control.step(1.0), "-": lambda: control.step(-1.0),
@@ -167,7 +180,7 @@ class HotKeys:
     Only when stdin is a TTY; the terminal's settings are restored on :meth:`close` (and the
     output's newline handling is left alone, so the live screen draws as before)."""
 
-    def __init__(self, control: RunControl, fd: int | None = None) -> None:
+    def __init__(self, control: Controls, fd: int | None = None) -> None:
         self.control = control
         self.fd = sys.stdin.fileno() if fd is None else fd
         self._saved: list[Any] | None = None
@@ -180,16 +193,29 @@ class HotKeys:
         except (OSError, ValueError):
             return False
 
-    def start(self, loop: Any) -> None:
+    def start(self, loop: Any = None) -> None:
+        """Single keys from now on: read on ``loop`` as they come, or (no loop) by
+        :meth:`wait`."""
         try:
             self._saved = termios.tcgetattr(self.fd)
             tty.setcbreak(self.fd, termios.TCSANOW)
-            loop.add_reader(self.fd, self._readable)
+            if loop is not None:
+                loop.add_reader(self.fd, self._readable)
         except (OSError, termios.error, ValueError, NotImplementedError) as exc:
             log.info("hot keys off: %s", exc)
             self.close()
             return
         self._loop = loop
+
+    def wait(self, timeout: float) -> None:
+        """Without a loop: up to ``timeout`` s for keys, acting on those that come."""
+        if self._saved is None:
+            time.sleep(timeout)
+            return
+        with contextlib.suppress(OSError, ValueError):
+            ready, _, _ = select.select([self.fd], [], [], timeout)
+            if ready:
+                self._readable()
 
     def _readable(self) -> None:
         try:
@@ -200,7 +226,7 @@ class HotKeys:
             self.close()
             return
         for key in data.decode("latin-1"):
-            with contextlib.suppress(CommandRefused):
+            with contextlib.suppress(CommandRefused, ControlError):
                 apply_key(self.control, key)
 
     def close(self) -> None:
@@ -228,15 +254,17 @@ def _rate_arg(request: Mapping[str, Any]) -> float:
 
 
 def drive(control: RunControl, cmd: str, request: Mapping[str, Any]) -> dict[str, Any]:
-    """``rate`` / ``pause`` / ``resume`` / ``stop`` onto ``control``; KeyError otherwise."""
+    """``rate`` / ``pause`` / ``resume`` / ``stop`` onto ``control``; KeyError otherwise.
+    ``"by": "key"``: sent for a hot key (a --through client's), recorded as such."""
+    by = "key" if request.get("by") == "key" else "ctl"
     if cmd == "rate":
-        control.set_rate(_rate_arg(request), "ctl")
+        control.set_rate(_rate_arg(request), by)
     elif cmd == "pause":
-        control.pause("ctl")
+        control.pause(by)
     elif cmd == "resume":
-        control.resume("ctl")
+        control.resume(by)
     elif cmd == "stop":
-        control.stop("ctl")
+        control.stop(by)
     else:
         raise KeyError(cmd)
     return {"rate_cps": control.rate, "paused": control.paused,

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from iaxgw.sim.loadtest import (
     finish_output,
     make_screen,
 )
-from iaxgw.sim.loadtest_control import drive
+from iaxgw.sim.loadtest_control import MIN_RATE, HotKeys, drive
 from iaxgw.sim.loadtest_plan import LoadtestOptions, PlanError
 from iaxgw.sim.report import Snapshot, write_report
 
@@ -218,6 +217,35 @@ def _write(opts: LoadtestOptions, result: LoadtestResult) -> None:
 # --- the client: iaxgw loadtest --through PATH ---------------------------------------------
 
 
+class RemoteControl:
+    """A --through client's hot keys: each one a control command to the serve."""
+
+    def __init__(self, path: str, rate: float) -> None:
+        self.path = path
+        self.rate = rate
+        self.paused = False
+
+    def _send(self, cmd: str, **args: Any) -> None:
+        data = query(self.path, cmd, by="key", **args)
+        if isinstance(data, dict) and "rate_cps" in data:
+            self.rate, self.paused = float(data["rate_cps"]), bool(data["paused"])
+
+    def step(self, delta: float, by: str = "key") -> float:
+        self._send("rate", rate=max(MIN_RATE, self.rate + delta))
+        return self.rate
+
+    def scale(self, factor: float, by: str = "key") -> float:
+        self._send("rate", rate=max(MIN_RATE, self.rate * factor))
+        return self.rate
+
+    def toggle_pause(self, by: str = "key") -> bool:
+        self._send("resume" if self.paused else "pause")
+        return self.paused
+
+    def stop(self, by: str = "key") -> None:
+        self._send("stop")
+
+
 def _payload(opts: LoadtestOptions) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in THROUGH_OPTIONS:
@@ -243,6 +271,12 @@ def run_through(path: str, opts: LoadtestOptions) -> int:
     for warning in started.get("warnings") or []:
         log.warning("%s", warning)
     screen = make_screen(opts)
+    remote = RemoteControl(path, opts.cps)
+    keys = HotKeys(remote)
+    if opts.keys and HotKeys.available():
+        keys.start()
+        if screen is not None:
+            screen.keys_help = True
     interrupted = False
     status: dict[str, Any] = {}
     if screen is not None:
@@ -253,10 +287,14 @@ def run_through(path: str, opts: LoadtestOptions) -> int:
                 status = query(path, "loadtest_status")
                 if status.get("done"):
                     break
-                if screen is not None and status.get("snapshot"):
+                snap = status.get("snapshot")
+                if snap:
+                    remote.rate = float(snap.get("rate_asked") or remote.rate)
+                    remote.paused = bool(snap.get("paused"))
+                if screen is not None and snap:
                     screen.capped = status.get("capped")
-                    screen.update(_snapshot(status["snapshot"]))
-                time.sleep(POLL_S)
+                    screen.update(_snapshot(snap))
+                keys.wait(POLL_S)
             except KeyboardInterrupt:
                 interrupted = True        # the serve stops it gracefully; we still report
                 with contextlib.suppress(ControlError):
@@ -264,6 +302,7 @@ def run_through(path: str, opts: LoadtestOptions) -> int:
     except ControlError as exc:
         raise LoadtestError(f"--through {path}: lost the serve: {exc}") from None
     finally:
+        keys.close()
         if screen is not None:
             screen.stop()
     if status.get("error"):

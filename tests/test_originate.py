@@ -22,6 +22,7 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 from test_loadtest import _site_dir
+from test_runtime_control import _pty_run
 
 from iaxgw.gateway.apps import milliwatt_payloads
 from iaxgw.gateway.cli import main
@@ -246,3 +247,18 @@ def test_loadtest_through_refuses_what_is_the_serves(sites: dict[str, Any]) -> N
     r = CliRunner().invoke(main, ["loadtest", "--through", sites["a"].control + ".none",
                                   "-l", "1", "-q"])
     assert r.exit_code == 3 and "no iaxgw serve at" in r.output
+
+
+def test_hot_keys_of_a_through_client(sites: dict[str, Any], tmp_path: Path) -> None:
+    """The --through client's screen takes the hot keys too: each one a command to the serve,
+    recorded as a key's."""
+    report = tmp_path / "rep"
+    argv = [sys.executable, "-m", "iaxgw.gateway.cli", "loadtest", "--through",
+            sites["b"].control, "-l", "20", "-r", "1", "-m", "100", "-d", "20",
+            "--allow-underrun", "--report", str(report)]
+    code, screen = _pty_run(argv, [(3.0, b"+"), (4.5, b"p"), (7.0, b"q")], timeout=60)
+    assert code == 0, screen[-3000:]
+    assert "keys: +/- rate" in screen and "PAUSED" in screen
+    ctl = json.loads((report / "summary.json").read_text())["control"]
+    assert [(c["action"], c["rate_cps"], c["by"]) for c in ctl["changes"]] == [
+        ("rate", 2.0, "key"), ("pause", 2.0, "key"), ("stop", 2.0, "key")]
