@@ -98,6 +98,7 @@ QUIET_TAIL_S = 0.3               # echo: no media sent in a call's last 300 ms (
 RR_FIRST_S = 3.0
 RR_EVERY_S = 10.0
 RR_LAST_S = (1.2, 0.15)
+STOP_AUDIO_MIN_S = 1.0           # a call up less than this at a graceful stop: audio n/a
 EARLY_DROP_S = 1.0               # an answered call the far end ends this much early is "dropped"
 
 
@@ -727,9 +728,16 @@ class LoadRunner:
         for call in list(self.by_index.values()):
             if call.ended:
                 continue
+            graceful = self.control.stopped_by is not None and not self.interrupted
             if call.answered:
+                answered_at = call.stats.t_answer
+                if graceful and (call.stats.rx_frames == 0 or answered_at is None
+                                 or now - answered_at < STOP_AUDIO_MIN_S):
+                    # answered just before the stop, too little of its audio back to judge:
+                    # not checked (n/a), rather than one-way or unverified
+                    call.stats.mode = "none"
                 self._hangup(call, 16, None)
-            elif self.control.stopped_by is not None and not self.interrupted:
+            elif graceful:
                 # a graceful stop cancels the setups it finds: in progress, not failed
                 self._hangup(call, 16, ("IN_PROGRESS", "stopped before answer"))
             else:

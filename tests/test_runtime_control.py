@@ -344,3 +344,50 @@ def test_lab_takes_control_too() -> None:
     assert r.exit_code == 0 and "--control PATH" in r.output
     r = CliRunner().invoke(main, ["loadtest", "--help"])
     assert "--control PATH" in r.output and "`iaxgw ctl" in r.output
+
+
+# --- a stop that lands right after answers (in process, against an echoing peer) ---------------
+
+
+def test_stop_right_after_answers_is_not_an_audio_failure(tmp_path: Path) -> None:
+    """Calls answered just before a graceful stop have little or none of their audio back:
+    their audio is not judged (n/a), the calls up before are; the calls in setup count as in
+    progress; the run passes."""
+    import asyncio
+
+    import uvloop
+    from test_loadtest import EchoPeer, _opts
+
+    from iaxgw.sim.loadtest import LoadRunner, load_target
+
+    n = 251 + os.getpid() % 4
+    a_ip, b_ip = f"127.0.{n}.10", f"127.0.{n}.20"
+    s = {"a": _site_dir(tmp_path / "a", "office-a", a_ip, b_ip)}
+    b = _site_dir(tmp_path / "b", "office-b", a_ip, b_ip)
+
+    async def main() -> Any:
+        opts = _opts(s, calls=6, rate=3.0, total=6, duration=(10.0, 10.0))
+        runner = LoadRunner(opts, load_target(opts))
+
+        async def stop_when_young() -> None:
+            # the 5th call answered: the 1st has been up ~1 s, the 5th just now
+            while runner.up < 5:
+                await asyncio.sleep(0.005)
+            runner.control.stop("ctl")
+
+        stopper = asyncio.ensure_future(stop_when_young())
+        try:
+            return await runner.run()
+        finally:
+            stopper.cancel()
+
+    with EchoPeer(b, (b_ip, 4569)), asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
+        result = r.run(main())
+    s_ = result.summary
+    assert result.exit_code == 0, s_["loadtest"]["fail_reasons"]
+    by_audio = {rec.index: rec.audio for rec in result.records}
+    assert by_audio[4] == "n/a"                      # answered at the stop
+    assert by_audio[0] == "verified"                 # up for about a second
+    assert s_["audio"]["checked"] == s_["audio"]["verified"] >= 1
+    assert s_["failed"] == 0 and s_["answered"] == 5 and s_["in_progress"] <= 1
+    assert s_["control"]["stopped_by"] == "ctl"
