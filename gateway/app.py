@@ -26,14 +26,16 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from iaxgw.gateway import events as ev
 from iaxgw.gateway.calltoken import format_addr
-from iaxgw.gateway.control import ControlError, ControlServer, to_jsonable
+from iaxgw.gateway.channel import Channel
+from iaxgw.gateway.control import CommandRefused, ControlError, ControlServer, to_jsonable
 from iaxgw.gateway.framelog import describe
 from iaxgw.gateway.metrics import Metrics, metrics_url
 from iaxgw.gateway.model import Entry, IaxConfig
+from iaxgw.gateway.originate import Originator, PhoneChannel
 from iaxgw.gateway.pcap import PcapWriter
 from iaxgw.gateway.safefs import default_spool_dir, private_dir
 from iaxgw.gateway.session import IaxChannel
@@ -48,6 +50,23 @@ TICK = 0.020                # media pacing: one 20 ms voice frame per call per t
 STOP_GRACE = 2.0            # s to wait for the HANGUPs to be acknowledged on stop
 DIALPLAN_GRACE = 2.0        # s a dialplan may run on after its call ended (h extension)
 DEFAULT_SITE = "office-b"
+
+
+class Guest(Protocol):
+    """Calls of another owner on our endpoint (a load test run through this serve): their
+    events and media go to it, not to the dialplan."""
+
+    def owns(self, callno: int) -> bool: ...
+
+    def handle_event(self, event: ev.Event) -> None: ...
+
+    def handle_media(self, callno: int, ts: int, payload: bytes, now: float) -> None: ...
+
+    def shutdown(self) -> None:
+        """The serve stops: end the guest's calls now."""
+
+
+CommandHook = Callable[[str, Mapping[str, Any]], Any]
 
 
 class StartError(Exception):
@@ -244,6 +263,12 @@ class GatewayApp:
         self._stopping = False
         self._started = False
         self._stop_event: asyncio.Event | None = None
+        self._stop_asked: asyncio.Event | None = None     # `iaxgw ctl stop`
+        #: calls placed on demand (`iaxgw ctl originate`) from emulated local phones
+        self.originator = Originator(self, site.dialplan, self._run_dialplan)
+        self.guest: Guest | None = None
+        #: more control commands (a hook raises KeyError for a command not its own)
+        self.command_hooks: list[CommandHook] = []
         self.ticks = 0
         self.late_ticks = 0
 
@@ -253,6 +278,17 @@ class GatewayApp:
         return cls(site, peer=opts.peer, pcap=opts.pcap, metrics_addr=opts.metrics_addr,
                    debug_frames=opts.debug_frames, control=opts.control, spool=opts.spool,
                    role_name=opts.site, impair=opts.impair)
+
+    @classmethod
+    def viewer(cls, config: IaxConfig, endpoint: Any, *, peer: str, role_name: str,
+               bind: Addr) -> GatewayApp:
+        """An app never started that shows another owner's running ``endpoint`` (a load
+        test's) with serve's own ``introspect`` rows: ``iaxgw show`` reads both alike."""
+        site = Site(config=config, dialplan=None, phones=None, bind=bind, config_dir=Path("."))
+        app = cls(site, peer=peer, role_name=role_name)
+        app._endpoint = endpoint
+        app.local_addr = bind
+        return app
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -264,6 +300,7 @@ class GatewayApp:
         open_endpoint = self._open_endpoint or open_server_endpoint
         loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
+        self._stop_asked = asyncio.Event()
         try:
             private_dir(self.spool_dir)
         except OSError as exc:
@@ -326,6 +363,9 @@ class GatewayApp:
         if self._stopping:
             return
         self._stopping = True
+        if self.guest is not None:
+            self.guest.shutdown()
+        await self.originator.stop()
         if self._endpoint is not None:
             for session in list(self.sessions.values()):
                 if not session.hungup:
@@ -394,12 +434,12 @@ class GatewayApp:
         try:
             if not self._started:
                 await self.start()
-            assert self._stop_event is not None
-            waiter = asyncio.ensure_future(stop.wait())
-            ended = asyncio.ensure_future(self._stop_event.wait())
-            await asyncio.wait({waiter, ended}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            ended.cancel()
+            assert self._stop_event is not None and self._stop_asked is not None
+            waits = {asyncio.ensure_future(e.wait())
+                     for e in (stop, self._stop_event, self._stop_asked)}
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
             log.info("stopping: hanging up %d call(s)", len(self.sessions))
             await self.stop()
         finally:
@@ -426,7 +466,16 @@ class GatewayApp:
         if self.debug_frames and frame_log.isEnabledFor(logging.DEBUG):
             frame_log.debug("%s", describe("tx" if d == "out" else "rx", data, addr))
 
+    @property
+    def datagram_server(self) -> Any:
+        """The protocol core's datagram server under our endpoint (a guest drives it too)."""
+        return getattr(self._server, "raw", self._server)
+
     def _on_media(self, callno: int, ts: int, payload: bytes, now: float) -> None:
+        guest = self.guest
+        if guest is not None and guest.owns(callno):
+            guest.handle_media(callno, ts, payload, now)
+            return
         # immediate echo (Echo.immediate): queued for one send after this receive batch, not
         # re-entering the endpoint from inside its media sink
         if callno in self._echo_calls:
@@ -440,6 +489,10 @@ class GatewayApp:
             session.voice(bytes(payload), ts)
 
     def _on_event(self, event: ev.Event) -> None:
+        guest = self.guest
+        if guest is not None and guest.owns(getattr(event, "callno", -1)):
+            guest.handle_event(event)
+            return
         if isinstance(event, ev.IncomingCall):
             self._incoming(event)
         elif isinstance(event, ev.CallProgress):
@@ -478,7 +531,7 @@ class GatewayApp:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_dialplan(self, session: IaxChannel) -> None:
+    async def _run_dialplan(self, session: IaxChannel | PhoneChannel) -> None:
         from iaxgw.gateway.dialplan import run
 
         try:
@@ -496,7 +549,7 @@ class GatewayApp:
     def _dialplan_kwargs(self) -> dict[str, Any]:
         return {"phones": self.site.phones, "spool_dir": self.spool_dir}
 
-    def place_call(self, peer: str, exten: str, caller: IaxChannel | None) -> IaxChannel:
+    def place_call(self, peer: str, exten: str, caller: Channel | None) -> IaxChannel:
         entry = self.config.peer(peer)
         if entry is None:
             raise KeyError(f"no peer {peer!r} in iax.conf")
@@ -651,6 +704,27 @@ class GatewayApp:
             return user_rows(self.config)
         if cmd == "peer":
             return self.peer_detail(str((request or {}).get("name", "")))
+        return self.operate(cmd, request or {})
+
+    def operate(self, cmd: str, request: Mapping[str, Any]) -> Any:
+        """What ``iaxgw ctl`` asks of a serve: ``originate`` (and its status), ``stop``; a load
+        test's rate/pause/resume are refused with the reason."""
+        for hook in self.command_hooks:
+            with contextlib.suppress(KeyError):
+                return hook(cmd, request)
+        if cmd == "originate":
+            return self.originator.originate(request)
+        if cmd == "originate_status":
+            return self.originator.status(request)
+        if cmd == "stop":
+            if self._stop_asked is not None:
+                self._stop_asked.set()
+            log.info("stop asked over the control socket")
+            return {"stopping": True, "calls": len(self.sessions)}
+        if cmd in ("rate", "pause", "resume"):
+            raise CommandRefused(f"`{cmd}` drives a load test (`iaxgw loadtest --control "
+                                 "PATH`); iaxgw serve places no load: it takes originate and "
+                                 "stop")
         raise KeyError(cmd)
 
     def peer_detail(self, name: str) -> dict[str, Any] | None:
@@ -929,6 +1003,7 @@ class _ServerAdapter:
 
     def __init__(self, server: Any, events: list[ev.Event]) -> None:
         self._server = server
+        self.raw = server
         self.endpoint = server.endpoint
         self._handler: Callable[[ev.Event], None] | None = None
         self._early = events

@@ -56,6 +56,7 @@ def _attach() -> None:
         ("iaxgw.sim.lab_cli", "lab"),
         ("iaxgw.gateway.serve_cli", "serve"),
         ("iaxgw.gateway.serve_cli", "show"),
+        ("iaxgw.gateway.ctl_cli", "ctl"),
         ("iaxgw.sim.loadtest_cli", "loadtest"),
         ("iaxgw.gateway.core_cli", "decode"),
         ("iaxgw.gateway.core_cli", "g711"),

@@ -1,8 +1,11 @@
 """The control socket of a running ``iaxgw serve``: JSON lines over a Unix stream socket.
 
 Request: one line ``{"cmd": "peers"}`` (``peers``, ``channels``, ``netstats``, ``stats``,
-``ping``).  Response: one line ``{"ok": true, "data": ...}`` or ``{"ok": false, "error": "..."}``.
-A connection may carry any number of requests; the server answers them in order.
+``ping``; and what ``iaxgw ctl`` sends: ``rate`` with ``"rate": N``, ``pause``, ``resume``,
+``stop``, ``originate``).  Response: one line ``{"ok": true, "data": ...}`` or
+``{"ok": false, "error": "..."}``.  A connection may carry any number of requests; the server
+answers them in order.  ``iaxgw serve`` and ``iaxgw loadtest --control PATH`` both listen; each
+refuses the commands that do not apply to it (:class:`CommandRefused`) with the reason.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ MAX_LINE = 64 * 1024
 
 class ControlError(Exception):
     """The control socket could not be reached or returned an error."""
+
+
+class CommandRefused(Exception):
+    """A handler's answer to a command that does not apply to it, or bad arguments: the
+    message goes back to the client as the error (no traceback in the log)."""
 
 
 def default_control_path() -> str:
@@ -94,7 +102,8 @@ class ControlServer:
             if not stat.S_ISSOCK(p.lstat().st_mode):
                 raise ControlError(f"{self.path} exists and is not a socket")
             if _socket_in_use(self.path):
-                raise ControlError(f"another iaxgw serve is already listening at {self.path}")
+                raise ControlError(f"another iaxgw serve (or loadtest --control) is already "
+                                   f"listening at {self.path}")
             p.unlink()  # stale socket from a server that died
         try:
             private_dir(p.parent)
@@ -139,6 +148,8 @@ class ControlServer:
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            pass        # close() ends the connection: not an error of the client's
         finally:
             self._conns.discard(task)
             writer.close()
@@ -161,6 +172,9 @@ class ControlServer:
                 result = await result
         except KeyError:
             return {"ok": False, "error": f"unknown command {cmd!r}"}
+        except CommandRefused as exc:
+            log.info("control command %r refused: %s", cmd, exc)
+            return {"ok": False, "error": str(exc)}
         except Exception as exc:  # a bad request must never take the server down
             log.exception("control command %r failed", cmd)
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}

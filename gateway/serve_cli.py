@@ -145,6 +145,10 @@ def serve(peer: str, config_dir: Path | None, bind: tuple[str, int] | None,
         _fail("serve", str(exc))
         return
     app.announce = lambda line: click.echo(f"iaxgw serve: {line}", err=True)
+    from iaxgw.sim.loadtest_through import LoadtestHost
+
+    # `iaxgw loadtest --through PATH`: load tests placed from this serve's own endpoint
+    app.command_hooks.append(LoadtestHost(app).handle)
     if debug_frames:
         logging.getLogger("iaxgw.frames").setLevel(logging.DEBUG)
         if not logging.getLogger().handlers:
@@ -172,10 +176,11 @@ def serve(peer: str, config_dir: Path | None, bind: tuple[str, int] | None,
 @click.argument("name", required=False, default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the raw data as JSON.")
 @click.option("--control", "control", type=click.Path(dir_okay=False), default=None,
-              metavar="PATH", help="Control socket of the running `iaxgw serve`.")
+              metavar="PATH", help="Control socket of the running `iaxgw serve` (or of "
+                                   "`iaxgw loadtest --control PATH`).")
 def show(what: str, name: str | None, as_json: bool, control: str | None) -> None:
     """Show peers, channels, netstats, stats, registry, users or `peer NAME` of a running
-    `iaxgw serve`, as Asterisk's `iax2 show ...` prints them."""
+    `iaxgw serve` (or load test), as Asterisk's `iax2 show ...` prints them."""
     if (what == "peer") != (name is not None):
         raise click.UsageError("`show peer` takes the peer's NAME; the others take none")
     path = control or default_control_path()

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Literal, Protocol, TypeVar
 
-from iaxgw.gateway.channel import DialOutcome, MediaHandler
+from iaxgw.gateway.channel import Channel, DialOutcome, MediaHandler
 
 log = logging.getLogger("iaxgw.session")
 
@@ -30,7 +30,7 @@ class CallControl(Protocol):
     def media_changed(self, session: IaxChannel) -> None:
         """The session's handler or media state changed (add to / drop from the ticker)."""
 
-    def place_call(self, peer: str, exten: str, caller: IaxChannel | None) -> IaxChannel:
+    def place_call(self, peer: str, exten: str, caller: Channel | None) -> IaxChannel:
         """Start an outgoing call; the session it returns gets the call's events."""
 
     @property
@@ -38,6 +38,17 @@ class CallControl(Protocol):
 
 
 _INDICATIONS = ("ringing", "progress", "proceeding", "busy", "congestion")
+
+
+async def wait_set(event: asyncio.Event, timeout: float | None) -> bool:
+    """Wait until ``event`` is set; True if it was within ``timeout`` s (None: no limit)."""
+    if event.is_set():
+        return True
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
 
 
 class IaxChannel:
@@ -114,44 +125,10 @@ class IaxChannel:
         self._ctl.media_changed(self)
 
     async def wait_hangup(self, timeout: float | None) -> bool:
-        if self.hungup:
-            return True
-        try:
-            await asyncio.wait_for(self._ended.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._ended, timeout)
 
     async def dial_iax2(self, peer: str, exten: str, timeout: float | None) -> DialOutcome:
-        try:
-            leg = self._ctl.place_call(peer, exten, self)
-        except (KeyError, ValueError) as exc:
-            log.warning("Dial(IAX2/%s/%s): %s", peer, exten, exc)
-            return DialOutcome("CHANUNAVAIL", cause=3)
-        try:
-            status = await asyncio.wait_for(leg.wait_answer(), timeout)
-        except TimeoutError:
-            await leg.hangup(19)
-            return DialOutcome("NOANSWER", cause=19)
-        except asyncio.CancelledError:
-            await leg.hangup(16)
-            raise
-        if status == "answered":
-            return DialOutcome("ANSWER", cause=16, leg=leg)
-        if not leg.hungup:
-            await leg.hangup(17 if status == "busy" else 34)
-        if status == "busy":
-            return DialOutcome("BUSY", cause=17)
-        if status == "congestion":
-            return DialOutcome("CONGESTION", cause=34)
-        cause = leg.cause or 34
-        if cause == 17:
-            return DialOutcome("BUSY", cause=17)
-        if cause in (18, 19):
-            return DialOutcome("NOANSWER", cause=cause)
-        if cause in (1, 3, 20, 21, 27, 38, 50, 58, 88):
-            return DialOutcome("CHANUNAVAIL", cause=cause)
-        return DialOutcome("CONGESTION", cause=cause)
+        return await dial_iax2(self._ctl, self, peer, exten, timeout)
 
     # --- fed by the app ------------------------------------------------------------------
 
@@ -210,3 +187,37 @@ class IaxChannel:
     def __repr__(self) -> str:
         return f"<IaxChannel {self.name} {self.direction} exten={self.exten!r}>"
 
+
+async def dial_iax2(ctl: CallControl, caller: Channel, peer: str, exten: str,
+                    timeout: float | None) -> DialOutcome:
+    """``Dial(IAX2/peer/exten)`` from ``caller`` (a call of ours, or an emulated local phone):
+    the outgoing leg placed through ``ctl``, its outcome as Dial reports it."""
+    try:
+        leg = ctl.place_call(peer, exten, caller)
+    except (KeyError, ValueError) as exc:
+        log.warning("Dial(IAX2/%s/%s): %s", peer, exten, exc)
+        return DialOutcome("CHANUNAVAIL", cause=3)
+    try:
+        status = await asyncio.wait_for(leg.wait_answer(), timeout)
+    except TimeoutError:
+        await leg.hangup(19)
+        return DialOutcome("NOANSWER", cause=19)
+    except asyncio.CancelledError:
+        await leg.hangup(16)
+        raise
+    if status == "answered":
+        return DialOutcome("ANSWER", cause=16, leg=leg)
+    if not leg.hungup:
+        await leg.hangup(17 if status == "busy" else 34)
+    if status == "busy":
+        return DialOutcome("BUSY", cause=17)
+    if status == "congestion":
+        return DialOutcome("CONGESTION", cause=34)
+    cause = leg.cause or 34
+    if cause == 17:
+        return DialOutcome("BUSY", cause=17)
+    if cause in (18, 19):
+        return DialOutcome("NOANSWER", cause=cause)
+    if cause in (1, 3, 20, 21, 27, 38, 50, 58, 88):
+        return DialOutcome("CHANUNAVAIL", cause=cause)
+    return DialOutcome("CONGESTION", cause=cause)

@@ -15,6 +15,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from iaxgw.sim.loadtest_control import HOT_KEYS_HELP
 from iaxgw.sim.report import Snapshot
 
 
@@ -63,8 +64,15 @@ def _causes(causes: dict[str, int], limit: int = 4) -> str:
     return text + (f", +{len(top) - limit} more" if len(top) > limit else "")
 
 
-def render(snap: Snapshot, title: str = "iaxgw loadtest", capped: str | None = None) -> Table:
-    """The live screen as a rich renderable."""
+def _asked(snap: Snapshot) -> str:
+    if snap.rate_asked is None:
+        return "-"
+    return f"{snap.rate_asked:g}/s" + (" PAUSED (no new calls)" if snap.paused else "")
+
+
+def render(snap: Snapshot, title: str = "iaxgw loadtest", capped: str | None = None,
+           keys: bool = False) -> Table:
+    """The live screen as a rich renderable (``keys``: with the hot keys' help line)."""
     target = f" / {snap.target}" if snap.target is not None else ""
     t = Table(title=f"{title}  {snap.elapsed_s:,.0f} s", show_header=False, box=None,
               padding=(0, 2), title_justify="left")
@@ -75,6 +83,7 @@ def render(snap: Snapshot, title: str = "iaxgw loadtest", capped: str | None = N
     t.add_row("calls up", f"{snap.calls_up}{target}", "setting up", str(snap.setting_up))
     t.add_row("attempts", f"{snap.attempts} ({_f(snap.attempt_rate)}/s)",
               "answered", str(snap.answered))
+    t.add_row("rate asked", Text(_asked(snap), style="yellow" if snap.paused else ""), "", "")
     t.add_row("failed", str(snap.failed), "by cause", _causes(snap.causes))
     t.add_row("setup p50", _f(snap.setup_p50_ms, ".0f", " ms"),
               "setup p95", _f(snap.setup_p95_ms, ".0f", " ms"))
@@ -92,6 +101,9 @@ def render(snap: Snapshot, title: str = "iaxgw loadtest", capped: str | None = N
         t.add_row("audio", f"verified {a.get('verified', 0)}",
                   "problems", f"crossed {a.get('crossed', 0)}, one-way {a.get('one_way', 0)}, "
                               f"silent {a.get('silent', 0)}")
+    if keys:
+        t.caption = HOT_KEYS_HELP
+        t.caption_justify = "left"
     return t
 
 
@@ -103,7 +115,9 @@ def compact_line(snap: Snapshot, capped: str | None = None) -> str:
             f"rate={_f(snap.attempt_rate)}/s ans={snap.answered} fail={snap.failed} "
             f"setup50={_f(snap.setup_p50_ms, '.0f')}ms jit50={_f(snap.jitter_p50_ms)}ms "
             f"loss={_na(snap.loss_pct, '.2f', '%')} mos50={_na(snap.mos_p50, '.2f')} "
-            f"mosmin={_na(snap.mos_min, '.2f')} cpu={_f(snap.cpu_pct, '.0f')}%{cap}")
+            f"mosmin={_na(snap.mos_min, '.2f')} cpu={_f(snap.cpu_pct, '.0f')}%{cap}"
+            + (f" asked={snap.rate_asked:g}/s" if snap.rate_asked is not None else "")
+            + (" paused" if snap.paused else ""))
 
 
 class LiveScreen:
@@ -125,6 +139,8 @@ class LiveScreen:
         self.last: Snapshot | None = None
         #: what holds the load test's ramp back now, set by the runner before each update
         self.capped: str | None = None
+        #: the hot keys are on (stdin a terminal): the screen shows their help line
+        self.keys_help = False
 
     @property
     def interactive(self) -> bool:
@@ -141,7 +157,8 @@ class LiveScreen:
         if self.quiet:
             return
         if self._live is not None:
-            self._live.update(render(snap, self.title, self.capped), refresh=True)
+            self._live.update(render(snap, self.title, self.capped, self.keys_help),
+                              refresh=True)
         elif self.lines:
             self.console.print(compact_line(snap, self.capped), highlight=False, soft_wrap=True)
 

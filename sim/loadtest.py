@@ -47,6 +47,7 @@ from iaxgw.gateway.model import IaxConfig
 from iaxgw.gateway.pcap import PcapWriter
 from iaxgw.sim import signature as sig
 from iaxgw.sim.gcpace import GcPacer
+from iaxgw.sim.loadtest_control import RunControl
 from iaxgw.sim.loadtest_metrics import LoadtestMetrics
 from iaxgw.sim.loadtest_plan import (
     AuthWindow,
@@ -100,6 +101,7 @@ QUIET_TAIL_S = 0.3               # echo: no media sent in a call's last 300 ms (
 RR_FIRST_S = 3.0
 RR_EVERY_S = 10.0
 RR_LAST_S = (1.2, 0.15)
+STOP_AUDIO_MIN_S = 1.0           # a call up less than this at a graceful stop: audio n/a
 EARLY_DROP_S = 1.0               # an answered call the far end ends this much early is "dropped"
 
 
@@ -352,8 +354,10 @@ class LoadRunner:
 
     def __init__(self, opts: LoadtestOptions, target: Target, *,
                  clock: Callable[[], float] = time.monotonic,
-                 screen: Any = None, impair: Any = None) -> None:
+                 screen: Any = None, impair: Any = None, attach: Any = None) -> None:
         self.opts = opts
+        #: through a running serve: its endpoint (``loadtest_through.Attachment``), else None
+        self.attach = attach
         self.impairment: Any = None      # --impair: gateway.impair.Impairment on our socket
         if impair is not None:
             from iaxgw.gateway.impair import Impairment
@@ -370,6 +374,7 @@ class LoadRunner:
         self.plan = plan_calls(opts)
         self.budget = CallnoBudget(opts.callno_budget)
         self.calls: dict[int, LiveCall] = {}          # our call number -> call
+        self.placed_callnos: set[int] = set()         # every call number we placed
         self.by_index: dict[int, LiveCall] = {}       # live calls only
         self.window = AuthWindow(opts.max_pending)     # auth slots at the target
         self.waited: dict[str, float] = {}              # cap -> seconds the scheduler waited
@@ -403,6 +408,13 @@ class LoadRunner:
         self.started_attempts = 0
         self.stopping = False
         self.interrupted = False
+        #: what the operator asks while the run goes (iaxgw ctl, hot keys): rate, pause, stop
+        self.control = RunControl(opts.cps, clock=clock, on_change=self._control_changed,
+                                  on_stop=self._graceful_stop)
+        self.asked_starts = 0.0     # the asked rate integrated over the free scheduling time
+        self._control_server: Any = None      # --control: gateway.control.ControlServer
+        self._keys: Any = None                # hot keys on a terminal (loadtest_control)
+        self.stopped_early = False  # a graceful stop came before every planned attempt
         self.stop_signal: int | None = None    # SIGINT/SIGTERM that stopped the run, if any
         self.deadline_hit = False
         self._rcvbuf_errors0: int | None = None
@@ -436,20 +448,43 @@ class LoadRunner:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def run_deadline(self) -> float:
-        """Seconds after which the whole run is cut short, whatever the target does."""
+    def run_deadline(self, attempts: int | None = None, cps: float | None = None) -> float:
+        """Seconds after which the whole run (or its ``attempts`` still to place at ``cps``)
+        is cut short, whatever the target does."""
         o = self.opts
-        rounds = math.ceil(o.attempts / o.calls)
+        attempts = o.attempts if attempts is None else max(attempts, 1)
+        cps = o.cps if cps is None else cps
+        rounds = math.ceil(attempts / o.calls)
         per_call = o.setup_timeout + o.duration[1] + o.hangup_timeout
-        budget_wait = 65.0 if self.budget.limit < o.attempts else 0.0
+        budget_wait = 65.0 if self.budget.limit < attempts else 0.0
         # the setup window admits max_pending calls at a time: allow 0.5 s per setup
-        ramp = max(o.attempts / o.cps, o.attempts * SETUP_ALLOWANCE_S / o.max_pending)
+        ramp = max(attempts / cps, attempts * SETUP_ALLOWANCE_S / o.max_pending)
         return ramp + rounds * per_call + budget_wait + 15.0
 
-    async def run(self) -> LoadtestResult:
+    async def _wait_done(self) -> None:
+        """Until the run is done; TimeoutError at its deadline.  Time paused and a rate
+        changed while it goes move the deadline out to what the rest of the plan needs."""
+        deadline = self.clock() + self.run_deadline()
+        while not self._done.is_set():
+            now = self.clock()
+            left = len(self.plan) - self.started_attempts
+            if self.control.changed and left > 0:
+                rest = self.run_deadline(left, self.control.rate)
+                deadline = max(deadline, now + rest)
+            if now >= deadline:
+                raise TimeoutError
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._done.wait(), min(deadline - now, 1.0))
+
+    async def _open_endpoint(self) -> None:
+        """Our own UDP endpoint; or, through a running serve (``attach``), serve's: its
+        events, media and datagram counts of our calls are routed to us."""
         from iaxgw.gateway.server import open_endpoint
 
-        loop = asyncio.get_running_loop()
+        if self.attach is not None:
+            self._server = self.attach.server
+            self.attach.route(self)
+            return
         t = self.target
         self._open_pcap()
         try:
@@ -463,6 +498,34 @@ class LoadRunner:
             self._close_pcap()
             raise CannotRunError(f"cannot bind {t.bind[0]}:{t.bind[1]}: "
                                  f"{exc.strerror or exc}; {bind_hint(t.bind, t.role)}") from None
+        self._server.endpoint.set_media_sink(self._on_media)
+
+    async def _close_endpoint(self) -> None:
+        if self.attach is not None:
+            self.attach.unroute(self)
+            return
+        with contextlib.suppress(Exception):
+            res = self._server.close()
+            if asyncio.iscoroutine(res):
+                await res
+
+    def owns(self, callno: int) -> bool:
+        """``callno`` is one of our calls (through a serve: its events come to us)."""
+        return callno in self.calls
+
+    def handle_event(self, event: ev.Event) -> None:
+        self._on_event(event)
+
+    def handle_media(self, callno: int, ts: int, payload: bytes, now: float) -> None:
+        self._on_media(callno, ts, payload, now)
+
+    def shutdown(self) -> None:
+        """The serve we run through stops: a graceful stop of ours, at once."""
+        self.control.stop("serve")
+
+    async def run(self) -> LoadtestResult:
+        loop = asyncio.get_running_loop()
+        await self._open_endpoint()
         self._ep = self._server.endpoint
         self._now = loop.time
         with contextlib.suppress(Exception):
@@ -472,13 +535,13 @@ class LoadRunner:
         # exact arrival times are on time.monotonic(): usable only when that is our clock
         self._rx_exact = (bool(getattr(self._server, "rx_time_exact", False))
                           and self.clock is time.monotonic)
-        self._ep.set_media_sink(self._on_media)
         # reads may wait for the media tick only where the kernel stamps arrival times
         self._hold = (getattr(self._server.transport, "hold_reads", None)
                       if self._rx_exact else None)
         self._rcvbuf_errors0 = udp_rcvbuf_errors()
+        await self._open_controls(loop)
         installed = []
-        for s in (signal.SIGINT, signal.SIGTERM):
+        for s in (signal.SIGINT, signal.SIGTERM) if self.attach is None else ():
             try:
                 loop.add_signal_handler(s, self._interrupt, int(s))
                 installed.append(s)
@@ -491,14 +554,15 @@ class LoadRunner:
                 self.stats.on_row = stream.write
             except OSError as exc:
                 self.notes.append(f"timeseries.csv not written while the run goes: {exc}")
-        self.gc.start()
+        if self.attach is None:       # a process-wide pacer: not inside a serve
+            self.gc.start()
         tasks = [loop.create_task(self._scheduler(), name="loadtest-scheduler"),
                  loop.create_task(self._ticker(), name="loadtest-media")]
         if self.screen is not None:
             self.screen.start()
         try:
             try:
-                await asyncio.wait_for(self._done.wait(), self.run_deadline())
+                await self._wait_done()
             except TimeoutError:
                 self.deadline_hit = True
                 self.notes.append(f"run deadline ({self.run_deadline():.0f} s) hit: "
@@ -512,13 +576,11 @@ class LoadRunner:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            await self._close_controls()
             if self.screen is not None:
                 self.screen.stop()
             await self._linger()
-            with contextlib.suppress(Exception):
-                res = self._server.close()
-                if asyncio.iscoroutine(res):
-                    await res
+            await self._close_endpoint()
             self.gc.stop()
             self.stats.on_row = None
             if self.prom is not None:
@@ -561,6 +623,58 @@ class LoadRunner:
             raise CannotRunError(f"metrics: cannot bind {format_addr(addr)}: "
                                  f"{exc.strerror or exc}") from None
         print(f"iaxgw loadtest: metrics on {url}", file=sys.stderr, flush=True)
+    async def _open_controls(self, loop: asyncio.AbstractEventLoop) -> None:
+        """``--control PATH``: the control socket (``iaxgw show`` / ``iaxgw ctl``); and the
+        hot keys when stdin is a terminal.  A socket that cannot be opened: exit 3."""
+        from iaxgw.gateway.control import ControlError, ControlServer
+        from iaxgw.sim.loadtest_control import HotKeys, control_handler
+
+        if self.opts.control:
+            server = ControlServer(self.opts.control, control_handler(self))
+            try:
+                await server.start()
+            except ControlError as exc:
+                with contextlib.suppress(Exception):
+                    self._server.close()
+                raise CannotRunError(f"--control: {exc}") from None
+            self._control_server = server
+        if self.opts.keys and HotKeys.available():
+            keys = HotKeys(self.control)
+            keys.start(loop)
+            self._keys = keys
+            if self.screen is not None:
+                self.screen.keys_help = True
+
+    async def _close_controls(self) -> None:
+        if self._keys is not None:
+            self._keys.close()
+            self._keys = None
+        if self._control_server is not None:
+            await self._control_server.close()
+            self._control_server = None
+
+    def endpoint_view(self) -> Any:
+        """Our endpoint seen as ``iaxgw serve`` shows its own (peers, channels, netstats)."""
+        from iaxgw.gateway.app import GatewayApp
+
+        t = self.target
+        return GatewayApp.viewer(t.config, self._ep, peer=t.peer, role_name=t.role,
+                                 bind=t.bind)
+
+    def control_stats(self) -> dict[str, Any]:
+        """``iaxgw show stats`` of a running load test: the endpoint's counters and ours."""
+        from iaxgw.sim.loadtest_control import endpoint_stats
+
+        stats = endpoint_stats(self._ep) if self._ep is not None else {}
+        st = self.stats
+        stats["loadtest"] = {
+            "elapsed_s": round(self.clock() - self.t0, 1), "rate_asked_cps": self.control.rate,
+            "paused": self.control.paused, "stopping": self.stopping,
+            "attempts": self.started_attempts, "planned": len(self.plan),
+            "calls_up": self.up, "calls_target": self.opts.calls, "in_setup": self.pending,
+            "answered": len(st.setup_ms), "failed": sum(st.causes.values()),
+        }
+        return stats
 
     def targets(self, failed: int) -> dict[str, Any]:
         """Did the run reach the rate and concurrency it was asked for, and if not, what held
@@ -572,9 +686,13 @@ class LoadRunner:
             self._free_span(now, False)
         n = self.starts_free
         rate = (n - 1) / self.span_free if n >= 2 and self.span_free > 0 else None
-        asked_calls = min(o.calls, o.attempts)
+        # the rate asked while the scheduler had room (`iaxgw ctl rate`, hot keys: each
+        # moment's own figure, time-weighted), and the calls it could place before a stop
+        asked_rate = (self.asked_starts / self.span_free
+                      if self.control.changed and self.span_free > 0 else o.cps)
+        asked_calls = min(o.calls, self.started_attempts if self.stopped_early else o.attempts)
         waited = {k: round(v, 3) for k, v in self.waited.items() if v > 0}
-        rate_short = rate is not None and rate < o.cps * (1.0 - TARGET_TOLERANCE)
+        rate_short = rate is not None and rate < asked_rate * (1.0 - TARGET_TOLERANCE)
         slack = int(asked_calls * 0.02)
         # judged on the calls placed at once (in setup or up): a setup a lossy link held for
         # 12 s may come up after other calls ended, which is the target's time, not a cap of
@@ -591,7 +709,7 @@ class LoadRunner:
             if rate_short and not caps:
                 caps.append(CAP_LOOP)
             if calls_short:
-                if asked_calls > 1 and o.duration[0] < asked_calls / o.cps:
+                if asked_calls > 1 and o.duration[0] < asked_calls / asked_rate:
                     caps.append("duration")
                 if failed:
                     caps.append("failed")
@@ -601,7 +719,7 @@ class LoadRunner:
         if not met and not self.interrupted:
             what = []
             if rate_short:
-                what.append(f"rate {rate:.1f}/s of {o.cps:g}/s asked")
+                what.append(f"rate {rate:.1f}/s of {asked_rate:.3g}/s asked")
             if calls_short:
                 what.append(f"{self.up_peak} calls up at most of {asked_calls} asked")
             why = "; ".join(_cap_detail(c, self) for c in caps) or "unknown"
@@ -609,7 +727,9 @@ class LoadRunner:
                               + (" (--allow-underrun: not a failure)" if o.allow_underrun
                                  else ""))
         return {
-            "rate": {"asked": o.cps, "achieved": round(rate, 2) if rate is not None else None},
+            "rate": {"asked": round(asked_rate, 3),
+                     "achieved": round(rate, 2) if rate is not None else None,
+                     "asked_history": self.control.history()},
             "calls": {"asked": asked_calls, "peak": self.up_peak,
                       "placed_peak": self.placed_peak},
             "met": met,
@@ -662,8 +782,18 @@ class LoadRunner:
         for call in list(self.by_index.values()):
             if call.ended:
                 continue
+            graceful = self.control.stopped_by is not None and not self.interrupted
             if call.answered:
+                answered_at = call.stats.t_answer
+                if graceful and (call.stats.rx_frames == 0 or answered_at is None
+                                 or now - answered_at < STOP_AUDIO_MIN_S):
+                    # answered just before the stop, too little of its audio back to judge:
+                    # not checked (n/a), rather than one-way or unverified
+                    call.stats.mode = "none"
                 self._hangup(call, 16, None)
+            elif graceful:
+                # a graceful stop cancels the setups it finds: in progress, not failed
+                self._hangup(call, 16, ("IN_PROGRESS", "stopped before answer"))
             else:
                 outcome = "NO_ANSWER" if call.accepted else "TIMEOUT"
                 why = "interrupted" if self.interrupted else "run deadline"
@@ -682,7 +812,9 @@ class LoadRunner:
             try:
                 live = [c for c in self._ep.channels()
                         if str(_get(c, "state", "")).lower() not in ("", "dead", "ended",
-                                                                     "closed", "done")]
+                                                                     "closed", "done")
+                        and (self.attach is None
+                             or int(_get(c, "local_callno", -1)) in self.placed_callnos)]
             except Exception:
                 return
             if not live:
@@ -715,14 +847,42 @@ class LoadRunner:
         self._wait_since = (cap, now) if cap is not None else None
 
     def _free_span(self, now: float, free: bool) -> None:
-        """Scheduling time while the concurrency cap leaves room (the rate is measured on it)."""
+        """Scheduling time while the concurrency cap leaves room and new calls are not paused
+        (the rate is measured on it, against the rate asked at each moment of it)."""
         if self._span_at is not None:
-            self.span_free += now - self._span_at
+            span = now - self._span_at
+            self.span_free += span
+            self.asked_starts += span * self.control.rate
         self._span_at = now if free else None
 
+    def _control_changed(self) -> None:
+        """Before the asked rate or pause changes: the time so far counts at the old rate; the
+        scheduler wakes to take the new pace."""
+        if self._span_at is not None:
+            self._free_span(self.clock(), True)
+        self._slot.set()
+
+    def _graceful_stop(self, by: str) -> None:
+        """``ctl stop`` / ``q``: no new calls, the calls up hung up, the report written."""
+        if self._done.is_set():
+            return
+        self.stopped_early = self.started_attempts < len(self.plan)
+        what = {"ctl": "`iaxgw ctl stop`", "key": "the q key"}.get(by, f"the {by} stopping")
+        self.notes.append(f"stopped by {what} after {self.clock() - self.t0:.1f} s and "
+                          f"{self.started_attempts} of {len(self.plan)} attempts: the calls up "
+                          f"were hung up; {self.pending} call(s) still in setup counted as in "
+                          "progress, not failed")
+        self.stopping = True
+        if self._span_at is not None:
+            self._free_span(self.clock(), False)    # the rate is judged up to the stop
+        self._slot.set()
+        self._done.set()
+
     async def _scheduler(self) -> None:
-        interval = 1.0 / self.opts.cps
-        next_at = self.clock()
+        control = self.control
+        # the slot of the previous attempt: the next is due 1/rate after it, at the rate asked
+        # now (`iaxgw ctl rate`, hot keys), at most one missed slot made up
+        prev = self.clock() - 1.0 / control.rate
         warned_budget = False
         window = self.window
         for planned in self.plan:
@@ -731,14 +891,16 @@ class LoadRunner:
                     self._waiting(None, self.clock())
                     return
                 now = self.clock()
-                if self.budget.live >= self.opts.calls:
-                    # the concurrency target is up: not a shortfall of the rate
+                interval = 1.0 / control.rate
+                next_at = prev + interval
+                if self.budget.live >= self.opts.calls or control.paused:
+                    # the concurrency target is up, or new calls are paused: not a shortfall
+                    # of the rate
                     self._waiting(None, now)
                     self._free_span(now, False)
                     self._slot.clear()
                     await self._slot.wait()
-                    now = self.clock()
-                    next_at = max(next_at, now)
+                    prev = max(prev, self.clock() - interval)
                     continue
                 self._free_span(now, True)
                 if not window.admit(now):
@@ -761,12 +923,14 @@ class LoadRunner:
                     continue
                 if now < next_at:
                     self._waiting(None, now)
-                    await asyncio.sleep(next_at - now)
+                    self._slot.clear()       # a new rate or a pause wakes it early
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._slot.wait(), next_at - now)
                     continue
                 break
             self._waiting(None, self.clock())
             self._start_call(planned)
-            next_at = max(next_at + interval, self.clock() - interval)
+            prev = max(next_at, self.clock() - 2.0 / control.rate)
         self._free_span(self.clock(), False)
         self._check_done()
 
@@ -793,6 +957,7 @@ class LoadRunner:
             return
         self._flush()
         call.callno = int(callno)
+        self.placed_callnos.add(call.callno)
         self.stats.set_call_id(planned.index, call.callno, None, planned.exten)
         stats.tx.callno = call.callno
         if self._rx_exact:
@@ -1252,6 +1417,8 @@ class LoadRunner:
     def _periodic_end(self) -> None:
         self._tick_open = False
         self._sweep_done = False
+        self.stats.rate_asked_cps = self.control.rate
+        self.stats.paused = self.control.paused
         snap = self.stats.finish_tick(self.clock())
         if self.prom is not None:
             self.prom.on_tick(snap, self._ep)
@@ -1303,6 +1470,7 @@ class LoadRunner:
         if self.stop_signal is not None:
             exit_code = EXIT_SIGINT if self.stop_signal == signal.SIGINT else EXIT_SIGTERM
             reasons.insert(0, f"interrupted by {signal.Signals(self.stop_signal).name}")
+        summary["control"] = self.control.summary()
         now_errors = udp_rcvbuf_errors()
         kernel_drops = (now_errors - self._rcvbuf_errors0
                         if now_errors is not None and self._rcvbuf_errors0 is not None else None)

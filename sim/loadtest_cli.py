@@ -121,6 +121,11 @@ def common_options(f: F) -> F:
         click.option("--pcap", "pcap", type=click.Path(dir_okay=False, path_type=Path),
                      default=None, metavar="FILE",
                      help="Write every datagram sent and received to this pcap file (0600)."),
+        click.option("--control", "control", type=click.Path(dir_okay=False), default=None,
+                     metavar="PATH",
+                     help="Open a control socket here while the run goes: `iaxgw show ... "
+                          "--control PATH` and `iaxgw ctl --control PATH rate N|pause|resume|"
+                          "stop`.  [default: none]"),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -174,11 +179,20 @@ def build_options(**kw: Any) -> LoadtestOptions:
         opts.live = False
     if opts.quiet:
         opts.live = False
+    opts.keys = _stdin_is_terminal()
     try:
         opts.check()
     except PlanError as exc:
         raise click.UsageError(str(exc)) from None
     return opts
+
+
+def _stdin_is_terminal() -> bool:
+    """The hot keys (+ - * / p q) are read only from a terminal."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, OSError):
+        return False
 
 
 EXIT_HELP = ("Exit codes: 0 pass; 1 failed calls, audio not verified or a target not "
@@ -212,13 +226,40 @@ def _guarded(run: Callable[[], int]) -> int:
 @click.command("loadtest", epilog=EXIT_HELP)
 @common_options
 @role_options
-def loadtest(**kw: Any) -> None:
+@click.option("--through", "through", type=click.Path(dir_okay=False), default=None,
+              metavar="PATH",
+              help="Run through the running `iaxgw serve` whose control socket is PATH: its "
+                   "endpoint, address and peer place the calls while it goes on answering.")
+def loadtest(through: str | None = None, **kw: Any) -> None:
     """Place many concurrent IAX2 calls at a peer and measure them (exit 0 = all good)."""
     from iaxgw.sim.loadtest import run_loadtest
 
     impair = kw.pop("impair", None)
+    if through is not None:
+        _through_usage(kw, impair)
     opts = build_options(**kw)
+    if through is not None:
+        from iaxgw.sim.loadtest_through import run_through
+
+        sys.exit(_guarded(lambda: run_through(through, opts)))
     sys.exit(_guarded(lambda: run_loadtest(opts, impair=impair).exit_code))
+
+
+#: what a run through a serve cannot take (the serve's own site, endpoint and socket)
+THROUGH_EXCLUDES = (*ROLE_OPTIONS, "trunk", "trunktimestamps", "control")
+
+
+def _through_usage(kw: dict[str, Any], impair: Any) -> None:
+    given = [k for k in THROUGH_EXCLUDES if kw.get(k) is not None]
+    if impair is not None:
+        given.append("impair")
+    if kw.get("mode") == "hairpin":
+        given.append("mode hairpin")
+    if given:
+        names = ", ".join("--" + ("config" if k == "config_dir" else k.replace("_", "-"))
+                          for k in given)
+        raise click.UsageError(f"{names}: a load test --through a serve uses the serve's own "
+                               "site, peer, address, trunk and socket (give them to serve)")
 
 
 def lab_main(*, asterisk: bool = False, **kw: Any) -> int:

@@ -144,6 +144,8 @@ class LoadtestOptions:
     live: bool = True                     # rich live screen (off with quiet/json or no tty)
     metrics_addr: tuple[str, int] | None = None   # --metrics-addr/--metrics-port; port 0 = any
     pcap: Path | None = None              # --pcap: every datagram sent and received
+    control: str | None = None            # control socket path (iaxgw show / iaxgw ctl)
+    keys: bool = False                    # hot keys on the terminal (stdin a TTY)
     warnings: list[str] = field(default_factory=list)
 
     @property

@@ -354,6 +354,10 @@ class CallStats:
                 self.cause, self.cause_code = cause, cause_code
             elif self.outcome == "ANSWERED" and self.cause is None:
                 self.cause, self.cause_code = cause, cause_code   # how the answered call ended
+        elif ev == "IN_PROGRESS":
+            # a setup the run stopped (iaxgw ctl stop, q): neither answered nor failed
+            if self.outcome is None:
+                self.cause, self.cause_code = cause, cause_code
         else:
             raise ValueError(f"unknown setup event {event!r}")
 
@@ -706,7 +710,7 @@ class CallStats:
         self.t_end = t_s
         if outcome is not None:
             self.on_setup_event(outcome, t_s, cause, cause_code)
-        if self.outcome is None:
+        if self.outcome is None and (outcome or "").upper() != "IN_PROGRESS":
             self.outcome = "NO_ANSWER" if self.t_accept is not None else "TIMEOUT"
         self.analyze(final=True)
         return self.record()

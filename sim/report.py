@@ -54,7 +54,8 @@ from iaxgw.sim.plots import PlotsUnavailable, write_plots
 SUMMARY_VERSION = 1
 TIMESERIES_FIELDS = ("time_s", "calls_up", "attempts", "answered", "failed", "setup_p50_ms",
                      "jitter_p50_ms", "loss_pct", "mos_p50", "tx_pps", "rx_pps", "cpu_pct",
-                     "unix_time_s", "attempts_total", "answered_total", "failed_total")
+                     "unix_time_s", "attempts_total", "answered_total", "failed_total",
+                     "rate_asked_cps", "paused")
 
 #: timeseries.csv: (column, the row field it comes from, what it means).  A name says its unit
 #: and its window: ``_interval`` = over the second since the previous row, ``_total`` = since the
@@ -80,6 +81,9 @@ TIMESERIES_COLUMNS: Final = (
     ("tx_frames_per_s_interval", "tx_pps", "voice frames we sent per second, all calls"),
     ("rx_frames_per_s_interval", "rx_pps", "voice frames we received per second, all calls"),
     ("cpu_pct_interval", "cpu_pct", "this process's CPU use, % of one core"),
+    ("rate_asked_cps_now", "rate_asked_cps",
+     "call attempts per second asked at the row's time (--rate, then iaxgw ctl rate / keys)"),
+    ("paused_now", "paused", "1 while new calls are paused (iaxgw ctl pause, p key), else 0"),
 )
 TIMESERIES_CSV_HEADER: Final = tuple(c[0] for c in TIMESERIES_COLUMNS)
 
@@ -134,6 +138,8 @@ class Snapshot:
     rx_pps: float | None
     cpu_pct: float | None
     audio: dict[str, int] = field(default_factory=dict)
+    rate_asked: float | None = None      # attempts/s asked now (None: not a rate-driven run)
+    paused: bool = False                 # new calls paused (iaxgw ctl pause, p key)
 
 
 Row = dict[str, float | int | None]
@@ -145,7 +151,7 @@ class TimeSeries(Sequence[Row]):
     long run's series grows by little.  Reads back as rows (dicts), like the list it replaces."""
 
     INT_FIELDS = frozenset({"calls_up", "attempts", "answered", "failed", "attempts_total",
-                            "answered_total", "failed_total"})
+                            "answered_total", "failed_total", "paused"})
 
     def __init__(self, rows: Iterable[Mapping[str, float | int | None]] = ()) -> None:
         self._cols: dict[str, array[float]] = {n: array("d") for n in TIMESERIES_FIELDS}
@@ -268,6 +274,10 @@ class LoadStats:
         self.on_row: Callable[[Mapping[str, float | int | None]], None] | None = None
         #: called with each finished call's record (the load test's Prometheus metrics)
         self.on_record: Callable[[CallRecord], None] | None = None
+        #: what the runner asks now (its scheduler's rate, and whether new calls are paused),
+        #: set before each row; None: not a load test with a rate (the cells stay empty)
+        self.rate_asked_cps: float | None = None
+        self.paused = False
         self.cpu = cpu or CpuMeter()
         self.active: dict[int, CallStats] = {}
         self.records = RecordStore()
@@ -351,7 +361,7 @@ class LoadStats:
         self._account_media(call)
         self._ended_tx += call.tx_frames
         self._ended_rx += call.rx_frames
-        if rec.outcome != "ANSWERED":
+        if rec.outcome not in ("ANSWERED", "IN_PROGRESS"):
             key = cause_key(rec.outcome, rec.cause)
             self.causes[key] = self.causes.get(key, 0) + 1
             per_second = self.failures.setdefault(key, {})
@@ -484,6 +494,8 @@ class LoadStats:
             "attempts_total": self.attempts,
             "answered_total": len(self.setup_ms),
             "failed_total": sum(self.causes.values()),
+            "rate_asked_cps": self.rate_asked_cps,
+            "paused": None if self.rate_asked_cps is None else int(self.paused),
         }
         self.timeseries.append(row)
         if self.on_row is not None:
@@ -505,7 +517,7 @@ class LoadStats:
             mos_min=min(mos) if mos else None,
             rtt_p50_ms=_p(rtts, 50),
             tx_pps=row["tx_pps"], rx_pps=row["rx_pps"],
-            cpu_pct=cpu, audio=audio,
+            cpu_pct=cpu, audio=audio, rate_asked=self.rate_asked_cps, paused=self.paused,
         )
         self._last_tick = now
         self._last_tx, self._last_rx = tx, rx

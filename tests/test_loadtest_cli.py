@@ -123,6 +123,11 @@ def test_verbose_after_the_sub_command(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """``iaxgw serve`` as office-b (x00 echo, 302 busy) on a loopback pair of its own."""
+    yield from serve_pair(tmp_path_factory)
+
+
+def serve_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The ``serve`` fixture's work (other test modules make theirs with it)."""
     tmp = tmp_path_factory.mktemp("serve")
     n = next(_NETS)
     a_ip, b_ip = f"127.0.{n}.10", f"127.0.{n}.20"
@@ -131,7 +136,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     proc = ServeProcess(b, tmp, env={"IAXGW_NO_GSO": "1"})
     proc.start()
     try:
-        yield {"a": a, "b": b, "a_ip": a_ip, "b_ip": b_ip, "tmp": tmp}
+        yield {"a": a, "b": b, "a_ip": a_ip, "b_ip": b_ip, "tmp": tmp, "proc": proc}
     finally:
         proc.stop()
 

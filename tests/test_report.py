@@ -113,7 +113,8 @@ def test_time_series_reads_back_as_rows() -> None:
         {"time_s": 2.001, "calls_up": 200, "attempts": 3, "answered": 2, "failed": 1,
          "setup_p50_ms": 12.5, "jitter_p50_ms": 0.25, "loss_pct": 0.0, "mos_p50": 4.41,
          "tx_pps": 10000.0, "rx_pps": 9999.5, "cpu_pct": None, "unix_time_s": 1.7e9,
-         "attempts_total": 3, "answered_total": 2, "failed_total": 1},
+         "attempts_total": 3, "answered_total": 2, "failed_total": 1,
+         "rate_asked_cps": 12.5, "paused": 1},
     ]
     ts = TimeSeries(rows)
     assert len(ts) == 2 and list(ts) == rows and ts[-1] == rows[1] and ts[0:1] == rows[:1]
