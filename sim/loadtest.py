@@ -396,6 +396,8 @@ class LoadRunner:
         self.deadline_hit = False
         self._rcvbuf_errors0: int | None = None
         self.screen = screen
+        self.loop: asyncio.AbstractEventLoop | None = None    # set by a shard's control reader
+        self.ended_early: str | None = None    # why the run was ended before its plan was done
         self._server: Any = None
         self._ep: Any = None
         self._now: Callable[[], float] = clock      # the endpoint's clock: the loop's
@@ -565,24 +567,9 @@ class LoadRunner:
 
     def fail_reasons(self, summary: dict[str, Any], failed: int, audio_ok: bool) -> list[str]:
         """Why the run fails (empty: it passes), one phrase each, for the verdict line."""
-        o = self.opts
-        out: list[str] = []
-        if failed > o.max_failed:
-            out.append(f"{failed} failed call(s), more than --max-failed {o.max_failed}")
-        if not audio_ok:
-            a = summary.get("audio") or {}
-            out.append(f"audio not verified on every call ({a.get('verified')} of "
-                       f"{a.get('checked')} verified, crossed {a.get('crossed')}, one-way "
-                       f"{a.get('one_way')}, silent {a.get('silent')})")
-        if self.deadline_hit:
-            out.append(f"the run deadline ({self.run_deadline():.0f} s) was hit")
-        tg = summary.get("targets") or {}
-        if not tg.get("met", True) and not o.allow_underrun:
-            rate, calls = tg.get("rate") or {}, tg.get("calls") or {}
-            out.append(f"target not reached (rate {rate.get('achieved')}/{rate.get('asked')} "
-                       f"per s, calls {calls.get('peak')}/{calls.get('asked')}; "
-                       "--allow-underrun passes anyway)")
-        return out
+        deadline = (f"the run deadline ({self.run_deadline():.0f} s) was hit"
+                    if self.deadline_hit else None)
+        return fail_reasons(self.opts, summary, failed, audio_ok, deadline)
 
     def _interrupt(self, signum: int | None = None) -> None:
         if signum is not None and self.stop_signal is None:
@@ -590,6 +577,20 @@ class LoadRunner:
         if not self.interrupted:
             self.interrupted = True
             self.notes.append("interrupted: stopped placing calls and hung up the rest")
+            self._done.set()
+
+    def set_concurrency(self, calls: int) -> None:
+        """A new concurrency target (``--calls``) from now on (the capacity search raises it
+        step by step); the scheduler wakes at once."""
+        self.opts.calls = max(1, calls)
+        self.stats.target = self.opts.calls
+        self._slot.set()
+
+    def finish_early(self, why: str) -> None:
+        """End the run now as planned (not an interruption): calls up are hung up."""
+        if self.ended_early is None:
+            self.ended_early = why
+            self.notes.append(f"ended: {why}")
             self._done.set()
 
     async def _stop_all(self) -> None:
@@ -1287,6 +1288,29 @@ class LoadRunner:
         return LoadtestResult(summary=summary, exit_code=exit_code, records=records,
                               timeseries=list(self.stats.timeseries),
                               call_ids=self.stats.call_columns)
+
+
+def fail_reasons(o: LoadtestOptions, summary: dict[str, Any], failed: int, audio_ok: bool,
+                 deadline: str | None) -> list[str]:
+    """Why a run fails (empty: it passes), one phrase each, for the verdict line; judged on
+    the run's figures (one process's, or a sharded run's merged ones)."""
+    out: list[str] = []
+    if failed > o.max_failed:
+        out.append(f"{failed} failed call(s), more than --max-failed {o.max_failed}")
+    if not audio_ok:
+        a = summary.get("audio") or {}
+        out.append(f"audio not verified on every call ({a.get('verified')} of "
+                   f"{a.get('checked')} verified, crossed {a.get('crossed')}, one-way "
+                   f"{a.get('one_way')}, silent {a.get('silent')})")
+    if deadline:
+        out.append(deadline)
+    tg = summary.get("targets") or {}
+    if not tg.get("met", True) and not o.allow_underrun:
+        rate, calls = tg.get("rate") or {}, tg.get("calls") or {}
+        out.append(f"target not reached (rate {rate.get('achieved')}/{rate.get('asked')} "
+                   f"per s, calls {calls.get('peak')}/{calls.get('asked')}; "
+                   "--allow-underrun passes anyway)")
+    return out
 
 
 def _cap_detail(cap: str, runner: LoadRunner) -> str:

@@ -17,6 +17,7 @@ from iaxgw.gateway.serve_cli import IMPAIR_HELP, impair_cb
 from iaxgw.sim.loadtest_plan import (
     LoadtestOptions,
     PlanError,
+    parse_bind_list,
     parse_duration,
     parse_extens,
     parse_hostport,
@@ -25,34 +26,27 @@ from iaxgw.sim.loadtest_plan import (
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _duration(ctx: click.Context | None, param: click.Parameter | None,
-              value: str | None) -> tuple[float, float] | None:
-    if value is None:
-        return None
-    try:
-        return parse_duration(value)
-    except PlanError as exc:
-        raise click.BadParameter(str(exc)) from None
+T = TypeVar("T")
+Callback = Callable[[click.Context | None, click.Parameter | None, str | None], Any]
 
 
-def _extens(ctx: click.Context | None, param: click.Parameter | None,
-            value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    try:
-        return parse_extens(value)
-    except PlanError as exc:
-        raise click.BadParameter(str(exc)) from None
+def _parsed(parse: Callable[[str], T]) -> Callback:
+    """A click callback: the option's text through ``parse`` (a PlanError is a bad value)."""
+    def callback(ctx: click.Context | None, param: click.Parameter | None,
+                 value: str | None) -> T | None:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except PlanError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return callback
 
 
-def _hostport(ctx: click.Context | None, param: click.Parameter | None,
-              value: str | None) -> tuple[str, int] | None:
-    if value is None:
-        return None
-    try:
-        return parse_hostport(value)
-    except PlanError as exc:
-        raise click.BadParameter(str(exc)) from None
+_duration = _parsed(parse_duration)
+_extens = _parsed(parse_extens)
+_hostport = _parsed(parse_hostport)
+_binds = _parsed(parse_bind_list)
 
 
 def common_options(f: F) -> F:
@@ -107,6 +101,10 @@ def common_options(f: F) -> F:
                      help="Seconds from NEW to ANSWER before a call counts as TIMEOUT."),
         click.option("--seed", type=int, default=1, show_default=True,
                      help="Random seed for MIN-MAX durations."),
+        click.option("--shards", type=click.IntRange(1, 256), default=None,
+                     help="Load-test processes, each with its own source address (--bind "
+                          "list or range).  [default: one per --bind address; one when the "
+                          "calls fit one address's 2048 call numbers, else one per core]"),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -132,8 +130,11 @@ def role_options(f: F) -> F:
                      help="The iax.conf entry to call.  [default: the other site]"),
         click.option("--peer-host", callback=_hostport, default=None, metavar="HOST[:PORT]",
                      help="Call this address instead of the peer entry's host."),
-        click.option("--bind", callback=_hostport, default=None, metavar="HOST[:PORT]",
-                     help="Our local address.  [default: the config's bindaddr/bindport]"),
+        click.option("--bind", callback=_binds, default=None,
+                     metavar="HOST[:PORT]|A,B,..|A-B",
+                     help="Our local address, or one per shard as a list or an IPv4 range "
+                          "(127.0.0.20-127.0.0.23).  [default: the config's bindaddr/bindport; "
+                          "more shards take the next loopback addresses]"),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -143,6 +144,10 @@ def role_options(f: F) -> F:
 def build_options(**kw: Any) -> LoadtestOptions:
     """CLI keyword arguments -> checked :class:`LoadtestOptions` (``click.UsageError`` if bad)."""
     opts = LoadtestOptions()
+    binds = kw.pop("bind", None)
+    if binds:
+        opts.bind = binds[0]
+        opts.binds = list(binds) if len(binds) > 1 else None
     for key, value in kw.items():
         if value is None:
             continue
@@ -197,6 +202,10 @@ def loadtest(**kw: Any) -> None:
 
     impair = kw.pop("impair", None)
     opts = build_options(**kw)
+    if opts.shard_count() > 1:
+        from iaxgw.sim.shards import run_sharded_loadtest
+
+        sys.exit(_guarded(lambda: run_sharded_loadtest(opts, impair=impair).exit_code))
     sys.exit(_guarded(lambda: run_loadtest(opts, impair=impair).exit_code))
 
 

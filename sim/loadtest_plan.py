@@ -6,7 +6,9 @@ before any datagram is sent.  The engine that runs a plan is :mod:`iaxgw.sim.loa
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import os
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -100,6 +102,55 @@ def parse_hostport(text: str, default_port: int = 4569) -> tuple[str, int]:
     return host, port
 
 
+#: The most source addresses (shards) one ``--bind`` may name.
+MAX_BIND_ADDRESSES = 256
+
+
+def parse_bind_list(text: str, default_port: int = 4569) -> list[tuple[str, int]]:
+    """``--bind``: ``HOST[:PORT]``, a list ``A,B,C`` (each with an optional ``:PORT``) or an
+    IPv4 range ``127.0.0.20-127.0.0.23[:PORT]`` (the end may be the last octet: ``-23``)."""
+    out: list[tuple[str, int]] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            raise PlanError(f"empty address in --bind {text!r}")
+        if _is_ipv4(part.partition("-")[0]) and "-" in part:
+            out.extend(_bind_range(part, default_port))
+        else:
+            out.append(parse_hostport(part, default_port))
+        if len(out) > MAX_BIND_ADDRESSES:
+            raise PlanError(f"--bind {text!r}: more than {MAX_BIND_ADDRESSES} addresses")
+    if len(set(out)) != len(out):
+        raise PlanError(f"--bind {text!r} names an address twice")
+    return out
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def _bind_range(part: str, default_port: int) -> list[tuple[str, int]]:
+    lo_text, _, hi_text = part.partition("-")
+    hi_host, port = parse_hostport(hi_text, default_port)
+    try:
+        lo = ipaddress.IPv4Address(lo_text.strip())
+        if hi_host.isdigit():
+            hi_host = ".".join([*str(lo).split(".")[:3], hi_host])
+        hi = ipaddress.IPv4Address(hi_host)
+    except ValueError:
+        raise PlanError(f"bad --bind range {part!r}: expected IPv4 A-B, e.g. "
+                        "127.0.0.20-127.0.0.23") from None
+    if hi < lo:
+        raise PlanError(f"bad --bind range {part!r}: end before start")
+    if int(hi) - int(lo) >= MAX_BIND_ADDRESSES:
+        raise PlanError(f"--bind range {part!r}: more than {MAX_BIND_ADDRESSES} addresses")
+    return [(str(ipaddress.IPv4Address(n)), port) for n in range(int(lo), int(hi) + 1)]
+
+
 def _port(p: str, text: str) -> int:
     if not p.isdigit() or not 0 < int(p) < 65536:
         raise PlanError(f"bad port in {text!r}")
@@ -125,6 +176,8 @@ class LoadtestOptions:
     config_dir: Path | None = None        # None: the embedded seed config
     site: str | None = None               # embedded config of this site; None: office-b
     bind: tuple[str, int] | None = None   # None: the config's bindaddr/bindport
+    binds: list[tuple[str, int]] | None = None   # --bind list/range: one shard per address
+    shards: int | None = None             # None: see shard_count()
     report_dir: Path | None = None
     max_failed: int = 0
     setup_timeout: float = 10.0           # NEW -> ANSWER, else the call ends as TIMEOUT
@@ -191,12 +244,42 @@ class LoadtestOptions:
                 f"--duration {self.duration[0]:g} s is shorter than the ramp to --calls "
                 f"{self.calls} at {self.cps:g} calls/s ({ramp:.1f} s): the first calls end before "
                 "the last start, so the concurrency target cannot be reached")
+        self._check_shards()
         held = callnos_needed_within(self.attempts, self.cps, self.duration[0], self.calls)
         if held > self.callno_budget:
             self.warnings.append(
                 f"--total {self.attempts} at {self.cps:g} calls/s would hold about {held} call "
                 f"numbers within {CALLNO_HOLD_S:.0f} s; Asterisk allows {self.callno_budget} per "
                 f"source IP (maxcallnumbers), so new calls will wait for numbers to free up")
+
+    def shard_count(self) -> int:
+        """How many load-test processes: ``--shards``, else one per ``--bind`` address, else
+        one when the calls fit one source address's call numbers (Asterisk's maxcallnumbers),
+        else one per core and enough that each address's calls fit."""
+        if self.shards is not None:
+            return self.shards
+        if self.binds:
+            return len(self.binds)
+        if self.calls <= self.callno_budget:
+            return 1
+        return max(os.cpu_count() or 1, -(-self.calls // self.callno_budget))
+
+    def _check_shards(self) -> None:
+        n = self.shard_count()
+        if n < 1:
+            raise PlanError("--shards must be at least 1")
+        if n > 1 and self.mode == "hairpin":
+            raise PlanError("--mode hairpin with several shards: the target dials back one "
+                            "address only; use one shard (--shards 1)")
+        if n > 1 and self.binds and n != len(self.binds):
+            raise PlanError(f"--shards {n} with {len(self.binds)} --bind addresses: give one "
+                            "address per shard (a list or a range), or leave out --shards")
+        per_shard = -(-self.calls // n)
+        if per_shard > self.callno_budget:
+            raise PlanError(
+                f"--calls {self.calls} over {n} shard(s) is {per_shard} calls per source "
+                f"address; the target gives each address {self.callno_budget} call numbers "
+                "(Asterisk maxcallnumbers): add addresses (--bind A-B) or shards (--shards)")
 
     def exten_list(self) -> list[str]:
         if self.extens:
