@@ -268,3 +268,17 @@ def test_a_shard_killed_mid_run_is_the_generators_loss(serve: dict[str, Any],
     # the survivor's calls are all there and were not counted as the target's failures
     assert summary["attempted"] == 2 and summary["answered"] == 2 and summary["failed"] == 0
     assert "shard 1 lost" in out
+
+
+def test_lab_with_shards_lets_them_in_and_merges(tmp_path: Path) -> None:
+    """``iaxgw lab --shards 2``: serve's ACL is widened to both shard addresses."""
+    n = random.Random(os.getpid() + 13).randrange(100, 250)
+    env = {**os.environ, "IAXGW_LAB_ADDRS": f"127.{n}.8.10,127.{n}.8.20"}
+    proc = subprocess.run([sys.executable, "-m", "iaxgw.gateway.cli", "lab", "--calls", "6",
+                           "--shards", "2", "-d", "3", "--json"], env=env, capture_output=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    s = json.loads(proc.stdout)
+    assert [sh["local"] for sh in s["shards"]] == [f"127.{n}.8.10:4569", f"127.{n}.8.11:4569"]
+    assert s["answered"] == 6 and s["audio"]["verified"] == 6
+    assert f"127.{n}.8.10, 127.{n}.8.11" in s["lab"]["we_are"]
