@@ -32,7 +32,7 @@ import sys
 import time
 import wave
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +44,13 @@ from iaxgw._core.trunk import datagram_census, trunk_entry_stats, tx_tick
 from iaxgw.gateway import events as ev
 from iaxgw.gateway.model import IaxConfig
 from iaxgw.sim import signature as sig
+from iaxgw.sim.capacity import (
+    DEFAULT_STOP_WHEN,
+    CapacitySearch,
+    StopRule,
+    step_lines,
+    write_capacity_plot,
+)
 from iaxgw.sim.gcpace import GcPacer
 from iaxgw.sim.loadtest_plan import (
     AuthWindow,
@@ -397,6 +404,9 @@ class LoadRunner:
         self._rcvbuf_errors0: int | None = None
         self.screen = screen
         self.loop: asyncio.AbstractEventLoop | None = None    # set by a shard's control reader
+        self.capacity = capacity_search(opts)    # --step: raises the concurrency step by step
+        if self.capacity is not None:
+            self.stats.on_samples = self._capacity_second
         self.ended_early: str | None = None    # why the run was ended before its plan was done
         self._server: Any = None
         self._ep: Any = None
@@ -439,7 +449,8 @@ class LoadRunner:
                                                on_datagram=self._on_datagram,
                                                on_datagrams=self._on_datagrams,
                                                impair=self.impairment,
-                                               socket_buffer=socket_buffer(self.opts.calls))
+                                               socket_buffer=socket_buffer(
+                                                   max(self.opts.calls, self.opts.max_calls or 0)))
         except OSError as exc:
             raise CannotRunError(f"cannot bind {t.bind[0]}:{t.bind[1]}: "
                                  f"{exc.strerror or exc}; {bind_hint(t.bind, t.role)}") from None
@@ -586,6 +597,16 @@ class LoadRunner:
         self.stats.target = self.opts.calls
         self._slot.set()
 
+    def _capacity_second(self, row: Mapping[str, Any], samples: Mapping[str, Any]) -> None:
+        assert self.capacity is not None
+        action = self.capacity.second(row, samples)
+        if action is None:
+            return
+        if action.stop:
+            self.finish_early(f"capacity search over: {self.capacity.result()['reason']}")
+        elif action.calls is not None:
+            self.set_concurrency(action.calls)
+
     def finish_early(self, why: str) -> None:
         """End the run now as planned (not an interruption): calls up are hung up."""
         if self.ended_early is None:
@@ -604,7 +625,8 @@ class LoadRunner:
                 self._hangup(call, 16, None)
             else:
                 outcome = "NO_ANSWER" if call.accepted else "TIMEOUT"
-                why = "interrupted" if self.interrupted else "run deadline"
+                why = ("interrupted" if self.interrupted else
+                       "the run ended" if self.ended_early else "run deadline")
                 self._hangup(call, 16, (outcome, f"{why} before answer"))
         self._flush()
         self._tick_open = self._sweep_done = False
@@ -1220,6 +1242,8 @@ class LoadRunner:
                         and not audio.get("silent"))
         targets = self.targets(int(summary.get("failed") or 0))
         summary["targets"] = targets
+        if self.capacity is not None:
+            summary["capacity"] = self.capacity.result()
         reasons = self.fail_reasons(summary, failed, audio_ok)
         exit_code = EXIT_FAIL if reasons else EXIT_PASS
         heard = self.stats.trunk.datagrams["rx"]
@@ -1290,11 +1314,25 @@ class LoadRunner:
                               call_ids=self.stats.call_columns)
 
 
+def capacity_search(opts: LoadtestOptions) -> CapacitySearch | None:
+    """The capacity search a run with ``--step`` does (None without)."""
+    if opts.step is None or opts.max_calls is None:
+        return None
+    return CapacitySearch(opts.step, opts.step_time, opts.max_calls,
+                          StopRule(opts.stop_when or DEFAULT_STOP_WHEN))
+
+
 def fail_reasons(o: LoadtestOptions, summary: dict[str, Any], failed: int, audio_ok: bool,
                  deadline: str | None) -> list[str]:
     """Why a run fails (empty: it passes), one phrase each, for the verdict line; judged on
     the run's figures (one process's, or a sharded run's merged ones)."""
     out: list[str] = []
+    cap = summary.get("capacity")
+    if cap is not None:
+        # failed calls are what a capacity search looks for: it fails only without a figure
+        if cap.get("calls") is None:
+            out.append(f"capacity search: no step held ({cap.get('reason')})")
+        return out
     if failed > o.max_failed:
         out.append(f"{failed} failed call(s), more than --max-failed {o.max_failed}")
     if not audio_ok:
@@ -1486,6 +1524,11 @@ def write_report_files(opts: LoadtestOptions, result: LoadtestResult) -> None:
             print(f"iaxgw loadtest: cannot write report to {opts.report_dir}: {exc}",
                   file=sys.stderr)
             files = None
+    cap = result.summary.get("capacity")
+    if files is not None and cap is not None and files.plots_skipped is None:
+        with contextlib.suppress(ImportError, OSError):
+            write_capacity_plot(Path(opts.report_dir) / "capacity.png", cap)
+            files.files.append(Path(opts.report_dir) / "capacity.png")
     if files is not None:
         result.report_files = list(files.files)
     if got:
@@ -1519,6 +1562,13 @@ def finish_output(opts: LoadtestOptions, result: LoadtestResult) -> None:
     if kinds:
         console.print("datagrams: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
                       + f"; echo frames missing {lt.get('echo_missing_pct')} %")
+    cap = result.summary.get("capacity")
+    if cap is not None:
+        console.print("capacity search, step by step:", highlight=False)
+        for line in step_lines(cap):
+            console.print("  " + line, highlight=False)
+        console.print(f"[bold]capacity: {cap.get('calls')} calls[/] held; failed at "
+                      f"{cap.get('failed_at')}: {cap.get('reason')}", highlight=False)
     worst = result.summary.get("worst_calls") or {}
     for line in worst_lines(worst):
         console.print(line, highlight=False)

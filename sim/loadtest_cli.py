@@ -101,6 +101,18 @@ def common_options(f: F) -> F:
                      help="Seconds from NEW to ANSWER before a call counts as TIMEOUT."),
         click.option("--seed", type=int, default=1, show_default=True,
                      help="Random seed for MIN-MAX durations."),
+        click.option("--step", type=click.IntRange(1, 30_000), default=None,
+                     help="Capacity search: start with this many calls and add as many every "
+                          "--step-time until --stop-when trips or --max-calls held."),
+        click.option("--step-time", type=click.FloatRange(2, 3600), default=10.0,
+                     show_default=True, help="Capacity search: seconds per step."),
+        click.option("--max-calls", type=click.IntRange(1, 30_000), default=None,
+                     help="Capacity search: the last step."),
+        click.option("--stop-when", default=None, metavar="EXPR",
+                     help="Capacity search: the rule a step must not trip, over mos_p5, "
+                          "mos_p50, loss_pct, jitter_p95_ms, setup_p95_ms, setup_fail_pct, "
+                          "calls_up.  [default: setup_fail_pct > 1 or loss_pct > 1 or "
+                          "mos_p5 < 3.5]"),
         click.option("--shards", type=click.IntRange(1, 256), default=None,
                      help="Load-test processes, each with its own source address (--bind "
                           "list or range).  [default: one per --bind address; one when the "

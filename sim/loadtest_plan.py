@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from iaxgw.sim.capacity import DEFAULT_STOP_WHEN, RuleError, StopRule
+
 Mode = Literal["direct", "hairpin"]
 
 #: Asterisk holds at most this many call numbers per source IP (``maxcallnumbers``), each until
@@ -178,6 +180,10 @@ class LoadtestOptions:
     bind: tuple[str, int] | None = None   # None: the config's bindaddr/bindport
     binds: list[tuple[str, int]] | None = None   # --bind list/range: one shard per address
     shards: int | None = None             # None: see shard_count()
+    step: int | None = None               # capacity search: calls added each step
+    step_time: float = 10.0               # ... every this many seconds
+    max_calls: int | None = None          # ... up to this many
+    stop_when: str | None = None          # ... until this rule trips (sim/capacity.py)
     report_dir: Path | None = None
     max_failed: int = 0
     setup_timeout: float = 10.0           # NEW -> ANSWER, else the call ends as TIMEOUT
@@ -244,6 +250,7 @@ class LoadtestOptions:
                 f"--duration {self.duration[0]:g} s is shorter than the ramp to --calls "
                 f"{self.calls} at {self.cps:g} calls/s ({ramp:.1f} s): the first calls end before "
                 "the last start, so the concurrency target cannot be reached")
+        self._plan_capacity()
         self._check_shards()
         held = callnos_needed_within(self.attempts, self.cps, self.duration[0], self.calls)
         if held > self.callno_budget:
@@ -260,9 +267,42 @@ class LoadtestOptions:
             return self.shards
         if self.binds:
             return len(self.binds)
-        if self.calls <= self.callno_budget:
+        if self.peak_calls <= self.callno_budget:
             return 1
-        return max(os.cpu_count() or 1, -(-self.calls // self.callno_budget))
+        return max(os.cpu_count() or 1, -(-self.peak_calls // self.callno_budget))
+
+    @property
+    def peak_calls(self) -> int:
+        """The most calls at once the run may ask for (a capacity search's --max-calls)."""
+        return self.max_calls if self.step is not None and self.max_calls else self.calls
+
+    def _plan_capacity(self) -> None:
+        """``--step``: the first step's calls, calls that stay up until the search ends, enough
+        attempts for every step and its refused calls, and no verdict on failed calls (the
+        search is there to find them)."""
+        if self.step is None:
+            if self.max_calls is not None or self.stop_when is not None:
+                raise PlanError("--max-calls and --stop-when belong to a capacity search: "
+                                "give --step too")
+            return
+        if self.step < 1 or self.step_time < 2.0:
+            raise PlanError("--step must be at least 1 and --step-time at least 2 s")
+        if self.max_calls is None:
+            raise PlanError("--step needs --max-calls (where the search stops if nothing trips)")
+        if self.max_calls < self.step:
+            raise PlanError("--max-calls must be at least --step")
+        try:
+            StopRule(self.stop_when or DEFAULT_STOP_WHEN)
+        except RuleError as exc:
+            raise PlanError(str(exc)) from None
+        steps = -(-self.max_calls // self.step)
+        horizon = steps * self.step_time
+        self.calls = self.step
+        if self.rate is None:
+            self.rate = max(10.0, 2.0 * self.step / self.step_time)
+        self.duration = (horizon + 30.0, horizon + 30.0)
+        self.total = self.max_calls + math.ceil(self.cps * horizon)
+        self.allow_underrun = True
 
     def _check_shards(self) -> None:
         n = self.shard_count()
@@ -274,10 +314,10 @@ class LoadtestOptions:
         if n > 1 and self.binds and n != len(self.binds):
             raise PlanError(f"--shards {n} with {len(self.binds)} --bind addresses: give one "
                             "address per shard (a list or a range), or leave out --shards")
-        per_shard = -(-self.calls // n)
+        per_shard = -(-self.peak_calls // n)
         if per_shard > self.callno_budget:
             raise PlanError(
-                f"--calls {self.calls} over {n} shard(s) is {per_shard} calls per source "
+                f"--calls {self.peak_calls} over {n} shard(s) is {per_shard} calls per source "
                 f"address; the target gives each address {self.callno_budget} call numbers "
                 "(Asterisk maxcallnumbers): add addresses (--bind A-B) or shards (--shards)")
 

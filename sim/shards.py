@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from iaxgw.gateway.safefs import write_file_atomic
+from iaxgw.sim.loadtest import capacity_search
 from iaxgw.sim.loadtest_plan import LoadtestOptions, PlanError
 from iaxgw.sim.report import Row, TimeseriesStream
 from iaxgw.sim.shard_merge import LiveMerge, Second, ShardResult, merge_loadtest, merge_summary
@@ -80,6 +81,7 @@ def shard_options(opts: LoadtestOptions, addrs: list[Addr], work: Path) -> list[
     n = len(addrs)
     calls, attempts = split(opts.calls, n), split(opts.attempts, n)
     pending = max(1, opts.max_pending // n)
+    peaks = split(opts.max_calls, n) if opts.max_calls else [None] * n
     out = []
     for k, addr in enumerate(addrs):
         report = (Path(opts.report_dir) / "shards" / f"shard-{k}"
@@ -88,7 +90,8 @@ def shard_options(opts: LoadtestOptions, addrs: list[Addr], work: Path) -> list[
             opts, calls=max(1, calls[k]), total=max(1, attempts[k]),
             rate=opts.cps * max(1, calls[k]) / opts.calls, bind=addr, binds=None, shards=1,
             max_pending=pending, report_dir=report, live=False, quiet=True, json_out=False,
-            warnings=[], extens=opts.exten_list()))
+            warnings=[], extens=opts.exten_list(), step=None, max_calls=peaks[k],
+            stop_when=None))
     if opts.max_pending < n:
         opts.warnings.append(f"--max-pending {opts.max_pending} is below the {n} shards: each "
                              "shard keeps one setup in flight (the target counts them per user)")
@@ -153,6 +156,9 @@ class ShardedRun:
                        for k, (a, o) in enumerate(zip(self.addrs, shard_options(
                            opts, self.addrs, self.work), strict=True))]
         self.merge = LiveMerge(shards=n, target=opts.calls)
+        self.capacity = capacity_search(opts)
+        if self.capacity is not None:
+            self.on_second = self._capacity_second
         self.lines: queue.Queue[tuple[int, Any]] = queue.Queue()
         self.stop_signal: int | None = None
         self.lost: dict[int, str] = {}
@@ -176,6 +182,21 @@ class ShardedRun:
         o = self.shards[0].opts
         runner = LoadRunner(o, load_target(dataclasses.replace(o, warnings=[]), self.config))
         return runner.run_deadline() + SHARD_GRACE_S
+
+    def _capacity_second(self, row: Row, samples: dict[str, Any]) -> None:
+        """The capacity search judges the merged seconds and steers every shard."""
+        assert self.capacity is not None
+        action = self.capacity.second(row, samples)
+        if action is None:
+            return
+        if action.stop:
+            for sh in self.shards:
+                sh.send("stop")
+        elif action.calls is not None:
+            self.merge.target = action.calls
+            for sh, calls in zip(self.shards, split(action.calls, len(self.shards)),
+                                 strict=True):
+                sh.send(f"calls {max(1, calls)}")
 
     def _forward(self, signum: int, _frame: Any = None) -> None:
         if self.stop_signal is None:
@@ -260,7 +281,8 @@ class ShardedRun:
             self.work.rmdir()
         return ShardedOutcome(results=results, lost=self.lost, rows=self.merge.merged,
                               samples=self.merge.merged_samples, stop_signal=self.stop_signal,
-                              shards=self.shards)
+                              shards=self.shards, capacity=self.capacity.result()
+                              if self.capacity is not None else None)
 
 
 @dataclasses.dataclass(slots=True)
@@ -271,6 +293,7 @@ class ShardedOutcome:
     samples: list[dict[str, Any]]
     stop_signal: int | None
     shards: list[Shard]
+    capacity: dict[str, Any] | None = None
 
 
 def _tail(path: Path, lines: int = 6) -> str:
@@ -303,6 +326,8 @@ def sharded_result(opts: LoadtestOptions, outcome: ShardedOutcome) -> Any:
     for k, why in sorted(outcome.lost.items()):
         summary["shards"].append({"index": k, "local": outcome.shards[k].name,
                                   "calls": outcome.shards[k].opts.calls, "lost": why})
+    if outcome.capacity is not None:
+        summary["capacity"] = outcome.capacity
     reasons = merged_reasons(opts, summary, lt, failed, outcome.lost)
     exit_code = EXIT_FAIL if reasons else EXIT_PASS
     if results and all(r.exit_code == EXIT_CANNOT_RUN for r in results):

@@ -282,3 +282,22 @@ def test_lab_with_shards_lets_them_in_and_merges(tmp_path: Path) -> None:
     assert [sh["local"] for sh in s["shards"]] == [f"127.{n}.8.10:4569", f"127.{n}.8.11:4569"]
     assert s["answered"] == 6 and s["audio"]["verified"] == 6
     assert f"127.{n}.8.10, 127.{n}.8.11" in s["lab"]["we_are"]
+
+
+def test_capacity_search_over_shards_steers_each_one(serve: dict[str, Any],
+                                                     tmp_path: Path) -> None:
+    """Steps of 2 calls over two shards (one each); the rule trips at 6 calls up."""
+    net = serve["net"]
+    report = tmp_path / "rep"
+    proc = _loadtest(serve, report, f"{net}.15,{net}.16", "--step", "2", "--step-time", "3",
+                     "--max-calls", "10", "--stop-when", "calls_up >= 6")
+    out = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 0, out
+    summary = json.loads((report / "summary.json").read_text())
+    jsonschema.Draft202012Validator(summary_schema()).validate(summary)
+    cap = summary["capacity"]
+    assert (cap["calls"], cap["failed_at"]) == (4, 6), cap
+    assert [s["calls_up"] for s in cap["steps"]] == [2, 4, 6]
+    assert [s["max_concurrent"] for s in summary["shards"]] == [3, 3]
+    assert "capacity: 4 calls held; failed at 6" in out
+    assert (report / "capacity.png").is_file()

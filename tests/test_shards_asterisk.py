@@ -82,3 +82,46 @@ def test_a_shard_outside_the_acl_is_refused(asterisk_factory: Any, tmp_path: Pat
     refused = {k: v for k, v in res.summary["causes"].items() if k.startswith("REJECT")}
     assert sum(refused.values()) == 2 and all("50" in k for k in refused), refused
     assert res.exit_code == 1
+
+
+# --- capacity search against an Asterisk limited by maxcalls --------------------------------
+
+
+def _capacity_opts(binds: list[tuple[str, int]], report: Path) -> LoadtestOptions:
+    return _opts(binds, report, step=4, step_time=4.0, max_calls=16,
+                 stop_when="setup_fail_pct > 1 or mos_p5 < 3.5")
+
+
+@pytest.mark.parametrize("shards", [1, 2], ids=["one-process", "two-shards"])
+def test_capacity_search_finds_maxcalls(asterisk_factory: Any, tmp_path: Path,
+                                        shards: int) -> None:
+    """office-a's asterisk.conf says ``maxcalls = 8``: the 9th call gets no dialplan.  Steps
+    of 4 calls every 4 s: 4 and 8 hold, 12 trips on setup failures."""
+    binds = SHARDS[:shards]
+    inst = asterisk_factory("office-a", maxcalls=8,
+                            permit=_permit(*(ip for ip, _ in binds)))
+    opts = _capacity_opts(binds, tmp_path / "rep")
+    if shards == 1:
+        import asyncio
+
+        import uvloop
+
+        from iaxgw.sim.loadtest import run_loadtest_async
+
+        opts.binds = None
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
+            res = r.run(run_loadtest_async(opts))
+    else:
+        res = run_sharded(opts)
+    write_report_files(opts, res)
+    cap = res.summary["capacity"]
+    detail = f"{cap}, causes {res.summary['causes']}, log:\n{inst.log_tail(8)}"
+    assert cap["calls"] == 8 and cap["failed_at"] == 12, detail
+    assert "setup_fail_pct > 1" in cap["reason"], detail
+    assert [s["calls"] for s in cap["steps"]] == [4, 8, 12], detail
+    assert [s["held"] for s in cap["steps"]] == [True, True, False], detail
+    assert cap["steps"][1]["calls_up"] == 8 and cap["steps"][1]["setup_fail_pct"] == 0.0
+    assert res.exit_code == 0, res.summary["loadtest"]["fail_reasons"]
+    assert (tmp_path / "rep" / "capacity.png").is_file()
+    saved = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert saved["capacity"]["calls"] == 8
