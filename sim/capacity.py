@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from iaxgw.sim.limits import step_cpu_bound
+
 #: What a stop rule may name (each over the step: its attempts, the calls answered in it, and
 #: the calls up at its end).
 METRICS = {
@@ -139,6 +141,7 @@ class StepFigures:
     last_jitter: list[float] = field(default_factory=list)
     calls_up: int = 0
     seconds: int = 0
+    cpu: list[float] = field(default_factory=list)    # the busiest generator process, by second
 
     def add(self, row: Mapping[str, Any], samples: Mapping[str, Any]) -> None:
         self.seconds += 1
@@ -150,6 +153,9 @@ class StepFigures:
         self.last_mos = list(samples.get("mos") or [])
         self.last_jitter = list(samples.get("jitter_ms") or [])
         self.calls_up = int(row.get("calls_up") or 0)
+        cpu = samples.get("cpu_max_pct", samples.get("cpu_pct"))
+        if cpu is not None:
+            self.cpu.append(float(cpu))
 
     def metrics(self) -> dict[str, float | None]:
         return {
@@ -184,6 +190,7 @@ class CapacitySearch:
         self.capacity: int | None = None
         self.failed_at: int | None = None
         self.reason: str | None = None
+        self.limit: str | None = None     # whose limit failed_at is: target or generator
         self.done = False
 
     @property
@@ -207,12 +214,19 @@ class CapacitySearch:
         reached = cur.calls_up >= math.floor(REACHED_SHARE * cur.calls)
         if not hits and not reached:
             hits = [f"only {cur.calls_up} of {cur.calls} calls up at the step's end"]
+        cpu_bound = step_cpu_bound(cur.cpu)
         self.steps.append({"calls": cur.calls, "seconds": cur.seconds,
                            "attempts": cur.attempts, "failed": cur.failed,
                            **{k: _round(v) for k, v in m.items()},
+                           "generator_cpu_max_pct": _round(max(cur.cpu, default=None)),
+                           "generator_cpu_bound": cpu_bound,
                            "held": not hits, "tripped": hits})
         if hits:
             self.failed_at, self.reason, self.done = cur.calls, "; ".join(hits), True
+            self.limit = "generator" if cpu_bound else "target"
+            if cpu_bound:
+                self.reason += ("; the load generator was CPU-bound in this step: the limit "
+                                "may be the generator's, not the target's (add shards)")
             return Action(stop=True)
         self.capacity = cur.calls
         if cur.calls >= self.max_calls:
@@ -224,7 +238,7 @@ class CapacitySearch:
 
     def result(self) -> dict[str, Any]:
         """summary.json's ``capacity``."""
-        return {"calls": self.capacity, "failed_at": self.failed_at,
+        return {"calls": self.capacity, "failed_at": self.failed_at, "limited_by": self.limit,
                 "reason": self.reason if self.done else "the run ended before a step tripped",
                 "stop_when": self.rule.text, "step": self.step,
                 "step_time_s": self.step_time, "max_calls": self.max_calls,

@@ -52,6 +52,7 @@ from iaxgw.sim.capacity import (
     write_capacity_plot,
 )
 from iaxgw.sim.gcpace import GcPacer
+from iaxgw.sim.limits import generator_limits, limited_by
 from iaxgw.sim.loadtest_plan import (
     AuthWindow,
     CallnoBudget,
@@ -1296,6 +1297,10 @@ class LoadRunner:
             "kernel_udp_rcvbuf_errors": kernel_drops,
             "notes": self.notes + diagnose(summary, self.target),
         }
+        lt = summary["loadtest"]
+        limits = generator_limits(self.stats.cpu_samples, lt["send_timing"],
+                                  targets.get("capped_by") or [], kernel_drops)
+        summary["limited_by"] = limited_by(limits)
         if kernel_drops:
             summary["loadtest"]["notes"].append(
                 f"the kernel dropped {kernel_drops} UDP datagram(s) on this machine for full "
@@ -1562,6 +1567,9 @@ def finish_output(opts: LoadtestOptions, result: LoadtestResult) -> None:
     if kinds:
         console.print("datagrams: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
                       + f"; echo frames missing {lt.get('echo_missing_pct')} %")
+    for why in (result.summary.get("limited_by") or {}).get("reasons") or []:
+        console.print(f"[yellow]limited by the load generator, not the target:[/] {why}",
+                      highlight=False)
     cap = result.summary.get("capacity")
     if cap is not None:
         console.print("capacity search, step by step:", highlight=False)

@@ -490,7 +490,7 @@ class LoadStats:
                 "rtt_ms": rtts, "jitter_max_ms": self._sweep_jit_max,
                 "lost": iv["lost"], "expected": iv["expected"],
                 "setting_up": self._sweep_setting_up, "causes": dict(self.causes),
-                "audio": audio, "dt": dt})
+                "audio": audio, "dt": dt, "cpu_pct": cpu})
         snap = Snapshot(
             elapsed_s=now - self.started, calls_up=up, target=self.target,
             setting_up=self._sweep_setting_up, attempts=self.attempts,

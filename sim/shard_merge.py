@@ -148,12 +148,14 @@ class LiveMerge:
 def pool_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The shards' raw samples of one second as one set (lists joined, counts summed)."""
     maxes = [float(s["jitter_max_ms"]) for s in samples if s.get("jitter_max_ms") is not None]
+    cpus = [float(s["cpu_pct"]) for s in samples if s.get("cpu_pct") is not None]
     return {
         "setup_ms": pooled([s.get("setup_ms") or [] for s in samples]),
         "jitter_ms": pooled([s.get("jitter_ms") or [] for s in samples]),
         "mos": pooled([s.get("mos") or [] for s in samples]),
         "rtt_ms": pooled([s.get("rtt_ms") or [] for s in samples]),
         "jitter_max_ms": max(maxes) if maxes else None,
+        "cpu_max_pct": max(cpus) if cpus else None,       # the busiest shard's CPU
         "lost": sum(int(s.get("lost") or 0) for s in samples),
         "expected": sum(int(s.get("expected") or 0) for s in samples),
     }

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from iaxgw.gateway.safefs import write_file_atomic
+from iaxgw.sim.limits import limited_by
 from iaxgw.sim.loadtest import capacity_search
 from iaxgw.sim.loadtest_plan import LoadtestOptions, PlanError
 from iaxgw.sim.report import Row, TimeseriesStream
@@ -326,6 +327,9 @@ def sharded_result(opts: LoadtestOptions, outcome: ShardedOutcome) -> Any:
     for k, why in sorted(outcome.lost.items()):
         summary["shards"].append({"index": k, "local": outcome.shards[k].name,
                                   "calls": outcome.shards[k].opts.calls, "lost": why})
+    limits = [f"shard {r.index} ({r.local}): {why}" for r in results
+              for why in (r.summary.get("limited_by") or {}).get("reasons") or []]
+    summary["limited_by"] = limited_by(limits)
     if outcome.capacity is not None:
         summary["capacity"] = outcome.capacity
     reasons = merged_reasons(opts, summary, lt, failed, outcome.lost)

@@ -301,3 +301,61 @@ def test_capacity_search_over_shards_steers_each_one(serve: dict[str, Any],
     assert [s["max_concurrent"] for s in summary["shards"]] == [3, 3]
     assert "capacity: 4 calls held; failed at 6" in out
     assert (report / "capacity.png").is_file()
+
+
+# --- who limited the run ----------------------------------------------------------------------
+
+
+def test_generator_limits_named() -> None:
+    from iaxgw.sim.limits import generator_limits, step_cpu_bound
+
+    assert generator_limits([20.0] * 50, {"over_2ms_pct": 0.0}, [], 0) == []
+    got = generator_limits([95.0] * 10 + [20.0] * 40, {"over_2ms_pct": 4.0, "late_p99_ms": 9.0},
+                           [{"cap": "scheduler_late"}], 12, who="shard 1")
+    assert len(got) == 4
+    assert got[0] == "shard 1 was CPU-bound: >= 90 % of a core in 10 of 50 s"
+    assert "4.0 % started over 2 ms late" in got[1] and "12 UDP datagram" in got[3]
+    assert step_cpu_bound([99.0, 99.0, 50.0]) and not step_cpu_bound([50.0, 99.0] + [5.0] * 9)
+
+
+def test_capacity_step_on_a_cpu_bound_generator_is_not_the_targets_limit() -> None:
+    from iaxgw.sim.capacity import CapacitySearch, StopRule
+
+    s = CapacitySearch(2, 2.0, 10, StopRule("setup_fail_pct > 1"))
+    for t, cpu, failed in ((1, 30.0, 0), (2, 30.0, 0), (3, 99.0, 1), (4, 99.0, 0)):
+        s.second({"time_s": float(t), "calls_up": 2 if t < 3 else 3, "attempts": 2,
+                  "failed": failed}, {"cpu_max_pct": cpu, "mos": [], "jitter_ms": []})
+    res = s.result()
+    assert (res["calls"], res["failed_at"], res["limited_by"]) == (2, 4, "generator")
+    assert "CPU-bound" in res["reason"] and res["steps"][1]["generator_cpu_bound"]
+
+
+def test_a_stalled_generator_says_so(serve: dict[str, Any], tmp_path: Path) -> None:
+    """The load tester stopped (SIGSTOP) 50 ms in every 200 ms: its ticks run late, and the
+    summary puts the limit on the generator, not the target."""
+    report = tmp_path / "rep"
+    proc = _loadtest(serve, report, f"{serve['net']}.17", "-l", "4", "-r", "10", "-d", "5")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (report / "timeseries.csv").exists():
+            time.sleep(0.05)
+        for _ in range(20):
+            os.kill(proc.pid, signal.SIGSTOP)
+            time.sleep(0.05)
+            os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(0.15)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+    summary = json.loads((report / "summary.json").read_text())
+    lim = summary["limited_by"]
+    assert lim["generator"] is True, (lim, summary["loadtest"]["send_timing"])
+    assert any("media ticks were late" in r for r in lim["reasons"]), lim
+    # the unstalled runs of this module: nothing put on the generator
+    quiet = tmp_path / "quiet"
+    out = _loadtest(serve, quiet, f"{serve['net']}.18", "-l", "2", "-d", "2").communicate(
+        timeout=60)[0].decode()
+    assert json.loads((quiet / "summary.json").read_text())["limited_by"] == {
+        "generator": False, "reasons": []}, out
