@@ -47,6 +47,25 @@ _duration = _parsed(parse_duration)
 _extens = _parsed(parse_extens)
 _hostport = _parsed(parse_hostport)
 _binds = _parsed(parse_bind_list)
+MASTER_PORT = 5557          # Locust's default master port
+_hostport_master = _parsed(lambda text: parse_hostport(text, MASTER_PORT))
+
+
+def _cluster(master: bool, expect: int | None, bind: tuple[str, int], impair: Any,
+             kw: dict[str, Any]) -> int:
+    """``loadtest --master``: checked here, run by iaxgw.sim.cluster (Locust)."""
+    if not master or expect is None:
+        raise click.UsageError("--master and --expect-workers go together")
+    if impair is not None or kw.get("bind") or kw.get("shards"):
+        raise click.UsageError("--master: --impair, --bind and --shards belong to the workers "
+                               "(each worker is one shard from its own --bind)")
+    opts = build_options(**kw)
+    try:
+        from iaxgw.sim.cluster import run_master
+    except ImportError as exc:
+        raise click.UsageError(f"--master needs Locust: pip install 'iaxgw[cluster]' "
+                               f"({exc})") from None
+    return _guarded(lambda: int(run_master(opts, expect, bind).exit_code))
 
 
 def common_options(f: F) -> F:
@@ -205,14 +224,37 @@ def _guarded(run: Callable[[], int]) -> int:
         return EXIT_SIGINT
 
 
+def cluster_options(f: F) -> F:
+    """``--master``: spread the run over ``iaxgw worker`` machines (``iaxgw[cluster]``)."""
+    opts = [
+        click.option("--master", "master", is_flag=True,
+                     help="Be the master of a cluster run: wait for --expect-workers "
+                          "`iaxgw worker`s, give each a shard, merge (pip install "
+                          "'iaxgw[cluster]')."),
+        click.option("--expect-workers", type=click.IntRange(1, 256), default=None,
+                     help="--master: how many workers to wait for."),
+        click.option("--master-bind", callback=_hostport_master, default=None,
+                     metavar="HOST[:PORT]",
+                     help="--master: where the workers connect.  [default: 0.0.0.0:5557]"),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
 @click.command("loadtest", epilog=EXIT_HELP)
 @common_options
 @role_options
+@cluster_options
 def loadtest(**kw: Any) -> None:
     """Place many concurrent IAX2 calls at a peer and measure them (exit 0 = all good)."""
     from iaxgw.sim.loadtest import run_loadtest
 
     impair = kw.pop("impair", None)
+    master, expect = kw.pop("master"), kw.pop("expect_workers")
+    master_bind = kw.pop("master_bind") or ("0.0.0.0", MASTER_PORT)
+    if master or expect is not None:
+        sys.exit(_cluster(master, expect, master_bind, impair, kw))
     opts = build_options(**kw)
     if opts.shard_count() > 1:
         from iaxgw.sim.shards import run_sharded_loadtest
@@ -236,3 +278,18 @@ def lab_main(*, asterisk: bool = False, **kw: Any) -> int:
     impair = kw.pop("impair", None)
     opts = build_options(**kw)
     return _guarded(lambda: run_lab(opts, asterisk=asterisk, impair=impair))
+
+
+@click.command("worker", epilog=EXIT_HELP)
+@click.option("--master", "master", callback=_hostport_master, required=True,
+              metavar="HOST[:PORT]", help="The master's address (port 5557 by default).")
+@click.option("--bind", "bind", callback=_hostport, required=True, metavar="HOST[:PORT]",
+              help="This worker's source address (its shard's; the target must permit it).")
+def worker(master: tuple[str, int], bind: tuple[str, int]) -> None:
+    """Run one shard of an `iaxgw loadtest --master` cluster run (pip install 'iaxgw[cluster]')."""
+    try:
+        from iaxgw.sim.cluster import run_worker
+    except ImportError as exc:
+        raise click.UsageError(f"worker needs Locust: pip install 'iaxgw[cluster]' "
+                               f"({exc})") from None
+    sys.exit(run_worker(master, bind))

@@ -187,6 +187,23 @@ def permit_lines(conf: Path, ip: str, ips: list[str]) -> None:
     conf.write_text(text.replace(old, "\n".join(f"permit = {a}/255.255.255.255" for a in ips)))
 
 
+#: The far end's maxauthreq in a sharded lab run: every shard is the same user, and each paces
+#: its setups on its own window of --max-pending (3) as one process does.
+SHARDED_MAXAUTHREQ = 100
+
+
+def sharded_callee_general(opts: LoadtestOptions) -> tuple[str, ...]:
+    """[general] lines for the far end of a sharded lab run (none with one shard): its
+    maxauthreq raised so that each shard keeps its own --max-pending window."""
+    n = opts.shard_count()
+    if n == 1:
+        return ()
+    opts.max_pending = min(opts.max_pending * n, SHARDED_MAXAUTHREQ)
+    opts.warnings.append(f"sharded lab: the far end's maxauthreq is {SHARDED_MAXAUTHREQ}, "
+                         f"{opts.max_pending // n} setups in flight per shard")
+    return (f"maxauthreq = {SHARDED_MAXAUTHREQ}",)
+
+
 def _run_core(opts: LoadtestOptions, impair: Any) -> LoadtestResult:
     """One process, or the shards with the merged live screen."""
     if opts.shard_count() > 1:
@@ -239,6 +256,11 @@ def _with_serve(opts: LoadtestOptions, work: Path, other: dict[str, Any],
         opts.warnings.extend(lossy_link_settings(opts, a_dir / "iax.conf", b_dir / "iax.conf"))
     ips = shard_ips(opts, a_ip)
     permit_lines(b_dir / "iax.conf", a_ip, ips)
+    general = sharded_callee_general(opts)
+    if general and impair is None:
+        conf = b_dir / "iax.conf"
+        conf.write_text(conf.read_text().replace("[general]\n",
+                                                 "[general]\n" + "\n".join(general) + "\n", 1))
     serve = ServeProcess(b_dir, work)
     serve.start()
     try:
@@ -287,6 +309,9 @@ def _with_asterisk_locked(lab: Any, opts: LoadtestOptions, work: Path, other: di
         overrides["extra_general"] = LOSSY_CALLEE_GENERAL
     ips = shard_ips(opts, B_IP)
     overrides["permit"] = tuple(f"{ip}/255.255.255.255" for ip in ips)
+    general = sharded_callee_general(opts)
+    if general and impair is None:
+        overrides["extra_general"] = general
     try:
         inst = lab.instance("office-a", seed_site("office-a", **overrides)).start()
     except LabError as exc:

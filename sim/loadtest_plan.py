@@ -11,9 +11,9 @@ import math
 import os
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from iaxgw.sim.capacity import DEFAULT_STOP_WHEN, RuleError, StopRule
 
@@ -180,6 +180,7 @@ class LoadtestOptions:
     bind: tuple[str, int] | None = None   # None: the config's bindaddr/bindport
     binds: list[tuple[str, int]] | None = None   # --bind list/range: one shard per address
     shards: int | None = None             # None: see shard_count()
+    tick_phase: float | None = None       # media grid at this offset (s) in 20 ms (shards)
     step: int | None = None               # capacity search: calls added each step
     step_time: float = 10.0               # ... every this many seconds
     max_calls: int | None = None          # ... up to this many
@@ -504,3 +505,40 @@ def lossy_caller_settings(opts: LoadtestOptions) -> list[str]:
         opts.hangup_timeout = LOSSY_HANGUP_LINGER
         notes.append(f"impaired link: wait up to {LOSSY_HANGUP_LINGER:g} s for HANGUP ACKs")
     return notes
+
+
+def options_to_json(opts: LoadtestOptions) -> dict[str, Any]:
+    """The options as plain JSON-able data (a cluster's master sends them to its workers)."""
+    out: dict[str, Any] = {}
+    for f in fields(opts):
+        v = getattr(opts, f.name)
+        if isinstance(v, Path):
+            v = str(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        elif isinstance(v, list):
+            v = [list(x) if isinstance(x, tuple) else x for x in v]
+        out[f.name] = v
+    return out
+
+
+_TUPLES = ("duration", "peer_host", "bind")
+_PATHS = ("config_dir", "report_dir")
+
+
+def options_from_json(d: dict[str, Any]) -> LoadtestOptions:
+    """:func:`options_to_json` back; unknown names are refused (PlanError)."""
+    known = {f.name for f in fields(LoadtestOptions)}
+    unknown = set(d) - known
+    if unknown:
+        raise PlanError(f"unknown load test options {sorted(unknown)}")
+    kw = dict(d)
+    for name in _TUPLES:
+        if kw.get(name) is not None:
+            kw[name] = tuple(kw[name])
+    for name in _PATHS:
+        if kw.get(name) is not None:
+            kw[name] = Path(kw[name])
+    if kw.get("binds") is not None:
+        kw["binds"] = [tuple(b) for b in kw["binds"]]
+    return LoadtestOptions(**kw)

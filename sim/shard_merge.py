@@ -325,3 +325,45 @@ def merge_loadtest(results: Sequence[ShardResult], base: Mapping[str, Any]) -> d
     out["echo_missing_pct"] = (round(100.0 * max(0, tx - rx) / tx, 3)
                                if tx and base.get("media") == "tone" else None)
     return out
+
+
+def result_to_json(res: ShardResult) -> dict[str, Any]:
+    """A shard's result as plain JSON-able data (it crosses the network in a cluster run, where
+    nothing is unpickled)."""
+    t = res.trunk
+    trunk: dict[str, Any] | None = None
+    if t is not None:
+        trunk = {slot: dict(getattr(t, slot)) for slot in t.__slots__ if slot != "kinds"}
+        trunk["kinds"] = [[d, k, n] for (d, k), n in t.kinds.items()]
+    return {"index": res.index, "local": res.local, "calls": res.calls, "summary": res.summary,
+            "records": [r.as_dict() for r in res.records],
+            "call_columns": [[k, v] for k, v in res.call_columns.items()],
+            "late_ms": list(res.late_ms), "work_ms": list(res.work_ms), "trunk": trunk,
+            "cpu_samples": list(res.cpu_samples), "exit_code": res.exit_code}
+
+
+def result_from_json(d: Mapping[str, Any]) -> ShardResult:
+    """:func:`result_to_json` back (ValueError / KeyError / TypeError on a malformed one)."""
+    from iaxgw.sim.metrics import CallRecord, TrunkCounters
+
+    names = set(CallRecord.field_names())
+    records = []
+    for r in d["records"]:
+        if not isinstance(r, dict) or set(r) != names:
+            raise ValueError("a call record with other fields than a CallRecord's")
+        records.append(CallRecord(**r))
+    trunk = None
+    if d.get("trunk") is not None:
+        trunk = TrunkCounters()
+        for slot in TrunkCounters.__slots__:
+            if slot == "kinds":
+                trunk.kinds = {(str(a), str(b)): int(n) for a, b, n in d["trunk"]["kinds"]}
+            else:
+                setattr(trunk, slot, {str(k): int(v) for k, v in d["trunk"][slot].items()})
+    return ShardResult(
+        index=int(d["index"]), local=str(d["local"]), calls=int(d["calls"]),
+        summary=dict(d["summary"]), records=records,
+        call_columns={int(k): dict(v) for k, v in d["call_columns"]},
+        late_ms=[float(v) for v in d["late_ms"]], work_ms=[float(v) for v in d["work_ms"]],
+        trunk=trunk, cpu_samples=[float(v) for v in d["cpu_samples"]],
+        exit_code=int(d["exit_code"]))

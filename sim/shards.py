@@ -45,6 +45,7 @@ Addr = tuple[str, int]
 #: Seconds the parent waits for the shards beyond their own run deadline before killing them.
 SHARD_GRACE_S = 60.0
 POLL_S = 0.2
+TICK_S = 0.020      # the media grid: shard k of n sends at k/n of each period
 
 
 def shard_addresses(opts: LoadtestOptions, first: Addr, n: int) -> list[Addr]:
@@ -92,7 +93,7 @@ def shard_options(opts: LoadtestOptions, addrs: list[Addr], work: Path) -> list[
             rate=opts.cps * max(1, calls[k]) / opts.calls, bind=addr, binds=None, shards=1,
             max_pending=pending, report_dir=report, live=False, quiet=True, json_out=False,
             warnings=[], extens=opts.exten_list(), step=None, max_calls=peaks[k],
-            stop_when=None))
+            stop_when=None, tick_phase=TICK_S * k / n))
     if opts.max_pending < n:
         opts.warnings.append(f"--max-pending {opts.max_pending} is below the {n} shards: each "
                              "shard keeps one setup in flight (the target counts them per user)")
@@ -126,6 +127,32 @@ class Shard:
         with contextlib.suppress(OSError, ValueError):
             p.stdin.write(line.encode() + b"\n")
             p.stdin.flush()
+
+
+def capacity_lines(search: Any, row: Row, samples: dict[str, Any], n: int) -> list[str] | None:
+    """A merged second for the capacity search; the line each of ``n`` shards gets (its share
+    of a new step, or ``stop``), or None when nothing changes."""
+    action = search.second(row, samples)
+    if action is None:
+        return None
+    if action.stop:
+        return ["stop"] * n
+    if action.calls is None:
+        return None
+    return [f"calls {max(1, c)}" for c in split(action.calls, n)]
+
+
+def start_shard(sh: Shard, *, impair: Any = None, config: Any = None) -> IO[bytes]:
+    """Start a shard's process (its spec in our private folder); returns its stdout, where it
+    writes a JSON line a second."""
+    write_file_atomic(sh.spec, pickle.dumps({"opts": sh.opts, "impair": impair,
+                                             "config": config,
+                                             "result": str(sh.result_path)}), 0o600)
+    with sh.log_path.open("wb") as log:
+        sh.proc = subprocess.Popen([sys.executable, "-m", "iaxgw.sim.shards", str(sh.spec)],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+    assert sh.proc.stdout is not None
+    return sh.proc.stdout
 
 
 def _read_lines(shard: int, stream: IO[bytes], out: queue.Queue[tuple[int, Any]]) -> None:
@@ -166,15 +193,8 @@ class ShardedRun:
 
     def start(self) -> None:
         for sh in self.shards:
-            write_file_atomic(sh.spec, pickle.dumps({"opts": sh.opts, "impair": self.impair,
-                                                     "config": self.config,
-                                                     "result": str(sh.result_path)}), 0o600)
-            with sh.log_path.open("wb") as log:
-                sh.proc = subprocess.Popen(
-                    [sys.executable, "-m", "iaxgw.sim.shards", str(sh.spec)],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
-            assert sh.proc.stdout is not None
-            threading.Thread(target=_read_lines, args=(sh.index, sh.proc.stdout, self.lines),
+            stdout = start_shard(sh, impair=self.impair, config=self.config)
+            threading.Thread(target=_read_lines, args=(sh.index, stdout, self.lines),
                              daemon=True, name=f"shard-{sh.index}-reader").start()
 
     def deadline(self) -> float:
@@ -187,17 +207,10 @@ class ShardedRun:
     def _capacity_second(self, row: Row, samples: dict[str, Any]) -> None:
         """The capacity search judges the merged seconds and steers every shard."""
         assert self.capacity is not None
-        action = self.capacity.second(row, samples)
-        if action is None:
-            return
-        if action.stop:
-            for sh in self.shards:
-                sh.send("stop")
-        elif action.calls is not None:
-            self.merge.target = action.calls
-            for sh, calls in zip(self.shards, split(action.calls, len(self.shards)),
-                                 strict=True):
-                sh.send(f"calls {max(1, calls)}")
+        lines = capacity_lines(self.capacity, row, samples, len(self.shards))
+        self.merge.target = self.capacity.calls
+        for sh, line in zip(self.shards, lines or [], strict=False):
+            sh.send(line)
 
     def _forward(self, signum: int, _frame: Any = None) -> None:
         if self.stop_signal is None:
@@ -446,6 +459,15 @@ async def _run_child(spec: dict[str, Any]) -> tuple[Any, Any]:
     return runner, await runner.run()
 
 
+def _die_with_parent() -> None:
+    """A shard whose parent died (killed with SIGKILL) gets SIGTERM: it ends its calls and
+    stops, never left placing calls on its own (Linux PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))
+
+
 def child_main(spec_path: str) -> int:
     """``python -m iaxgw.sim.shards SPEC``: run one shard, hand its result back."""
     import asyncio
@@ -457,6 +479,7 @@ def child_main(spec_path: str) -> int:
         write_report_files,
     )
 
+    _die_with_parent()
     spec = pickle.loads(Path(spec_path).read_bytes())
     opts: LoadtestOptions = spec["opts"]
     try:

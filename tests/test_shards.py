@@ -82,6 +82,9 @@ def test_calls_rate_and_auth_slots_split_over_shards(tmp_path: Path) -> None:
     assert all(p.max_pending == 1 for p in parts)     # maxauthreq counts per user: shared
     assert [p.bind for p in parts] == addrs
     assert parts[2].report_dir == tmp_path / "shards" / "shard-2"
+    # each shard sends in its own slot of the 20 ms grid (the shards take turns on the cores)
+    assert [p.tick_phase for p in parts] == pytest.approx([0.0, 0.020 / 3, 0.040 / 3])
+    assert o.tick_phase is None                  # one process: the grid starts when it starts
     with pytest.raises(PlanError, match="list or a range"):
         shard_addresses(o, ("192.0.2.1", 4569), 2)
 
@@ -268,6 +271,16 @@ def test_a_shard_killed_mid_run_is_the_generators_loss(serve: dict[str, Any],
     # the survivor's calls are all there and were not counted as the target's failures
     assert summary["attempted"] == 2 and summary["answered"] == 2 and summary["failed"] == 0
     assert "shard 1 lost" in out
+
+
+def test_lab_sharded_far_end_allows_each_shard_its_setups() -> None:
+    from iaxgw.sim.loadtest_lab import SHARDED_MAXAUTHREQ, sharded_callee_general
+
+    one = LoadtestOptions(calls=10)
+    assert sharded_callee_general(one) == () and one.max_pending == 3
+    two = LoadtestOptions(calls=10, shards=2)
+    assert sharded_callee_general(two) == (f"maxauthreq = {SHARDED_MAXAUTHREQ}",)
+    assert two.max_pending == 6            # 3 per shard, as one process paces itself
 
 
 def test_lab_with_shards_lets_them_in_and_merges(tmp_path: Path) -> None:
