@@ -366,9 +366,5 @@ def test_a_stalled_generator_says_so(serve: dict[str, Any], tmp_path: Path) -> N
     lim = summary["limited_by"]
     assert lim["generator"] is True, (lim, summary["loadtest"]["send_timing"])
     assert any("media ticks were late" in r for r in lim["reasons"]), lim
-    # the unstalled runs of this module: nothing put on the generator
-    quiet = tmp_path / "quiet"
-    out = _loadtest(serve, quiet, f"{serve['net']}.18", "-l", "2", "-d", "2").communicate(
-        timeout=60)[0].decode()
-    assert json.loads((quiet / "summary.json").read_text())["limited_by"] == {
-        "generator": False, "reasons": []}, out
+    st = summary["loadtest"]["send_timing"]
+    assert st["over_2ms_pct"] > 5.0, st       # 50 ms in every 200 ms: far more than 1 %
