@@ -250,8 +250,8 @@ def merge_summary(results: Sequence[ShardResult], rows: Sequence[Row], *, target
     peak = max((int(r.get("calls_up") or 0) for r in rows), default=0)
     summary = summarize(records, duration_s=duration, trunk=merge_trunk(results),
                         cpu_samples=summed_cpu(results), target=target, mode=mode, codec=codec,
-                        max_concurrent=max(peak, max((r.summary.get("max_concurrent") or 0)
-                                                     for r in results)))
+                        max_concurrent=max(peak, max((r.summary.get("max_concurrent") or 0
+                                                      for r in results), default=0)))
     starts = [str(r.summary["started_at"]) for r in results if r.summary.get("started_at")]
     summary["started_at"] = min(starts) if starts else None
     summary["worst_calls"] = worst_calls(records, ids)

@@ -149,8 +149,10 @@ def start_shard(sh: Shard, *, impair: Any = None, config: Any = None) -> IO[byte
                                              "config": config,
                                              "result": str(sh.result_path)}), 0o600)
     with sh.log_path.open("wb") as log:
+        # a session of its own: a Ctrl-C reaches the parent only, which passes it on once
         sh.proc = subprocess.Popen([sys.executable, "-m", "iaxgw.sim.shards", str(sh.spec)],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                   start_new_session=True)
     assert sh.proc.stdout is not None
     return sh.proc.stdout
 
@@ -347,8 +349,8 @@ def sharded_result(opts: LoadtestOptions, outcome: ShardedOutcome) -> Any:
         summary["capacity"] = outcome.capacity
     reasons = merged_reasons(opts, summary, lt, failed, outcome.lost)
     exit_code = EXIT_FAIL if reasons else EXIT_PASS
-    if results and all(r.exit_code == EXIT_CANNOT_RUN for r in results):
-        exit_code = EXIT_CANNOT_RUN
+    if not results or all(r.exit_code == EXIT_CANNOT_RUN for r in results):
+        exit_code = EXIT_CANNOT_RUN        # no shard ran (address taken, target silent)
     if outcome.stop_signal is not None:
         exit_code = EXIT_SIGINT if outcome.stop_signal == signal.SIGINT else EXIT_SIGTERM
         reasons.insert(0, f"interrupted by {signal.Signals(outcome.stop_signal).name}")
@@ -489,7 +491,8 @@ def child_main(spec_path: str) -> int:
     except LoadtestError as exc:
         print(f"shard {opts.bind}: {exc}", file=sys.stderr)
         return 3
-    write_report_files(opts, result)
+    for s in (signal.SIGINT, signal.SIGTERM):    # the run is over: its result is all we do
+        signal.signal(s, signal.SIG_IGN)
     local = f"{opts.bind[0]}:{opts.bind[1]}" if opts.bind else "?"
     res = ShardResult(index=0, local=local, calls=opts.calls, summary=result.summary,
                       records=list(result.records),
@@ -499,6 +502,7 @@ def child_main(spec_path: str) -> int:
                       trunk=runner.stats.trunk, cpu_samples=list(runner.stats.cpu_samples),
                       exit_code=result.exit_code)
     write_file_atomic(Path(spec["result"]), pickle.dumps(res), 0o600)
+    write_report_files(opts, result)
     return int(result.exit_code)
 
 

@@ -368,3 +368,26 @@ def test_a_stalled_generator_says_so(serve: dict[str, Any], tmp_path: Path) -> N
     assert any("media ticks were late" in r for r in lim["reasons"]), lim
     st = summary["loadtest"]["send_timing"]
     assert st["over_2ms_pct"] > 5.0, st       # 50 ms in every 200 ms: far more than 1 %
+
+
+def test_sigint_reaches_every_shard_once_and_keeps_the_report(serve: dict[str, Any],
+                                                               tmp_path: Path) -> None:
+    net = serve["net"]
+    report = tmp_path / "rep"
+    proc = _loadtest(serve, report, f"{net}.21-{net}.22", "-l", "4", "-r", "10", "-d", "30")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (report / "timeseries.csv").exists():
+            time.sleep(0.2)
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=60)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    summary = json.loads((report / "summary.json").read_text())
+    lt = summary["loadtest"]
+    assert lt["exit_code"] == 130 and lt["interrupted"] and not lt["degraded"], lt
+    assert [s.get("lost") for s in summary["shards"]] == [None, None]
+    assert summary["attempted"] == 4 and len(_csv(report / "calls.csv")) == 4
