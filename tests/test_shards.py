@@ -5,6 +5,7 @@ reports, and a shard killed with SIGKILL mid-run."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -237,6 +238,24 @@ def test_three_shards_against_serve_merge_to_their_parts(serve: dict[str, Any],
     assert lt["send_timing"]["ticks"] == sum(o["loadtest"]["send_timing"]["ticks"] for o in own)
 
 
+def _once_running(proc: subprocess.Popen[bytes], report: Path, act: Any,
+                  settle: float = 2.0) -> str:
+    """Once the run's timeseries.csv is there and ``settle`` s later, ``act(proc)``; then the
+    run's output (the process is killed if it outlives the test)."""
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (report / "timeseries.csv").exists():
+            time.sleep(0.05)
+        time.sleep(settle)
+        act(proc)
+        return proc.communicate(timeout=90)[0].decode()
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(OSError):
+                os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+
+
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
                          text=True, check=False).stdout
@@ -248,19 +267,12 @@ def test_a_shard_killed_mid_run_is_the_generators_loss(serve: dict[str, Any],
     net = serve["net"]
     report = tmp_path / "rep"
     proc = _loadtest(serve, report, f"{net}.13,{net}.14", "-l", "4", "-r", "10", "-d", "8")
-    try:
-        deadline = time.monotonic() + 30
-        kids: list[int] = []
-        while time.monotonic() < deadline and not (report / "timeseries.csv").exists():
-            time.sleep(0.2)
-        time.sleep(2.0)
-        kids = _children(proc.pid)
+
+    def kill_shard_1(p: subprocess.Popen[bytes]) -> None:
+        kids = _children(p.pid)
         assert len(kids) == 2, kids
         os.kill(kids[1], signal.SIGKILL)
-        out = proc.communicate(timeout=90)[0].decode()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    out = _once_running(proc, report, kill_shard_1)
     assert proc.returncode == 1, out
     summary = json.loads((report / "summary.json").read_text())
     lt = summary["loadtest"]
@@ -348,20 +360,14 @@ def test_a_stalled_generator_says_so(serve: dict[str, Any], tmp_path: Path) -> N
     summary puts the limit on the generator, not the target."""
     report = tmp_path / "rep"
     proc = _loadtest(serve, report, f"{serve['net']}.17", "-l", "4", "-r", "10", "-d", "5")
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (report / "timeseries.csv").exists():
-            time.sleep(0.05)
+
+    def stall(p: subprocess.Popen[bytes]) -> None:
         for _ in range(20):
-            os.kill(proc.pid, signal.SIGSTOP)
+            os.kill(p.pid, signal.SIGSTOP)
             time.sleep(0.05)
-            os.kill(proc.pid, signal.SIGCONT)
+            os.kill(p.pid, signal.SIGCONT)
             time.sleep(0.15)
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)
-            proc.kill()
+    _once_running(proc, report, stall, settle=0.0)
     summary = json.loads((report / "summary.json").read_text())
     lim = summary["limited_by"]
     assert lim["generator"] is True, (lim, summary["loadtest"]["send_timing"])
@@ -375,16 +381,7 @@ def test_sigint_reaches_every_shard_once_and_keeps_the_report(serve: dict[str, A
     net = serve["net"]
     report = tmp_path / "rep"
     proc = _loadtest(serve, report, f"{net}.21-{net}.22", "-l", "4", "-r", "10", "-d", "30")
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (report / "timeseries.csv").exists():
-            time.sleep(0.2)
-        time.sleep(2.0)
-        proc.send_signal(signal.SIGINT)
-        out = proc.communicate(timeout=60)[0].decode()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    out = _once_running(proc, report, lambda p: p.send_signal(signal.SIGINT))
     assert proc.returncode == 130, out
     summary = json.loads((report / "summary.json").read_text())
     lt = summary["loadtest"]
