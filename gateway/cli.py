@@ -58,6 +58,7 @@ def _attach() -> None:
         ("iaxgw.gateway.serve_cli", "show"),
         ("iaxgw.gateway.ctl_cli", "ctl"),
         ("iaxgw.sim.loadtest_cli", "loadtest"),
+        ("iaxgw.sim.loadtest_cli", "worker"),
         ("iaxgw.gateway.core_cli", "decode"),
         ("iaxgw.gateway.core_cli", "g711"),
         ("iaxgw.gateway.doctor_cli", "check"),

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
-python3 -m pip install -q '.[test,plots]'
+python3 -m pip install -q '.[test,plots,cluster]'
 if [ "$(id -u)" = 0 ]; then
     iaxgw lab provision
     export IAXGW_REQUIRE_ASTERISK=1

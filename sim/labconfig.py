@@ -119,6 +119,7 @@ class LabSiteConfig:
     extra_peer: tuple[str, ...] = ()        # raw lines appended to the remote's entry
     extra_modules: tuple[str, ...] = ()
     verbose: int = 3
+    maxcalls: int | None = None             # asterisk.conf [options] maxcalls (None: no limit)
     debug_log: bool = False                 # also keep a ``debug`` log file
     extra_dialplan: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -311,6 +312,8 @@ def render_asterisk_conf(cfg: LabSiteConfig, dirs: SiteDirs | None = None) -> st
         f"systemname = {cfg.name}",
         "documentation_language = en_US",
     ]
+    if cfg.maxcalls is not None:
+        lines.append(f"maxcalls = {int(cfg.maxcalls)}")
     return "\n".join(lines) + "\n"
 
 

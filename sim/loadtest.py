@@ -32,7 +32,7 @@ import sys
 import time
 import wave
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -46,7 +46,15 @@ from iaxgw.gateway.calltoken import format_addr
 from iaxgw.gateway.model import IaxConfig
 from iaxgw.gateway.pcap import PcapWriter
 from iaxgw.sim import signature as sig
+from iaxgw.sim.capacity import (
+    DEFAULT_STOP_WHEN,
+    CapacitySearch,
+    StopRule,
+    step_lines,
+    write_capacity_plot,
+)
 from iaxgw.sim.gcpace import GcPacer
+from iaxgw.sim.limits import generator_limits, limited_by
 from iaxgw.sim.loadtest_control import RunControl
 from iaxgw.sim.loadtest_metrics import LoadtestMetrics
 from iaxgw.sim.loadtest_plan import (
@@ -426,6 +434,11 @@ class LoadRunner:
         if opts.metrics_addr is not None:
             self.prom = LoadtestMetrics(opts.calls)
             self.stats.on_record = self.prom.on_record
+        self.loop: asyncio.AbstractEventLoop | None = None    # set by a shard's control reader
+        self.capacity = capacity_search(opts)    # --step: raises the concurrency step by step
+        if self.capacity is not None:
+            self.stats.on_samples = self._capacity_second
+        self.ended_early: str | None = None    # why the run was ended before its plan was done
         self._server: Any = None
         self._ep: Any = None
         self._now: Callable[[], float] = clock      # the endpoint's clock: the loop's
@@ -493,7 +506,8 @@ class LoadRunner:
                                                on_datagram=self._on_datagram,
                                                on_datagrams=self._on_datagrams,
                                                impair=self.impairment,
-                                               socket_buffer=socket_buffer(self.opts.calls))
+                                               socket_buffer=socket_buffer(
+                                                   max(self.opts.calls, self.opts.max_calls or 0)))
         except OSError as exc:
             self._close_pcap()
             raise CannotRunError(f"cannot bind {t.bind[0]}:{t.bind[1]}: "
@@ -748,24 +762,9 @@ class LoadRunner:
 
     def fail_reasons(self, summary: dict[str, Any], failed: int, audio_ok: bool) -> list[str]:
         """Why the run fails (empty: it passes), one phrase each, for the verdict line."""
-        o = self.opts
-        out: list[str] = []
-        if failed > o.max_failed:
-            out.append(f"{failed} failed call(s), more than --max-failed {o.max_failed}")
-        if not audio_ok:
-            a = summary.get("audio") or {}
-            out.append(f"audio not verified on every call ({a.get('verified')} of "
-                       f"{a.get('checked')} verified, crossed {a.get('crossed')}, one-way "
-                       f"{a.get('one_way')}, silent {a.get('silent')})")
-        if self.deadline_hit:
-            out.append(f"the run deadline ({self.run_deadline():.0f} s) was hit")
-        tg = summary.get("targets") or {}
-        if not tg.get("met", True) and not o.allow_underrun:
-            rate, calls = tg.get("rate") or {}, tg.get("calls") or {}
-            out.append(f"target not reached (rate {rate.get('achieved')}/{rate.get('asked')} "
-                       f"per s, calls {calls.get('peak')}/{calls.get('asked')}; "
-                       "--allow-underrun passes anyway)")
-        return out
+        deadline = (f"the run deadline ({self.run_deadline():.0f} s) was hit"
+                    if self.deadline_hit else None)
+        return fail_reasons(self.opts, summary, failed, audio_ok, deadline)
 
     def _interrupt(self, signum: int | None = None) -> None:
         if signum is not None and self.stop_signal is None:
@@ -773,6 +772,30 @@ class LoadRunner:
         if not self.interrupted:
             self.interrupted = True
             self.notes.append("interrupted: stopped placing calls and hung up the rest")
+            self._done.set()
+
+    def set_concurrency(self, calls: int) -> None:
+        """A new concurrency target (``--calls``) from now on (the capacity search raises it
+        step by step); the scheduler wakes at once."""
+        self.opts.calls = max(1, calls)
+        self.stats.target = self.opts.calls
+        self._slot.set()
+
+    def _capacity_second(self, row: Mapping[str, Any], samples: Mapping[str, Any]) -> None:
+        assert self.capacity is not None
+        action = self.capacity.second(row, samples)
+        if action is None:
+            return
+        if action.stop:
+            self.finish_early(f"capacity search over: {self.capacity.result()['reason']}")
+        elif action.calls is not None:
+            self.set_concurrency(action.calls)
+
+    def finish_early(self, why: str) -> None:
+        """End the run now as planned (not an interruption): calls up are hung up."""
+        if self.ended_early is None:
+            self.ended_early = why
+            self.notes.append(f"ended: {why}")
             self._done.set()
 
     async def _stop_all(self) -> None:
@@ -796,7 +819,8 @@ class LoadRunner:
                 self._hangup(call, 16, ("IN_PROGRESS", "stopped before answer"))
             else:
                 outcome = "NO_ANSWER" if call.accepted else "TIMEOUT"
-                why = "interrupted" if self.interrupted else "run deadline"
+                why = ("interrupted" if self.interrupted else
+                       "the run ended" if self.ended_early else "run deadline")
                 self._hangup(call, 16, (outcome, f"{why} before answer"))
         self._flush()
         self._tick_open = self._sweep_done = False
@@ -1250,6 +1274,11 @@ class LoadRunner:
         and by ``TICK_MARGIN`` before the next deadline)."""
         clock = self.clock
         start = clock()
+        phase = self.opts.tick_phase
+        if phase is not None and clock is time.monotonic:
+            # shards of one run take turns on the cores: each its own slot of the 20 ms grid
+            # (CLOCK_MONOTONIC is the same in every process)
+            start += (phase - start) % TICK
         k = 0
         late_ms = self.late_ms
         work_ms = self.work_ms
@@ -1459,6 +1488,8 @@ class LoadRunner:
                         and not audio.get("silent"))
         targets = self.targets(int(summary.get("failed") or 0))
         summary["targets"] = targets
+        if self.capacity is not None:
+            summary["capacity"] = self.capacity.result()
         reasons = self.fail_reasons(summary, failed, audio_ok)
         exit_code = EXIT_FAIL if reasons else EXIT_PASS
         heard = self.stats.trunk.datagrams["rx"]
@@ -1512,6 +1543,10 @@ class LoadRunner:
             "kernel_udp_rcvbuf_errors": kernel_drops,
             "notes": self.notes + diagnose(summary, self.target),
         }
+        lt = summary["loadtest"]
+        limits = generator_limits(self.stats.cpu_samples, lt["send_timing"],
+                                  targets.get("capped_by") or [], kernel_drops)
+        summary["limited_by"] = limited_by(limits)
         if kernel_drops:
             summary["loadtest"]["notes"].append(
                 f"the kernel dropped {kernel_drops} UDP datagram(s) on this machine for full "
@@ -1552,6 +1587,43 @@ def encryption_line(enc: dict[str, Any]) -> str:
     if encrypted and enc.get("trunk"):
         line += " (full and mini frames; trunked voice travels in the clear, as Asterisk's)"
     return line
+
+
+def capacity_search(opts: LoadtestOptions) -> CapacitySearch | None:
+    """The capacity search a run with ``--step`` does (None without)."""
+    if opts.step is None or opts.max_calls is None:
+        return None
+    return CapacitySearch(opts.step, opts.step_time, opts.max_calls,
+                          StopRule(opts.stop_when or DEFAULT_STOP_WHEN))
+
+
+def fail_reasons(o: LoadtestOptions, summary: dict[str, Any], failed: int, audio_ok: bool,
+                 deadline: str | None) -> list[str]:
+    """Why a run fails (empty: it passes), one phrase each, for the verdict line; judged on
+    the run's figures (one process's, or a sharded run's merged ones)."""
+    out: list[str] = []
+    cap = summary.get("capacity")
+    if cap is not None:
+        # failed calls are what a capacity search looks for: it fails only without a figure
+        if cap.get("calls") is None:
+            out.append(f"capacity search: no step held ({cap.get('reason')})")
+        return out
+    if failed > o.max_failed:
+        out.append(f"{failed} failed call(s), more than --max-failed {o.max_failed}")
+    if not audio_ok:
+        a = summary.get("audio") or {}
+        out.append(f"audio not verified on every call ({a.get('verified')} of "
+                   f"{a.get('checked')} verified, crossed {a.get('crossed')}, one-way "
+                   f"{a.get('one_way')}, silent {a.get('silent')})")
+    if deadline:
+        out.append(deadline)
+    tg = summary.get("targets") or {}
+    if not tg.get("met", True) and not o.allow_underrun:
+        rate, calls = tg.get("rate") or {}, tg.get("calls") or {}
+        out.append(f"target not reached (rate {rate.get('achieved')}/{rate.get('asked')} "
+                   f"per s, calls {calls.get('peak')}/{calls.get('asked')}; "
+                   "--allow-underrun passes anyway)")
+    return out
 
 
 def _cap_detail(cap: str, runner: LoadRunner) -> str:
@@ -1738,6 +1810,11 @@ def write_report_files(opts: LoadtestOptions, result: LoadtestResult) -> None:
             print(f"iaxgw loadtest: cannot write report to {opts.report_dir}: {exc}",
                   file=sys.stderr)
             files = None
+    cap = result.summary.get("capacity")
+    if files is not None and cap is not None and files.plots_skipped is None:
+        with contextlib.suppress(ImportError, OSError):
+            write_capacity_plot(Path(opts.report_dir) / "capacity.png", cap)
+            files.files.append(Path(opts.report_dir) / "capacity.png")
     if files is not None:
         result.report_files = list(files.files)
         if files.plots_skipped:
@@ -1777,6 +1854,16 @@ def finish_output(opts: LoadtestOptions, result: LoadtestResult) -> None:
     if kinds:
         console.print("datagrams: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
                       + f"; echo frames missing {lt.get('echo_missing_pct')} %")
+    for why in (result.summary.get("limited_by") or {}).get("reasons") or []:
+        console.print(f"[yellow]limited by the load generator, not the target:[/] {why}",
+                      highlight=False)
+    cap = result.summary.get("capacity")
+    if cap is not None:
+        console.print("capacity search, step by step:", highlight=False)
+        for line in step_lines(cap):
+            console.print("  " + line, highlight=False)
+        console.print(f"[bold]capacity: {cap.get('calls')} calls[/] held; failed at "
+                      f"{cap.get('failed_at')}: {cap.get('reason')}", highlight=False)
     worst = result.summary.get("worst_calls") or {}
     for line in worst_lines(worst):
         console.print(line, highlight=False)

@@ -17,6 +17,7 @@ from iaxgw.gateway.serve_cli import IMPAIR_HELP, impair_cb, metrics_addr_cb, pic
 from iaxgw.sim.loadtest_plan import (
     LoadtestOptions,
     PlanError,
+    parse_bind_list,
     parse_duration,
     parse_extens,
     parse_hostport,
@@ -25,34 +26,46 @@ from iaxgw.sim.loadtest_plan import (
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _duration(ctx: click.Context | None, param: click.Parameter | None,
-              value: str | None) -> tuple[float, float] | None:
-    if value is None:
-        return None
+T = TypeVar("T")
+Callback = Callable[[click.Context | None, click.Parameter | None, str | None], Any]
+
+
+def _parsed(parse: Callable[[str], T]) -> Callback:
+    """A click callback: the option's text through ``parse`` (a PlanError is a bad value)."""
+    def callback(ctx: click.Context | None, param: click.Parameter | None,
+                 value: str | None) -> T | None:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except PlanError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return callback
+
+
+_duration = _parsed(parse_duration)
+_extens = _parsed(parse_extens)
+_hostport = _parsed(parse_hostport)
+_binds = _parsed(parse_bind_list)
+MASTER_PORT = 5557          # Locust's default master port
+_hostport_master = _parsed(lambda text: parse_hostport(text, MASTER_PORT))
+
+
+def _cluster(master: bool, expect: int | None, bind: tuple[str, int], impair: Any,
+             kw: dict[str, Any]) -> int:
+    """``loadtest --master``: checked here, run by iaxgw.sim.cluster (Locust)."""
+    if not master or expect is None:
+        raise click.UsageError("--master and --expect-workers go together")
+    if impair is not None or kw.get("bind") or kw.get("shards"):
+        raise click.UsageError("--master: --impair, --bind and --shards belong to the workers "
+                               "(each worker is one shard from its own --bind)")
+    opts = build_options(**kw)
     try:
-        return parse_duration(value)
-    except PlanError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _extens(ctx: click.Context | None, param: click.Parameter | None,
-            value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    try:
-        return parse_extens(value)
-    except PlanError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _hostport(ctx: click.Context | None, param: click.Parameter | None,
-              value: str | None) -> tuple[str, int] | None:
-    if value is None:
-        return None
-    try:
-        return parse_hostport(value)
-    except PlanError as exc:
-        raise click.BadParameter(str(exc)) from None
+        from iaxgw.sim.cluster import run_master
+    except ImportError as exc:
+        raise click.UsageError(f"--master needs Locust: pip install 'iaxgw[cluster]' "
+                               f"({exc})") from None
+    return _guarded(lambda: int(run_master(opts, expect, bind).exit_code))
 
 
 def common_options(f: F) -> F:
@@ -126,6 +139,22 @@ def common_options(f: F) -> F:
                      help="Open a control socket here while the run goes: `iaxgw show ... "
                           "--control PATH` and `iaxgw ctl --control PATH rate N|pause|resume|"
                           "stop`.  [default: none]"),
+        click.option("--step", type=click.IntRange(1, 30_000), default=None,
+                     help="Capacity search: start with this many calls and add as many every "
+                          "--step-time until --stop-when trips or --max-calls held."),
+        click.option("--step-time", type=click.FloatRange(2, 3600), default=10.0,
+                     show_default=True, help="Capacity search: seconds per step."),
+        click.option("--max-calls", type=click.IntRange(1, 30_000), default=None,
+                     help="Capacity search: the last step."),
+        click.option("--stop-when", default=None, metavar="EXPR",
+                     help="Capacity search: the rule a step must not trip, over mos_p5, "
+                          "mos_p50, loss_pct, jitter_p95_ms, setup_p95_ms, setup_fail_pct, "
+                          "calls_up.  [default: setup_fail_pct > 1 or loss_pct > 1 or "
+                          "mos_p5 < 3.5]"),
+        click.option("--shards", type=click.IntRange(1, 256), default=None,
+                     help="Load-test processes, each with its own source address (--bind "
+                          "list or range).  [default: one per --bind address; one when the "
+                          "calls fit one address's 2048 call numbers, else one per core]"),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -156,8 +185,11 @@ def role_options(f: F) -> F:
                      help="The iax.conf entry to call.  [default: the other site]"),
         click.option("--peer-host", callback=_hostport, default=None, metavar="HOST[:PORT]",
                      help="Call this address instead of the peer entry's host."),
-        click.option("--bind", callback=_hostport, default=None, metavar="HOST[:PORT]",
-                     help="Our local address.  [default: the config's bindaddr/bindport]"),
+        click.option("--bind", callback=_binds, default=None,
+                     metavar="HOST[:PORT]|A,B,..|A-B",
+                     help="Our local address, or one per shard as a list or an IPv4 range "
+                          "(127.0.0.20-127.0.0.23).  [default: the config's bindaddr/bindport; "
+                          "more shards take the next loopback addresses]"),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -169,6 +201,10 @@ def build_options(**kw: Any) -> LoadtestOptions:
     opts = LoadtestOptions()
     kw["metrics_addr"] = pick_metrics_addr(kw.pop("metrics_port", None),
                                            kw.get("metrics_addr"))
+    binds = kw.pop("bind", None)
+    if binds:
+        opts.bind = binds[0]
+        opts.binds = list(binds) if len(binds) > 1 else None
     for key, value in kw.items():
         if value is None:
             continue
@@ -223,6 +259,24 @@ def _guarded(run: Callable[[], int]) -> int:
         return EXIT_SIGINT
 
 
+def cluster_options(f: F) -> F:
+    """``--master``: spread the run over ``iaxgw worker`` machines (``iaxgw[cluster]``)."""
+    opts = [
+        click.option("--master", "master", is_flag=True,
+                     help="Be the master of a cluster run: wait for --expect-workers "
+                          "`iaxgw worker`s, give each a shard, merge (pip install "
+                          "'iaxgw[cluster]')."),
+        click.option("--expect-workers", type=click.IntRange(1, 256), default=None,
+                     help="--master: how many workers to wait for."),
+        click.option("--master-bind", callback=_hostport_master, default=None,
+                     metavar="HOST[:PORT]",
+                     help="--master: where the workers connect.  [default: 0.0.0.0:5557]"),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
 @click.command("loadtest", epilog=EXIT_HELP)
 @common_options
 @role_options
@@ -230,6 +284,7 @@ def _guarded(run: Callable[[], int]) -> int:
               metavar="PATH",
               help="Run through the running `iaxgw serve` whose control socket is PATH: its "
                    "endpoint, address and peer place the calls while it goes on answering.")
+@cluster_options
 def loadtest(through: str | None = None, **kw: Any) -> None:
     """Place many concurrent IAX2 calls at a peer and measure them (exit 0 = all good)."""
     from iaxgw.sim.loadtest import run_loadtest
@@ -237,12 +292,36 @@ def loadtest(through: str | None = None, **kw: Any) -> None:
     impair = kw.pop("impair", None)
     if through is not None:
         _through_usage(kw, impair)
+    master, expect = kw.pop("master"), kw.pop("expect_workers")
+    master_bind = kw.pop("master_bind") or ("0.0.0.0", MASTER_PORT)
+    if master or expect is not None:
+        if through is not None:
+            raise click.UsageError("--through runs inside one serve; --master spreads the "
+                                   "load over workers: give one of them")
+        sys.exit(_cluster(master, expect, master_bind, impair, kw))
     opts = build_options(**kw)
     if through is not None:
         from iaxgw.sim.loadtest_through import run_through
 
         sys.exit(_guarded(lambda: run_through(through, opts)))
+    if opts.shard_count() > 1:
+        from iaxgw.sim.shards import run_sharded_loadtest
+
+        _sharded_usage(opts)
+        sys.exit(_guarded(lambda: run_sharded_loadtest(opts, impair=impair).exit_code))
     sys.exit(_guarded(lambda: run_loadtest(opts, impair=impair).exit_code))
+
+
+#: what one process of a load test opens for itself (not yet for a run over several shards)
+PER_PROCESS_OPTIONS = ("control", "pcap", "metrics_addr")
+
+
+def _sharded_usage(opts: Any) -> None:
+    given = [k for k in PER_PROCESS_OPTIONS if getattr(opts, k, None) is not None]
+    if given:
+        names = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise click.UsageError(f"{names}: not with several shards (each process would open "
+                               "its own); run one shard, or drop the option")
 
 
 #: what a run through a serve cannot take (the serve's own site, endpoint and socket)
@@ -276,3 +355,18 @@ def lab_main(*, asterisk: bool = False, **kw: Any) -> int:
     impair = kw.pop("impair", None)
     opts = build_options(**kw)
     return _guarded(lambda: run_lab(opts, asterisk=asterisk, impair=impair))
+
+
+@click.command("worker", epilog=EXIT_HELP)
+@click.option("--master", "master", callback=_hostport_master, required=True,
+              metavar="HOST[:PORT]", help="The master's address (port 5557 by default).")
+@click.option("--bind", "bind", callback=_hostport, required=True, metavar="HOST[:PORT]",
+              help="This worker's source address (its shard's; the target must permit it).")
+def worker(master: tuple[str, int], bind: tuple[str, int]) -> None:
+    """Run one shard of an `iaxgw loadtest --master` cluster run (pip install 'iaxgw[cluster]')."""
+    try:
+        from iaxgw.sim.cluster import run_worker
+    except ImportError as exc:
+        raise click.UsageError(f"worker needs Locust: pip install 'iaxgw[cluster]' "
+                               f"({exc})") from None
+    sys.exit(run_worker(master, bind))

@@ -175,6 +175,49 @@ def lossy_link_settings(opts: LoadtestOptions, iax_conf_caller: Path | None = No
     return notes
 
 
+def shard_ips(opts: LoadtestOptions, first: str) -> list[str]:
+    """The load tester's source addresses: ``first`` and, with several shards, the loopback
+    addresses after it (the far end's ACL lets each one in)."""
+    from iaxgw.sim.shards import shard_addresses
+
+    return [a for a, _ in shard_addresses(opts, (first, 4569), opts.shard_count())]
+
+
+def permit_lines(conf: Path, ip: str, ips: list[str]) -> None:
+    """Widen the seed's ``permit = ip/32`` of an iax.conf to every shard address."""
+    text = conf.read_text()
+    old = f"permit = {ip}/255.255.255.255"
+    conf.write_text(text.replace(old, "\n".join(f"permit = {a}/255.255.255.255" for a in ips)))
+
+
+#: The far end's maxauthreq in a sharded lab run: every shard is the same user, and each paces
+#: its setups on its own window of --max-pending (3) as one process does.
+SHARDED_MAXAUTHREQ = 100
+
+
+def sharded_callee_general(opts: LoadtestOptions) -> tuple[str, ...]:
+    """[general] lines for the far end of a sharded lab run (none with one shard): its
+    maxauthreq raised so that each shard keeps its own --max-pending window."""
+    n = opts.shard_count()
+    if n == 1:
+        return ()
+    opts.max_pending = min(opts.max_pending * n, SHARDED_MAXAUTHREQ)
+    opts.warnings.append(f"sharded lab: the far end's maxauthreq is {SHARDED_MAXAUTHREQ}, "
+                         f"{opts.max_pending // n} setups in flight per shard")
+    return (f"maxauthreq = {SHARDED_MAXAUTHREQ}",)
+
+
+def _run_core(opts: LoadtestOptions, impair: Any) -> LoadtestResult:
+    """One process, or the shards with the merged live screen."""
+    if opts.shard_count() > 1:
+        from iaxgw.sim.loadtest import make_screen
+        from iaxgw.sim.shards import run_sharded
+
+        result: LoadtestResult = run_sharded(opts, impair=impair, screen=make_screen(opts))
+        return result
+    return run_loadtest_core(opts, impair=impair)
+
+
 def run_lab(opts: LoadtestOptions, *, asterisk: bool = False, impair: Any = None) -> int:
     """Run the lab load test, print the live screen and the summary; returns the exit code."""
     check_report_dir(opts)
@@ -214,6 +257,13 @@ def _with_serve(opts: LoadtestOptions, work: Path, other: dict[str, Any],
     a_dir = write_site(work / "office-a", "office-a", opts, a_ip, b_ip)
     if impair is not None:
         opts.warnings.extend(lossy_link_settings(opts, a_dir / "iax.conf", b_dir / "iax.conf"))
+    ips = shard_ips(opts, a_ip)
+    permit_lines(b_dir / "iax.conf", a_ip, ips)
+    general = sharded_callee_general(opts)
+    if general and impair is None:
+        conf = b_dir / "iax.conf"
+        conf.write_text(conf.read_text().replace("[general]\n",
+                                                 "[general]\n" + "\n".join(general) + "\n", 1))
     serve = ServeProcess(b_dir, work)
     serve.start()
     try:
@@ -224,9 +274,9 @@ def _with_serve(opts: LoadtestOptions, work: Path, other: dict[str, Any],
         if not opts.extens:
             opts.extens = ["300"]
         t0, cpu0 = time.monotonic(), proc_cpu_seconds(serve.pid or 0)
-        result = run_loadtest_core(opts, impair=impair)
+        result = _run_core(opts, impair)
         other.update({"far_end": f"iaxgw serve as office-b at {b_ip}:4569 (pid {serve.pid})",
-                      "we_are": f"office-a at {a_ip}:4569",
+                      "we_are": f"office-a at {', '.join(ips)} (port 4569)",
                       "far_end_cpu_pct": _cpu_pct(serve.pid, cpu0, time.monotonic() - t0)})
         return result
     finally:
@@ -261,6 +311,11 @@ def _with_asterisk_locked(lab: Any, opts: LoadtestOptions, work: Path, other: di
     extra: tuple[str, ...] = ()
     if impair is not None:
         extra += LOSSY_CALLEE_GENERAL
+    ips = shard_ips(opts, B_IP)
+    overrides["permit"] = tuple(f"{ip}/255.255.255.255" for ip in ips)
+    general = sharded_callee_general(opts)
+    if general and impair is None:
+        extra += general
     if opts.encryption:
         extra += ("encryption = aes128", "forceencryption = yes")
     if extra:
@@ -280,9 +335,9 @@ def _with_asterisk_locked(lab: Any, opts: LoadtestOptions, work: Path, other: di
             opts.extens = ["200"]
         pid = inst.pid
         t0, cpu0 = time.monotonic(), proc_cpu_seconds(pid) if pid else None
-        result = run_loadtest_core(opts, impair=impair)
+        result = _run_core(opts, impair)
         other.update({"far_end": f"Asterisk 22 as office-a at {A_IP}:4569 (pid {pid})",
-                      "we_are": f"office-b at {B_IP}:4569",
+                      "we_are": f"office-b at {', '.join(ips)} (port 4569)",
                       "far_end_cpu_pct": _cpu_pct(pid, cpu0, time.monotonic() - t0)})
         return result
     finally:

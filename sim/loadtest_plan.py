@@ -6,12 +6,16 @@ before any datagram is sent.  The engine that runs a plan is :mod:`iaxgw.sim.loa
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import os
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from iaxgw.sim.capacity import DEFAULT_STOP_WHEN, RuleError, StopRule
 
 Mode = Literal["direct", "hairpin"]
 
@@ -100,6 +104,55 @@ def parse_hostport(text: str, default_port: int = 4569) -> tuple[str, int]:
     return host, port
 
 
+#: The most source addresses (shards) one ``--bind`` may name.
+MAX_BIND_ADDRESSES = 256
+
+
+def parse_bind_list(text: str, default_port: int = 4569) -> list[tuple[str, int]]:
+    """``--bind``: ``HOST[:PORT]``, a list ``A,B,C`` (each with an optional ``:PORT``) or an
+    IPv4 range ``127.0.0.20-127.0.0.23[:PORT]`` (the end may be the last octet: ``-23``)."""
+    out: list[tuple[str, int]] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            raise PlanError(f"empty address in --bind {text!r}")
+        if _is_ipv4(part.partition("-")[0]) and "-" in part:
+            out.extend(_bind_range(part, default_port))
+        else:
+            out.append(parse_hostport(part, default_port))
+        if len(out) > MAX_BIND_ADDRESSES:
+            raise PlanError(f"--bind {text!r}: more than {MAX_BIND_ADDRESSES} addresses")
+    if len(set(out)) != len(out):
+        raise PlanError(f"--bind {text!r} names an address twice")
+    return out
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def _bind_range(part: str, default_port: int) -> list[tuple[str, int]]:
+    lo_text, _, hi_text = part.partition("-")
+    hi_host, port = parse_hostport(hi_text, default_port)
+    try:
+        lo = ipaddress.IPv4Address(lo_text.strip())
+        if hi_host.isdigit():
+            hi_host = ".".join([*str(lo).split(".")[:3], hi_host])
+        hi = ipaddress.IPv4Address(hi_host)
+    except ValueError:
+        raise PlanError(f"bad --bind range {part!r}: expected IPv4 A-B, e.g. "
+                        "127.0.0.20-127.0.0.23") from None
+    if hi < lo:
+        raise PlanError(f"bad --bind range {part!r}: end before start")
+    if int(hi) - int(lo) >= MAX_BIND_ADDRESSES:
+        raise PlanError(f"--bind range {part!r}: more than {MAX_BIND_ADDRESSES} addresses")
+    return [(str(ipaddress.IPv4Address(n)), port) for n in range(int(lo), int(hi) + 1)]
+
+
 def _port(p: str, text: str) -> int:
     if not p.isdigit() or not 0 < int(p) < 65536:
         raise PlanError(f"bad port in {text!r}")
@@ -127,6 +180,13 @@ class LoadtestOptions:
     keys_dir: Path | None = None          # None: keys/ beside iax.conf
     site: str | None = None               # embedded config of this site; None: office-b
     bind: tuple[str, int] | None = None   # None: the config's bindaddr/bindport
+    binds: list[tuple[str, int]] | None = None   # --bind list/range: one shard per address
+    shards: int | None = None             # None: see shard_count()
+    tick_phase: float | None = None       # media grid at this offset (s) in 20 ms (shards)
+    step: int | None = None               # capacity search: calls added each step
+    step_time: float = 10.0               # ... every this many seconds
+    max_calls: int | None = None          # ... up to this many
+    stop_when: str | None = None          # ... until this rule trips (sim/capacity.py)
     report_dir: Path | None = None
     max_failed: int = 0
     setup_timeout: float = 10.0           # NEW -> ANSWER, else the call ends as TIMEOUT
@@ -197,12 +257,76 @@ class LoadtestOptions:
                 f"--duration {self.duration[0]:g} s is shorter than the ramp to --calls "
                 f"{self.calls} at {self.cps:g} calls/s ({ramp:.1f} s): the first calls end before "
                 "the last start, so the concurrency target cannot be reached")
+        self._plan_capacity()
+        self._check_shards()
         held = callnos_needed_within(self.attempts, self.cps, self.duration[0], self.calls)
         if held > self.callno_budget:
             self.warnings.append(
                 f"--total {self.attempts} at {self.cps:g} calls/s would hold about {held} call "
                 f"numbers within {CALLNO_HOLD_S:.0f} s; Asterisk allows {self.callno_budget} per "
                 f"source IP (maxcallnumbers), so new calls will wait for numbers to free up")
+
+    def shard_count(self) -> int:
+        """How many load-test processes: ``--shards``, else one per ``--bind`` address, else
+        one when the calls fit one source address's call numbers (Asterisk's maxcallnumbers),
+        else one per core and enough that each address's calls fit."""
+        if self.shards is not None:
+            return self.shards
+        if self.binds:
+            return len(self.binds)
+        if self.peak_calls <= self.callno_budget:
+            return 1
+        return max(os.cpu_count() or 1, -(-self.peak_calls // self.callno_budget))
+
+    @property
+    def peak_calls(self) -> int:
+        """The most calls at once the run may ask for (a capacity search's --max-calls)."""
+        return self.max_calls if self.step is not None and self.max_calls else self.calls
+
+    def _plan_capacity(self) -> None:
+        """``--step``: the first step's calls, calls that stay up until the search ends, enough
+        attempts for every step and its refused calls, and no verdict on failed calls (the
+        search is there to find them)."""
+        if self.step is None:
+            if self.max_calls is not None or self.stop_when is not None:
+                raise PlanError("--max-calls and --stop-when belong to a capacity search: "
+                                "give --step too")
+            return
+        if self.step < 1 or self.step_time < 2.0:
+            raise PlanError("--step must be at least 1 and --step-time at least 2 s")
+        if self.max_calls is None:
+            raise PlanError("--step needs --max-calls (where the search stops if nothing trips)")
+        if self.max_calls < self.step:
+            raise PlanError("--max-calls must be at least --step")
+        try:
+            StopRule(self.stop_when or DEFAULT_STOP_WHEN)
+        except RuleError as exc:
+            raise PlanError(str(exc)) from None
+        steps = -(-self.max_calls // self.step)
+        horizon = steps * self.step_time
+        self.calls = self.step
+        if self.rate is None:
+            self.rate = max(10.0, 2.0 * self.step / self.step_time)
+        self.duration = (horizon + 30.0, horizon + 30.0)
+        self.total = self.max_calls + math.ceil(self.cps * horizon)
+        self.allow_underrun = True
+
+    def _check_shards(self) -> None:
+        n = self.shard_count()
+        if n < 1:
+            raise PlanError("--shards must be at least 1")
+        if n > 1 and self.mode == "hairpin":
+            raise PlanError("--mode hairpin with several shards: the target dials back one "
+                            "address only; use one shard (--shards 1)")
+        if n > 1 and self.binds and n != len(self.binds):
+            raise PlanError(f"--shards {n} with {len(self.binds)} --bind addresses: give one "
+                            "address per shard (a list or a range), or leave out --shards")
+        per_shard = -(-self.peak_calls // n)
+        if per_shard > self.callno_budget:
+            raise PlanError(
+                f"--calls {self.peak_calls} over {n} shard(s) is {per_shard} calls per source "
+                f"address; the target gives each address {self.callno_budget} call numbers "
+                "(Asterisk maxcallnumbers): add addresses (--bind A-B) or shards (--shards)")
 
     def exten_list(self) -> list[str]:
         if self.extens:
@@ -387,3 +511,40 @@ def lossy_caller_settings(opts: LoadtestOptions) -> list[str]:
         opts.hangup_timeout = LOSSY_HANGUP_LINGER
         notes.append(f"impaired link: wait up to {LOSSY_HANGUP_LINGER:g} s for HANGUP ACKs")
     return notes
+
+
+def options_to_json(opts: LoadtestOptions) -> dict[str, Any]:
+    """The options as plain JSON-able data (a cluster's master sends them to its workers)."""
+    out: dict[str, Any] = {}
+    for f in fields(opts):
+        v = getattr(opts, f.name)
+        if isinstance(v, Path):
+            v = str(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        elif isinstance(v, list):
+            v = [list(x) if isinstance(x, tuple) else x for x in v]
+        out[f.name] = v
+    return out
+
+
+_TUPLES = ("duration", "peer_host", "bind")
+_PATHS = ("config_dir", "report_dir")
+
+
+def options_from_json(d: dict[str, Any]) -> LoadtestOptions:
+    """:func:`options_to_json` back; unknown names are refused (PlanError)."""
+    known = {f.name for f in fields(LoadtestOptions)}
+    unknown = set(d) - known
+    if unknown:
+        raise PlanError(f"unknown load test options {sorted(unknown)}")
+    kw = dict(d)
+    for name in _TUPLES:
+        if kw.get(name) is not None:
+            kw[name] = tuple(kw[name])
+    for name in _PATHS:
+        if kw.get(name) is not None:
+            kw[name] = Path(kw[name])
+    if kw.get("binds") is not None:
+        kw["binds"] = [tuple(b) for b in kw["binds"]]
+    return LoadtestOptions(**kw)

@@ -278,6 +278,9 @@ class LoadStats:
         #: set before each row; None: not a load test with a rate (the cells stay empty)
         self.rate_asked_cps: float | None = None
         self.paused = False
+        #: called with each row and the raw samples behind its medians (a shard of a sharded
+        #: run sends them to the parent, which pools them with the other shards')
+        self.on_samples: Callable[[Row, dict[str, Any]], None] | None = None
         self.cpu = cpu or CpuMeter()
         self.active: dict[int, CallStats] = {}
         self.records = RecordStore()
@@ -503,6 +506,13 @@ class LoadStats:
         audio = dict(self._audio_done)
         for k, v in self._sweep_audio.items():
             audio[k] += v
+        if self.on_samples is not None:
+            self.on_samples(row, {
+                "setup_ms": list(interval_setups), "jitter_ms": jit, "mos": mos,
+                "rtt_ms": rtts, "jitter_max_ms": self._sweep_jit_max,
+                "lost": iv["lost"], "expected": iv["expected"],
+                "setting_up": self._sweep_setting_up, "causes": dict(self.causes),
+                "audio": audio, "dt": dt, "cpu_pct": cpu})
         snap = Snapshot(
             elapsed_s=now - self.started, calls_up=up, target=self.target,
             setting_up=self._sweep_setting_up, attempts=self.attempts,

@@ -1,0 +1,158 @@
+"""The cluster run (Locust's distributed runner, ``iaxgw[cluster]``): a master and two workers as
+separate processes on loopback against a real ``iaxgw serve``, the merged report against what
+each worker's shard reported, a worker killed with SIGKILL mid-run, the JSON a worker sends
+(never unpickled), and a plain ``iaxgw loadtest`` that never imports Locust."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import importlib.util
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_shards import serve  # noqa: F401  (the module's serve fixture)
+
+# never imported here: Locust patches the standard library for gevent when imported
+pytestmark = [pytest.mark.timeout(180),
+              pytest.mark.skipif(importlib.util.find_spec("locust") is None,
+                                 reason="Locust not installed: pip install 'iaxgw[cluster]'")]
+
+CLI = [sys.executable, "-m", "iaxgw.gateway.cli"]
+
+
+def _port() -> int:
+    return random.Random(os.getpid() + time.time_ns()).randrange(20000, 40000)
+
+
+class Cluster:
+    """A master and its workers, each a process of its own; all killed at the end."""
+
+    def __init__(self, s: dict[str, Any], report: Path, workers: list[str], *extra: str) -> None:
+        self.port = _port()
+        self.master_addr = f"{s['net']}.1:{self.port}"
+        self.master = subprocess.Popen(
+            [*CLI, "loadtest", "--master", "--expect-workers", str(len(workers)),
+             "--master-bind", self.master_addr, "--config", str(s["a"]),
+             "--peer", s.get("peer", "office-b"),
+             "--quiet", "--report", str(report), *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        time.sleep(0.5)
+        self.workers = [subprocess.Popen([*CLI, "worker", "--master", self.master_addr,
+                                          "--bind", w], stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT) for w in workers]
+
+    def wait(self, timeout: float = 120) -> str:
+        out = self.master.communicate(timeout=timeout)[0].decode()
+        for w in self.workers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                w.wait(timeout=15)
+        return out
+
+    def kill_all(self) -> None:
+        for p in (self.master, *self.workers):
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+
+
+@pytest.fixture
+def cluster_factory() -> Iterator[Any]:
+    made: list[Cluster] = []
+
+    def make(*a: Any) -> Cluster:
+        made.append(Cluster(*a))
+        return made[-1]
+    yield make
+    for c in made:
+        c.kill_all()
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_master_and_two_workers_merge(serve: dict[str, Any], tmp_path: Path,  # noqa: F811
+                                      cluster_factory: Any) -> None:
+    net = serve["net"]
+    report = tmp_path / "rep"
+    c = cluster_factory(serve, report, [f"{net}.30", f"{net}.31"], "-l", "6", "-r", "10",
+                        "-d", "4", "--exten", "300")
+    out = c.wait()
+    assert c.master.returncode == 0, out
+    s = json.loads((report / "summary.json").read_text())
+    assert sorted(sh["local"] for sh in s["shards"]) == [f"{net}.30:4569", f"{net}.31:4569"]
+    assert [sh["calls"] for sh in s["shards"]] == [3, 3]
+    assert s["answered"] == 6 == sum(sh["answered"] for sh in s["shards"])
+    assert s["audio"]["verified"] == 6
+    assert len(_csv(report / "calls.csv")) == 6
+    ts = _csv(report / "timeseries.csv")
+    assert sum(int(r["attempts_interval"]) for r in ts) == 6
+    assert s["loadtest"]["cluster"]["workers"] == 2 and not s["loadtest"]["degraded"]
+    assert all(w.returncode == 0 for w in c.workers)
+
+
+def test_a_worker_killed_is_the_generators_loss(serve: dict[str, Any],  # noqa: F811
+                                                tmp_path: Path, cluster_factory: Any) -> None:
+    net = serve["net"]
+    report = tmp_path / "rep"
+    c = cluster_factory(serve, report, [f"{net}.32", f"{net}.33"], "-l", "4", "-r", "10",
+                        "-d", "10", "--exten", "300")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (report / "timeseries.csv").exists():
+        time.sleep(0.2)
+    time.sleep(2.0)
+    c.workers[1].send_signal(signal.SIGKILL)
+    out = c.wait()
+    assert c.master.returncode == 1, out
+    s = json.loads((report / "summary.json").read_text())
+    lt = s["loadtest"]
+    assert lt["degraded"] is True
+    lost = [sh for sh in s["shards"] if sh.get("lost")]
+    assert [sh["local"] for sh in lost] == [f"{net}.33:4569"], s["shards"]
+    assert "heartbeats" in lost[0]["lost"]
+    assert any("generator's loss" in r for r in lt["fail_reasons"])
+    # the survivor's calls: all answered, none counted as the target's failures
+    assert s["answered"] == 2 and s["failed"] == 0
+
+
+def test_capacity_search_steers_the_workers(serve: dict[str, Any],  # noqa: F811
+                                            tmp_path: Path, cluster_factory: Any) -> None:
+    net = serve["net"]
+    report = tmp_path / "rep"
+    c = cluster_factory(serve, report, [f"{net}.35", f"{net}.36"], "--exten", "300",
+                        "--step", "2", "--step-time", "3", "--max-calls", "10",
+                        "--stop-when", "calls_up >= 6")
+    out = c.wait()
+    assert c.master.returncode == 0, out
+    cap = json.loads((report / "summary.json").read_text())["capacity"]
+    assert (cap["calls"], cap["failed_at"]) == (4, 6), cap
+    assert [st["calls_up"] for st in cap["steps"]] == [2, 4, 6]
+
+
+def test_worker_result_json_refuses_foreign_fields() -> None:
+    from iaxgw.sim.shard_merge import result_from_json
+
+    with pytest.raises(ValueError, match="other fields"):
+        result_from_json({"records": [{"index": 0, "__reduce__": "x"}]})
+
+
+def test_plain_loadtest_never_imports_locust(serve: dict[str, Any]) -> None:  # noqa: F811
+    code = ("import sys\nfrom iaxgw.gateway.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
+            "print('RC', rc, 'locust' in sys.modules, 'gevent' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code, "loadtest", "--config", str(serve["a"]),
+                          "--peer", "office-b", "-l", "1", "-d", "1", "-q",
+                          "--bind", f"{serve['net']}.34"], capture_output=True, text=True,
+                         timeout=60, check=False).stdout
+    assert "RC 0 False False" in out, out
