@@ -29,15 +29,17 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 from iaxgw.gateway import events as ev
+from iaxgw.gateway.calltoken import format_addr
 from iaxgw.gateway.channel import Channel
 from iaxgw.gateway.control import CommandRefused, ControlError, ControlServer, to_jsonable
 from iaxgw.gateway.framelog import describe
-from iaxgw.gateway.metrics import Metrics
+from iaxgw.gateway.metrics import Metrics, metrics_url
 from iaxgw.gateway.model import Entry, IaxConfig
 from iaxgw.gateway.originate import Originator, PhoneChannel
 from iaxgw.gateway.pcap import PcapWriter
 from iaxgw.gateway.safefs import default_spool_dir, private_dir
 from iaxgw.gateway.session import IaxChannel
+from iaxgw.gateway.showrows import peer_detail, registry_rows, user_rows
 
 log = logging.getLogger("iaxgw.serve")
 _T = TypeVar("_T")
@@ -116,7 +118,7 @@ class ServeOptions:
     bind: Addr | None = None
     peer_host: Addr | None = None
     pcap: Path | None = None
-    metrics_port: int | None = None
+    metrics_addr: Addr | None = None  # --metrics-addr / --metrics-port: (host, port), 0 = any
     debug_frames: bool = False
     control: str | None = None
     phones: Path | None = None
@@ -212,7 +214,7 @@ class GatewayApp:
     """One running site: endpoint + dialplan + media ticker + control/pcap/metrics."""
 
     def __init__(self, site: Site, *, peer: str, pcap: Path | None = None,
-                 metrics_port: int | None = None, debug_frames: bool = False,
+                 metrics_addr: Addr | None = None, debug_frames: bool = False,
                  control: str | None = None, spool: Path | None = None,
                  role_name: str = DEFAULT_SITE,
                  open_endpoint: Callable[..., Awaitable[Any]] | None = None,
@@ -228,7 +230,9 @@ class GatewayApp:
         self.peer = peer
         self.bind = site.bind
         self.pcap_path = pcap
-        self.metrics_port = metrics_port
+        self.metrics_addr = metrics_addr
+        #: where start() says what it bound (serve's CLI: stderr); None: the log only
+        self.announce: Callable[[str], None] | None = None
         self.debug_frames = debug_frames
         #: called with (direction, data, addr, now) for every datagram in and out (tests, tools)
         self.datagram_observer: Callable[[str, bytes, Addr, float], None] | None = None
@@ -237,7 +241,7 @@ class GatewayApp:
         self.role_name = role_name
         self.sessions: dict[int, IaxChannel] = {}
         self.metrics = Metrics()
-        self.metrics_bound_port: int | None = None
+        self.metrics_bound: Addr | None = None
         self.local_addr: Addr = site.bind
         self.calls_total = {"in": 0, "out": 0}
         self.call_outcomes: dict[str, int] = {}
@@ -271,7 +275,7 @@ class GatewayApp:
     @classmethod
     def from_options(cls, opts: ServeOptions) -> GatewayApp:
         site = load_site(opts)
-        return cls(site, peer=opts.peer, pcap=opts.pcap, metrics_port=opts.metrics_port,
+        return cls(site, peer=opts.peer, pcap=opts.pcap, metrics_addr=opts.metrics_addr,
                    debug_frames=opts.debug_frames, control=opts.control, spool=opts.spool,
                    role_name=opts.site, impair=opts.impair)
 
@@ -311,7 +315,7 @@ class GatewayApp:
             extra["impair"] = self.impairment
         # the per-datagram hook only when something consumes it (metrics, pcap, frame log,
         # an observer)
-        if (self._pcap is not None or self.metrics_port is not None or self.debug_frames
+        if (self._pcap is not None or self.metrics_addr is not None or self.debug_frames
                 or self.datagram_observer is not None):
             extra["on_datagram"] = self._on_datagram
         try:
@@ -333,17 +337,26 @@ class GatewayApp:
                 self._control = None
                 await self._close_all()
                 raise StartError(str(exc)) from None
-        if self.metrics_port is not None:
+        if self.metrics_addr is not None:
+            host, port = self.metrics_addr
             try:
-                self.metrics_bound_port = self.metrics.start_http(self.metrics_port)
+                self.metrics_bound = self.metrics.start_http(port, host)
             except OSError as exc:
                 await self._close_all()
-                raise StartError(f"--metrics-port {self.metrics_port}: "
+                raise StartError(f"metrics: cannot bind {format_addr(self.metrics_addr)}: "
                                  f"{exc.strerror or exc}") from None
         self._ticker = loop.create_task(self._media_ticker(), name="iaxgw-media-ticker")
         self._housekeeping = loop.create_task(self._housekeeping_loop(), name="iaxgw-housekeeping")
         self._started = True
-        log.info("%s serving on %s:%d, peer %s", self.role_name, *self.local_addr, self.peer)
+        self._say(f"{self.role_name} serving on {format_addr(self.local_addr)}, "
+                  f"peer {self.peer}")
+        if self.metrics_bound is not None:
+            self._say(f"metrics on {metrics_url(*self.metrics_bound)}")
+
+    def _say(self, line: str) -> None:
+        log.info("%s", line)
+        if self.announce is not None:
+            self.announce(line)
 
     async def stop(self) -> None:
         """Hang up every call (cause 16), wait <= 2 s for the ACKs, close everything."""
@@ -685,6 +698,12 @@ class GatewayApp:
             return self.netstat_rows()
         if cmd == "stats":
             return self.stats_dict()
+        if cmd == "registry":
+            return registry_rows(self._endpoint.registry())
+        if cmd == "users":
+            return user_rows(self.config)
+        if cmd == "peer":
+            return self.peer_detail(str((request or {}).get("name", "")))
         return self.operate(cmd, request or {})
 
     def operate(self, cmd: str, request: Mapping[str, Any]) -> Any:
@@ -708,6 +727,18 @@ class GatewayApp:
                                  "stop")
         raise KeyError(cmd)
 
+    def peer_detail(self, name: str) -> dict[str, Any] | None:
+        """``show peer NAME``: None when NAME is no peer/friend entry."""
+        entry = self.config.peer(name)
+        if entry is None:
+            return None
+        live: Mapping[str, Any] = {}
+        with contextlib.suppress(Exception):
+            for p in to_jsonable(self._endpoint.peers()):
+                if p.get("name") == name:
+                    live = p
+        return peer_detail(entry, live, self.config.general.shown)
+
     def peer_rows(self) -> list[dict[str, Any]]:
         live: dict[str, dict[str, Any]] = {}
         with contextlib.suppress(Exception):
@@ -727,17 +758,21 @@ class GatewayApp:
             session = self.sessions.get(callno)
             addr = _get(c, "addr", None)
             peer = str(_get(c, "peer", ""))
-            entry = self.config.entries.get(peer)
             rows.append({
                 "channel": session.name if session else f"IAX2/{peer or 'unknown'}-{callno}",
                 "peer": addr[0] if isinstance(addr, list | tuple) and addr else peer,
-                "username": (entry.username if entry and entry.username else peer) or "(None)",
+                # as Asterisk: the USERNAME of the NEW (sent or received), else the user's name
+                "username": _get(c, "username", "")
+                or (peer if _get(c, "direction", "") == "in" else "") or "(None)",
                 "callno": callno,
                 "peercallno": int(_get(c, "remote_callno", _get(c, "peercallno", 0))),
                 "oseqno": int(_get(c, "oseqno", 0)),
                 "iseqno": int(_get(c, "iseqno", 0)),
-                "lag": self._lag(callno),
-                "jitter": round(float(_get(c, "jitter_ms", -1))),
+                # as Asterisk's: Lag is the delay of the peer's receive report, Jitter and
+                # JitBuf the jitter buffer's (iaxgw has none: -1 and 0, as Asterisk without
+                # jitterbuffer); our measured jitter is in netstats and the load test's figures
+                "lag": self._remote_delay(callno),
+                "jitter": -1,
                 "jitbuf": 0,
                 "format": _format_name(_get(c, "format", 0)),
                 "first_msg": _get(c, "first_msg", ""),
@@ -750,12 +785,13 @@ class GatewayApp:
             })
         return rows
 
-    def _lag(self, callno: int) -> int:
+    def _remote_delay(self, callno: int) -> int:
         try:
             call = self._endpoint.call_info(callno)
         except Exception:
             return 0
-        return int(getattr(call, "lag_ms", 0) or 0)
+        rr = getattr(call, "remote_rr", None) or {}
+        return int(rr.get("delay", 0))
 
     def netstat_rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -775,16 +811,24 @@ class GatewayApp:
 
     def stats_dict(self) -> dict[str, Any]:
         stats = to_jsonable(self._endpoint.stats())
+        trunk_in = stats.get("trunk_datagrams_in", 0) if isinstance(stats, dict) else 0
+        trunk_out = stats.get("trunk_datagrams_out", 0) if isinstance(stats, dict) else 0
         if not isinstance(stats, dict):
             stats = {"endpoint": stats}
+        # one name per figure: these are shown in their group below
+        for key in ("calls_active", "trunk_datagrams_in", "trunk_datagrams_out"):
+            stats.pop(key, None)
+        with contextlib.suppress(Exception):
+            total, final = self._endpoint.outstanding()
+            stats["outstanding"] = {"total": total, "ingress": 0, "egress": total}
+            stats["transmit_queue"] = {"dead": 0, "final": final, "total": total}
         stats["calls"] = {"active": len(self.sessions), "total_in": self.calls_total["in"],
                           "total_out": self.calls_total["out"], **{
                               f"outcome_{k}": v for k, v in sorted(self.call_outcomes.items())}}
         stats["media"] = {"ticks": self.ticks, "late_ticks": self.late_ticks,
                           "active_streams": len(self._media)}
         stats["trunk"] = {"mtu": self.config.general.trunkmtu,
-                          "datagrams_in": stats.get("trunk_datagrams_in", 0),
-                          "datagrams_out": stats.get("trunk_datagrams_out", 0)}
+                          "datagrams_in": trunk_in, "datagrams_out": trunk_out}
         if self._pcap is not None:
             stats["pcap_records"] = self._pcap.count
         if self.impairment is not None:
@@ -831,7 +875,7 @@ def _peer_row(name: str, entry: Entry, live: Mapping[str, Any]) -> dict[str, Any
         "encryption": bool(entry.encryption),      # "(E)" as in iax2 show peers
         "maxms": entry.qualify,
         "lastms": live.get("rtt_ms"),
-        "description": "",
+        "description": entry.shown.get("description", ""),
     }
     status = live.get("status")
     if isinstance(status, str) and status:

@@ -131,6 +131,7 @@ class CalleeMixin(EndpointCore):
             self._send_stateless(_STATELESS, f, addr, X.REJECT)
             return
         call = self._new_call(callno, CallKind.CALL_IN, S.WAIT_AUTHREP, addr, now)
+        call.mark_msg(X.NEW)            # Asterisk's first_iax_message: Rx:NEW
         self._bind_remote(call, f.scallno)
         call.iseqno = (f.oseqno + 1) & 0xFF
         call.rx_last = f.ts

@@ -270,9 +270,11 @@ class Call(CallMedia):
         "entry",
         "exten",
         "fake_auth",
+        "first_msg",
         "iseqno",
         "kind",
         "lag_ms",
+        "last_msg",
         "new_ies",
         "oseqno",
         "peer",
@@ -338,7 +340,36 @@ class Call(CallMedia):
         self.timers: list[list[Any]] = []
         self.poke_sent = 0.0
         self.reg: Any = None
+        #: the first and the latest IAX subclass sent (| MSG_TX) or received in sequence, as
+        #: Asterisk's first_iax_message / last_iax_message (``show channels`` FirstMsg/LastMsg)
+        self.first_msg = 0
+        self.last_msg = 0
 
+    def mark_msg(self, code: int) -> None:
+        """Note an IAX frame sent (``subclass | MSG_TX``) or received (``subclass``)."""
+        self.last_msg = code
+        if not self.first_msg:
+            self.first_msg = code
+
+
+
+#: marks a sent subclass in Call.first_msg / last_msg (Asterisk: MARK_IAX_SUBCLASS_TX)
+MSG_TX = 0x10000
+
+#: how Asterisk's ``iax2 show channels`` names an IAX subclass (7 columns, its spellings)
+_MSG_NAMES = {1: "NEW", 2: "PING", 3: "PONG", 4: "ACK", 5: "HANGUP", 6: "REJECT", 7: "ACCEPT",
+              8: "AUTHREQ", 9: "AUTHREP", 10: "INVAL", 11: "LAGRQ", 12: "LAGRP", 13: "REGREQ",
+              14: "REGAUTH", 15: "REGACK", 16: "REGREJ", 17: "REGREL", 18: "VNAK", 19: "DPREQ",
+              20: "DPREP", 21: "DIAL", 22: "TXREQ", 23: "TXCNT", 24: "TXACC", 25: "TXREADY",
+              26: "TXREL", 27: "TXREJ", 28: "QUELCH", 29: "UNQUELCH", 30: "POKE", 31: "PAGE",
+              32: "MWI", 33: "UNSPRTD", 34: "TRANSFR", 35: "PROVISN", 36: "FWDWNLD",
+              37: "FWDATA", 38: "TXMEDIA", 39: "RTKEY", 40: "CTOKEN"}
+
+
+def msg_text(code: int) -> str:
+    """``"Tx:NEW    "`` / ``"Rx:ACK    "``: direction and the subclass name padded to 7."""
+    name = _MSG_NAMES.get(code & ~MSG_TX, "Unknown")
+    return ("Tx:" if code & MSG_TX else "Rx:") + f"{name:<7}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +403,9 @@ class ChannelInfo:
     frames_rx: int
     frames_tx: int
     trunk: bool
+    username: str = ""
+    first_msg: str = ""
+    last_msg: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,3 +417,5 @@ class NetStats:
     rtt_ms: int
     local: dict[str, int] = field(default_factory=dict)
     remote: dict[str, int] = field(default_factory=dict)
+    first_msg: str = ""
+    last_msg: str = ""

@@ -56,6 +56,10 @@ DEFAULT_MAXMS = 2000
 _TRUE = frozenset({"yes", "true", "y", "t", "1", "on"})
 _FALSE = frozenset({"no", "false", "n", "f", "0", "off"})
 
+#: Of those without effect in iaxgw (below), the ones ``iaxgw show users|peer`` prints as
+#: Asterisk does: kept as written (``Entry.shown``, ``General.shown``).
+SHOWN_OPTIONS = frozenset({"description", "mailbox", "maxcallnumbers", "codecpriority"})
+
 # Options Asterisk accepts that have no effect in iaxgw: no warning.
 _IGNORED_GENERAL = frozenset({
     "language", "bandwidth", "tos", "cos", "jitterbuffer", "forcejitterbuffer", "maxjitterbuffer",
@@ -375,7 +379,8 @@ def _load_general(sec: Section, cfg: IaxConfig) -> None:
             g.encryption, g.forceencryption = apply_encryption(
                 n, it.value, g.encryption, g.forceencryption)
         elif n in _IGNORED_GENERAL:
-            pass
+            if n in SHOWN_OPTIONS:
+                g.shown[n] = it.value
         else:
             warn.append(f"{it.source}: unknown option '{it.key}' in [{sec.name}]")
     if bindaddr_port is not None:
@@ -476,7 +481,8 @@ def _load_entry(sec: Section, cfg: IaxConfig) -> Entry | None:
         elif n == "outkey":
             e.outkey = it.value.strip() or None
         elif n in _IGNORED_ENTRY:
-            pass
+            if n in SHOWN_OPTIONS:
+                e.shown[n] = it.value
         else:
             warn.append(f"{it.source}: unknown option '{it.key}' in [{sec.name}]")
     if contexts:

@@ -74,6 +74,8 @@ class Entry:
     outkey: str | None = None            # auth = rsa: our private key when calling it
     source: Source | None = None
     contexts: list[str] = field(default_factory=list)   # every context= line; [0] == context
+    #: options without effect in iaxgw that ``show`` prints as written (config.SHOWN_OPTIONS)
+    shown: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_user(self) -> bool:
@@ -113,6 +115,8 @@ class General:
     maxregexpire: int = 60
     encryption: int = 0                  # ENCRYPTION methods (0x0001 AES-128 | 0x8000 rotate)
     forceencryption: bool = False
+    #: as Entry.shown, for [general] (codecpriority: the entries' default)
+    shown: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -1,8 +1,9 @@
 """A minimal pcap writer (and reader, for tests) for the datagrams a gateway sends and receives.
 
-Each UDP payload is wrapped in synthesised Ethernet + IPv4 + UDP headers carrying the real
-addresses and ports, so Wireshark/tshark decode it as IAX2 (UDP 4569) exactly as if it had been
-captured on the wire.  Classic pcap format (not pcapng), microsecond timestamps, LINKTYPE_ETHERNET.
+Each UDP payload is wrapped in synthesised Ethernet + IPv4 or IPv6 + UDP headers carrying the
+real addresses and ports, so Wireshark/tshark decode it as IAX2 (UDP 4569) exactly as if it had
+been captured on the wire.  Classic pcap format (not pcapng), microsecond timestamps,
+LINKTYPE_ETHERNET (or raw IP, LINKTYPE_RAW).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ _REC_HDR = struct.Struct("<IIII")
 _ETH_HDR = struct.Struct("!6s6sH")
 _IPV4_HDR = struct.Struct("!BBHHHBBH4s4s")
 _UDP_HDR = struct.Struct("!HHHH")
+_IPV6_HDR = struct.Struct("!IHBB16s16s")
 _ETHERTYPE_IPV4 = 0x0800
+_ETHERTYPE_IPV6 = 0x86DD
 _IPPROTO_UDP = 17
 # Locally administered MACs: the capture has no real link layer.
 _MAC_LOCAL = bytes.fromhex("020000000001")
@@ -64,6 +67,29 @@ def build_ipv4_udp(src: Addr, dst: Addr, payload: bytes, ident: int = 0) -> byte
     return hdr + udp + payload
 
 
+def build_ipv6_udp(src: Addr, dst: Addr, payload: bytes) -> bytes:
+    """An IPv6 packet carrying one UDP datagram, its checksum computed over the pseudo-header
+    (RFC 8200 section 8.1: mandatory over IPv6)."""
+    udp_len = _UDP_HDR.size + len(payload)
+    if udp_len > 0xFFFF:
+        raise ValueError(f"datagram too large for a UDP length: {len(payload)} bytes")
+    saddr = ipaddress.IPv6Address(src[0]).packed
+    daddr = ipaddress.IPv6Address(dst[0]).packed
+    pseudo = saddr + daddr + struct.pack("!I3xB", udp_len, _IPPROTO_UDP)
+    udp = _UDP_HDR.pack(src[1], dst[1], udp_len, 0)
+    checksum = _checksum(pseudo + udp + payload) or 0xFFFF
+    udp = _UDP_HDR.pack(src[1], dst[1], udp_len, checksum)
+    hdr = _IPV6_HDR.pack(6 << 28, udp_len, _IPPROTO_UDP, 64, saddr, daddr)
+    return hdr + udp + payload
+
+
+def build_ip_udp(src: Addr, dst: Addr, payload: bytes, ident: int = 0) -> tuple[bytes, int]:
+    """(packet, ethertype): IPv6 when the addresses are IPv6, else IPv4."""
+    if ":" in src[0]:
+        return build_ipv6_udp(src, dst, payload), _ETHERTYPE_IPV6
+    return build_ipv4_udp(src, dst, payload, ident), _ETHERTYPE_IPV4
+
+
 class PcapWriter:
     """Append datagrams to a pcap file; safe to call from the event loop only (one writer).
 
@@ -94,12 +120,12 @@ class PcapWriter:
         else:
             raise ValueError(f"direction must be 'tx' or 'rx', not {direction!r}")
         try:
-            packet = build_ipv4_udp(src, dst, bytes(data), self._ident)
-        except ipaddress.AddressValueError:
-            return  # IPv6 peers are not captured by this writer
+            packet, ethertype = build_ip_udp(src, dst, bytes(data), self._ident)
+        except (ipaddress.AddressValueError, ValueError):
+            return  # a local and a remote address of different families: nothing to write
         self._ident += 1
         if self.linktype == LINKTYPE_ETHERNET:
-            packet = _ETH_HDR.pack(dmac, smac, _ETHERTYPE_IPV4) + packet
+            packet = _ETH_HDR.pack(dmac, smac, ethertype) + packet
         t = time.time() if when is None else when
         sec = int(t)
         usec = round((t - sec) * 1_000_000)
@@ -140,7 +166,8 @@ class PcapRecord:
 
 
 def read_pcap(path: str | Path) -> Iterator[PcapRecord]:
-    """Yield the UDP/IPv4 datagrams of a classic little-endian pcap (Ethernet or raw IP)."""
+    """Yield the UDP datagrams (IPv4 and IPv6) of a classic little-endian pcap (Ethernet or
+    raw IP)."""
     with open(path, "rb") as fh:
         hdr = fh.read(_GLOBAL_HDR.size)
         if len(hdr) < _GLOBAL_HDR.size:
@@ -157,14 +184,28 @@ def read_pcap(path: str | Path) -> Iterator[PcapRecord]:
             if len(pkt) < incl:
                 return
             if linktype == LINKTYPE_ETHERNET:
-                if len(pkt) < 14 or struct.unpack("!H", pkt[12:14])[0] != _ETHERTYPE_IPV4:
+                if len(pkt) < 14 or struct.unpack("!H", pkt[12:14])[0] not in (
+                        _ETHERTYPE_IPV4, _ETHERTYPE_IPV6):
                     continue
                 pkt = pkt[14:]
-            ihl = (pkt[0] & 0x0F) * 4
-            if pkt[0] >> 4 != 4 or pkt[9] != _IPPROTO_UDP:
-                continue
-            saddr = str(ipaddress.IPv4Address(pkt[12:16]))
-            daddr = str(ipaddress.IPv4Address(pkt[16:20]))
-            sport, dport, ulen, _ = _UDP_HDR.unpack(pkt[ihl:ihl + 8])
-            yield PcapRecord(sec + usec / 1e6, (saddr, sport), (daddr, dport),
-                             pkt[ihl + 8:ihl + ulen])
+            udp = _udp_of(pkt)
+            if udp is not None:
+                src, dst, payload = udp
+                yield PcapRecord(sec + usec / 1e6, src, dst, payload)
+
+
+def _udp_of(pkt: bytes) -> tuple[Addr, Addr, bytes] | None:
+    """(source, destination, payload) of an IPv4 or IPv6 packet carrying UDP, else None."""
+    version = pkt[0] >> 4 if pkt else 0
+    if version == 4 and len(pkt) >= 20 and pkt[9] == _IPPROTO_UDP:
+        ihl = (pkt[0] & 0x0F) * 4
+        saddr = str(ipaddress.IPv4Address(pkt[12:16]))
+        daddr = str(ipaddress.IPv4Address(pkt[16:20]))
+    elif version == 6 and len(pkt) >= 48 and pkt[6] == _IPPROTO_UDP:
+        ihl = 40
+        saddr = str(ipaddress.IPv6Address(pkt[8:24]))
+        daddr = str(ipaddress.IPv6Address(pkt[24:40]))
+    else:
+        return None
+    sport, dport, ulen, _ = _UDP_HDR.unpack(pkt[ihl:ihl + 8])
+    return (saddr, sport), (daddr, dport), pkt[ihl + 8:ihl + ulen]

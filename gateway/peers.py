@@ -10,13 +10,17 @@ from typing import Any
 
 from iaxgw.gateway.model import Entry, Register
 
-__all__ = ["QUALIFY_FREQ_NOTOK", "QUALIFY_FREQ_OK", "PeerState", "RegState"]
+__all__ = ["QUALIFY_FREQ_NOTOK", "QUALIFY_FREQ_OK", "REG_DEFAULT_REFRESH", "PeerState",
+           "RegState"]
 
 Addr = tuple[str, int]
 
 #: Asterisk qualifyfreqok / qualifyfreqnotok (seconds).
 QUALIFY_FREQ_OK = 60.0
 QUALIFY_FREQ_NOTOK = 10.0
+#: the refresh a registration asks for and falls back to after a timeout (Asterisk
+#: IAX_DEFAULT_REG_EXPIRE, seconds)
+REG_DEFAULT_REFRESH = 60
 
 
 class PeerState:

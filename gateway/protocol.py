@@ -37,7 +37,15 @@ from iaxgw._core.trunk import receive_mini
 from iaxgw.gateway import registration
 from iaxgw.gateway.callee import CalleeMixin
 from iaxgw.gateway.callflow import CallFlowMixin
-from iaxgw.gateway.calls import Call, CallKind, CallState, ChannelInfo, NetStats, PeerInfo
+from iaxgw.gateway.calls import (
+    Call,
+    CallKind,
+    CallState,
+    ChannelInfo,
+    NetStats,
+    PeerInfo,
+    msg_text,
+)
 from iaxgw.gateway.calltoken import md5_result
 from iaxgw.gateway.crypto import decrypt_datagram, encrypt_datagrams
 from iaxgw.gateway.events import (
@@ -47,6 +55,7 @@ from iaxgw.gateway.events import (
     TextReceived,
 )
 from iaxgw.gateway.media import MediaMixin
+from iaxgw.gateway.peers import RegState
 from iaxgw.gateway.reliability import (
     _CONTROL,
     _IAX,
@@ -325,6 +334,7 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
             ies.append((IE.CALLED_CONTEXT, ctx))
         if entry.username:
             ies.append((IE.USERNAME, entry.username))
+            call.username = entry.username
         if entry.encryption:
             ies.append((IE.ENCRYPTION, entry.encryption))
         ies += [
@@ -429,7 +439,7 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
                 c.peer, c.addr, c.callno, c.peer_callno, c.oseqno, c.iseqno, c.codec,
                 c.state.name, "out" if c.kind == CallKind.CALL_OUT else "in",
                 round(c.rx.jitter, 1), c.rx.lost, c.rx.loss_pct, c.rx.frames, c.tx_frames,
-                c.trunk))
+                c.trunk, c.username, msg_text(c.first_msg), msg_text(c.last_msg)))
         return out
 
     def netstats(self) -> list[NetStats]:
@@ -438,7 +448,8 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
             if c.kind not in (CallKind.CALL_IN, CallKind.CALL_OUT):
                 continue
             out.append(NetStats(c.peer, c.callno, c.rtt_ms, self._rr_values(c),
-                                dict(c.remote_rr)))
+                                dict(c.remote_rr), msg_text(c.first_msg),
+                                msg_text(c.last_msg)))
         return out
 
     def stats(self) -> dict[str, int]:
@@ -452,6 +463,19 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
                                 if c.kind in (CallKind.CALL_IN, CallKind.CALL_OUT))
         d["callnos_in_use"] = self._callnos.in_use
         return d
+
+    def outstanding(self) -> tuple[int, int]:
+        """Full frames sent and not yet acknowledged, and how many of them end their call
+        (Asterisk's "Outstanding frames" / "Packets in transmit queue" of ``iax2 show stats``)."""
+        total = final = 0
+        for c in self._calls.values():
+            total += len(c.unacked)
+            final += sum(1 for p in c.unacked.values() if p.final)
+        return total, final
+
+    def registry(self) -> list[RegState]:
+        """Our ``register =>`` lines' live state (``iaxgw show registry``; read only)."""
+        return list(self._regs)
 
     def registrations(self) -> list[tuple[str, str, Addr | None]]:
         """Our ``register =>`` lines: (label, status, apparent address)."""
@@ -561,6 +585,7 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
             self._bind_remote(call, f.scallno)
         ft = f.frametype
         if is_iax:
+            call.mark_msg(sub)
             if call.state == S.NEW_SENT:
                 self._cancel_autokill(call)
             if sub == X.ACK:

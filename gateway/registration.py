@@ -115,6 +115,7 @@ def on_regreq_new(ep: Endpoint, f: Any, ies: IEs, addr: Addr, now: float) -> Non
         ep._send_stateless(_STATELESS, f, addr, X.REGREJ)
         return
     call = ep._new_call(callno, CallKind.REG_IN, S.REG_IN, addr, now)
+    call.mark_msg(X.REGREQ)
     ep._bind_remote(call, f.scallno)
     call.iseqno = (f.oseqno + 1) & 0xFF
     call.username = username
@@ -231,6 +232,7 @@ def register_tick(ep: Endpoint, now: float, rs: RegState) -> None:
     rs.callno = callno
     call.new_ies = [(IE.USERNAME, rs.reg.username), (IE.REFRESH, rs.refresh),
                     (IE.CALLTOKEN, b"")]
+    rs.status = "Request Sent"           # Asterisk's REG_STATE_REGSENT (no event: transient)
     ep._stats["regreq_sent"] += 1
     ep._send(call, _IAX, X.REGREQ, build_ies(call.new_ies), now)
 
@@ -245,6 +247,8 @@ def on_regauth(ep: Endpoint, call: Call, f: Any, ies: IEs, now: float) -> None:
         items.append((IE.MD5_RESULT, md5_result(challenge, secret)))
     elif methods & 1:
         items.append((IE.PASSWORD, secret))
+    if rs is not None:
+        rs.status = "Auth. Sent"         # REG_STATE_AUTHSENT
     ep._send(call, _IAX, X.REGREQ, build_ies(items), now)
 
 def on_regack(ep: Endpoint, call: Call, f: Any, ies: IEs, now: float) -> None:
@@ -255,6 +259,7 @@ def on_regack(ep: Endpoint, call: Call, f: Any, ies: IEs, now: float) -> None:
     refresh = _i(ies, IE.REFRESH) or rs.refresh
     apparent = ies.get(IE.APPARENT_ADDR)
     rs.apparent_addr = apparent if isinstance(apparent, tuple) else None
+    rs.refresh = refresh                 # what the registrar granted, as Asterisk keeps it
     reg_status(ep, rs, "Registered", refresh)
     ep._cancel(rs.timer)
     rs.timer = ep._schedule_soft(now + max(5 * refresh / 6, 1.0), partial(register_tick, ep), rs)

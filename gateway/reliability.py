@@ -30,12 +30,12 @@ from iaxgw._core.errors import FrameError
 from iaxgw._core.frames import build_full
 from iaxgw._core.ies import IEs
 from iaxgw.gateway import registration
-from iaxgw.gateway.calls import Call, CallKind, CallNumbers, CallState, Pending
+from iaxgw.gateway.calls import MSG_TX, Call, CallKind, CallNumbers, CallState, Pending
 from iaxgw.gateway.calltoken import KEY_BYTES, CallTokens
 from iaxgw.gateway.crypto import CallCrypto
 from iaxgw.gateway.events import CallEnded, CallSetup, Event, ProtocolError
 from iaxgw.gateway.model import Entry, IaxConfig
-from iaxgw.gateway.peers import QUALIFY_FREQ_NOTOK, PeerState, RegState
+from iaxgw.gateway.peers import QUALIFY_FREQ_NOTOK, REG_DEFAULT_REFRESH, PeerState, RegState
 from iaxgw.gateway.rsakeys import KeyStore
 
 if TYPE_CHECKING:
@@ -130,7 +130,8 @@ class EndpointCore:
         self._started = False
         self._peers: dict[str, PeerState] = {
             name: PeerState(e) for name, e in config.entries.items() if e.is_peer}
-        self._regs = [RegState(r, max(g.minregexpire, 60)) for r in g.registers]
+        self._regs = [RegState(r, max(g.minregexpire, REG_DEFAULT_REFRESH))
+                      for r in g.registers]
         self._authreq: Counter[str] = Counter()     # unanswered AUTHREQs per user
         self._authfails: dict[str, deque[float]] = {}   # recent failed auths per source IP
         self._auto_validated: set[str] = set()     # requirecalltoken=auto entries seen with token
@@ -298,6 +299,8 @@ class EndpointCore:
                           frametype, subclass, payload)
         call.oseqno = (oseq + 1) & 0xFF
         self._out.append((data, call.addr))
+        if frametype == _IAX:
+            call.mark_msg(subclass | MSG_TX)
         self._stats["frames_out_full"] += 1
         call.tx_full += 1
         interval = min(max(2 * call.pingtime, 100), 10000) / 1000.0
@@ -311,6 +314,7 @@ class EndpointCore:
         data = build_full(call.callno, call.peer_callno, ts & 0xFFFFFFFF, oseqno & 0xFF,
                           call.iseqno, _IAX, subclass)
         self._out.append((data, call.addr))
+        call.mark_msg(subclass | MSG_TX)
         self._stats["frames_out_ack" if subclass == X.ACK else "frames_out_vnak"] += 1
 
     def _send_stateless(self, scallno: int, f: Any, addr: Addr, subclass: int,
@@ -400,6 +404,9 @@ class EndpointCore:
             self._destroy(call, now)
             if rs is not None:
                 ep = cast("Endpoint", self)
+                # as Asterisk's __attempt_transmit: no perceived address, default refresh
+                rs.apparent_addr = None
+                rs.refresh = REG_DEFAULT_REFRESH
                 registration.reg_status(ep, rs, "Timeout", 0)
                 self._cancel(rs.timer)
                 rs.timer = self._schedule(now + QUALIFY_FREQ_NOTOK,

@@ -52,6 +52,34 @@ def impair_cb(ctx: click.Context | None, param: click.Parameter | None,
         raise click.BadParameter(str(exc)) from None
 
 
+def metrics_addr_cb(ctx: click.Context | None, param: click.Parameter | None,
+                    value: str | None) -> tuple[str, int] | None:
+    """``--metrics-addr HOST:PORT`` -> (address, port); the port is required (0 = any)."""
+    if value is None:
+        return None
+    from iaxgw.gateway.app import parse_hostport
+
+    host, sep, port_s = value.strip().rpartition(":")
+    if not sep or not port_s.isdigit() or int(port_s) > 65535 or (
+            ":" in host and not host.startswith("[")):
+        raise click.BadParameter(f"{value!r}: give HOST:PORT or [V6]:PORT (port 0..65535, "
+                                 "0 = any free port)")
+    try:
+        address = parse_hostport(host)[0]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return address, int(port_s)
+
+
+def pick_metrics_addr(port: int | None, addr: tuple[str, int] | None) -> tuple[str, int] | None:
+    """``--metrics-addr`` wins; ``--metrics-port N`` alone is 127.0.0.1:N; both: usage error."""
+    if port is not None and addr is not None:
+        raise click.UsageError("give --metrics-port or --metrics-addr, not both")
+    if addr is not None:
+        return addr
+    return None if port is None else ("127.0.0.1", port)
+
+
 IMPAIR_HELP = ("A bad network on our socket: loss=5%,burst=3,delay=40ms,jitter=20ms,reorder=1%,"
                "dup=1%[,gap=50ms,dist=uniform|normal,seed=N,dir=send|recv|both] (dir default "
                "both: each way sees the whole spec).")
@@ -76,6 +104,9 @@ IMPAIR_HELP = ("A bad network on our socket: loss=5%,burst=3,delay=40ms,jitter=2
               metavar="FILE", help="Write every datagram sent and received to this pcap file.")
 @click.option("--metrics-port", "metrics_port", type=click.IntRange(0, 65535), default=None,
               metavar="N", help="Serve Prometheus metrics on 127.0.0.1:N (0 = any free port).")
+@click.option("--metrics-addr", "metrics_addr", callback=metrics_addr_cb, default=None,
+              metavar="HOST:PORT",
+              help="Serve Prometheus metrics on HOST:PORT ([V6]:PORT; port 0 = any free port).")
 @click.option("--debug-frames", is_flag=True, help="Log every decoded frame (one line each).")
 @click.option("--control", "control", type=click.Path(dir_okay=False), default=None,
               metavar="PATH", help="Control socket for `iaxgw show`.  [default: "
@@ -95,13 +126,15 @@ IMPAIR_HELP = ("A bad network on our socket: loss=5%,burst=3,delay=40ms,jitter=2
                    "iax.conf]")
 def serve(peer: str, config_dir: Path | None, bind: tuple[str, int] | None,
           peer_host: tuple[str, int] | None, pcap: Path | None, metrics_port: int | None,
+          metrics_addr: tuple[str, int] | None,
           debug_frames: bool, control: str | None, phones: Path | None,
           spool: Path | None, impair: Any = None, keys: Path | None = None) -> None:
     """Run as one site of the trunk (by default the seed's office-b) until SIGINT/SIGTERM."""
     from iaxgw.gateway.app import GatewayApp, PeerNotFound, ServeOptions, StartError, run_app
 
     opts = ServeOptions(peer=peer, config_dir=config_dir, bind=bind, peer_host=peer_host,
-                        pcap=pcap, metrics_port=metrics_port, debug_frames=debug_frames,
+                        pcap=pcap, metrics_addr=pick_metrics_addr(metrics_port, metrics_addr),
+                        debug_frames=debug_frames,
                         control=control or default_control_path(), phones=phones, spool=spool,
                         impair=impair, keys=keys)
     try:
@@ -115,6 +148,7 @@ def serve(peer: str, config_dir: Path | None, bind: tuple[str, int] | None,
 
     # `iaxgw loadtest --through PATH`: load tests placed from this serve's own endpoint
     app.command_hooks.append(LoadtestHost(app).handle)
+    app.announce = lambda line: click.echo(f"iaxgw serve: {line}", err=True)
     if debug_frames:
         logging.getLogger("iaxgw.frames").setLevel(logging.DEBUG)
         if not logging.getLogger().handlers:
@@ -137,20 +171,25 @@ def serve(peer: str, config_dir: Path | None, bind: tuple[str, int] | None,
 
 
 @click.command("show")
-@click.argument("what", type=click.Choice(["peers", "channels", "netstats", "stats"]))
+@click.argument("what", type=click.Choice(["peers", "channels", "netstats", "stats", "registry",
+                                           "users", "peer"]))
+@click.argument("name", required=False, default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the raw data as JSON.")
 @click.option("--control", "control", type=click.Path(dir_okay=False), default=None,
               metavar="PATH", help="Control socket of the running `iaxgw serve` (or of "
                                    "`iaxgw loadtest --control PATH`).")
-def show(what: str, as_json: bool, control: str | None) -> None:
-    """Show peers, channels, netstats or stats of a running `iaxgw serve` or load test."""
+def show(what: str, name: str | None, as_json: bool, control: str | None) -> None:
+    """Show peers, channels, netstats, stats, registry, users or `peer NAME` of a running
+    `iaxgw serve` (or load test), as Asterisk's `iax2 show ...` prints them."""
+    if (what == "peer") != (name is not None):
+        raise click.UsageError("`show peer` takes the peer's NAME; the others take none")
     path = control or default_control_path()
     try:
-        data = query(path, what)
+        data = query(path, what, name=name) if name is not None else query(path, what)
     except ControlError as exc:
         _fail("show", str(exc))
         return
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
     else:
-        click.echo(format_show(what, data), nl=False)
+        click.echo(format_show(what, data, name or ""), nl=False)

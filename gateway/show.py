@@ -1,4 +1,5 @@
-"""Text for ``iaxgw show peers|channels|netstats|stats``, laid out like Asterisk's ``iax2 show``.
+"""Text for ``iaxgw show peers|channels|netstats|stats|registry|users|peer NAME``, laid out
+like Asterisk's ``iax2 show``.
 
 Pure functions from the introspection data a running server returns over the control socket
 (lists of JSON objects, see :mod:`iaxgw.gateway.control`) to text.  Column widths and header
@@ -90,8 +91,8 @@ def _status_of(peer: Row) -> tuple[str, int]:
 
 def format_peers(peers: Iterable[Row]) -> str:
     """``iax2 show peers``."""
-    lines = [(_PEERS_HDR % ("Name/Username", "Host", "   ", "Mask", "Port", "   ", "Status",
-                            "Description")).rstrip()]
+    lines = [_PEERS_HDR % ("Name/Username", "Host", "   ", "Mask", "Port", "   ", "Status",
+                           "Description")]
     total = online = offline = unmonitored = 0
     for peer in peers:
         name = _str(peer, "name", "(None)")
@@ -108,7 +109,7 @@ def format_peers(peers: Iterable[Row]) -> str:
             unmonitored += 1
         host = _str(peer, "host", "(null)")
         port = _int(peer, "port", 0) if peer.get("host") else 0
-        lines.append((_PEERS_ROW % (
+        lines.append(_PEERS_ROW % (
             name,
             host,
             "(D)" if peer.get("dynamic") else "(S)",
@@ -118,7 +119,7 @@ def format_peers(peers: Iterable[Row]) -> str:
             "(E)" if peer.get("encryption") else "   ",
             status,
             _str(peer, "description"),
-        )).rstrip())
+        ))      # padded as Asterisk's, trailing spaces included
     lines.append(f"{total} iax2 peers [{online} online, {offline} offline, "
                  f"{unmonitored} unmonitored]")
     return "\n".join(lines) + "\n"
@@ -144,7 +145,7 @@ def format_channels(channels: Iterable[Row]) -> str:
     for ch in channels:
         first_dir, first = _msg(ch.get("first_msg"))
         last_dir, last = _msg(ch.get("last_msg"))
-        lines.append((_CHAN_ROW % (
+        lines.append(_CHAN_ROW % (
             _str(ch, "channel", "(None)"),
             _str(ch, "peer", _str(ch, "addr", "(None)")),
             _str(ch, "username", "(None)"),
@@ -153,7 +154,7 @@ def format_channels(channels: Iterable[Row]) -> str:
             _int(ch, "lag"), _int(ch, "jitter", -1), _int(ch, "jitbuf"),
             _str(ch, "format", "unknow"),
             first_dir, first, last_dir, last,
-        )).rstrip())
+        ))       # trailing spaces kept: Asterisk pads LastMsg to 7
         n += 1
     lines.append(_channel_count(n))
     return "\n".join(lines) + "\n"
@@ -168,7 +169,7 @@ def format_netstats(channels: Iterable[Row]) -> str:
         rem: Row = ch.get("remote") or {}
         first_dir, first = _msg(ch.get("first_msg"))
         last_dir, last = _msg(ch.get("last_msg"))
-        lines.append((_NET_ROW % (
+        lines.append(_NET_ROW % (
             _str(ch, "channel", "(None)"),
             max(_int(ch, "rtt"), 0),
             _int(loc, "jitter", -1), _int(loc, "delay"), _int(loc, "lost", -1),
@@ -178,7 +179,7 @@ def format_netstats(channels: Iterable[Row]) -> str:
             _int(rem, "losspct", _int(rem, "loss_pct")), _int(rem, "dropped"), _int(rem, "ooo"),
             _int(rem, "packets", _int(rem, "frames")) // 1000,
             first_dir, first, last_dir, last,
-        )).rstrip())
+        ))
         n += 1
     lines.append(_channel_count(n))
     return "\n".join(lines) + "\n"
@@ -217,15 +218,90 @@ def format_stats(stats: Row) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Asterisk: handle_cli_iax2_show_registry FORMAT2 / FORMAT.
+_REG_HDR = "%-45.45s  %-6.6s  %-10.10s  %-45.45s %8.8s  %s\n"
+_REG_ROW = "%-45.45s  %-6.6s  %-10.10s  %-45.45s %8d  %s\n"
+# Asterisk: handle_cli_iax2_show_users FORMAT / FORMAT2.
+_USERS_HDR = "%-15.15s  %-20.20s  %-15.15s  %-15.15s  %-5.5s  %-5.10s\n"
+_USERS_ROW = "%-15.15s  %-20.20s  %-15.15d  %-15.15s  %-5.5s  %-5.10s\n"
+
+
+def format_registry(regs: Iterable[Row]) -> str:
+    """``iax2 show registry``, byte for byte (trailing spaces included)."""
+    out = [_REG_HDR % ("Host", "dnsmgr", "Username", "Perceived", "Refresh", "State")]
+    n = 0
+    for reg in regs:
+        out.append(_REG_ROW % (_str(reg, "host"), "Y" if reg.get("dnsmgr") else "N",
+                               _str(reg, "username"), _str(reg, "perceived", "<Unregistered>"),
+                               _int(reg, "refresh"), _str(reg, "state", "Unknown")))
+        n += 1
+    out.append(f"{n} IAX2 registrations.\n")
+    return "".join(out)
+
+
+def format_users(users: Iterable[Row]) -> str:
+    """``iax2 show users``, byte for byte (the secret shown as Asterisk shows it)."""
+    out = [_USERS_HDR % ("Username", "Secret", "Authen", "Def.Context", "A/C", "Codec Pref")]
+    for user in users:
+        out.append(_USERS_ROW % (_str(user, "username"), _str(user, "secret", "-no secret-"),
+                                 _int(user, "authmethods"), _str(user, "context", "default"),
+                                 "Yes" if user.get("acl") else "No",
+                                 _str(user, "codec_pref", "Host")))
+    return "".join(out)
+
+
+def _yes(value: Any) -> str:
+    return "Yes" if value else "No"
+
+
+def format_peer(peer: Row | None, name: str = "") -> str:
+    """``iax2 show peer NAME``, byte for byte; ``None``: "Peer NAME not found."."""
+    if not peer:
+        return f"Peer {name} not found.\n\n"
+    lines = [
+        "", "",
+        f"  * Name       : {_str(peer, 'name')}",
+        f"  Description  : {_str(peer, 'description')}",
+        f"  Secret       : {'<Set>' if peer.get('secret_set') else '<Not set>'}",
+        f"  Context      : {_str(peer, 'context')}",
+        f"  Parking lot  : {_str(peer, 'parkinglot')}",
+        f"  Mailbox      : {_str(peer, 'mailbox')}",
+        f"  Dynamic      : {_yes(peer.get('dynamic'))}",
+        f"  Callnum limit: {_int(peer, 'callnum_limit')}",
+        f"  Calltoken req: {_str(peer, 'calltoken', 'No')}",
+        f"  Trunk        : {_yes(peer.get('trunk'))}",
+        f"  Encryption   : {_str(peer, 'encryption', 'No')}",
+        f"  Callerid     : {_str(peer, 'callerid', '<unspecified>')}",
+        f"  Expire       : {_int(peer, 'expire', -1)}",
+        f"  ACL          : {_yes(peer.get('acl'))}",
+        f"  Addr->IP     : {_str(peer, 'addr', '(null)')} Port {_str(peer, 'port', '(null)')}",
+        f"  Defaddr->IP  : {_str(peer, 'defaddr', '(null)')} Port "
+        f"{_str(peer, 'defport', '(null)')}",
+        f"  Username     : {_str(peer, 'username')}",
+        f"  Codecs       : {_str(peer, 'codecs', '(nothing)')}",
+        f"  Codec Order  : {_str(peer, 'codec_order', '(nothing)')}",
+        f"  Status       : {_str(peer, 'status', 'UNKNOWN')}",
+        f"  Qualify      : every {_int(peer, 'freq_ok_ms', 60000)}ms when OK, every "
+        f"{_int(peer, 'freq_notok_ms', 10000)}ms when UNREACHABLE (sample smoothing "
+        f"{'On' if peer.get('smoothing') else 'Off'})",
+        "", "",
+    ]
+    return "\n".join(lines)
+
+
 FORMATTERS = {
     "peers": format_peers,
     "channels": format_channels,
     "netstats": format_netstats,
+    "registry": format_registry,
+    "users": format_users,
 }
 
 
-def format_show(what: str, data: Any) -> str:
-    """Dispatch on the ``show`` sub-command name."""
+def format_show(what: str, data: Any, name: str = "") -> str:
+    """Dispatch on the ``show`` sub-command name (``peer`` takes the ``name`` asked for)."""
+    if what == "peer":
+        return format_peer(data if isinstance(data, Mapping) else None, name)
     if what == "stats":
         return format_stats(data if isinstance(data, Mapping) else {})
     return FORMATTERS[what](data if isinstance(data, list) else [])

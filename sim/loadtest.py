@@ -42,10 +42,13 @@ import numpy as np
 from iaxgw._core.constants import FORMAT_ALAW, FORMAT_ULAW
 from iaxgw._core.trunk import datagram_census, trunk_entry_stats, tx_tick
 from iaxgw.gateway import events as ev
+from iaxgw.gateway.calltoken import format_addr
 from iaxgw.gateway.model import IaxConfig
+from iaxgw.gateway.pcap import PcapWriter
 from iaxgw.sim import signature as sig
 from iaxgw.sim.gcpace import GcPacer
 from iaxgw.sim.loadtest_control import RunControl
+from iaxgw.sim.loadtest_metrics import LoadtestMetrics
 from iaxgw.sim.loadtest_plan import (
     AuthWindow,
     CallnoBudget,
@@ -243,6 +246,8 @@ class LoadtestResult:
     report_files: list[Path] = field(default_factory=list)
     #: calls.csv's start_time / callno / peer_callno / exten of a record
     call_ids: Callable[[Any], dict[str, Any]] | None = None
+    #: failed calls by cause and second of the run (the failures plot)
+    failures: dict[str, dict[int, int]] = field(default_factory=dict)
 
 
 def classify_end(event: ev.CallEnded, accepted: bool) -> tuple[str, str | None]:
@@ -414,6 +419,13 @@ class LoadRunner:
         self.deadline_hit = False
         self._rcvbuf_errors0: int | None = None
         self.screen = screen
+        self._pcap: PcapWriter | None = None     # --pcap
+        self._local: Addr = target.bind           # our bound address (the capture's)
+        #: --metrics-addr: the run's Prometheus metrics (sim/loadtest_metrics.py)
+        self.prom: LoadtestMetrics | None = None
+        if opts.metrics_addr is not None:
+            self.prom = LoadtestMetrics(opts.calls)
+            self.stats.on_record = self.prom.on_record
         self._server: Any = None
         self._ep: Any = None
         self._now: Callable[[], float] = clock      # the endpoint's clock: the loop's
@@ -474,6 +486,7 @@ class LoadRunner:
             self.attach.route(self)
             return
         t = self.target
+        self._open_pcap()
         try:
             self._server = await open_endpoint(t.config, t.bind, role_name=t.role,
                                                on_event=self._on_event,
@@ -482,6 +495,7 @@ class LoadRunner:
                                                impair=self.impairment,
                                                socket_buffer=socket_buffer(self.opts.calls))
         except OSError as exc:
+            self._close_pcap()
             raise CannotRunError(f"cannot bind {t.bind[0]}:{t.bind[1]}: "
                                  f"{exc.strerror or exc}; {bind_hint(t.bind, t.role)}") from None
         self._server.endpoint.set_media_sink(self._on_media)
@@ -514,6 +528,10 @@ class LoadRunner:
         await self._open_endpoint()
         self._ep = self._server.endpoint
         self._now = loop.time
+        with contextlib.suppress(Exception):
+            name = self._server.transport.get_extra_info("sockname")
+            self._local = (str(name[0]), int(name[1]))
+        self._start_metrics()
         # exact arrival times are on time.monotonic(): usable only when that is our clock
         self._rx_exact = (bool(getattr(self._server, "rx_time_exact", False))
                           and self.clock is time.monotonic)
@@ -565,6 +583,9 @@ class LoadRunner:
             await self._close_endpoint()
             self.gc.stop()
             self.stats.on_row = None
+            if self.prom is not None:
+                self.prom.stop()
+            self._close_pcap()
             if stream is not None:
                 stream.close()
         return self.result()
@@ -584,7 +605,7 @@ class LoadRunner:
                     self._server.close()
                 raise CannotRunError(f"--control: {exc}") from None
             self._control_server = server
-        if self.opts.keys and HotKeys.available():
+        if self.opts.hot_keys and HotKeys.available():
             keys = HotKeys(self.control)
             keys.start(loop)
             self._keys = keys
@@ -621,6 +642,39 @@ class LoadRunner:
             "answered": len(st.setup_ms), "failed": sum(st.causes.values()),
         }
         return stats
+    def _open_pcap(self) -> None:
+        """--pcap FILE: created 0600, never through a link (gateway/safefs.py)."""
+        path = self.opts.pcap
+        if path is None:
+            return
+        try:
+            self._pcap = PcapWriter(path)
+        except OSError as exc:
+            raise ConfigUsageError(f"--pcap {path}: {exc.strerror or exc}") from None
+
+    def _close_pcap(self) -> None:
+        if self._pcap is not None:
+            self._pcap.close()
+
+    def _capture(self, direction: str, data: bytes, addr: Addr, age: float = 0.0) -> None:
+        pcap = self._pcap
+        if pcap is not None:
+            pcap.write("tx" if direction == "out" else "rx", data, self._local, addr,
+                       time.time() - age)
+
+    def _start_metrics(self) -> None:
+        """--metrics-addr: serve the metrics from now on and say where (stderr)."""
+        addr = self.opts.metrics_addr
+        if self.prom is None or addr is None:
+            return
+        try:
+            url = self.prom.start(addr)
+        except OSError as exc:
+            with contextlib.suppress(Exception):
+                self._server.close()
+            raise CannotRunError(f"metrics: cannot bind {format_addr(addr)}: "
+                                 f"{exc.strerror or exc}") from None
+        print(f"iaxgw loadtest: metrics on {url}", file=sys.stderr, flush=True)
 
     def targets(self, failed: int) -> dict[str, Any]:
         """Did the run reach the rate and concurrency it was asked for, and if not, what held
@@ -1317,6 +1371,8 @@ class LoadRunner:
 
     def _on_datagram(self, direction: str, data: bytes, addr: Addr, now: float) -> None:
         d: Literal["tx", "rx"] = "tx" if direction == "out" else "rx"
+        if self._pcap is not None:
+            self._capture(direction, data, addr)
         n = len(data)
         if n < 4:
             return
@@ -1336,6 +1392,9 @@ class LoadRunner:
         """A whole receive batch or send list at once (the batched server): one compiled count
         (``datagram_census``).  Trunk entries reach the calls' probes directly here, so no
         per-datagram "no entry timestamps" flag is needed for the media sink."""
+        if self._pcap is not None:
+            for item in items:
+                self._capture(direction, item[0], item[1], item[2] if len(item) > 2 else 0.0)
         census = datagram_census(items)
         self.stats.trunk.add_census("tx" if direction == "out" else "rx", census)
         self._rx_nots = False
@@ -1361,6 +1420,8 @@ class LoadRunner:
         self.stats.rate_asked_cps = self.control.rate
         self.stats.paused = self.control.paused
         snap = self.stats.finish_tick(self.clock())
+        if self.prom is not None:
+            self.prom.on_tick(snap, self._ep)
         if self.screen is not None:
             with contextlib.suppress(Exception):
                 self.screen.capped = self.live_cap()
@@ -1467,7 +1528,8 @@ class LoadRunner:
             summary["endpoint"] = _jsonable(self._ep.stats())
         return LoadtestResult(summary=summary, exit_code=exit_code, records=records,
                               timeseries=list(self.stats.timeseries),
-                              call_ids=self.stats.call_columns)
+                              call_ids=self.stats.call_columns,
+                              failures=self.stats.failures)
 
 
 def encryption_summary(runner: LoadRunner) -> dict[str, Any]:
@@ -1557,7 +1619,8 @@ def diagnose(summary: dict[str, Any], target: Target) -> list[str]:
                              "username/secret may well be right now; wait out its "
                              "authfailwindow, or turn authfaillimit off there")
             elif "50" in key or "authority" in key.lower():
-                outkey = target.config.entries[target.peer].outkey
+                entry = target.config.entries.get(target.peer)
+                outkey = entry.outkey if entry is not None else None
                 rsa = (f"; or our RSA signature (outkey {outkey}) is not verified by the "
                        "target's inkeys for us") if outkey else ""
                 notes.append(f"{n} call(s) refused by {where}: {key} -- check the username/"
@@ -1669,13 +1732,17 @@ def write_report_files(opts: LoadtestOptions, result: LoadtestResult) -> None:
         try:
             files = write_report(opts.report_dir, result.summary, result.records,
                                  result.timeseries, plots=True,
-                                 call_ids=getattr(result, "call_ids", None))
+                                 call_ids=getattr(result, "call_ids", None),
+                                 failures=getattr(result, "failures", None))
         except OSError as exc:
             print(f"iaxgw loadtest: cannot write report to {opts.report_dir}: {exc}",
                   file=sys.stderr)
             files = None
     if files is not None:
         result.report_files = list(files.files)
+        if files.plots_skipped:
+            print(f"iaxgw loadtest: no plots in {opts.report_dir}: {files.plots_skipped}",
+                  file=sys.stderr)
     if got:
         print("iaxgw loadtest: interrupted while the report was written; it was finished "
               "first", file=sys.stderr)

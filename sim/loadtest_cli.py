@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from iaxgw.gateway.serve_cli import IMPAIR_HELP, impair_cb
+from iaxgw.gateway.serve_cli import IMPAIR_HELP, impair_cb, metrics_addr_cb, pick_metrics_addr
 from iaxgw.sim.loadtest_plan import (
     LoadtestOptions,
     PlanError,
@@ -116,6 +116,16 @@ def common_options(f: F) -> F:
                      help="Open a control socket here while the run goes: `iaxgw show ... "
                           "--control PATH` and `iaxgw ctl --control PATH rate N|pause|resume|"
                           "stop`.  [default: none]"),
+        click.option("--metrics-port", "metrics_port", type=click.IntRange(0, 65535),
+                     default=None, metavar="N",
+                     help="Serve the run's Prometheus metrics on 127.0.0.1:N (0 = any free "
+                          "port)."),
+        click.option("--metrics-addr", "metrics_addr", callback=metrics_addr_cb, default=None,
+                     metavar="HOST:PORT",
+                     help="Serve the run's Prometheus metrics on HOST:PORT (port 0 = any)."),
+        click.option("--pcap", "pcap", type=click.Path(dir_okay=False, path_type=Path),
+                     default=None, metavar="FILE",
+                     help="Write every datagram sent and received to this pcap file (0600)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -157,6 +167,8 @@ def role_options(f: F) -> F:
 def build_options(**kw: Any) -> LoadtestOptions:
     """CLI keyword arguments -> checked :class:`LoadtestOptions` (``click.UsageError`` if bad)."""
     opts = LoadtestOptions()
+    kw["metrics_addr"] = pick_metrics_addr(kw.pop("metrics_port", None),
+                                           kw.get("metrics_addr"))
     for key, value in kw.items():
         if value is None:
             continue
@@ -167,7 +179,7 @@ def build_options(**kw: Any) -> LoadtestOptions:
         opts.live = False
     if opts.quiet:
         opts.live = False
-    opts.keys = _stdin_is_terminal()
+    opts.hot_keys = _stdin_is_terminal()
     try:
         opts.check()
     except PlanError as exc:
@@ -234,7 +246,8 @@ def loadtest(through: str | None = None, **kw: Any) -> None:
 
 
 #: what a run through a serve cannot take (the serve's own site, endpoint and socket)
-THROUGH_EXCLUDES = (*ROLE_OPTIONS, "trunk", "trunktimestamps", "control")
+THROUGH_EXCLUDES = (*ROLE_OPTIONS, "trunk", "trunktimestamps", "control", "pcap",
+                    "metrics_port", "metrics_addr")
 
 
 def _through_usage(kw: dict[str, Any], impair: Any) -> None:
@@ -244,10 +257,14 @@ def _through_usage(kw: dict[str, Any], impair: Any) -> None:
     if kw.get("mode") == "hairpin":
         given.append("mode hairpin")
     if given:
-        names = ", ".join("--" + ("config" if k == "config_dir" else k.replace("_", "-"))
-                          for k in given)
-        raise click.UsageError(f"{names}: a load test --through a serve uses the serve's own "
-                               "site, peer, address, trunk and socket (give them to serve)")
+        raise click.UsageError(f"{_flags(given)}: a load test --through a serve uses the "
+                               "serve's own site, peer, address, trunk and socket (give them "
+                               "to serve)")
+
+
+def _flags(keys: list[str]) -> str:
+    """Option keys as the flags the user typed (config_dir -> --config)."""
+    return ", ".join("--" + k.removesuffix("_dir").replace("_", "-") for k in keys)
 
 
 def lab_main(*, asterisk: bool = False, **kw: Any) -> int:
@@ -256,9 +273,8 @@ def lab_main(*, asterisk: bool = False, **kw: Any) -> int:
 
     given = [k for k in ROLE_OPTIONS if kw.pop(k, None) is not None]
     if given:
-        names = ", ".join("--" + k.removesuffix("_dir").replace("_", "-") for k in given)
         raise click.UsageError(
-            f"{names}: `iaxgw lab` plays both sites itself (the load tester as office-a "
+            f"{_flags(given)}: `iaxgw lab` plays both sites itself (the load tester as office-a "
             "against serve as office-b, or with --asterisk as office-b against the lab's "
             "Asterisk office-a); use `iaxgw loadtest` to choose them")
     impair = kw.pop("impair", None)

@@ -49,6 +49,7 @@ from iaxgw.sim.metrics import (
     cause_key,
     return_loss_pct,
 )
+from iaxgw.sim.plots import PlotsUnavailable, write_plots
 
 SUMMARY_VERSION = 1
 TIMESERIES_FIELDS = ("time_s", "calls_up", "attempts", "answered", "failed", "setup_p50_ms",
@@ -275,6 +276,8 @@ class LoadStats:
         #: set before each row; None: not a load test with a rate (the cells stay empty)
         self.rate_asked_cps: float | None = None
         self.paused = False
+        #: called with each finished call's record (the load test's Prometheus metrics)
+        self.on_record: Callable[[CallRecord], None] | None = None
         self.cpu = cpu or CpuMeter()
         self.active: dict[int, CallStats] = {}
         self.records = RecordStore()
@@ -284,6 +287,8 @@ class LoadStats:
         self.timeseries = TimeSeries()
         self.attempts = 0
         self.causes: dict[str, int] = {}
+        #: failed calls by cause and by the second of the run they ended in (the plots)
+        self.failures: dict[str, dict[int, int]] = {}
         self.setup_ms: array[float] = array("d")
         self.cpu_samples: array[float] = array("d")
         self.max_up = 0
@@ -345,6 +350,8 @@ class LoadStats:
                 if v:
                     self._sweep_audio[key] -= v
         self.records.append(rec)
+        if self.on_record is not None:
+            self.on_record(rec)
         done = self._audio_done
         done["verified"] += rec.audio_verified
         done["crossed"] += rec.audio_crossed
@@ -357,6 +364,9 @@ class LoadStats:
         if rec.outcome not in ("ANSWERED", "IN_PROGRESS"):
             key = cause_key(rec.outcome, rec.cause)
             self.causes[key] = self.causes.get(key, 0) + 1
+            per_second = self.failures.setdefault(key, {})
+            second = int(max(0.0, now - self.started))
+            per_second[second] = per_second.get(second, 0) + 1
             self._iv["failed"] += 1
         return rec
 
@@ -766,13 +776,6 @@ def _clean(obj: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
-class PlotsUnavailable(RuntimeError):
-    """matplotlib is not installed."""
-
-
-PLOTS_HINT = "PNG plots need matplotlib: pip install 'iaxgw[plots]'"
-
-
 def _cell(v: Any) -> Any:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return ""
@@ -787,12 +790,6 @@ def _atomic_text(path: Path) -> Iterator[io.StringIO]:
     buf = io.StringIO(newline="")
     yield buf
     write_file_atomic(path, buf.getvalue().encode())
-
-
-def _save_figure(fig: Any, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    write_file_atomic(path, buf.getvalue())
 
 
 class ReportDirError(OSError):
@@ -918,61 +915,6 @@ class TimeseriesStream:
             self._fd = None
 
 
-def write_plots(directory: Path, records: Sequence[CallRecord],
-                rows: Sequence[dict[str, Any]]) -> list[Path]:
-    """concurrency.png, setup_hist.png, jitter_mos.png; raises PlotsUnavailable without
-    matplotlib.  Uses the object API (no pyplot global state, no display needed)."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise PlotsUnavailable(PLOTS_HINT) from exc
-
-    def col(name: str) -> list[float]:
-        return [math.nan if r.get(name) is None else float(r[name]) for r in rows]
-
-    t = col("time_s")
-    out: list[Path] = []
-
-    fig = Figure(figsize=(8, 4), layout="constrained")
-    ax = fig.add_subplot()
-    ax.plot(t, col("calls_up"), label="calls up")
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("concurrent calls")
-    ax2 = ax.twinx()
-    ax2.bar(t, col("attempts"), width=0.8, alpha=0.3, color="tab:orange", label="attempts/s")
-    ax2.set_ylabel("attempts per second")
-    ax.set_title("Concurrency")
-    ax.legend(loc="upper left")
-    out.append(directory / "concurrency.png")
-    _save_figure(fig, out[-1])
-
-    setup = [r.answer_ms for r in records if r.answer_ms is not None]
-    fig = Figure(figsize=(8, 4), layout="constrained")
-    ax = fig.add_subplot()
-    if setup:
-        ax.hist(setup, bins=min(50, max(5, len(setup) // 5)))
-    else:
-        ax.text(0.5, 0.5, "no answered calls", ha="center", transform=ax.transAxes)
-    ax.set_xlabel("NEW -> ANSWER (ms)")
-    ax.set_ylabel("calls")
-    ax.set_title("Setup time")
-    out.append(directory / "setup_hist.png")
-    _save_figure(fig, out[-1])
-
-    fig = Figure(figsize=(8, 5), layout="constrained")
-    ax, bx = fig.subplots(2, 1, sharex=True)
-    ax.plot(t, col("jitter_p50_ms"), color="tab:blue")
-    ax.set_ylabel("jitter p50 (ms)")
-    ax.set_title("Jitter and MOS")
-    bx.plot(t, col("mos_p50"), color="tab:green")
-    bx.set_ylim(1.0, 4.6)
-    bx.set_ylabel("MOS p50")
-    bx.set_xlabel("time (s)")
-    out.append(directory / "jitter_mos.png")
-    _save_figure(fig, out[-1])
-    return out
-
-
 @dataclass(slots=True)
 class ReportFiles:
     files: list[Path]
@@ -981,9 +923,10 @@ class ReportFiles:
 
 def write_report(directory: Path | str, summary: dict[str, Any], records: Sequence[CallRecord],
                  timeseries: Sequence[dict[str, Any]], plots: bool = True,
-                 call_ids: Callable[[CallRecord], Mapping[str, Any]] | None = None
-                 ) -> ReportFiles:
-    """Write summary.json, calls.csv, timeseries.csv and (with matplotlib) the PNG plots."""
+                 call_ids: Callable[[CallRecord], Mapping[str, Any]] | None = None,
+                 failures: Mapping[str, Mapping[int, int]] | None = None) -> ReportFiles:
+    """Write summary.json, calls.csv, timeseries.csv and (with matplotlib) the PNG plots
+    (``sim/plots.py``; ``failures``: ``LoadStats.failures``)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     files = [write_summary_json(d / "summary.json", summary),
@@ -992,7 +935,7 @@ def write_report(directory: Path | str, summary: dict[str, Any], records: Sequen
     skipped = None
     if plots:
         try:
-            files += write_plots(d, records, timeseries)
+            files += write_plots(d, records, timeseries, summary, failures)
         except PlotsUnavailable as exc:
             skipped = str(exc)
     return ReportFiles(files, skipped)

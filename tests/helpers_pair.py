@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from iaxgw.gateway.events import Event
+from iaxgw.gateway.events import CallProgress, Event, IncomingCall
 from iaxgw.gateway.model import AclRule, Entry, General, IaxConfig
 from iaxgw.gateway.protocol import Endpoint
 
@@ -223,3 +223,15 @@ def events(ep: Endpoint) -> list[Event]:
     while (e := ep.next_event()) is not None:
         out.append(e)
     return out
+
+
+def answered_call(p: Pair, caller: Endpoint, callee: Endpoint, peer: str,
+                  exten: str) -> tuple[int, int]:
+    """``caller`` calls ``peer``/``exten``, ``callee`` answers: (caller's callno, callee's)."""
+    cn = caller.call(peer, exten, p.now)
+    assert p.run_until(lambda: p.ev(callee, IncomingCall), 10)
+    callee_cn = p.ev(callee, IncomingCall)[0].callno
+    callee.answer(callee_cn, p.now)
+    assert p.run_until(lambda: any(e.kind == "answered" for e in p.ev(caller, CallProgress)),
+                       5)
+    return cn, callee_cn

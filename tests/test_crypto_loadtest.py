@@ -73,3 +73,30 @@ def test_encryption_required_by_us_and_refused_by_the_peer(tmp_path: Path) -> No
             "forceencryption = yes)")
     assert summ["causes"] == {text: 2}, summ["causes"]
     assert any("does not agree to encrypt" in n for n in summ["loadtest"]["notes"])
+
+
+def test_lab_sites_written_encrypted_serve_and_loadtest(tmp_path: Path) -> None:
+    """``iaxgw lab --encryption``'s two sites (write_site): serve as a process, the load tester
+    calling it with mini frames; every call encrypted, audio verified."""
+    from iaxgw.sim.loadtest_lab import ServeProcess, write_site
+    from iaxgw.sim.loadtest_plan import LoadtestOptions
+
+    n = next(_NETS)
+    a_ip, b_ip = f"127.1.{n}.10", f"127.1.{n}.20"
+    opts = LoadtestOptions(calls=4, rate=20, duration=(2.0, 2.0), quiet=True, live=False,
+                           extens=["300"], peer="office-b", peer_host=(b_ip, 4569),
+                           bind=(a_ip, 4569), trunk=False, encryption=True)
+    a_dir = write_site(tmp_path / "office-a", "office-a", opts, a_ip, b_ip)
+    b_dir = write_site(tmp_path / "office-b", "office-b", opts, a_ip, b_ip)
+    assert "forceencryption = yes" in (b_dir / "iax.conf").read_text()
+    opts.config_dir = a_dir
+    opts.check()
+    serve = ServeProcess(b_dir, tmp_path)
+    serve.start()
+    try:
+        res = _run(opts)
+    finally:
+        serve.stop()
+    s = res.summary
+    assert s["answered"] == 4 and s["audio"]["verified"] == 4, s["causes"]
+    assert s["encryption"]["encrypted"] == 4

@@ -71,6 +71,37 @@ def test_bind_in_use_exits_3_saying_what_to_do() -> None:
     assert "--site office-a" in err and "--bind ADDR[:PORT]" in err
 
 
+def _free_udp() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_pcap_through_a_link_is_refused_before_the_run(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    planted = tmp_path / "planted.pcap"
+    planted.symlink_to(victim)
+    r = CliRunner().invoke(main, ["loadtest", "--site", "office-b", "--bind",
+                                  f"127.0.0.1:{_free_udp()}", "-l", "1", "-q", "--pcap",
+                                  str(planted)])
+    assert r.exit_code == 2, r.output
+    assert "--pcap" in r.output and "not a plain file of ours" in r.output
+    assert victim.read_bytes() == b"keep me"
+
+
+def test_metrics_port_in_use_exits_3() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        r = CliRunner().invoke(main, ["loadtest", "--site", "office-b", "--bind",
+                                      f"127.0.0.1:{_free_udp()}", "-l", "1", "-q",
+                                      "--metrics-addr", f"127.0.0.1:{port}"])
+    assert r.exit_code == 3, r.output
+    assert f"metrics: cannot bind 127.0.0.1:{port}" in r.stderr
+
+
 def test_lab_refuses_role_options_with_the_reason(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["lab", "--peer", "office-b", "--calls", "1"])
     assert r.exit_code == 2 and "--peer" in r.output and "plays both sites" in r.output

@@ -120,3 +120,153 @@ def test_lab_capture_file_is_private_and_never_follows_a_link(tmp_path: Path) ->
         assert victim.read_bytes() == b"keep me"
     finally:
         os.umask(old)
+
+
+LOCAL6 = ("::1", 4569)
+REMOTE6 = ("fd00::10", 4570)
+
+
+def _udp6_checksum_ok(pkt: bytes) -> bool:
+    """The UDP checksum of an IPv6 packet (no Ethernet) verifies over its pseudo-header."""
+    udp = pkt[40:]
+    pseudo = pkt[8:40] + struct.pack("!I3xB", len(udp), 17)
+    data = pseudo + udp + (b"\x00" if len(udp) % 2 else b"")
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total == 0xFFFF
+
+
+@pytest.mark.parametrize("linktype", [None, LINKTYPE_RAW])
+def test_ipv6_written_and_read_back(tmp_path: Path, linktype: int | None) -> None:
+    path = tmp_path / "v6.pcap"
+    frames = _frames()
+    with (PcapWriter(path) if linktype is None else PcapWriter(path, linktype)) as w:
+        for direction, data in frames:
+            w.write(direction, data, LOCAL6, REMOTE6, when=1_700_000_000.5)
+        assert w.count == len(frames)
+    recs = list(read_pcap(path))
+    assert [r.payload for r in recs] == [data for _d, data in frames]
+    assert recs[0].src == LOCAL6 and recs[0].dst == REMOTE6
+    assert recs[1].src == REMOTE6 and recs[1].dst == LOCAL6
+    raw = path.read_bytes()[24 + 16:]                 # the first record's packet
+    if linktype is None:
+        assert raw[12:14] == b"\x86\xdd"              # EtherType IPv6
+        raw = raw[14:]
+    assert raw[0] >> 4 == 6 and raw[6] == 17
+    assert _udp6_checksum_ok(raw[:40 + 8 + len(frames[0][1])])
+
+
+def test_ipv6_checksum_of_odd_payload() -> None:
+    from iaxgw.gateway.pcap import build_ipv6_udp
+
+    assert _udp6_checksum_ok(build_ipv6_udp(LOCAL6, REMOTE6, b"abc"))
+    assert _udp6_checksum_ok(build_ipv6_udp(LOCAL6, REMOTE6, b""))
+
+
+def test_mixed_families_not_written(tmp_path: Path) -> None:
+    with PcapWriter(tmp_path / "m.pcap") as w:
+        w.write("tx", b"\x80\x01" + bytes(10), LOCAL, REMOTE6)
+        assert w.count == 0
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_tshark_decodes_iax2_over_ipv6(tmp_path: Path) -> None:
+    path = tmp_path / "v6.pcap"
+    with PcapWriter(path) as w:
+        for direction, data in _frames():
+            w.write(direction, data, LOCAL6, REMOTE6, when=1_700_000_000.5)
+    out = subprocess.run(
+        ["tshark", "-r", str(path), "-o", "udp.check_checksum:TRUE", "-Y", "iax2",
+         "-T", "fields", "-e", "ipv6.src", "-e", "iax2.packet_type", "-e", "udp.checksum.status"],
+        capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    rows = [line.split("\t") for line in out]
+    assert [r[0] for r in rows] == ["::1", "fd00::10", "fd00::10", "::1"], rows
+    assert [r[1] for r in rows] == ["1", "1", "0", "3"]
+    assert all(r[2] == "1" for r in rows), rows       # 1 = Good
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_tshark_marks_last_trunk_entry_without_timestamps_malformed(tmp_path: Path) -> None:
+    """What README warns about: Wireshark's dissector sizes an entry without timestamp as 6
+    bytes of header plus its data (the size of an entry with one), where it has 4: the last
+    entry's subtree runs 2 bytes past the datagram and Wireshark reports it malformed.  The same
+    datagram with per-entry timestamps is not."""
+    nots = struct.pack("!HBBI", 0, 1, 0, 40)
+    ts = struct.pack("!HBBI", 0, 1, 1, 40)
+    for callno in (16390, 16391):
+        nots += struct.pack("!HH", callno, 160) + b"\x55" * 160
+        ts += struct.pack("!HHH", 160, callno, 40) + b"\x55" * 160
+    verdicts = []
+    for name, data in (("nots", nots), ("ts", ts)):
+        path = tmp_path / f"{name}.pcap"
+        with PcapWriter(path) as w:
+            w.write("tx", data, LOCAL, REMOTE, when=1_700_000_000.0)
+        summary = subprocess.run(["tshark", "-r", str(path)], capture_output=True,
+                                 text=True, timeout=60, check=True).stdout
+        assert "Trunk packet with 2 media frames for 2 calls" in summary, summary
+        out = subprocess.run(["tshark", "-r", str(path), "-V"], capture_output=True,
+                             text=True, timeout=60, check=True).stdout
+        verdicts.append("Malformed" in out)
+    assert verdicts == [True, False]
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def _free_udp6() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.bind(("::1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_serve_capture_of_a_call_over_ipv6(tmp_path: Path) -> None:
+    """Both sites on ::1: serve's --pcap holds the call's datagrams as IPv6, read back."""
+    import asyncio
+
+    from iaxgw._core.frames import parse_full
+    from iaxgw.gateway.app import GatewayApp, ServeOptions
+
+    b_port, a_port = _free_udp6(), _free_udp6()
+    pcap = tmp_path / "b.pcap"
+
+    async def run() -> None:
+        b = GatewayApp.from_options(ServeOptions(
+            peer="office-a", bind=("::1", b_port), peer_host=("::1", a_port),
+            spool=tmp_path / "sb", pcap=pcap))
+        a = GatewayApp.from_options(ServeOptions(
+            peer="office-b", site="office-a", bind=("::1", a_port), peer_host=("::1", b_port),
+            spool=tmp_path / "sa"))
+        await b.start()
+        await a.start()
+        try:
+            call = a.place_call("office-b", "300", None)
+            assert await asyncio.wait_for(call.wait_answer(), 10) == "answered"
+            await asyncio.sleep(0.3)
+            await call.hangup(31)
+            await asyncio.sleep(0.3)
+        finally:
+            await a.stop()
+            await b.stop()
+
+    asyncio.run(run())
+    assert stat.S_IMODE(os.stat(pcap).st_mode) == 0o600
+    recs = list(read_pcap(pcap))
+    assert recs and all({r.src, r.dst} == {("::1", a_port), ("::1", b_port)} for r in recs)
+    full = [(r.src[1], parse_full(r.payload)) for r in recs if r.payload[:1] >= b"\x80"]
+    iax = [(port, f.subclass) for port, f in full if f.frametype == FrameType.IAX]
+    assert (a_port, IAXSubclass.NEW) in iax and (b_port, IAXSubclass.ACCEPT) in iax
+    hangups = [f for port, f in full if port == a_port and f.frametype == FrameType.IAX
+               and f.subclass == IAXSubclass.HANGUP]
+    assert hangups and hangups[0].payload == bytes([42, 1, 31])      # CAUSECODE 31

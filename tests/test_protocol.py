@@ -10,6 +10,7 @@ from helpers_pair import (
     ADDR_A,
     ADDR_B,
     Pair,
+    answered_call,
     drain,
     events,
     full_frames,
@@ -90,11 +91,7 @@ def test_call_setup_calltoken_md5_wire_order() -> None:
 def test_call_setup_other_direction_and_hangup_causes() -> None:
     p = Pair()
     p.run(0.5)
-    cn = p.b.call("office-a", "200", p.now)
-    assert p.run_until(lambda: p.ev(p.a, IncomingCall), 10)
-    acn = p.ev(p.a, IncomingCall)[0].callno
-    p.a.answer(acn, p.now)
-    assert p.run_until(lambda: any(e.kind == "answered" for e in p.ev(p.b, CallProgress)), 5)
+    cn, acn = answered_call(p, p.b, p.a, "office-a", "200")
     p.a.hangup(acn, p.now, cause=17)
     assert p.run_until(lambda: p.ev(p.b, CallEnded), 5)
     end = p.ev(p.b, CallEnded)[0]

@@ -222,14 +222,49 @@ def test_missing_data_is_null(tmp_path: Path) -> None:
 
 def test_plots_written(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
+    from iaxgw.sim.plots import PLOT_FILES
+
     st, _, end = _run(seconds=3)
-    out = write_report(tmp_path, st.summary(end), st.all_records(end), st.timeseries)
+    # the failures by cause and second of the run: one BUSY and two REJECTs, all at 0.3 s
+    assert st.failures == {"BUSY": {0: 1}, "REJECT (No authority found)": {0: 2}}
+    summary = st.summary(end)
+    out = write_report(tmp_path, summary, st.all_records(end), st.timeseries,
+                       failures=st.failures)
     assert out.plots_skipped is None
     pngs = sorted(p.name for p in out.files if p.suffix == ".png")
-    assert pngs == ["concurrency.png", "jitter_mos.png", "setup_hist.png"]
+    assert pngs == sorted(PLOT_FILES)
     for name in pngs:
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_run_title_names_the_parameters() -> None:
+    from iaxgw.sim.plots import run_title
+
+    title = run_title({"codec": "ulaw", "started_at": "2026-12-07T01:50:00.123Z",
+                       "loadtest": {"role": "office-a", "peer": "office-b",
+                                    "target": "127.0.0.20:4569", "calls": 200, "rate_cps": 40.0,
+                                    "total": 400, "duration_s": [20.0, 20.0], "media": "tone",
+                                    "extens": ["300"]}})
+    assert title == ("iaxgw loadtest: office-a -> office-b (127.0.0.20:4569), 200 calls, 40 cps, "
+                     "400 attempts, hold 20 s, ulaw, media tone, exten 300, "
+                     "2026-12-07 01:50:00 UTC")
+    assert run_title({}) == "iaxgw loadtest"
+
+
+def test_missing_matplotlib_is_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from iaxgw.sim.loadtest import LoadtestResult, write_report_files
+    from iaxgw.sim.loadtest_plan import LoadtestOptions
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    st, _, end = _run(seconds=1)
+    result = LoadtestResult(summary=st.summary(end), exit_code=0, records=st.all_records(end),
+                            timeseries=list(st.timeseries))
+    write_report_files(LoadtestOptions(report_dir=tmp_path), result)
+    err = capsys.readouterr().err
+    assert f"no plots in {tmp_path}" in err and "pip install 'iaxgw[plots]'" in err
+    assert (tmp_path / "summary.json").exists() and not list(tmp_path.glob("*.png"))
 
 
 def test_plots_missing_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -86,11 +86,37 @@ def test_user_only_entry_is_not_a_peer(tmp_path: Path) -> None:
     ("--peer-host", "[::1", "missing ']'"),
     ("--peer-host", "no-such-host.invalid", "cannot resolve"),
     ("--metrics-port", "70000", "70000"),
+    ("--metrics-addr", "127.0.0.1", "give HOST:PORT"),
+    ("--metrics-addr", "::1:9100", "give HOST:PORT"),
+    ("--metrics-addr", "127.0.0.1:99999", "give HOST:PORT"),
+    ("--metrics-addr", "[::1:9100", "missing ']'"),
 ])
 def test_bad_option_values(tmp_path: Path, opt: str, value: str, msg: str) -> None:
     code, out = _serve("--peer", "office-a", "--config", str(_conf(tmp_path)), opt, value)
     assert code == 2
     assert msg in out
+
+
+def test_show_peer_needs_a_name_and_only_it() -> None:
+    r = CliRunner().invoke(main, ["show", "peer", "--control", "/nonexistent/x.sock"])
+    assert r.exit_code == 2 and "NAME" in r.output
+    r = CliRunner().invoke(main, ["show", "users", "office-a", "--control", "/nonexistent/x"])
+    assert r.exit_code == 2 and "NAME" in r.output
+
+
+def test_metrics_port_and_addr_together_is_usage_error(tmp_path: Path) -> None:
+    code, out = _serve("--peer", "office-a", "--config", str(_conf(tmp_path)),
+                       "--metrics-port", "0", "--metrics-addr", "127.0.0.1:0")
+    assert code == 2 and "not both" in out
+
+
+def test_metrics_addr_parsed() -> None:
+    from iaxgw.gateway.serve_cli import metrics_addr_cb, pick_metrics_addr
+
+    assert metrics_addr_cb(None, None, "127.0.0.1:0") == ("127.0.0.1", 0)
+    assert metrics_addr_cb(None, None, "[::1]:9100") == ("::1", 9100)
+    assert pick_metrics_addr(9100, None) == ("127.0.0.1", 9100)
+    assert pick_metrics_addr(None, None) is None
 
 
 def test_missing_config_dir_and_files(tmp_path: Path) -> None:

@@ -268,6 +268,7 @@ def test_datagram_census_counts_as_the_per_datagram_counter() -> None:
     class Runner:
         stats = type("S", (), {"trunk": per})()
         _rx_nots = _saw_nots = False
+        _pcap = None                 # no --pcap
 
     for d in datagrams:
         LoadRunner._on_datagram(Runner, "in", d, ("127.0.0.1", 4569), 0.0)  # type: ignore[arg-type]
