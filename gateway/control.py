@@ -188,7 +188,8 @@ def query(path: str, cmd: str, timeout: float = 5.0, **args: Any) -> Any:
         try:
             s.connect(path)
         except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
-            raise ControlError(f"no iaxgw serve at {path}") from None
+            raise ControlError(f"no iaxgw serve at {path} (nor a load test started with "
+                               "--control there)") from None
         except OSError as exc:
             raise ControlError(f"no iaxgw serve at {path} ({exc.strerror or exc})") from None
         uid = peer_uid(s)

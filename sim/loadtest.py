@@ -652,7 +652,7 @@ class LoadRunner:
                     self._server.close()
                 raise CannotRunError(f"--control: {exc}") from None
             self._control_server = server
-        if self.opts.keys and HotKeys.available():
+        if self.opts.hot_keys and HotKeys.available():
             keys = HotKeys(self.control)
             keys.start(loop)
             self._keys = keys

@@ -215,7 +215,7 @@ def build_options(**kw: Any) -> LoadtestOptions:
         opts.live = False
     if opts.quiet:
         opts.live = False
-    opts.keys = _stdin_is_terminal()
+    opts.hot_keys = _stdin_is_terminal()
     try:
         opts.check()
     except PlanError as exc:
@@ -325,7 +325,8 @@ def _sharded_usage(opts: Any) -> None:
 
 
 #: what a run through a serve cannot take (the serve's own site, endpoint and socket)
-THROUGH_EXCLUDES = (*ROLE_OPTIONS, "trunk", "trunktimestamps", "control")
+THROUGH_EXCLUDES = (*ROLE_OPTIONS, "trunk", "trunktimestamps", "control", "pcap",
+                    "metrics_port", "metrics_addr")
 
 
 def _through_usage(kw: dict[str, Any], impair: Any) -> None:
@@ -335,10 +336,14 @@ def _through_usage(kw: dict[str, Any], impair: Any) -> None:
     if kw.get("mode") == "hairpin":
         given.append("mode hairpin")
     if given:
-        names = ", ".join("--" + ("config" if k == "config_dir" else k.replace("_", "-"))
-                          for k in given)
-        raise click.UsageError(f"{names}: a load test --through a serve uses the serve's own "
-                               "site, peer, address, trunk and socket (give them to serve)")
+        raise click.UsageError(f"{_flags(given)}: a load test --through a serve uses the "
+                               "serve's own site, peer, address, trunk and socket (give them "
+                               "to serve)")
+
+
+def _flags(keys: list[str]) -> str:
+    """Option keys as the flags the user typed (config_dir -> --config)."""
+    return ", ".join("--" + k.removesuffix("_dir").replace("_", "-") for k in keys)
 
 
 def lab_main(*, asterisk: bool = False, **kw: Any) -> int:
@@ -347,9 +352,8 @@ def lab_main(*, asterisk: bool = False, **kw: Any) -> int:
 
     given = [k for k in ROLE_OPTIONS if kw.pop(k, None) is not None]
     if given:
-        names = ", ".join("--" + k.removesuffix("_dir").replace("_", "-") for k in given)
         raise click.UsageError(
-            f"{names}: `iaxgw lab` plays both sites itself (the load tester as office-a "
+            f"{_flags(given)}: `iaxgw lab` plays both sites itself (the load tester as office-a "
             "against serve as office-b, or with --asterisk as office-b against the lab's "
             "Asterisk office-a); use `iaxgw loadtest` to choose them")
     impair = kw.pop("impair", None)

@@ -271,6 +271,10 @@ def drive(control: RunControl, cmd: str, request: Mapping[str, Any]) -> dict[str
             "stopping": control.stopped_by is not None}
 
 
+#: `iaxgw show` on a load test's socket: its endpoint, as serve shows its own (stats: ours)
+SHOW_COMMANDS = ("peers", "channels", "netstats", "registry", "users", "peer")
+
+
 def control_handler(runner: Any) -> Callable[[str, Mapping[str, Any]], Any]:
     """The control socket's handler for a running :class:`~iaxgw.sim.loadtest.LoadRunner`:
     ``show`` peers/channels/netstats as serve shows them, ``stats`` with the load test's own
@@ -278,8 +282,8 @@ def control_handler(runner: Any) -> Callable[[str, Mapping[str, Any]], Any]:
     view = runner.endpoint_view()
 
     def handle(cmd: str, request: Mapping[str, Any]) -> Any:
-        if cmd in ("peers", "channels", "netstats"):
-            return view.introspect(cmd)
+        if cmd in SHOW_COMMANDS:
+            return view.introspect(cmd, request)
         if cmd == "stats":
             return runner.control_stats()
         if cmd == "originate":

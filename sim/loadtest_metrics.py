@@ -115,8 +115,9 @@ class LoadtestMetrics:
 
     def on_record(self, rec: CallRecord) -> None:
         """A call ended (``LoadStats.on_record``): failures as the summary counts them
-        (every outcome but ANSWERED), the figures of the calls that were answered."""
-        if rec.outcome != "ANSWERED":
+        (every outcome but ANSWERED and IN_PROGRESS: a setup a graceful stop cancelled), the
+        figures of the calls that were answered."""
+        if rec.outcome not in ("ANSWERED", "IN_PROGRESS"):
             cause = "none" if rec.cause_code is None else str(rec.cause_code)
             self.failed.labels(rec.outcome, cause).inc()
         if rec.answer_ms is None:

@@ -202,10 +202,10 @@ class LoadtestOptions:
     quiet: bool = False
     json_out: bool = False
     live: bool = True                     # rich live screen (off with quiet/json or no tty)
+    control: str | None = None            # control socket path (iaxgw show / iaxgw ctl)
+    hot_keys: bool = False                # hot keys on the terminal (stdin a TTY)
     metrics_addr: tuple[str, int] | None = None   # --metrics-addr/--metrics-port; port 0 = any
     pcap: Path | None = None              # --pcap: every datagram sent and received
-    control: str | None = None            # control socket path (iaxgw show / iaxgw ctl)
-    keys: bool = False                    # hot keys on the terminal (stdin a TTY)
     warnings: list[str] = field(default_factory=list)
 
     @property

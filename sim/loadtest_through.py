@@ -273,7 +273,7 @@ def run_through(path: str, opts: LoadtestOptions) -> int:
     screen = make_screen(opts)
     remote = RemoteControl(path, opts.cps)
     keys = HotKeys(remote)
-    if opts.keys and HotKeys.available():
+    if opts.hot_keys and HotKeys.available():
         keys.start()
         if screen is not None:
             screen.keys_help = True

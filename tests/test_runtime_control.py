@@ -168,6 +168,8 @@ def test_ctl_drives_a_running_load_test(serve: dict[str, Any], tmp_path: Path) -
         assert r.exit_code == 0 and "office-b" in r.output
         r = CliRunner().invoke(main, ["show", "netstats", "--control", sock])
         assert r.exit_code == 0 and "RTT" in r.output
+        r = CliRunner().invoke(main, ["show", "peer", "office-b", "--control", sock])
+        assert r.exit_code == 0 and "office-b" in r.output, r.output
         r = CliRunner().invoke(main, ["ctl", "--control", sock, "originate", "300"])
         assert r.exit_code == 1 and "originate is for a running `iaxgw serve`" in r.output
         r = CliRunner().invoke(main, ["ctl", "--control", sock, "resume"])
