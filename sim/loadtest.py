@@ -1450,7 +1450,7 @@ class LoadRunner:
         self.stats.paused = self.control.paused
         snap = self.stats.finish_tick(self.clock())
         if self.prom is not None:
-            self.prom.on_tick(snap, self._ep)
+            self.prom.on_tick(snap, self._ep, self.stats.setup_ms)
         if self.screen is not None:
             with contextlib.suppress(Exception):
                 self.screen.capped = self.live_cap()

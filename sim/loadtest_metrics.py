@@ -7,7 +7,8 @@ counters, peers up and their qualify round trip) plus the run's own figures:
 - gauges: calls up, calls in setup, the concurrency asked for, and over the calls up the median
   jitter and MOS, the lowest MOS, and the loss of the last second (no sample while a figure
   is not measurable);
-- histograms of the ended calls: setup time (NEW -> ANSWER), MOS, jitter and loss.
+- histograms: setup time (NEW -> ANSWER) of the answered calls, counted once a second; MOS,
+  jitter and loss of the ended calls.
 
 The snapshot figures are copied from the once-a-second statistics tick; the HTTP thread never
 touches live call state.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -101,8 +102,9 @@ class LoadtestMetrics:
                               "Calls that failed, by outcome (BUSY, REJECT, TIMEOUT, ...) and "
                               "Q.931 cause code ('none' without one)", ["outcome", "cause"],
                               registry=registry)
+        self._setups_seen = 0
         self.setup = Histogram("iaxgw_loadtest_setup_seconds",
-                               "NEW -> ANSWER of the answered calls (ended)",
+                               "NEW -> ANSWER of the answered calls (each at its answer)",
                                buckets=_SETUP_BUCKETS, registry=registry)
         self.mos = Histogram("iaxgw_loadtest_call_mos", "MOS of each ended, measured call",
                              buckets=_MOS_BUCKETS, registry=registry)
@@ -122,7 +124,6 @@ class LoadtestMetrics:
             self.failed.labels(rec.outcome, cause).inc()
         if rec.answer_ms is None:
             return
-        self.setup.observe(rec.answer_ms / 1000.0)
         if rec.mos is not None:
             self.mos.observe(rec.mos)
         if rec.jitter_ms is not None:
@@ -130,9 +131,14 @@ class LoadtestMetrics:
         if rec.loss_pct is not None:
             self.loss.observe(rec.loss_pct / 100.0)
 
-    def on_tick(self, snap: Snapshot, endpoint: Any) -> None:
-        """Once a second: the run's snapshot and the endpoint's counters and peers."""
+    def on_tick(self, snap: Snapshot, endpoint: Any, setup_ms: Sequence[float]) -> None:
+        """Once a second: the run's snapshot, the setup times of the calls answered since the
+        last tick (``LoadStats.setup_ms``, appended at each answer), the endpoint's counters
+        and peers."""
         self._snapshot.set(snap)
+        for ms in setup_ms[self._setups_seen:]:
+            self.setup.observe(ms / 1000.0)
+        self._setups_seen = len(setup_ms)
         with contextlib.suppress(Exception):
             self.metrics.update_snapshot(to_jsonable(endpoint.stats()),
                                          to_jsonable(endpoint.peers()))

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -143,14 +144,79 @@ def test_serve_metrics_count_the_calls_placed(tmp_path: Path) -> None:
 _NETS = itertools.cycle(random.Random(os.getpid() + 23).sample(range(100, 250), 150))
 
 
+def run_scraped(opts: Any, calls_up: int) -> tuple[Any, dict[str, float], dict[str, float],
+                                                    str | None]:
+    """Run the load test ``opts``; scrape its metrics over HTTP until ``calls_up`` calls are
+    up.  Returns the result, that scrape, the registry at the end, and the metrics URL."""
+    import uvloop
+
+    from iaxgw.sim.loadtest import LoadRunner, load_target
+
+    urls: list[str | None] = []
+
+    async def main() -> tuple[Any, dict[str, float], dict[str, float]]:
+        runner = LoadRunner(opts, load_target(opts))
+        task = asyncio.ensure_future(runner.run())
+        live: dict[str, float] = {}
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            url = runner.prom.url if runner.prom else None
+            if url is None:
+                continue
+            live = await asyncio.to_thread(scrape, url)
+            if live.get("iaxgw_loadtest_calls_up") == float(calls_up):
+                break
+        res = await task
+        assert runner.prom is not None
+        urls.append(runner.prom.url)
+        after = {}
+        for line in runner.prom.metrics.render().decode().splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                after[key] = float(value)
+        return res, live, after
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
+        res, live, after = r.run(main())
+    return res, live, after, urls[0]
+
+
+def check_run_metrics(res: Any, live: Mapping[str, float], after: Mapping[str, float], *,
+                      attempts: int, answered: int, failed: Mapping[str, int]) -> None:
+    """The scrape taken while the answered calls were up and the registry at the end against
+    the run's own records: attempts, answered, failures by outcome and the cause code each
+    record holds, the setup-time histogram and the MOS histogram."""
+    assert len(res.records) == attempts
+    assert live["iaxgw_loadtest_calls_up"] == float(answered)
+    assert live["iaxgw_loadtest_calls_attempted_total"] == float(attempts)
+    assert live["iaxgw_loadtest_calls_answered_total"] == float(answered)
+    for outcome, count in failed.items():
+        recs = [rec for rec in res.records if rec.outcome == outcome]
+        assert len(recs) == count and len({rec.cause_code for rec in recs}) == 1
+        cause = "none" if recs[0].cause_code is None else recs[0].cause_code
+        key = f'iaxgw_loadtest_calls_failed_total{{cause="{cause}",outcome="{outcome}"}}'
+        assert live[key] == float(count), key
+    # the setup times of the calls up, counted by the tick that saw them answered
+    assert live["iaxgw_loadtest_setup_seconds_count"] == float(answered)
+    # the endpoint's own counters: every call placed
+    assert live['iaxgw_protocol_events_total{event="calls_out"}'] == float(attempts)
+    # at the end, every call ended: histograms hold the answered ones
+    done = [rec for rec in res.records if rec.answer_ms is not None]
+    assert len(done) == answered == res.summary["answered"]
+    assert after["iaxgw_loadtest_setup_seconds_count"] == float(answered)
+    assert after["iaxgw_loadtest_setup_seconds_sum"] == pytest.approx(
+        sum(rec.answer_ms for rec in done) / 1000.0)
+    with_mos = [rec for rec in done if rec.mos is not None]
+    assert after["iaxgw_loadtest_call_mos_count"] == float(len(with_mos))
+    assert sum(v for k, v in after.items()
+               if k.startswith("iaxgw_loadtest_calls_failed_total")) == res.summary["failed"]
+
+
 def test_loadtest_metrics_scraped_while_it_runs(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """3 calls to serve's echo (300), Milliwatt (301) and Busy (302): scraped over HTTP while
     the two answered calls are up, then the histograms against the run's own records; the
     run's --pcap holds its calls."""
-    import uvloop
-
-    from iaxgw.sim.loadtest import LoadRunner, load_target
     from iaxgw.sim.loadtest_lab import ServeProcess, write_site
     from iaxgw.sim.loadtest_plan import LoadtestOptions
 
@@ -165,69 +231,22 @@ def test_loadtest_metrics_scraped_while_it_runs(tmp_path: Path,
     opts.check()
     serve = ServeProcess(b_dir, tmp_path)
     serve.start()
-
-    runner_url: list[str | None] = []
-
-    async def main() -> tuple[Any, dict[str, float], dict[str, float]]:
-        runner = LoadRunner(opts, load_target(opts))
-        task = asyncio.ensure_future(runner.run())
-        live: dict[str, float] = {}
-        for _ in range(80):
-            await asyncio.sleep(0.1)
-            url = runner.prom.url if runner.prom else None
-            if url is None:
-                continue
-            live = await asyncio.to_thread(scrape, url)
-            if live.get("iaxgw_loadtest_calls_up") == 2.0:
-                break
-        res = await task
-        assert runner.prom is not None
-        runner_url.append(runner.prom.url)
-        after = {}
-        for line in runner.prom.metrics.render().decode().splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                after[key] = float(value)
-        return res, live, after
-
     try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
-            res, live, after = r.run(main())
-        url = runner_url[0]
+        res, live, after, url = run_scraped(opts, calls_up=2)
     finally:
         serve.stop()
     # the address it bound (port 0 asked), said on stderr at the start
     assert url is not None and not url.endswith(":0/metrics")
     assert f"iaxgw loadtest: metrics on {url}\n" in capsys.readouterr().err
-    assert len(res.records) == 3
-    busy = [rec for rec in res.records if rec.outcome == "BUSY"]
-    assert len(busy) == 1
-    busy_key = f'iaxgw_loadtest_calls_failed_total{{cause="{busy[0].cause_code}",outcome="BUSY"}}'
-    # over HTTP, while the two answered calls were up
-    assert live["iaxgw_loadtest_calls_up"] == 2.0
-    assert live["iaxgw_loadtest_calls_attempted_total"] == 3.0
-    assert live["iaxgw_loadtest_calls_answered_total"] == 2.0
-    assert live[busy_key] == 1.0
     assert live["iaxgw_loadtest_calls_target"] == 3.0
-    # the endpoint's own counters: 3 calls out, each NEW sent again with its token
-    assert live['iaxgw_protocol_events_total{event="calls_out"}'] == 3.0
-    # at the end, every call ended: histograms hold the answered ones
-    answered = [rec for rec in res.records if rec.answer_ms is not None]
-    assert len(answered) == 2 == res.summary["answered"]
-    assert after["iaxgw_loadtest_setup_seconds_count"] == 2.0
-    assert after["iaxgw_loadtest_setup_seconds_sum"] == pytest.approx(
-        sum(rec.answer_ms for rec in answered) / 1000.0)
-    with_mos = [rec for rec in answered if rec.mos is not None]
-    assert after["iaxgw_loadtest_call_mos_count"] == float(len(with_mos))
-    assert sum(v for k, v in after.items()
-               if k.startswith("iaxgw_loadtest_calls_failed_total")) == res.summary["failed"]
-    _check_pcap(tmp_path / "lt.pcap", (a_ip, 4569), (b_ip, 4569))
+    check_run_metrics(res, live, after, attempts=3, answered=2, failed={"BUSY": 1})
+    check_pcap(tmp_path / "lt.pcap", (a_ip, 4569), (b_ip, 4569), calls=3)
 
 
-def _check_pcap(path: Path, us: tuple[str, int], them: tuple[str, int]) -> None:
-    """The load test's capture: private (0600), only datagrams between the two sites, our 3
-    NEWs twice each (without, then with the call token), the far end's 3 CALLTOKENs and 3
-    ACCEPTs, and our 3 HANGUPs."""
+def check_pcap(path: Path, us: tuple[str, int], them: tuple[str, int], calls: int) -> None:
+    """The load test's capture: private (0600), only datagrams between the two sites, our
+    NEWs twice each (without, then with the call token), the far end's CALLTOKENs and
+    ACCEPTs, and our HANGUPs: ``calls`` of each."""
     import stat
 
     from iaxgw._core.constants import FrameType, IAXSubclass
@@ -246,10 +265,10 @@ def _check_pcap(path: Path, us: tuple[str, int], them: tuple[str, int]) -> None:
                 n += f.frametype == FrameType.IAX and f.subclass == sub and not f.retransmit
         return n
 
-    assert iax(us, IAXSubclass.NEW) == 6
-    assert iax(them, IAXSubclass.CALLTOKEN) == 3
-    assert iax(them, IAXSubclass.ACCEPT) == 3
-    assert iax(us, IAXSubclass.HANGUP) == 3       # the load tester ends every call, BUSY too
+    assert iax(us, IAXSubclass.NEW) == 2 * calls
+    assert iax(them, IAXSubclass.CALLTOKEN) == calls
+    assert iax(them, IAXSubclass.ACCEPT) == calls
+    assert iax(us, IAXSubclass.HANGUP) == calls   # the load tester ends every call, BUSY too
 
 
 @pytest.mark.parametrize("option,host", [
