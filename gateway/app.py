@@ -801,7 +801,7 @@ class GatewayApp:
             peer = str(_get(n, "peer", ""))
             rows.append({
                 "channel": session.name if session else f"IAX2/{peer or 'unknown'}-{callno}",
-                "rtt": int(_get(n, "rtt_ms", _get(n, "rtt", 0))),
+                "rtt": int(_get(n, "rtt_ms", _get(n, "rtt", -1))),     # -1: no PONG yet
                 "local": _get(n, "local", {}) or {},
                 "remote": _get(n, "remote", {}) or {},
                 "first_msg": _get(n, "first_msg", ""),

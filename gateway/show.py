@@ -160,6 +160,17 @@ def format_channels(channels: Iterable[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: what Asterisk shows as a call's RTT before its first PONG: the ping time a new call starts with
+#: (chan_iax2.c new_iax: DEFAULT_RETRY_TIME)
+UNMEASURED_RTT_SHOWN = 1000
+
+
+def _rtt_shown(rtt_ms: int) -> int:
+    """netstats' RTT column: the measured round trip, or Asterisk's 1000 while none was (the
+    JSON keeps -1: not measured)."""
+    return rtt_ms if rtt_ms >= 0 else UNMEASURED_RTT_SHOWN
+
+
 def format_netstats(channels: Iterable[Row]) -> str:
     """``iax2 show netstats`` (LOCAL = what we measured, REMOTE = the peer's RR report)."""
     lines = [_NET_HDR1, _NET_HDR2]
@@ -171,7 +182,7 @@ def format_netstats(channels: Iterable[Row]) -> str:
         last_dir, last = _msg(ch.get("last_msg"))
         lines.append(_NET_ROW % (
             _str(ch, "channel", "(None)"),
-            max(_int(ch, "rtt"), 0),
+            _rtt_shown(_int(ch, "rtt", -1)),
             _int(loc, "jitter", -1), _int(loc, "delay"), _int(loc, "lost", -1),
             _int(loc, "losspct", _int(loc, "loss_pct", -1)), _int(loc, "dropped"),
             _int(loc, "ooo", -1), _int(loc, "packets", _int(loc, "frames")) // 1000,

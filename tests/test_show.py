@@ -80,6 +80,15 @@ def test_format_netstats_columns() -> None:
     assert lines[-1] == "1 active IAX channel"
 
 
+def test_netstats_rtt_before_the_first_pong_is_asterisks_1000_not_0() -> None:
+    """A call whose PING has not come back has no measured round trip (-1 in the JSON): the
+    table shows Asterisk's starting ping time, never a 0 that reads as a perfect link."""
+    row = {"channel": "IAX2/office-a-1", "rtt": -1, "local": {}, "remote": {},
+           "first_msg": "Rx:NEW", "last_msg": "Tx:ACCEPT"}
+    assert format_netstats([row]).splitlines()[2].split()[1] == "1000"
+    assert format_netstats([{**row, "rtt": 0}]).splitlines()[2].split()[1] == "0"
+
+
 def test_format_stats() -> None:
     text = format_stats({"frames": {"in": {"full": 3, "mini": 10}, "out": {"full": 2}},
                          "retransmissions": 1, "trunk": {"timed": 5, "untimed": 1, "mtu": 1240}})
