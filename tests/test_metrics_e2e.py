@@ -164,7 +164,10 @@ def run_scraped(opts: Any, calls_up: int) -> tuple[Any, dict[str, float], dict[s
             if url is None:
                 continue
             live = await asyncio.to_thread(scrape, url)
-            if live.get("iaxgw_loadtest_calls_up") == float(calls_up):
+            # the calls up and their setup times (counted by the tick that saw them answered,
+            # which may be the next scrape's on a busy machine)
+            if live.get("iaxgw_loadtest_calls_up") == float(calls_up) \
+                    and live.get("iaxgw_loadtest_setup_seconds_count") == float(calls_up):
                 break
         res = await task
         assert runner.prom is not None
