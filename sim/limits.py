@@ -18,6 +18,8 @@ CPU_BUSY_PCT = 90.0
 CPU_BUSY_SHARE = 0.10
 #: More than this % of media ticks starting over 2 ms late: the generator's timing failed.
 LATE_TICKS_PCT = 1.0
+#: how a reason about the whole machine (not one generator process) begins
+MACHINE_WIDE = "this machine's"
 
 
 def generator_limits(cpu_samples: Sequence[float], send_timing: Mapping[str, Any],
@@ -36,7 +38,7 @@ def generator_limits(cpu_samples: Sequence[float], send_timing: Mapping[str, Any
     if any(c.get("cap") == "scheduler_late" for c in capped_by):
         out.append(f"{who} did not keep its own call schedule (local CPU or event loop)")
     if kernel_drops:
-        out.append(f"this machine's kernel dropped {kernel_drops} UDP datagram(s) for full "
+        out.append(f"{MACHINE_WIDE} kernel dropped {kernel_drops} UDP datagram(s) for full "
                    "receive buffers (local overload, not network loss)")
     return out
 

@@ -1620,10 +1620,18 @@ def fail_reasons(o: LoadtestOptions, summary: dict[str, Any], failed: int, audio
     tg = summary.get("targets") or {}
     if not tg.get("met", True) and not o.allow_underrun:
         rate, calls = tg.get("rate") or {}, tg.get("calls") or {}
-        out.append(f"target not reached (rate {rate.get('achieved')}/{rate.get('asked')} "
-                   f"per s, calls {calls.get('peak')}/{calls.get('asked')}; "
+        out.append(f"target not reached (rate {_figure(rate.get('achieved'))}/"
+                   f"{_figure(rate.get('asked'))} per s, calls {calls.get('peak')}/"
+                   f"{calls.get('asked')}; "
                    "--allow-underrun passes anyway)")
     return out
+
+
+def _figure(value: Any) -> str:
+    """A rate as the verdict prints it: two decimals at most (``n/a`` when unknown)."""
+    if isinstance(value, int | float):
+        return f"{value:.2f}".rstrip("0").rstrip(".")
+    return "n/a" if value is None else str(value)
 
 
 def _cap_detail(cap: str, runner: LoadRunner) -> str:

@@ -176,7 +176,8 @@ def _cdf(ax: Any, values: Sequence[float], label: str, unit: str, n_calls: int) 
         return
     xs = sorted(values)
     n = len(xs)
-    ax.step(xs, [(i + 1) / n for i in range(n)], where="post")
+    # from 0 at the lowest value, so a distribution of one value still draws its rise
+    ax.step([xs[0], *xs], [0.0, *((i + 1) / n for i in range(n))], where="post")
     if xs[0] > 0 and xs[-1] / xs[0] > 50:
         ax.set_xscale("log")           # a tail (retransmitted setups) would flatten the rest
     ax.set_ylim(0, 1.02)
@@ -195,5 +196,7 @@ def _cdf_plot(path: Path, title: str, records: Sequence[CallRecord]) -> Path:
     _cdf(loss_ax, [r.loss_pct for r in answered if r.loss_pct is not None], "loss", "%", n)
     _cdf(setup_ax, [r.answer_ms for r in answered if r.answer_ms is not None],
          "setup NEW -> ANSWER", "ms", n)
-    mos_ax.set_xlim(right=4.5)
+    mos = [r.mos for r in answered if r.mos is not None]
+    if mos:     # the scale tops out at 4.5 (G.711 without loss: 4.41); room left of the lowest
+        mos_ax.set_xlim(max(1.0, min(mos) - 0.25), 4.5)
     return _save(fig, path)

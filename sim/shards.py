@@ -30,12 +30,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from iaxgw.gateway.safefs import write_file_atomic
-from iaxgw.sim.limits import limited_by
+from iaxgw.sim.limits import MACHINE_WIDE, limited_by
 from iaxgw.sim.loadtest import capacity_search
 from iaxgw.sim.loadtest_plan import LoadtestOptions, PlanError
 from iaxgw.sim.report import Row, TimeseriesStream
@@ -342,9 +342,7 @@ def sharded_result(opts: LoadtestOptions, outcome: ShardedOutcome) -> Any:
     for k, why in sorted(outcome.lost.items()):
         summary["shards"].append({"index": k, "local": outcome.shards[k].name,
                                   "calls": outcome.shards[k].opts.calls, "lost": why})
-    limits = [f"shard {r.index} ({r.local}): {why}" for r in results
-              for why in (r.summary.get("limited_by") or {}).get("reasons") or []]
-    summary["limited_by"] = limited_by(limits)
+    summary["limited_by"] = limited_by(merged_limits(results))
     if outcome.capacity is not None:
         summary["capacity"] = outcome.capacity
     reasons = merged_reasons(opts, summary, lt, failed, outcome.lost)
@@ -508,3 +506,15 @@ def child_main(spec_path: str) -> int:
 
 if __name__ == "__main__":
     sys.exit(child_main(sys.argv[1]))
+
+
+def merged_limits(results: Sequence[Any]) -> list[str]:
+    """The shards' ``limited_by`` reasons, each named by its shard; a reason about the whole
+    machine (the kernel's drop count, the same in every shard) said once."""
+    limits: list[str] = []
+    for r in results:
+        for why in (r.summary.get("limited_by") or {}).get("reasons") or []:
+            line = why if why.startswith(MACHINE_WIDE) else f"shard {r.index} ({r.local}): {why}"
+            if line not in limits:
+                limits.append(line)
+    return limits

@@ -504,3 +504,17 @@ def test_unmet_rate_fails_naming_its_cap(sites: dict[str, Any]) -> None:
     assert tg["met"] and not tg["capped_by"] and met.exit_code == 0, tg
     assert tg["calls"] == {"asked": 6, "peak": 6, "placed_peak": 6}
     assert abs(tg["rate"]["achieved"] - 20) < 2, tg
+
+
+def test_unmet_target_reason_prints_rates_as_figures_not_float_noise() -> None:
+    from iaxgw.sim.loadtest import fail_reasons
+    from iaxgw.sim.loadtest_plan import LoadtestOptions
+
+    summary = {"targets": {"met": False,
+                           "rate": {"achieved": 180.67000000000002, "asked": 1000.0},
+                           "calls": {"peak": 3474, "asked": 5000}}}
+    reasons = fail_reasons(LoadtestOptions(calls=5000), summary, 0, True, None)
+    assert reasons == ["target not reached (rate 180.67/1000 per s, calls 3474/5000; "
+                       "--allow-underrun passes anyway)"]
+    assert fail_reasons(LoadtestOptions(calls=5000, allow_underrun=True), summary, 0, True,
+                        None) == []

@@ -388,3 +388,18 @@ def test_sigint_reaches_every_shard_once_and_keeps_the_report(serve: dict[str, A
     assert lt["exit_code"] == 130 and lt["interrupted"] and not lt["degraded"], lt
     assert [s.get("lost") for s in summary["shards"]] == [None, None]
     assert summary["attempted"] == 4 and len(_csv(report / "calls.csv")) == 4
+
+
+def test_merged_limits_name_each_shard_and_say_machine_wide_drops_once() -> None:
+    from types import SimpleNamespace
+
+    from iaxgw.sim.shards import merged_limits
+
+    drops = "this machine's kernel dropped 4282 UDP datagram(s) for full receive buffers"
+    results = [SimpleNamespace(index=i, local=f"127.0.0.{10 + i}:4569", summary={
+        "limited_by": {"generator": True, "reasons": [f"late ticks {i}", drops]}})
+        for i in range(3)]
+    results.append(SimpleNamespace(index=3, local="127.0.0.13:4569", summary={}))
+    assert merged_limits(results) == [
+        "shard 0 (127.0.0.10:4569): late ticks 0", drops,
+        "shard 1 (127.0.0.11:4569): late ticks 1", "shard 2 (127.0.0.12:4569): late ticks 2"]
