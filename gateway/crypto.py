@@ -60,8 +60,10 @@ def derive_key(challenge: str, secret: str) -> bytes:
 
 
 def rotation_key(rng: random.Random) -> bytes:
-    """A new key for RTKEY: MD5 of a random number in hex, as Asterisk's iax2_key_rotate."""
-    return hashlib.md5(f"{rng.getrandbits(31):X}".encode()).digest()
+    """A new 16-byte key for RTKEY: 128 random bits (the endpoint's ``SystemRandom`` unless a
+    test seeds it).  Asterisk's iax2_key_rotate hashes 31 random bits, a key space a capture
+    can search; the receiver uses the CHALLENGE's bytes as they are, so any 16 bytes do."""
+    return rng.getrandbits(128).to_bytes(16, "big")
 
 
 def merge_encryption(ours: int, theirs: int) -> tuple[int, bool]:

@@ -330,3 +330,15 @@ def test_show_peers_marks_encrypted_entries() -> None:
 
     assert _peer_row("b", Entry(name="b", encryption=0x8001), {})["encryption"] is True
     assert _peer_row("b", Entry(name="b"), {})["encryption"] is False
+
+
+def test_rotation_keys_are_128_random_bits() -> None:
+    import random
+
+    from iaxgw.gateway.crypto import rotation_key
+
+    keys = {rotation_key(random.SystemRandom()) for _ in range(64)}
+    assert len(keys) == 64 and all(len(k) == 16 for k in keys)
+    # not an MD5 of a 31-bit number: every bit position takes both values over the keys
+    ones = [sum((int.from_bytes(k, "big") >> b) & 1 for k in keys) for b in range(128)]
+    assert all(0 < n < 64 for n in ones)
