@@ -200,16 +200,16 @@ class CallFlowMixin(EndpointCore):
     def _on_lagrq(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         self._send(call, _IAX, X.LAGRP, b"", now, ts=f.ts)
 
-    def ping(self, callno: int, now: float) -> bool:
+    def ping(self, callno: int, now: float) -> int | None:
         """PING call ``callno`` now, besides the regular PING of every call: its PONG brings
         the round trip (``call.rtt_ms``) and the peer's receive report (``call.remote_rr``,
-        when the peer sends one).  False when there is no such call up."""
+        when the peer sends one, with the PING's timestamp in ``call.remote_rr_ts``).  Returns
+        the PING's timestamp; None when there is no such call up."""
         call = self._calls.get(callno)
         if call is None or call.state == S.TERMINATING or call.kind not in (
                 CallKind.CALL_IN, CallKind.CALL_OUT) or not call.peer_callno:
-            return False
-        self._send(call, _IAX, X.PING, b"", now)
-        return True
+            return None
+        return self._send(call, _IAX, X.PING, b"", now)
 
     def _on_pong(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         rtt = int((now - call.start) * 1000.0) - f.ts
@@ -228,6 +228,7 @@ class CallFlowMixin(EndpointCore):
             rr["lost"] = loss & 0xFFFFFF
         if rr:
             call.remote_rr = rr
+            call.remote_rr_ts = f.ts
 
     def _on_lagrp(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         lag = int((now - call.start) * 1000.0) - f.ts

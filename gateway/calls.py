@@ -283,6 +283,7 @@ class Call(CallMedia):
         "poke_sent",
         "reg",
         "remote_rr",
+        "remote_rr_ts",
         "rtt_ms",
         "rx_full_frames",
         "timers",
@@ -329,6 +330,8 @@ class Call(CallMedia):
         self.rtt_ms = -1
         self.lag_ms = -1
         self.remote_rr: dict[str, int] = {}
+        #: the timestamp of the PING (ours) whose PONG brought ``remote_rr``
+        self.remote_rr_ts = -1
         self.challenge = ""
         #: why an AUTHREQ we sent is a fake whose answer is refused unread (unknown user,
         #: ACL); empty for a real one

@@ -273,12 +273,15 @@ class VoiceCensus:
     """Voice frames the impairment was offered, per direction and per call (module doc).
 
     ``calls[(direction, addr, callno)]`` = ``[offered, dropped, delivered copies]``; a call
-    number used again by a later call adds to the same row."""
+    number used again by a later call adds to the same row.  ``drops`` keeps, per row, the
+    offered positions (0-based) of the dropped frames, so a receive report that covers only the
+    first frames of a call can be held to the same frames (:meth:`call_prefix`)."""
 
-    __slots__ = ("calls", "totals")
+    __slots__ = ("calls", "drops", "totals")
 
     def __init__(self) -> None:
         self.calls: dict[tuple[str, Addr, int], list[int]] = {}
+        self.drops: dict[tuple[str, Addr, int], list[int]] = {}
         self.totals: dict[str, list[int]] = {"send": [0, 0, 0], "recv": [0, 0, 0]}
 
     def count(self, direction: str, data: bytes, addr: Addr, copies: int) -> None:
@@ -292,11 +295,12 @@ class VoiceCensus:
             row = calls.get(key)
             if row is None:
                 row = calls[key] = [0, 0, 0]
-            row[0] += 1
             if copies:
                 row[2] += copies
             else:
                 row[1] += 1
+                self.drops.setdefault(key, []).append(row[0])
+            row[0] += 1
         t = self.totals[direction]
         k = len(callnos)
         t[0] += k
@@ -309,6 +313,12 @@ class VoiceCensus:
         """``(offered, dropped, delivered copies)`` of one call's voice frames one way."""
         row = self.calls.get((direction, addr, callno))
         return (row[0], row[1], row[2]) if row is not None else (0, 0, 0)
+
+    def call_prefix(self, direction: str, addr: Addr, callno: int, n: int) -> tuple[int, int]:
+        """``(offered, dropped)`` among the first ``n`` voice frames one call offered one way."""
+        offered = min(n, self.call(direction, addr, callno)[0])
+        dropped = sum(1 for i in self.drops.get((direction, addr, callno), ()) if i < offered)
+        return offered, dropped
 
     def as_dict(self, direction: str) -> dict[str, Any]:
         seen, dropped, delivered = self.totals[direction]

@@ -290,8 +290,9 @@ class EndpointCore:
         return ms
 
     def _send(self, call: Call, frametype: int, subclass: int, payload: bytes, now: float, *,
-              ts: int | None = None, final: bool = False) -> None:
-        """Send a reliable full frame on ``call`` (resent until acked, docs/protocol.md §7.6)."""
+              ts: int | None = None, final: bool = False) -> int:
+        """Send a reliable full frame on ``call`` (resent until acked, docs/protocol.md §7.6);
+        returns its timestamp."""
         if ts is None:
             ts = self._calc_ts(call, now, frametype)
         oseq = call.oseqno
@@ -308,6 +309,7 @@ class EndpointCore:
         p.dcallno = call.peer_callno
         call.unacked[oseq] = p
         p.timer = self._schedule(now + interval, self._retransmit, (call, p))
+        return p.ts
 
     def _send_unreliable(self, call: Call, subclass: int, ts: int, oseqno: int) -> None:
         """ACK / VNAK: immediate, not retransmitted, OSeqno not advanced (docs/protocol.md §7.1)."""

@@ -313,6 +313,8 @@ class LiveCall:
     timeout_handle: asyncio.TimerHandle | None = None
     tail_handle: asyncio.TimerHandle | None = None
     rr_handle: asyncio.TimerHandle | None = None     # our next PING for the far end's RR
+    #: per PING of ours (its timestamp), our voice frames sent by then (a handful a call)
+    sent_at_ping: dict[int, int] = field(default_factory=dict)
     planned_end: float = 0.0
     returned: int = -1            # hairpin: call number of the leg that came back
     dropped: bool = False
@@ -1075,6 +1077,7 @@ class LoadRunner:
         rr = dict(info.remote_rr) if info is not None and info.remote_rr else None
         if rr is not None:
             call.stats.remote_rr = rr
+            call.stats.remote_rr_sent = call.sent_at_ping.get(info.remote_rr_ts)
         return rr
 
     def _rr_ping(self, call: LiveCall) -> None:
@@ -1087,8 +1090,10 @@ class LoadRunner:
         if rr is not None and rr.get("frames", 0) <= 1:
             return     # the far end does not count what it receives
         now = self.clock()
-        if not self._ep.ping(call.callno, self._now()):
+        ts = self._ep.ping(call.callno, self._now())
+        if ts is None:
             return
+        call.sent_at_ping[ts] = call.stats.tx_frames
         self._flush()
         due = [call.planned_end - b for b in RR_LAST_S if call.planned_end - b > now + 0.5]
         at = min([now + RR_EVERY_S, *due]) if due else None

@@ -47,6 +47,7 @@ def test_census_counts_frames_not_datagrams() -> None:
     imp = Impairment(ImpairSpec.parse("loss=3%,dup=1%,seed=5,dir=send"))
     calls = list(range(100, 110))
     truth = {c: [0, 0] for c in calls}
+    positions: dict[int, list[int]] = {c: [] for c in calls}
     ping = build_full(100, 9, 0, 0, 0, 6, 2)
     rng = random.Random(1)
     for i in range(3000):
@@ -57,12 +58,19 @@ def test_census_counts_frames_not_datagrams() -> None:
         for c in live:
             truth[c][0] += 1
             truth[c][1] += copies == 0
+            if copies == 0:
+                positions[c].append(truth[c][0] - 1)
         if i % 7 == 0:
             imp.census.count("send", ping, PEER, len(imp.decide("send")))
     for c in calls:
         seen, dropped, delivered = imp.census.call("send", PEER, c)
         assert (seen, dropped) == tuple(truth[c])
         assert delivered >= seen - dropped
+        # the first n frames: the drops at offered positions below n, whatever n
+        for n in (0, 1, 150, seen // 3, seen, seen + 50):
+            want = sum(1 for i in positions[c] if i < n)
+            assert imp.census.call_prefix("send", PEER, c, n) == (min(n, seen), want)
+    assert sum(map(len, positions.values())) > 0
     snap = imp.snapshot()["send"]
     frames = sum(t[0] for t in truth.values())
     dropped = sum(t[1] for t in truth.values())
@@ -96,8 +104,10 @@ def test_link_feeds_the_census_both_ways() -> None:
 
 
 def test_forward_return_split_from_the_receive_report() -> None:
-    """Forward loss from the far end's RR counts (lost / (frames + lost)); the return leg is the
-    rest of the round trip; a report of 1 frame (Asterisk without jitterbuffer) means n/a."""
+    """Forward loss from the far end's RR: what it received of what we had sent at our PING
+    (1 - frames / sent), or lost / (frames + lost) when that count is unknown; the return leg
+    is the rest of the round trip; a report of 1 frame (Asterisk without jitterbuffer) means
+    n/a."""
     from types import SimpleNamespace
 
     from iaxgw.sim.live import _loss_row
@@ -113,6 +123,15 @@ def test_forward_return_split_from_the_receive_report() -> None:
     assert st.loss_forward_pct is None
     st.remote_rr = {"frames": 485, "lost": 15, "loss_pct": 1}   # its own pct: a moving average
     assert st.loss_forward_pct == pytest.approx(3.0)
+    assert st.rr_frames == 500
+    # Asterisk's lost count has play-out slots no frame was sent for: 485 of 490 sent, not 500
+    st.remote_rr_sent = 490
+    assert st.loss_forward_pct == pytest.approx(100.0 * 5 / 490) and st.rr_frames == 490
+    st.remote_rr = {"frames": 495, "lost": 0}        # duplicates counted: never below 0
+    assert st.loss_forward_pct == 0.0
+    st.remote_rr_sent = 10                             # too few to mean anything: the counts
+    st.remote_rr = {"frames": 485, "lost": 15}
+    assert st.loss_forward_pct == pytest.approx(3.0) and st.rr_frames == 500
     recs = [SimpleNamespace(loss_forward_pct=3.0, tx_frames=500, loss_method="stamp"),
             SimpleNamespace(loss_forward_pct=1.0, tx_frames=1500, loss_method="stamp")]
     assert _forward_pct(recs) == pytest.approx(1.5)  # type: ignore[arg-type]
