@@ -381,6 +381,7 @@ class LoadRunner:
         self.stats = LoadStats(target_calls=opts.calls, mode=self.mode, codec=codec, clock=clock,
                                analysis_in_tick=False, analysis_windows=ANALYSIS_WINDOWS,
                                rtt_every=RTT_EVERY)
+        self.stats.local = f"{target.bind[0]}:{target.bind[1]}"
         self.plan = plan_calls(opts)
         self.budget = CallnoBudget(opts.callno_budget)
         self.calls: dict[int, LiveCall] = {}          # our call number -> call

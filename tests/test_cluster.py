@@ -95,7 +95,9 @@ def test_master_and_two_workers_merge(serve: dict[str, Any], tmp_path: Path,  # 
     assert [sh["calls"] for sh in s["shards"]] == [3, 3]
     assert s["answered"] == 6 == sum(sh["answered"] for sh in s["shards"])
     assert s["audio"]["verified"] == 6
-    assert len(_csv(report / "calls.csv")) == 6
+    rows = _csv(report / "calls.csv")
+    assert len(rows) == 6
+    assert sorted(r["local"] for r in rows) == [f"{net}.30:4569"] * 3 + [f"{net}.31:4569"] * 3
     ts = _csv(report / "timeseries.csv")
     assert sum(int(r["attempts_interval"]) for r in ts) == 6
     assert s["loadtest"]["cluster"]["workers"] == 2 and not s["loadtest"]["degraded"]
