@@ -39,7 +39,7 @@ from iaxgw.gateway.originate import Originator, PhoneChannel
 from iaxgw.gateway.pcap import PcapWriter
 from iaxgw.gateway.safefs import default_spool_dir, private_dir
 from iaxgw.gateway.session import IaxChannel
-from iaxgw.gateway.showrows import peer_detail, registry_rows, user_rows
+from iaxgw.gateway.showrows import endpoint_stat_groups, peer_detail, registry_rows, user_rows
 
 log = logging.getLogger("iaxgw.serve")
 _T = TypeVar("_T")
@@ -810,25 +810,12 @@ class GatewayApp:
         return rows
 
     def stats_dict(self) -> dict[str, Any]:
-        stats = to_jsonable(self._endpoint.stats())
-        trunk_in = stats.get("trunk_datagrams_in", 0) if isinstance(stats, dict) else 0
-        trunk_out = stats.get("trunk_datagrams_out", 0) if isinstance(stats, dict) else 0
-        if not isinstance(stats, dict):
-            stats = {"endpoint": stats}
-        # one name per figure: these are shown in their group below
-        for key in ("calls_active", "trunk_datagrams_in", "trunk_datagrams_out"):
-            stats.pop(key, None)
-        with contextlib.suppress(Exception):
-            total, final = self._endpoint.outstanding()
-            stats["outstanding"] = {"total": total, "ingress": 0, "egress": total}
-            stats["transmit_queue"] = {"dead": 0, "final": final, "total": total}
+        stats = endpoint_stat_groups(self._endpoint, self.config.general.trunkmtu)
         stats["calls"] = {"active": len(self.sessions), "total_in": self.calls_total["in"],
                           "total_out": self.calls_total["out"], **{
                               f"outcome_{k}": v for k, v in sorted(self.call_outcomes.items())}}
         stats["media"] = {"ticks": self.ticks, "late_ticks": self.late_ticks,
                           "active_streams": len(self._media)}
-        stats["trunk"] = {"mtu": self.config.general.trunkmtu,
-                          "datagrams_in": trunk_in, "datagrams_out": trunk_out}
         if self._pcap is not None:
             stats["pcap_records"] = self._pcap.count
         if self.impairment is not None:

@@ -682,7 +682,8 @@ class LoadRunner:
         """``iaxgw show stats`` of a running load test: the endpoint's counters and ours."""
         from iaxgw.sim.loadtest_control import endpoint_stats
 
-        stats = endpoint_stats(self._ep) if self._ep is not None else {}
+        stats = (endpoint_stats(self._ep, self.target.config.general.trunkmtu)
+                 if self._ep is not None else {})
         st = self.stats
         stats["loadtest"] = {
             "elapsed_s": round(self.clock() - self.t0, 1), "rate_asked_cps": self.control.rate,
