@@ -388,22 +388,31 @@ def _send_full(ep: Any, peer: _Peer, addr: Any, now: float, ftype: int, sub: int
         peer.oseqno = (peer.oseqno + 1) & 0xFF
 
 
-def _setup_call(ep: Any, peer: _Peer, addr: Any, now: float, answer: bool) -> None:
-    """A real incoming call from office-a: NEW, CALLTOKEN, NEW+token, AUTHREQ, AUTHREP, ACCEPT."""
+def _new_with_token(ep: Any, peer: _Peer, addr: Any, now: float,
+                    extra: list[tuple[int, object]]) -> list[Any]:
+    """office-a's NEW for 300 (with ``extra`` IEs), the CALLTOKEN it gets, the NEW again with
+    the token; the endpoint's replies to that (the AUTHREQ)."""
     from iaxgw._core.constants import IE
     from iaxgw._core.ies import IEs, build_ies
 
     new: list[tuple[int, object]] = [
         (IE.VERSION, 2), (IE.CALLED_NUMBER, "300"), (IE.USERNAME, "office-a"),
-        (IE.FORMAT, 4), (IE.CAPABILITY, 12), (IE.CALLTOKEN, b"")]
-    _send_full(ep, peer, addr, now, 6, 1, build_ies(new), ts=3)
+        (IE.FORMAT, 4), (IE.CAPABILITY, 12), *extra]
+    _send_full(ep, peer, addr, now, 6, 1, build_ies([*new, (IE.CALLTOKEN, b"")]), ts=3)
     for f in _replies(ep, now, addr):
         if f.frametype == 6 and f.csub == 40:           # CALLTOKEN
             tok = IEs.parse(f.payload).get(IE.CALLTOKEN)
             peer.oseqno = peer.iseqno = 0
-            _send_full(ep, peer, addr, now, 6, 1, build_ies([*new[:-1], (IE.CALLTOKEN, tok)]),
-                       ts=5)
-    for f in _replies(ep, now, addr):
+            _send_full(ep, peer, addr, now, 6, 1, build_ies([*new, (IE.CALLTOKEN, tok)]), ts=5)
+    return _replies(ep, now, addr)
+
+
+def _setup_call(ep: Any, peer: _Peer, addr: Any, now: float, answer: bool) -> None:
+    """A real incoming call from office-a: NEW, CALLTOKEN, NEW+token, AUTHREQ, AUTHREP, ACCEPT."""
+    from iaxgw._core.constants import IE
+    from iaxgw._core.ies import IEs, build_ies
+
+    for f in _new_with_token(ep, peer, addr, now, []):
         if f.frametype == 6 and f.csub == 8:            # AUTHREQ
             peer.dcallno = f.scallno
             peer.iseqno = (f.oseqno + 1) & 0xFF
@@ -599,18 +608,8 @@ def _setup_encrypted_call(ep: Any, peer: _Peer, addr: Any, now: float, answer: b
     from iaxgw._core.ies import IEs, build_ies
     from iaxgw.gateway.crypto import FrameCipher, derive_key
 
-    new: list[tuple[int, object]] = [
-        (IE.VERSION, 2), (IE.CALLED_NUMBER, "300"), (IE.USERNAME, "office-a"),
-        (IE.FORMAT, 4), (IE.CAPABILITY, 12), (IE.ENCRYPTION, offer), (IE.CALLTOKEN, b"")]
-    _send_full(ep, peer, addr, now, 6, 1, build_ies(new), ts=3)
-    for f in _replies(ep, now, addr):
-        if f.frametype == 6 and f.csub == 40:           # CALLTOKEN
-            tok = IEs.parse(f.payload).get(IE.CALLTOKEN)
-            peer.oseqno = peer.iseqno = 0
-            _send_full(ep, peer, addr, now, 6, 1, build_ies([*new[:-1], (IE.CALLTOKEN, tok)]),
-                       ts=5)
     cipher = None
-    for f in _replies(ep, now, addr):
+    for f in _new_with_token(ep, peer, addr, now, [(IE.ENCRYPTION, offer)]):
         if f.frametype == 6 and f.csub == 8:            # AUTHREQ
             peer.dcallno = f.scallno
             peer.iseqno = (f.oseqno + 1) & 0xFF
