@@ -189,9 +189,10 @@ def load_site(opts: ServeOptions) -> Site:
     if host is not None:
         config.entries[opts.peer] = replace(entry, host=host[0], port=host[1], dynamic=False)
     try:
+        from iaxgw.gateway.apps import APPLICATIONS
         from iaxgw.gateway.dialplan import load_extensions_conf
 
-        dialplan = load_extensions_conf(ext_path)
+        dialplan = load_extensions_conf(ext_path, APPLICATIONS)
     except errors as exc:
         raise StartError(str(exc)) from None
     phones_path = opts.phones or (config_dir / "phones.conf")
@@ -532,7 +533,7 @@ class GatewayApp:
         task.add_done_callback(self._tasks.discard)
 
     async def _run_dialplan(self, session: IaxChannel | PhoneChannel) -> None:
-        from iaxgw.gateway.dialplan import run
+        from iaxgw.gateway.apps import run
 
         try:
             await run(self.site.dialplan, session, session.context, session.exten,

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from iaxgw.gateway.apps import APPLICATIONS
 from iaxgw.gateway.asterisk_conf import ConfFile, ConfigError, Section, read_conf
 from iaxgw.gateway.check_crypto import check_pair_encryption, check_site_encryption
 from iaxgw.gateway.config import (
@@ -190,7 +191,7 @@ def _load_into(site: Site, d: Path) -> None:
                                      "put extensions.conf beside iax.conf"))
     else:
         try:
-            site.plan = load_extensions_conf(ext_path)
+            site.plan = load_extensions_conf(ext_path, APPLICATIONS)
         except ConfigError as exc:
             site.findings.append(_config_error(exc, ext_path))
         except OSError as exc:

@@ -33,9 +33,9 @@ from iaxgw.gateway.reliability import (
     Addr,
     EndpointCore,
     S,
-    Timer,
     X,
 )
+from iaxgw.gateway.timers import Timer
 
 __all__ = ["MediaMixin", "TrunkStream"]
 

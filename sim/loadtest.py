@@ -1465,17 +1465,24 @@ class LoadRunner:
                 self.screen.update(snap)
 
     def _media_watchdog(self) -> None:
-        """End answered calls whose media stopped coming back (a peer that went away)."""
+        """End answered calls whose media stopped coming back, or never came (a peer that went
+        away: killed after its ANSWER went out, the echo never arrives)."""
         if self.mode != "echo":
             return
         now = self.clock()
         limit = self.opts.media_timeout
-        stale = [c for c in self.media_calls.values()
-                 if c.stats.t_first_rx is not None and now - c.stats.t_last_rx > limit]
-        for call in stale:
+        stale: list[tuple[LiveCall, str]] = []
+        for c in self.media_calls.values():
+            st = c.stats
+            if st.t_first_rx is not None:
+                if now - st.t_last_rx > limit:
+                    stale.append((c, f"media stopped: nothing received for {limit:g} s"))
+            elif st.t_answer is not None and now - st.t_answer > limit:
+                stale.append((c, f"media never came: nothing received {limit:g} s after ANSWER"))
+        for call, why in stale:
             call.dropped = True
             self.dropped += 1
-            self._hangup(call, 16, ("HANGUP", f"media stopped: nothing received for {limit:g} s"))
+            self._hangup(call, 16, ("HANGUP", why))
         if stale:
             self._flush()
 
