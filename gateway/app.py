@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
 from iaxgw.gateway import events as ev
 from iaxgw.gateway.calltoken import format_addr
@@ -883,121 +883,6 @@ def _peer_row(name: str, entry: Entry, live: Mapping[str, Any]) -> dict[str, Any
     return row
 
 
-class _EndpointDriver(asyncio.DatagramProtocol):
-    """Drives one sans-IO Endpoint on a UDP socket: feed, flush, timer, events.
-
-    The app-facing surface (``endpoint``, ``local_addr``, ``set_event_handler``, ``flush``,
-    ``close``) is all :class:`GatewayApp` needs from a datagram server.
-    """
-
-    def __init__(self, endpoint: Any, on_datagram: Callable[[str, bytes, Addr, float], None]
-                 | None) -> None:
-        self.endpoint = endpoint
-        self.local_addr: Addr = ("0.0.0.0", 0)
-        self._on_datagram = on_datagram
-        self._handler: Callable[[ev.Event], None] | None = None
-        self._transport: asyncio.DatagramTransport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        self._loop = asyncio.get_running_loop()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.DatagramTransport, transport)
-        sock = transport.get_extra_info("sockname")
-        self.local_addr = (str(sock[0]), int(sock[1]))
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        now = self._loop.time()
-        peer: Addr = (str(addr[0]), int(addr[1]))
-        if self._on_datagram is not None:
-            self._on_datagram("rx", data, peer, now)
-        try:
-            self.endpoint.receive_datagram(data, peer, now)
-        except Exception:
-            log.exception("endpoint failed on a datagram from %s:%d", *peer)
-        self.flush()
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("UDP error: %s", exc)
-
-    def set_event_handler(self, handler: Callable[[ev.Event], None]) -> None:
-        self._handler = handler
-        self.flush()
-
-    def flush(self) -> None:
-        """Send what the endpoint queued, deliver its events, re-arm its timer."""
-        now = self._loop.time()
-        transport = self._transport
-        for data, addr in self.endpoint.datagrams_to_send(now):
-            if transport is None or transport.is_closing():
-                break
-            if self._on_datagram is not None:
-                self._on_datagram("tx", data, addr, now)
-            transport.sendto(data, addr)
-        handler = self._handler
-        if handler is not None:
-            while (event := self.endpoint.next_event()) is not None:
-                try:
-                    handler(event)
-                except Exception:
-                    log.exception("event handler failed on %r", event)
-        self._arm()
-
-    def flush_soon(self) -> None:
-        self.flush()
-
-    def _arm(self) -> None:
-        when = self.endpoint.get_timer()
-        if when == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = when
-        if when is not None and self._transport is not None:
-            self._timer = self._loop.call_at(when, self._fire)
-
-    def _fire(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        try:
-            self.endpoint.handle_timer(self._loop.time())
-        except Exception:
-            log.exception("endpoint timer failed")
-        self.flush()
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
-
-
-async def open_local_endpoint(config: IaxConfig, bind: Addr, *, role_name: str = DEFAULT_SITE,
-                              on_datagram: Callable[[str, bytes, Addr, float], None]
-                              | None = None) -> _EndpointDriver:
-    """Bind ``bind`` and drive a new :class:`~iaxgw.gateway.protocol.Endpoint` on it."""
-    from iaxgw.gateway.protocol import Endpoint
-
-    loop = asyncio.get_running_loop()
-    holder: dict[str, _EndpointDriver] = {}
-
-    def factory() -> _EndpointDriver:
-        endpoint = Endpoint(config, local_addr=bind, role_name=role_name,
-                            wall_offset=time.time() - loop.time())
-        holder["d"] = _EndpointDriver(endpoint, on_datagram)
-        return holder["d"]
-
-    await loop.create_datagram_endpoint(factory, local_addr=bind)
-    driver = holder["d"]
-    driver.endpoint.local_addr = driver.local_addr
-    driver.endpoint.start(loop.time())
-    driver.flush()
-    return driver
-
-
 class _ServerAdapter:
     """``server.DatagramServer`` (protocol core) seen through the surface GatewayApp uses."""
 
@@ -1030,12 +915,9 @@ class _ServerAdapter:
 async def open_server_endpoint(config: IaxConfig, bind: Addr, *, role_name: str = DEFAULT_SITE,
                                on_datagram: Callable[[str, bytes, Addr, float], None]
                                | None = None, impair: Any = None) -> Any:
-    """The protocol core's ``server.open_endpoint`` when present, else our own UDP driver."""
-    try:
-        from iaxgw.gateway.server import open_endpoint
-    except ImportError:
-        return await open_local_endpoint(config, bind, role_name=role_name,
-                                         on_datagram=on_datagram)
+    """``server.open_endpoint`` on ``bind``, seen through :class:`_ServerAdapter`."""
+    from iaxgw.gateway.server import open_endpoint
+
     early: list[ev.Event] = []
     server = await open_endpoint(config, bind, role_name=role_name, on_event=early.append,
                                  on_datagram=on_datagram, impair=impair)

@@ -1075,7 +1075,7 @@ class LoadRunner:
         """The far end's latest receive report of ``call`` into its stats (None: none yet)."""
         info = self._ep.call_info(call.callno) if call.callno >= 0 else None
         rr = dict(info.remote_rr) if info is not None and info.remote_rr else None
-        if rr is not None:
+        if rr is not None and info is not None:
             call.stats.remote_rr = rr
             call.stats.remote_rr_sent = call.sent_at_ping.get(info.remote_rr_ts)
         return rr

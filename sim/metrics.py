@@ -251,7 +251,8 @@ class CallStats:
         "_ana_windows", "_batches", "_carry", "_dropped_seen", "_inline", "_own_set",
         "answer_counted", "audio", "bpl", "cause", "cause_code", "codec", "detector", "frame_ms",
         "index", "jb_factor", "mode", "outcome", "payloads", "ping_rtts", "remote_rr",
-        "remote_rr_sent", "rtt_every", "rtts", "rx", "rx_codec", "signature", "snap_expected", "snap_lost",
+        "remote_rr_sent", "rtt_every", "rtts", "rx", "rx_codec", "signature", "snap_expected",
+        "snap_lost",
         "t_accept", "t_answer", "t_end", "t_new", "t_ringing", "tx", "tx_marks",
     )
 
