@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import signal
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -75,38 +73,6 @@ class StartError(Exception):
 
 class PeerNotFound(StartError):
     """``--peer`` names no peer/friend entry (a usage error: exit code 2)."""
-
-
-def parse_hostport(text: str, default_port: int = 4569) -> Addr:
-    """``HOST``, ``HOST:PORT``, ``[V6]``, ``[V6]:PORT`` -> (address, port); names are resolved."""
-    text = text.strip()
-    if not text:
-        raise ValueError("empty address")
-    host, port_s = text, ""
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError(f"{text!r}: missing ']'")
-        host, rest = text[1:end], text[end + 1:]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"{text!r}: expected ':PORT' after ']'")
-            port_s = rest[1:]
-    elif text.count(":") == 1:
-        host, port_s = text.split(":")
-    port = default_port
-    if port_s:
-        if not port_s.isdigit() or not 0 < int(port_s) < 65536:
-            raise ValueError(f"{text!r}: port must be 1..65535")
-        port = int(port_s)
-    try:
-        return str(ipaddress.ip_address(host)), port
-    except ValueError:
-        pass
-    try:
-        return socket.gethostbyname(host), port
-    except OSError:
-        raise ValueError(f"{text!r}: cannot resolve host {host!r}") from None
 
 
 @dataclass(slots=True)

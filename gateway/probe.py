@@ -31,6 +31,7 @@ from typing import Any, Literal
 from iaxgw._core.constants import FORMAT_BITS, IE, DatagramKind, FrameType, IAXSubclass
 from iaxgw._core.frames import classify, parse_full
 from iaxgw._core.ies import IEs
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.asterisk_conf import ConfigError
 from iaxgw.gateway.config import load_iax_conf
 from iaxgw.gateway.events import (
@@ -43,7 +44,7 @@ from iaxgw.gateway.events import (
 from iaxgw.gateway.model import Entry, General, IaxConfig
 from iaxgw.gateway.server import open_endpoint
 
-__all__ = ["ProbeReport", "Step", "parse_hostport", "probe", "run_probe"]
+__all__ = ["ProbeReport", "Step", "probe", "run_probe"]
 
 X = IAXSubclass
 Status = Literal["ok", "fail", "warn", "skip", "info"]
@@ -104,18 +105,6 @@ class ProbeReport:
         lines.append("result: " + (f"stops at {self.stopped_at}" if not self.ok else
                                    "trunk works, with warnings" if warn else "trunk OK"))
         return "\n".join(lines)
-
-
-def parse_hostport(text: str, default_port: int = 4569) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]:port``."""
-    t = text.strip()
-    if t.startswith("["):
-        host, _, rest = t[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    if t.count(":") == 1:
-        host, port = t.split(":")
-        return host, int(port)
-    return t, default_port
 
 
 def _codec_names(mask: int) -> str:
@@ -530,12 +519,10 @@ async def _media(rep: ProbeReport, server: Any, callno: int, acc: CallProgress, 
         rep.steps.append(Step("media", "ok", detail))
 
 
-def run_probe(target: str, peer: str, *, config_dir: str | None = None, bind: str | None = None,
-              exten: str | None = None, username: str | None = None,
+def run_probe(target: Addr, peer: str, *, config_dir: str | None = None,
+              bind: Addr | None = None, exten: str | None = None, username: str | None = None,
               secret: str | None = None) -> ProbeReport:
     """Synchronous wrapper for the CLI."""
-    host, port = parse_hostport(target)
-    b = parse_hostport(bind, 0) if bind else None
-    return asyncio.run(probe(host, port, peer, config_dir=config_dir, bind=b, exten=exten,
-                             username=username, secret=secret))
+    return asyncio.run(probe(target[0], target[1], peer, config_dir=config_dir, bind=bind,
+                             exten=exten, username=username, secret=secret))
 
