@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from iaxgw.gateway import events as ev
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.calltoken import format_addr
 from iaxgw.gateway.channel import Channel
 from iaxgw.gateway.control import CommandRefused, ControlError, ControlServer, to_jsonable
@@ -43,7 +44,6 @@ log = logging.getLogger("iaxgw.serve")
 _T = TypeVar("_T")
 frame_log = logging.getLogger("iaxgw.frames")
 
-Addr = tuple[str, int]
 TICK = 0.020                # media pacing: one 20 ms voice frame per call per tick
 STOP_GRACE = 2.0            # s to wait for the HANGUPs to be acknowledged on stop
 DIALPLAN_GRACE = 2.0        # s a dialplan may run on after its call ended (h extension)

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any, cast
 from iaxgw._core.constants import CAUSES, IE
 from iaxgw._core.ies import IEs, build_ies, capability_from, format_from
 from iaxgw.gateway import registration
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.calls import Call, CallKind
 from iaxgw.gateway.calltoken import md5_result
 from iaxgw.gateway.config import acl_allows, calltoken_optional
 from iaxgw.gateway.crypto import CallCrypto, merge_encryption
 from iaxgw.gateway.events import AuthFailed, IncomingCall
 from iaxgw.gateway.model import Entry
-from iaxgw.gateway.reliability import _IAX, _STATELESS, Addr, EndpointCore, S, X, _i, _s
+from iaxgw.gateway.reliability import _IAX, _STATELESS, EndpointCore, S, X, _i, _s
 from iaxgw.gateway.rsakeys import KeyProblem, verify_challenge
 
 if TYPE_CHECKING:

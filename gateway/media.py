@@ -23,6 +23,7 @@ from iaxgw._core.trunk import (
     send_trunk_voice,
     trunk_epoch,
 )
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.calls import Call
 from iaxgw.gateway.crypto import KEY_ROTATE_MIN_S, KEY_ROTATE_SPREAD_S, rotation_key
 from iaxgw.gateway.events import VoiceReceived
@@ -30,7 +31,6 @@ from iaxgw.gateway.reliability import (
     _IAX,
     _VOICE,
     TS_SKEW_MS,
-    Addr,
     EndpointCore,
     S,
     Timer,

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.model import Entry, Register
 
 __all__ = ["QUALIFY_FREQ_NOTOK", "QUALIFY_FREQ_OK", "REG_DEFAULT_REFRESH", "PeerState",
            "RegState"]
 
-Addr = tuple[str, int]
 
 #: Asterisk qualifyfreqok / qualifyfreqnotok (seconds).
 QUALIFY_FREQ_OK = 60.0

@@ -35,6 +35,7 @@ from iaxgw._core.frames import parse_full
 from iaxgw._core.ies import IEs, build_ies
 from iaxgw._core.trunk import receive_mini
 from iaxgw.gateway import registration
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.callee import CalleeMixin
 from iaxgw.gateway.callflow import CallFlowMixin
 from iaxgw.gateway.calls import (
@@ -66,7 +67,6 @@ from iaxgw.gateway.reliability import (
     PING_INTERVAL,
     SOFT_SLACK,
     TS_SKEW_MS,
-    Addr,
     MediaSink,
     S,
     Timer,

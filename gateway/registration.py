@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from iaxgw._core.constants import IE, IAXSubclass
 from iaxgw._core.ies import IEs, build_ies
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.calls import Call, CallKind, CallState
 from iaxgw.gateway.calltoken import md5_result
 from iaxgw.gateway.config import acl_allows
@@ -26,7 +27,6 @@ log = logging.getLogger("iaxgw.protocol")
 #: The cause text of the REGREJ a source throttled by ``authfaillimit`` gets
 REGREJ_THROTTLED_TEXT = "Registration Refused: throttled after repeated failed authentications"
 
-Addr = tuple[str, int]
 S = CallState
 _STATELESS = 1
 X = IAXSubclass

@@ -30,6 +30,7 @@ from iaxgw._core.errors import FrameError
 from iaxgw._core.frames import build_full
 from iaxgw._core.ies import IEs
 from iaxgw.gateway import registration
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.calls import MSG_TX, Call, CallKind, CallNumbers, CallState, Pending
 from iaxgw.gateway.calltoken import KEY_BYTES, CallTokens
 from iaxgw.gateway.crypto import CallCrypto
@@ -46,7 +47,6 @@ __all__ = ["EndpointCore", "MediaSink", "codec_bits"]
 
 log = logging.getLogger("iaxgw.protocol")
 
-Addr = tuple[str, int]
 MediaSink = Callable[[int, int, bytes, float], None]
 Timer = list[Any]   # [when, seq, fn, arg, alive]
 

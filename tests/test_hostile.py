@@ -27,13 +27,13 @@ from iaxgw._core.constants import IE, FrameType, IAXSubclass
 from iaxgw._core.frames import build_full, build_mini, parse_full
 from iaxgw._core.ies import IEs, build_ies
 from iaxgw._core.trunk import pack_trunk
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.calls import CallState
 from iaxgw.gateway.events import AuthFailed, CallEnded, CallProgress, IncomingCall, VoiceReceived
 from iaxgw.gateway.model import General
 from iaxgw.gateway.protocol import Endpoint
 
 X = IAXSubclass
-Addr = tuple[str, int]
 STRANGER: Addr = ("127.0.0.66", 4569)
 SAME_IP_OTHER_PORT: Addr = (ADDR_A[0], 40000)
 VOICE = bytes(range(160))
