@@ -46,7 +46,6 @@ from iaxgw.gateway.server import open_endpoint
 
 __all__ = ["ProbeReport", "Step", "probe", "run_probe"]
 
-X = IAXSubclass
 Status = Literal["ok", "fail", "warn", "skip", "info"]
 PROBE_EXTEN = "iaxgw-probe-0"
 POKE_WAIT = 2.0
@@ -254,14 +253,14 @@ async def probe(host: str, port: int, peer: str, *, config_dir: str | None = Non
         t0 = now()
         ep.poke(peer, t0)
         server.flush()
-        got = await _wait(lambda: wire.seen(X.PONG), poke_wait)
+        got = await _wait(lambda: wire.seen(IAXSubclass.PONG), poke_wait)
         if not got:
             rep.steps.append(Step(
                 "poke", "fail", f"no answer in {poke_wait:.0f} s to POKE",
                 f"UDP {port} blocked, wrong host/port ({host}:{port}), or the remote is not "
                 "running (check: iax2 show peers / ss -ulnp on the remote)"))
             return rep
-        rtt = int((wire.seen(X.PONG)[0][0] - t0) * 1000)
+        rtt = int((wire.seen(IAXSubclass.PONG)[0][0] - t0) * 1000)
         rep.steps.append(Step("poke", "ok", f"PONG in {rtt} ms"))
 
         # 2-4. test call to a non-existent extension: token, auth
@@ -283,10 +282,12 @@ async def probe(host: str, port: int, peer: str, *, config_dir: str | None = Non
             return callno, ended, acc
 
         callno, ended, acc = await test_call(exten or PROBE_EXTEN)
-        token = wire.seen(X.CALLTOKEN, callno)
-        authreq = wire.seen(X.AUTHREQ, callno)
-        rejects = wire.seen(X.REJECT, callno)
-        answered = [f for f in wire.frames if f[2] == callno and f[3] not in (X.CALLTOKEN,)]
+        token = wire.seen(IAXSubclass.CALLTOKEN, callno)
+        authreq = wire.seen(IAXSubclass.AUTHREQ, callno)
+        rejects = wire.seen(IAXSubclass.REJECT, callno)
+        answered = [
+            f for f in wire.frames if f[2] == callno and f[3] not in (IAXSubclass.CALLTOKEN,)
+        ]
         if token:
             after = [f for f in answered if f[0] >= token[0][0]]
             if not after:
@@ -296,7 +297,11 @@ async def probe(host: str, port: int, peer: str, *, config_dir: str | None = Non
                     "the remote drops our NEW after the token: its permit/deny (ACL) shuts "
                     f"out {bind[0]}, or its maxcallnumbers limit for our address is reached"))
                 return rep
-            if after[0][3] == X.REJECT and after[0][4] is not None and len(after[0][4]) == 0:
+            if (
+                after[0][3] == IAXSubclass.REJECT
+                and after[0][4] is not None
+                and len(after[0][4]) == 0
+            ):
                 rep.steps.append(Step(
                     "calltoken", "fail", "our NEW with the token was answered by a bare REJECT",
                     "the token was invalid or expired (sent from another address/port, or "
@@ -354,7 +359,7 @@ async def probe(host: str, port: int, peer: str, *, config_dir: str | None = Non
                     callno3, ended3, acc3 = await test_call(PROBE_EXTEN, context="")
                 finally:
                     entry.username = saved
-                if wire.seen(X.AUTHREQ, callno3) or acc3 is not None or (
+                if wire.seen(IAXSubclass.AUTHREQ, callno3) or acc3 is not None or (
                         ended3 is not None and ended3.cause == 3):
                     hint = ("a NEW without USERNAME is let in by address: permit/deny is not "
                             "the cause\nmost likely: the secret differs, or username "
