@@ -32,10 +32,10 @@ from iaxgw.gateway.calltoken import format_addr
 from iaxgw.gateway.channel import Channel
 from iaxgw.gateway.control import CommandRefused, ControlError, ControlServer, to_jsonable
 from iaxgw.gateway.framelog import describe
-from iaxgw.gateway.metrics import Metrics, metrics_url
 from iaxgw.gateway.model import Entry, IaxConfig
 from iaxgw.gateway.originate import Originator, PhoneChannel
 from iaxgw.gateway.pcap import PcapWriter
+from iaxgw.gateway.prometheus import Metrics, metrics_url
 from iaxgw.gateway.safefs import default_spool_dir, private_dir
 from iaxgw.gateway.session import IaxChannel
 from iaxgw.gateway.showrows import peer_detail, registry_rows, user_rows
