@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from iaxgw._core.constants import format_names
 from iaxgw.gateway import events as ev
 from iaxgw.gateway.address import Addr
 from iaxgw.gateway.calltoken import format_addr
@@ -811,15 +812,14 @@ def _get(obj: Any, key: str, default: Any) -> Any:
 
 
 def _format_name(fmt: Any) -> str:
+    """The codec name of a channel's format (a name as given; "unknown": none or not a mask)."""
     if isinstance(fmt, str):
         return fmt
     try:
-        from iaxgw._core.constants import format_names
-
         names = format_names(int(fmt))
-        return names[0] if names else "unknown"
-    except Exception:
+    except (TypeError, ValueError):
         return "unknown"
+    return names[0] if names else "unknown"
 
 
 def _peer_row(name: str, entry: Entry, live: Mapping[str, Any]) -> dict[str, Any]:
