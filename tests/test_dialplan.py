@@ -23,6 +23,7 @@ from iaxgw.gateway.dialplan import (
     load_extensions_conf,
     match_pattern,
     pattern_key,
+    pattern_samples,
     run,
     split_args,
     substitute,
@@ -167,6 +168,17 @@ def test_dialplan_warnings(tmp_path: Path) -> None:
 ])
 def test_pattern_matching(pattern: str, exten: str, ok: bool) -> None:
     assert match_pattern(pattern, exten) is ok
+
+
+@pytest.mark.parametrize(("pattern", "samples"), [
+    ("300", ["300"]), ("_3XX", ["300", "399"]), ("_2[05-7]Z", ["201", "279"]),
+    ("_nxx", ["200", "999"]), ("_[13-5]X", ["10", "59"]), ("_3.", ["30", "39"]),
+    ("_3!", ["30", "39"]), ("_1-800-NXX", ["1800200", "1800999"]), ("_[7]1", ["71"]),
+])
+def test_pattern_samples_are_the_lowest_and_highest_match(pattern: str,
+                                                          samples: list[str]) -> None:
+    assert pattern_samples(pattern) == samples
+    assert all(match_pattern(pattern, sample) for sample in samples)
 
 
 def test_pattern_ordering(tmp_path: Path) -> None:
