@@ -344,7 +344,7 @@ class _ContextLoader:
 
 def load_extensions_conf(path: str | os.PathLike[str]) -> Dialplan:
     """Parse an extensions.conf (with includes) into a :class:`Dialplan`."""
-    from iaxgw.gateway.apps import APPLICATIONS
+    from iaxgw.gateway.dialplan_apps import APPLICATIONS
 
     conf = read_conf(path)
     plan = Dialplan()
@@ -723,7 +723,7 @@ async def run(dialplan: Dialplan, channel: Channel, context: str, exten: str, *,
     reads ``sounds_dir``.  ``vm_max_seconds`` caps a voicemail message; ``time_scale`` multiplies
     the dialplan's waits (Wait, Dial timeouts, phone delays), e.g. 0.01 in tests.
     """
-    from iaxgw.gateway.apps import Session
+    from iaxgw.gateway.dialplan_apps import Session
 
     session = Session(dialplan=dialplan, channel=channel, phones=phones,
                       spool_dir=Path(spool_dir),

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from iaxgw._core import g711
-from iaxgw.gateway.apps import Recorder, encode, frames, tone_pcm
 from iaxgw.gateway.channel import DialOutcome
 from iaxgw.gateway.config import ConfigError, PhoneBehaviour, PhonesConfig, default_config_dir
 from iaxgw.gateway.dialplan import (
@@ -29,6 +28,7 @@ from iaxgw.gateway.dialplan import (
     substitute,
     substring,
 )
+from iaxgw.gateway.dialplan_apps import Recorder, encode, frames, tone_pcm
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakes import FakeChannel
