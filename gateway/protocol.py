@@ -48,7 +48,6 @@ from iaxgw.gateway.calls import (
     PeerInfo,
     msg_text,
 )
-from iaxgw.gateway.calltoken import md5_result
 from iaxgw.gateway.crypto import decrypt_datagram, encrypt_datagrams
 from iaxgw.gateway.events import (
     CallProgress,
@@ -63,22 +62,14 @@ from iaxgw.gateway.reliability import (
     _IAX,
     _STATELESS,
     _VOICE,
-    LAGRQ_INTERVAL,
-    MAX_RETRIES,
-    PING_INTERVAL,
     SOFT_SLACK,
-    TS_SKEW_MS,
     MediaSink,
-    Timer,
-    codec_bits,
 )
 
-__all__ = ["Endpoint", "MediaSink", "md5_result"]
+__all__ = ["Endpoint"]
 
 log = logging.getLogger("iaxgw.protocol")
 
-# Re-exported for code that read them from here before the split.
-_REEXPORTS = (LAGRQ_INTERVAL, MAX_RETRIES, PING_INTERVAL, TS_SKEW_MS, Timer, codec_bits)
 
 MAX_DATAGRAM = 4096           # Asterisk's read limit, larger is dropped (docs/protocol.md §2.5)
 

@@ -10,7 +10,7 @@ import logging
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from iaxgw._core.constants import IE, IAXSubclass
+from iaxgw._core.constants import IE, FrameType, IAXSubclass
 from iaxgw._core.ies import IEs, build_ies
 from iaxgw.gateway.address import Addr
 from iaxgw.gateway.calls import Call, CallKind, CallState
@@ -28,7 +28,7 @@ log = logging.getLogger("iaxgw.protocol")
 REGREJ_THROTTLED_TEXT = "Registration Refused: throttled after repeated failed authentications"
 
 _STATELESS = 1
-_IAX = 6
+_IAX = int(FrameType.IAX)
 
 
 def ie_str(ies: IEs, ie: int) -> str | None:
