@@ -22,7 +22,7 @@ class DatagramKind(IntEnum):
 
 
 class FrameType(IntEnum):
-    """Full frame types (section 4; RFC 5456 section 8.2)."""
+    """Full frame types (docs/protocol.md §4; RFC 5456 section 8.2)."""
 
     DTMF = 1  # Asterisk: DTMF_END
     VOICE = 2
@@ -42,7 +42,7 @@ DTMF_END: Final = FrameType.DTMF
 
 
 class IAXSubclass(IntEnum):
-    """Subclasses of IAX (type 6) frames (section 4; RFC 5456 section 8.4)."""
+    """Subclasses of IAX (type 6) frames (docs/protocol.md §4; RFC 5456 section 8.4)."""
 
     NEW = 1
     PING = 2

@@ -18,25 +18,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import signal
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
+from iaxgw._core.constants import format_names
 from iaxgw.gateway import events as ev
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.calltoken import format_addr
 from iaxgw.gateway.channel import Channel
 from iaxgw.gateway.control import CommandRefused, ControlError, ControlServer, to_jsonable
 from iaxgw.gateway.framelog import describe
-from iaxgw.gateway.metrics import Metrics, metrics_url
 from iaxgw.gateway.model import Entry, IaxConfig
 from iaxgw.gateway.originate import Originator, PhoneChannel
 from iaxgw.gateway.pcap import PcapWriter
+from iaxgw.gateway.prometheus import Metrics, metrics_url
 from iaxgw.gateway.safefs import default_spool_dir, private_dir
 from iaxgw.gateway.session import IaxChannel
 from iaxgw.gateway.showrows import endpoint_stat_groups, peer_detail, registry_rows, user_rows
@@ -45,7 +45,6 @@ log = logging.getLogger("iaxgw.serve")
 _T = TypeVar("_T")
 frame_log = logging.getLogger("iaxgw.frames")
 
-Addr = tuple[str, int]
 TICK = 0.020                # media pacing: one 20 ms voice frame per call per tick
 STOP_GRACE = 2.0            # s to wait for the HANGUPs to be acknowledged on stop
 DIALPLAN_GRACE = 2.0        # s a dialplan may run on after its call ended (h extension)
@@ -75,38 +74,6 @@ class StartError(Exception):
 
 class PeerNotFound(StartError):
     """``--peer`` names no peer/friend entry (a usage error: exit code 2)."""
-
-
-def parse_hostport(text: str, default_port: int = 4569) -> Addr:
-    """``HOST``, ``HOST:PORT``, ``[V6]``, ``[V6]:PORT`` -> (address, port); names are resolved."""
-    text = text.strip()
-    if not text:
-        raise ValueError("empty address")
-    host, port_s = text, ""
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError(f"{text!r}: missing ']'")
-        host, rest = text[1:end], text[end + 1:]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"{text!r}: expected ':PORT' after ']'")
-            port_s = rest[1:]
-    elif text.count(":") == 1:
-        host, port_s = text.split(":")
-    port = default_port
-    if port_s:
-        if not port_s.isdigit() or not 0 < int(port_s) < 65536:
-            raise ValueError(f"{text!r}: port must be 1..65535")
-        port = int(port_s)
-    try:
-        return str(ipaddress.ip_address(host)), port
-    except ValueError:
-        pass
-    try:
-        return socket.gethostbyname(host), port
-    except OSError:
-        raise ValueError(f"{text!r}: cannot resolve host {host!r}") from None
 
 
 @dataclass(slots=True)
@@ -189,8 +156,8 @@ def load_site(opts: ServeOptions) -> Site:
     if host is not None:
         config.entries[opts.peer] = replace(entry, host=host[0], port=host[1], dynamic=False)
     try:
-        from iaxgw.gateway.apps import APPLICATIONS
         from iaxgw.gateway.dialplan import load_extensions_conf
+        from iaxgw.gateway.dialplan_apps import APPLICATIONS
 
         dialplan = load_extensions_conf(ext_path, APPLICATIONS)
     except errors as exc:
@@ -533,7 +500,7 @@ class GatewayApp:
         task.add_done_callback(self._tasks.discard)
 
     async def _run_dialplan(self, session: IaxChannel | PhoneChannel) -> None:
-        from iaxgw.gateway.apps import run
+        from iaxgw.gateway.dialplan_apps import run
 
         try:
             await run(self.site.dialplan, session, session.context, session.exten,
@@ -833,15 +800,14 @@ def _get(obj: Any, key: str, default: Any) -> Any:
 
 
 def _format_name(fmt: Any) -> str:
+    """The codec name of a channel's format (a name as given; "unknown": none or not a mask)."""
     if isinstance(fmt, str):
         return fmt
     try:
-        from iaxgw._core.constants import format_names
-
         names = format_names(int(fmt))
-        return names[0] if names else "unknown"
-    except Exception:
+    except (TypeError, ValueError):
         return "unknown"
+    return names[0] if names else "unknown"
 
 
 def _peer_row(name: str, entry: Entry, live: Mapping[str, Any]) -> dict[str, Any]:
@@ -869,121 +835,6 @@ def _peer_row(name: str, entry: Entry, live: Mapping[str, Any]) -> dict[str, Any
     if isinstance(status, str) and status:
         row["status"] = status
     return row
-
-
-class _EndpointDriver(asyncio.DatagramProtocol):
-    """Drives one sans-IO Endpoint on a UDP socket: feed, flush, timer, events.
-
-    The app-facing surface (``endpoint``, ``local_addr``, ``set_event_handler``, ``flush``,
-    ``close``) is all :class:`GatewayApp` needs from a datagram server.
-    """
-
-    def __init__(self, endpoint: Any, on_datagram: Callable[[str, bytes, Addr, float], None]
-                 | None) -> None:
-        self.endpoint = endpoint
-        self.local_addr: Addr = ("0.0.0.0", 0)
-        self._on_datagram = on_datagram
-        self._handler: Callable[[ev.Event], None] | None = None
-        self._transport: asyncio.DatagramTransport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        self._loop = asyncio.get_running_loop()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.DatagramTransport, transport)
-        sock = transport.get_extra_info("sockname")
-        self.local_addr = (str(sock[0]), int(sock[1]))
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        now = self._loop.time()
-        peer: Addr = (str(addr[0]), int(addr[1]))
-        if self._on_datagram is not None:
-            self._on_datagram("rx", data, peer, now)
-        try:
-            self.endpoint.receive_datagram(data, peer, now)
-        except Exception:
-            log.exception("endpoint failed on a datagram from %s:%d", *peer)
-        self.flush()
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("UDP error: %s", exc)
-
-    def set_event_handler(self, handler: Callable[[ev.Event], None]) -> None:
-        self._handler = handler
-        self.flush()
-
-    def flush(self) -> None:
-        """Send what the endpoint queued, deliver its events, re-arm its timer."""
-        now = self._loop.time()
-        transport = self._transport
-        for data, addr in self.endpoint.datagrams_to_send(now):
-            if transport is None or transport.is_closing():
-                break
-            if self._on_datagram is not None:
-                self._on_datagram("tx", data, addr, now)
-            transport.sendto(data, addr)
-        handler = self._handler
-        if handler is not None:
-            while (event := self.endpoint.next_event()) is not None:
-                try:
-                    handler(event)
-                except Exception:
-                    log.exception("event handler failed on %r", event)
-        self._arm()
-
-    def flush_soon(self) -> None:
-        self.flush()
-
-    def _arm(self) -> None:
-        when = self.endpoint.get_timer()
-        if when == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = when
-        if when is not None and self._transport is not None:
-            self._timer = self._loop.call_at(when, self._fire)
-
-    def _fire(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        try:
-            self.endpoint.handle_timer(self._loop.time())
-        except Exception:
-            log.exception("endpoint timer failed")
-        self.flush()
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
-
-
-async def open_local_endpoint(config: IaxConfig, bind: Addr, *, role_name: str = DEFAULT_SITE,
-                              on_datagram: Callable[[str, bytes, Addr, float], None]
-                              | None = None) -> _EndpointDriver:
-    """Bind ``bind`` and drive a new :class:`~iaxgw.gateway.protocol.Endpoint` on it."""
-    from iaxgw.gateway.protocol import Endpoint
-
-    loop = asyncio.get_running_loop()
-    holder: dict[str, _EndpointDriver] = {}
-
-    def factory() -> _EndpointDriver:
-        endpoint = Endpoint(config, local_addr=bind, role_name=role_name,
-                            wall_offset=time.time() - loop.time())
-        holder["d"] = _EndpointDriver(endpoint, on_datagram)
-        return holder["d"]
-
-    await loop.create_datagram_endpoint(factory, local_addr=bind)
-    driver = holder["d"]
-    driver.endpoint.local_addr = driver.local_addr
-    driver.endpoint.start(loop.time())
-    driver.flush()
-    return driver
 
 
 class _ServerAdapter:
@@ -1018,12 +869,9 @@ class _ServerAdapter:
 async def open_server_endpoint(config: IaxConfig, bind: Addr, *, role_name: str = DEFAULT_SITE,
                                on_datagram: Callable[[str, bytes, Addr, float], None]
                                | None = None, impair: Any = None) -> Any:
-    """The protocol core's ``server.open_endpoint`` when present, else our own UDP driver."""
-    try:
-        from iaxgw.gateway.server import open_endpoint
-    except ImportError:
-        return await open_local_endpoint(config, bind, role_name=role_name,
-                                         on_datagram=on_datagram)
+    """``server.open_endpoint`` on ``bind``, seen through :class:`_ServerAdapter`."""
+    from iaxgw.gateway.server import open_endpoint
+
     early: list[ev.Event] = []
     server = await open_endpoint(config, bind, role_name=role_name, on_event=early.append,
                                  on_datagram=on_datagram, impair=impair)

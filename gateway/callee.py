@@ -11,16 +11,18 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
-from iaxgw._core.constants import CAUSES, IE
+from iaxgw._core.constants import CAUSES, IE, IAXSubclass
 from iaxgw._core.ies import IEs, build_ies, capability_from, format_from
 from iaxgw.gateway import registration
-from iaxgw.gateway.calls import Call, CallKind
+from iaxgw.gateway.address import Addr
+from iaxgw.gateway.calls import Call, CallKind, CallState
 from iaxgw.gateway.calltoken import md5_result
 from iaxgw.gateway.config import acl_allows, calltoken_optional
 from iaxgw.gateway.crypto import CallCrypto, merge_encryption
 from iaxgw.gateway.events import AuthFailed, IncomingCall
 from iaxgw.gateway.model import Entry
-from iaxgw.gateway.reliability import _IAX, _STATELESS, Addr, EndpointCore, S, X, _i, _s
+from iaxgw.gateway.registration import ie_int, ie_str
+from iaxgw.gateway.reliability import _IAX, _STATELESS, EndpointCore
 from iaxgw.gateway.rsakeys import KeyProblem, verify_challenge
 
 if TYPE_CHECKING:
@@ -69,7 +71,7 @@ class CalleeMixin(EndpointCore):
         if not token:
             self._stats["calltoken_issued"] += 1
             tok = self._tokens.issue(addr, now + self.wall_offset)
-            self._send_stateless(_STATELESS, f, addr, X.CALLTOKEN,
+            self._send_stateless(_STATELESS, f, addr, IAXSubclass.CALLTOKEN,
                                  build_ies([(IE.CALLTOKEN, tok)]))
             return False
         raw = token.encode() if isinstance(token, str) else token
@@ -79,7 +81,7 @@ class CalleeMixin(EndpointCore):
         if reason is not None:
             self._stats["calltoken_rejected"] += 1
             self._events.append(AuthFailed(addr, name, reason))
-            log.info("%s: %s from %s: %s", self.role_name, X(f.csub).name, addr, reason)
+            log.info("%s: %s from %s: %s", self.role_name, IAXSubclass(f.csub).name, addr, reason)
             self._send_stateless(_STATELESS, f, addr, reject_sub)
             return False
         self._stats["calltoken_accepted"] += 1
@@ -95,9 +97,9 @@ class CalleeMixin(EndpointCore):
         if ies is None:
             return
         sub = f.csub
-        if sub == X.NEW:
+        if sub == IAXSubclass.NEW:
             self._on_new(f, ies, addr, now)
-        elif sub in (X.REGREQ, X.REGREL):
+        elif sub in (IAXSubclass.REGREQ, IAXSubclass.REGREL):
             registration.on_regreq_new(cast("Endpoint", self), f, ies, addr, now)
         else:
             self._stats["drop_unsupported_request"] += 1
@@ -117,10 +119,10 @@ class CalleeMixin(EndpointCore):
         return False
 
     def _on_new(self, f: Any, ies: IEs, addr: Addr, now: float) -> None:
-        username = _s(ies, IE.USERNAME)
+        username = ie_str(ies, IE.USERNAME)
         entry = self.config.user(username) if username else self._guess_user(addr)
         name = username or (entry.name if entry is not None else "guest")
-        if not self._token_gate(f, ies, addr, now, entry, name, X.REJECT):
+        if not self._token_gate(f, ies, addr, now, entry, name, IAXSubclass.REJECT):
             return
         trunk = self._incoming_trunk(addr)
         validated = bool(ies.get(IE.CALLTOKEN))     # past the gate: a valid token, or none
@@ -128,16 +130,16 @@ class CalleeMixin(EndpointCore):
         if callno is None:
             why = self._callnos.refusal(addr[0], trunk, validated)
             self._warn("reject_callno_limit", f"no call number for {addr}: {why}", now)
-            self._send_stateless(_STATELESS, f, addr, X.REJECT)
+            self._send_stateless(_STATELESS, f, addr, IAXSubclass.REJECT)
             return
-        call = self._new_call(callno, CallKind.CALL_IN, S.WAIT_AUTHREP, addr, now)
-        call.mark_msg(X.NEW)            # Asterisk's first_iax_message: Rx:NEW
+        call = self._new_call(callno, CallKind.CALL_IN, CallState.WAIT_AUTHREP, addr, now)
+        call.mark_msg(IAXSubclass.NEW)            # Asterisk's first_iax_message: Rx:NEW
         self._bind_remote(call, f.scallno)
         call.iseqno = (f.oseqno + 1) & 0xFF
         call.rx_last = f.ts
         call.trunk = trunk
         call.username = username or ""
-        call.exten = _s(ies, IE.CALLED_NUMBER) or "s"
+        call.exten = ie_str(ies, IE.CALLED_NUMBER) or "s"
         call.new_ies = list(ies)
         self._start_pending_timers(call, now)
         self._stats["calls_in"] += 1
@@ -145,7 +147,7 @@ class CalleeMixin(EndpointCore):
         if self._auth_throttled(addr, f"NEW from {addr} (user {username!r})", name, now):
             self._reject_call(call, 50, THROTTLED_TEXT, now, delay=True)
             return
-        version = _i(ies, IE.VERSION)
+        version = ie_int(ies, IE.VERSION)
         if version is not None and version > 2:
             self._reject_call(call, 111, "Protocol version not supported", now)
             return
@@ -167,7 +169,7 @@ class CalleeMixin(EndpointCore):
                        | (4 if "rsa" in entry.auth and entry.inkeys else 0)) or 2
             self._authreq[entry.name] += 1
             call.auth_pending = True
-            offered = _i(ies, IE.ENCRYPTION) or 0
+            offered = ie_int(ies, IE.ENCRYPTION) or 0
             enc, rotate = merge_encryption(entry.encryption, offered if methods & 6 else 0)
             self._send_authreq(call, methods, entry.name, now, enc)
             if enc:
@@ -206,7 +208,7 @@ class CalleeMixin(EndpointCore):
         if encryption:
             items.append((IE.ENCRYPTION, encryption))
         items.append((IE.USERNAME, username))
-        self._send(call, _IAX, X.AUTHREQ, build_ies(items), now)
+        self._send(call, _IAX, IAXSubclass.AUTHREQ, build_ies(items), now)
 
     def _recent_authfails(self, ip: str, now: float) -> deque[float] | None:
         """The times of failed auths from ``ip`` within ``authfailwindow`` (None: none/off)."""
@@ -258,7 +260,7 @@ class CalleeMixin(EndpointCore):
         if call.auth_pending:
             call.auth_pending = False
             self._authreq[call.peer] -= 1
-        call.state = S.TERMINATING
+        call.state = CallState.TERMINATING
         if cause == 50 and (delay or self.config.general.delayreject):
             call.timers.append(self._schedule(now + 1.0, self._delayed_reject, (call, text)))
             return
@@ -271,7 +273,7 @@ class CalleeMixin(EndpointCore):
 
     def _send_reject(self, call: Call, cause: int, text: str | None, now: float) -> None:
         payload = build_ies([(IE.CAUSE, text or CAUSES.get(cause, "")), (IE.CAUSECODE, cause)])
-        self._send(call, _IAX, X.REJECT, payload, now, final=True)
+        self._send(call, _IAX, IAXSubclass.REJECT, payload, now, final=True)
 
     def _on_authrep(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         if call.auth_pending:
@@ -287,9 +289,9 @@ class CalleeMixin(EndpointCore):
                             "(the NEW offered no encryption)", now)
             return
         ok = False
-        md5 = _s(ies, IE.MD5_RESULT)
-        password = _s(ies, IE.PASSWORD)
-        signature = _s(ies, IE.RSA_RESULT)
+        md5 = ie_str(ies, IE.MD5_RESULT)
+        password = ie_str(ies, IE.PASSWORD)
+        signature = ie_str(ies, IE.RSA_RESULT)
         if signature and "rsa" in entry.auth and entry.inkeys:
             # as Asterisk: the RSA result is checked first, and alone when present
             if not self._rsa_verifies(call, entry, signature, now):
@@ -348,16 +350,16 @@ class CalleeMixin(EndpointCore):
             return
         call.codec = fmt
         call.capability = fmt
-        call.state = S.ACCEPTED
-        self._send(call, _IAX, X.ACCEPT,
+        call.state = CallState.ACCEPTED
+        self._send(call, _IAX, IAXSubclass.ACCEPT,
                    build_ies([(IE.FORMAT, fmt & 0xFFFFFFFF), (IE.FORMAT2, fmt)]), now)
         self._start_call_timers(call, now)
         entry = call.entry
         context = (entry.context if entry is not None and entry.context else None) \
-            or _s(ies, IE.CALLED_CONTEXT) or "default"
+            or ie_str(ies, IE.CALLED_CONTEXT) or "default"
         call.context = context
         call.announced = True
         self._events.append(IncomingCall(
-            call.callno, call.peer, call.exten, context, _s(ies, IE.CALLING_NUMBER) or "",
-            _s(ies, IE.CALLING_NAME) or "", fmt, call.addr, call.trunk))
+            call.callno, call.peer, call.exten, context, ie_str(ies, IE.CALLING_NUMBER) or "",
+            ie_str(ies, IE.CALLING_NAME) or "", fmt, call.addr, call.trunk))
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from iaxgw._core.constants import IE
+from iaxgw._core.constants import IE, IAXSubclass
 from iaxgw._core.ies import IEs, build_ies, format_from
-from iaxgw.gateway.calls import Call, CallKind
+from iaxgw.gateway.calls import Call, CallKind, CallState
 from iaxgw.gateway.calltoken import md5_result
 from iaxgw.gateway.crypto import AES128, CallCrypto, derive_key, merge_encryption
 from iaxgw.gateway.events import CallProgress, CallSetup
-from iaxgw.gateway.reliability import _IAX, _STATELESS, EndpointCore, S, X, _i, _s
+from iaxgw.gateway.registration import ie_int, ie_str
+from iaxgw.gateway.reliability import _IAX, _STATELESS, EndpointCore
 from iaxgw.gateway.rsakeys import KeyProblem, sign_challenge
 
 __all__ = ["CallFlowMixin"]
@@ -29,13 +30,13 @@ class CallFlowMixin(EndpointCore):
 
     def _on_hangup(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         if call.kind in (CallKind.CALL_IN, CallKind.CALL_OUT):
-            cause = _i(ies, IE.CAUSECODE) or 16
-            self._end(call, cause, "hangup", _s(ies, IE.CAUSE))
+            cause = ie_int(ies, IE.CAUSECODE) or 16
+            self._end(call, cause, "hangup", ie_str(ies, IE.CAUSE))
         self._destroy(call, now)
 
     def _on_reject(self, call: Call, f: Any, ies: IEs, now: float) -> None:
-        cause = _i(ies, IE.CAUSECODE) or 21
-        text = _s(ies, IE.CAUSE) or ("CallToken rejected" if f.scallno == _STATELESS else None)
+        cause = ie_int(ies, IE.CAUSECODE) or 21
+        text = ie_str(ies, IE.CAUSE) or ("CallToken rejected" if f.scallno == _STATELESS else None)
         if call.kind == CallKind.CALL_OUT:
             log.info("%s: call %d to %s rejected: %s (cause %d)", self.role_name, call.callno,
                      call.peer, text, cause)
@@ -49,7 +50,7 @@ class CallFlowMixin(EndpointCore):
         """No IAX frame answered our NEW within 2 x maxms/autokill: congestion (Asterisk's
         auto_congest).  Any IAX frame of the call (CALLTOKEN, ACK, AUTHREQ, ...) cancels it
         first (``_cancel_autokill``)."""
-        if self._calls.get(call.callno) is not call or call.state != S.NEW_SENT:
+        if self._calls.get(call.callno) is not call or call.state != CallState.NEW_SENT:
             return
         if call.peer_callno:
             return  # the peer answered (AUTHREQ...)
@@ -84,7 +85,7 @@ class CallFlowMixin(EndpointCore):
         call.oseqno = call.iseqno = call.acked_to = 0
         call.new_ies = [*call.new_ies[:-1], (IE.CALLTOKEN, token)]
         self._stats["calltoken_resends"] += 1
-        sub = X.REGREQ if call.kind == CallKind.REG_OUT else X.NEW
+        sub = IAXSubclass.REGREQ if call.kind == CallKind.REG_OUT else IAXSubclass.NEW
         self._send(call, _IAX, sub, build_ies(call.new_ies), now)
         if call.kind == CallKind.CALL_OUT:
             # the call started with its first NEW: a round trip, unless that NEW was resent
@@ -92,8 +93,8 @@ class CallFlowMixin(EndpointCore):
             self._events.append(CallSetup(call.callno, "calltoken", rtt))
 
     def _on_authreq(self, call: Call, f: Any, ies: IEs, now: float) -> None:
-        methods = _i(ies, IE.AUTHMETHODS) or 0
-        challenge = _s(ies, IE.CHALLENGE)
+        methods = ie_int(ies, IE.AUTHMETHODS) or 0
+        challenge = ie_str(ies, IE.CHALLENGE)
         entry = call.entry
         secret = entry.secrets[0] if entry is not None and entry.secrets else ""
         items = self._auth_items(call, methods, challenge, secret, now)
@@ -104,7 +105,7 @@ class CallFlowMixin(EndpointCore):
         if refusal is not None:
             self._refuse_authreq(call, refusal, now)
             return
-        self._send(call, _IAX, X.AUTHREP, build_ies(items), now)
+        self._send(call, _IAX, IAXSubclass.AUTHREP, build_ies(items), now)
         self._events.append(CallSetup(call.callno, "authrep"))
 
     def _auth_items(self, call: Call, methods: int, challenge: str | None, secret: str,
@@ -137,7 +138,7 @@ class CallFlowMixin(EndpointCore):
         with our ``forceencryption`` ends the call.  Returns why the call cannot go on."""
         entry = call.entry
         ours = entry.encryption if entry is not None else 0
-        asked = _i(ies, IE.ENCRYPTION) or 0
+        asked = ie_int(ies, IE.ENCRYPTION) or 0
         if not asked:
             if entry is not None and entry.forceencryption:
                 self._stats["authreq_unencrypted_refused"] += 1
@@ -159,21 +160,23 @@ class CallFlowMixin(EndpointCore):
     def _refuse_authreq(self, call: Call, text: str, now: float) -> None:
         log.info("%s: call %d: %s", self.role_name, call.callno, text)
         self._end(call, 50, "local", text)
-        call.state = S.TERMINATING
-        self._send(call, _IAX, X.HANGUP, build_ies([(IE.CAUSECODE, 50)]), now, final=True)
+        call.state = CallState.TERMINATING
+        self._send(call, _IAX, IAXSubclass.HANGUP, build_ies([(IE.CAUSECODE, 50)]), now, final=True)
 
     def _on_accept(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         fmt = format_from(ies) or 0
         if not fmt & call.capability:
             self._end(call, 58, "local", "Unable to negotiate codec")
-            call.state = S.TERMINATING
-            self._send(call, _IAX, X.HANGUP, build_ies([(IE.CAUSECODE, 58)]), now, final=True)
+            call.state = CallState.TERMINATING
+            self._send(
+                call, _IAX, IAXSubclass.HANGUP, build_ies([(IE.CAUSECODE, 58)]), now, final=True
+            )
             return
         if fmt & (fmt - 1):
             common = fmt & call.capability
             fmt = call.codec if fmt & call.codec else common & -common
         call.codec = fmt
-        call.state = S.ACCEPTED
+        call.state = CallState.ACCEPTED
         self._start_call_timers(call, now)
         self._events.append(CallProgress(call.callno, "accepted", fmt))
 
@@ -195,10 +198,10 @@ class CallFlowMixin(EndpointCore):
             (IE.RR_DROPPED, rx.dropped & 0xFFFFFFFF),
             (IE.RR_OOO, rx.ooo & 0xFFFFFFFF),
         ])
-        self._send(call, _IAX, X.PONG, payload, now, ts=f.ts)
+        self._send(call, _IAX, IAXSubclass.PONG, payload, now, ts=f.ts)
 
     def _on_lagrq(self, call: Call, f: Any, ies: IEs, now: float) -> None:
-        self._send(call, _IAX, X.LAGRP, b"", now, ts=f.ts)
+        self._send(call, _IAX, IAXSubclass.LAGRP, b"", now, ts=f.ts)
 
     def ping(self, callno: int, now: float) -> int | None:
         """PING call ``callno`` now, besides the regular PING of every call: its PONG brings
@@ -206,10 +209,10 @@ class CallFlowMixin(EndpointCore):
         when the peer sends one, with the PING's timestamp in ``call.remote_rr_ts``).  Returns
         the PING's timestamp; None when there is no such call up."""
         call = self._calls.get(callno)
-        if call is None or call.state == S.TERMINATING or call.kind not in (
+        if call is None or call.state == CallState.TERMINATING or call.kind not in (
                 CallKind.CALL_IN, CallKind.CALL_OUT) or not call.peer_callno:
             return None
-        return self._send(call, _IAX, X.PING, b"", now)
+        return self._send(call, _IAX, IAXSubclass.PING, b"", now)
 
     def _on_pong(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         rtt = int((now - call.start) * 1000.0) - f.ts
@@ -219,10 +222,10 @@ class CallFlowMixin(EndpointCore):
         rr = {}
         for ie, key in ((IE.RR_JITTER, "jitter"), (IE.RR_PKTS, "frames"), (IE.RR_DELAY, "delay"),
                         (IE.RR_DROPPED, "dropped"), (IE.RR_OOO, "ooo")):
-            v = _i(ies, ie)
+            v = ie_int(ies, ie)
             if v is not None:
                 rr[key] = v
-        loss = _i(ies, IE.RR_LOSS)
+        loss = ie_int(ies, IE.RR_LOSS)
         if loss is not None:
             rr["loss_pct"] = loss >> 24
             rr["lost"] = loss & 0xFFFFFF
@@ -236,10 +239,10 @@ class CallFlowMixin(EndpointCore):
             call.lag_ms = lag
 
     def _on_call_poke(self, call: Call, f: Any, ies: IEs, now: float) -> None:
-        self._send(call, _IAX, X.PONG, b"", now, ts=f.ts)
+        self._send(call, _IAX, IAXSubclass.PONG, b"", now, ts=f.ts)
 
     def _on_unsupport(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         self._stats["unsupport_received"] += 1
         log.info("%s: peer does not support IAX subclass %s", self.role_name,
-                 _i(ies, IE.IAX_UNKNOWN))
+                 ie_int(ies, IE.IAX_UNKNOWN))
 

@@ -13,6 +13,7 @@ from enum import IntEnum
 from typing import Any
 
 from iaxgw._core.trunk import CallMedia, RxStats
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.timers import Timer
 
 __all__ = [
@@ -27,7 +28,6 @@ __all__ = [
     "RxStats",
 ]
 
-Addr = tuple[str, int]
 
 #: Call number pools (docs/protocol.md §1.3): 2..16383 normal, 16384..32767 trunked calls.
 NORMAL_POOL = (2, 16383)
@@ -354,7 +354,6 @@ class Call(CallMedia):
         self.last_msg = code
         if not self.first_msg:
             self.first_msg = code
-
 
 
 #: marks a sent subclass in Call.first_msg / last_msg (Asterisk: MARK_IAX_SUBCLASS_TX)

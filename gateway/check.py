@@ -33,7 +33,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iaxgw.gateway.apps import APPLICATIONS
 from iaxgw.gateway.asterisk_conf import ConfFile, ConfigError, Section, read_conf
 from iaxgw.gateway.check_crypto import check_pair_encryption, check_site_encryption
 from iaxgw.gateway.config import (
@@ -45,7 +44,14 @@ from iaxgw.gateway.config import (
     acl_allows,
     load_iax_conf,
 )
-from iaxgw.gateway.dialplan import Dialplan, load_extensions_conf, split_args, substitute
+from iaxgw.gateway.dialplan import (
+    Dialplan,
+    load_extensions_conf,
+    pattern_samples,
+    split_args,
+    substitute,
+)
+from iaxgw.gateway.dialplan_apps import APPLICATIONS
 from iaxgw.gateway.findings import Finding
 from iaxgw.gateway.model import Entry, IaxConfig, Source
 
@@ -239,47 +245,6 @@ def iax_dials(plan: Dialplan) -> Iterator[IaxDial]:
                     number, _at, context = num.partition("@")
                     yield IaxDial(peer, number or "s", context or None, st.source, ext.name,
                                   ctx.name)
-
-
-def pattern_samples(name: str) -> list[str]:
-    """Numbers that ``name`` matches: lowest and highest choice at every position."""
-    if not name.startswith("_"):
-        return [name]
-    lo: list[str] = []
-    hi: list[str] = []
-    p = name[1:]
-    i = 0
-    while i < len(p):
-        c = p[i]
-        u = c.upper()
-        if u == "X":
-            lo.append("0")
-            hi.append("9")
-        elif u == "Z":
-            lo.append("1")
-            hi.append("9")
-        elif u == "N":
-            lo.append("2")
-            hi.append("9")
-        elif c == "[":
-            end = p.find("]", i)
-            body = p[i + 1:end] if end > 0 else ""
-            chars = sorted(ch for ch in body if ch != "-") or ["0"]
-            lo.append(chars[0])
-            hi.append(chars[-1])
-            i = end if end > 0 else len(p)
-        elif c in ".!":
-            lo.append("0")
-            hi.append("9")
-            break
-        elif c != "-":
-            lo.append(c)
-            hi.append(c)
-        i += 1
-    out = ["".join(lo)]
-    if "".join(hi) != out[0]:
-        out.append("".join(hi))
-    return out
 
 
 def expand_number(number: str, exten: str) -> str:

@@ -49,28 +49,15 @@ def main(verbose: int) -> None:
 
 
 def _attach() -> None:
-    """Attach the sub-commands that exist in this build."""
-    import importlib
+    """Attach the sub-commands, each defined beside the code it drives."""
+    from iaxgw.gateway.ctl_cli import ctl
+    from iaxgw.gateway.doctor_cli import check, probe
+    from iaxgw.gateway.serve_cli import serve, show
+    from iaxgw.sim.lab_cli import lab
+    from iaxgw.sim.loadtest_cli import loadtest, worker
 
-    for modname, attr in (
-        ("iaxgw.sim.lab_cli", "lab"),
-        ("iaxgw.gateway.serve_cli", "serve"),
-        ("iaxgw.gateway.serve_cli", "show"),
-        ("iaxgw.gateway.ctl_cli", "ctl"),
-        ("iaxgw.sim.loadtest_cli", "loadtest"),
-        ("iaxgw.sim.loadtest_cli", "worker"),
-        ("iaxgw.gateway.core_cli", "decode"),
-        ("iaxgw.gateway.core_cli", "g711"),
-        ("iaxgw.gateway.doctor_cli", "check"),
-        ("iaxgw.gateway.doctor_cli", "probe"),
-    ):
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:
-            if exc.name != modname:
-                raise
-            continue
-        main.add_command(getattr(mod, attr))
+    for command in (lab, serve, show, ctl, loadtest, worker, check, probe):
+        main.add_command(command)
 
 
 _attach()

@@ -174,48 +174,61 @@ def _set_chars(body: str, name: str, source: Source | None) -> str:
     return "".join(sorted(set(chars)))
 
 
-def _positions(name: str, source: Source | None) -> list[tuple[int, str, str]]:
-    """(count of chars matched, lowest char, regex) per position of pattern ``name`` (with _)."""
-    out: list[tuple[int, str, str]] = []
+def _positions(name: str, source: Source | None) -> list[tuple[int, str, str, str]]:
+    """(count of chars matched, lowest char, highest char, regex) per position of pattern
+    ``name`` (with _); the lowest and highest of ``.`` and ``!`` are empty."""
+    out: list[tuple[int, str, str, str]] = []
     p = name[1:]
     i = 0
     while i < len(p):
         c = p[i]
         u = c.upper()
         if u == "X":
-            out.append((10, "0", "[0-9]"))
+            out.append((10, "0", "9", "[0-9]"))
         elif u == "Z":
-            out.append((9, "1", "[1-9]"))
+            out.append((9, "1", "9", "[1-9]"))
         elif u == "N":
-            out.append((8, "2", "[2-9]"))
+            out.append((8, "2", "9", "[2-9]"))
         elif c == "[":
             end = p.find("]", i)
             if end < 0:
                 raise ConfigError(f"pattern {name!r}: missing ']'", source)
             chars = _set_chars(p[i + 1:end], name, source)
-            out.append((len(chars), chars[0], "[" + "".join(re.escape(x) for x in chars) + "]"))
+            out.append((len(chars), chars[0], chars[-1],
+                        "[" + "".join(re.escape(x) for x in chars) + "]"))
             i = end
         elif c == ".":
-            out.append((_ANY_ONE, "", ".+"))
+            out.append((_ANY_ONE, "", "", ".+"))
             break                  # Asterisk ignores anything after . and !
         elif c == "!":
-            out.append((_ANY_ZERO, "", ".*"))
+            out.append((_ANY_ZERO, "", "", ".*"))
             break
         elif c == "-":
             pass
         else:
-            out.append((1, c, re.escape(c)))
+            out.append((1, c, c, re.escape(c)))
         i += 1
     return out
 
 
 def _compile(name: str, source: Source | None) -> re.Pattern[str]:
-    return re.compile("".join(r for _, _, r in _positions(name, source)), re.DOTALL)
+    return re.compile("".join(r for _, _, _, r in _positions(name, source)), re.DOTALL)
 
 
 def pattern_key(name: str) -> tuple[tuple[int, str], ...]:
     """Sort key: smaller = more specific (see module docstring)."""
-    return tuple((n, lo) for n, lo, _ in _positions(name, None))
+    return tuple((n, lo) for n, lo, _, _ in _positions(name, None))
+
+
+def pattern_samples(name: str) -> list[str]:
+    """Numbers that ``name`` matches: the lowest and the highest choice at every position (a
+    ``.`` or ``!`` stands for one digit, 0 or 9); an exact name is its own one sample."""
+    if not name.startswith("_"):
+        return [name]
+    positions = _positions(name, None)
+    lowest = "".join(lo or "0" for _, lo, _, _ in positions)
+    highest = "".join(hi or "9" for _, _, hi, _ in positions)
+    return [lowest] if highest == lowest else [lowest, highest]
 
 
 def match_pattern(pattern: str, exten: str) -> bool:
@@ -326,7 +339,7 @@ class _ContextLoader:
 def load_extensions_conf(path: str | os.PathLike[str],
                          applications: Collection[str] | None = None) -> Dialplan:
     """Parse an extensions.conf (with includes) into a :class:`Dialplan`; with
-    ``applications`` (the names the interpreter runs, ``apps.APPLICATIONS``), a step naming
+    ``applications`` (the names the interpreter runs, ``dialplan_apps.APPLICATIONS``), a step naming
     any other application is a warning."""
     conf = read_conf(path)
     plan = Dialplan()

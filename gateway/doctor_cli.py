@@ -6,7 +6,9 @@ import sys
 
 import click
 
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.check import check_dirs, findings_json, format_findings, has_errors
+from iaxgw.gateway.serve_cli import hostport_cb
 
 
 @click.command("check")
@@ -30,17 +32,17 @@ def check(directory: str, remote: str | None, as_json: bool) -> None:
 
 
 @click.command("probe")
-@click.argument("target")
+@click.argument("target", callback=hostport_cb(4569))
 @click.option("--peer", required=True, help="Our entry name for the remote (its [section]).")
 @click.option("--config", "config_dir", type=click.Path(file_okay=False), default=None,
               help="Our config folder: username, secret, codecs, trunk, bindaddr come from it.")
-@click.option("--bind", default=None, help="Local ADDR[:PORT] (default: the config's bindaddr "
-              "and bindport, else any).")
+@click.option("--bind", callback=hostport_cb(0), default=None,
+              help="Local ADDR[:PORT] (default: the config's bindaddr and bindport, else any).")
 @click.option("--exten", default=None, help="An echo extension: test media for ~2 s.")
 @click.option("--username", default=None, help="Override the USERNAME we send.")
 @click.option("--secret", default=None, help="Override our secret.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def probe(target: str, peer: str, config_dir: str | None, bind: str | None, exten: str | None,
+def probe(target: Addr, peer: str, config_dir: str | None, bind: Addr | None, exten: str | None,
           username: str | None, secret: str | None, as_json: bool) -> None:
     """Talk to the live peer at TARGET (HOST[:PORT]) step by step; say where it stops."""
     from iaxgw.gateway.probe import run_probe

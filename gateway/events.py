@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Addr = tuple[str, int]
+from iaxgw.gateway.address import Addr
 
 ProgressKind = Literal[
     "accepted", "ringing", "proceeding", "progress", "answered", "busy", "congestion",

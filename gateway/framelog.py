@@ -12,8 +12,7 @@ from iaxgw._core.errors import FrameError
 from iaxgw._core.frames import DatagramKind, classify, parse_full, parse_mini, parse_video_mini
 from iaxgw._core.ies import parse_ies
 from iaxgw._core.trunk import parse_trunk
-
-Addr = tuple[str, int]
+from iaxgw.gateway.address import Addr
 
 
 def _name(enum: type[IAXSubclass] | type[ControlSubclass] | type[FrameType], value: int) -> str:

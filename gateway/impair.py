@@ -50,6 +50,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from iaxgw.gateway.address import Addr
+
 __all__ = [
     "Direction",
     "ImpairError",
@@ -61,7 +63,6 @@ __all__ = [
 ]
 
 Direction = Literal["send", "recv"]
-Addr = tuple[str, int]
 
 DEFAULT_GAP = 0.050
 

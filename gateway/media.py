@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from iaxgw._core.constants import IE
+from iaxgw._core.constants import IE, IAXSubclass
 from iaxgw._core.errors import FrameError
 from iaxgw._core.frames import uncompress_subclass
 from iaxgw._core.ies import build_ies
@@ -23,25 +23,23 @@ from iaxgw._core.trunk import (
     send_trunk_voice,
     trunk_epoch,
 )
-from iaxgw.gateway.calls import Call
+from iaxgw.gateway.address import Addr
+from iaxgw.gateway.calls import Call, CallState
 from iaxgw.gateway.crypto import KEY_ROTATE_MIN_S, KEY_ROTATE_SPREAD_S, rotation_key
 from iaxgw.gateway.events import VoiceReceived
 from iaxgw.gateway.reliability import (
     _IAX,
     _VOICE,
     TS_SKEW_MS,
-    Addr,
     EndpointCore,
-    S,
-    X,
 )
 from iaxgw.gateway.timers import Timer
 
 __all__ = ["MediaMixin", "TrunkStream"]
 
 _MINI = struct.Struct(">HH")
-_ACCEPTED = int(S.ACCEPTED)
-_UP = int(S.UP)
+_ACCEPTED = int(CallState.ACCEPTED)
+_UP = int(CallState.UP)
 
 _NO_CALLS: dict[int, Call] = {}
 
@@ -140,10 +138,10 @@ class MediaMixin(EndpointCore):
         """RTKEY (CHALLENGE = the new 16-byte key), sent with the old key; our frames after it
         use the new one (``CallCrypto.rotate_tx``)."""
         cc = self._crypt.get(call.callno)
-        if cc is None or self._calls.get(call.callno) is not call or call.state > S.UP:
+        if cc is None or self._calls.get(call.callno) is not call or call.state > CallState.UP:
             return
         key = rotation_key(self._rng)
-        self._send(call, _IAX, X.RTKEY, build_ies([(IE.CHALLENGE, key)]), now)
+        self._send(call, _IAX, IAXSubclass.RTKEY, build_ies([(IE.CHALLENGE, key)]), now)
         cc.rotate_tx(key, self._flush_gen, len(self._out))
         self._stats["key_rotations"] += 1
         when = now + KEY_ROTATE_MIN_S + self._rng.random() * KEY_ROTATE_SPREAD_S
@@ -206,10 +204,10 @@ class MediaMixin(EndpointCore):
             return
         call.vnak_at = now
         self._stats["vnak_no_full_voice"] += 1
-        self._send_unreliable(call, X.VNAK, call.lastsent, call.iseqno)
+        self._send_unreliable(call, IAXSubclass.VNAK, call.lastsent, call.iseqno)
 
     def _on_full_voice(self, call: Call, f: Any, now: float) -> None:
-        if not S.ACCEPTED <= call.state <= S.UP:
+        if not CallState.ACCEPTED <= call.state <= CallState.UP:
             self._stats["drop_voice_before_accept"] += 1
             return
         try:

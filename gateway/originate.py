@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iaxgw.gateway.apps import FRAME, SILENCE, frames, milliwatt_payloads, read_wav
-from iaxgw.gateway.apps import encode as g711_encode
 from iaxgw.gateway.channel import DialOutcome, MediaHandler
 from iaxgw.gateway.control import CommandRefused
+from iaxgw.gateway.dialplan_apps import FRAME, SILENCE, frames, milliwatt_payloads, read_wav
+from iaxgw.gateway.dialplan_apps import encode as g711_encode
 from iaxgw.gateway.session import CallControl, dial_iax2, wait_set
 
 log = logging.getLogger("iaxgw.originate")

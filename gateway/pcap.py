@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.safefs import create_private_file
 
 PCAP_MAGIC = 0xA1B2C3D4
@@ -37,8 +38,6 @@ _IPPROTO_UDP = 17
 # Locally administered MACs: the capture has no real link layer.
 _MAC_LOCAL = bytes.fromhex("020000000001")
 _MAC_REMOTE = bytes.fromhex("020000000002")
-
-Addr = tuple[str, int]
 
 
 def _checksum(data: bytes) -> int:

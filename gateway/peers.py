@@ -6,13 +6,13 @@ qualify).
 
 from __future__ import annotations
 
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.model import Entry, Register
 from iaxgw.gateway.timers import Timer
 
 __all__ = ["QUALIFY_FREQ_NOTOK", "QUALIFY_FREQ_OK", "REG_DEFAULT_REFRESH", "PeerState",
            "RegState"]
 
-Addr = tuple[str, int]
 
 #: Asterisk qualifyfreqok / qualifyfreqnotok (seconds).
 QUALIFY_FREQ_OK = 60.0

@@ -31,6 +31,7 @@ from typing import Any, Literal
 from iaxgw._core.constants import FORMAT_BITS, IE, DatagramKind, FrameType, IAXSubclass
 from iaxgw._core.frames import classify, parse_full
 from iaxgw._core.ies import IEs
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.asterisk_conf import ConfigError
 from iaxgw.gateway.config import load_iax_conf
 from iaxgw.gateway.events import (
@@ -43,9 +44,8 @@ from iaxgw.gateway.events import (
 from iaxgw.gateway.model import Entry, General, IaxConfig
 from iaxgw.gateway.server import open_endpoint
 
-__all__ = ["ProbeReport", "Step", "parse_hostport", "probe", "run_probe"]
+__all__ = ["ProbeReport", "Step", "probe", "run_probe"]
 
-X = IAXSubclass
 Status = Literal["ok", "fail", "warn", "skip", "info"]
 PROBE_EXTEN = "iaxgw-probe-0"
 POKE_WAIT = 2.0
@@ -104,18 +104,6 @@ class ProbeReport:
         lines.append("result: " + (f"stops at {self.stopped_at}" if not self.ok else
                                    "trunk works, with warnings" if warn else "trunk OK"))
         return "\n".join(lines)
-
-
-def parse_hostport(text: str, default_port: int = 4569) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]:port``."""
-    t = text.strip()
-    if t.startswith("["):
-        host, _, rest = t[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    if t.count(":") == 1:
-        host, port = t.split(":")
-        return host, int(port)
-    return t, default_port
 
 
 def _codec_names(mask: int) -> str:
@@ -265,14 +253,14 @@ async def probe(host: str, port: int, peer: str, *, config_dir: str | None = Non
         t0 = now()
         ep.poke(peer, t0)
         server.flush()
-        got = await _wait(lambda: wire.seen(X.PONG), poke_wait)
+        got = await _wait(lambda: wire.seen(IAXSubclass.PONG), poke_wait)
         if not got:
             rep.steps.append(Step(
                 "poke", "fail", f"no answer in {poke_wait:.0f} s to POKE",
                 f"UDP {port} blocked, wrong host/port ({host}:{port}), or the remote is not "
                 "running (check: iax2 show peers / ss -ulnp on the remote)"))
             return rep
-        rtt = int((wire.seen(X.PONG)[0][0] - t0) * 1000)
+        rtt = int((wire.seen(IAXSubclass.PONG)[0][0] - t0) * 1000)
         rep.steps.append(Step("poke", "ok", f"PONG in {rtt} ms"))
 
         # 2-4. test call to a non-existent extension: token, auth
@@ -294,10 +282,12 @@ async def probe(host: str, port: int, peer: str, *, config_dir: str | None = Non
             return callno, ended, acc
 
         callno, ended, acc = await test_call(exten or PROBE_EXTEN)
-        token = wire.seen(X.CALLTOKEN, callno)
-        authreq = wire.seen(X.AUTHREQ, callno)
-        rejects = wire.seen(X.REJECT, callno)
-        answered = [f for f in wire.frames if f[2] == callno and f[3] not in (X.CALLTOKEN,)]
+        token = wire.seen(IAXSubclass.CALLTOKEN, callno)
+        authreq = wire.seen(IAXSubclass.AUTHREQ, callno)
+        rejects = wire.seen(IAXSubclass.REJECT, callno)
+        answered = [
+            f for f in wire.frames if f[2] == callno and f[3] not in (IAXSubclass.CALLTOKEN,)
+        ]
         if token:
             after = [f for f in answered if f[0] >= token[0][0]]
             if not after:
@@ -307,7 +297,11 @@ async def probe(host: str, port: int, peer: str, *, config_dir: str | None = Non
                     "the remote drops our NEW after the token: its permit/deny (ACL) shuts "
                     f"out {bind[0]}, or its maxcallnumbers limit for our address is reached"))
                 return rep
-            if after[0][3] == X.REJECT and after[0][4] is not None and len(after[0][4]) == 0:
+            if (
+                after[0][3] == IAXSubclass.REJECT
+                and after[0][4] is not None
+                and len(after[0][4]) == 0
+            ):
                 rep.steps.append(Step(
                     "calltoken", "fail", "our NEW with the token was answered by a bare REJECT",
                     "the token was invalid or expired (sent from another address/port, or "
@@ -365,7 +359,7 @@ async def probe(host: str, port: int, peer: str, *, config_dir: str | None = Non
                     callno3, ended3, acc3 = await test_call(PROBE_EXTEN, context="")
                 finally:
                     entry.username = saved
-                if wire.seen(X.AUTHREQ, callno3) or acc3 is not None or (
+                if wire.seen(IAXSubclass.AUTHREQ, callno3) or acc3 is not None or (
                         ended3 is not None and ended3.cause == 3):
                     hint = ("a NEW without USERNAME is let in by address: permit/deny is not "
                             "the cause\nmost likely: the secret differs, or username "
@@ -530,12 +524,10 @@ async def _media(rep: ProbeReport, server: Any, callno: int, acc: CallProgress, 
         rep.steps.append(Step("media", "ok", detail))
 
 
-def run_probe(target: str, peer: str, *, config_dir: str | None = None, bind: str | None = None,
-              exten: str | None = None, username: str | None = None,
+def run_probe(target: Addr, peer: str, *, config_dir: str | None = None,
+              bind: Addr | None = None, exten: str | None = None, username: str | None = None,
               secret: str | None = None) -> ProbeReport:
     """Synchronous wrapper for the CLI."""
-    host, port = parse_hostport(target)
-    b = parse_hostport(bind, 0) if bind else None
-    return asyncio.run(probe(host, port, peer, config_dir=config_dir, bind=b, exten=exten,
-                             username=username, secret=secret))
+    return asyncio.run(probe(target[0], target[1], peer, config_dir=config_dir, bind=bind,
+                             exten=exten, username=username, secret=secret))
 

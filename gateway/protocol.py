@@ -27,6 +27,7 @@ from iaxgw._core.constants import (
     IE,
     ControlSubclass,
     FrameType,
+    IAXSubclass,
     formats_to_codec_prefs,
 )
 from iaxgw._core.errors import FrameError
@@ -34,6 +35,7 @@ from iaxgw._core.frames import parse_full
 from iaxgw._core.ies import IEs, build_ies
 from iaxgw._core.trunk import receive_mini
 from iaxgw.gateway import registration
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.callee import CalleeMixin
 from iaxgw.gateway.callflow import CallFlowMixin
 from iaxgw.gateway.calls import (
@@ -45,7 +47,6 @@ from iaxgw.gateway.calls import (
     PeerInfo,
     msg_text,
 )
-from iaxgw.gateway.calltoken import md5_result
 from iaxgw.gateway.crypto import decrypt_datagram, encrypt_datagrams
 from iaxgw.gateway.events import (
     CallProgress,
@@ -60,34 +61,30 @@ from iaxgw.gateway.reliability import (
     _IAX,
     _STATELESS,
     _VOICE,
-    LAGRQ_INTERVAL,
-    MAX_RETRIES,
-    PING_INTERVAL,
-    TS_SKEW_MS,
-    Addr,
     MediaSink,
-    S,
-    X,
-    codec_bits,
 )
 
-__all__ = ["Endpoint", "MediaSink", "md5_result"]
+__all__ = ["Endpoint"]
 
 log = logging.getLogger("iaxgw.protocol")
 
-# Re-exported for code that read them from here before the split.
-_REEXPORTS = (LAGRQ_INTERVAL, MAX_RETRIES, PING_INTERVAL, TS_SKEW_MS, codec_bits)
 
 MAX_DATAGRAM = 4096           # Asterisk's read limit, larger is dropped (docs/protocol.md §2.5)
 
 #: Frames that neither advance ISeqno nor get an ACK, taken out of order (docs/protocol.md §7.2).
-_UNSEQUENCED = frozenset({X.ACK, X.INVAL, X.TXCNT, X.TXACC, X.VNAK})
+_UNSEQUENCED = frozenset(
+    {IAXSubclass.ACK, IAXSubclass.INVAL, IAXSubclass.TXCNT, IAXSubclass.TXACC, IAXSubclass.VNAK}
+)
 #: Frames that do not move ``rx_last`` (docs/protocol.md §8.2: not ACK/PONG/LAGRP).
-_NO_TS_TRACK = frozenset({X.ACK, X.PONG, X.LAGRP})
+_NO_TS_TRACK = frozenset({IAXSubclass.ACK, IAXSubclass.PONG, IAXSubclass.LAGRP})
 #: Requests checked for a call token when they arrive with dcallno 0 (docs/protocol.md §9.1).
-_TOKEN_REQUESTS = frozenset({X.NEW, X.REGREQ, X.REGREL, X.FWDOWNL})
+_TOKEN_REQUESTS = frozenset(
+    {IAXSubclass.NEW, IAXSubclass.REGREQ, IAXSubclass.REGREL, IAXSubclass.FWDOWNL}
+)
 #: No INVAL is sent for these when their call is unknown (docs/protocol.md §7.7: no ping-pong).
-_NO_INVAL = frozenset({X.ACK, X.INVAL, X.TXCNT, X.TXACC, X.FWDOWNL})
+_NO_INVAL = frozenset(
+    {IAXSubclass.ACK, IAXSubclass.INVAL, IAXSubclass.TXCNT, IAXSubclass.TXACC, IAXSubclass.FWDOWNL}
+)
 
 #: Table of IAX (type 6) frames: (state or None for "any state", subclass) -> handler, filled
 #: in below the class.  A missing entry means "ignored in this state" (ACKed, counted).
@@ -156,7 +153,7 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
                 # voice mini frame: the hot path (docs/protocol.md §2)
                 self._n_mini_in += 1
                 call = self._by_remote.get((addr, (b0 << 8) | data[1]))
-                if call is None or not call.format_rx or call.state > S.UP:
+                if call is None or not call.format_rx or call.state > CallState.UP:
                     self._stats["drop_mini_unknown_call" if call is None
                                 else "drop_mini_call_not_active"] += 1
                     if call is not None and not call.format_rx:
@@ -281,7 +278,7 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         callno = self._callnos.allocate(addr[0], now, entry.trunk)
         if callno is None:
             raise RuntimeError(f"no call number left for {addr[0]}")
-        call = self._new_call(callno, CallKind.CALL_OUT, S.NEW_SENT, addr, now)
+        call = self._new_call(callno, CallKind.CALL_OUT, CallState.NEW_SENT, addr, now)
         call.entry = entry
         call.peer = entry.name
         call.trunk = entry.trunk
@@ -329,7 +326,7 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         call.new_ies = ies
         self._stats["calls_out"] += 1
         self._stats["calls_total"] += 1
-        self._send(call, _IAX, X.NEW, build_ies(ies), now)
+        self._send(call, _IAX, IAXSubclass.NEW, build_ies(ies), now)
         return callno
 
     def ringing(self, callno: int, now: float) -> None:
@@ -344,7 +341,7 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
     def answer(self, callno: int, now: float) -> None:
         call = self._control(callno, ControlSubclass.ANSWER, now)
         if call is not None:
-            call.state = S.UP
+            call.state = CallState.UP
 
     def busy(self, callno: int, now: float) -> None:
         self._control(callno, ControlSubclass.BUSY, now)
@@ -357,12 +354,12 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         call = self._calls.get(callno)
         if call is None or call.kind not in (CallKind.CALL_IN, CallKind.CALL_OUT):
             return
-        if call.state == S.TERMINATING:
+        if call.state == CallState.TERMINATING:
             return
         self._end(call, cause, "local")
         self._cancel_call_timers(call)
-        call.state = S.TERMINATING
-        self._send(call, _IAX, X.HANGUP, build_ies([(IE.CAUSECODE, cause & 0xFF)]), now,
+        call.state = CallState.TERMINATING
+        self._send(call, _IAX, IAXSubclass.HANGUP, build_ies([(IE.CAUSECODE, cause & 0xFF)]), now,
                    final=True)
 
     def reject(self, callno: int, now: float, cause: int = 21, text: str | None = None) -> None:
@@ -370,7 +367,7 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         call = self._calls.get(callno)
         if call is None:
             return
-        if call.state == S.WAIT_AUTHREP:
+        if call.state == CallState.WAIT_AUTHREP:
             self._reject_call(call, cause, text, now)
         else:
             self.hangup(callno, now, cause)
@@ -379,14 +376,14 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
     def send_dtmf(self, callno: int, digit: str, now: float) -> None:
         """DTMF as Asterisk sends it: a type-12 (begin) then a type-1 (end) full frame."""
         call = self._calls.get(callno)
-        if call is None or not S.ACCEPTED <= call.state <= S.UP or len(digit) != 1:
+        if call is None or not CallState.ACCEPTED <= call.state <= CallState.UP or len(digit) != 1:
             return
         self._send(call, int(FrameType.DTMF_BEGIN), ord(digit), b"", now)
         self._send(call, int(FrameType.DTMF), ord(digit), b"", now)
 
     def send_text(self, callno: int, text: str, now: float) -> None:
         call = self._calls.get(callno)
-        if call is None or not S.ACCEPTED <= call.state <= S.UP:
+        if call is None or not CallState.ACCEPTED <= call.state <= CallState.UP:
             return
         self._send(call, int(FrameType.TEXT), 0, text.encode() + b"\0", now)
 
@@ -492,11 +489,11 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
             if is_iax and sub in _TOKEN_REQUESTS:
                 self._on_request(f, addr, now)
                 return
-            if is_iax and sub == X.POKE:
+            if is_iax and sub == IAXSubclass.POKE:
                 self._stats["pokes_answered"] += 1
-                self._send_stateless(_STATELESS, f, addr, X.PONG)
+                self._send_stateless(_STATELESS, f, addr, IAXSubclass.PONG)
                 return
-        if f.dcallno == _STATELESS and is_iax and sub == X.ACK:
+        if f.dcallno == _STATELESS and is_iax and sub == IAXSubclass.ACK:
             return  # ACKs to call 1 are dropped
         if is_iax and sub in _NO_INVAL:
             self._stats["drop_unknown_call"] += 1
@@ -505,7 +502,7 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         log.debug("%s: frame for unknown call %d from %s -> INVAL", self.role_name,
                   f.dcallno, addr)
         self._send_inval(f, addr)
-        if (f.dcallno > _STATELESS and not (is_iax and sub == X.HANGUP)
+        if (f.dcallno > _STATELESS and not (is_iax and sub == IAXSubclass.HANGUP)
                 and self._callnos.is_free(f.dcallno)
                 and any(st.addr() == addr for st in self._peers.values())
                 and self._callnos.quarantine(f.dcallno, addr[0], now)):
@@ -523,10 +520,10 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         if ies is None:
             return
         sub = f.csub
-        if call.state == S.NEW_SENT:
+        if call.state == CallState.NEW_SENT:
             self._cancel_autokill(call)
         handler = _IAX_TABLE.get((call.state, sub))
-        if handler is None and sub == X.REJECT and call.state == S.NEW_SENT:
+        if handler is None and sub == IAXSubclass.REJECT and call.state == CallState.NEW_SENT:
             handler = Endpoint._on_reject
         if handler is None:
             self._stats["drop_stateless_unexpected"] += 1
@@ -535,7 +532,7 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
 
 
     def _on_call_frame(self, call: Call, f: Any, is_iax: bool, sub: int, now: float) -> None:
-        if is_iax and sub == X.INVAL:
+        if is_iax and sub == IAXSubclass.INVAL:
             self._stats["inval_received"] += 1
             if call.kind in (CallKind.CALL_IN, CallKind.CALL_OUT):
                 self._end(call, 0, "inval", "INVAL received")
@@ -550,36 +547,38 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
             if f.oseqno != expected:
                 if ((expected - f.oseqno) & 0xFF) < 128:
                     self._stats["frames_in_dup"] += 1
-                    self._send_unreliable(call, X.ACK, f.ts, f.iseqno)
+                    self._send_unreliable(call, IAXSubclass.ACK, f.ts, f.iseqno)
                 else:
                     self._stats["frames_in_gap"] += 1
-                    self._send_unreliable(call, X.VNAK, call.lastsent, call.iseqno)
+                    self._send_unreliable(call, IAXSubclass.VNAK, call.lastsent, call.iseqno)
                 return
             call.iseqno = (expected + 1) & 0xFF
             if not (is_iax and sub in _NO_TS_TRACK) and f.ts > call.rx_last:
                 call.rx_last = f.ts
             if call.peer_callno == 0 and f.scallno:
                 self._bind_remote(call, f.scallno)
-            self._send_unreliable(call, X.ACK, f.ts, f.iseqno)
-        elif call.peer_callno == 0 and f.scallno and sub != X.ACK:
+            self._send_unreliable(call, IAXSubclass.ACK, f.ts, f.iseqno)
+        elif call.peer_callno == 0 and f.scallno and sub != IAXSubclass.ACK:
             self._bind_remote(call, f.scallno)
         ft = f.frametype
         if is_iax:
             call.mark_msg(sub)
-            if call.state == S.NEW_SENT:
+            if call.state == CallState.NEW_SENT:
                 self._cancel_autokill(call)
-            if sub == X.ACK:
+            if sub == IAXSubclass.ACK:
                 return
             ies = self._parse_ies(f, call.addr, now)
             if ies is None:
                 return
             handler = _IAX_TABLE.get((call.state, sub)) or _IAX_TABLE.get((None, sub))
             if handler is None:
-                if not 1 <= sub <= max(X):
+                if not 1 <= sub <= max(IAXSubclass):
                     self._stats["unsupport_sent"] += 1
-                    self._send(call, _IAX, X.UNSUPPORT, build_ies([(IE.IAX_UNKNOWN, sub)]), now)
+                    self._send(
+                        call, _IAX, IAXSubclass.UNSUPPORT, build_ies([(IE.IAX_UNKNOWN, sub)]), now
+                    )
                 else:
-                    self._stats["ignored_iax_" + X(sub).name.lower()] += 1
+                    self._stats["ignored_iax_" + IAXSubclass(sub).name.lower()] += 1
                 return
             handler(self, call, f, ies, now)
         elif ft == _VOICE:
@@ -587,10 +586,10 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         elif ft == _CONTROL:
             self._on_control(call, f, now)
         elif ft == FrameType.DTMF:
-            if S.ACCEPTED <= call.state <= S.UP:
+            if CallState.ACCEPTED <= call.state <= CallState.UP:
                 self._events.append(DtmfReceived(call.callno, chr(f.csub), f.ts))
         elif ft == FrameType.TEXT:
-            if S.ACCEPTED <= call.state <= S.UP:
+            if CallState.ACCEPTED <= call.state <= CallState.UP:
                 self._events.append(TextReceived(
                     call.callno, f.payload.split(b"\0", 1)[0].decode("utf-8", "replace")))
         else:
@@ -612,16 +611,16 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
             self._stats["drop_control_not_allowed"] += 1
             return
         kind = _CONTROL_KIND.get(ControlSubclass(sub))
-        if kind is None or call.state not in (S.ACCEPTED, S.UP):
+        if kind is None or call.state not in (CallState.ACCEPTED, CallState.UP):
             self._stats["ignored_control"] += 1
             return
         if sub == ControlSubclass.ANSWER:
-            call.state = S.UP
+            call.state = CallState.UP
         self._events.append(CallProgress(call.callno, kind))  # type: ignore[arg-type]
 
     def _control(self, callno: int, sub: int, now: float) -> Call | None:
         call = self._calls.get(callno)
-        if call is None or not S.ACCEPTED <= call.state <= S.UP:
+        if call is None or not CallState.ACCEPTED <= call.state <= CallState.UP:
             return None
         self._send(call, _CONTROL, sub, b"", now)
         return call
@@ -630,29 +629,29 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
 
 # The call flows of docs/protocol.md §9 as a table.
 _IAX_TABLE.update({
-    (S.NEW_SENT, X.CALLTOKEN): Endpoint._on_calltoken,
-    (S.NEW_SENT, X.AUTHREQ): Endpoint._on_authreq,
-    (S.NEW_SENT, X.ACCEPT): Endpoint._on_accept,
-    (S.WAIT_AUTHREP, X.AUTHREP): Endpoint._on_authrep,
-    (S.POKE, X.PONG): registration.on_poke_pong,
-    (S.REG_OUT, X.CALLTOKEN): Endpoint._on_calltoken,
-    (S.REG_OUT, X.REGAUTH): registration.on_regauth,
-    (S.REG_OUT, X.REGACK): registration.on_regack,
-    (S.REG_OUT, X.REGREJ): registration.on_regrej,
-    (S.REG_OUT, X.REJECT): registration.on_regrej,
-    (S.REG_IN, X.REGREQ): registration.on_regreq_auth,
-    (S.REG_IN, X.REGREL): registration.on_regreq_auth,
-    (S.REG_IN, X.HANGUP): registration.on_reg_abort,
-    (S.TERMINATING, X.HANGUP): Endpoint._on_peer_gone,
-    (S.TERMINATING, X.REJECT): Endpoint._on_peer_gone,
-    (None, X.HANGUP): Endpoint._on_hangup,
-    (None, X.REJECT): Endpoint._on_reject,
-    (None, X.PING): Endpoint._on_ping,
-    (None, X.LAGRQ): Endpoint._on_lagrq,
-    (None, X.PONG): Endpoint._on_pong,
-    (None, X.LAGRP): Endpoint._on_lagrp,
-    (None, X.VNAK): Endpoint._on_vnak,
-    (None, X.POKE): Endpoint._on_call_poke,
-    (None, X.UNSUPPORT): Endpoint._on_unsupport,
-    (None, X.RTKEY): Endpoint._on_rtkey,
+    (CallState.NEW_SENT, IAXSubclass.CALLTOKEN): Endpoint._on_calltoken,
+    (CallState.NEW_SENT, IAXSubclass.AUTHREQ): Endpoint._on_authreq,
+    (CallState.NEW_SENT, IAXSubclass.ACCEPT): Endpoint._on_accept,
+    (CallState.WAIT_AUTHREP, IAXSubclass.AUTHREP): Endpoint._on_authrep,
+    (CallState.POKE, IAXSubclass.PONG): registration.on_poke_pong,
+    (CallState.REG_OUT, IAXSubclass.CALLTOKEN): Endpoint._on_calltoken,
+    (CallState.REG_OUT, IAXSubclass.REGAUTH): registration.on_regauth,
+    (CallState.REG_OUT, IAXSubclass.REGACK): registration.on_regack,
+    (CallState.REG_OUT, IAXSubclass.REGREJ): registration.on_regrej,
+    (CallState.REG_OUT, IAXSubclass.REJECT): registration.on_regrej,
+    (CallState.REG_IN, IAXSubclass.REGREQ): registration.on_regreq_auth,
+    (CallState.REG_IN, IAXSubclass.REGREL): registration.on_regreq_auth,
+    (CallState.REG_IN, IAXSubclass.HANGUP): registration.on_reg_abort,
+    (CallState.TERMINATING, IAXSubclass.HANGUP): Endpoint._on_peer_gone,
+    (CallState.TERMINATING, IAXSubclass.REJECT): Endpoint._on_peer_gone,
+    (None, IAXSubclass.HANGUP): Endpoint._on_hangup,
+    (None, IAXSubclass.REJECT): Endpoint._on_reject,
+    (None, IAXSubclass.PING): Endpoint._on_ping,
+    (None, IAXSubclass.LAGRQ): Endpoint._on_lagrq,
+    (None, IAXSubclass.PONG): Endpoint._on_pong,
+    (None, IAXSubclass.LAGRP): Endpoint._on_lagrp,
+    (None, IAXSubclass.VNAK): Endpoint._on_vnak,
+    (None, IAXSubclass.POKE): Endpoint._on_call_poke,
+    (None, IAXSubclass.UNSUPPORT): Endpoint._on_unsupport,
+    (None, IAXSubclass.RTKEY): Endpoint._on_rtkey,
 })

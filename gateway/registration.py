@@ -10,8 +10,9 @@ import logging
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from iaxgw._core.constants import IE, IAXSubclass
+from iaxgw._core.constants import IE, FrameType, IAXSubclass
 from iaxgw._core.ies import IEs, build_ies
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.calls import Call, CallKind, CallState
 from iaxgw.gateway.calltoken import md5_result
 from iaxgw.gateway.config import acl_allows
@@ -26,19 +27,18 @@ log = logging.getLogger("iaxgw.protocol")
 #: The cause text of the REGREJ a source throttled by ``authfaillimit`` gets
 REGREJ_THROTTLED_TEXT = "Registration Refused: throttled after repeated failed authentications"
 
-Addr = tuple[str, int]
-S = CallState
 _STATELESS = 1
-X = IAXSubclass
-_IAX = 6
+_IAX = int(FrameType.IAX)
 
 
-def _s(ies: IEs, ie: int) -> str | None:
+def ie_str(ies: IEs, ie: int) -> str | None:
+    """The string value of IE ``ie`` (None: absent or not a string)."""
     v = ies.get(ie)
     return v if isinstance(v, str) else None
 
 
-def _i(ies: IEs, ie: int) -> int | None:
+def ie_int(ies: IEs, ie: int) -> int | None:
+    """The integer value of IE ``ie`` (None: absent, a flag or not a number)."""
     v = ies.get(ie)
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
@@ -58,13 +58,13 @@ def send_poke(ep: Endpoint, st: PeerState, now: float) -> None:
     callno = ep._callnos.allocate(addr[0], now)
     if callno is None:
         return
-    call = ep._new_call(callno, CallKind.POKE, S.POKE, addr, now)
+    call = ep._new_call(callno, CallKind.POKE, CallState.POKE, addr, now)
     call.peer = st.name
     call.pingtime = max(st.maxms // 8, 1)
     call.poke_sent = now
     st.poke_callno = callno
     ep._stats["pokes_sent"] += 1
-    ep._send(call, _IAX, X.POKE, build_ies([(IE.CALLTOKEN, b"")]), now)
+    ep._send(call, _IAX, IAXSubclass.POKE, build_ies([(IE.CALLTOKEN, b"")]), now)
     ep._cancel(st.poke_timer)
     st.poke_timer = ep._schedule(now + 2 * st.maxms / 1000.0, partial(poke_timeout, ep),
                                    (st, call))
@@ -103,19 +103,19 @@ def set_peer_status(ep: Endpoint, st: PeerState, status: str, rtt: int) -> None:
 # ---------------------------------------------------------------------- registration: registrar
 
 def on_regreq_new(ep: Endpoint, f: Any, ies: IEs, addr: Addr, now: float) -> None:
-    username = _s(ies, IE.USERNAME) or ""
+    username = ie_str(ies, IE.USERNAME) or ""
     entry = ep.config.peer(username) if username else None
-    if not ep._token_gate(f, ies, addr, now, entry, username, X.REGREJ):
+    if not ep._token_gate(f, ies, addr, now, entry, username, IAXSubclass.REGREJ):
         return
     validated = bool(ies.get(IE.CALLTOKEN))
     callno = ep._callnos.allocate(addr[0], now, validated=validated)
     if callno is None:
         ep._warn("reject_callno_limit", f"no call number for {addr}: "
                  f"{ep._callnos.refusal(addr[0], validated=validated)}", now)
-        ep._send_stateless(_STATELESS, f, addr, X.REGREJ)
+        ep._send_stateless(_STATELESS, f, addr, IAXSubclass.REGREJ)
         return
-    call = ep._new_call(callno, CallKind.REG_IN, S.REG_IN, addr, now)
-    call.mark_msg(X.REGREQ)
+    call = ep._new_call(callno, CallKind.REG_IN, CallState.REG_IN, addr, now)
+    call.mark_msg(IAXSubclass.REGREQ)
     ep._bind_remote(call, f.scallno)
     call.iseqno = (f.oseqno + 1) & 0xFF
     call.username = username
@@ -124,21 +124,21 @@ def on_regreq_new(ep: Endpoint, f: Any, ies: IEs, addr: Addr, now: float) -> Non
     ep._start_pending_timers(call, now)
     ep._stats["regreq_received"] += 1
     if ep._auth_throttled(addr, f"REGREQ from {addr} (peer {username!r})", username, now):
-        call.state = S.TERMINATING
+        call.state = CallState.TERMINATING
         _regrej_later(ep, call, REGREJ_THROTTLED_TEXT, now)
         return
     if entry is not None and entry.dynamic and not entry.secrets \
             and acl_allows(entry.acl, addr[0]):
-        reg_accept(ep, call, ies, f.csub == X.REGREL, now)
+        reg_accept(ep, call, ies, f.csub == IAXSubclass.REGREL, now)
         return
     challenge = str(ep._rng.randint(0, 999999999))
     call.challenge = challenge
-    ep._send(call, _IAX, X.REGAUTH, build_ies([
+    ep._send(call, _IAX, IAXSubclass.REGAUTH, build_ies([
         (IE.AUTHMETHODS, 2), (IE.CHALLENGE, challenge), (IE.USERNAME, username)]), now)
 
 def on_regreq_auth(ep: Endpoint, call: Call, f: Any, ies: IEs, now: float) -> None:
     entry = call.entry
-    md5 = (_s(ies, IE.MD5_RESULT) or "").strip().lower()
+    md5 = (ie_str(ies, IE.MD5_RESULT) or "").strip().lower()
     reason = None
     if entry is None:
         reason = f"unknown peer {call.username!r}"
@@ -154,13 +154,13 @@ def on_regreq_auth(ep: Endpoint, call: Call, f: Any, ies: IEs, now: float) -> No
         ep._events.append(AuthFailed(call.addr, call.username, reason))
         log.info("%s: registration of %r from %s refused: %s", ep.role_name,
                  call.username, call.addr, reason)
-        call.state = S.TERMINATING
+        call.state = CallState.TERMINATING
         if ep.config.general.delayreject:
             _regrej_later(ep, call, "Registration Refused", now)
         else:
             send_regrej(ep, now, (call, "Registration Refused"))
         return
-    reg_accept(ep, call, ies, f.csub == X.REGREL, now)
+    reg_accept(ep, call, ies, f.csub == IAXSubclass.REGREL, now)
 
 def _regrej_later(ep: Endpoint, call: Call, text: str, now: float) -> None:
     """REGREJ one second from now, as Asterisk's auth_fail sends it with ``delayreject``: a
@@ -170,16 +170,22 @@ def _regrej_later(ep: Endpoint, call: Call, text: str, now: float) -> None:
 def send_regrej(ep: Endpoint, now: float, arg: tuple[Call, str]) -> None:
     call, text = arg
     if ep._calls.get(call.callno) is call:
-        ep._send(call, _IAX, X.REGREJ, build_ies([(IE.CAUSE, text), (IE.CAUSECODE, 29)]), now,
-                 final=True)
+        ep._send(
+            call,
+            _IAX,
+            IAXSubclass.REGREJ,
+            build_ies([(IE.CAUSE, text), (IE.CAUSECODE, 29)]),
+            now,
+            final=True,
+        )
 
 def reg_accept(ep: Endpoint, call: Call, ies: IEs, release: bool, now: float) -> None:
     g = ep.config.general
     st = ep._peers.get(call.peer)
-    refresh = _i(ies, IE.REFRESH) or g.minregexpire
+    refresh = ie_int(ies, IE.REFRESH) or g.minregexpire
     refresh = 0 if release else min(max(refresh, g.minregexpire), g.maxregexpire)
-    call.state = S.TERMINATING
-    ep._send(call, _IAX, X.REGACK, build_ies([
+    call.state = CallState.TERMINATING
+    ep._send(call, _IAX, IAXSubclass.REGACK, build_ies([
         (IE.USERNAME, call.username),
         (IE.DATETIME, ep._wall_datetime(now)),
         (IE.REFRESH, refresh),
@@ -225,7 +231,7 @@ def register_tick(ep: Endpoint, now: float, rs: RegState) -> None:
     if callno is None:
         rs.timer = ep._schedule(now + QUALIFY_FREQ_NOTOK, partial(register_tick, ep), rs)
         return
-    call = ep._new_call(callno, CallKind.REG_OUT, S.REG_OUT, rs.addr, now)
+    call = ep._new_call(callno, CallKind.REG_OUT, CallState.REG_OUT, rs.addr, now)
     call.reg = rs
     call.username = rs.reg.username
     call.peer = rs.label
@@ -234,12 +240,12 @@ def register_tick(ep: Endpoint, now: float, rs: RegState) -> None:
                     (IE.CALLTOKEN, b"")]
     rs.status = "Request Sent"           # Asterisk's REG_STATE_REGSENT (no event: transient)
     ep._stats["regreq_sent"] += 1
-    ep._send(call, _IAX, X.REGREQ, build_ies(call.new_ies), now)
+    ep._send(call, _IAX, IAXSubclass.REGREQ, build_ies(call.new_ies), now)
 
 def on_regauth(ep: Endpoint, call: Call, f: Any, ies: IEs, now: float) -> None:
     rs = call.reg
-    methods = _i(ies, IE.AUTHMETHODS) or 0
-    challenge = _s(ies, IE.CHALLENGE)
+    methods = ie_int(ies, IE.AUTHMETHODS) or 0
+    challenge = ie_str(ies, IE.CHALLENGE)
     secret = rs.reg.secret if rs is not None else ""
     items: list[tuple[int, object]] = [(IE.USERNAME, call.username),
                                        (IE.REFRESH, rs.refresh if rs else 60)]
@@ -249,14 +255,14 @@ def on_regauth(ep: Endpoint, call: Call, f: Any, ies: IEs, now: float) -> None:
         items.append((IE.PASSWORD, secret))
     if rs is not None:
         rs.status = "Auth. Sent"         # REG_STATE_AUTHSENT
-    ep._send(call, _IAX, X.REGREQ, build_ies(items), now)
+    ep._send(call, _IAX, IAXSubclass.REGREQ, build_ies(items), now)
 
 def on_regack(ep: Endpoint, call: Call, f: Any, ies: IEs, now: float) -> None:
     rs = call.reg
     ep._destroy(call, now)
     if rs is None:
         return
-    refresh = _i(ies, IE.REFRESH) or rs.refresh
+    refresh = ie_int(ies, IE.REFRESH) or rs.refresh
     apparent = ies.get(IE.APPARENT_ADDR)
     rs.apparent_addr = apparent if isinstance(apparent, tuple) else None
     rs.refresh = refresh                 # what the registrar granted, as Asterisk keeps it

@@ -29,6 +29,7 @@ from iaxgw._core.errors import FrameError
 from iaxgw._core.frames import build_full
 from iaxgw._core.ies import IEs
 from iaxgw.gateway import registration
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.calls import MSG_TX, Call, CallKind, CallNumbers, CallState, Pending
 from iaxgw.gateway.calltoken import KEY_BYTES, CallTokens
 from iaxgw.gateway.crypto import CallCrypto
@@ -46,11 +47,8 @@ __all__ = ["EndpointCore", "MediaSink", "codec_bits"]
 
 log = logging.getLogger("iaxgw.protocol")
 
-Addr = tuple[str, int]
 MediaSink = Callable[[int, int, bytes, float], None]
 
-S = CallState
-X = IAXSubclass
 _IAX = int(FrameType.IAX)
 _VOICE = int(FrameType.VOICE)
 _CONTROL = int(FrameType.CONTROL)
@@ -66,21 +64,11 @@ UNWRAP_MS = 50000
 _STATELESS = 1                # call number of stateless replies
 
 
-def _s(ies: IEs, ie: int) -> str | None:
-    v = ies.get(ie)
-    return v if isinstance(v, str) else None
-
-
-def _i(ies: IEs, ie: int) -> int | None:
-    v = ies.get(ie)
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-
 def frame_name(frametype: int, subclass: int) -> str:
     """A full frame's kind as a person reads it: ``NEW``, ``ANSWER``, ``voice frame``."""
     try:
         if frametype == _IAX:
-            return X(subclass).name
+            return IAXSubclass(subclass).name
         if frametype == _CONTROL:
             return ControlSubclass(subclass).name
         return f"{FrameType(frametype).name.lower()} frame"
@@ -305,7 +293,7 @@ class EndpointCore:
                           call.iseqno, _IAX, subclass)
         self._out.append((data, call.addr))
         call.mark_msg(subclass | MSG_TX)
-        self._stats["frames_out_ack" if subclass == X.ACK else "frames_out_vnak"] += 1
+        self._stats["frames_out_ack" if subclass == IAXSubclass.ACK else "frames_out_vnak"] += 1
 
     def _send_stateless(self, scallno: int, f: Any, addr: Addr, subclass: int,
                         payload: bytes = b"") -> None:
@@ -317,7 +305,7 @@ class EndpointCore:
 
     def _send_inval(self, f: Any, addr: Addr) -> None:
         """INVAL for an unknown call: ts 0, seqnos 0, src/dst swapped (docs/protocol.md §7.7)."""
-        data = build_full(f.dcallno, f.scallno, 0, 0, 0, _IAX, X.INVAL)
+        data = build_full(f.dcallno, f.scallno, 0, 0, 0, _IAX, IAXSubclass.INVAL)
         self._out.append((data, addr))
         self._stats["frames_out_inval"] += 1
 
@@ -348,7 +336,7 @@ class EndpointCore:
             self._cancel_pending(p)
         call.unacked.clear()
         self._cancel_call_timers(call)
-        call.state = S.TERMINATING
+        call.state = CallState.TERMINATING
         self._callnos.release(call.callno, call.addr[0], now)
         if call.auth_pending:
             call.auth_pending = False
@@ -375,7 +363,11 @@ class EndpointCore:
                           p.subclass, p.payload, retransmit=True)
         self._out.append((data, call.addr))
         self._stats["retransmissions"] += 1
-        if p.subclass == X.AUTHREP and p.frametype == _IAX and call.kind == CallKind.CALL_OUT:
+        if (
+            p.subclass == IAXSubclass.AUTHREP
+            and p.frametype == _IAX
+            and call.kind == CallKind.CALL_OUT
+        ):
             self._events.append(CallSetup(call.callno, "authrep", resend=True))
         p.interval = min(p.interval * 10, 10.0)
         p.timer = self._schedule(now + p.interval, self._retransmit, (call, p))
@@ -473,16 +465,16 @@ class EndpointCore:
                                                         call))
 
     def _ping_tick(self, now: float, call: Call) -> None:
-        if self._calls.get(call.callno) is not call or call.state == S.TERMINATING:
+        if self._calls.get(call.callno) is not call or call.state == CallState.TERMINATING:
             return
-        self._send(call, _IAX, X.PING, b"", now)
+        self._send(call, _IAX, IAXSubclass.PING, b"", now)
         self._keep_call_timer(call, self._schedule_soft(now + PING_INTERVAL, self._ping_tick,
                                                         call))
 
     def _lagrq_tick(self, now: float, call: Call) -> None:
-        if self._calls.get(call.callno) is not call or call.state == S.TERMINATING:
+        if self._calls.get(call.callno) is not call or call.state == CallState.TERMINATING:
             return
-        self._send(call, _IAX, X.LAGRQ, b"", now)
+        self._send(call, _IAX, IAXSubclass.LAGRQ, b"", now)
         self._keep_call_timer(call, self._schedule_soft(now + LAGRQ_INTERVAL, self._lagrq_tick,
                                                         call))
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from iaxgw.gateway.address import parse_hostport
 from iaxgw.gateway.control import ControlError, default_control_path, query
 from iaxgw.gateway.show import format_show
 
@@ -25,13 +26,12 @@ def _fail(prog: str, message: str) -> None:
     sys.exit(1)
 
 
-def _hostport_cb(default_port: int) -> Any:
+def hostport_cb(default_port: int) -> Any:
+    """A click callback: ``HOST[:PORT]`` -> (numeric address, port) by ``parse_hostport``."""
     def cb(ctx: click.Context | None, param: click.Parameter | None,
            value: str | None) -> tuple[str, int] | None:
         if value is None:
             return None
-        from iaxgw.gateway.app import parse_hostport
-
         try:
             return parse_hostport(value, default_port)
         except ValueError as exc:
@@ -57,8 +57,6 @@ def metrics_addr_cb(ctx: click.Context | None, param: click.Parameter | None,
     """``--metrics-addr HOST:PORT`` -> (address, port); the port is required (0 = any)."""
     if value is None:
         return None
-    from iaxgw.gateway.app import parse_hostport
-
     host, sep, port_s = value.strip().rpartition(":")
     if not sep or not port_s.isdigit() or int(port_s) > 65535 or (
             ":" in host and not host.startswith("[")):
@@ -92,11 +90,11 @@ IMPAIR_HELP = ("A bad network on our socket: loss=5%,burst=3,delay=40ms,jitter=2
               default=None, metavar="DIR",
               help="Folder with iax.conf, extensions.conf [and phones.conf].  "
                    "[default: embedded office-b of the seed, on loopback]")
-@click.option("--bind", "bind", callback=_hostport_cb(4569), default=None,
+@click.option("--bind", "bind", callback=hostport_cb(4569), default=None,
               metavar="ADDR[:PORT]",
               help="Local address.  [default: [general] bindaddr:bindport; embedded "
                    "config: 127.0.0.20:4569]")
-@click.option("--peer-host", "peer_host", callback=_hostport_cb(4569), default=None,
+@click.option("--peer-host", "peer_host", callback=hostport_cb(4569), default=None,
               metavar="HOST[:PORT]",
               help="Where the --peer is (overrides its host=/port=).  "
                    "[embedded config: 127.0.0.10:4569]")

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal, cast
 
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.events import Event
 from iaxgw.gateway.impair import ImpairedLink, Impairment
 from iaxgw.gateway.model import IaxConfig
@@ -26,7 +27,6 @@ __all__ = ["DatagramHook", "DatagramServer", "DatagramsHook", "open_endpoint"]
 
 log = logging.getLogger("iaxgw.server")
 
-Addr = tuple[str, int]
 #: How early (s) a loop may fire a timer it considers due (uvloop's clock has 1 ms steps).
 TIMER_EARLY = 0.002
 #: ``on_datagram(direction, data, addr, now)``: called for every datagram in ("in") and out, on

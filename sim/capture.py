@@ -246,11 +246,3 @@ def count_trunk_entries(payload: bytes) -> int:
             return n
         pos += head + length
         n += 1
-
-
-def capture_for(path: str | os.PathLike[str], seconds: float,
-                capture_filter: str = DEFAULT_FILTER, interface: str = "lo") -> IaxCounts:
-    """Capture for ``seconds`` and return the counts."""
-    with Capture(path, capture_filter, interface) as cap:
-        time.sleep(seconds)
-    return decode_counts(cap.path)

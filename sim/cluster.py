@@ -31,6 +31,7 @@ from locust import User, task
 from locust.env import Environment
 from locust.runners import STATE_MISSING
 
+from iaxgw.gateway.address import Addr
 from iaxgw.sim.loadtest_plan import LoadtestOptions, PlanError, options_from_json, options_to_json
 from iaxgw.sim.report import Row
 from iaxgw.sim.shard_merge import LiveMerge, Second, ShardResult, result_from_json, result_to_json
@@ -43,7 +44,6 @@ from iaxgw.sim.shards import (
     start_shard,
 )
 
-Addr = tuple[str, int]
 DEFAULT_PORT = 5557                # Locust's own default master port
 MSG_HELLO = "iaxgw_hello"          # worker -> master: its source address
 MSG_START = "iaxgw_start"          # master -> worker: its shard's options and config

@@ -42,6 +42,7 @@ import numpy as np
 from iaxgw._core.constants import FORMAT_ALAW, FORMAT_ULAW
 from iaxgw._core.trunk import datagram_census, trunk_entry_stats, tx_tick
 from iaxgw.gateway import events as ev
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.calltoken import format_addr
 from iaxgw.gateway.model import IaxConfig
 from iaxgw.gateway.pcap import PcapWriter
@@ -78,7 +79,6 @@ from iaxgw.sim.report import (
 
 log = logging.getLogger("iaxgw.loadtest")
 
-Addr = tuple[str, int]
 TICK = 0.020
 REPORT_EVERY = 1.0               # s between statistics ticks (run from the media ticker)
 SWEEP_SLICE = 0.002              # s of a statistics tick's per-call work per media tick

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from iaxgw.gateway.address import split_hostport
 from iaxgw.gateway.serve_cli import IMPAIR_HELP, impair_cb, metrics_addr_cb, pick_metrics_addr
 from iaxgw.sim.loadtest_plan import (
     LoadtestOptions,
@@ -20,7 +21,6 @@ from iaxgw.sim.loadtest_plan import (
     parse_bind_list,
     parse_duration,
     parse_extens,
-    parse_hostport,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,24 +31,25 @@ Callback = Callable[[click.Context | None, click.Parameter | None, str | None], 
 
 
 def _parsed(parse: Callable[[str], T]) -> Callback:
-    """A click callback: the option's text through ``parse`` (a PlanError is a bad value)."""
+    """A click callback: the option's text through ``parse`` (a PlanError or an AddressError,
+    both ValueErrors, is a bad value)."""
     def callback(ctx: click.Context | None, param: click.Parameter | None,
                  value: str | None) -> T | None:
         if value is None:
             return None
         try:
             return parse(value)
-        except PlanError as exc:
+        except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
     return callback
 
 
 _duration = _parsed(parse_duration)
 _extens = _parsed(parse_extens)
-_hostport = _parsed(parse_hostport)
+_hostport = _parsed(split_hostport)
 _binds = _parsed(parse_bind_list)
 MASTER_PORT = 5557          # Locust's default master port
-_hostport_master = _parsed(lambda text: parse_hostport(text, MASTER_PORT))
+_hostport_master = _parsed(lambda text: split_hostport(text, MASTER_PORT))
 
 
 def _cluster(master: bool, expect: int | None, bind: tuple[str, int], impair: Any,

@@ -1,6 +1,6 @@
 """Prometheus metrics of a running load test (``iaxgw loadtest --metrics-addr HOST:PORT``).
 
-The registry is the gateway's (:class:`iaxgw.gateway.metrics.Metrics`: the protocol endpoint's
+The registry is the gateway's (:class:`iaxgw.gateway.prometheus.Metrics`: the protocol endpoint's
 counters, peers up and their qualify round trip) plus the run's own figures:
 
 - counters: calls attempted (NEW sent), answered, failed by outcome and Q.931 cause;
@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from iaxgw.gateway.control import to_jsonable
-from iaxgw.gateway.metrics import Metrics, metrics_url
+from iaxgw.gateway.prometheus import Metrics, metrics_url
 from iaxgw.sim.metrics import CallRecord
 from iaxgw.sim.report import Snapshot
 

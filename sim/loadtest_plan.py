@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from iaxgw.gateway.address import split_hostport
 from iaxgw.sim.capacity import DEFAULT_STOP_WHEN, RuleError, StopRule
 
 Mode = Literal["direct", "hairpin"]
@@ -83,27 +84,6 @@ def parse_duration(text: str) -> tuple[float, float]:
     return a, b
 
 
-def parse_hostport(text: str, default_port: int = 4569) -> tuple[str, int]:
-    """``HOST``, ``HOST:PORT`` or ``[v6]:PORT``."""
-    text = text.strip()
-    host, port = text, default_port
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise PlanError(f"bad address {text!r}")
-        host, rest = text[1:end], text[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise PlanError(f"bad address {text!r}")
-            port = _port(rest[1:], text)
-    elif text.count(":") == 1:
-        host, p = text.split(":")
-        port = _port(p, text)
-    if not host:
-        raise PlanError(f"bad address {text!r}: empty host")
-    return host, port
-
-
 #: The most source addresses (shards) one ``--bind`` may name.
 MAX_BIND_ADDRESSES = 256
 
@@ -119,7 +99,7 @@ def parse_bind_list(text: str, default_port: int = 4569) -> list[tuple[str, int]
         if _is_ipv4(part.partition("-")[0]) and "-" in part:
             out.extend(_bind_range(part, default_port))
         else:
-            out.append(parse_hostport(part, default_port))
+            out.append(split_hostport(part, default_port))
         if len(out) > MAX_BIND_ADDRESSES:
             raise PlanError(f"--bind {text!r}: more than {MAX_BIND_ADDRESSES} addresses")
     if len(set(out)) != len(out):
@@ -137,7 +117,7 @@ def _is_ipv4(text: str) -> bool:
 
 def _bind_range(part: str, default_port: int) -> list[tuple[str, int]]:
     lo_text, _, hi_text = part.partition("-")
-    hi_host, port = parse_hostport(hi_text, default_port)
+    hi_host, port = split_hostport(hi_text, default_port)
     try:
         lo = ipaddress.IPv4Address(lo_text.strip())
         if hi_host.isdigit():
@@ -151,12 +131,6 @@ def _bind_range(part: str, default_port: int) -> list[tuple[str, int]]:
     if int(hi) - int(lo) >= MAX_BIND_ADDRESSES:
         raise PlanError(f"--bind range {part!r}: more than {MAX_BIND_ADDRESSES} addresses")
     return [(str(ipaddress.IPv4Address(n)), port) for n in range(int(lo), int(hi) + 1)]
-
-
-def _port(p: str, text: str) -> int:
-    if not p.isdigit() or not 0 < int(p) < 65536:
-        raise PlanError(f"bad port in {text!r}")
-    return int(p)
 
 
 @dataclass(slots=True)

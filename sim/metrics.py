@@ -14,8 +14,8 @@ The runner drives one :class:`CallStats` per call with one method call per frame
 
 Conventions
 -----------
-* Timestamps given to ``on_rx`` are already unwrapped milliseconds.  IAX2 mini frames carry only the
-  low 16 bits; :class:`TsUnwrap` turns them into a monotonic ms count.
+* Timestamps given to ``on_rx`` are already unwrapped milliseconds: IAX2 mini frames carry only the
+  low 16 bits, and the receive path (``_core.trunk``) unwraps them.
 * Loss (``loss_method``):
 
   - ``"stamp"`` (echo mode, the echo came back bit for bit): every frame we send carries its
@@ -109,43 +109,6 @@ def one_way_delay_ms(rtt_ms: float | None, jitter_ms: float | None,
     if rtt_ms is None:
         return None
     return rtt_ms / 2.0 + jb_factor * (jitter_ms or 0.0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Timestamps
-# ---------------------------------------------------------------------------------------------
-
-
-def unwrap16(ts16: int, reference_ms: int) -> int:
-    """The full ms timestamp closest to ``reference_ms`` whose low 16 bits are ``ts16``."""
-    ts = (reference_ms & ~0xFFFF) | (ts16 & 0xFFFF)
-    if ts - reference_ms > 0x8000:
-        ts -= 0x10000
-    elif reference_ms - ts > 0x8000:
-        ts += 0x10000
-    return ts
-
-
-class TsUnwrap:
-    """Unwraps a stream of 16-bit mini-frame timestamps into monotonic ms (tolerates reordering
-    of up to ±32 s).  Seed it with the 32-bit timestamp of a full frame when one is known."""
-
-    __slots__ = ("last",)
-
-    def __init__(self, start_ms: int = 0) -> None:
-        self.last = start_ms
-
-    def __call__(self, ts16: int) -> int:
-        ts = unwrap16(ts16, self.last)
-        if ts > self.last:
-            self.last = ts
-        return ts
-
-    def full(self, ts32: int) -> int:
-        """A full frame's 32-bit timestamp: re-seeds the reference."""
-        if ts32 > self.last:
-            self.last = ts32
-        return ts32
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,10 +334,6 @@ class CallStats:
         """Count one sent voice frame and return its payload (the signature cycle position for
         media timestamp ``ts_ms``)."""
         return self.tx.take(ts_ms, now_s)
-
-    def count_tx(self, nbytes: int, now_s: float) -> None:
-        """Count a sent frame whose payload the runner made itself."""
-        self.tx.count(nbytes, now_s)
 
     # the send figures (see TxProbe)
     @property

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.safefs import write_file_atomic
 from iaxgw.sim.limits import MACHINE_WIDE, limited_by
 from iaxgw.sim.loadtest import capacity_search
@@ -41,7 +42,6 @@ from iaxgw.sim.loadtest_plan import LoadtestOptions, PlanError
 from iaxgw.sim.report import Row, TimeseriesStream
 from iaxgw.sim.shard_merge import LiveMerge, Second, ShardResult, merge_loadtest, merge_summary
 
-Addr = tuple[str, int]
 #: Seconds the parent waits for the shards beyond their own run deadline before killing them.
 SHARD_GRACE_S = 60.0
 POLL_S = 0.2

@@ -31,6 +31,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from iaxgw._core import g711
+
 Codec = Literal["ulaw", "alaw"]
 Int16Array = npt.NDArray[np.int16]
 FloatArray = npt.NDArray[np.float64]
@@ -49,105 +51,31 @@ SILENCE_RMS = 80.0            #: below this (int16 RMS, about -52 dBFS) a frame 
 
 
 # ---------------------------------------------------------------------------------------------
-# G.711: bit-exact numpy lookup tables (ITU-T G.711, as in the Sun reference g711.c).  Used for
-# batch decoding and as the fallback encoder when ``iaxgw._core.g711`` is not available.
+# G.711: ``iaxgw._core.g711`` on whole windows, named by codec
 # ---------------------------------------------------------------------------------------------
 
-_SEG_UEND = (0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF)
-_SEG_AEND = (0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF)
-
-
-def _seg(value: int, ends: tuple[int, ...]) -> int:
-    for i, end in enumerate(ends):
-        if value <= end:
-            return i
-    return 8
-
-
-def _linear2ulaw(pcm: int) -> int:
-    pcm >>= 2
-    if pcm < 0:
-        pcm, mask = -pcm, 0x7F
-    else:
-        mask = 0xFF
-    pcm = min(pcm, 8159) + 0x21
-    seg = _seg(pcm, _SEG_UEND)
-    if seg >= 8:
-        return 0x7F ^ mask
-    return ((seg << 4) | ((pcm >> (seg + 1)) & 0xF)) ^ mask
-
-
-def _ulaw2linear(u: int) -> int:
-    u = ~u & 0xFF
-    t = (((u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4)
-    return 0x84 - t if u & 0x80 else t - 0x84
-
-
-def _linear2alaw(pcm: int) -> int:
-    pcm >>= 3
-    if pcm >= 0:
-        mask = 0xD5
-    else:
-        mask, pcm = 0x55, -pcm - 1
-    seg = _seg(pcm, _SEG_AEND)
-    if seg >= 8:
-        return 0x7F ^ mask
-    aval = seg << 4
-    aval |= (pcm >> 1) & 0xF if seg < 2 else (pcm >> seg) & 0xF
-    return aval ^ mask
-
-
-def _alaw2linear(a: int) -> int:
-    a ^= 0x55
-    t = (a & 0xF) << 4
-    seg = (a & 0x70) >> 4
-    if seg == 0:
-        t += 8
-    elif seg == 1:
-        t += 0x108
-    else:
-        t = (t + 0x108) << (seg - 1)
-    return t if a & 0x80 else -t
-
-
-@functools.cache
-def _tables() -> dict[str, npt.NDArray[np.int16] | npt.NDArray[np.uint8]]:
-    lin = range(-32768, 32768)
-    return {
-        "ulaw_dec": np.array([_ulaw2linear(i) for i in range(256)], dtype=np.int16),
-        "alaw_dec": np.array([_alaw2linear(i) for i in range(256)], dtype=np.int16),
-        # indexed by (int16 value + 32768)
-        "ulaw_enc": np.array([_linear2ulaw(x) for x in lin], dtype=np.uint8),
-        "alaw_enc": np.array([_linear2alaw(x) for x in lin], dtype=np.uint8),
-    }
+_ENCODE = {"ulaw": g711.ulaw_encode, "alaw": g711.alaw_encode}
+_DECODE = {"ulaw": g711.ulaw_decode, "alaw": g711.alaw_decode}
+_TRANSCODE = {("ulaw", "alaw"): g711.ulaw_to_alaw, ("alaw", "ulaw"): g711.alaw_to_ulaw}
 
 
 def decode(data: bytes, codec: Codec) -> Int16Array:
-    """Decode G.711 bytes to int16 samples (one numpy lookup; call it on whole windows)."""
-    table = _tables()["ulaw_dec" if codec == "ulaw" else "alaw_dec"]
-    out: Int16Array = table[np.frombuffer(data, dtype=np.uint8)]  # type: ignore[assignment]
+    """Decode G.711 bytes to int16 samples (call it on whole windows, not per frame)."""
+    out: Int16Array = np.empty(len(data), dtype=np.int16)
+    _DECODE[codec](data, out)
     return out
 
 
 def encode(pcm: Int16Array, codec: Codec) -> bytes:
-    """Encode int16 samples to G.711 bytes (numpy lookup)."""
-    table = _tables()["ulaw_enc" if codec == "ulaw" else "alaw_enc"]
-    idx = pcm.astype(np.int32) + 32768
-    return bytes(table[idx].tobytes())
+    """Encode int16 samples to G.711 bytes."""
+    return _ENCODE[codec](np.ascontiguousarray(pcm, dtype=np.int16))
 
 
 def transcode(data: bytes, src: Codec, dst: Codec) -> bytes:
     """What a PBX bridging a µ-law leg to an A-law leg does to the audio (via linear)."""
-    return encode(decode(data, src), dst)
-
-
-def _core_encoder(codec: Codec) -> object | None:
-    """``iaxgw._core.g711``'s encoder when it is importable (same output; compiled is faster)."""
-    try:
-        from iaxgw._core import g711  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    return getattr(g711, f"{codec}_encode", None)
+    if src == dst:
+        return encode(decode(data, src), dst)
+    return _TRANSCODE[src, dst](data)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,9 +145,7 @@ class SignaturePlan:
     def payloads(self, call_index: int, codec: Codec = "ulaw") -> list[bytes]:
         """The call's 50 encoded 20 ms payloads; frame with media timestamp ``ts`` sends
         ``payloads[(ts // 20) % 50]``."""
-        pcm = self.pcm_cycle(call_index)
-        enc = _core_encoder(codec)
-        data = enc(pcm.tobytes()) if callable(enc) else encode(pcm, codec)
+        data = encode(self.pcm_cycle(call_index), codec)
         return [bytes(data[i:i + FRAME_SAMPLES]) for i in range(0, len(data), FRAME_SAMPLES)]
 
     def silence(self, codec: Codec = "ulaw") -> bytes:

@@ -13,11 +13,11 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.events import CallProgress, Event, IncomingCall
 from iaxgw.gateway.model import AclRule, Entry, General, IaxConfig
 from iaxgw.gateway.protocol import Endpoint
 
-Addr = tuple[str, int]
 ADDR_A: Addr = ("127.0.0.10", 4569)
 ADDR_B: Addr = ("127.0.0.20", 4569)
 SECRET = "a-strong-shared-secret"

@@ -29,7 +29,6 @@ from iaxgw.sim.labconfig import LabSiteConfig, render_iax_conf, seed_site
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(120)]
 
-X = IAXSubclass
 OFFICE_A = ("127.0.0.10", 4569)
 OUR_IP = "127.0.0.20"            # office-a's ACL admits office-b's address, any port
 SCALLNO = 0x155
@@ -42,7 +41,7 @@ Wire = tuple[Callable[[bytes], None], Callable[[float], list[tuple[float, Any]]]
 
 
 def _new(token: bytes) -> bytes:
-    return build_full(SCALLNO, 0, 3, 0, 0, 6, X.NEW, build_ies([
+    return build_full(SCALLNO, 0, 3, 0, 0, 6, IAXSubclass.NEW, build_ies([
         (IE.VERSION, 2), (IE.CALLED_NUMBER, "200"), (IE.USERNAME, "office-b"),
         (IE.FORMAT, 4), (IE.CAPABILITY, 12), (IE.CALLTOKEN, token)]))
 
@@ -51,16 +50,16 @@ def _silent_caller(wire: Wire) -> list[tuple[float, Any]]:
     """The scenario; returns the LAGRQs the callee sent the silent caller, with their times."""
     send, recv = wire
     send(_new(b""))
-    tok = [f for _, f in recv(2.0) if f.csub == X.CALLTOKEN]
+    tok = [f for _, f in recv(2.0) if f.csub == IAXSubclass.CALLTOKEN]
     assert tok, "no CALLTOKEN"
     token = IEs.parse(tok[0].payload).get(IE.CALLTOKEN)
     assert isinstance(token, bytes)
     send(_new(token))
-    areq = [f for _, f in recv(2.0) if f.csub == X.AUTHREQ]
+    areq = [f for _, f in recv(2.0) if f.csub == IAXSubclass.AUTHREQ]
     assert areq, "no AUTHREQ"
     a = areq[0]
-    send(build_full(SCALLNO, a.scallno, a.ts, 1, (a.oseqno + 1) & 0xFF, 6, X.ACK))
-    return [(t, f) for t, f in recv(LISTEN_S) if f.csub == X.LAGRQ]
+    send(build_full(SCALLNO, a.scallno, a.ts, 1, (a.oseqno + 1) & 0xFF, 6, IAXSubclass.ACK))
+    return [(t, f) for t, f in recv(LISTEN_S) if f.csub == IAXSubclass.LAGRQ]
 
 
 def _asterisk_wire() -> tuple[Wire, socket.socket]:
@@ -154,14 +153,14 @@ def _wrong_registration(wire: Wire) -> list[tuple[float, int, Any]]:
 
     def regreq(scallno: int, items: list[tuple[int, object]], oseqno: int = 0,
                iseqno: int = 0, dcallno: int = 0) -> bytes:
-        return build_full(scallno, dcallno, 5, oseqno, iseqno, 6, X.REGREQ, build_ies(
+        return build_full(scallno, dcallno, 5, oseqno, iseqno, 6, IAXSubclass.REGREQ, build_ies(
             [(IE.USERNAME, "regtest"), (IE.REFRESH, 60), *items]))
 
     send(regreq(0x166, [(IE.CALLTOKEN, b"")]))
-    tok = [f for _, f in recv(1.0) if f.csub == X.CALLTOKEN]
+    tok = [f for _, f in recv(1.0) if f.csub == IAXSubclass.CALLTOKEN]
     assert tok, "no CALLTOKEN"
     send(regreq(0x166, [(IE.CALLTOKEN, IEs.parse(tok[0].payload).get(IE.CALLTOKEN))]))
-    auth = [f for _, f in recv(1.0) if f.csub == X.REGAUTH]
+    auth = [f for _, f in recv(1.0) if f.csub == IAXSubclass.REGAUTH]
     assert auth, "no REGAUTH"
     a = auth[0]
     send(regreq(0x166, [(IE.MD5_RESULT, "0" * 32)], 1, (a.oseqno + 1) & 0xFF, a.scallno))
@@ -179,9 +178,9 @@ def test_wrong_registration_secret_regrej_timing(asterisk_factory: Any, tmp_path
 
     def shape(frames: list[tuple[float, int, Any]]) -> list[tuple[bool, int, Any]]:
         # (REGREJ about 1 s late?, subclass, cause) of everything but ACKs
-        return [(t >= 0.8, sub, cause) for t, sub, cause in frames if sub != X.ACK]
+        return [(t >= 0.8, sub, cause) for t, sub, cause in frames if sub != IAXSubclass.ACK]
 
-    assert shape(ast) == shape(gw) == [(delayreject, X.REGREJ, 29)], (ast, gw)
+    assert shape(ast) == shape(gw) == [(delayreject, IAXSubclass.REGREJ, 29)], (ast, gw)
     for frames in (ast, gw):
-        (t_rej,) = [t for t, sub, _ in frames if sub == X.REGREJ]
+        (t_rej,) = [t for t, sub, _ in frames if sub == IAXSubclass.REGREJ]
         assert t_rej <= 1.3 if delayreject else t_rej <= 0.2

@@ -30,7 +30,6 @@ from iaxgw.gateway.crypto import (
 )
 from iaxgw.gateway.events import AuthFailed, CallEnded, CallProgress, VoiceReceived
 
-X = IAXSubclass
 TONE = bytes(range(160))
 
 
@@ -167,9 +166,9 @@ def test_encrypted_call_carries_audio_both_ways(trunk: bool) -> None:
     assert got_b == [TONE] * 20 and got_a == [TONE[::-1]] * 20
     # NEW and CALLTOKEN in the clear; from the caller's AUTHREP on, no full frame of the call
     # parses as what it is: the voice frame's payload is nowhere in the clear
-    news = iax(full_frames(p.wire, "a>b"), X.NEW)
+    news = iax(full_frames(p.wire, "a>b"), IAXSubclass.NEW)
     assert news and IEs.parse(news[-1].payload).get(IE.ENCRYPTION) == 0x8001
-    authreq = iax(full_frames(p.wire, "b>a"), X.AUTHREQ)
+    authreq = iax(full_frames(p.wire, "b>a"), IAXSubclass.AUTHREQ)
     assert IEs.parse(authreq[0].payload).get(IE.ENCRYPTION) == 0x0001     # as Asterisk
     after = [d for _, dr, d, _ in p.wire[mark:] if dr == "a>b"]
     assert after and not any(TONE[:32] in d for d in after if d[:2] != b"\x00\x00")
@@ -233,7 +232,7 @@ def refusal_reasons(p: Pair) -> list[str]:
     assert p.run_until(lambda: p.ev(p.a, CallEnded), 10)
     end = p.ev(p.a, CallEnded)[0]
     assert (end.callno, end.cause) == (cn, 50)
-    rej = iax(full_frames(p.wire, "b>a"), X.REJECT)
+    rej = iax(full_frames(p.wire, "b>a"), IAXSubclass.REJECT)
     assert IEs.parse(rej[0].payload).get(IE.CAUSE) == "No authority found"
     return [e.reason for e in p.ev(p.b, AuthFailed)]
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from iaxgw._core import g711
-from iaxgw.gateway.apps import APPLICATIONS, Recorder, encode, frames, run, tone_pcm
 from iaxgw.gateway.channel import DialOutcome
 from iaxgw.gateway.config import ConfigError, PhoneBehaviour, PhonesConfig, default_config_dir
 from iaxgw.gateway.dialplan import (
@@ -23,10 +22,12 @@ from iaxgw.gateway.dialplan import (
     load_extensions_conf,
     match_pattern,
     pattern_key,
+    pattern_samples,
     split_args,
     substitute,
     substring,
 )
+from iaxgw.gateway.dialplan_apps import APPLICATIONS, Recorder, encode, frames, run, tone_pcm
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakes import FakeChannel
@@ -166,6 +167,17 @@ def test_dialplan_warnings(tmp_path: Path) -> None:
 ])
 def test_pattern_matching(pattern: str, exten: str, ok: bool) -> None:
     assert match_pattern(pattern, exten) is ok
+
+
+@pytest.mark.parametrize(("pattern", "samples"), [
+    ("300", ["300"]), ("_3XX", ["300", "399"]), ("_2[05-7]Z", ["201", "279"]),
+    ("_nxx", ["200", "999"]), ("_[13-5]X", ["10", "59"]), ("_3.", ["30", "39"]),
+    ("_3!", ["30", "39"]), ("_1-800-NXX", ["1800200", "1800999"]), ("_[7]1", ["71"]),
+])
+def test_pattern_samples_are_the_lowest_and_highest_match(pattern: str,
+                                                          samples: list[str]) -> None:
+    assert pattern_samples(pattern) == samples
+    assert all(match_pattern(pattern, sample) for sample in samples)
 
 
 def test_pattern_ordering(tmp_path: Path) -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from iaxgw.gateway.check import check_dirs, has_errors, pattern_samples
+from iaxgw.gateway.address import parse_hostport
+from iaxgw.gateway.check import check_dirs, has_errors
 from iaxgw.gateway.cli import main
-from iaxgw.gateway.probe import parse_hostport
+from iaxgw.gateway.dialplan import pattern_samples
 
 SEED = Path(__file__).parent / "data" / "seed"
 

@@ -27,13 +27,12 @@ from iaxgw._core.constants import IE, FrameType, IAXSubclass
 from iaxgw._core.frames import build_full, build_mini, parse_full
 from iaxgw._core.ies import IEs, build_ies
 from iaxgw._core.trunk import pack_trunk
+from iaxgw.gateway.address import Addr
 from iaxgw.gateway.calls import CallState
 from iaxgw.gateway.events import AuthFailed, CallEnded, CallProgress, IncomingCall, VoiceReceived
 from iaxgw.gateway.model import General
 from iaxgw.gateway.protocol import Endpoint
 
-X = IAXSubclass
-Addr = tuple[str, int]
 STRANGER: Addr = ("127.0.0.66", 4569)
 SAME_IP_OTHER_PORT: Addr = (ADDR_A[0], 40000)
 VOICE = bytes(range(160))
@@ -135,8 +134,10 @@ def iax_subs(frames: list[Any]) -> list[int]:
 
 
 def inval_to(replies: list[bytes]) -> bool:
-    return any(d[0] & 0x80 and parse_full(d).frametype == 6 and parse_full(d).csub == X.INVAL
-               for d in replies)
+    return any(
+        d[0] & 0x80 and parse_full(d).frametype == 6 and parse_full(d).csub == IAXSubclass.INVAL
+        for d in replies
+    )
 
 
 # ---------------------------------------------------------------- single-datagram cases
@@ -168,7 +169,12 @@ def _truncated(ctx: Ctx) -> None:
             for src in (STRANGER, ADDR_A):
                 for d in inject(ctx, data[:i], src):
                     f = parse_full(d)
-                    assert f.frametype == 6 and f.csub in (X.INVAL, X.CALLTOKEN, X.PONG, X.REJECT)
+                    assert f.frametype == 6 and f.csub in (
+                        IAXSubclass.INVAL,
+                        IAXSubclass.CALLTOKEN,
+                        IAXSubclass.PONG,
+                        IAXSubclass.REJECT,
+                    )
                 n += 1
     assert n > 1000
 
@@ -180,46 +186,46 @@ def _mini_callno0(ctx: Ctx) -> None:
 
 
 def _scallno1_stranger(ctx: Ctx) -> None:
-    replies = inject(ctx, full(ctx, X.HANGUP, scallno=1), STRANGER)
+    replies = inject(ctx, full(ctx, IAXSubclass.HANGUP, scallno=1), STRANGER)
     assert inval_to(replies)
 
 
 def _scallno1_peer(ctx: Ctx) -> None:
-    for sub in (X.HANGUP, X.REJECT, X.INVAL, X.ACCEPT):
+    for sub in (IAXSubclass.HANGUP, IAXSubclass.REJECT, IAXSubclass.INVAL, IAXSubclass.ACCEPT):
         assert inject(ctx, full(ctx, sub, scallno=1), ADDR_A) == []
 
 
 def _dcallno1(ctx: Ctx) -> None:
-    assert inval_to(inject(ctx, full(ctx, X.HANGUP, dcallno=1), STRANGER))
-    assert inject(ctx, full(ctx, X.ACK, dcallno=1), STRANGER) == []
+    assert inval_to(inject(ctx, full(ctx, IAXSubclass.HANGUP, dcallno=1), STRANGER))
+    assert inject(ctx, full(ctx, IAXSubclass.ACK, dcallno=1), STRANGER) == []
 
 
 def _unknown_frametype(ctx: Ctx) -> None:
     s0 = ctx.p.b.stats().get("ignored_frametype_48", 0)
     back = peer_sends(ctx, 0x30, 1, b"junk")
-    assert X.ACK in iax_subs(back)
+    assert IAXSubclass.ACK in iax_subs(back)
     assert ctx.p.b.stats()["ignored_frametype_48"] == s0 + 1
 
 
 def _unknown_iax_subclass(ctx: Ctx) -> None:
     back = peer_sends(ctx, int(FrameType.IAX), 0x60)
-    uns = [f for f in back if f.frametype == 6 and f.csub == X.UNSUPPORT]
+    uns = [f for f in back if f.frametype == 6 and f.csub == IAXSubclass.UNSUPPORT]
     assert len(uns) == 1 and IEs.parse(uns[0].payload).get(IE.IAX_UNKNOWN) == 0x60
 
 
 def _unknown_control(ctx: Ctx) -> None:
     s0 = ctx.p.b.stats().get("drop_control_not_allowed", 0)
     back = peer_sends(ctx, int(FrameType.CONTROL), 0x55)
-    assert X.ACK in iax_subs(back)
+    assert IAXSubclass.ACK in iax_subs(back)
     assert ctx.p.b.stats()["drop_control_not_allowed"] == s0 + 1
 
 
 def _wrong_ie_length(ctx: Ctx) -> None:
     bad = bytes([IE.CAUSECODE, 2, 0, 16])                  # CAUSECODE is a u8
-    back = peer_sends(ctx, int(FrameType.IAX), X.HANGUP, bad)
-    assert X.ACK in iax_subs(back)
+    back = peer_sends(ctx, int(FrameType.IAX), IAXSubclass.HANGUP, bad)
+    assert IAXSubclass.ACK in iax_subs(back)
     assert ctx.p.b.stats()["drop_malformed_ies"] >= 1
-    new = build_full(0x1234, 0, 3, 0, 0, 6, X.NEW, bytes([IE.VERSION, 3, 0, 0, 2]))
+    new = build_full(0x1234, 0, 3, 0, 0, 6, IAXSubclass.NEW, bytes([IE.VERSION, 3, 0, 0, 2]))
     assert inject(ctx, new, STRANGER) == []
 
 
@@ -236,30 +242,31 @@ def _trunk_unknown_calls(ctx: Ctx) -> None:
 
 
 def _ack_unknown_call(ctx: Ctx) -> None:
-    assert inject(ctx, full(ctx, X.ACK, dcallno=777), STRANGER) == []
-    assert inject(ctx, full(ctx, X.ACK), STRANGER) == []
-    assert inject(ctx, full(ctx, X.ACK, dcallno=777), ADDR_A) == []
+    assert inject(ctx, full(ctx, IAXSubclass.ACK, dcallno=777), STRANGER) == []
+    assert inject(ctx, full(ctx, IAXSubclass.ACK), STRANGER) == []
+    assert inject(ctx, full(ctx, IAXSubclass.ACK, dcallno=777), ADDR_A) == []
 
 
 def _ack_out_of_window(ctx: Ctx) -> None:
     b = ctx.bcall
-    ack = build_full(ctx.acn, ctx.bcn, 500, b.iseqno, (b.oseqno + 100) & 0xFF, 6, X.ACK)
+    ack = build_full(ctx.acn, ctx.bcn, 500, b.iseqno, (b.oseqno + 100) & 0xFF, 6, IAXSubclass.ACK)
     assert inject(ctx, ack, ADDR_A) == []
 
 
 def _hangup_wrong_source(ctx: Ctx) -> None:
     for src in (STRANGER, SAME_IP_OTHER_PORT):
-        assert inval_to(inject(ctx, full(ctx, X.HANGUP, payload=bytes([IE.CAUSECODE, 1, 16])),
-                               src))
+        assert inval_to(
+            inject(ctx, full(ctx, IAXSubclass.HANGUP, payload=bytes([IE.CAUSECODE, 1, 16])), src)
+        )
 
 
 def _inval_wrong_source(ctx: Ctx) -> None:
     for src in (STRANGER, SAME_IP_OTHER_PORT):
-        assert inject(ctx, full(ctx, X.INVAL), src) == []
+        assert inject(ctx, full(ctx, IAXSubclass.INVAL), src) == []
 
 
 def _wrong_scallno(ctx: Ctx) -> None:
-    assert inval_to(inject(ctx, full(ctx, X.HANGUP, scallno=ctx.acn ^ 0x10), ADDR_A))
+    assert inval_to(inject(ctx, full(ctx, IAXSubclass.HANGUP, scallno=ctx.acn ^ 0x10), ADDR_A))
 
 
 def _mini_wrong_source(ctx: Ctx) -> None:
@@ -277,10 +284,10 @@ def _video_and_meta_junk(ctx: Ctx) -> None:
 
 def _duplicate_and_gap(ctx: Ctx) -> None:
     b = ctx.bcall
-    dup = full(ctx, X.LAGRQ, oseqno=(b.iseqno - 1) & 0xFF)
-    assert [parse_full(d).csub for d in inject(ctx, dup, ADDR_A)] == [X.ACK]
-    gap = full(ctx, X.LAGRQ, oseqno=(b.iseqno + 5) & 0xFF)
-    assert [parse_full(d).csub for d in inject(ctx, gap, ADDR_A)] == [X.VNAK]
+    dup = full(ctx, IAXSubclass.LAGRQ, oseqno=(b.iseqno - 1) & 0xFF)
+    assert [parse_full(d).csub for d in inject(ctx, dup, ADDR_A)] == [IAXSubclass.ACK]
+    gap = full(ctx, IAXSubclass.LAGRQ, oseqno=(b.iseqno + 5) & 0xFF)
+    assert [parse_full(d).csub for d in inject(ctx, gap, ADDR_A)] == [IAXSubclass.VNAK]
 
 
 def _voice_no_format(ctx: Ctx) -> None:
@@ -288,7 +295,7 @@ def _voice_no_format(ctx: Ctx) -> None:
     s0 = ctx.p.b.stats().get("drop_voice_bad_format", 0)
     for subclass in (1 << 63, -1, 0):
         replies = peer_sends(ctx, int(FrameType.VOICE), subclass, VOICE)
-        assert X.ACK in iax_subs(replies)
+        assert IAXSubclass.ACK in iax_subs(replies)
     assert ctx.p.b.stats()["drop_voice_bad_format"] == s0 + 3
     assert ctx.bcall.format_rx == 4
 
@@ -369,7 +376,7 @@ def new_frame(scallno: int, token: bytes | None, *, username: str = "office-a",
                                      (IE.CAPABILITY, 12)]
     if token is not None:
         ies.append((IE.CALLTOKEN, token))
-    return build_full(scallno, 0, 3, oseqno, 0, 6, X.NEW, build_ies(ies))
+    return build_full(scallno, 0, 3, oseqno, 0, 6, IAXSubclass.NEW, build_ies(ies))
 
 
 def replies(ep: Endpoint, now: float, to: Addr) -> list[Any]:
@@ -378,7 +385,7 @@ def replies(ep: Endpoint, now: float, to: Addr) -> list[Any]:
 
 def get_token(ep: Endpoint, src: Addr, now: float, scallno: int = 0x222) -> bytes:
     ep.receive_datagram(new_frame(scallno, b""), src, now)
-    tok = [f for f in replies(ep, now, src) if f.csub == X.CALLTOKEN]
+    tok = [f for f in replies(ep, now, src) if f.csub == IAXSubclass.CALLTOKEN]
     assert len(tok) == 1 and tok[0].scallno == 1
     value = IEs.parse(tok[0].payload).get(IE.CALLTOKEN)
     assert isinstance(value, bytes)
@@ -451,20 +458,20 @@ def test_token_expired_replayed_foreign_garbage_refused() -> None:
     for name, (t, s, at) in cases.items():
         b.receive_datagram(new_frame(0x333, t), s, at)
         out = replies(b, at, s)
-        assert [(f.csub, f.scallno, f.payload) for f in out] == [(X.REJECT, 1, b"")], name
+        assert [(f.csub, f.scallno, f.payload) for f in out] == [(IAXSubclass.REJECT, 1, b"")], name
         assert held(b) == (0, 0, 0, 0), name
     # the genuine token, in time and from the right source, is accepted
     b.receive_datagram(new_frame(0x333, tok), src, now + 2)
-    assert [f.csub for f in replies(b, now + 2, src)] == [X.AUTHREQ]
+    assert [f.csub for f in replies(b, now + 2, src)] == [IAXSubclass.AUTHREQ]
     assert b.stats()["calltoken_rejected"] == len(cases)
 
 
 def _answer_authreq(b: Endpoint, src: Addr, now: float, scallno: int, secret: str) -> Any:
-    areq = [f for f in replies(b, now, src) if f.csub == X.AUTHREQ]
+    areq = [f for f in replies(b, now, src) if f.csub == IAXSubclass.AUTHREQ]
     assert len(areq) == 1
     chal = IEs.parse(areq[0].payload).get(IE.CHALLENGE)
     md5 = hashlib.md5(f"{chal}{secret}".encode()).hexdigest()
-    b.receive_datagram(build_full(scallno, areq[0].scallno, 10, 1, 1, 6, X.AUTHREP,
+    b.receive_datagram(build_full(scallno, areq[0].scallno, 10, 1, 1, 6, IAXSubclass.AUTHREP,
                                   build_ies([(IE.MD5_RESULT, md5)])), src, now)
     return areq[0]
 
@@ -478,13 +485,15 @@ def test_maxcallnumbers_per_source_ip() -> None:
         b.receive_datagram(new_frame(0x400 + i, tok), src, now)
         subs = [(f.csub, f.scallno) for f in replies(b, now, src)]
         if i < 3:
-            assert [s for s, _ in subs] == [X.AUTHREQ]
+            assert [s for s, _ in subs] == [IAXSubclass.AUTHREQ]
         else:
-            assert subs == [(X.REJECT, 1)]       # stateless: no number left for this IP
+            assert subs == [(IAXSubclass.REJECT, 1)]       # stateless: no number left for this IP
     assert b.stats()["reject_callno_limit"] == 1 and b._callnos.in_use == 3
     other = ("127.0.0.11", 4569)      # another IP still gets a call number (the ACL's fake
     b.receive_datagram(new_frame(0x500, get_token(b, other, now)), other, now)  # AUTHREQ)
-    assert [(f.csub, f.scallno != 1) for f in replies(b, now, other)] == [(X.AUTHREQ, True)]
+    assert [(f.csub, f.scallno != 1) for f in replies(b, now, other)] == [
+        (IAXSubclass.AUTHREQ, True)
+    ]
     assert b._callnos.in_use == 4
 
 
@@ -497,8 +506,8 @@ def test_maxauthreq_unanswered() -> None:
         b.receive_datagram(new_frame(0x600 + i, get_token(b, src, now)), src, now)
         out.append([(f.csub, IEs.parse(f.payload).get(IE.CAUSECODE))
                     for f in replies(b, now, src)])
-    assert out[:3] == [[(X.AUTHREQ, None)]] * 3
-    assert out[3:] == [[(X.REJECT, 21)]] * 2
+    assert out[:3] == [[(IAXSubclass.AUTHREQ, None)]] * 3
+    assert out[3:] == [[(IAXSubclass.REJECT, 21)]] * 2
 
 
 def test_delayreject_wrong_secret() -> None:
@@ -507,12 +516,14 @@ def test_delayreject_wrong_secret() -> None:
     src = ("127.0.0.10", 4569)
     b.receive_datagram(new_frame(0x700, get_token(b, src, now)), src, now)
     _answer_authreq(b, src, now, 0x700, "not-the-secret")
-    assert [f.csub for f in replies(b, now, src)] == [X.ACK]          # no REJECT yet
+    assert [f.csub for f in replies(b, now, src)] == [IAXSubclass.ACK]          # no REJECT yet
     b.handle_timer(now + 0.9)
     assert [f.csub for f in replies(b, now + 0.9, src)] == []
     b.handle_timer(now + 1.01)
     rej = replies(b, now + 1.01, src)
-    assert [(f.csub, IEs.parse(f.payload).get(IE.CAUSECODE)) for f in rej] == [(X.REJECT, 50)]
+    assert [(f.csub, IEs.parse(f.payload).get(IE.CAUSECODE)) for f in rej] == [
+        (IAXSubclass.REJECT, 50)
+    ]
 
 
 def test_repeated_wrong_secrets_logged_and_throttled(caplog: pytest.LogCaptureFixture) -> None:
@@ -528,21 +539,35 @@ def test_repeated_wrong_secrets_logged_and_throttled(caplog: pytest.LogCaptureFi
         b.handle_timer(at + 1.5)
         out += replies(b, at + 1.5, src)
         for d in out:                       # ACK our final frames so the calls are destroyed
-            if d.csub == X.REJECT and d.scallno != 1:
-                b.receive_datagram(build_full(0x800 + i, d.scallno, d.ts, d.iseqno,
-                                              (d.oseqno + 1) & 0xFF, 6, X.ACK), src, at + 1.5)
+            if d.csub == IAXSubclass.REJECT and d.scallno != 1:
+                b.receive_datagram(
+                    build_full(
+                        0x800 + i,
+                        d.scallno,
+                        d.ts,
+                        d.iseqno,
+                        (d.oseqno + 1) & 0xFF,
+                        6,
+                        IAXSubclass.ACK,
+                    ),
+                    src,
+                    at + 1.5,
+                )
         return out
 
     for i in range(3):                                   # three wrong secrets: REJECT 50 each
         out = attempt(i, "wrong", now + 2 * i)
-        assert [f.csub for f in out if f.csub != X.ACK] == [X.AUTHREQ, X.REJECT]
+        assert [f.csub for f in out if f.csub != IAXSubclass.ACK] == [
+            IAXSubclass.AUTHREQ,
+            IAXSubclass.REJECT,
+        ]
     assert sum("refused" in r.message and "127.0.0.10" in r.message
                for r in caplog.records) == 3
     # the fourth NEW from that IP gets no AUTHREQ but a REJECT 50 one second later
     out = attempt(3, "", now + 6)
     assert [(f.csub, IEs.parse(f.payload).get(IE.CAUSECODE)) for f in out
-            if f.csub != X.ACK] == [(X.REJECT, 50)]
-    assert [IEs.parse(f.payload).get(IE.CAUSE) for f in out if f.csub == X.REJECT] == [
+            if f.csub != IAXSubclass.ACK] == [(IAXSubclass.REJECT, 50)]
+    assert [IEs.parse(f.payload).get(IE.CAUSE) for f in out if f.csub == IAXSubclass.REJECT] == [
         "No authority found: throttled after repeated failed authentications"]
     assert b.stats()["reject_auth_throttled"] == 1
     assert any("failed authentications from 127.0.0.10" in r.message for r in caplog.records)
@@ -550,11 +575,11 @@ def test_repeated_wrong_secrets_logged_and_throttled(caplog: pytest.LogCaptureFi
     assert ev[-1].reason == "too many failed authentications"
     # even the right secret is refused while throttled; after the window it works again
     out = attempt(4, "", now + 8)
-    assert X.AUTHREQ not in [f.csub for f in out]
+    assert IAXSubclass.AUTHREQ not in [f.csub for f in out]
     later = now + 70
     b.receive_datagram(new_frame(0x900, get_token(b, src, later, 0x900)), src, later)
     _answer_authreq(b, src, later, 0x900, SECRET)
-    assert X.ACCEPT in [f.csub for f in replies(b, later, src)]
+    assert IAXSubclass.ACCEPT in [f.csub for f in replies(b, later, src)]
 
 
 def test_throttle_is_per_source_ip_and_configurable() -> None:
@@ -572,7 +597,7 @@ def test_throttle_is_per_source_ip_and_configurable() -> None:
 def _ack(b: Endpoint, f: Any, scallno: int, src: Addr, now: float) -> None:
     """Acknowledge our frame ``f`` as the caller ``scallno`` would (and nothing more)."""
     b.receive_datagram(build_full(scallno, f.scallno, f.ts, f.iseqno, (f.oseqno + 1) & 0xFF,
-                                  6, X.ACK), src, now)
+                                  6, IAXSubclass.ACK), src, now)
 
 
 def _silence(b: Endpoint, src: Addr, start: float, seconds: float) -> list[tuple[float, Any]]:
@@ -596,14 +621,17 @@ def test_pending_authreq_acked_then_silent_expires_and_frees_maxauthreq() -> Non
     src = ("127.0.0.10", 4569)
     for i in range(3):
         b.receive_datagram(new_frame(0x600 + i, get_token(b, src, now, 0x600 + i)), src, now)
-        (areq,) = [f for f in replies(b, now, src) if f.csub == X.AUTHREQ]
+        (areq,) = [f for f in replies(b, now, src) if f.csub == IAXSubclass.AUTHREQ]
         _ack(b, areq, 0x600 + i, src, now)
     assert b._authreq["office-a"] == 3
     b.receive_datagram(new_frame(0x610, get_token(b, src, now, 0x610)), src, now)
-    assert [IEs.parse(f.payload).get(IE.CAUSECODE) for f in replies(b, now, src)
-            if f.csub == X.REJECT] == [21]                    # the real user is locked out
+    assert [
+        IEs.parse(f.payload).get(IE.CAUSECODE)
+        for f in replies(b, now, src)
+        if f.csub == IAXSubclass.REJECT
+    ] == [21]  # the real user is locked out
     sent = _silence(b, src, now, 40.0)
-    lagrq = [t - now for t, f in sent if f.csub == X.LAGRQ and f.dcallno == 0x600]
+    lagrq = [t - now for t, f in sent if f.csub == IAXSubclass.LAGRQ and f.dcallno == 0x600]
     assert 10.0 <= lagrq[0] <= 10.5                            # the first LAGRQ at 10 s
     assert b._authreq["office-a"] == 3 and len(b._calls) == 3  # still retransmitting it
     _silence(b, src, now + 40.0, 4.0)                          # its 4th send + 10 s: gone
@@ -611,7 +639,7 @@ def test_pending_authreq_acked_then_silent_expires_and_frees_maxauthreq() -> Non
     later = now + 50.0
     b.receive_datagram(new_frame(0x620, get_token(b, src, later, 0x620)), src, later)
     _answer_authreq(b, src, later, 0x620, SECRET)
-    assert X.ACCEPT in [f.csub for f in replies(b, later, src)]
+    assert IAXSubclass.ACCEPT in [f.csub for f in replies(b, later, src)]
 
 
 def _regreq(scallno: int, token: bytes | None, md5: str | None = None,
@@ -622,7 +650,7 @@ def _regreq(scallno: int, token: bytes | None, md5: str | None = None,
         ies.append((IE.MD5_RESULT, md5))
     if token is not None:
         ies.append((IE.CALLTOKEN, token))
-    return build_full(scallno, dcallno, 5, oseqno, iseqno, 6, X.REGREQ, build_ies(ies))
+    return build_full(scallno, dcallno, 5, oseqno, iseqno, 6, IAXSubclass.REGREQ, build_ies(ies))
 
 
 def _registrar(**general: Any) -> Endpoint:
@@ -635,14 +663,14 @@ def _register(b: Endpoint, src: Addr, now: float, scallno: int, secret: str) -> 
     """A REGREQ with a token, the REGAUTH's challenge answered with ``secret``; b's replies
     to that answer at ``now`` but ACKs."""
     b.receive_datagram(_regreq(scallno, get_token(b, src, now, scallno)), src, now)
-    auth = [f for f in replies(b, now, src) if f.csub == X.REGAUTH]
+    auth = [f for f in replies(b, now, src) if f.csub == IAXSubclass.REGAUTH]
     if not auth:
         return []
     chal = IEs.parse(auth[0].payload).get(IE.CHALLENGE)
     md5 = hashlib.md5(f"{chal}{secret}".encode()).hexdigest()
     b.receive_datagram(_regreq(scallno, None, md5, oseqno=1, iseqno=1,
                                dcallno=auth[0].scallno), src, now)
-    return [f for f in replies(b, now, src) if f.csub != X.ACK]
+    return [f for f in replies(b, now, src) if f.csub != IAXSubclass.ACK]
 
 
 def test_pending_regauth_acked_then_silent_expires() -> None:
@@ -650,7 +678,7 @@ def test_pending_regauth_acked_then_silent_expires() -> None:
     now = 1000.0
     src = ("127.0.0.10", 4569)
     b.receive_datagram(_regreq(0x700, get_token(b, src, now, 0x700)), src, now)
-    (auth,) = [f for f in replies(b, now, src) if f.csub == X.REGAUTH]
+    (auth,) = [f for f in replies(b, now, src) if f.csub == IAXSubclass.REGAUTH]
     _ack(b, auth, 0x700, src, now)
     assert len(b._calls) == 1
     _silence(b, src, now, 40.0)
@@ -663,15 +691,17 @@ def test_regreq_wrong_secret_regrej_delayed_with_delayreject_as_asterisk() -> No
     src = ("127.0.0.10", 4569)
     now = 1000.0
     b = _registrar()                                   # delayreject = no: REGREJ at once
-    assert [f.csub for f in _register(b, src, now, 0x710, "wrong")] == [X.REGREJ]
+    assert [f.csub for f in _register(b, src, now, 0x710, "wrong")] == [IAXSubclass.REGREJ]
     b = _registrar(delayreject=True)
     assert _register(b, src, now, 0x711, "wrong") == []   # only the ACK of the answer
     b.handle_timer(now + 0.9)
     assert replies(b, now + 0.9, src) == []
     b.handle_timer(now + 1.01)
     rej = replies(b, now + 1.01, src)
-    assert [(f.csub, IEs.parse(f.payload).get(IE.CAUSECODE)) for f in rej] == [(X.REGREJ, 29)]
-    assert [f.csub for f in _register(b, src, now + 2, 0x712, SECRET)] == [X.REGACK]
+    assert [(f.csub, IEs.parse(f.payload).get(IE.CAUSECODE)) for f in rej] == [
+        (IAXSubclass.REGREJ, 29)
+    ]
+    assert [f.csub for f in _register(b, src, now + 2, 0x712, SECRET)] == [IAXSubclass.REGACK]
 
 
 def test_regreq_guesses_share_the_authfaillimit_throttle_only_when_configured() -> None:
@@ -679,31 +709,41 @@ def test_regreq_guesses_share_the_authfaillimit_throttle_only_when_configured() 
     now = 1000.0
     b = _registrar()                                   # off by default, as Asterisk
     for i in range(8):
-        assert [f.csub for f in _register(b, src, now + i, 0x720 + i, "wrong")] == [X.REGREJ]
-    assert [f.csub for f in _register(b, src, now + 9, 0x730, SECRET)] == [X.REGACK]
+        assert [f.csub for f in _register(b, src, now + i, 0x720 + i, "wrong")] == [
+            IAXSubclass.REGREJ
+        ]
+    assert [f.csub for f in _register(b, src, now + 9, 0x730, SECRET)] == [IAXSubclass.REGACK]
     assert "reject_auth_throttled" not in b.stats()
 
     b = _registrar(authfaillimit=3, authfailwindow=60)
     for i in range(3):
-        assert [f.csub for f in _register(b, src, now + i, 0x740 + i, "wrong")] == [X.REGREJ]
+        assert [f.csub for f in _register(b, src, now + i, 0x740 + i, "wrong")] == [
+            IAXSubclass.REGREJ
+        ]
     # the fourth REGREQ (even with the right secret) gets no REGAUTH: a REGREJ after 1 s
     assert _register(b, src, now + 4, 0x750, SECRET) == []
     b.handle_timer(now + 5.01)
-    rej = [f for f in replies(b, now + 5.01, src) if f.csub != X.ACK and f.dcallno == 0x750]
+    rej = [
+        f for f in replies(b, now + 5.01, src) if f.csub != IAXSubclass.ACK and f.dcallno == 0x750
+    ]
     assert [(f.csub, IEs.parse(f.payload).get(IE.CAUSE)) for f in rej] == [
-        (X.REGREJ, "Registration Refused: throttled after repeated failed authentications")]
+        (
+            IAXSubclass.REGREJ,
+            "Registration Refused: throttled after repeated failed authentications",
+        )
+    ]
     assert b.stats()["reject_auth_throttled"] == 1
     # the same count throttles calls from that IP
     b.receive_datagram(new_frame(0x760, get_token(b, src, now + 6, 0x760)), src, now + 6)
-    assert X.AUTHREQ not in [f.csub for f in replies(b, now + 6, src)]
+    assert IAXSubclass.AUTHREQ not in [f.csub for f in replies(b, now + 6, src)]
     later = now + 70                                   # after the window: registers again
-    assert [f.csub for f in _register(b, src, later, 0x770, SECRET)] == [X.REGACK]
+    assert [f.csub for f in _register(b, src, later, 0x770, SECRET)] == [IAXSubclass.REGACK]
 
 
 def _flood_unknown_callnos(b: Endpoint, src: Addr, now: float) -> None:
     """A full frame for every call number (HANGUP on odd, LAGRQ on even) from ``src``."""
     for n in range(2, 32768):
-        sub = X.HANGUP if n % 2 else X.LAGRQ
+        sub = IAXSubclass.HANGUP if n % 2 else IAXSubclass.LAGRQ
         b.receive_datagram(build_full(0x1234, n, 5000, 0, 0, 6, sub), src, now)
         if n % 1024 == 0:
             b.datagrams_to_send(now)
@@ -769,7 +809,7 @@ def test_nonvalidated_budget_is_global_and_allocation_constant_time(
         out += replies(b, now, src)
         while b.next_event() is not None:
             pass
-    assert sum(1 for f in out if f.csub == X.REJECT and f.scallno == 1) == 500
+    assert sum(1 for f in out if f.csub == IAXSubclass.REJECT and f.scallno == 1) == 500
     assert b.stats()["reject_callno_limit"] == 500
     cn = b._callnos
     assert cn.nonvalidated(now) == 1000
@@ -777,7 +817,7 @@ def test_nonvalidated_budget_is_global_and_allocation_constant_time(
     # a token-validated call from the peer still gets a number
     tok = get_token(b, ADDR_A, now)
     b.receive_datagram(new_frame(0x7777, tok), ADDR_A, now)
-    assert [f.csub for f in replies(b, now, ADDR_A)] == [X.AUTHREQ]
+    assert [f.csub for f in replies(b, now, ADDR_A)] == [IAXSubclass.AUTHREQ]
     # released numbers count until reusable (60 s after their call), then the budget is back
     t = now
     def flood_calls() -> int:

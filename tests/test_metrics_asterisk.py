@@ -39,7 +39,7 @@ def test_serve_metrics_for_calls_from_asterisk(lab: Any, tmp_path: Path) -> None
     from test_metrics_e2e import scrape
     from test_serve_interop_matrix import Gw
 
-    from iaxgw.gateway.metrics import metrics_url
+    from iaxgw.gateway.prometheus import metrics_url
     from iaxgw.sim.labconfig import seed_site
 
     inst = lab.instance("office-a", seed_site("office-a")).start()

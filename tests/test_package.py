@@ -33,7 +33,7 @@ def test_no_generic_top_level_names(tmp_path: Path) -> None:
 
 
 def test_no_extensions_env_selects_twins() -> None:
-    code = "import iaxgw._core as c; print(c.USING_EXTENSIONS)"
+    code = "import iaxgw._core as core; print(core.USING_EXTENSIONS)"
     env = dict(os.environ, IAXGW_NO_EXTENSIONS="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)

@@ -25,7 +25,6 @@ from iaxgw._core.ies import IEs, build_ies
 from iaxgw.gateway.events import AuthFailed, CallEnded, CallProgress, IncomingCall
 from iaxgw.gateway.protocol import Endpoint
 
-X = IAXSubclass
 NEW_ORDER = [IE.VERSION, IE.CALLED_NUMBER, IE.CODEC_PREFS, IE.CALLING_NUMBER, IE.CALLINGPRES,
              IE.CALLINGTON, IE.CALLINGTNS, IE.CALLINGANI2, IE.CALLING_NAME, IE.CALLED_CONTEXT,
              IE.USERNAME, IE.FORMAT, IE.FORMAT2, IE.CAPABILITY, IE.CAPABILITY2, IE.ADSICPE,
@@ -47,7 +46,7 @@ def test_call_setup_calltoken_md5_wire_order() -> None:
     p = Pair()
     cn, bcn = setup_call(p)
     ab, ba = full_frames(p.wire, "a>b"), full_frames(p.wire, "b>a")
-    news = iax(ab, X.NEW)
+    news = iax(ab, IAXSubclass.NEW)
     assert len(news) == 2
     first, second = news
     ies1 = IEs.parse(first.payload)
@@ -57,7 +56,7 @@ def test_call_setup_calltoken_md5_wire_order() -> None:
     assert ies1.get(IE.FORMAT) == 4 and ies1.get(IE.CAPABILITY) == 12
     assert ies1.get(IE.CODEC_PREFS) == "DE"
     # stateless CALLTOKEN reply from call 1, ts echoed, OSeqno 0, ISeqno = received + 1
-    tok = iax(ba, X.CALLTOKEN)[0]
+    tok = iax(ba, IAXSubclass.CALLTOKEN)[0]
     assert (tok.scallno, tok.dcallno, tok.ts, tok.oseqno, tok.iseqno) == (1, cn, first.ts, 0, 1)
     token = IEs.parse(tok.payload).get(IE.CALLTOKEN)
     assert isinstance(token, bytes) and b"?" in token
@@ -69,17 +68,17 @@ def test_call_setup_calltoken_md5_wire_order() -> None:
     assert ies2.items[-1] == (IE.CALLTOKEN, token)
     assert [k for k, _ in ies2] == NEW_ORDER
     # AUTHREQ md5 with a decimal challenge, AUTHREP = md5(challenge + secret)
-    areq = IEs.parse(iax(ba, X.AUTHREQ)[0].payload)
+    areq = IEs.parse(iax(ba, IAXSubclass.AUTHREQ)[0].payload)
     assert areq.get(IE.AUTHMETHODS) == 2
     chal = areq.get(IE.CHALLENGE)
     assert isinstance(chal, str) and chal.isdigit() and len(chal) <= 9
-    arep = IEs.parse(iax(ab, X.AUTHREP)[0].payload)
+    arep = IEs.parse(iax(ab, IAXSubclass.AUTHREP)[0].payload)
     assert arep.get(IE.MD5_RESULT) == hashlib.md5(
         (chal + "a-strong-shared-secret").encode()).hexdigest()
-    acc = iax(ba, X.ACCEPT)[0]
+    acc = iax(ba, IAXSubclass.ACCEPT)[0]
     assert [k for k, _ in IEs.parse(acc.payload)] == [IE.FORMAT, IE.FORMAT2]
     # our ACK of the ACCEPT (docs/protocol.md P3): echoed ts, exact call numbers
-    acks = [f for f in iax(ab, X.ACK) if f.ts == acc.ts and f.oseqno == acc.iseqno]
+    acks = [f for f in iax(ab, IAXSubclass.ACK) if f.ts == acc.ts and f.oseqno == acc.iseqno]
     assert acks and acks[0].dcallno == acc.scallno == bcn and acks[0].scallno == cn
     inc = p.ev(p.b, IncomingCall)[0]
     assert (inc.peer, inc.exten, inc.context, inc.caller_num, inc.caller_name, inc.codec) == (
@@ -97,7 +96,7 @@ def test_call_setup_other_direction_and_hangup_causes() -> None:
     end = p.ev(p.b, CallEnded)[0]
     assert (end.callno, end.cause, end.reason) == (cn, 17, "hangup")
     assert p.ev(p.a, CallEnded)[0].reason == "local"
-    hang = iax(full_frames(p.wire, "a>b"), X.HANGUP)[0]
+    hang = iax(full_frames(p.wire, "a>b"), IAXSubclass.HANGUP)[0]
     assert IEs.parse(hang.payload).items == [(IE.CAUSECODE, 17)]
     p.run(2)
     assert empty(p.a) and empty(p.b)
@@ -115,7 +114,7 @@ def test_wrong_secret_reject_50_no_state() -> None:
         cn, 50, "reject", "No authority found")
     assert not p.ev(p.b, IncomingCall)
     assert any("wrong secret" in e.reason for e in p.ev(p.b, AuthFailed))
-    rej = iax(full_frames(p.wire, "b>a"), X.REJECT)[0]
+    rej = iax(full_frames(p.wire, "b>a"), IAXSubclass.REJECT)[0]
     assert IEs.parse(rej.payload).items == [(IE.CAUSE, "No authority found"), (IE.CAUSECODE, 50)]
     p.run(2)
     assert empty(p.a) and empty(p.b)
@@ -131,8 +130,8 @@ def test_unknown_username_gets_fake_authreq_then_reject() -> None:
     assert p.run_until(lambda: p.ev(p.a, CallEnded), 10)
     assert p.ev(p.a, CallEnded)[0].cause == 50
     ba = full_frames(p.wire, "b>a")
-    assert IEs.parse(iax(ba, X.AUTHREQ)[0].payload).get(IE.USERNAME) == "nobody"
-    assert iax(ba, X.REJECT)
+    assert IEs.parse(iax(ba, IAXSubclass.AUTHREQ)[0].payload).get(IE.USERNAME) == "nobody"
+    assert iax(ba, IAXSubclass.REJECT)
     p.run(2)
     assert empty(p.b)
 
@@ -149,7 +148,9 @@ def _acl_or_unknown_run(username: str | None, acl_denies: bool) -> tuple[list[An
     p.a.call("office-b", "300", p.now)
     assert p.run_until(lambda: p.ev(p.a, CallEnded), 10)
     assert p.ev(p.a, CallEnded)[0].cause == 50
-    return [f for f in full_frames(p.wire, "b>a") if f.csub in (X.AUTHREQ, X.REJECT)], p
+    return [
+        f for f in full_frames(p.wire, "b>a") if f.csub in (IAXSubclass.AUTHREQ, IAXSubclass.REJECT)
+    ], p
 
 
 def test_acl_denied_known_user_looks_like_an_unknown_one() -> None:
@@ -169,8 +170,8 @@ def test_acl_denied_known_user_looks_like_an_unknown_one() -> None:
         return out
 
     assert shape(denied, "office-a") == shape(unknown, "office-a-typo") == [
-        (X.AUTHREQ, 2, True, True, None, None),
-        (X.REJECT, None, False, False, 50, "No authority found")]
+        (IAXSubclass.AUTHREQ, 2, True, True, None, None),
+        (IAXSubclass.REJECT, None, False, False, 50, "No authority found")]
     assert any("denied by the ACL of [office-a]" in e.reason for e in p.ev(p.b, AuthFailed))
     assert p.b._authreq["office-a"] == 0          # a fake AUTHREQ takes no maxauthreq slot
     p.run(2)
@@ -178,7 +179,7 @@ def test_acl_denied_known_user_looks_like_an_unknown_one() -> None:
 
 
 def raw_new(scallno: int, ies: list[tuple[int, object]], oseqno: int = 0, ts: int = 3) -> bytes:
-    return build_full(scallno, 0, ts, oseqno, 0, FrameType.IAX, X.NEW, build_ies(ies))
+    return build_full(scallno, 0, ts, oseqno, 0, FrameType.IAX, IAXSubclass.NEW, build_ies(ies))
 
 
 def new_ies(token: bytes | None = b"", username: str = "office-a") -> list[tuple[int, object]]:
@@ -199,7 +200,7 @@ def get_token(ep: Endpoint, now: float, addr: tuple[str, int] = ADDR_A) -> bytes
     ep.receive_datagram(raw_new(77, new_ies()), addr, now)
     (data, to), = drain(ep, now)
     f = parse_full(data)
-    assert (to, f.scallno, f.dcallno, f.csub) == (addr, 1, 77, X.CALLTOKEN)
+    assert (to, f.scallno, f.dcallno, f.csub) == (addr, 1, 77, IAXSubclass.CALLTOKEN)
     tok = IEs.parse(f.payload).get(IE.CALLTOKEN)
     assert isinstance(tok, bytes)
     return tok
@@ -217,7 +218,7 @@ def test_calltoken_missing_rejected_without_state() -> None:
     drain(ep, 0.0)
     ep.receive_datagram(raw_new(77, new_ies(token=None)), ADDR_A, 1.0)
     f = only_reply(ep, 1.0)
-    assert (f.scallno, f.dcallno, f.csub, f.payload) == (1, 77, X.REJECT, b"")  # type: ignore[attr-defined]
+    assert (f.scallno, f.dcallno, f.csub, f.payload) == (1, 77, IAXSubclass.REJECT, b"")  # type: ignore[attr-defined]
     assert ep.stats()["callnos_in_use"] == 0 and not ep._calls
     assert ep.stats()["calltoken_missing_rejected"] == 1
 
@@ -229,7 +230,7 @@ def test_calltoken_not_required_when_entry_says_no() -> None:
     drain(ep, 0.0)
     ep.receive_datagram(raw_new(77, new_ies(token=None)), ADDR_A, 1.0)
     f = only_reply(ep, 1.0)
-    assert f.csub == X.AUTHREQ and f.scallno > 1  # type: ignore[attr-defined]
+    assert f.csub == IAXSubclass.AUTHREQ and f.scallno > 1  # type: ignore[attr-defined]
 
 
 def test_calltokenoptional_acl_exempts_source() -> None:
@@ -239,7 +240,7 @@ def test_calltokenoptional_acl_exempts_source() -> None:
     ep.start(0.0)
     drain(ep, 0.0)
     ep.receive_datagram(raw_new(77, new_ies(token=None)), ADDR_A, 1.0)
-    assert only_reply(ep, 1.0).csub == X.AUTHREQ  # type: ignore[attr-defined]
+    assert only_reply(ep, 1.0).csub == IAXSubclass.AUTHREQ  # type: ignore[attr-defined]
 
 
 def test_calltoken_valid_expired_foreign_other_address() -> None:
@@ -251,7 +252,7 @@ def test_calltoken_valid_expired_foreign_other_address() -> None:
     # expired: 10 s is the limit
     ep.receive_datagram(raw_new(78, new_ies(tok)), ADDR_A, 11.5)
     f = only_reply(ep, 11.5)
-    assert (f.scallno, f.csub, f.payload) == (1, X.REJECT, b"")  # type: ignore[attr-defined]
+    assert (f.scallno, f.csub, f.payload) == (1, IAXSubclass.REJECT, b"")  # type: ignore[attr-defined]
     # foreign (another endpoint's secret)
     other = callee()
     other._tokens.key = bytes(b ^ 0x5A for b in other._tokens.key)
@@ -259,16 +260,16 @@ def test_calltoken_valid_expired_foreign_other_address() -> None:
     drain(other, 0.0)
     ftok = get_token(other, 20.0)
     ep.receive_datagram(raw_new(79, new_ies(ftok)), ADDR_A, 20.0)
-    assert only_reply(ep, 20.0).csub == X.REJECT  # type: ignore[attr-defined]
+    assert only_reply(ep, 20.0).csub == IAXSubclass.REJECT  # type: ignore[attr-defined]
     # valid token but presented from another port
     tok2 = get_token(ep, 30.0)
     ep.receive_datagram(raw_new(80, new_ies(tok2)), ("127.0.0.10", 4570), 30.5)
-    assert only_reply(ep, 30.5).csub == X.REJECT  # type: ignore[attr-defined]
+    assert only_reply(ep, 30.5).csub == IAXSubclass.REJECT  # type: ignore[attr-defined]
     assert not ep._calls
     # valid
     ep.receive_datagram(raw_new(81, new_ies(tok2)), ADDR_A, 31.0)
     f = only_reply(ep, 31.0)
-    assert f.csub == X.AUTHREQ and f.dcallno == 81  # type: ignore[attr-defined]
+    assert f.csub == IAXSubclass.AUTHREQ and f.dcallno == 81  # type: ignore[attr-defined]
     assert ep.stats()["calltoken_rejected"] == 3 and ep.stats()["calltoken_accepted"] == 1
     assert len([e for e in events(ep) if isinstance(e, AuthFailed)]) == 3
 
@@ -302,12 +303,12 @@ def test_format2_wins_over_format() -> None:
            (IE.CAPABILITY2, 8)]
     ep.receive_datagram(raw_new(90, ies), ADDR_A, 1.0)
     f = only_reply(ep, 1.0)
-    assert f.csub == X.ACCEPT  # type: ignore[attr-defined]
+    assert f.csub == IAXSubclass.ACCEPT  # type: ignore[attr-defined]
     assert IEs.parse(f.payload).items == [(IE.FORMAT, 8), (IE.FORMAT2, 8)]  # type: ignore[attr-defined]
     # neither FORMAT nor CAPABILITY -> REJECT 58
     ep.receive_datagram(raw_new(91, [(IE.USERNAME, "office-a")]), ADDR_A, 2.0)
     f = only_reply(ep, 2.0)
-    assert f.csub == X.REJECT  # type: ignore[attr-defined]
+    assert f.csub == IAXSubclass.REJECT  # type: ignore[attr-defined]
     assert IEs.parse(f.payload).get(IE.CAUSECODE) == 58  # type: ignore[attr-defined]
 
 
@@ -321,8 +322,12 @@ def test_accept_with_several_formats_picks_one_we_offered() -> None:
     cn = ep.call("office-b", "300", 0.5)
     (data, to), = drain(ep, 0.5)
     new = parse_full(data)
-    assert (to, new.csub, IEs.parse(new.payload).get(IE.CAPABILITY)) == (ADDR_B, X.NEW, 12)
-    ep.receive_datagram(build_full(0x55, cn, 10, 0, 1, FrameType.IAX, X.ACCEPT,
+    assert (to, new.csub, IEs.parse(new.payload).get(IE.CAPABILITY)) == (
+        ADDR_B,
+        IAXSubclass.NEW,
+        12,
+    )
+    ep.receive_datagram(build_full(0x55, cn, 10, 0, 1, FrameType.IAX, IAXSubclass.ACCEPT,
                                    build_ies([(IE.FORMAT, 2 | 8), (IE.FORMAT2, 2 | 8)])),
                         ADDR_B, 0.6)
     accepted = [e for e in events(ep) if isinstance(e, CallProgress) and e.kind == "accepted"]
@@ -336,10 +341,10 @@ def test_maxauthreq_rejects_21() -> None:
     drain(ep, 0.0)
     for i in range(3):
         ep.receive_datagram(raw_new(100 + i, new_ies(token=None)), ADDR_A, 1.0)
-        assert only_reply(ep, 1.0).csub == X.AUTHREQ  # type: ignore[attr-defined]
+        assert only_reply(ep, 1.0).csub == IAXSubclass.AUTHREQ  # type: ignore[attr-defined]
     ep.receive_datagram(raw_new(110, new_ies(token=None)), ADDR_A, 1.0)
     f = only_reply(ep, 1.0)
-    assert f.csub == X.REJECT and IEs.parse(f.payload).get(IE.CAUSECODE) == 21  # type: ignore[attr-defined]
+    assert f.csub == IAXSubclass.REJECT and IEs.parse(f.payload).get(IE.CAUSECODE) == 21  # type: ignore[attr-defined]
 
 
 def test_delayreject_sends_reject_one_second_late() -> None:
@@ -349,14 +354,14 @@ def test_delayreject_sends_reject_one_second_late() -> None:
     drain(ep, 0.0)
     ep.receive_datagram(raw_new(120, new_ies(token=None)), ADDR_A, 1.0)
     areq = only_reply(ep, 1.0)
-    assert areq.csub == X.AUTHREQ  # type: ignore[attr-defined]
-    rep = build_full(120, areq.scallno, 10, 1, 1, FrameType.IAX, X.AUTHREP,  # type: ignore[attr-defined]
+    assert areq.csub == IAXSubclass.AUTHREQ  # type: ignore[attr-defined]
+    rep = build_full(120, areq.scallno, 10, 1, 1, FrameType.IAX, IAXSubclass.AUTHREP,  # type: ignore[attr-defined]
                      build_ies([(IE.MD5_RESULT, "0" * 32)]))
     ep.receive_datagram(rep, ADDR_A, 1.1)
-    assert [parse_full(d).csub for d, _ in drain(ep, 1.1)] == [X.ACK]
+    assert [parse_full(d).csub for d, _ in drain(ep, 1.1)] == [IAXSubclass.ACK]
     ep.handle_timer(2.2)
     out = [parse_full(d) for d, _ in drain(ep, 2.2)]
-    assert [f.csub for f in out] == [X.REJECT]
+    assert [f.csub for f in out] == [IAXSubclass.REJECT]
 
 
 def test_restart_call_numbers_a_peer_still_holds_are_not_reused() -> None:

@@ -15,7 +15,6 @@ from iaxgw._core.trunk import pack_trunk, parse_trunk
 from iaxgw.gateway.calls import RxStats
 from iaxgw.gateway.events import CallProgress, DtmfReceived, TextReceived, VoiceReceived
 
-X = IAXSubclass
 TONE = bytes(range(160))
 
 
@@ -39,7 +38,7 @@ def test_first_voice_full_then_minis() -> None:
     mark = len(p.wire)
     voice(p, cn, 10)
     sent = [d for _, dr, d, _ in p.wire[mark:] if dr == "a>b" and not iax(
-        [parse_full(d)] if d[0] & 0x80 else [], X.ACK)]
+        [parse_full(d)] if d[0] & 0x80 else [], IAXSubclass.ACK)]
     kinds = ["full" if d[0] & 0x80 else "mini" for d in sent if not (
         d[0] & 0x80 and parse_full(d).frametype == 6)]
     assert kinds == ["full"] + ["mini"] * 9
@@ -190,12 +189,15 @@ def test_ping_lagrq_answered_with_echoed_ts_and_rr_ies() -> None:
         p.a.send_voice(cn, TONE, p.now)
         p.run(0.02)
     ab, ba = full_frames(p.wire, "a>b"), full_frames(p.wire, "b>a")
-    for req, rep, frames_req, frames_rep in ((X.PING, X.PONG, ab, ba), (X.LAGRQ, X.LAGRP, ab, ba),
-                                             (X.PING, X.PONG, ba, ab)):
+    for req, rep, frames_req, frames_rep in (
+        (IAXSubclass.PING, IAXSubclass.PONG, ab, ba),
+        (IAXSubclass.LAGRQ, IAXSubclass.LAGRP, ab, ba),
+        (IAXSubclass.PING, IAXSubclass.PONG, ba, ab),
+    ):
         reqs = iax(frames_req, req)
         reps = iax(frames_rep, rep)
         assert reqs and {f.ts for f in reqs} <= {f.ts for f in reps}
-    pong = next(f for f in iax(ba, X.PONG) if f.dcallno == cn)
+    pong = next(f for f in iax(ba, IAXSubclass.PONG) if f.dcallno == cn)
     rr = IEs.parse(pong.payload)
     assert [k for k, _ in rr] == [IE.RR_JITTER, IE.RR_LOSS, IE.RR_PKTS, IE.RR_DELAY,
                                   IE.RR_DROPPED, IE.RR_OOO]
@@ -203,7 +205,7 @@ def test_ping_lagrq_answered_with_echoed_ts_and_rr_ies() -> None:
     ns = next(n for n in p.a.netstats() if n.local_callno == cn)
     assert ns.remote["frames"] > 1000 and ns.rtt_ms >= 0
     # the PONGs are acked like any full frame
-    assert any(a.ts == pong.ts for a in iax(ab, X.ACK))
+    assert any(a.ts == pong.ts for a in iax(ab, IAXSubclass.ACK))
     drain(p.a, p.now)
 
 

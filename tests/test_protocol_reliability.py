@@ -11,8 +11,6 @@ from iaxgw._core.ies import IEs, build_ies
 from iaxgw.gateway.events import CallEnded, CallProgress, IncomingCall
 from iaxgw.gateway.reliability import PING_INTERVAL
 
-X = IAXSubclass
-
 
 def test_every_full_frame_acked_with_echoed_ts_and_exact_callnos() -> None:
     p = Pair()
@@ -23,8 +21,14 @@ def test_every_full_frame_acked_with_echoed_ts_and_exact_callnos() -> None:
     p.b.send_text(bcn, "hi", p.now)
     p.run(1)
     ba = [f for f in full_frames(p.wire, "b>a") if f.dcallno == cn and f.scallno == bcn]
-    ab_acks = iax(full_frames(p.wire, "a>b"), X.ACK)
-    need = [f for f in ba if not (f.frametype == 6 and f.csub in (X.ACK, X.INVAL, X.VNAK))]
+    ab_acks = iax(full_frames(p.wire, "a>b"), IAXSubclass.ACK)
+    need = [
+        f
+        for f in ba
+        if not (
+            f.frametype == 6 and f.csub in (IAXSubclass.ACK, IAXSubclass.INVAL, IAXSubclass.VNAK)
+        )
+    ]
     assert len(need) >= 6
     for f in need:
         assert any(a.ts == f.ts and a.scallno == cn and a.dcallno == bcn and a.oseqno == f.iseqno
@@ -51,14 +55,14 @@ def test_duplicate_reacked_and_dropped_gap_vnaked_and_dropped() -> None:
     p.a.receive_datagram(ring, p.b.local_addr, p.now)
     p.a.receive_datagram(ring, p.b.local_addr, p.now)        # duplicate
     out = [parse_full(d) for d, _ in drain(p.a, p.now)]
-    assert [(f.csub, f.ts) for f in out] == [(X.ACK, 500), (X.ACK, 500)]
+    assert [(f.csub, f.ts) for f in out] == [(IAXSubclass.ACK, 500), (IAXSubclass.ACK, 500)]
     assert [e.kind for e in events(p.a) if isinstance(e, CallProgress)] == ["ringing"]
     assert p.a.stats()["frames_in_dup"] == 1
     # a gap: OSeqno one ahead -> VNAK with our ISeqno, frame dropped
     gap = build_full(bcn, cn, 600, (expected + 2) & 0xFF, call_a.oseqno, FrameType.CONTROL, 4)
     p.a.receive_datagram(gap, p.b.local_addr, p.now)
     (vn,) = [parse_full(d) for d, _ in drain(p.a, p.now)]
-    assert vn.csub == X.VNAK and vn.iseqno == (expected + 1) & 0xFF
+    assert vn.csub == IAXSubclass.VNAK and vn.iseqno == (expected + 1) & 0xFF
     assert not events(p.a) and p.a.stats()["frames_in_gap"] == 1
 
 
@@ -71,7 +75,7 @@ def test_vnak_triggers_resend_of_unacked_frames() -> None:
     call_b = p.b.call_info(bcn)
     assert call_b is not None and len(call_b.unacked) == 2
     first = min(call_b.unacked)
-    vnak = build_full(cn, bcn, 0, 0, first, FrameType.IAX, X.VNAK)
+    vnak = build_full(cn, bcn, 0, 0, first, FrameType.IAX, IAXSubclass.VNAK)
     p.b.receive_datagram(vnak, p.a.local_addr, p.now)
     out = [parse_full(d) for d, _ in drain(p.b, p.now)]
     assert [(f.frametype, f.csub, f.retransmit) for f in out] == [(4, 3, True), (4, 14, True)]
@@ -91,7 +95,7 @@ def test_retransmission_schedule_and_giveup_cause_27_without_hangup() -> None:
     assert (end.cause, end.reason) == (27, "timeout")
     assert round(p.now - t0, 3) == 32.0
     assert not [1 for t, dr, d, _ in p.wire if dr == "b>a" and t >= t0 and d[0] & 0x80
-                and parse_full(d).frametype == 6 and parse_full(d).csub == X.HANGUP]
+                and parse_full(d).frametype == 6 and parse_full(d).csub == IAXSubclass.HANGUP]
     assert empty(p.b)
 
 
@@ -123,9 +127,13 @@ def test_inval_for_unknown_call_not_for_ack() -> None:
     ep.receive_datagram(build_full(333, 999, 1234, 5, 6, FrameType.CONTROL, 3), ADDR_A, 1.0)
     (f,) = [parse_full(d) for d, _ in drain(ep, 1.0)]
     assert (f.scallno, f.dcallno, f.ts, f.oseqno, f.iseqno, f.csub) == (
-        999, 333, 0, 0, 0, X.INVAL)
-    ep.receive_datagram(build_full(333, 999, 1234, 5, 6, FrameType.IAX, X.ACK), ADDR_A, 1.0)
-    ep.receive_datagram(build_full(333, 999, 1234, 5, 6, FrameType.IAX, X.INVAL), ADDR_A, 1.0)
+        999, 333, 0, 0, 0, IAXSubclass.INVAL)
+    ep.receive_datagram(
+        build_full(333, 999, 1234, 5, 6, FrameType.IAX, IAXSubclass.ACK), ADDR_A, 1.0
+    )
+    ep.receive_datagram(
+        build_full(333, 999, 1234, 5, 6, FrameType.IAX, IAXSubclass.INVAL), ADDR_A, 1.0
+    )
     assert drain(ep, 1.0) == []
 
 
@@ -137,13 +145,14 @@ def test_destroyed_call_frames_get_inval() -> None:
     p.b.receive_datagram(build_full(cn, bcn, 9000, 9, 9, FrameType.CONTROL, 3), p.a.local_addr,
                          p.now)
     (f,) = [parse_full(d) for d, _ in drain(p.b, p.now)]
-    assert f.csub == X.INVAL and (f.scallno, f.dcallno) == (bcn, cn)
+    assert f.csub == IAXSubclass.INVAL and (f.scallno, f.dcallno) == (bcn, cn)
 
 
 def test_inval_received_ends_call() -> None:
     p, cn, bcn = _up_call()
-    p.a.receive_datagram(build_full(bcn, cn, 0, 0, 0, FrameType.IAX, X.INVAL), p.b.local_addr,
-                         p.now)
+    p.a.receive_datagram(
+        build_full(bcn, cn, 0, 0, 0, FrameType.IAX, IAXSubclass.INVAL), p.b.local_addr, p.now
+    )
     assert p.a.next_event() == CallEnded(cn, 0, "INVAL received", "inval")
     assert empty(p.a)
 
@@ -155,7 +164,7 @@ def test_unknown_iax_subclass_gets_unsupport() -> None:
     p.a.receive_datagram(build_full(bcn, cn, 700, call_a.iseqno, call_a.oseqno, 6, 99),
                          p.b.local_addr, p.now)
     out = [parse_full(d) for d, _ in drain(p.a, p.now)]
-    uns = [f for f in out if f.csub == X.UNSUPPORT]
+    uns = [f for f in out if f.csub == IAXSubclass.UNSUPPORT]
     assert uns and IEs.parse(uns[0].payload).items == [(IE.IAX_UNKNOWN, 99)]
 
 
@@ -163,11 +172,11 @@ def test_hangup_from_peer_acked_at_once_and_destroyed() -> None:
     p, cn, bcn = _up_call()
     call_a = p.a.call_info(cn)
     assert call_a is not None
-    h = build_full(bcn, cn, 800, call_a.iseqno, call_a.oseqno, 6, X.HANGUP,
+    h = build_full(bcn, cn, 800, call_a.iseqno, call_a.oseqno, 6, IAXSubclass.HANGUP,
                    build_ies([(IE.CAUSECODE, 34)]))
     p.a.receive_datagram(h, p.b.local_addr, p.now)
     (ack,) = [parse_full(d) for d, _ in drain(p.a, p.now)]
-    assert (ack.csub, ack.ts, ack.dcallno) == (X.ACK, 800, bcn)
+    assert (ack.csub, ack.ts, ack.dcallno) == (IAXSubclass.ACK, 800, bcn)
     assert events(p.a) == [CallEnded(cn, 34, "Circuit/channel congestion", "hangup")]
     assert empty(p.a)
 
@@ -314,6 +323,6 @@ def test_long_call_timer_state_stays_bounded() -> None:
     assert max(max(s[0], s[1]) for s in sizes) <= 5
     assert max(max(s[2], s[3]) for s in sizes) <= 12
     pings = [f for _, n, d, _ in p.wire if n == "a>b" and d[0] & 0x80
-             and (f := parse_full(d)).frametype == FrameType.IAX and f.csub == X.PING]
+             and (f := parse_full(d)).frametype == FrameType.IAX and f.csub == IAXSubclass.PING]
     assert len(pings) >= 3 * 3600 // PING_INTERVAL - 5        # the timers kept firing
     assert [e for e in events(p.a) if isinstance(e, CallEnded)] == []

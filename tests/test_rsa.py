@@ -31,7 +31,6 @@ from iaxgw.gateway.rsakeys import (
     verify_challenge,
 )
 
-X = IAXSubclass
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not found")
 
 
@@ -114,10 +113,10 @@ def _rsa_pair(keys: Path, a_outkey: str = "office-a", b_inkeys: tuple[str, ...] 
 def test_rsa_call_completes(keys: Path) -> None:
     p = _rsa_pair(keys)
     setup_call(p)
-    authreq = iax(full_frames(p.wire, "b>a"), X.AUTHREQ)[0]
+    authreq = iax(full_frames(p.wire, "b>a"), IAXSubclass.AUTHREQ)[0]
     ies = IEs.parse(authreq.payload)
     assert ies.get(IE.AUTHMETHODS) == 4 and ies.get(IE.CHALLENGE)
-    authrep = iax(full_frames(p.wire, "a>b"), X.AUTHREP)[0]
+    authrep = iax(full_frames(p.wire, "a>b"), IAXSubclass.AUTHREP)[0]
     sig = IEs.parse(authrep.payload).get(IE.RSA_RESULT)
     assert isinstance(sig, str) and len(base64.b64decode(sig)) == 128
     assert verify_challenge(KeyStore(keys).public("office-a"), str(ies.get(IE.CHALLENGE)), sig)

@@ -12,8 +12,8 @@ import pytest
 from fakes import FakeChannel
 from test_dialplan import arun, drive, seed_b, simple, tone_frames
 
-from iaxgw.gateway.apps import Recorder
 from iaxgw.gateway.config import PhoneBehaviour, PhonesConfig
+from iaxgw.gateway.dialplan_apps import Recorder
 from iaxgw.gateway.pcap import PcapWriter
 from iaxgw.gateway.safefs import UnsafePathError, default_spool_dir, private_dir
 

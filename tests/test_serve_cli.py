@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from iaxgw.gateway.app import parse_hostport
+from iaxgw.gateway.address import parse_hostport
 from iaxgw.gateway.cli import main
 
 IAX_OK = """\

@@ -15,13 +15,12 @@ import hashlib
 import socket
 from typing import Any
 
-from iaxgw._core.constants import IE
+from iaxgw._core.constants import IE, IAXSubclass
 from iaxgw._core.frames import build_full, parse_full
 from iaxgw._core.ies import IEs, build_ies
 from iaxgw.gateway.calls import CallState
 from iaxgw.gateway.events import IncomingCall
 from iaxgw.gateway.protocol import Endpoint
-from iaxgw.gateway.reliability import X
 from iaxgw.gateway.server import DatagramServer, open_endpoint
 from tests.helpers_pair import Pair, seed_configs
 from tests.test_hostile import _answer_authreq, get_token, new_frame, replies
@@ -49,7 +48,7 @@ def test_a_new_without_token_turns_prompt_reading_on_at_once() -> None:
     assert not b.rx_prompt(now) and not b.setup_pending(now)
     src = ("127.0.0.10", 4569)
     b.receive_datagram(new_frame(0x333, b""), src, now)
-    assert [f.csub for f in replies(b, now, src)] == [X.CALLTOKEN]
+    assert [f.csub for f in replies(b, now, src)] == [IAXSubclass.CALLTOKEN]
     assert b.setup_pending(now + 0.01) and b.rx_prompt(now + 0.01)
     assert not b.setup_pending(now + b.SETUP_PROMPT_S + 0.01)
 
@@ -63,7 +62,7 @@ def test_setup_pending_while_an_authreq_is_unanswered() -> None:
     later = now + 5.0                      # long after the request itself
     assert b.setup_pending(later)
     _answer_authreq(b, src, later, 0x400, "a-strong-shared-secret")
-    assert [f.csub for f in replies(b, later, src)][-1] == X.ACCEPT
+    assert [f.csub for f in replies(b, later, src)][-1] == IAXSubclass.ACCEPT
     assert not b.setup_pending(later)
 
 
@@ -77,16 +76,16 @@ def test_burst_accounting_follows_arrival_order() -> None:
     toks = [get_token(b, src, now, 0x500 + i) for i in range(4)]
     for i in range(3):
         b.receive_datagram(new_frame(0x500 + i, toks[i]), src, now)
-    areqs = [f for f in replies(b, now, src) if f.csub == X.AUTHREQ]
+    areqs = [f for f in replies(b, now, src) if f.csub == IAXSubclass.AUTHREQ]
     assert len(areqs) == 3
     first = areqs[0]
     chal = IEs.parse(first.payload).get(IE.CHALLENGE)
     md5 = hashlib.md5(f"{chal}a-strong-shared-secret".encode()).hexdigest()
-    b.receive_datagram(build_full(first.dcallno, first.scallno, 10, 1, 1, 6, X.AUTHREP,
+    b.receive_datagram(build_full(first.dcallno, first.scallno, 10, 1, 1, 6, IAXSubclass.AUTHREP,
                                   build_ies([(IE.MD5_RESULT, md5)])), src, now)
     b.receive_datagram(new_frame(0x503, toks[3]), src, now)
     subs = [(f.csub, IEs.parse(f.payload).get(IE.CAUSECODE)) for f in replies(b, now, src)]
-    assert (X.REJECT, 21) not in subs and (X.AUTHREQ, None) in subs, subs
+    assert (IAXSubclass.REJECT, 21) not in subs and (IAXSubclass.AUTHREQ, None) in subs, subs
 
 
 class _Recorder(asyncio.DatagramTransport):
@@ -119,7 +118,7 @@ def test_replies_leave_one_by_one_while_a_setup_is_pending() -> None:
         return rec.sends
 
     sends = asyncio.run(main())
-    assert [[parse_full(d).csub for d, _ in s] for s in sends] == [[X.CALLTOKEN]] * 3
+    assert [[parse_full(d).csub for d, _ in s] for s in sends] == [[IAXSubclass.CALLTOKEN]] * 3
 
 
 def test_transport_reads_at_once_while_a_setup_is_pending() -> None:
@@ -148,5 +147,5 @@ def test_transport_reads_at_once_while_a_setup_is_pending() -> None:
             server.close()
 
     no_resume, reading, got = asyncio.run(main())
-    assert got == [X.CALLTOKEN]
+    assert got == [IAXSubclass.CALLTOKEN]
     assert no_resume and reading

@@ -26,8 +26,6 @@ from iaxgw._core.ies import IEs, build_ies
 from iaxgw.gateway import events as ev
 from iaxgw.sim.loadtest_plan import AuthWindow
 
-X = IAXSubclass
-
 
 def _iax_sub(data: bytes) -> int:
     if not data[0] & 0x80:
@@ -75,7 +73,7 @@ def test_lost_authreq_twice_does_not_autokill() -> None:
     lost = {"authreq": 0}
 
     def drop(direction: str, data: bytes) -> bool:
-        if direction == "b>a" and _iax_sub(data) == X.AUTHREQ and lost["authreq"] < 2:
+        if direction == "b>a" and _iax_sub(data) == IAXSubclass.AUTHREQ and lost["authreq"] < 2:
             lost["authreq"] += 1
             return True
         return False
@@ -97,7 +95,7 @@ def test_give_up_names_the_frame() -> None:
     ca, cb = seed_configs(qualify=None)
 
     def drop(direction: str, data: bytes) -> bool:
-        return direction == "b>a" and _iax_sub(data) != X.CALLTOKEN
+        return direction == "b>a" and _iax_sub(data) != IAXSubclass.CALLTOKEN
 
     p = Pair(ca, cb, drop=drop)
     placed = _run_calls(p, 1, 0.0, 40.0)
@@ -116,17 +114,23 @@ def test_authreq_asking_for_encryption_gets_an_encrypted_authrep() -> None:
     f = parse_full(new)
     ies = build_ies([(IE.AUTHMETHODS, 2), (IE.CHALLENGE, "123456"), (IE.ENCRYPTION, 1),
                      (IE.USERNAME, "office-b")])
-    authreq = build_full(777, callno, 5, 0, (f.oseqno + 1) & 0xFF, FrameType.IAX, X.AUTHREQ,
-                         ies)
+    authreq = build_full(
+        777, callno, 5, 0, (f.oseqno + 1) & 0xFF, FrameType.IAX, IAXSubclass.AUTHREQ, ies
+    )
     a.receive_datagram(authreq, ADDR_B, p.now + 0.01)
     out = a.datagrams_to_send(p.now + 0.01)
-    assert not [d for d, _ in out if _iax_sub(d) == X.AUTHREP], "AUTHREP in the clear"
+    assert not [d for d, _ in out if _iax_sub(d) == IAXSubclass.AUTHREP], "AUTHREP in the clear"
     key = hashlib.md5(("123456" + SECRET).encode()).digest()
     cipher = Cipher(algorithms.AES(key), modes.CBC(bytes(16)))
     plain = [d[:4] + (lambda ws: ws[16 + (ws[15] & 15):])(cipher.decryptor().update(d[4:]))
              for d, _ in out][-1]
     g = parse_full(plain)
-    assert (g.frametype, g.csub, g.scallno, g.dcallno) == (FrameType.IAX, X.AUTHREP, callno, 777)
+    assert (g.frametype, g.csub, g.scallno, g.dcallno) == (
+        FrameType.IAX,
+        IAXSubclass.AUTHREP,
+        callno,
+        777,
+    )
     assert IEs.parse(g.payload).get(IE.MD5_RESULT) == hashlib.md5(
         ("123456" + SECRET).encode()).hexdigest()
     assert a.call_encrypted(callno)

@@ -3,6 +3,7 @@ silent audio, Milliwatt, and echo round-trip measurement."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import warnings
@@ -37,6 +38,35 @@ def test_g711_tables_bit_exact() -> None:
     codes = bytes(range(256))
     assert sig.decode(codes, "ulaw").tobytes() == ao.ulaw2lin(codes, 2)
     assert sig.decode(codes, "alaw").tobytes() == ao.alaw2lin(codes, 2)
+
+
+def test_g711_is_the_segment_rule_for_every_input() -> None:
+    """signature's G.711 is ``_core.g711``: for every sample and every code it gives what the
+    G.711 segment rules give one value at a time (without audioop, gone in Python 3.13)."""
+    from iaxgw._core import _g711_py as rule
+
+    lin = np.arange(-32768, 32768, dtype=np.int16)
+    assert sig.encode(lin, "ulaw") == bytes(rule.ulaw_encode_sample(int(x)) for x in lin)
+    assert sig.encode(lin, "alaw") == bytes(rule.alaw_encode_sample(int(x)) for x in lin)
+    codes = bytes(range(256))
+    for codec, one in (("ulaw", rule.ulaw_decode_sample), ("alaw", rule.alaw_decode_sample)):
+        pcm = sig.decode(codes, codec)
+        assert pcm.dtype == np.int16 and pcm.flags.writeable
+        assert pcm.tolist() == [one(c) for c in codes]
+    assert sig.transcode(codes, "ulaw", "alaw") == sig.encode(sig.decode(codes, "ulaw"), "alaw")
+    assert sig.transcode(codes, "alaw", "ulaw") == sig.encode(sig.decode(codes, "alaw"), "ulaw")
+
+
+def test_payload_cycles_are_the_bytes_always_sent() -> None:
+    """The cycles of every seventh signature and the silence frame, in both codecs, hash to what
+    signature.py's own G.711 tables produced before it used ``_core.g711``."""
+    digest = hashlib.sha256()
+    for codec in ("ulaw", "alaw"):
+        for index in range(0, PLAN.capacity, 7):
+            digest.update(b"".join(PLAN.payloads(index, codec)))
+        digest.update(PLAN.silence(codec))
+    assert digest.hexdigest() == (
+        "049e2966559f3d5e0b584a147152ac06ed2d812c22101348a20c3699385ee463")
 
 
 def test_plan_capacity_and_grid() -> None:
