@@ -117,6 +117,7 @@ class LabSiteConfig:
     peercontext: str | None = "from-iax"
     extra_general: tuple[str, ...] = ()     # raw lines appended to iax.conf [general]
     extra_peer: tuple[str, ...] = ()        # raw lines appended to the remote's entry
+    extra_sections: tuple[str, ...] = ()    # raw lines of entries after the remote's
     extra_modules: tuple[str, ...] = ()
     verbose: int = 3
     maxcalls: int | None = None             # asterisk.conf [options] maxcalls (None: no limit)
@@ -237,6 +238,7 @@ def render_iax_conf(cfg: LabSiteConfig) -> str:
     if cfg.requirecalltoken is not None:
         lines.append(f"requirecalltoken = {cfg.requirecalltoken}")
     lines += list(cfg.extra_peer)
+    lines += list(cfg.extra_sections)
     return "\n".join(lines) + "\n"
 
 

@@ -194,21 +194,32 @@ def permit_lines(conf: Path, ip: str, ips: list[str]) -> None:
 
 
 def shard_trunk_peers(conf: Path, peer: str, ips: list[str], opts: LoadtestOptions) -> None:
-    """A ``trunk = yes`` peer entry in the far end's iax.conf for each shard address after the
-    first (``peer``-2, -3, ...), when ``peer`` is trunked: a call is trunked back to its source
-    only when a trunk peer's host is that source (docs/protocol.md P6, as Asterisk), so without
-    them the far end echoes every other shard's calls as one mini frame per call and 20 ms --
-    at 5,000 calls over three shards, two thirds of the echo (3.2 million mini frames in 20 s
-    instead of trunk datagrams), each sent from Python."""
+    """:func:`shard_trunk_sections` added to the far end's iax.conf, when ``peer`` is
+    trunked there."""
     text = conf.read_text()
-    if len(ips) < 2 or not re.search(r"^trunk\s*=\s*yes\s*$", text, re.MULTILINE):
-        return
-    entries = [f"\n[{peer}-{i}]\ntype = peer\nhost = {ip}\ntrunk = yes\n"
-               for i, ip in enumerate(ips[1:], start=2)]
-    conf.write_text(text.rstrip("\n") + "\n" + "".join(entries))
+    trunked = re.search(r"^trunk\s*=\s*yes\s*$", text, re.MULTILINE) is not None
+    lines = shard_trunk_sections(peer, ips, opts, trunked)
+    if lines:
+        conf.write_text(text.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
+
+
+def shard_trunk_sections(peer: str, ips: list[str], opts: LoadtestOptions,
+                         trunked: bool) -> tuple[str, ...]:
+    """A ``trunk = yes`` peer entry for the far end (serve or Asterisk) for each shard address
+    after the first (``peer``-2, -3, ...), when ``peer`` is trunked: a call is trunked back to
+    its source only when a trunk peer's host is that source (docs/protocol.md P6, as
+    Asterisk), so without them the far end echoes every other shard's calls as one mini frame
+    per call and 20 ms -- at 5,000 calls over three shards, two thirds of the echo (3.2
+    million mini frames in 20 s instead of trunk datagrams)."""
+    if len(ips) < 2 or not trunked:
+        return ()
+    lines: list[str] = []
+    for i, ip in enumerate(ips[1:], start=2):
+        lines += ["", f"[{peer}-{i}]", "type = peer", f"host = {ip}", "trunk = yes"]
     opts.warnings.append(f"sharded lab: the far end has a trunk peer for each shard address "
                          f"({peer}-2 .. {peer}-{len(ips)}), so every shard's calls are trunked "
                          f"both ways")
+    return tuple(lines)
 
 
 #: The far end's maxauthreq in a sharded lab run: every shard is the same user, and each paces
@@ -342,6 +353,8 @@ def _with_asterisk_locked(lab: Any, opts: LoadtestOptions, work: Path, other: di
         extra += LOSSY_CALLEE_GENERAL
     ips = shard_ips(opts, B_IP)
     overrides["permit"] = tuple(f"{ip}/255.255.255.255" for ip in ips)
+    overrides["extra_sections"] = shard_trunk_sections("office-b", ips, opts,
+                                                       opts.trunk is not False)
     general = sharded_callee_general(opts)
     if general and impair is None:
         extra += general

@@ -125,3 +125,26 @@ def test_capacity_search_finds_maxcalls(asterisk_factory: Any, tmp_path: Path,
     assert (tmp_path / "rep" / "capacity.png").is_file()
     saved = json.loads((tmp_path / "rep" / "summary.json").read_text())
     assert saved["capacity"]["calls"] == 8
+
+
+def test_asterisk_trunks_back_only_to_trunk_peer_hosts(asterisk_factory: Any,
+                                                        tmp_path: Path) -> None:
+    """Asterisk (the oracle for serve's rule, docs/protocol.md P6) trunks a call's echo back
+    to its source only when a trunk peer's host is that source: with two shards and only
+    office-b's entry, the second shard's echo comes as mini frames; with the lab's extra
+    trunk peer per shard address (``shard_trunk_sections``, as ``iaxgw lab --asterisk
+    --shards`` writes them) every echo comes trunked."""
+    from iaxgw.sim.loadtest_lab import shard_trunk_sections
+
+    kinds = {}
+    for label, with_peers in (("office-b only", False), ("a trunk peer per shard", True)):
+        opts = _opts(SHARDS, tmp_path / label, calls=6, rate=20.0, duration=(3.0, 3.0))
+        sections = shard_trunk_sections("office-b", [h for h, _ in SHARDS], opts, True)
+        asterisk_factory("office-a", permit=_permit("127.0.0.20", "127.0.0.21"),
+                         extra_sections=sections if with_peers else ())
+        res = run_sharded(opts)
+        assert res.summary["answered"] == 6, (label, res.summary["causes"])
+        kinds[label] = res.summary["trunk"]["by_kind"]
+    assert kinds["office-b only"].get("rx_mini", 0) > 50, kinds
+    assert kinds["a trunk peer per shard"].get("rx_mini", 0) == 0, kinds
+    assert kinds["a trunk peer per shard"].get("rx_trunk", 0) > 50, kinds
