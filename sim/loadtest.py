@@ -392,9 +392,17 @@ class LoadRunner:
         self._wait_since: tuple[str, float] | None = None
         self.first_start: float | None = None
         self.last_start: float | None = None
-        self.starts_free = 0        # attempts started while the concurrency cap left room
-        self.span_free = 0.0        # ... and the scheduling time they took (s)
-        self._span_at: float | None = None
+        #: the rate's measure: the intervals between consecutive attempts that the rate paced,
+        #: their count and their time (s).  An attempt whose slot was already due when the
+        #: concurrency cap freed (a call ended) or a pause ended was held by the cap, not the
+        #: rate: its interval is not counted.  Waits on the auth window or call numbers are
+        #: counted: a shortfall of the rate, named in ``capped_by``.
+        self.starts_free = 0
+        self.span_free = 0.0
+        self._last_start_t: float | None = None
+        self._pend_asked = 0.0      # the asked rate integrated since the last attempt
+        self._asked_mark = 0.0      # ... up to this time
+        self._held_by_cap = False   # the next attempt's slot came due while at the cap
         self.up = 0                 # answered calls up now, and the most at once
         self.up_peak = 0
         self.placed_peak = 0        # the most calls placed and not ended at once
@@ -700,10 +708,9 @@ class LoadRunner:
         o = self.opts
         now = self.clock()
         self._waiting(None, now)
-        if self._span_at is not None:
-            self._free_span(now, False)
+        self._close_rate_interval(now)
         n = self.starts_free
-        rate = (n - 1) / self.span_free if n >= 2 and self.span_free > 0 else None
+        rate = n / self.span_free if n >= 1 and self.span_free > 0 else None
         # the rate asked while the scheduler had room (`iaxgw ctl rate`, hot keys: each
         # moment's own figure, time-weighted), and the calls it could place before a stop
         asked_rate = (self.asked_starts / self.span_free
@@ -874,20 +881,43 @@ class LoadRunner:
             self.waited[w[0]] = self.waited.get(w[0], 0.0) + now - w[1]
         self._wait_since = (cap, now) if cap is not None else None
 
-    def _free_span(self, now: float, free: bool) -> None:
-        """Scheduling time while the concurrency cap leaves room and new calls are not paused
-        (the rate is measured on it, against the rate asked at each moment of it)."""
-        if self._span_at is not None:
-            span = now - self._span_at
-            self.span_free += span
-            self.asked_starts += span * self.control.rate
-        self._span_at = now if free else None
+    def _note_asked(self, now: float) -> None:
+        """The asked rate integrated up to ``now`` (called before the rate changes)."""
+        if self._last_start_t is not None:
+            self._pend_asked += (now - self._asked_mark) * self.control.rate
+        self._asked_mark = now
+
+    def _count_start(self, now: float) -> None:
+        """An attempt placed at ``now``: the interval since the previous one counts toward the
+        achieved rate unless the cap held this attempt (see ``starts_free``)."""
+        self._note_asked(now)
+        last = self._last_start_t
+        if last is not None and not self._held_by_cap:
+            self.starts_free += 1
+            self.span_free += now - last
+            self.asked_starts += self._pend_asked
+        self._pend_asked = 0.0
+        self._held_by_cap = False
+        self._last_start_t = now
+
+    def _close_rate_interval(self, now: float) -> None:
+        """At the end of scheduling (every attempt placed, a stop, the summary): the time since
+        the last attempt counts as an interval without one when the next was overdue and the
+        cap did not hold it (a target that stopped answering stalls the rate: a shortfall)."""
+        last = self._last_start_t
+        if last is None or self._held_by_cap or self.started_attempts >= len(self.plan):
+            return
+        self._note_asked(now)
+        if now - last > 1.0 / self.control.rate:
+            self.span_free += now - last   # no attempt closes it: time without a count
+            self.asked_starts += self._pend_asked
+        self._pend_asked = 0.0
+        self._last_start_t = None
 
     def _control_changed(self) -> None:
         """Before the asked rate or pause changes: the time so far counts at the old rate; the
         scheduler wakes to take the new pace."""
-        if self._span_at is not None:
-            self._free_span(self.clock(), True)
+        self._note_asked(self.clock())
         self._slot.set()
 
     def _graceful_stop(self, by: str) -> None:
@@ -901,8 +931,7 @@ class LoadRunner:
                           f"were hung up; {self.pending} call(s) still in setup counted as in "
                           "progress, not failed")
         self.stopping = True
-        if self._span_at is not None:
-            self._free_span(self.clock(), False)    # the rate is judged up to the stop
+        self._close_rate_interval(self.clock())     # the rate is judged up to the stop
         self._slot.set()
         self._done.set()
 
@@ -925,12 +954,13 @@ class LoadRunner:
                     # the concurrency target is up, or new calls are paused: not a shortfall
                     # of the rate
                     self._waiting(None, now)
-                    self._free_span(now, False)
                     self._slot.clear()
                     await self._slot.wait()
-                    prev = max(prev, self.clock() - interval)
+                    woke = self.clock()
+                    if prev + 1.0 / control.rate <= woke:
+                        self._held_by_cap = True       # its slot came while at the cap
+                    prev = max(prev, woke - interval)
                     continue
-                self._free_span(now, True)
                 if not window.admit(now):
                     self._waiting(CAP_AUTH, now)
                     self._slot.clear()
@@ -959,7 +989,6 @@ class LoadRunner:
             self._waiting(None, self.clock())
             self._start_call(planned)
             prev = max(next_at, self.clock() - 2.0 / control.rate)
-        self._free_span(self.clock(), False)
         self._check_done()
 
     def _start_call(self, planned: PlannedCall) -> None:
@@ -996,7 +1025,7 @@ class LoadRunner:
         call.pending = True
         self.window.start(call.callno, now)
         if self.budget.live < self.opts.calls:
-            self.starts_free += 1
+            self._count_start(now)
         if self.first_start is None:
             self.first_start = now
         self.last_start = now

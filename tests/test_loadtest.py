@@ -525,6 +525,19 @@ def test_unmet_rate_fails_naming_its_cap(sites: dict[str, Any]) -> None:
     assert abs(tg["rate"]["achieved"] - 20) < 2, tg
 
 
+def test_achieved_rate_is_the_pace_not_the_refills_of_the_concurrency_cap(
+        sites: dict[str, Any]) -> None:
+    """3 calls at a time, 12 in all, at 5/s: after the first three, each attempt is placed the
+    moment a call ends and frees the cap.  Those attempts are paced by the cap, not the rate,
+    so the achieved rate is the pace of the free stretches (5/s), not 12 attempts over the
+    free time only (25/s before)."""
+    res = _run(_opts(sites, calls=3, total=12, rate=5, duration=(1.0, 1.0)))
+    tg = res.summary["targets"]
+    assert res.summary["attempted"] == 12 and res.summary["answered"] == 12
+    assert tg["rate"]["achieved"] is not None and abs(tg["rate"]["achieved"] - 5.0) < 0.5, tg
+    assert tg["met"] and res.exit_code == 0, tg
+
+
 def test_unmet_target_reason_prints_rates_as_figures_not_float_noise() -> None:
     from iaxgw.sim.loadtest import fail_reasons
     from iaxgw.sim.loadtest_plan import LoadtestOptions
