@@ -1564,7 +1564,7 @@ class LoadRunner:
         if self.impairment is not None:
             summary["impair"] = self.impairment.snapshot()
         with contextlib.suppress(Exception):
-            summary["endpoint"] = _jsonable(self._ep.stats())
+            summary["endpoint"] = dict(self._ep.stats())
         return LoadtestResult(summary=summary, exit_code=exit_code, records=records,
                               timeseries=list(self.stats.timeseries),
                               call_ids=self.stats.call_columns,
@@ -1733,18 +1733,6 @@ def _get(obj: Any, key: str, default: Any) -> Any:
     if isinstance(obj, dict):
         return obj.get(key, default)
     return getattr(obj, key, default)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, int | float | str | bool) or obj is None:
-        return obj
-    if hasattr(obj, "__dataclass_fields__"):
-        return {k: _jsonable(getattr(obj, k)) for k in obj.__dataclass_fields__}
-    return str(obj)
 
 
 # ---------------------------------------------------------------------------------------------
