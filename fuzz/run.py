@@ -36,7 +36,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-TARGETS = ["frames", "ies", "trunk", "trunk_media", "g711", "endpoint"]
+TARGETS = ["frames", "ies", "trunk", "trunk_media", "g711", "endpoint", "endpoint_encrypted"]
 _DONE = re.compile(r"#(\d+)\s+DONE\s+cov: (\d+) ft: (\d+) corp: (\d+)")
 _STAT = re.compile(r"#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)")
 

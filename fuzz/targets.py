@@ -388,22 +388,31 @@ def _send_full(ep: Any, peer: _Peer, addr: Any, now: float, ftype: int, sub: int
         peer.oseqno = (peer.oseqno + 1) & 0xFF
 
 
-def _setup_call(ep: Any, peer: _Peer, addr: Any, now: float, answer: bool) -> None:
-    """A real incoming call from office-a: NEW, CALLTOKEN, NEW+token, AUTHREQ, AUTHREP, ACCEPT."""
+def _new_with_token(ep: Any, peer: _Peer, addr: Any, now: float,
+                    extra: list[tuple[int, object]]) -> list[Any]:
+    """office-a's NEW for 300 (with ``extra`` IEs), the CALLTOKEN it gets, the NEW again with
+    the token; the endpoint's replies to that (the AUTHREQ)."""
     from iaxgw._core.constants import IE
     from iaxgw._core.ies import IEs, build_ies
 
     new: list[tuple[int, object]] = [
         (IE.VERSION, 2), (IE.CALLED_NUMBER, "300"), (IE.USERNAME, "office-a"),
-        (IE.FORMAT, 4), (IE.CAPABILITY, 12), (IE.CALLTOKEN, b"")]
-    _send_full(ep, peer, addr, now, 6, 1, build_ies(new), ts=3)
+        (IE.FORMAT, 4), (IE.CAPABILITY, 12), *extra]
+    _send_full(ep, peer, addr, now, 6, 1, build_ies([*new, (IE.CALLTOKEN, b"")]), ts=3)
     for f in _replies(ep, now, addr):
         if f.frametype == 6 and f.csub == 40:           # CALLTOKEN
             tok = IEs.parse(f.payload).get(IE.CALLTOKEN)
             peer.oseqno = peer.iseqno = 0
-            _send_full(ep, peer, addr, now, 6, 1, build_ies([*new[:-1], (IE.CALLTOKEN, tok)]),
-                       ts=5)
-    for f in _replies(ep, now, addr):
+            _send_full(ep, peer, addr, now, 6, 1, build_ies([*new, (IE.CALLTOKEN, tok)]), ts=5)
+    return _replies(ep, now, addr)
+
+
+def _setup_call(ep: Any, peer: _Peer, addr: Any, now: float, answer: bool) -> None:
+    """A real incoming call from office-a: NEW, CALLTOKEN, NEW+token, AUTHREQ, AUTHREP, ACCEPT."""
+    from iaxgw._core.constants import IE
+    from iaxgw._core.ies import IEs, build_ies
+
+    for f in _new_with_token(ep, peer, addr, now, []):
         if f.frametype == 6 and f.csub == 8:            # AUTHREQ
             peer.dcallno = f.scallno
             peer.iseqno = (f.oseqno + 1) & 0xFF
@@ -465,15 +474,24 @@ class _Provider:
 
 
 def target_endpoint(data: bytes) -> None:
-    fdp = _Provider(data)
-    ep = _endpoint()
-    st = _EP_STATE
+    _drive_endpoint(_Provider(data), _EP_STATE, None)
+
+
+def _drive_endpoint(fdp: _Provider, st: dict[str, Any], cipher_of: Any) -> None:
+    """The endpoint target's body; with ``cipher_of`` (the encrypted target) the call is set
+    up encrypted and ``cipher_of(peer)`` gives the far end's cipher for that call, with which
+    some frames are encrypted before they are delivered (valid ciphertext of fuzzed frames)."""
+    ep = st["ep"] if cipher_of is not None else _endpoint()
     now = st["now"]
     peers: list[_Peer] = []
     mode = fdp.u8()
     if mode & 1:
         p = _Peer(0x100 + (mode >> 1))
-        _setup_call(ep, p, PEER, now, answer=bool(mode & 2))
+        if cipher_of is None:
+            _setup_call(ep, p, PEER, now, answer=bool(mode & 2))
+        else:
+            _setup_encrypted_call(ep, p, PEER, now, bool(mode & 2),
+                                  0x8001 if mode & 32 else 0x0001, st)
         peers.append(p)
     if mode & 4:
         with contextlib.suppress(RuntimeError, ValueError):
@@ -532,6 +550,8 @@ def target_endpoint(data: bytes) -> None:
             ep.handle_timer(now)
             _pump(ep, now)
             continue
+        if cipher_of is not None and peers and op in (1, 2, 4) and fdp.u8() & 3:
+            dg = _encrypt_for(cipher_of(peers[0]), dg, fdp)
         if batched:
             batch.append((dg, addr, fdp.u8() / 1000.0))
             continue
@@ -549,6 +569,103 @@ def target_endpoint(data: bytes) -> None:
     st["now"] = now
 
 
+# ------------------------------------------------------------------ Endpoint, encrypted
+
+_ENC_STATE: dict[str, Any] = {"ep": None, "left": 0, "now": 1000.0, "ciphers": {}}
+
+
+def _encrypted_endpoint() -> dict[str, Any]:
+    """An endpoint whose office-a entry requires AES-128 (``encryption = aes128`` with
+    ``forceencryption = yes``), remade every ``EP_RESET_EVERY`` inputs like the plain one."""
+    import dataclasses
+    import logging
+
+    from iaxgw.gateway.protocol import Endpoint
+
+    logging.getLogger("iaxgw").setLevel(logging.CRITICAL)
+    st = _ENC_STATE
+    if st["ep"] is None or st["left"] <= 0:
+        cfg = dataclasses.replace(_config())
+        cfg.entries = dict(cfg.entries)
+        cfg.entries["office-a"] = dataclasses.replace(cfg.entries["office-a"],
+                                                      encryption=0x8001, forceencryption=True)
+        st["ep"] = Endpoint(cfg, local_addr=LOCAL, rng=random.Random(11),
+                            role_name="fuzz-enc", wall_offset=1.7e9)
+        st["left"] = EP_RESET_EVERY
+        st["now"] = 1000.0
+        st["ciphers"] = {}
+    st["left"] -= 1
+    return st
+
+
+def _setup_encrypted_call(ep: Any, peer: _Peer, addr: Any, now: float, answer: bool,
+                          offer: int, st: dict[str, Any]) -> None:
+    """An incoming call from office-a offering encryption ``offer``: NEW, CALLTOKEN, NEW+token,
+    AUTHREQ (in the clear, with ENCRYPTION), then the AUTHREP and everything after it
+    encrypted with MD5(challenge, secret), as Asterisk sends them."""
+    from iaxgw._core.constants import IE
+    from iaxgw._core.frames import build_full, parse_full
+    from iaxgw._core.ies import IEs, build_ies
+    from iaxgw.gateway.crypto import FrameCipher, derive_key
+
+    cipher = None
+    for f in _new_with_token(ep, peer, addr, now, [(IE.ENCRYPTION, offer)]):
+        if f.frametype == 6 and f.csub == 8:            # AUTHREQ
+            peer.dcallno = f.scallno
+            peer.iseqno = (f.oseqno + 1) & 0xFF
+            chal = str(IEs.parse(f.payload).get(IE.CHALLENGE))
+            cipher = FrameCipher(derive_key(chal, SECRET))
+    if cipher is None:
+        return
+    st["ciphers"][peer.scallno] = cipher
+
+    def send(ftype: int, sub: int, payload: bytes, ts: int) -> None:
+        dg = build_full(peer.scallno, peer.dcallno, ts, peer.oseqno, peer.iseqno, ftype, sub,
+                        payload)
+        ep.receive_datagram(cipher.encrypt(dg, 4), addr, now)
+        if not (ftype == 6 and sub == 4):
+            peer.oseqno = (peer.oseqno + 1) & 0xFF
+
+    md5 = hashlib.md5(f"{chal}{SECRET}".encode()).hexdigest()
+    send(6, 9, build_ies([(IE.MD5_RESULT, md5)]), 10)
+    for d, a in _pump(ep, now):
+        plain = cipher.decrypt_full(d) if a == addr and d[:1] and d[0] & 0x80 else None
+        if plain is None:
+            continue
+        f = parse_full(plain)
+        if f.frametype == 6 and f.csub == 7:            # ACCEPT
+            peer.iseqno = (f.oseqno + 1) & 0xFF
+            send(6, 4, b"", f.ts)
+            send(2, 4, bytes(160), 20)                  # first full voice
+            if answer:
+                send(4, 4, b"", 25)
+    _pump(ep, now)
+
+
+def _encrypt_for(cipher: Any, dg: bytes, fdp: _Provider) -> bytes:
+    """``dg`` encrypted as the far end would (full: 4 clear bytes, mini: 2), sometimes cut
+    or with a flipped ciphertext byte (a call whose setup failed has no cipher: as it is)."""
+    if cipher is None or len(dg) < 4:
+        return dg
+    out = cipher.encrypt(dg, 4 if dg[0] & 0x80 else 2)
+    how = fdp.u8()
+    if how & 0x30 == 0x10 and len(out) > 5:
+        out = out[:len(out) - 1 - how % 16]               # not a whole number of blocks
+    elif how & 0x30 == 0x20:
+        i = 4 + fdp.u16() % (len(out) - 4)
+        out = out[:i] + bytes([out[i] ^ (1 + how % 255)]) + out[i + 1:]
+    return out
+
+
+def target_endpoint_encrypted(data: bytes) -> None:
+    """The endpoint with an encrypted call (AES-128, key rotation sometimes): fuzzed frames
+    in the clear, encrypted with the call's key, cut, or with flipped bytes; the endpoint
+    never raises (README's Fuzzing)."""
+    st = _encrypted_endpoint()
+    ciphers = st["ciphers"]
+    _drive_endpoint(_Provider(data), st, lambda p: ciphers.get(p.scallno))
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "frames": target_frames,
     "ies": target_ies,
@@ -556,4 +673,5 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "trunk_media": target_trunk_media,
     "g711": target_g711,
     "endpoint": target_endpoint,
+    "endpoint_encrypted": target_endpoint_encrypted,
 }

@@ -38,7 +38,7 @@ from iaxgw.gateway.pcap import PcapWriter
 from iaxgw.gateway.prometheus import Metrics, metrics_url
 from iaxgw.gateway.safefs import default_spool_dir, private_dir
 from iaxgw.gateway.session import IaxChannel
-from iaxgw.gateway.showrows import peer_detail, registry_rows, user_rows
+from iaxgw.gateway.showrows import endpoint_stat_groups, peer_detail, registry_rows, user_rows
 
 log = logging.getLogger("iaxgw.serve")
 _T = TypeVar("_T")
@@ -156,8 +156,9 @@ def load_site(opts: ServeOptions) -> Site:
         config.entries[opts.peer] = replace(entry, host=host[0], port=host[1], dynamic=False)
     try:
         from iaxgw.gateway.dialplan import load_extensions_conf
+        from iaxgw.gateway.dialplan_apps import APPLICATIONS
 
-        dialplan = load_extensions_conf(ext_path)
+        dialplan = load_extensions_conf(ext_path, APPLICATIONS)
     except errors as exc:
         raise StartError(str(exc)) from None
     phones_path = opts.phones or (config_dir / "phones.conf")
@@ -498,7 +499,7 @@ class GatewayApp:
         task.add_done_callback(self._tasks.discard)
 
     async def _run_dialplan(self, session: IaxChannel | PhoneChannel) -> None:
-        from iaxgw.gateway.dialplan import run
+        from iaxgw.gateway.dialplan_apps import run
 
         try:
             await run(self.site.dialplan, session, session.context, session.exten,
@@ -776,25 +777,12 @@ class GatewayApp:
         return rows
 
     def stats_dict(self) -> dict[str, Any]:
-        stats = to_jsonable(self._endpoint.stats())
-        trunk_in = stats.get("trunk_datagrams_in", 0) if isinstance(stats, dict) else 0
-        trunk_out = stats.get("trunk_datagrams_out", 0) if isinstance(stats, dict) else 0
-        if not isinstance(stats, dict):
-            stats = {"endpoint": stats}
-        # one name per figure: these are shown in their group below
-        for key in ("calls_active", "trunk_datagrams_in", "trunk_datagrams_out"):
-            stats.pop(key, None)
-        with contextlib.suppress(Exception):
-            total, final = self._endpoint.outstanding()
-            stats["outstanding"] = {"total": total, "ingress": 0, "egress": total}
-            stats["transmit_queue"] = {"dead": 0, "final": final, "total": total}
+        stats = endpoint_stat_groups(self._endpoint, self.config.general.trunkmtu)
         stats["calls"] = {"active": len(self.sessions), "total_in": self.calls_total["in"],
                           "total_out": self.calls_total["out"], **{
                               f"outcome_{k}": v for k, v in sorted(self.call_outcomes.items())}}
         stats["media"] = {"ticks": self.ticks, "late_ticks": self.late_ticks,
                           "active_streams": len(self._media)}
-        stats["trunk"] = {"mtu": self.config.general.trunkmtu,
-                          "datagrams_in": trunk_in, "datagrams_out": trunk_out}
         if self._pcap is not None:
             stats["pcap_records"] = self._pcap.count
         if self.impairment is not None:

@@ -67,8 +67,8 @@ class CallFlowMixin(EndpointCore):
         included, so a lost AUTHREQ is waited for through its retransmission)."""
         fn = self._autokill
         for t in call.timers:
-            if t[4] and t[2] == fn:
-                t[4] = False
+            if t.alive and t.fn == fn:
+                t.alive = False
 
     def _on_calltoken(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         """Resend the NEW/REGREQ with the token byte-exact, seqnos reset, same call number."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from iaxgw._core.trunk import CallMedia, RxStats
 from iaxgw.gateway.address import Addr
+from iaxgw.gateway.timers import Timer
 
 __all__ = [
     "Call",
@@ -255,7 +256,7 @@ class Pending:
         self.sends = 1
         self.dcallno = 0
         self.interval = interval
-        self.timer: list[Any] | None = None
+        self.timer: Timer | None = None
 
 
 class Call(CallMedia):
@@ -343,7 +344,7 @@ class Call(CallMedia):
         self.new_ies: list[tuple[int, object]] = []
         self.ended = False
         self.announced = False     # the application knows this call (events due)
-        self.timers: list[list[Any]] = []
+        self.timers: list[Timer] = []
         self.poke_sent = 0.0
         self.reg: Any = None
         #: the first and the latest IAX subclass sent (| MSG_TX) or received in sequence, as

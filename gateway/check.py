@@ -51,6 +51,7 @@ from iaxgw.gateway.dialplan import (
     split_args,
     substitute,
 )
+from iaxgw.gateway.dialplan_apps import APPLICATIONS
 from iaxgw.gateway.findings import Finding
 from iaxgw.gateway.model import Entry, IaxConfig, Source
 
@@ -196,7 +197,7 @@ def _load_into(site: Site, d: Path) -> None:
                                      "put extensions.conf beside iax.conf"))
     else:
         try:
-            site.plan = load_extensions_conf(ext_path)
+            site.plan = load_extensions_conf(ext_path, APPLICATIONS)
         except ConfigError as exc:
             site.findings.append(_config_error(exc, ext_path))
         except OSError as exc:

@@ -28,17 +28,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from iaxgw.gateway.asterisk_conf import ConfigError, Item, read_conf
 from iaxgw.gateway.model import Source
-
-if TYPE_CHECKING:
-    from iaxgw.gateway.channel import Channel
-    from iaxgw.gateway.config import PhonesConfig
 
 __all__ = [
     "ConfigError",
@@ -50,7 +45,6 @@ __all__ = [
     "load_extensions_conf",
     "match_pattern",
     "pattern_key",
-    "run",
     "split_args",
     "substitute",
     "substring",
@@ -342,10 +336,11 @@ class _ContextLoader:
         self.last_pri = pri
 
 
-def load_extensions_conf(path: str | os.PathLike[str]) -> Dialplan:
-    """Parse an extensions.conf (with includes) into a :class:`Dialplan`."""
-    from iaxgw.gateway.dialplan_apps import APPLICATIONS
-
+def load_extensions_conf(path: str | os.PathLike[str],
+                         applications: Collection[str] | None = None) -> Dialplan:
+    """Parse an extensions.conf (with includes) into a :class:`Dialplan`; with
+    ``applications`` (the names the interpreter runs, ``dialplan_apps.APPLICATIONS``), a step naming
+    any other application is a warning."""
     conf = read_conf(path)
     plan = Dialplan()
     include_refs: list[tuple[str, Source]] = []
@@ -388,7 +383,7 @@ def load_extensions_conf(path: str | os.PathLike[str]) -> Dialplan:
     for ctx in plan.contexts.values():
         for ext in ctx.extensions.values():
             for st in ext.steps.values():
-                if st.app.lower() not in APPLICATIONS:
+                if applications is not None and st.app.lower() not in applications:
                     plan.warnings.append(f"{st.source}: application '{st.app}' is not "
                                          "available in iaxgw")
     for w in plan.warnings:
@@ -703,30 +698,3 @@ def evaluate(expr: str) -> str:
     except (ValueError, IndexError, re.error) as exc:
         log.warning("expression %r: %s", expr, exc)
         return ""
-
-
-# --- execution ------------------------------------------------------------------------------
-
-async def run(dialplan: Dialplan, channel: Channel, context: str, exten: str, *,
-              phones: PhonesConfig | None = None, spool_dir: str | os.PathLike[str],
-              sounds_dir: str | os.PathLike[str] | None = None, priority: int = 1,
-              vm_max_seconds: float = 300.0, time_scale: float = 1.0) -> int:
-    """Run ``exten`` in ``context`` on ``channel`` until hangup; return the hangup cause.
-
-    Priorities run in order (p, p+1, ...); the extension ends at the first missing priority.
-    Then, like Asterisk's autofallthrough: DIALSTATUS BUSY -> busy (cause 17), CONGESTION or
-    CHANUNAVAIL -> congestion (34), else hang up with 16.  An unknown extension goes to the
-    context's ``i`` extension if present (``INVALID_EXTEN`` set), else hangs up with cause 3.
-    After the call ends the ``h`` extension runs, if the context has one.
-
-    ``phones`` drives ``Dial(PJSIP/...)``; Voicemail/Record write under ``spool_dir``; Playback
-    reads ``sounds_dir``.  ``vm_max_seconds`` caps a voicemail message; ``time_scale`` multiplies
-    the dialplan's waits (Wait, Dial timeouts, phone delays), e.g. 0.01 in tests.
-    """
-    from iaxgw.gateway.dialplan_apps import Session
-
-    session = Session(dialplan=dialplan, channel=channel, phones=phones,
-                      spool_dir=Path(spool_dir),
-                      sounds_dir=Path(sounds_dir) if sounds_dir is not None else None,
-                      vm_max_seconds=vm_max_seconds, time_scale=time_scale)
-    return await session.run(context, exten, priority)

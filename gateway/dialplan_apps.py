@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import sys
 import time
@@ -33,7 +34,7 @@ from iaxgw.gateway.config import PhoneBehaviour, PhonesConfig, parse_callerid
 from iaxgw.gateway.dialplan import Dialplan, split_args, substitute
 from iaxgw.gateway.safefs import private_subdir, write_private_file
 
-__all__ = ["APPLICATIONS", "Jump", "Session", "Stop", "decode", "encode"]
+__all__ = ["APPLICATIONS", "Jump", "Session", "Stop", "decode", "encode", "run"]
 
 log = logging.getLogger("iaxgw.apps")
 
@@ -911,3 +912,28 @@ APPLICATIONS: dict[str, App] = {
     "gotoif": app_gotoif,
     "dial": app_dial,
 }
+
+
+# --- running an extension -------------------------------------------------------------------
+
+async def run(dialplan: Dialplan, channel: Channel, context: str, exten: str, *,
+              phones: PhonesConfig | None = None, spool_dir: str | os.PathLike[str],
+              sounds_dir: str | os.PathLike[str] | None = None, priority: int = 1,
+              vm_max_seconds: float = 300.0, time_scale: float = 1.0) -> int:
+    """Run ``exten`` in ``context`` on ``channel`` until hangup; return the hangup cause.
+
+    Priorities run in order (p, p+1, ...); the extension ends at the first missing priority.
+    Then, like Asterisk's autofallthrough: DIALSTATUS BUSY -> busy (cause 17), CONGESTION or
+    CHANUNAVAIL -> congestion (34), else hang up with 16.  An unknown extension goes to the
+    context's ``i`` extension if present (``INVALID_EXTEN`` set), else hangs up with cause 3.
+    After the call ends the ``h`` extension runs, if the context has one.
+
+    ``phones`` drives ``Dial(PJSIP/...)``; Voicemail/Record write under ``spool_dir``; Playback
+    reads ``sounds_dir``.  ``vm_max_seconds`` caps a voicemail message; ``time_scale`` multiplies
+    the dialplan's waits (Wait, Dial timeouts, phone delays), e.g. 0.01 in tests.
+    """
+    session = Session(dialplan=dialplan, channel=channel, phones=phones,
+                      spool_dir=Path(spool_dir),
+                      sounds_dir=Path(sounds_dir) if sounds_dir is not None else None,
+                      vm_max_seconds=vm_max_seconds, time_scale=time_scale)
+    return await session.run(context, exten, priority)

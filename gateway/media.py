@@ -32,8 +32,8 @@ from iaxgw.gateway.reliability import (
     _VOICE,
     TS_SKEW_MS,
     EndpointCore,
-    Timer,
 )
+from iaxgw.gateway.timers import Timer
 
 __all__ = ["MediaMixin", "TrunkStream"]
 
@@ -274,11 +274,27 @@ class MediaMixin(EndpointCore):
         addr = st.addr
         sent = mux.flush(ms & 0xFFFFFFFF)
         self._out += [(dg, addr) for dg in sent]
-        self._stats["trunk_datagrams_out"] += len(sent)
+        self._count_trunk_sends(sent)
         st.next_at += self._trunkfreq
         if st.next_at <= now:
             st.next_at = now + self._trunkfreq
         st.timer = self._schedule(st.next_at, self._trunk_flush, st)
+
+    def _count_trunk_sends(self, sent: list[bytes]) -> None:
+        """One flush of a trunk stream: ``iax2 show stats``'s transmits (Asterisk counts one
+        timed transmit per trunk peer and timer tick, empty ones too, and an untimed one each
+        time the MTU filled before the tick; ours counts the flushes that sent, and the
+        datagrams past the first of a flush the MTU split) and the largest trunk datagram sent
+        (bytes)."""
+        stats = self._stats
+        n = len(sent)
+        stats["trunk_datagrams_out"] += n
+        stats["trunk_timed"] += 1
+        if n > 1:
+            stats["trunk_untimed"] += n - 1
+        biggest = max(map(len, sent), default=0)
+        if biggest > stats["trunk_max_datagram_bytes"]:
+            stats["trunk_max_datagram_bytes"] = biggest
 
     def _receive_meta(self, data: bytes, addr: Addr, now: float) -> None:
         """A trunk datagram: per entry, the call by (source, call number), its ts, the receive

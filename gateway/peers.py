@@ -6,10 +6,9 @@ qualify).
 
 from __future__ import annotations
 
-from typing import Any
-
 from iaxgw.gateway.address import Addr
 from iaxgw.gateway.model import Entry, Register
+from iaxgw.gateway.timers import Timer
 
 __all__ = ["QUALIFY_FREQ_NOTOK", "QUALIFY_FREQ_OK", "REG_DEFAULT_REFRESH", "PeerState",
            "RegState"]
@@ -35,11 +34,11 @@ class PeerState:
         self.status = "UNKNOWN"          # OK / LAGGED / UNREACHABLE / UNKNOWN
         self.rtt_ms = -1
         self.poke_callno = 0
-        self.poke_timer: list[Any] | None = None
-        self.qualify_timer: list[Any] | None = None
+        self.poke_timer: Timer | None = None
+        self.qualify_timer: Timer | None = None
         self.reg_addr: Addr | None = None     # learnt by registration (host=dynamic)
         self.reg_expiry = 0.0
-        self.reg_timer: list[Any] | None = None
+        self.reg_timer: Timer | None = None
 
     @property
     def maxms(self) -> int:
@@ -71,7 +70,7 @@ class RegState:
         self.callno = 0
         self.status = "Unregistered"
         self.refresh = refresh
-        self.timer: list[Any] | None = None
+        self.timer: Timer | None = None
         self.apparent_addr: Addr | None = None
 
     @property

@@ -54,7 +54,9 @@ def _flat_numbers(prefix: str, value: Any, out: dict[str, float]) -> None:
 
 #: endpoint statistics that are levels, not counts: exported as gauges
 _STAT_GAUGES = {"calls_active": ("iaxgw_endpoint_calls", "Calls the protocol endpoint holds"),
-                "callnos_in_use": ("iaxgw_callnos_in_use", "Call numbers allocated now")}
+                "callnos_in_use": ("iaxgw_callnos_in_use", "Call numbers allocated now"),
+                "trunk_max_datagram_bytes": ("iaxgw_trunk_max_datagram_bytes",
+                                             "Largest trunk datagram sent (bytes)")}
 #: counted elsewhere, by the datagram hook or by a family of their own
 _STAT_SKIP = {"retransmissions", "trunk_datagrams_in", "trunk_datagrams_out"}
 

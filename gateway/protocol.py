@@ -17,7 +17,6 @@ the full-frame dispatch with its section-9 table; its parts are mixins over
 
 from __future__ import annotations
 
-import heapq
 import logging
 from collections.abc import Callable
 from functools import partial
@@ -62,7 +61,6 @@ from iaxgw.gateway.reliability import (
     _CONTROL,
     _IAX,
     _VOICE,
-    SOFT_SLACK,
     MediaSink,
 )
 
@@ -248,30 +246,13 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` should next run (loop time), or None."""
-        h = self._timers
-        while h and not h[0][4]:
-            heapq.heappop(h)
-        soft = self._soft
-        while soft and not soft[0][4]:
-            heapq.heappop(soft)
-        hard: float | None = h[0][0] if h else None
-        if not soft:
-            return hard
-        late: float = soft[0][0] + SOFT_SLACK
-        return hard if hard is not None and hard < late else late
+        return self._timers.deadline()
 
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at ``now``."""
         if not self._started:
             self.start(now)
-        for h in (self._timers, self._soft):
-            for _ in range(100000):
-                if not h or h[0][0] > now:
-                    break
-                t = heapq.heappop(h)
-                if t[4]:
-                    t[4] = False
-                    t[2](now, t[3])
+        self._timers.fire_due(now)
 
     def next_event(self) -> Event | None:
         """The oldest queued event, or None."""

@@ -11,7 +11,6 @@ is an ordinary bound-method call, never an extra hop per frame.
 from __future__ import annotations
 
 import datetime
-import heapq
 import logging
 import random
 from collections import Counter, deque
@@ -46,6 +45,7 @@ from iaxgw.gateway.events import CallEnded, CallSetup, Event, ProtocolError
 from iaxgw.gateway.model import Entry, IaxConfig
 from iaxgw.gateway.peers import QUALIFY_FREQ_NOTOK, REG_DEFAULT_REFRESH, PeerState, RegState
 from iaxgw.gateway.rsakeys import KeyStore
+from iaxgw.gateway.timers import Timer, TimerFn, TimerQueue
 
 if TYPE_CHECKING:
     from iaxgw.gateway.media import TrunkStream
@@ -56,7 +56,6 @@ __all__ = ["EndpointCore", "MediaSink", "codec_bits"]
 log = logging.getLogger("iaxgw.protocol")
 
 MediaSink = Callable[[int, int, bytes, float], None]
-Timer = list[Any]   # [when, seq, fn, arg, alive]
 
 _IAX = int(FrameType.IAX)
 _VOICE = int(FrameType.VOICE)
@@ -118,9 +117,7 @@ class EndpointCore:
         self._crypt_gone: list[tuple[int, CallCrypto]] = []
         self._flush_gen = 0
         self._events: deque[Event] = deque()
-        self._timers: list[Timer] = []
-        self._soft: list[Timer] = []     # timers that may wait for another wake-up
-        self._timer_seq = 0
+        self._timers = TimerQueue(SOFT_SLACK)
         self._sink: MediaSink | None = None
         self._started = False
         self._peers: dict[str, PeerState] = {
@@ -173,28 +170,19 @@ class EndpointCore:
 
     # ------------------------------------------------------------------ timers
 
-    def _schedule(self, when: float, fn: Callable[[float, Any], None], arg: Any) -> Timer:
-        self._timer_seq += 1
-        t: Timer = [when, self._timer_seq, fn, arg, True]
-        heapq.heappush(self._timers, t)
-        return t
+    def _schedule(self, when: float, fn: TimerFn, arg: Any) -> Timer:
+        return self._timers.schedule(when, fn, arg)
 
-    def _schedule_soft(self, when: float, fn: Callable[[float, Any], None], arg: Any) -> Timer:
-        """A timer that may fire up to :data:`SOFT_SLACK` late: it runs at the first
-        ``handle_timer`` at or after ``when`` (with a running trunk, the next trunk flush), and
-        ``get_timer`` asks for a wake-up of its own only ``SOFT_SLACK`` after ``when``.  For
+    def _schedule_soft(self, when: float, fn: TimerFn, arg: Any) -> Timer:
+        """A timer that may fire up to :data:`SOFT_SLACK` late (gateway/timers.py), for
         periodic work whose exact moment does not matter (PING, LAGRQ, qualify, registration
-        refresh): at 200 calls those are ~30 timers a second which, each at its own moment,
-        cost a wake-up apiece (a third of serve's wake-ups)."""
-        self._timer_seq += 1
-        t: Timer = [when, self._timer_seq, fn, arg, True]
-        heapq.heappush(self._soft, t)
-        return t
+        refresh)."""
+        return self._timers.schedule_soft(when, fn, arg)
 
     @staticmethod
     def _cancel(t: Timer | None) -> None:
         if t is not None:
-            t[4] = False
+            t.alive = False
 
     @staticmethod
     def _cancel_pending(p: Pending) -> None:
@@ -208,7 +196,7 @@ class EndpointCore:
         inlined."""
         t = p.timer
         if t is not None:
-            t[4] = False
+            t.alive = False
             p.timer = None
 
     # ------------------------------------------------------------------ helpers
@@ -339,7 +327,7 @@ class EndpointCore:
 
     def _cancel_call_timers(self, call: Call) -> None:
         for t in call.timers:
-            t[4] = False
+            t.alive = False
         call.timers.clear()
 
     def _destroy(self, call: Call, now: float) -> None:
@@ -436,7 +424,7 @@ class EndpointCore:
             if p is not None:
                 t = p.timer             # _cancel_pending, inlined: no reference cycle left
                 if t is not None:
-                    t[4] = False
+                    t.alive = False
                     p.timer = None
                 final = final or p.final
             x = (x + 1) & 0xFF
@@ -473,7 +461,7 @@ class EndpointCore:
         however long the call lasts (PING and LAGRQ re-arm every 10-20 s)."""
         timers = call.timers
         if len(timers) >= 4:
-            timers[:] = [x for x in timers if x[4]]
+            timers[:] = [x for x in timers if x.alive]
         timers.append(t)
 
     def _start_call_timers(self, call: Call, now: float) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from iaxgw._core.constants import Encryption
 from iaxgw.gateway.address import format_addr
+from iaxgw.gateway.control import to_jsonable
 from iaxgw.gateway.model import Entry, IaxConfig
 from iaxgw.gateway.peers import QUALIFY_FREQ_NOTOK, QUALIFY_FREQ_OK
 
@@ -138,3 +139,26 @@ def registry_rows(regs: Iterable[Any]) -> list[dict[str, Any]]:
             "state": rs.status,
         })
     return rows
+
+
+def endpoint_stat_groups(endpoint: Any, trunkmtu: int) -> dict[str, Any]:
+    """``iax2 show stats`` of an endpoint (serve's or the load tester's): its counters, each
+    under one name, with the figures of Asterisk's three lines in their groups: outstanding
+    frames (the full frames not yet acknowledged), trunk transmits and MTU, the transmit
+    queue."""
+    stats = to_jsonable(endpoint.stats())
+    if not isinstance(stats, dict):
+        stats = {"endpoint": stats}
+    trunk = {key: stats.pop(f"trunk_{key}", 0) for key in (
+        "timed", "untimed", "max_datagram_bytes", "datagrams_in", "datagrams_out")}
+    stats.pop("calls_active", None)          # the caller's own call count says it
+    total, final = endpoint.outstanding()
+    stats["outstanding"] = {"total": total, "ingress": 0, "egress": total}
+    stats["transmit_queue"] = {"dead": 0, "final": final, "total": total}
+    # Asterisk's MTU line: largest sent / largest at the last show / trunkmtu; ours does not
+    # reset at a show (README "Where iaxgw differs"), so the first two are the same
+    stats["trunk"] = {"mtu": trunkmtu, "maxmtu": trunk["max_datagram_bytes"],
+                      "nmaxmtu": trunk["max_datagram_bytes"], "timed": trunk["timed"],
+                      "untimed": trunk["untimed"], "datagrams_in": trunk["datagrams_in"],
+                      "datagrams_out": trunk["datagrams_out"]}
+    return stats

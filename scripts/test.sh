@@ -15,5 +15,5 @@ mypy
 cython-lint --max-line-length 100 _core
 python3 -m pytest -q -p no:randomly --timeout 600 tests
 IAXGW_NO_EXTENSIONS=1 python3 -m pytest -q --timeout 600 -m "not asterisk" tests
-# bounded fuzz pass (~5 min: ASan build, then 5 targets x 50 s, 1/3 of each under ASan); crash = fail
+# bounded fuzz pass (~7 min: ASan build, then 7 targets x 50 s, 1/3 of each under ASan); crash = fail
 bash fuzz/run.sh --seconds 50 --all

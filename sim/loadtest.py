@@ -380,6 +380,7 @@ class LoadRunner:
         self.stats = LoadStats(target_calls=opts.calls, mode=self.mode, codec=codec, clock=clock,
                                analysis_in_tick=False, analysis_windows=ANALYSIS_WINDOWS,
                                rtt_every=RTT_EVERY)
+        self.stats.local = format_addr(target.bind)
         self.plan = plan_calls(opts)
         self.budget = CallnoBudget(opts.callno_budget)
         self.calls: dict[int, LiveCall] = {}          # our call number -> call
@@ -680,7 +681,8 @@ class LoadRunner:
         """``iaxgw show stats`` of a running load test: the endpoint's counters and ours."""
         from iaxgw.sim.loadtest_control import endpoint_stats
 
-        stats = endpoint_stats(self._ep) if self._ep is not None else {}
+        stats = (endpoint_stats(self._ep, self.target.config.general.trunkmtu)
+                 if self._ep is not None else {})
         st = self.stats
         stats["loadtest"] = {
             "elapsed_s": round(self.clock() - self.t0, 1), "rate_asked_cps": self.control.rate,
@@ -1073,10 +1075,11 @@ class LoadRunner:
     def _take_rr(self, call: LiveCall) -> dict[str, int] | None:
         """The far end's latest receive report of ``call`` into its stats (None: none yet)."""
         info = self._ep.call_info(call.callno) if call.callno >= 0 else None
-        rr = dict(info.remote_rr) if info is not None and info.remote_rr else None
-        if rr is not None and info is not None:
-            call.stats.remote_rr = rr
-            call.stats.remote_rr_sent = call.sent_at_ping.get(info.remote_rr_ts)
+        if info is None or not info.remote_rr:
+            return None
+        rr = dict(info.remote_rr)
+        call.stats.remote_rr = rr
+        call.stats.remote_rr_sent = call.sent_at_ping.get(info.remote_rr_ts)
         return rr
 
     def _rr_ping(self, call: LiveCall) -> None:
@@ -1461,17 +1464,24 @@ class LoadRunner:
                 self.screen.update(snap)
 
     def _media_watchdog(self) -> None:
-        """End answered calls whose media stopped coming back (a peer that went away)."""
+        """End answered calls whose media stopped coming back, or never came (a peer that went
+        away: killed after its ANSWER went out, the echo never arrives)."""
         if self.mode != "echo":
             return
         now = self.clock()
         limit = self.opts.media_timeout
-        stale = [c for c in self.media_calls.values()
-                 if c.stats.t_first_rx is not None and now - c.stats.t_last_rx > limit]
-        for call in stale:
+        stale: list[tuple[LiveCall, str]] = []
+        for c in self.media_calls.values():
+            st = c.stats
+            if st.t_first_rx is not None:
+                if now - st.t_last_rx > limit:
+                    stale.append((c, f"media stopped: nothing received for {limit:g} s"))
+            elif st.t_answer is not None and now - st.t_answer > limit:
+                stale.append((c, f"media never came: nothing received {limit:g} s after ANSWER"))
+        for call, why in stale:
             call.dropped = True
             self.dropped += 1
-            self._hangup(call, 16, ("HANGUP", f"media stopped: nothing received for {limit:g} s"))
+            self._hangup(call, 16, ("HANGUP", why))
         if stale:
             self._flush()
 

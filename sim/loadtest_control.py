@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from iaxgw.gateway.control import CommandRefused, ControlError, to_jsonable
+from iaxgw.gateway.control import CommandRefused, ControlError
 
 log = logging.getLogger("iaxgw.loadtest")
 
@@ -294,6 +294,7 @@ def control_handler(runner: Any) -> Callable[[str, Mapping[str, Any]], Any]:
     return handle
 
 
-def endpoint_stats(endpoint: Any) -> dict[str, Any]:
-    stats = to_jsonable(endpoint.stats())
-    return stats if isinstance(stats, dict) else {"endpoint": stats}
+def endpoint_stats(endpoint: Any, trunkmtu: int) -> dict[str, Any]:
+    from iaxgw.gateway.showrows import endpoint_stat_groups
+
+    return endpoint_stat_groups(endpoint, trunkmtu)

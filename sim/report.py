@@ -88,7 +88,7 @@ TIMESERIES_COLUMNS: Final = (
 TIMESERIES_CSV_HEADER: Final = tuple(c[0] for c in TIMESERIES_COLUMNS)
 
 #: calls.csv columns before CallRecord's own, from the runner (empty when unknown)
-CALL_ID_FIELDS: Final = ("start_time", "callno", "peer_callno", "exten")
+CALL_ID_FIELDS: Final = ("start_time", "local", "callno", "peer_callno", "exten")
 WORST_N = 5
 
 
@@ -271,6 +271,8 @@ class LoadStats:
         self.wall_started = time.time()      # the wall clock at ``started``
         #: call index -> (our call number, the far end's, the extension dialled)
         self.call_ids: dict[int, tuple[int | None, int | None, str | None]] = {}
+        #: our address ("host:port") the calls are placed from (calls.csv's ``local``)
+        self.local: str | None = None
         #: called with each time-series row as it is made (timeseries.csv while the run goes)
         self.on_row: Callable[[Mapping[str, float | int | None]], None] | None = None
         #: called with each finished call's record (the load test's Prometheus metrics)
@@ -599,8 +601,8 @@ class LoadStats:
         callno, peer_callno, exten = self.call_ids.get(rec.index, (None, None, None))
         start = (iso_time(self.wall_started + (rec.start_s - self.started))
                  if rec.start_s is not None else None)
-        return {"start_time": start, "callno": callno, "peer_callno": peer_callno,
-                "exten": exten}
+        return {"start_time": start, "local": self.local, "callno": callno,
+                "peer_callno": peer_callno, "exten": exten}
 
     def summary(self, now: float | None = None) -> dict[str, Any]:
         now = self.clock() if now is None else now

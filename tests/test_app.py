@@ -82,6 +82,9 @@ class FakeEndpoint:
     def stats(self) -> dict[str, Any]:
         return {"retransmissions": 0}
 
+    def outstanding(self) -> tuple[int, int]:
+        return 0, 0
+
 
 class FakeServer:
     def __init__(self) -> None:

@@ -82,12 +82,31 @@ def _csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def _with_included_secret(site: Path, into: Path) -> Path:
+    """A copy of a site's config whose secrets sit in an ``#include``d file of a subdirectory:
+    a worker sent only iax.conf could not authenticate."""
+    import shutil
+
+    shutil.copytree(site, into)
+    conf = into / "iax.conf"
+    lines = conf.read_text().splitlines()
+    secrets = [ln for ln in lines if ln.strip().startswith("secret")]
+    assert secrets, "the site's iax.conf has no secret"
+    (into / "secrets").mkdir()
+    (into / "secrets" / "trunk.conf").write_text(secrets[0] + "\n")
+    conf.write_text("\n".join('#include "secrets/trunk.conf"' if ln.strip().startswith("secret")
+                              else ln for ln in lines) + "\n")
+    return into
+
+
 def test_master_and_two_workers_merge(serve: dict[str, Any], tmp_path: Path,  # noqa: F811
                                       cluster_factory: Any) -> None:
+    """... with the master's secret in an included file: the workers get iax.conf's includes."""
     net = serve["net"]
     report = tmp_path / "rep"
-    c = cluster_factory(serve, report, [f"{net}.30", f"{net}.31"], "-l", "6", "-r", "10",
-                        "-d", "4", "--exten", "300")
+    site = _with_included_secret(serve["a"], tmp_path / "office-a")
+    c = cluster_factory({**serve, "a": site}, report, [f"{net}.30", f"{net}.31"],
+                        "-l", "6", "-r", "10", "-d", "4", "--exten", "300")
     out = c.wait()
     assert c.master.returncode == 0, out
     s = json.loads((report / "summary.json").read_text())
@@ -95,7 +114,9 @@ def test_master_and_two_workers_merge(serve: dict[str, Any], tmp_path: Path,  # 
     assert [sh["calls"] for sh in s["shards"]] == [3, 3]
     assert s["answered"] == 6 == sum(sh["answered"] for sh in s["shards"])
     assert s["audio"]["verified"] == 6
-    assert len(_csv(report / "calls.csv")) == 6
+    rows = _csv(report / "calls.csv")
+    assert len(rows) == 6
+    assert sorted(r["local"] for r in rows) == [f"{net}.30:4569"] * 3 + [f"{net}.31:4569"] * 3
     ts = _csv(report / "timeseries.csv")
     assert sum(int(r["attempts_interval"]) for r in ts) == 6
     assert s["loadtest"]["cluster"]["workers"] == 2 and not s["loadtest"]["degraded"]
@@ -156,3 +177,41 @@ def test_plain_loadtest_never_imports_locust(serve: dict[str, Any]) -> None:  # 
                           "--bind", f"{serve['net']}.34"], capture_output=True, text=True,
                          timeout=60, check=False).stdout
     assert "RC 0 False False" in out, out
+
+
+def test_config_bundle_carries_includes_and_refuses_what_escapes(tmp_path: Path) -> None:
+    """The master sends iax.conf and every file it includes, by relative path; a worker writes
+    them in a fresh private directory and refuses paths that leave it, oversize bundles and
+    bad encodings; an include outside --config is a usage error naming the file."""
+    import base64
+
+    from iaxgw.gateway.config import load_iax_conf
+    from iaxgw.sim.cluster import BUNDLE_MAX_FILES, config_bundle, unpack_config_bundle
+    from iaxgw.sim.loadtest_plan import PlanError
+
+    site = tmp_path / "office-a"
+    (site / "peers").mkdir(parents=True)
+    (site / "iax.conf").write_text('[general]\nbindport = 4569\n#include "peers/*.conf"\n')
+    (site / "peers" / "b.conf").write_text(
+        "[office-b]\ntype = friend\nhost = 127.0.0.20\nsecret = s3cret\n")
+    bundle = config_bundle(site)
+    assert bundle is not None and sorted(bundle) == ["iax.conf", "peers/b.conf"]
+    assert config_bundle(None) is None
+    got = unpack_config_bundle(bundle, tmp_path / "w" / "office-a")
+    assert got.name == "office-a" and (got.stat().st_mode & 0o777) == 0o700
+    assert load_iax_conf(got / "iax.conf").entries["office-b"].host == "127.0.0.20"
+    assert ((got / "peers" / "b.conf").stat().st_mode & 0o777) == 0o600
+    # an include outside the directory: the master refuses to start, naming it
+    (tmp_path / "outside.conf").write_text("[x]\ntype = user\n")
+    (site / "iax.conf").write_text('[general]\n#include "../outside.conf"\n')
+    with pytest.raises(PlanError, match=r"outside\.conf.*outside the directory"):
+        config_bundle(site)
+    # what a hostile master could send: refused before anything is written
+    enc = base64.b64encode(b"[general]\n").decode()
+    for bad in ({"iax.conf": enc, "../x.conf": enc}, {"iax.conf": enc, "/etc/x": enc},
+                {"iax.conf": enc, "": enc}, {"peers/b.conf": enc}, {"iax.conf": "%%"},
+                {"iax.conf": enc, **{f"f{i}": enc for i in range(BUNDLE_MAX_FILES)}}, ["iax.conf"]):
+        dest = tmp_path / "bad" / str(len(list((tmp_path).glob("bad/*"))))
+        with pytest.raises(ValueError):
+            unpack_config_bundle(bad, dest)
+        assert not dest.exists()

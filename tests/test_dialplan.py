@@ -23,12 +23,11 @@ from iaxgw.gateway.dialplan import (
     match_pattern,
     pattern_key,
     pattern_samples,
-    run,
     split_args,
     substitute,
     substring,
 )
-from iaxgw.gateway.dialplan_apps import Recorder, encode, frames, tone_pcm
+from iaxgw.gateway.dialplan_apps import APPLICATIONS, Recorder, encode, frames, run, tone_pcm
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakes import FakeChannel
@@ -40,7 +39,7 @@ SCALE = 0.01          # dialplan waits x0.01: Dial(...,30) times out after 0.3 s
 def plan_from(tmp_path: Path, text: str, name: str = "extensions.conf") -> Dialplan:
     p = tmp_path / name
     p.write_text(text)
-    return load_extensions_conf(p)
+    return load_extensions_conf(p, APPLICATIONS)      # as serve and check load it
 
 
 def arun(coro: Coroutine[Any, Any, Any], timeout: float = 20.0) -> Any:
@@ -572,3 +571,14 @@ def test_dial_iax2_cancelled_when_caller_hangs_up(tmp_path: Path) -> None:
     assert arun(go()) == 16
     assert cancelled == [True] and ch.variables["DIALSTATUS"] == "CANCEL"
     assert ch.dials == [("office-a", "1", 30 * SCALE)]
+
+
+def test_a_step_naming_an_application_iaxgw_lacks_is_a_warning(tmp_path: Path) -> None:
+    """Given the interpreter's applications (as serve and check load a dialplan), a step that
+    names another one is a warning with its file:line; without the list nothing is checked."""
+    p = tmp_path / "extensions.conf"
+    p.write_text("[from-iax]\nexten => 300,1,Answer()\n same => n,MeetMe(1234)\n"
+                 " same => n,Hangup()\n")
+    plan = load_extensions_conf(p, APPLICATIONS)
+    assert plan.warnings == [f"{p}:3: application 'MeetMe' is not available in iaxgw"]
+    assert load_extensions_conf(p).warnings == []

@@ -60,7 +60,7 @@ _NETS = itertools.cycle(random.Random(os.getpid() + 7).sample(range(100, 250), 1
 
 
 def _live_timers(ep: Any) -> int:
-    return sum(1 for h in (ep._timers, ep._soft) for t in h if t[4])
+    return len(ep._timers.live())
 
 
 def _check_loss_and_injection(s: dict[str, Any], rtt_ms: float) -> None:

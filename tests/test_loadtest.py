@@ -67,6 +67,7 @@ class EchoPeer:
         self.config = load_iax_conf(config_dir / "iax.conf")
         self.bind = bind
         self.deaf = False            # drop every received datagram (a peer that stopped)
+        self.mute: set[int] = set()  # calls answered whose audio is never echoed
         self.incoming = 0
         self.ready = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -122,7 +123,8 @@ class EchoPeer:
         server.close()
 
     def _echo(self, callno: int, ts: int, payload: bytes, now: float) -> None:
-        self.ep.send_voice(callno, payload, now)
+        if callno not in self.mute:
+            self.ep.send_voice(callno, payload, now)
 
     def _on_event(self, event: ev.Event) -> None:
         if not isinstance(event, ev.IncomingCall):
@@ -136,6 +138,9 @@ class EchoPeer:
             self.ep.congestion(event.callno, now)
         elif last == "9":
             self.ep.ringing(event.callno, now)
+        elif last == "8":                  # answers, never sends audio back
+            self.mute.add(event.callno)
+            self.ep.answer(event.callno, now)
         else:
             self.ep.answer(event.callno, now)
 
@@ -315,6 +320,20 @@ def test_no_answer_times_out(sites: dict[str, Any]) -> None:
     assert res.exit_code == 1
     assert s["answered"] == 0 and s["failed"] == 4
     assert sum(v for k, v in s["causes"].items() if k.startswith("NO_ANSWER")) == 4
+
+
+def test_answered_calls_whose_echo_never_comes_end_as_dropped(sites: dict[str, Any]) -> None:
+    """A far end that answers and never sends audio back (killed just after its ANSWER went
+    out): each call ends media_timeout after its ANSWER, counted as dropped with why, not
+    held to its planned end as if it were fine."""
+    o = _opts(sites, calls=3, rate=50, duration=(8.0, 8.0), extens=["308"], media_timeout=2.0)
+    t0 = time.monotonic()
+    res = _run(o)
+    assert time.monotonic() - t0 < 7.0
+    s = res.summary
+    assert s["answered"] == 3 and s["loadtest"]["dropped"] == 3 and res.exit_code == 1
+    assert all(r.cause == "media never came: nothing received 2 s after ANSWER"
+               and r.duration_s is not None and 2.0 < r.duration_s < 3.5 for r in res.records)
 
 
 def test_peer_stops_answering_every_call_ends(sites: dict[str, Any]) -> None:

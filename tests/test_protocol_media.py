@@ -233,3 +233,32 @@ def test_no_vnak_for_media_before_accept_or_after_voice() -> None:
     p, cn, _bcn = pair(trunk=False)
     voice(p, cn, 5)
     assert p.b.stats().get("vnak_no_full_voice", 0) == 0
+
+
+def test_trunk_transmit_counters_are_the_flushes_seen_on_the_wire() -> None:
+    """``show stats``'s transmits: one timed per flush of the stream, one untimed per datagram
+    past the first when the MTU split a flush; the largest trunk datagram's size.  Held against
+    the datagrams on the wire: a trunkmtu that fits one entry splits every flush of two calls."""
+    p, cn, _bcn = pair(trunk=True, trunkmtu=200)
+    cn2 = p.a.call("office-b", "301", p.now)
+    p.run(1)
+    before = p.a.stats()
+    mark = len(p.wire)
+    for _ in range(10):
+        p.a.send_voice(cn, TONE, p.now)
+        p.a.send_voice(cn2, TONE, p.now)
+        p.run(0.02)
+    p.run(0.1)
+    after = p.a.stats()
+    dgs = _trunk_datagrams(p, mark)
+    by_ts: dict[int, int] = {}
+    for d in dgs:
+        f = parse_trunk(d)
+        assert len(f.entries) == 1                       # the MTU fits one entry
+        by_ts[f.trunk_ts] = by_ts.get(f.trunk_ts, 0) + 1
+    flushes, extra = len(by_ts), sum(n - 1 for n in by_ts.values())
+    assert extra >= 9 and flushes >= 9
+    assert after["trunk_untimed"] - before.get("trunk_untimed", 0) == extra
+    assert after["trunk_timed"] - before.get("trunk_timed", 0) == flushes
+    assert after["trunk_max_datagram_bytes"] == max(len(d) for d in dgs)
+    assert after["trunk_datagrams_out"] - before.get("trunk_datagrams_out", 0) == len(dgs)

@@ -276,7 +276,6 @@ def test_soft_timers_ride_other_wakeups_and_have_their_own_deadline() -> None:
     ep.start(0.0)
     drain(ep, 0.0)
     ep._timers.clear()
-    ep._soft.clear()
     fired: list[tuple[str, float]] = []
     ep._schedule_soft(10.0, lambda now, arg: fired.append((arg, now)), "soft")
     assert ep.get_timer() == 10.0 + SOFT_SLACK          # nothing else: its own deadline
@@ -298,7 +297,7 @@ def test_call_pings_are_soft_and_still_sent() -> None:
     p = Pair(*seed_configs(qualify=None))
     cn, _bcn = setup_call(p)
     call = p.a._calls[cn]
-    soft = {t[2].__name__ for t in p.a._soft if t[4] and t[3] is call}
+    soft = {t.fn.__name__ for t in p.a._timers.live_soft() if t.arg is call}
     assert soft == {"_ping_tick", "_lagrq_tick"}
     mark = len(p.wire)
     p.run(22.0)
@@ -320,8 +319,7 @@ def test_long_call_timer_state_stays_bounded() -> None:
         p.run(600.0)
         a, b = p.a.call_info(cn), p.b.call_info(bcn)
         assert a is not None and b is not None
-        sizes.append((len(a.timers), len(b.timers), len(p.a._soft) + len(p.a._timers),
-                      len(p.b._soft) + len(p.b._timers)))
+        sizes.append((len(a.timers), len(b.timers), len(p.a._timers), len(p.b._timers)))
     assert max(max(s[0], s[1]) for s in sizes) <= 5
     assert max(max(s[2], s[3]) for s in sizes) <= 12
     pings = [f for _, n, d, _ in p.wire if n == "a>b" and d[0] & 0x80

@@ -161,8 +161,13 @@ def test_ctl_drives_a_running_load_test(serve: dict[str, Any], tmp_path: Path) -
         r = CliRunner().invoke(main, ["show", "channels", "--control", sock])
         assert r.exit_code == 0 and "active IAX channel" in r.output, r.output
         chans = query(sock, "channels")
-        st = query(sock, "stats")["loadtest"]
+        full = query(sock, "stats")
+        st = full["loadtest"]
         assert len(chans) >= st["calls_up"] >= 5 and st["paused"] is True
+        # Asterisk's trunk line from the load tester's own trunk (its calls are up)
+        trunk = full["trunk"]
+        assert trunk["timed"] > 0 and trunk["datagrams_out"] >= trunk["timed"], trunk
+        assert 0 < trunk["maxmtu"] <= trunk["mtu"] and "trunk_timed" not in full, trunk
         assert all(c["peer"] == serve["b_ip"] for c in chans)
         r = CliRunner().invoke(main, ["show", "peers", "--control", sock])
         assert r.exit_code == 0 and "office-b" in r.output

@@ -216,6 +216,11 @@ def test_three_shards_against_serve_merge_to_their_parts(serve: dict[str, Any],
     parts = [_csv(report / "shards" / f"shard-{k}" / "calls.csv") for k in range(3)]
     assert len(merged) == 9 == sum(len(p) for p in parts)
     assert sorted(int(r["index"]) for r in merged) == list(range(9))
+    # each row says which shard's address placed it: the shard's own rows, 3 each
+    for k, part in enumerate(parts):
+        assert {r["local"] for r in part} == {f"{net}.{10 + k}:4569"}
+        assert sorted((r["local"], r["callno"]) for r in part) == sorted(
+            (r["local"], r["callno"]) for r in merged if r["local"] == f"{net}.{10 + k}:4569")
     pooled = [v for p in parts for v in _setups(p)]   # calls.csv: 6 significant digits
     assert sorted(_setups(merged)) == pytest.approx(sorted(pooled))
     for q in (50, 95, 99):
