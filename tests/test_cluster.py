@@ -186,7 +186,7 @@ def test_config_bundle_carries_includes_and_refuses_what_escapes(tmp_path: Path)
     import base64
 
     from iaxgw.gateway.config import load_iax_conf
-    from iaxgw.sim.cluster import BUNDLE_MAX_FILES, config_bundle, unpack_config_bundle
+    from iaxgw.sim.cluster_config import BUNDLE_MAX_FILES, config_bundle, unpack_config_bundle
     from iaxgw.sim.loadtest_plan import PlanError
 
     site = tmp_path / "office-a"
