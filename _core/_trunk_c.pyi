@@ -173,6 +173,8 @@ class RxProbe:
     t_last: float
     mask: int
     pending: list[tuple[int, float, builtins.bytes]] | None
+    @property
+    def pending_count(self) -> int: ...
     limit: int
     own: frozenset[builtins.bytes] | None
     first: builtins.bytes | None
@@ -284,3 +286,6 @@ def trunk_epoch(epochs: dict[Any, float], by_addr: dict[Any, Any], addr: Any, no
 def send_trunk_voice(calls: dict[int, Any], items: list[tuple[int, bytes]], now: float,
                      trunks: dict[Any, Any], out: list[Any] | None = None
                      ) -> tuple[list[tuple[int, bytes]], list[Any]]: ...
+def tx_tick_send(probes: list[TxProbe], probe_now: float, calls: dict[int, Any], now: float,
+                 trunks: dict[Any, Any], out: list[Any] | None = None
+                 ) -> tuple[list[tuple[int, bytes]], list[Any]]: ...

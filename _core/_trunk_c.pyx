@@ -29,7 +29,7 @@ from cpython.list cimport PyList_New
 from cpython.long cimport PyLong_Check
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.ref cimport Py_INCREF
-from libc.string cimport memcmp, memcpy, memset
+from libc.string cimport memcmp, memcpy, memmove, memset
 
 from iaxgw._core.errors import FrameError
 
@@ -393,6 +393,17 @@ def parse_trunk(data):
 
 
 @cython.final
+cdef void* _grown(void* buf, Py_ssize_t* cap, size_t item, Py_ssize_t first) except NULL:
+    """``buf`` (``cap[0]`` items of ``item`` bytes) reallocated to twice as many (``first`` when
+    empty); ``cap[0]`` updated.  MemoryError when it cannot be."""
+    cdef Py_ssize_t n = cap[0] * 2 if cap[0] else first
+    cdef void* nb = PyMem_Realloc(buf, <size_t>n * item)
+    if nb == NULL:
+        raise MemoryError()
+    cap[0] = n
+    return nb
+
+
 cdef class TrunkMux:
     """Buffer voice payloads of many calls; ``flush`` returns the trunk datagrams."""
 
@@ -445,15 +456,9 @@ cdef class TrunkMux:
         return 0
 
     cdef int _open_datagram(self) except -1:
-        cdef Py_ssize_t* ns
-        cdef Py_ssize_t cap
         if self._nstarts == self._starts_cap:
-            cap = self._starts_cap * 2 if self._starts_cap else 16
-            ns = <Py_ssize_t*>PyMem_Realloc(self._starts, cap * sizeof(Py_ssize_t))
-            if ns == NULL:
-                raise MemoryError()
-            self._starts = ns
-            self._starts_cap = cap
+            self._starts = <Py_ssize_t*>_grown(self._starts, &self._starts_cap,
+                                               sizeof(Py_ssize_t), 16)
         self._reserve(self._len + _HDR)
         self._starts[self._nstarts] = self._len
         self._nstarts += 1
@@ -825,25 +830,35 @@ cdef class TxProbe:
         self.marks = marks
         self.offset = offset
 
-    cdef object _take(self, long long ts_ms, double now):
-        cdef Py_ssize_t n = len(self.cycle)
-        cdef long long i
-        cdef object payload
+    cdef int _sent_at(self, double now) except -1:
         self.frames += 1
         self.t_last = now
         if not self.sent:
             self.sent = True
             self.t_first = now
-        if not n:
-            return b""
-        i = _floor_mod(ts_ms // self.frame_ms + self.offset, n)
+        return 0
+
+    cdef int _count_frame(self, long long i, Py_ssize_t nbytes, double now) except -1:
+        """Count the frame of cycle index ``i`` (``nbytes`` long) sent at ``now``."""
+        self._sent_at(now)
         if i == 0 and self.marks is not None:
             self.marks.append(now)
+        self.bytes += nbytes
+        return 0
+
+    cdef object _take(self, long long ts_ms, double now):
+        cdef Py_ssize_t n = len(self.cycle)
+        cdef long long i
+        cdef object payload
+        if not n:
+            self._sent_at(now)
+            return b""
+        i = _floor_mod(ts_ms // self.frame_ms + self.offset, n)
         payload = self.cycle[i]
         if self.stamp and PyBytes_CheckExact(payload) and PyBytes_GET_SIZE(payload) >= 16:
             payload = _stamped(<bytes>payload,
                                <unsigned int>((ts_ms // self.frame_ms) & 0xFFFF))
-        self.bytes += len(payload)
+        self._count_frame(i, len(payload), now)
         return payload
 
     def take(self, long long ts_ms, double now):
@@ -912,6 +927,15 @@ def datagram_census(list items):
     return full, full_b, mini, mini_b, trunk, trunk_b, entries, entry_b, no_ts
 
 
+cdef struct _Kept:
+    # one frame kept for the audio analysis (RxProbe.pending), without Python objects when it is
+    # a stamped frame of ours: its payload is the cycle's payload ``idx`` with stamp ``stamp``
+    long long ts
+    double arrival
+    long long idx           # -1: the payload is the next one in RxProbe._kept_objs
+    unsigned int stamp
+
+
 cdef class RxProbe:
     """The load tester's receive accounting of one call (``sim.metrics.CallStats``): RFC 3550
     interarrival jitter (its running value, maximum and sum), a 64-frame window of received
@@ -923,7 +947,11 @@ cdef class RxProbe:
     media time is the previous one plus ``frame_ms``.  ``pending`` (None: keep nothing) holds
     ``(ts, arrival, payload)`` (tuples the garbage collector does not track); when it reaches
     ``limit`` its oldest half is dropped and counted in ``dropped`` (the reader analyses it long
-    before, unless it falls behind)."""
+    before, unless it falls behind).  The frames kept since ``pending`` was last read are held
+    in a C array and become those tuples when it is read: a stamped frame of ours (see
+    ``stamp_cycle``) is kept as its cycle index and stamp, no object at all, its payload made
+    again (bit for bit: the stamp bits are all it may differ in) only if it is read;
+    ``pending_count`` counts them without building anything."""
 
     cdef public long long frames
     cdef public long long bytes
@@ -941,7 +969,11 @@ cdef class RxProbe:
     cdef public double t_first
     cdef public double t_last
     cdef public unsigned long long mask
-    cdef public list pending
+    cdef list _pend                 # pending as built so far (None: keep nothing)
+    cdef _Kept* _kept               # frames kept since, oldest first
+    cdef Py_ssize_t _nkept
+    cdef Py_ssize_t _kept_cap
+    cdef list _kept_objs            # payloads of the kept frames without a cycle index
     cdef public Py_ssize_t limit
     #: exact-echo bookkeeping (set ``own``, a frozenset of the payloads we send, and ``first``):
     #: kept payloads that are not ours, arrival times of ``first``, and whether kept frames were
@@ -958,7 +990,7 @@ cdef class RxProbe:
     #: stamps on the right payload (``s_frames``, duplicates and late ones among them), the
     #: lowest and highest frame counter, the frames that did not (``s_strays``), and the RFC
     #: 3550 jitter of the round trip (transit = arrival - counter x frame_ms)
-    cdef public list stamp_cycle
+    cdef list _cycle
     cdef public long long stamp_offset
     cdef public long long s_frames
     cdef public long long s_dup
@@ -976,11 +1008,103 @@ cdef class RxProbe:
         if frame_ms < 1:
             raise ValueError(f"frame_ms must be >= 1, got {frame_ms}")
         self.frame_ms = frame_ms
-        self.pending = [] if keep else None
+        self._pend = [] if keep else None
+        self._kept_objs = []
         self.limit = limit if limit > 1 else 2
         self.last = -1
         self.strays = []
         self.firsts = []
+
+    def __dealloc__(self):
+        PyMem_Free(self._kept)
+
+    @property
+    def pending(self):
+        """The kept frames ``[(ts, arrival, payload), ...]`` (None: ``keep`` was false); the same
+        list each time, the frames kept since the last read appended to it."""
+        self._build_pending()
+        return self._pend
+
+    @pending.setter
+    def pending(self, value):
+        if value is not None and not isinstance(value, list):
+            raise TypeError(f"pending must be a list or None, not {type(value).__name__}")
+        self._nkept = 0
+        self._kept_objs = []
+        self._pend = value
+
+    @property
+    def pending_count(self):
+        """``len(pending)`` without building it (0 when nothing is kept)."""
+        return len(self._pend) + self._nkept if self._pend is not None else 0
+
+    @property
+    def stamp_cycle(self):
+        return self._cycle
+
+    @stamp_cycle.setter
+    def stamp_cycle(self, value):
+        if value is not None and not isinstance(value, list):
+            raise TypeError(f"stamp_cycle must be a list or None, not {type(value).__name__}")
+        self._build_pending()           # kept frames refer to the cycle they matched
+        self._cycle = value
+
+    cdef int _build_pending(self) except -1:
+        """The kept frames appended to ``_pend`` as tuples."""
+        cdef Py_ssize_t i, j = 0
+        cdef _Kept* r
+        cdef list cycle = self._cycle
+        cdef object payload, orig
+        if not self._nkept:
+            return 0
+        for i in range(self._nkept):
+            r = &self._kept[i]
+            if r.idx < 0:
+                payload = self._kept_objs[j]
+                j += 1
+            else:
+                orig = cycle[r.idx] if cycle is not None and r.idx < len(cycle) else None
+                if not PyBytes_CheckExact(orig) or PyBytes_GET_SIZE(orig) < 16:
+                    raise RuntimeError("stamp_cycle was changed in place while frames that "
+                                       "matched it were kept")
+                payload = _stamped(<bytes>orig, r.stamp)
+            item = (r.ts, r.arrival, payload)
+            PyObject_GC_UnTrack(item)
+            self._pend.append(item)
+        self._nkept = 0
+        self._kept_objs = []
+        return 0
+
+    cdef int _keep(self, long long ts, double arrival, long long idx, unsigned int stamp,
+                   object payload) except -1:
+        """Keep a frame (``idx`` >= 0: cycle index of a stamped frame of ours; else ``payload``),
+        then drop the oldest half of what is kept when it reaches ``limit``."""
+        cdef _Kept* nk
+        cdef Py_ssize_t k, old, objs = 0, i
+        if self._nkept == self._kept_cap:
+            self._kept = <_Kept*>_grown(self._kept, &self._kept_cap, sizeof(_Kept), 64)
+        nk = &self._kept[self._nkept]
+        nk.ts = ts
+        nk.arrival = arrival
+        nk.idx = idx
+        nk.stamp = stamp
+        self._nkept += 1
+        if idx < 0:
+            self._kept_objs.append(payload)
+        if len(self._pend) + self._nkept < self.limit:
+            return 0
+        k = self.limit // 2
+        old = min(k, len(self._pend))
+        del self._pend[:old]
+        if k > old:
+            for i in range(k - old):
+                objs += self._kept[i].idx < 0
+            del self._kept_objs[:objs]
+            memmove(self._kept, self._kept + (k - old), (self._nkept - (k - old)) * sizeof(_Kept))
+            self._nkept -= k - old
+        self.dropped += k
+        self.exact_lost = True
+        return 0
 
     def take_exact(self):
         """``(strays, firsts, lost)`` since the last call (see the fields), and start afresh:
@@ -991,23 +1115,22 @@ cdef class RxProbe:
         self.exact_lost = False
         return out
 
-    cdef long long _stamp_rx(self, double arrival, object payload) except -2:
-        """The stamp accounting of one frame; its cycle index, or -1 (not one of our frames)."""
-        cdef list cycle = self.stamp_cycle
+    cdef long long _stamp_rx(self, double arrival, const unsigned char* p, Py_ssize_t size,
+                             unsigned int* stamp) except -2:
+        """The stamp accounting of one frame (``p``: its ``size`` bytes, NULL: not a ``bytes``
+        payload); its cycle index, or -1 (not one of our frames); its stamp into ``stamp``."""
+        cdef list cycle = self._cycle
         cdef Py_ssize_t n = len(cycle)
-        cdef Py_ssize_t size
         cdef long v
         cdef long long hi = self.s_hi, k, idx, c
         cdef object orig
-        cdef const unsigned char* p
         cdef double transit, d, j
-        if not n or not PyBytes_CheckExact(payload):
+        if not n or p == NULL:
             return -1
-        p = <const unsigned char*>PyBytes_AS_STRING(payload)
-        size = PyBytes_GET_SIZE(payload)
         v = _stamp_read(p, size)
         if v < 0:
             return -1
+        stamp[0] = <unsigned int>v
         if self.s_frames:
             k = (hi & ~(<long long>0xFFFF)) | v
             if k > hi + 0x8000:
@@ -1061,13 +1184,15 @@ cdef class RxProbe:
         self.s_frames += 1
         return idx
 
-    cdef int _rx(self, long long ts, double arrival, object payload, Py_ssize_t nbytes,
-                 bint seq) except -1:
+    cdef int _rx(self, long long ts, double arrival, object payload, const unsigned char* p,
+                 Py_ssize_t nbytes, bint seq) except -1:
+        """One frame: ``payload`` (None: made from ``p``, ``nbytes`` long, only if it has to
+        be kept as an object); ``p`` its bytes when it is a ``bytes`` payload, else NULL."""
         cdef long long n, fm, hi, k, i
-        cdef long long idx = 0
+        cdef long long idx = -1
+        cdef unsigned int stamp = 0
         cdef double transit, d, j
         cdef unsigned long long bit
-        cdef list pend
         if seq:
             self.seq_frames += 1
             if self.last >= 0:
@@ -1113,41 +1238,36 @@ cdef class RxProbe:
                 if ts < self.min_ts:
                     self.min_ts = ts
         self.transit = transit
-        if self.stamp_cycle is not None:
-            idx = self._stamp_rx(arrival, payload)
+        if self._cycle is not None:
+            idx = self._stamp_rx(arrival, p, nbytes, &stamp)
             if idx < 0:
                 self.s_strays += 1
-        pend = self.pending
-        if pend is not None:
-            # (int, float, bytes) can be in no reference cycle: untracked at once, as the
-            # collector itself would do on its first pass -- at 2,000 calls that first pass
-            # cost 20-30 ms per 30,000 young tuples, a late media tick
-            item = (ts, arrival, payload)
-            PyObject_GC_UnTrack(item)
-            pend.append(item)
-            if self.stamp_cycle is not None:
-                if idx < 0:
-                    self.strays.append(payload)
-                elif idx == 0:
-                    self.firsts.append(arrival)
-            elif self.own is not None:
-                # checked now, while the payload is in the cache (the batch check later read
-                # every payload again: 9 % of the load tester at 100,000 frames a second)
-                if payload not in self.own:
-                    self.strays.append(payload)
-                elif self.first is not None and payload == self.first:
-                    self.firsts.append(arrival)
-            if len(pend) >= self.limit:
-                k = self.limit // 2
-                del pend[:k]
-                self.dropped += k
-                self.exact_lost = True
-        return 0
+        if self._pend is None:
+            return 0
+        if idx >= 0:
+            if idx == 0:
+                self.firsts.append(arrival)
+            return self._keep(ts, arrival, idx, stamp, None)
+        if payload is None:
+            payload = PyBytes_FromStringAndSize(<const char*>p, nbytes)
+        if self._cycle is not None:
+            self.strays.append(payload)
+        elif self.own is not None:
+            # checked now, while the payload is in the cache (the batch check later read
+            # every payload again: 9 % of the load tester at 100,000 frames a second)
+            if payload not in self.own:
+                self.strays.append(payload)
+            elif self.first is not None and payload == self.first:
+                self.firsts.append(arrival)
+        return self._keep(ts, arrival, -1, 0, payload)
 
     def on_rx(self, long long ts, double arrival, payload, bint seq=False):
         """One received voice frame: media timestamp ``ts`` (ms, unwrapped), local arrival time
         (s).  Returns the timestamp it was counted at (``seq``: the previous one + frame_ms)."""
-        self._rx(ts, arrival, payload, len(payload), seq)
+        cdef const unsigned char* p = NULL
+        if PyBytes_CheckExact(payload):
+            p = <const unsigned char*>PyBytes_AS_STRING(payload)
+        self._rx(ts, arrival, payload, p, len(payload), seq)
         return self.last if seq else ts
 
 
@@ -1304,8 +1424,7 @@ cdef list _receive_trunk(object data, dict calls, double epoch, double now, obje
                 out.echoed += 1
                 continue
         if call.probe is not None:
-            call.probe._rx(ts, now, PyBytes_FromStringAndSize(<const char*>(p + start), length),
-                           length, not cmddata)
+            call.probe._rx(ts, now, None, p + start, length, not cmddata)
             continue
         sink(_callno_obj(<unsigned int>call.callno), ts,
              PyBytes_FromStringAndSize(<const char*>(p + start), length), now)
@@ -1378,8 +1497,7 @@ cdef bint _receive_mini(CallMedia call, const unsigned char* p, Py_ssize_t size,
                 out.append((_mini_frame(call.callno, ets, p + 4, length), call.addr))
                 return True
     if call.probe is not None:
-        call.probe._rx(ts, now, PyBytes_FromStringAndSize(<const char*>(p + 4), length),
-                       length, False)
+        call.probe._rx(ts, now, None, p + 4, length, False)
         return False
     sink(_callno_obj(<unsigned int>call.callno), ts,
          PyBytes_FromStringAndSize(<const char*>(p + 4), length), now)
@@ -1544,6 +1662,117 @@ def receive_media_run(list batch, double loop_now, dict by_addr, dict epochs, si
             acc.append((addr, now, vnak if vnak is not None else [], c.echoed))
 
 
+cdef class _SendPass:
+    """State of one batched send (``send_trunk_voice``, ``tx_tick_send``): the lists handed
+    back, and the last call's peer address with its stream and mux, so a run of calls to one
+    peer (every call of a load test) looks its stream up once."""
+
+    cdef dict calls
+    cdef dict trunks
+    cdef list out
+    cdef double now
+    cdef list rest
+    cdef list streams
+    cdef set seen
+    cdef object last_addr
+    cdef object last_stream
+    cdef TrunkMux last_mux
+    cdef object last_listed
+    cdef bint have_last
+
+    def __cinit__(self, dict calls, dict trunks, list out, double now):
+        self.calls = calls
+        self.trunks = trunks
+        self.out = out
+        self.now = now
+        self.rest = []
+        self.streams = []
+        self.seen = set()
+
+    cdef TrunkMux _mux_of(self, object addr):
+        """The ``TrunkMux`` of ``addr``'s stream (None: no stream, or not a TrunkMux); the
+        stream is kept in ``last_stream``."""
+        cdef object stream, m
+        if self.have_last and addr is self.last_addr:
+            return self.last_mux
+        stream = self.trunks.get(addr)
+        m = stream.mux if stream is not None else None
+        self.have_last = True
+        self.last_addr = addr
+        self.last_stream = stream
+        self.last_mux = <TrunkMux>m if stream is not None and type(m) is TrunkMux else None
+        return self.last_mux
+
+    cdef int _listed(self) except -1:
+        """The current stream (``last_stream``) received an entry: listed once."""
+        cdef object stream = self.last_stream
+        if stream is self.last_listed:
+            return 0
+        self.last_listed = stream
+        if id(stream) not in self.seen:
+            self.seen.add(id(stream))
+            self.streams.append(stream)
+        return 0
+
+    cdef int send(self, object callno, object payload, const unsigned char* buf, Py_ssize_t n,
+                  long stamp, object item=None) except -1:
+        """send_voice's trunk (and mini) branch for one payload: ``buf``/``n`` its bytes when
+        it is a ``bytes`` object (``buf`` NULL otherwise), written with frame stamp ``stamp``
+        (-1: as they are; see ``stamp_payload``).  ``payload`` is the object to hand back in
+        ``rest`` (None: made from ``buf`` and ``stamp`` when needed), or ``item`` itself when
+        given."""
+        cdef PyObject* found = PyDict_GetItem(self.calls, callno)
+        cdef CallMedia call
+        cdef TrunkMux mux
+        cdef long long st, ts
+        cdef object frame
+        if found == NULL or not isinstance(<object>found, CallMedia) or buf == NULL:
+            return self._defer(callno, payload, buf, n, stamp, item)
+        call = <CallMedia>found
+        st = call.state
+        if not call.trunk and self.out is not None and _ST_ACCEPTED <= st <= _ST_UP:
+            ts = _next_voice_ts(call, self.now)
+            if not (0 <= ts <= 0xFFFFFFFF and _mini_ok(call, ts)):
+                return self._defer(callno, payload, buf, n, stamp, item)
+            _voice_sent(call, ts, n)
+            frame = _mini_frame(call.callno, ts, buf, n)
+            if stamp >= 0:
+                _stamp_write(<unsigned char*>PyBytes_AS_STRING(frame) + 4, n,
+                             <unsigned int>stamp)
+            self.out.append((frame, call.addr))
+            return 0
+        if not (call.trunk and _ST_ACCEPTED <= st <= _ST_UP and call.svoiceformat == call.codec
+                and call.last_voice_ts >= 0):
+            return self._defer(callno, payload, buf, n, stamp, item)
+        mux = self._mux_of(call.addr)
+        if mux is None or (mux.mtu and _HDR + mux._entry_len + n > mux.mtu):
+            return self._defer(callno, payload, buf, n, stamp, item)
+        ts = _next_voice_ts(call, self.now)
+        if ts < 0 or ts > 0xFFFFFFFF:
+            return self._defer(callno, payload, buf, n, stamp, item)
+        mux._append(call.callno, ts, buf, n)
+        if stamp >= 0:
+            _stamp_write(mux._buf + mux._len - n, n, <unsigned int>stamp)
+        _voice_sent(call, ts, n)
+        self._listed()
+        return 0
+
+    cdef int _defer(self, object callno, object payload, const unsigned char* buf,
+                    Py_ssize_t n, long stamp, object item) except -1:
+        """Left to the caller's ``send_voice``: ``item``, else ``(callno, payload)``, into
+        ``rest``."""
+        cdef object p = payload
+        if item is not None:
+            self.rest.append(item)
+            return 0
+        if p is None:
+            p = PyBytes_FromStringAndSize(<const char*>buf, n)
+            if stamp >= 0:
+                _stamp_write(<unsigned char*>PyBytes_AS_STRING(p), n, <unsigned int>stamp)
+        self.rest.append((callno, p))
+        return 0
+
+
 def send_trunk_voice(dict calls, list items, double now, dict trunks, list out=None):
     """The trunk branch of ``gateway.media.MediaMixin.send_voice`` for many calls at once:
     ``items`` = ``[(callno, payload), ...]``; each call that is up (or accepted), trunked and
@@ -1553,60 +1782,51 @@ def send_trunk_voice(dict calls, list items, double now, dict trunks, list out=N
     would be a mini frame gets it appended to ``out`` as ``(frame, addr)``.  Returns
     ``(rest, streams)``: the items not handled here (the caller sends them one by one), and the
     streams that received entries (each once)."""
-    cdef list rest = []
-    cdef list streams = []
-    cdef set seen = set()
-    cdef PyObject* found
-    cdef CallMedia call
-    cdef TrunkMux mux
-    cdef long long st, ts
+    cdef _SendPass sp = _SendPass(calls, trunks, out, now)
     cdef const unsigned char* buf
-    cdef Py_ssize_t n
     for item in items:
         callno, payload = item
-        found = PyDict_GetItem(calls, callno)
-        if found == NULL or not isinstance(<object>found, CallMedia) \
-                or not PyBytes_CheckExact(payload):
-            rest.append(item)
-            continue
-        call = <CallMedia>found
-        st = call.state
-        if not call.trunk and out is not None and _ST_ACCEPTED <= st <= _ST_UP:
-            ts = _next_voice_ts(call, now)
-            if 0 <= ts <= 0xFFFFFFFF and _mini_ok(call, ts):
-                n = PyBytes_GET_SIZE(payload)
-                _voice_sent(call, ts, n)
-                out.append((_mini_frame(call.callno, ts,
-                                        <const unsigned char*>PyBytes_AS_STRING(payload), n),
-                            call.addr))
-            else:
-                rest.append(item)
-            continue
-        if not (call.trunk and _ST_ACCEPTED <= st <= _ST_UP and call.svoiceformat == call.codec
-                and call.last_voice_ts >= 0):
-            rest.append(item)
-            continue
-        stream = trunks.get(call.addr)
-        if stream is None:
-            rest.append(item)
-            continue
-        m = stream.mux
-        if type(m) is not TrunkMux:
-            rest.append(item)
-            continue
-        mux = <TrunkMux>m
-        n = PyBytes_GET_SIZE(payload)
-        if mux.mtu and _HDR + mux._entry_len + n > mux.mtu:
-            rest.append(item)
-            continue
-        ts = _next_voice_ts(call, now)
-        if ts < 0 or ts > 0xFFFFFFFF:
-            rest.append(item)
-            continue
-        buf = <const unsigned char*>PyBytes_AS_STRING(payload)
-        mux._append(call.callno, ts, buf, n)
-        _voice_sent(call, ts, n)
-        if id(stream) not in seen:
-            seen.add(id(stream))
-            streams.append(stream)
-    return rest, streams
+        if PyBytes_CheckExact(payload):
+            buf = <const unsigned char*>PyBytes_AS_STRING(payload)
+            sp.send(callno, payload, buf, PyBytes_GET_SIZE(payload), -1, item)
+        else:
+            sp.rest.append(item)
+    return sp.rest, sp.streams
+
+
+def tx_tick_send(list probes, double probe_now, dict calls, double now, dict trunks,
+                 list out=None):
+    """``send_trunk_voice(calls, tx_tick(probes, probe_now), now, trunks, out)`` in one pass:
+    each probe's frame is counted as ``tx_tick`` counts it and written (stamped) straight into
+    its trunk entry or mini frame; no ``(callno, payload)`` list and no stamped copy of each
+    payload is made, except for the frames handed back in ``rest``.  Returns ``(rest,
+    streams)`` as ``send_trunk_voice``."""
+    cdef _SendPass sp = _SendPass(calls, trunks, out, now)
+    cdef TxProbe probe
+    cdef long long k, i
+    cdef Py_ssize_t n
+    cdef object callno, payload
+    for obj in probes:
+        probe = <TxProbe?>obj
+        k = probe.k
+        probe.k = k + 1
+        callno = (_callno_obj(<unsigned int>(probe.callno & _MAX_CALLNO))
+                  if 0 <= probe.callno <= _MAX_CALLNO else probe.callno)
+        n = len(probe.cycle)
+        if n and probe.stamp:
+            i = _floor_mod((k * 20) // probe.frame_ms + probe.offset, n)
+            payload = probe.cycle[i]
+            if PyBytes_CheckExact(payload) and PyBytes_GET_SIZE(payload) >= 16:
+                # the stamp goes into the entry or mini frame itself (see stamp_payload)
+                probe._count_frame(i, PyBytes_GET_SIZE(payload), probe_now)
+                sp.send(callno, None, <const unsigned char*>PyBytes_AS_STRING(payload),
+                        PyBytes_GET_SIZE(payload),
+                        <long>(((k * 20) // probe.frame_ms) & 0xFFFF))
+                continue
+        payload = probe._take(k * 20, probe_now)
+        if PyBytes_CheckExact(payload):
+            sp.send(callno, payload, <const unsigned char*>PyBytes_AS_STRING(payload),
+                    PyBytes_GET_SIZE(payload), -1)
+        else:
+            sp.rest.append((callno, payload))
+    return sp.rest, sp.streams

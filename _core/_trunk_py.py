@@ -645,6 +645,11 @@ class RxProbe:
                 self.exact_lost = True
         return ts
 
+    @property
+    def pending_count(self) -> int:
+        """``len(pending)`` (0 when nothing is kept)."""
+        return len(self.pending) if self.pending is not None else 0
+
     def take_exact(self) -> tuple[list[bytes], list[float], bool]:
         """``(strays, firsts, lost)`` since the last call, and start afresh (see ``_trunk_c``)."""
         out = (self.strays, self.firsts, self.exact_lost)
@@ -951,3 +956,11 @@ def send_trunk_voice(calls: dict[int, CallMedia], items: list[tuple[int, bytes]]
             seen.add(id(stream))
             streams.append(stream)
     return rest, streams
+
+
+def tx_tick_send(probes: list[TxProbe], probe_now: float, calls: dict[int, CallMedia],
+                 now: float, trunks: dict[object, object], out: list[Any] | None = None
+                 ) -> tuple[list[tuple[int, bytes]], list[object]]:
+    """One media tick sent (see ``_trunk_c.tx_tick_send``): what ``tx_tick`` then
+    ``send_trunk_voice`` do."""
+    return send_trunk_voice(calls, tx_tick(probes, probe_now), now, trunks, out)

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         trunk_entry_stats,
         trunk_epoch,
         tx_tick,
+        tx_tick_send,
         unstamp,
     )
 else:
@@ -57,6 +58,7 @@ else:
     TrunkRunTotals = _impl.TrunkRunTotals
     TxProbe = _impl.TxProbe
     tx_tick = _impl.tx_tick
+    tx_tick_send = _impl.tx_tick_send
     STAMP_BITS = _impl.STAMP_BITS
     STAMP_MIN_LEN = _impl.STAMP_MIN_LEN
     STAMP_WINDOW = _impl.STAMP_WINDOW
@@ -109,5 +111,6 @@ __all__ = [
     "trunk_entry_stats",
     "trunk_epoch",
     "tx_tick",
+    "tx_tick_send",
     "unstamp",
 ]

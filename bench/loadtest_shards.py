@@ -6,10 +6,12 @@
 Each run is ``iaxgw lab --calls N --shards K`` (serve as office-b in a child process, the load
 tester as office-a in K shards, each from its own loopback address; serve's ACL lets each one
 in) on a loopback pair of its own, so serve and the generator share this machine's cores.  A
-run *holds* when every call was answered and its audio verified, loss < 0.1 % and the p99
-send-timing error (how late a media tick starts against its 20 ms grid, pooled over every
-shard's ticks) < 2 ms.  Prints one row per run: calls, shards, answered, verified, loss, send
-timing, each shard's CPU, serve's CPU, whether the generator limited the run, held or not.
+run *holds* when every call was answered and its audio verified, the calls were up at once
+(the most up at once within 10 % of the calls, as the run's own concurrency target), loss
+< 0.1 % and the p99 send-timing error (how late a media tick starts against its 20 ms grid,
+pooled over every shard's ticks) < 2 ms.  Prints one row per run: calls, shards, answered,
+verified, the most calls up at once, loss, send timing, each shard's CPU, serve's CPU, whether
+the generator limited the run, held or not.
 Bounded: each run is a child process with a deadline.
 """
 
@@ -50,13 +52,15 @@ def row(r: dict[str, Any]) -> str:
     st = lt.get("send_timing") or {}
     loss = s.get("loss_pct")
     verified = (s.get("audio") or {}).get("verified")
+    peak = ((s.get("targets") or {}).get("calls") or {}).get("peak")
     held = (s["answered"] == r["calls"] and verified == r["calls"] and loss is not None
+            and peak is not None and peak >= 0.9 * r["calls"]
             and loss < 0.1 and (st.get("late_p99_ms") or 99.0) < 2.0)
     cpus = "/".join(f"{sh.get('cpu_pct') or 0:.0f}" for sh in s.get("shards") or []) \
         or f"{s.get('cpu_pct') or 0:.0f}"
     far = (s.get("lab") or {}).get("far_end_cpu_pct")
     gen = "yes" if (s.get("limited_by") or {}).get("generator") else "no"
-    return (f"{r['calls']:>6} {r['shards']:>3} {s['answered']:>7} {verified!s:>8} "
+    return (f"{r['calls']:>6} {r['shards']:>3} {s['answered']:>7} {verified!s:>8} {peak!s:>6} "
             f"{'n/a' if loss is None else f'{loss:.3f}':>7} {st.get('late_p99_ms')!s:>8} "
             f"{cpus:>14} {far!s:>7} {gen:>5} {'HOLDS' if held else 'no':>6}")
 
@@ -69,7 +73,7 @@ def main() -> int:
     ap.add_argument("--json", help="keep every run's summary here")
     a = ap.parse_args()
     runs = []
-    print(f"{'calls':>6} {'sh':>3} {'answerd':>7} {'verified':>8} {'loss%':>7} "
+    print(f"{'calls':>6} {'sh':>3} {'answerd':>7} {'verified':>8} {'peak':>6} {'loss%':>7} "
           f"{'late99ms':>8} {'cpu%/shard':>14} {'serve%':>7} {'gen?':>5} {'held':>6}",
           flush=True)
     for spec in a.runs.split(","):

@@ -18,10 +18,12 @@ from iaxgw._core.trunk import (
     RxProbe,
     TrunkMux,
     TrunkRunTotals,
+    TxProbe,
     receive_media_run,
     receive_trunk,
     send_trunk_voice,
     trunk_epoch,
+    tx_tick_send,
 )
 from iaxgw.gateway.address import Addr
 from iaxgw.gateway.calls import Call, CallState
@@ -157,7 +159,23 @@ class MediaMixin(EndpointCore):
         out = self._out
         before = len(out)
         rest, streams = send_trunk_voice(self._calls, items, now, self._trunks, out)
-        self._n_mini_out += len(out) - before
+        return self._batch_sent(rest, streams, len(out) - before, now)
+
+    def send_probes(self, probes: list[TxProbe], probe_now: float, now: float
+                    ) -> list[tuple[int, Exception]]:
+        """``send_voice_many(tx_tick(probes, probe_now), now)`` in one compiled pass
+        (``_core.trunk.tx_tick_send``): each load-test probe's next frame is counted and written
+        straight into its trunk entry or mini frame.  Returns the calls whose send raised."""
+        out = self._out
+        before = len(out)
+        rest, streams = tx_tick_send(probes, probe_now, self._calls, now, self._trunks, out)
+        return self._batch_sent(rest, streams, len(out) - before, now)
+
+    def _batch_sent(self, rest: list[tuple[int, bytes]], streams: list[Any], minis: int,
+                    now: float) -> list[tuple[int, Exception]]:
+        """After a batched send: count its mini frames, start the flush timer of each stream
+        that got entries, and send the items it left one by one (``send_voice``)."""
+        self._n_mini_out += minis
         for st in streams:
             if st.timer is None:
                 st.next_at = now + self._trunkfreq * TRUNK_START_PHASE

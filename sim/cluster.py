@@ -31,7 +31,7 @@ from locust.env import Environment
 from locust.runners import STATE_MISSING
 
 from iaxgw.gateway.address import Addr, format_addr
-from iaxgw.sim.cluster_config import config_bundle, unpack_config_bundle
+from iaxgw.sim.config_bundle import config_bundle, unpack_config_bundle
 from iaxgw.sim.loadtest_plan import LoadtestOptions, PlanError, options_from_json, options_to_json
 from iaxgw.sim.report import Row
 from iaxgw.sim.shard_merge import LiveMerge, Second, ShardResult, result_from_json, result_to_json

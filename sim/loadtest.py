@@ -40,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 
 from iaxgw._core.constants import FORMAT_ALAW, FORMAT_ULAW
-from iaxgw._core.trunk import datagram_census, trunk_entry_stats, tx_tick
+from iaxgw._core.trunk import datagram_census, trunk_entry_stats
 from iaxgw.gateway import events as ev
 from iaxgw.gateway.address import Addr, format_addr
 from iaxgw.gateway.model import IaxConfig
@@ -1377,12 +1377,13 @@ class LoadRunner:
                 after = clock()
 
     def _send_tick(self, calls: dict[int, LiveCall], now: float) -> None:
-        """One voice frame for every answered call: the calls' TxProbes make the tick's
-        ``(callno, payload)`` list in one compiled pass (``tx_tick``)."""
+        """One voice frame for every answered call: the calls' TxProbes count and write the
+        tick's frames into the trunk (or mini frames) in one compiled pass
+        (``Endpoint.send_probes``)."""
         lnow = self._now()
-        items = tx_tick([call.stats.tx for call in calls.values()], now)
         ep = self._ep
-        for callno, exc in ep.send_voice_many(items, lnow):
+        for callno, exc in ep.send_probes([call.stats.tx for call in calls.values()], now,
+                                          lnow):
             log.debug("send_voice %d: %s", callno, exc)
             calls.pop(callno, None)
         ep.flush_trunks(lnow)

@@ -271,7 +271,7 @@ class CallStats:
         self.answer_counted = False     #: its setup time is in the collector's statistics
         # tx
         # tx: counted by a compiled probe too (the load tester builds a whole media tick from
-        # the calls' probes at once, ``_core.trunk.tx_tick``)
+        # the calls' probes at once, ``_core.trunk.tx_tick_send``)
         self.tx_marks: deque[float] = deque(maxlen=8)
         self.tx = TxProbe(list(self.payloads), frame_ms, self.tx_marks)
         # rx: the figures per received frame, counted by a compiled probe (which a trunked load
@@ -356,8 +356,7 @@ class CallStats:
         """One received voice frame: unwrapped media timestamp (ms), local arrival time (s)."""
         rx = self.rx
         rx.on_rx(ts_ms, arrival_s, payload)
-        pend = rx.pending
-        if self._inline and pend is not None and len(pend) >= _PENDING_LIMIT - 1:
+        if self._inline and rx.pending_count >= _PENDING_LIMIT - 1:
             self.analyze()      # 6 s pending and nobody called analyze(): do it here
 
     # the receive figures (see RxProbe)
@@ -527,19 +526,25 @@ class CallStats:
     def analyze(self, final: bool = False) -> bool:
         """Analyse the audio received since the last call (cheap no-op when little is pending).
         True when there was audio to analyse."""
-        pend = self._pending
         det = self.detector
-        if det is None or not pend or (len(pend) < _ANALYZE_MIN_FRAMES and not final):
-            return False
         rx = self.rx
-        rx.pending = []
+        count = rx.pending_count
+        if det is None or not count or (count < _ANALYZE_MIN_FRAMES and not final):
+            return False
         tracked = rx.take_exact() if rx.own is not None or rx.stamp_cycle is not None else None
+        # the probe's per-frame check (``tracked``) spares the exact-echo check the frames
+        # themselves: they are built (``pending``) only when the batch needs them
+        pend = None if tracked is not None and not tracked[2] else self._pending
         if rx.dropped != self._dropped_seen:     # frames were dropped since the carry
             self._dropped_seen = rx.dropped
             self._carry = []
-        if self.mode == "echo" and self._exact_echo(pend, tracked):
+        if self.mode == "echo" and self._exact_echo(pend, count, tracked):
+            rx.pending = []
             self._carry = []
             return True
+        if pend is None:
+            pend = self._pending
+        rx.pending = []
         carry = self._carry
         ncarry = len(carry)
         batch = carry + pend
@@ -593,7 +598,7 @@ class CallStats:
     #: unmatched loud frames a batch may hold and still count as an exact echo
     EXACT_STRAY = 1
 
-    def _exact_echo(self, pend: list[tuple[int, float, bytes]],
+    def _exact_echo(self, pend: list[tuple[int, float, bytes]] | None, n: int,
                     tracked: tuple[list[bytes], list[float], bool] | None = None) -> bool:
         """The cheap check of an echo that came back bit for bit (same codec both ways, no
         transcoding: Echo() and native bridges pass payloads through unchanged): every frame is
@@ -607,7 +612,8 @@ class CallStats:
 
         ``tracked``: the probe's ``take_exact()`` for exactly these frames (its strays and the
         arrival times of the cycle's first frame, found as they arrived); unless frames were
-        dropped meanwhile, the batch is not walked again."""
+        dropped meanwhile, the batch is not walked again.  ``n``: how many frames the batch
+        has; ``pend``: the frames (None: only when ``tracked`` says all that is needed)."""
         payloads = self.payloads
         if not payloads or self.rx_codec != self.codec or not self.tx_marks:
             return False
@@ -617,6 +623,8 @@ class CallStats:
         first = payloads[0]
         if tracked is not None and not tracked[2]:
             stray, first_at = tracked[0], tracked[1]
+        elif pend is None:
+            return False
         elif self.tx.stamp:
             # stamped frames: compared without their stamp bits (own holds them so too)
             first = unstamp(first)
@@ -626,7 +634,6 @@ class CallStats:
         else:
             stray = [p for _, _, p in pend if p not in own]
             first_at = [at for _, at, p in pend if p == first]
-        n = len(pend)
         silent = 0
         if stray:
             if len(stray) > 4 * self.EXACT_STRAY + n // 20:

@@ -186,8 +186,12 @@ def test_config_bundle_carries_includes_and_refuses_what_escapes(tmp_path: Path)
     import base64
 
     from iaxgw.gateway.config import load_iax_conf
-    from iaxgw.sim.cluster_config import BUNDLE_MAX_FILES, config_bundle, unpack_config_bundle
+    from iaxgw.sim.config_bundle import BUNDLE_MAX_FILES, config_bundle, unpack_config_bundle
     from iaxgw.sim.loadtest_plan import PlanError
+
+    # importing it in-process must not bring in gevent (its patches break every later
+    # asyncio test of the session)
+    assert "gevent" not in sys.modules and "locust" not in sys.modules
 
     site = tmp_path / "office-a"
     (site / "peers").mkdir(parents=True)

@@ -181,3 +181,76 @@ def test_stamp_jitter_follows_arrival_against_counter(mod: ModuleType) -> None:
         noisy.on_rx(0, 5.0 + 0.02 * k + 0.03 + rng.uniform(-0.006, 0.006), sent[k], True)
     assert flat.s_jitter < 1e-6 and flat.s_jitter_max < 1e-6
     assert 2.8 < noisy.s_jitter_sum / (noisy.s_frames - 1) < 5.2
+
+
+def _kept_run(mod: ModuleType, seed: int, limit: int) -> list[Any]:
+    """A probe fed our stamped frames, strays (silence, foreign audio, short frames), with
+    ``pending`` read (and reset) now and then and its cycle replaced once: everything it kept
+    and counted, in order."""
+    cycle = _cycle(7)
+    sent = _sent(mod, cycle, 400, offset=1)
+    rng = random.Random(seed)
+    p = mod.RxProbe(20, True, limit)
+    p.stamp_cycle = list(cycle)
+    p.stamp_offset = 1
+    seen: list[Any] = []
+    held = p.pending
+    for n in range(400):
+        r = rng.random()
+        payload: Any = sent[n]
+        if r < 0.05:
+            payload = bytes(160)
+        elif r < 0.08:
+            payload = _cycle(1, seed=n)[0]
+        elif r < 0.09:
+            payload = b"short"
+        p.on_rx(20 * n, 1.0 + 0.02 * n, payload, n % 3 == 0)
+        if rng.random() < 0.03:
+            got = p.pending
+            assert got is held and p.pending_count == len(got)
+            seen.append(list(got))
+            if rng.random() < 0.5:
+                p.pending = []
+                held = p.pending
+        if n == 250:
+            p.stamp_cycle = list(cycle)        # replaced: what was kept stays as it was
+        if n % 50 == 0:
+            seen.append(p.take_exact())
+    seen.append((p.pending, p.pending_count, p.dropped, p.exact_lost, _fields(p)))
+    return seen
+
+
+@pytest.mark.parametrize("limit", [7, 40, 300])
+def test_kept_frames_compiled_and_twin_agree(limit: int) -> None:
+    """The compiled probe keeps a stamped frame of ours as its cycle index and stamp and builds
+    it only when ``pending`` is read: the frames read back (payloads bit for bit, arrival and
+    media times, order), the drops of the oldest half at ``limit``, the strays and the counts
+    are the twin's, which keeps every payload as it came."""
+    if _trunk_c is None:
+        pytest.skip("extensions not built")
+    for seed in range(4):
+        assert _kept_run(_trunk_c, seed, limit) == _kept_run(_trunk_py, seed, limit)
+
+
+def test_kept_frames_untracked_and_rebuilt_bit_for_bit() -> None:
+    """Frames read back from the compiled probe are the payloads that came, tuples the
+    collector does not track; an in-place change of the cycle under kept frames is an error,
+    not a wrong payload."""
+    import gc
+
+    if _trunk_c is None:
+        pytest.skip("extensions not built")
+    cycle = _cycle(5)
+    sent = _sent(_trunk_c, cycle, 12)
+    p = _probe(_trunk_c, cycle)
+    for n, payload in enumerate(sent):
+        p.on_rx(20 * n, 1.0 + 0.02 * n, payload)
+    assert p.pending_count == 12 and p.s_frames == 12
+    assert [t[2] for t in p.pending] == sent
+    assert not any(gc.is_tracked(t) for t in p.pending)
+    p.on_rx(400, 2.0, sent[0])
+    p.stamp_cycle[0] = b"x" * 10
+    with pytest.raises(RuntimeError, match="changed in place"):
+        _ = p.pending
+    with pytest.raises(TypeError):
+        p.pending = ()

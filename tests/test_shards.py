@@ -300,8 +300,41 @@ def test_lab_sharded_far_end_allows_each_shard_its_setups() -> None:
     assert two.max_pending == 6            # 3 per shard, as one process paces itself
 
 
+def test_lab_sharded_far_end_trunks_back_to_every_shard(tmp_path: Path) -> None:
+    """A trunk peer entry per shard address after the first, only on a trunked far end (a call
+    is trunked back only to a trunk peer's host); serve's socket buffers sized by the calls."""
+    from iaxgw.gateway.config import load_iax_conf
+    from iaxgw.gateway.server import SOCKET_BUFFER_ENV, socket_buffer_from_env
+    from iaxgw.sim.loadtest_lab import serve_env, shard_trunk_peers, write_site
+
+    ips = ["127.0.0.10", "127.0.0.11", "127.0.0.12"]
+    opts = LoadtestOptions(calls=5000, shards=3)
+    conf = write_site(tmp_path / "b", "office-b", opts) / "iax.conf"
+    shard_trunk_peers(conf, "office-a", ips, opts)
+    entries = load_iax_conf(conf).entries
+    added = {n: (e.is_peer, e.host, e.trunk) for n, e in entries.items() if n != "office-a"}
+    assert added == {"office-a-2": (True, "127.0.0.11", True),
+                     "office-a-3": (True, "127.0.0.12", True)}
+    assert any("trunk peer for each shard address" in w for w in opts.warnings)
+    one = write_site(tmp_path / "one", "office-b", opts) / "iax.conf"
+    before = one.read_text()
+    shard_trunk_peers(one, "office-a", ips[:1], opts)
+    assert one.read_text() == before
+    untrunked = LoadtestOptions(calls=10, shards=2, trunk=False)
+    conf = write_site(tmp_path / "nt", "office-b", untrunked) / "iax.conf"
+    before = conf.read_text()
+    shard_trunk_peers(conf, "office-a", ips[:2], untrunked)
+    assert conf.read_text() == before and not untrunked.warnings
+    assert serve_env(opts) == {SOCKET_BUFFER_ENV: str(5000 * 8192)}
+    assert serve_env(LoadtestOptions(calls=10)) == {SOCKET_BUFFER_ENV: str(4 * 1024 * 1024)}
+    assert socket_buffer_from_env("40960000") == 40960000
+    assert socket_buffer_from_env(None) == socket_buffer_from_env("lots") == 4 * 1024 * 1024
+    assert socket_buffer_from_env(str(1 << 40)) == 4 * 1024 * 1024
+
+
 def test_lab_with_shards_lets_them_in_and_merges(tmp_path: Path) -> None:
-    """``iaxgw lab --shards 2``: serve's ACL is widened to both shard addresses."""
+    """``iaxgw lab --shards 2``: serve's ACL is widened to both shard addresses, and serve's
+    echo goes back trunked to both (no mini frame reaches the load tester)."""
     n = random.Random(os.getpid() + 13).randrange(100, 250)
     env = {**os.environ, "IAXGW_LAB_ADDRS": f"127.{n}.8.10,127.{n}.8.20"}
     proc = subprocess.run([sys.executable, "-m", "iaxgw.gateway.cli", "lab", "--calls", "6",
@@ -312,6 +345,8 @@ def test_lab_with_shards_lets_them_in_and_merges(tmp_path: Path) -> None:
     assert [sh["local"] for sh in s["shards"]] == [f"127.{n}.8.10:4569", f"127.{n}.8.11:4569"]
     assert s["answered"] == 6 and s["audio"]["verified"] == 6
     assert f"127.{n}.8.10, 127.{n}.8.11" in s["lab"]["we_are"]
+    kinds = s["trunk"]["by_kind"]
+    assert kinds.get("rx_trunk", 0) > 0 and kinds.get("rx_mini", 0) == 0, kinds
 
 
 def test_capacity_search_over_shards_steers_each_one(serve: dict[str, Any],

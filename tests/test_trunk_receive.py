@@ -162,6 +162,90 @@ def test_send_trunk_voice_compiled_and_twin_agree(specs: list[Any], ticks: list[
     assert run_send(TC) == run_send(TP)
 
 
+probe_spec = st.tuples(st.integers(0, 16), st.sampled_from([0, 1, 3, 50]),
+                       st.sampled_from([8, 15, 16, 160]), st.booleans(), st.integers(0, 60),
+                       st.sampled_from([10, 20, 30]))
+
+
+def make_probes(mod: Any, specs: list[tuple[Any, ...]]) -> list[Any]:
+    """``(callno, cycle length, payload size, stamp, offset, frame_ms)`` per probe; each payload
+    of a cycle distinct, so a frame's cycle position shows in what is sent."""
+    from collections import deque
+
+    probes = []
+    for callno, length, size, stamp, offset, frame_ms in specs:
+        cycle = [bytes((callno * 31 + i * 7 + j) & 0xFF for j in range(size))
+                 for i in range(length)]
+        p = mod.TxProbe(cycle, frame_ms, deque(maxlen=8), offset=offset)
+        p.callno = callno
+        p.stamp = stamp
+        probes.append(p)
+    return probes
+
+
+def run_tick_send(mod: Any, specs: list[Any], probe_specs: list[Any], ticks: int, t0: float,
+                  mtu: int, ts_on: bool, fused: bool) -> tuple[Any, ...]:
+    """``ticks`` media ticks over the probes into the calls' trunk (calls with callno % 3 == 0
+    have another peer, without a stream) and mini frames: everything that was sent, left for
+    send_voice or counted."""
+    calls = make_calls(mod, specs)
+    for c in calls.values():
+        c.addr = ("127.0.0.1", 4569) if c.callno % 3 else ("127.0.0.2", 4569)
+    mux = mod.TrunkMux(mtu, ts_on)
+    trunks = {("127.0.0.1", 4569): _Stream(mux)}
+    probes = make_probes(mod, probe_specs)
+    out = []
+    for k in range(ticks):
+        minis: list[Any] = []
+        now = t0 + 0.02 * k
+        if fused:
+            rest, streams = mod.tx_tick_send(probes, now + 1.0, calls, now, trunks, minis)
+        else:
+            rest, streams = mod.send_trunk_voice(calls, mod.tx_tick(probes, now + 1.0), now,
+                                                 trunks, minis)
+        out.append((rest, [s is trunks[("127.0.0.1", 4569)] for s in streams], mux.flush(k),
+                    minis))
+    state = [(p.k, p.frames, p.bytes, p.t_first, p.t_last, p.sent, list(p.marks))
+             for p in probes]
+    return out, state, snapshot(calls)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(spec, max_size=6, unique_by=lambda s: s[0]), st.lists(probe_spec, max_size=8),
+       st.integers(0, 6), st.floats(0.0, 100.0), st.sampled_from([0, 240, 1240]), st.booleans())
+def test_tx_tick_send_is_tx_tick_then_send_trunk_voice(specs: list[Any], probe_specs: list[Any],
+                                                       ticks: int, t0: float, mtu: int,
+                                                       ts_on: bool) -> None:
+    """The fused tick (compiled, writing each stamp into the trunk entry or mini frame) sends,
+    leaves and counts exactly what ``tx_tick`` then ``send_trunk_voice`` do, in both
+    implementations: stamped and unstamped cycles, payloads too short for a stamp, an empty
+    cycle, unknown calls, calls without a stream, mini frames, full trunks."""
+    runs = [run_tick_send(mod, specs, probe_specs, ticks, t0, mtu, ts_on, fused)
+            for mod in (TC, TP) for fused in (True, False)]
+    assert all(r == runs[0] for r in runs[1:])
+
+
+@pytest.mark.parametrize("mod", TRUNK, ids=lambda m: m.__name__.rsplit("_", 1)[-1])
+def test_tx_tick_send_stamps_what_it_sends(mod: Any) -> None:
+    """A stamped probe's trunk entry carries its frame counter (read back with read_stamp) on its
+    cycle's payload; a call left to send_voice gets the stamped payload in ``rest``."""
+    calls = make_calls(mod, [(5, 4, 4, True, True, 0), (6, 4, 4, True, False, 0)])
+    for c in calls.values():
+        c.addr = ("127.0.0.1", 4569)
+    mux = mod.TrunkMux(1240, False)
+    trunks = {("127.0.0.1", 4569): _Stream(mux)}
+    probes = make_probes(mod, [(5, 50, 160, True, 3, 20), (6, 50, 160, True, 0, 20)])
+    for k in range(3):
+        rest, streams = mod.tx_tick_send(probes, 1.0, calls, 2.0, trunks, [])
+        assert len(streams) == 1 and [c for c, _ in rest] == [6]
+        assert mod.read_stamp(rest[0][1]) == k
+        assert mod.stamp_matches(rest[0][1], probes[1].cycle[k])
+        (entry,) = mod.parse_trunk(mux.flush(k)[0]).entries
+        assert entry[0] == 5 and mod.read_stamp(bytes(entry[2])) == k
+        assert mod.stamp_matches(bytes(entry[2]), probes[0].cycle[k + 3])
+    assert probes[0].frames == 3 and probes[0].bytes == 480
+
+
 @pytest.mark.parametrize("trunk", [True, False], ids=["trunk", "mini"])
 def test_send_trunk_voice_matches_send_voice(trunk: bool) -> None:
     """The endpoint's batched send puts the same trunk entries (or mini frames, after the

@@ -1,9 +1,7 @@
-"""The master's ``--config`` as its workers get it: iax.conf and every file it ``#include``s,
-sent by relative path and written by each worker in a private directory of its own.
-
-Apart from :mod:`iaxgw.sim.cluster` because it needs no Locust (which patches the standard
-library for gevent when imported), so it can be used and tested in any process.
-"""
+"""The master's ``--config`` as its cluster workers get it: iax.conf and every file it
+``#include``s, by their paths inside the folder (sim/cluster.py sends it with each shard's
+options).  Kept apart from the cluster module so it can be used and tested without importing
+Locust, which patches the standard library for gevent."""
 
 from __future__ import annotations
 
@@ -14,7 +12,6 @@ from typing import Any
 from iaxgw.sim.loadtest_plan import PlanError
 
 __all__ = ["BUNDLE_MAX_BYTES", "BUNDLE_MAX_FILES", "config_bundle", "unpack_config_bundle"]
-
 
 #: Most files and bytes of a config the master sends its workers (iax.conf and its #includes).
 BUNDLE_MAX_FILES = 64
