@@ -13,7 +13,7 @@ import socket
 
 Addr = tuple[str, int]
 
-__all__ = ["Addr", "AddressError", "parse_hostport", "split_hostport"]
+__all__ = ["Addr", "AddressError", "format_addr", "parse_hostport", "split_hostport"]
 
 
 class AddressError(ValueError):
@@ -73,3 +73,10 @@ def parse_hostport(text: str, default_port: int = 4569) -> Addr:
         return socket.gethostbyname(host), port
     except OSError:
         raise AddressError(f"{text.strip()!r}: cannot resolve host {host!r}") from None
+
+
+def format_addr(addr: Addr) -> str:
+    """``ip:port``, or ``[ip6]:port`` for IPv6, as Asterisk prints a source address (and as
+    :func:`split_hostport` reads it back)."""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -28,8 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 from iaxgw._core.constants import format_names
 from iaxgw.gateway import events as ev
-from iaxgw.gateway.address import Addr
-from iaxgw.gateway.calltoken import format_addr
+from iaxgw.gateway.address import Addr, format_addr
 from iaxgw.gateway.channel import Channel
 from iaxgw.gateway.control import CommandRefused, ControlError, ControlServer, to_jsonable
 from iaxgw.gateway.framelog import describe
@@ -291,7 +290,7 @@ class GatewayApp:
                                                **extra)
         except OSError as exc:
             await self._close_tools()
-            raise StartError(f"cannot bind {self.bind[0]}:{self.bind[1]}: "
+            raise StartError(f"cannot bind {format_addr(self.bind)}: "
                              f"{exc.strerror or exc}") from None
         self._endpoint = self._server.endpoint
         self.local_addr = self._server.local_addr

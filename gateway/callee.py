@@ -15,14 +15,14 @@ from iaxgw._core.constants import CAUSES, IE, IAXSubclass
 from iaxgw._core.ies import IEs, build_ies, capability_from, format_from
 from iaxgw.gateway import registration
 from iaxgw.gateway.address import Addr
-from iaxgw.gateway.calls import Call, CallKind, CallState
+from iaxgw.gateway.calls import STATELESS_CALLNO, Call, CallKind, CallState
 from iaxgw.gateway.calltoken import md5_result
 from iaxgw.gateway.config import acl_allows, calltoken_optional
 from iaxgw.gateway.crypto import CallCrypto, merge_encryption
 from iaxgw.gateway.events import AuthFailed, IncomingCall
 from iaxgw.gateway.model import Entry
 from iaxgw.gateway.registration import ie_int, ie_str
-from iaxgw.gateway.reliability import _IAX, _STATELESS, EndpointCore
+from iaxgw.gateway.reliability import _IAX, EndpointCore
 from iaxgw.gateway.rsakeys import KeyProblem, verify_challenge
 
 if TYPE_CHECKING:
@@ -66,12 +66,12 @@ class CalleeMixin(EndpointCore):
                 return True
             self._stats["calltoken_missing_rejected"] += 1
             self._events.append(AuthFailed(addr, name, "call token required but missing"))
-            self._send_stateless(_STATELESS, f, addr, reject_sub)
+            self._send_stateless(STATELESS_CALLNO, f, addr, reject_sub)
             return False
         if not token:
             self._stats["calltoken_issued"] += 1
             tok = self._tokens.issue(addr, now + self.wall_offset)
-            self._send_stateless(_STATELESS, f, addr, IAXSubclass.CALLTOKEN,
+            self._send_stateless(STATELESS_CALLNO, f, addr, IAXSubclass.CALLTOKEN,
                                  build_ies([(IE.CALLTOKEN, tok)]))
             return False
         raw = token.encode() if isinstance(token, str) else token
@@ -82,7 +82,7 @@ class CalleeMixin(EndpointCore):
             self._stats["calltoken_rejected"] += 1
             self._events.append(AuthFailed(addr, name, reason))
             log.info("%s: %s from %s: %s", self.role_name, IAXSubclass(f.csub).name, addr, reason)
-            self._send_stateless(_STATELESS, f, addr, reject_sub)
+            self._send_stateless(STATELESS_CALLNO, f, addr, reject_sub)
             return False
         self._stats["calltoken_accepted"] += 1
         if entry is not None and entry.requirecalltoken == "auto":
@@ -130,7 +130,7 @@ class CalleeMixin(EndpointCore):
         if callno is None:
             why = self._callnos.refusal(addr[0], trunk, validated)
             self._warn("reject_callno_limit", f"no call number for {addr}: {why}", now)
-            self._send_stateless(_STATELESS, f, addr, IAXSubclass.REJECT)
+            self._send_stateless(STATELESS_CALLNO, f, addr, IAXSubclass.REJECT)
             return
         call = self._new_call(callno, CallKind.CALL_IN, CallState.WAIT_AUTHREP, addr, now)
         call.mark_msg(IAXSubclass.NEW)            # Asterisk's first_iax_message: Rx:NEW

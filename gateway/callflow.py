@@ -12,12 +12,12 @@ from typing import Any
 
 from iaxgw._core.constants import IE, IAXSubclass
 from iaxgw._core.ies import IEs, build_ies, format_from
-from iaxgw.gateway.calls import Call, CallKind, CallState
+from iaxgw.gateway.calls import STATELESS_CALLNO, Call, CallKind, CallState
 from iaxgw.gateway.calltoken import md5_result
 from iaxgw.gateway.crypto import AES128, CallCrypto, derive_key, merge_encryption
 from iaxgw.gateway.events import CallProgress, CallSetup
 from iaxgw.gateway.registration import ie_int, ie_str
-from iaxgw.gateway.reliability import _IAX, _STATELESS, EndpointCore
+from iaxgw.gateway.reliability import _IAX, EndpointCore
 from iaxgw.gateway.rsakeys import KeyProblem, sign_challenge
 
 __all__ = ["CallFlowMixin"]
@@ -36,7 +36,8 @@ class CallFlowMixin(EndpointCore):
 
     def _on_reject(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         cause = ie_int(ies, IE.CAUSECODE) or 21
-        text = ie_str(ies, IE.CAUSE) or ("CallToken rejected" if f.scallno == _STATELESS else None)
+        text = ie_str(ies, IE.CAUSE) or (
+            "CallToken rejected" if f.scallno == STATELESS_CALLNO else None)
         if call.kind == CallKind.CALL_OUT:
             log.info("%s: call %d to %s rejected: %s (cause %d)", self.role_name, call.callno,
                      call.peer, text, cause)

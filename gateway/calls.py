@@ -29,6 +29,9 @@ __all__ = [
 ]
 
 
+#: Call number of stateless replies (CALLTOKEN, a PONG to a POKE, token REJECT/REGREJ); no call
+#: owns it (docs/protocol.md P14).
+STATELESS_CALLNO = 1
 #: Call number pools (docs/protocol.md §1.3): 2..16383 normal, 16384..32767 trunked calls.
 NORMAL_POOL = (2, 16383)
 TRUNK_POOL = (16384, 32767)

@@ -13,7 +13,9 @@ import hashlib
 import hmac
 import secrets
 
-__all__ = ["KEY_BYTES", "CallTokens", "format_addr", "md5_result"]
+from iaxgw.gateway.address import format_addr
+
+__all__ = ["KEY_BYTES", "CallTokens", "md5_result"]
 
 #: Length of the token key (160 bits, SHA1's block-size-independent strength).
 KEY_BYTES = 20
@@ -22,12 +24,6 @@ KEY_BYTES = 20
 def md5_result(challenge: str, secret: str) -> str:
     """MD5_RESULT: lowercase hex MD5 of the challenge then the secret (docs/protocol.md P13)."""
     return hashlib.md5((challenge + secret).encode("utf-8", "surrogateescape")).hexdigest()
-
-
-def format_addr(addr: tuple[str, int]) -> str:
-    """``ip:port``, or ``[ip6]:port`` for IPv6, as Asterisk prints a source address."""
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class CallTokens:

@@ -68,7 +68,7 @@ App = Callable[["Session", str], Awaitable[Result]]
 
 # --- audio helpers ----------------------------------------------------------------------------
 
-def _le(pcm: bytes) -> bytes:
+def _wav_byte_order(pcm: bytes) -> bytes:
     """Native-endian 16-bit samples <-> little-endian (WAV order)."""
     if sys.byteorder == "little":
         return pcm
@@ -117,7 +117,7 @@ def read_wav(path: Path) -> bytes | None:
                 log.warning("%s: not 8 kHz mono 16-bit WAV (%d ch, %d bit, %d Hz); skipped", path,
                             w.getnchannels(), 8 * w.getsampwidth(), w.getframerate())
                 return None
-            return _le(w.readframes(w.getnframes()))
+            return _wav_byte_order(w.readframes(w.getnframes()))
     except FileNotFoundError:
         log.warning("%s: file not found", path)
     except (OSError, wave.Error, EOFError) as exc:
@@ -132,7 +132,7 @@ def wav_bytes(pcm: bytes) -> bytes:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(RATE)
-        w.writeframes(_le(pcm))
+        w.writeframes(_wav_byte_order(pcm))
     return buf.getvalue()
 
 

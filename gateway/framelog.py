@@ -12,7 +12,7 @@ from iaxgw._core.errors import FrameError
 from iaxgw._core.frames import DatagramKind, classify, parse_full, parse_mini, parse_video_mini
 from iaxgw._core.ies import parse_ies
 from iaxgw._core.trunk import parse_trunk
-from iaxgw.gateway.address import Addr
+from iaxgw.gateway.address import Addr, format_addr
 
 
 def _name(enum: type[IAXSubclass] | type[ControlSubclass] | type[FrameType], value: int) -> str:
@@ -48,7 +48,7 @@ def _ie_names(payload: bytes) -> str:
 
 def describe(direction: str, data: bytes, addr: Addr) -> str:
     """A one-line description of one datagram."""
-    head = f"{direction} {addr[0]}:{addr[1]}"
+    head = f"{direction} {format_addr(addr)}"
     try:
         kind = classify(data)
         if kind == DatagramKind.FULL:

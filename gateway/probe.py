@@ -31,7 +31,7 @@ from typing import Any, Literal
 from iaxgw._core.constants import FORMAT_BITS, IE, DatagramKind, FrameType, IAXSubclass
 from iaxgw._core.frames import classify, parse_full
 from iaxgw._core.ies import IEs
-from iaxgw.gateway.address import Addr
+from iaxgw.gateway.address import Addr, format_addr
 from iaxgw.gateway.asterisk_conf import ConfigError
 from iaxgw.gateway.config import load_iax_conf
 from iaxgw.gateway.events import (
@@ -220,7 +220,7 @@ async def probe(host: str, port: int, peer: str, *, config_dir: str | None = Non
                 poke_wait: float = POKE_WAIT, call_wait: float = CALL_WAIT,
                 media_seconds: float = MEDIA_SECONDS) -> ProbeReport:
     """Run the probe steps against ``host:port`` as our entry ``peer``."""
-    rep = ProbeReport(f"{host}:{port}", peer)
+    rep = ProbeReport(format_addr((host, port)), peer)
     try:
         cfg, entry, notes = _entry_for(peer, host, port, config_dir, username, secret)
     except (ConfigError, OSError) as exc:
@@ -238,7 +238,7 @@ async def probe(host: str, port: int, peer: str, *, config_dir: str | None = Non
         server = await open_endpoint(cfg, bind, role_name="iaxgw-probe",
                                      on_event=events.append, on_datagram=wire.hook)
     except OSError as exc:
-        rep.steps.append(Step("bind", "fail", f"cannot bind {bind[0]}:{bind[1]}: {exc}",
+        rep.steps.append(Step("bind", "fail", f"cannot bind {format_addr(bind)}: {exc}",
                               "another process holds that port (iaxgw serve, Asterisk); pass "
                               "--bind ADDR:PORT"))
         return rep
@@ -451,9 +451,9 @@ async def probe(host: str, port: int, peer: str, *, config_dir: str | None = Non
             if addr is not None:
                 mine = bind
                 note = "matches our bind address" if addr == mine else \
-                    f"differs from our bind {mine[0]}:{mine[1]}: NAT rewrites our address"
+                    f"differs from our bind {format_addr(mine)}: NAT rewrites our address"
                 rep.steps.append(Step("nat", "ok" if addr == mine else "warn",
-                                      f"the peer sees us as {addr[0]}:{addr[1]} ({note})"))
+                                      f"the peer sees us as {format_addr(addr)} ({note})"))
             else:
                 rep.steps.append(Step("nat", "info", "registration did not complete: apparent "
                                       f"address unknown ({regs[0][1] if regs else 'no reg'})"))

@@ -21,7 +21,7 @@ from iaxgw._core.constants import IE, FrameType, IAXSubclass
 from iaxgw._core.errors import FrameError
 from iaxgw._core.frames import DatagramKind, classify, parse_full
 from iaxgw._core.ies import parse_ies
-from iaxgw.gateway.calltoken import format_addr
+from iaxgw.gateway.address import format_addr
 
 _IAX_TYPE = int(FrameType.IAX)
 

@@ -39,6 +39,7 @@ from iaxgw.gateway.address import Addr
 from iaxgw.gateway.callee import CalleeMixin
 from iaxgw.gateway.callflow import CallFlowMixin
 from iaxgw.gateway.calls import (
+    STATELESS_CALLNO,
     Call,
     CallKind,
     CallState,
@@ -59,7 +60,6 @@ from iaxgw.gateway.peers import RegState
 from iaxgw.gateway.reliability import (
     _CONTROL,
     _IAX,
-    _STATELESS,
     _VOICE,
     MediaSink,
 )
@@ -475,8 +475,8 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
             call = self._calls.get(f.dcallno)
             if call is not None and call.addr == addr and (
                     call.peer_callno == f.scallno or call.peer_callno == 0
-                    or f.scallno == _STATELESS):
-                if f.scallno == _STATELESS and call.peer_callno != _STATELESS:
+                    or f.scallno == STATELESS_CALLNO):
+                if f.scallno == STATELESS_CALLNO and call.peer_callno != STATELESS_CALLNO:
                     self._on_stateless_reply(call, f, now)
                     return
                 self._on_call_frame(call, f, is_iax, sub, now)
@@ -491,9 +491,9 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
                 return
             if is_iax and sub == IAXSubclass.POKE:
                 self._stats["pokes_answered"] += 1
-                self._send_stateless(_STATELESS, f, addr, IAXSubclass.PONG)
+                self._send_stateless(STATELESS_CALLNO, f, addr, IAXSubclass.PONG)
                 return
-        if f.dcallno == _STATELESS and is_iax and sub == IAXSubclass.ACK:
+        if f.dcallno == STATELESS_CALLNO and is_iax and sub == IAXSubclass.ACK:
             return  # ACKs to call 1 are dropped
         if is_iax and sub in _NO_INVAL:
             self._stats["drop_unknown_call"] += 1
@@ -502,7 +502,7 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         log.debug("%s: frame for unknown call %d from %s -> INVAL", self.role_name,
                   f.dcallno, addr)
         self._send_inval(f, addr)
-        if (f.dcallno > _STATELESS and not (is_iax and sub == IAXSubclass.HANGUP)
+        if (f.dcallno > STATELESS_CALLNO and not (is_iax and sub == IAXSubclass.HANGUP)
                 and self._callnos.is_free(f.dcallno)
                 and any(st.addr() == addr for st in self._peers.values())
                 and self._callnos.quarantine(f.dcallno, addr[0], now)):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from iaxgw._core.constants import IE, FrameType, IAXSubclass
 from iaxgw._core.ies import IEs, build_ies
 from iaxgw.gateway.address import Addr
-from iaxgw.gateway.calls import Call, CallKind, CallState
+from iaxgw.gateway.calls import STATELESS_CALLNO, Call, CallKind, CallState
 from iaxgw.gateway.calltoken import md5_result
 from iaxgw.gateway.config import acl_allows
 from iaxgw.gateway.events import AuthFailed, PeerStatusChanged, RegistrationChanged
@@ -27,7 +27,6 @@ log = logging.getLogger("iaxgw.protocol")
 #: The cause text of the REGREJ a source throttled by ``authfaillimit`` gets
 REGREJ_THROTTLED_TEXT = "Registration Refused: throttled after repeated failed authentications"
 
-_STATELESS = 1
 _IAX = int(FrameType.IAX)
 
 
@@ -112,7 +111,7 @@ def on_regreq_new(ep: Endpoint, f: Any, ies: IEs, addr: Addr, now: float) -> Non
     if callno is None:
         ep._warn("reject_callno_limit", f"no call number for {addr}: "
                  f"{ep._callnos.refusal(addr[0], validated=validated)}", now)
-        ep._send_stateless(_STATELESS, f, addr, IAXSubclass.REGREJ)
+        ep._send_stateless(STATELESS_CALLNO, f, addr, IAXSubclass.REGREJ)
         return
     call = ep._new_call(callno, CallKind.REG_IN, CallState.REG_IN, addr, now)
     call.mark_msg(IAXSubclass.REGREQ)

@@ -30,7 +30,15 @@ from iaxgw._core.frames import build_full
 from iaxgw._core.ies import IEs
 from iaxgw.gateway import registration
 from iaxgw.gateway.address import Addr
-from iaxgw.gateway.calls import MSG_TX, Call, CallKind, CallNumbers, CallState, Pending
+from iaxgw.gateway.calls import (
+    MSG_TX,
+    STATELESS_CALLNO,
+    Call,
+    CallKind,
+    CallNumbers,
+    CallState,
+    Pending,
+)
 from iaxgw.gateway.calltoken import KEY_BYTES, CallTokens
 from iaxgw.gateway.crypto import CallCrypto
 from iaxgw.gateway.events import CallEnded, CallSetup, Event, ProtocolError
@@ -61,7 +69,6 @@ PING_INTERVAL = 21.0
 LAGRQ_INTERVAL = 10.0
 TS_SKEW_MS = 160              # MAX_TIMESTAMP_SKEW
 UNWRAP_MS = 50000
-_STATELESS = 1                # call number of stateless replies
 
 
 def frame_name(frametype: int, subclass: int) -> str:
@@ -298,8 +305,8 @@ class EndpointCore:
     def _send_stateless(self, scallno: int, f: Any, addr: Addr, subclass: int,
                         payload: bytes = b"") -> None:
         """Reply from call 1 without state (CALLTOKEN, PONG to POKE, calltoken REJECT/REGREJ)."""
-        data = build_full(_STATELESS, f.scallno, f.ts, 0, (f.iseqno + 1) & 0xFF, _IAX, subclass,
-                          payload)
+        data = build_full(STATELESS_CALLNO, f.scallno, f.ts, 0, (f.iseqno + 1) & 0xFF, _IAX,
+                          subclass, payload)
         self._out.append((data, addr))
         self._stats["frames_out_stateless"] += 1
 

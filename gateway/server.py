@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal, cast
 
-from iaxgw.gateway.address import Addr
+from iaxgw.gateway.address import Addr, format_addr
 from iaxgw.gateway.events import Event
 from iaxgw.gateway.impair import ImpairedLink, Impairment
 from iaxgw.gateway.model import IaxConfig
@@ -627,7 +627,7 @@ def _bound_udp_socket(bind: Addr) -> socket.socket:
             err = exc
             continue
         return sock
-    raise err or OSError(f"cannot bind {bind[0]}:{bind[1]}")
+    raise err or OSError(f"cannot bind {format_addr(bind)}")
 
 
 #: Bytes asked for each of the socket's receive and send buffers.  A trunk sender flushes a

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from iaxgw._core.constants import Encryption
-from iaxgw.gateway.calltoken import format_addr
+from iaxgw.gateway.address import format_addr
 from iaxgw.gateway.control import to_jsonable
 from iaxgw.gateway.model import Entry, IaxConfig
 from iaxgw.gateway.peers import QUALIFY_FREQ_NOTOK, QUALIFY_FREQ_OK

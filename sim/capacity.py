@@ -16,8 +16,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from iaxgw.sim.limits import step_cpu_bound
 
 #: What a stop rule may name (each over the step: its attempts, the calls answered in it, and
@@ -122,10 +120,6 @@ def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3g}"
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    return float(np.percentile(np.asarray(values), q)) if values else None
-
-
 @dataclass(slots=True)
 class StepFigures:
     """What one step gathered, second by second."""
@@ -158,11 +152,13 @@ class StepFigures:
             self.cpu.append(float(cpu))
 
     def metrics(self) -> dict[str, float | None]:
+        from iaxgw.sim.report import percentile  # the report's rule; report is not light
+
         return {
-            "mos_p5": _pct(self.last_mos, 5), "mos_p50": _pct(self.last_mos, 50),
+            "mos_p5": percentile(self.last_mos, 5), "mos_p50": percentile(self.last_mos, 50),
             "loss_pct": 100.0 * self.lost / self.expected if self.expected else None,
-            "jitter_p95_ms": _pct(self.last_jitter, 95),
-            "setup_p95_ms": _pct(self.setups, 95),
+            "jitter_p95_ms": percentile(self.last_jitter, 95),
+            "setup_p95_ms": percentile(self.setups, 95),
             "setup_fail_pct": 100.0 * self.failed / self.attempts if self.attempts else 0.0,
             "calls_up": float(self.calls_up),
         }

@@ -30,7 +30,7 @@ from locust import User, task
 from locust.env import Environment
 from locust.runners import STATE_MISSING
 
-from iaxgw.gateway.address import Addr
+from iaxgw.gateway.address import Addr, format_addr
 from iaxgw.sim.config_bundle import config_bundle, unpack_config_bundle
 from iaxgw.sim.loadtest_plan import LoadtestOptions, PlanError, options_from_json, options_to_json
 from iaxgw.sim.report import Row
@@ -236,7 +236,7 @@ def run_master(opts: LoadtestOptions, expect: int, bind: Addr) -> Any:
     master = ClusterMaster(opts, expect, bind, screen=make_screen(opts))
     outcome = master.run(probe.run_deadline() + WORKERS_WAIT_S + RESULT_WAIT_S)
     result = sharded_result(opts, outcome)
-    result.summary["loadtest"]["cluster"] = {"master": f"{bind[0]}:{bind[1]}",
+    result.summary["loadtest"]["cluster"] = {"master": format_addr(bind),
                                              "workers": expect}
     finish_output(opts, result)
     return result

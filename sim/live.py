@@ -19,7 +19,8 @@ from iaxgw.sim.loadtest_control import HOT_KEYS_HELP
 from iaxgw.sim.report import Snapshot
 
 
-def _f(v: float | None, fmt: str = ".1f", unit: str = "") -> str:
+def _figure(v: float | None, fmt: str = ".1f", unit: str = "") -> str:
+    """A figure as the screen shows it: "-" while there is none yet."""
     return "-" if v is None else f"{v:{fmt}}{unit}"
 
 
@@ -81,19 +82,19 @@ def render(snap: Snapshot, title: str = "iaxgw loadtest", capped: str | None = N
     t.add_column(style="bold cyan", no_wrap=True)
     t.add_column(no_wrap=True)
     t.add_row("calls up", f"{snap.calls_up}{target}", "setting up", str(snap.setting_up))
-    t.add_row("attempts", f"{snap.attempts} ({_f(snap.attempt_rate)}/s)",
+    t.add_row("attempts", f"{snap.attempts} ({_figure(snap.attempt_rate)}/s)",
               "answered", str(snap.answered))
     t.add_row("rate asked", Text(_asked(snap), style="yellow" if snap.paused else ""), "", "")
     t.add_row("failed", str(snap.failed), "by cause", _causes(snap.causes))
-    t.add_row("setup p50", _f(snap.setup_p50_ms, ".0f", " ms"),
-              "setup p95", _f(snap.setup_p95_ms, ".0f", " ms"))
-    t.add_row("jitter p50", _f(snap.jitter_p50_ms, ".1f", " ms"),
-              "jitter max", _f(snap.jitter_max_ms, ".1f", " ms"))
+    t.add_row("setup p50", _figure(snap.setup_p50_ms, ".0f", " ms"),
+              "setup p95", _figure(snap.setup_p95_ms, ".0f", " ms"))
+    t.add_row("jitter p50", _figure(snap.jitter_p50_ms, ".1f", " ms"),
+              "jitter max", _figure(snap.jitter_max_ms, ".1f", " ms"))
     t.add_row("loss", _na(snap.loss_pct, ".2f", " %"), "rtt p50",
-              _f(snap.rtt_p50_ms, ".0f", " ms"))
+              _figure(snap.rtt_p50_ms, ".0f", " ms"))
     t.add_row("MOS p50", _na(snap.mos_p50, ".2f"), "MOS min", _na(snap.mos_min, ".2f"))
-    t.add_row("tx/rx pps", f"{_f(snap.tx_pps, ',.0f')} / {_f(snap.rx_pps, ',.0f')}",
-              "CPU", _f(snap.cpu_pct, ".0f", " %"))
+    t.add_row("tx/rx pps", f"{_figure(snap.tx_pps, ',.0f')} / {_figure(snap.rx_pps, ',.0f')}",
+              "CPU", _figure(snap.cpu_pct, ".0f", " %"))
     if capped:
         t.add_row("capped by", Text(capped, style="yellow"), "", "")
     a = snap.audio
@@ -112,10 +113,10 @@ def compact_line(snap: Snapshot, capped: str | None = None) -> str:
     target = f"/{snap.target}" if snap.target is not None else ""
     cap = f" capped-by={capped!r}" if capped else ""
     return (f"t={snap.elapsed_s:.0f}s up={snap.calls_up}{target} att={snap.attempts} "
-            f"rate={_f(snap.attempt_rate)}/s ans={snap.answered} fail={snap.failed} "
-            f"setup50={_f(snap.setup_p50_ms, '.0f')}ms jit50={_f(snap.jitter_p50_ms)}ms "
+            f"rate={_figure(snap.attempt_rate)}/s ans={snap.answered} fail={snap.failed} "
+            f"setup50={_figure(snap.setup_p50_ms, '.0f')}ms jit50={_figure(snap.jitter_p50_ms)}ms "
             f"loss={_na(snap.loss_pct, '.2f', '%')} mos50={_na(snap.mos_p50, '.2f')} "
-            f"mosmin={_na(snap.mos_min, '.2f')} cpu={_f(snap.cpu_pct, '.0f')}%{cap}"
+            f"mosmin={_na(snap.mos_min, '.2f')} cpu={_figure(snap.cpu_pct, '.0f')}%{cap}"
             + (f" asked={snap.rate_asked:g}/s" if snap.rate_asked is not None else "")
             + (" paused" if snap.paused else ""))
 
@@ -179,7 +180,8 @@ class LiveScreen:
 def _pct_row(d: dict[str, Any] | None, unit: str, fmt: str = ".1f") -> str:
     if not d:
         return "-"
-    return "  ".join(f"{k} {_f(d.get(k), fmt)}" for k in ("p50", "p95", "p99", "max")) + f" {unit}"
+    return ("  ".join(f"{k} {_figure(d.get(k), fmt)}" for k in ("p50", "p95", "p99", "max"))
+            + f" {unit}")
 
 
 def summary_table(summary: dict[str, Any]) -> Group:
@@ -207,13 +209,15 @@ def summary_table(summary: dict[str, Any]) -> Group:
     trunk = summary.get("trunk") or {}
     dps, bpc = trunk.get("datagrams_per_s") or {}, trunk.get("bytes_per_call_s") or {}
     if dps.get("tx") is not None or dps.get("rx") is not None:
-        t.add_row("datagrams/s", f"tx {_f(dps.get('tx'), ',.0f')}  rx {_f(dps.get('rx'), ',.0f')}")
-        t.add_row("bytes/call/s", f"tx {_f(bpc.get('tx'), ',.0f')}  rx {_f(bpc.get('rx'), ',.0f')}")
-    t.add_row("CPU", _f(summary.get("cpu_pct"), ".0f", " %"))
+        t.add_row("datagrams/s",
+                  f"tx {_figure(dps.get('tx'), ',.0f')}  rx {_figure(dps.get('rx'), ',.0f')}")
+        t.add_row("bytes/call/s",
+                  f"tx {_figure(bpc.get('tx'), ',.0f')}  rx {_figure(bpc.get('rx'), ',.0f')}")
+    t.add_row("CPU", _figure(summary.get("cpu_pct"), ".0f", " %"))
     tg = summary.get("targets") or {}
     if tg:
         rate, calls = tg.get("rate") or {}, tg.get("calls") or {}
-        line = (f"rate {_na(rate.get('achieved'))}/s of {_f(rate.get('asked'), 'g')}/s, calls "
+        line = (f"rate {_na(rate.get('achieved'))}/s of {_figure(rate.get('asked'), 'g')}/s, calls "
                 f"up {calls.get('peak')} of {calls.get('asked')}: "
                 + ("reached" if tg.get("met") else "NOT reached"))
         t.add_row("targets", line)
@@ -221,10 +225,10 @@ def summary_table(summary: dict[str, Any]) -> Group:
             t.add_row("capped by", f"{c.get('detail')} (waited {_na(c.get('waited_s'))} s)")
     st = (summary.get("loadtest") or {}).get("send_timing") or {}
     if st.get("ticks"):
-        t.add_row("send timing", f"tick late p50 {_f(st.get('late_p50_ms'), '.2f')}  p99 "
-                                 f"{_f(st.get('late_p99_ms'), '.2f')}  max "
-                                 f"{_f(st.get('late_max_ms'), '.1f')} ms; sends p99 "
-                                 f"{_f(st.get('work_p99_ms'), '.2f')} ms/tick")
+        t.add_row("send timing", f"tick late p50 {_figure(st.get('late_p50_ms'), '.2f')}  p99 "
+                                 f"{_figure(st.get('late_p99_ms'), '.2f')}  max "
+                                 f"{_figure(st.get('late_max_ms'), '.1f')} ms; sends p99 "
+                                 f"{_figure(st.get('work_p99_ms'), '.2f')} ms/tick")
     causes = summary.get("causes") or {}
     parts: list[Table] = [t]
     if causes:

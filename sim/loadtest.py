@@ -42,8 +42,7 @@ import numpy as np
 from iaxgw._core.constants import FORMAT_ALAW, FORMAT_ULAW
 from iaxgw._core.trunk import datagram_census, trunk_entry_stats
 from iaxgw.gateway import events as ev
-from iaxgw.gateway.address import Addr
-from iaxgw.gateway.calltoken import format_addr
+from iaxgw.gateway.address import Addr, format_addr
 from iaxgw.gateway.model import IaxConfig
 from iaxgw.gateway.pcap import PcapWriter
 from iaxgw.sim import signature as sig
@@ -143,7 +142,7 @@ def bind_hint(bind: Addr, role: str) -> str:
     same site)."""
     other = next((s for s in SITE_ADDRS if s != role), None)
     site = (f"run the load test as the other site (--site {other}, which calls {role} at "
-            f"{bind[0]}:{bind[1]}), or " if role in SITE_ADDRS and other else "")
+            f"{format_addr(bind)}), or " if role in SITE_ADDRS and other else "")
     return (f"another process holds it (an `iaxgw serve` or Asterisk playing {role}?): "
             f"{site}give a free local address with --bind ADDR[:PORT]")
 
@@ -381,7 +380,7 @@ class LoadRunner:
         self.stats = LoadStats(target_calls=opts.calls, mode=self.mode, codec=codec, clock=clock,
                                analysis_in_tick=False, analysis_windows=ANALYSIS_WINDOWS,
                                rtt_every=RTT_EVERY)
-        self.stats.local = f"{target.bind[0]}:{target.bind[1]}"
+        self.stats.local = format_addr(target.bind)
         self.plan = plan_calls(opts)
         self.budget = CallnoBudget(opts.callno_budget)
         self.calls: dict[int, LiveCall] = {}          # our call number -> call
@@ -521,7 +520,7 @@ class LoadRunner:
                                                    max(self.opts.calls, self.opts.max_calls or 0)))
         except OSError as exc:
             self._close_pcap()
-            raise CannotRunError(f"cannot bind {t.bind[0]}:{t.bind[1]}: "
+            raise CannotRunError(f"cannot bind {format_addr(t.bind)}: "
                                  f"{exc.strerror or exc}; {bind_hint(t.bind, t.role)}") from None
         self._server.endpoint.set_media_sink(self._on_media)
 
@@ -1042,7 +1041,7 @@ class LoadRunner:
         outcome = "NO_ANSWER" if call.accepted else "TIMEOUT"
         text = (f"not answered within {self.opts.setup_timeout:g} s" if call.accepted else
                 f"no ACCEPT within {self.opts.setup_timeout:g} s from "
-                f"{self.target.peer_addr[0]}:{self.target.peer_addr[1]}")
+                f"{format_addr(self.target.peer_addr)}")
         self._hangup(call, 16, (outcome, text))
         self._flush()
 
@@ -1551,9 +1550,9 @@ class LoadRunner:
         kernel_drops = (now_errors - self._rcvbuf_errors0
                         if now_errors is not None and self._rcvbuf_errors0 is not None else None)
         summary["loadtest"] = {
-            "target": f"{self.target.peer_addr[0]}:{self.target.peer_addr[1]}",
+            "target": format_addr(self.target.peer_addr),
             "peer": self.target.peer,
-            "local": f"{self.target.bind[0]}:{self.target.bind[1]}",
+            "local": format_addr(self.target.bind),
             "role": self.target.role,
             "mode": o.mode,
             "media": o.media,
@@ -1605,7 +1604,7 @@ class LoadRunner:
         if self.impairment is not None:
             summary["impair"] = self.impairment.snapshot()
         with contextlib.suppress(Exception):
-            summary["endpoint"] = _jsonable(self._ep.stats())
+            summary["endpoint"] = dict(self._ep.stats())
         return LoadtestResult(summary=summary, exit_code=exit_code, records=records,
                               timeseries=list(self.stats.timeseries),
                               call_ids=self.stats.call_columns,
@@ -1726,7 +1725,7 @@ def diagnose(summary: dict[str, Any], target: Target) -> list[str]:
     notes: list[str] = []
     causes: dict[str, int] = summary.get("causes") or {}
     attempted = summary.get("attempted") or 0
-    where = f"{target.peer_addr[0]}:{target.peer_addr[1]}"
+    where = format_addr(target.peer_addr)
     for key, n in sorted(causes.items(), key=lambda kv: -kv[1]):
         if key.startswith("REJECT"):
             if "forceencryption" in key.lower():
@@ -1774,18 +1773,6 @@ def _get(obj: Any, key: str, default: Any) -> Any:
     if isinstance(obj, dict):
         return obj.get(key, default)
     return getattr(obj, key, default)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, int | float | str | bool) or obj is None:
-        return obj
-    if hasattr(obj, "__dataclass_fields__"):
-        return {k: _jsonable(getattr(obj, k)) for k in obj.__dataclass_fields__}
-    return str(obj)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -104,7 +104,8 @@ def percentiles(values: Iterable[float | None],
     return out
 
 
-def _p(values: Sequence[float], q: float) -> float | None:
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile of ``values`` (None: no values)."""
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else None
 
 
@@ -488,10 +489,10 @@ class LoadStats:
             "attempts": iv["attempts"],
             "answered": iv["answered"],
             "failed": iv["failed"],
-            "setup_p50_ms": _p(interval_setups, 50),
-            "jitter_p50_ms": _p(jit, 50),
+            "setup_p50_ms": percentile(interval_setups, 50),
+            "jitter_p50_ms": percentile(jit, 50),
             "loss_pct": 100.0 * iv["lost"] / iv["expected"] if iv["expected"] > 0 else None,
-            "mos_p50": _p(mos, 50),
+            "mos_p50": percentile(mos, 50),
             "tx_pps": (tx - self._last_tx) / dt if dt > 0 else None,
             "rx_pps": (rx - self._last_rx) / dt if dt > 0 else None,
             "cpu_pct": cpu,
@@ -521,13 +522,14 @@ class LoadStats:
             attempt_rate=iv["attempts"] / dt if dt > 0 else None,
             answered=len(self.setup_ms), failed=sum(self.causes.values()),
             causes=dict(self.causes),
-            setup_p50_ms=_p(self.setup_ms, 50), setup_p95_ms=_p(self.setup_ms, 95),
+            setup_p50_ms=percentile(self.setup_ms, 50),
+            setup_p95_ms=percentile(self.setup_ms, 95),
             jitter_p50_ms=row["jitter_p50_ms"],
             jitter_max_ms=self._sweep_jit_max,
             loss_pct=row["loss_pct"],
             mos_p50=row["mos_p50"],
             mos_min=min(mos) if mos else None,
-            rtt_p50_ms=_p(rtts, 50),
+            rtt_p50_ms=percentile(rtts, 50),
             tx_pps=row["tx_pps"], rx_pps=row["rx_pps"],
             cpu_pct=cpu, audio=audio, rate_asked=self.rate_asked_cps, paused=self.paused,
         )
@@ -751,8 +753,9 @@ def summarize(records: Sequence[CallRecord], *, duration_s: float | None = None,
                    "lost": lost if with_media else None,
                    "duplicates": sum(r.duplicates for r in records),
                    "out_of_order": sum(r.out_of_order for r in records)},
-        "mos": {"p50": _p(mos, 50), "p5": _p(mos, 5), "min": min(mos) if mos else None},
-        "r_factor": {"p50": _p(rfac, 50), "min": min(rfac) if rfac else None},
+        "mos": {"p50": percentile(mos, 50), "p5": percentile(mos, 5),
+                "min": min(mos) if mos else None},
+        "r_factor": {"p50": percentile(rfac, 50), "min": min(rfac) if rfac else None},
         "emodel": {"standard": "ITU-T G.107 simplified for G.711", "ie": IE_G711, "bpl": bpl,
                    "plc": bpl == BPL_PLC,
                    "one_way_delay": f"RTT/2 + {jb_factor:g} x mean jitter; Id = 0 without RTT"},

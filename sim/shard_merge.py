@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from iaxgw.sim.report import Row, Snapshot, _p, summarize, worst_calls
+from iaxgw.sim.report import Row, Snapshot, percentile, summarize, worst_calls
 
 #: Time-series fields summed over the shards (the rest are pooled medians or the wall clock).
 SUMMED_ROW_FIELDS = ("calls_up", "attempts", "answered", "failed", "tx_pps", "rx_pps",
@@ -45,9 +45,9 @@ def merge_rows(rows: Sequence[Row], samples: Sequence[Mapping[str, Any]],
     lost = sum(int(s.get("lost") or 0) for s in samples)
     expected = sum(int(s.get("expected") or 0) for s in samples)
     out["loss_pct"] = 100.0 * lost / expected if expected > 0 else None
-    out["setup_p50_ms"] = _p(pooled([s.get("setup_ms") or [] for s in samples]), 50)
-    out["jitter_p50_ms"] = _p(pooled([s.get("jitter_ms") or [] for s in samples]), 50)
-    out["mos_p50"] = _p(pooled([s.get("mos") or [] for s in samples]), 50)
+    out["setup_p50_ms"] = percentile(pooled([s.get("setup_ms") or [] for s in samples]), 50)
+    out["jitter_p50_ms"] = percentile(pooled([s.get("jitter_ms") or [] for s in samples]), 50)
+    out["mos_p50"] = percentile(pooled([s.get("mos") or [] for s in samples]), 50)
     return out
 
 
@@ -138,10 +138,11 @@ class LiveMerge:
             attempts=int(row["attempts_total"] or 0),
             attempt_rate=(int(row["attempts"] or 0) / dt) if dt > 0 else None,
             answered=int(row["answered_total"] or 0), failed=int(row["failed_total"] or 0),
-            causes=causes, setup_p50_ms=_p(self.setups, 50), setup_p95_ms=_p(self.setups, 95),
+            causes=causes, setup_p50_ms=percentile(self.setups, 50),
+            setup_p95_ms=percentile(self.setups, 95),
             jitter_p50_ms=row["jitter_p50_ms"], jitter_max_ms=s["jitter_max_ms"],
             loss_pct=row["loss_pct"], mos_p50=row["mos_p50"],
-            mos_min=min(mos) if mos else None, rtt_p50_ms=_p(s["rtt_ms"], 50),
+            mos_min=min(mos) if mos else None, rtt_p50_ms=percentile(s["rtt_ms"], 50),
             tx_pps=row["tx_pps"], rx_pps=row["rx_pps"], cpu_pct=row["cpu_pct"], audio=audio)
 
 

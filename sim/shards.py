@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from iaxgw.gateway.address import Addr
+from iaxgw.gateway.address import Addr, format_addr
 from iaxgw.gateway.safefs import write_file_atomic
 from iaxgw.sim.limits import MACHINE_WIDE, limited_by
 from iaxgw.sim.loadtest import capacity_search
@@ -117,7 +117,7 @@ class Shard:
 
     @property
     def name(self) -> str:
-        return f"{self.local[0]}:{self.local[1]}"
+        return format_addr(self.local)
 
     def send(self, line: str) -> None:
         """A control line to the shard (``calls N``); a shard that is gone is left alone."""
@@ -491,7 +491,7 @@ def child_main(spec_path: str) -> int:
         return 3
     for s in (signal.SIGINT, signal.SIGTERM):    # the run is over: its result is all we do
         signal.signal(s, signal.SIG_IGN)
-    local = f"{opts.bind[0]}:{opts.bind[1]}" if opts.bind else "?"
+    local = format_addr(opts.bind) if opts.bind else "?"
     res = ShardResult(index=0, local=local, calls=opts.calls, summary=result.summary,
                       records=list(result.records),
                       call_columns={rec.index: runner.stats.call_columns(rec)

@@ -44,6 +44,7 @@ from iaxgw._core.errors import FrameError
 from iaxgw._core.frames import classify, parse_full, parse_mini
 from iaxgw._core.ies import parse_ies
 from iaxgw._core.trunk import parse_trunk
+from iaxgw.gateway.address import format_addr
 from iaxgw.gateway.pcap import PcapRecord, PcapWriter
 from iaxgw.sim.capture import DEFAULT_FILTER, Capture
 from iaxgw.sim.lab import AsteriskInstance, Lab, LabError, running_pair
@@ -197,7 +198,7 @@ _SITE_BY_IP = {ip: name for name, (ip, _prefix) in SITE_ADDRESSES.items()}
 
 
 def _site(addr: tuple[str, int]) -> str:
-    return _SITE_BY_IP.get(addr[0], f"{addr[0]}:{addr[1]}")
+    return _SITE_BY_IP.get(addr[0], format_addr(addr))
 
 
 def _enum_name(enum: type, value: int) -> str:
@@ -406,8 +407,8 @@ def write_vectors(result: Result, outdir: Path) -> list[Path]:
             "kind": kind,
             "datagram": _enum_name(DatagramKind, classify(p.record.payload)).lower(),
             "direction": f"{_site(p.record.src)} -> {_site(p.record.dst)}",
-            "src": f"{p.record.src[0]}:{p.record.src[1]}",
-            "dst": f"{p.record.dst[0]}:{p.record.dst[1]}",
+            "src": format_addr(p.record.src),
+            "dst": format_addr(p.record.dst),
             "what": describe(p.record.payload),
             "bytes": len(p.record.payload),
             "run": p.run.name,

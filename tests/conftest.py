@@ -52,10 +52,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Sweep: stop every Asterisk this test process started and that is still running."""
-    try:
-        from iaxgw.sim.lab import stop_all_started
-    except ImportError:  # pragma: no cover - lab not importable
-        return
+    from iaxgw.sim.lab import stop_all_started
+
     stop_all_started()
 
 

@@ -7,7 +7,7 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from iaxgw.gateway.address import AddressError, parse_hostport, split_hostport
+from iaxgw.gateway.address import AddressError, format_addr, parse_hostport, split_hostport
 from iaxgw.gateway.cli import main
 from iaxgw.sim.loadtest_plan import parse_bind_list
 
@@ -58,6 +58,16 @@ def test_parse_gives_a_numeric_address() -> None:
         parse_hostport("no-such-host.invalid:4569")
     with pytest.raises(AddressError, match="is not an IPv6 address"):
         parse_hostport("[zz::1]")
+
+
+@pytest.mark.parametrize(("addr", "text"), [
+    (("127.0.0.10", 4569), "127.0.0.10:4569"),
+    (("::1", 4570), "[::1]:4570"),
+    (("fe80::1", 1), "[fe80::1]:1"),
+])
+def test_format_is_what_split_reads_back(addr: tuple[str, int], text: str) -> None:
+    assert format_addr(addr) == text
+    assert split_hostport(text) == addr
 
 
 def test_loadtest_bind_keeps_names_and_refuses_a_bare_ipv6() -> None:

@@ -8,12 +8,15 @@ lab's rendered office-a dir; ``probe`` talks to office-a on 127.0.0.10:4569.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from iaxgw.gateway.check import check_dirs, has_errors
+from iaxgw.gateway.cli import main
 from iaxgw.gateway.probe import ProbeReport, probe
 from iaxgw.sim.labconfig import SEED_SECRET, seed_site
 
@@ -115,3 +118,21 @@ def test_office_a_down_no_pong(lab: Any, ours: Path) -> None:
     assert rep.stopped_at == "poke", rep.format()
     assert "no answer in 2 s" in rep.steps[-1].detail
     assert "blocked" in rep.steps[-1].hint
+
+
+def test_probe_command_line_reads_its_target(lab: Any, ours: Path) -> None:
+    """``iaxgw probe HOST:PORT`` parses the target and reaches the real office-a with it."""
+    inst = lab.instance("office-a", seed_site("office-a"))
+    inst.start()
+    try:
+        r = CliRunner().invoke(main, ["probe", "127.0.0.10:4569", "--peer", "office-a",
+                                      "--config", str(ours), "--bind", "127.0.0.20:4569",
+                                      "--json"])
+    finally:
+        inst.stop()
+    rep = json.loads(r.output)
+    if rep.get("stopped_at") == "bind":
+        pytest.skip("127.0.0.20:4569 is busy")
+    assert r.exit_code == 0, r.output
+    assert rep["target"] == "127.0.0.10:4569" and rep["ok"], r.output
+    assert rep["steps"] and not any(s["status"] in ("fail", "warn") for s in rep["steps"]), r.output
