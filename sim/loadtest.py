@@ -402,6 +402,7 @@ class LoadRunner:
         self._pend_asked = 0.0      # the asked rate integrated since the last attempt
         self._asked_mark = 0.0      # ... up to this time
         self._held_by_cap = False   # the next attempt's slot came due while at the cap
+        self._at_cap = False        # the scheduler waits at the cap (or paused) now
         self.up = 0                 # answered calls up now, and the most at once
         self.up_peak = 0
         self.placed_peak = 0        # the most calls placed and not ended at once
@@ -904,7 +905,8 @@ class LoadRunner:
         the last attempt counts as an interval without one when the next was overdue and the
         cap did not hold it (a target that stopped answering stalls the rate: a shortfall)."""
         last = self._last_start_t
-        if last is None or self._held_by_cap or self.started_attempts >= len(self.plan):
+        if (last is None or self._held_by_cap or self._at_cap
+                or self.started_attempts >= len(self.plan)):
             return
         self._note_asked(now)
         if now - last > 1.0 / self.control.rate:
@@ -954,7 +956,9 @@ class LoadRunner:
                     # of the rate
                     self._waiting(None, now)
                     self._slot.clear()
+                    self._at_cap = True
                     await self._slot.wait()
+                    self._at_cap = False
                     woke = self.clock()
                     if prev + 1.0 / control.rate <= woke:
                         self._held_by_cap = True       # its slot came while at the cap
