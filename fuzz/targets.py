@@ -401,7 +401,10 @@ def _new_with_token(ep: Any, peer: _Peer, addr: Any, now: float,
     _send_full(ep, peer, addr, now, 6, 1, build_ies([*new, (IE.CALLTOKEN, b"")]), ts=3)
     for f in _replies(ep, now, addr):
         if f.frametype == 6 and f.csub == 40:           # CALLTOKEN
-            tok = IEs.parse(f.payload).get(IE.CALLTOKEN)
+            try:
+                tok = IEs.parse(f.payload).get(IE.CALLTOKEN)
+            except FrameError:      # an encrypted reply whose header reads as a CALLTOKEN
+                continue
             peer.oseqno = peer.iseqno = 0
             _send_full(ep, peer, addr, now, 6, 1, build_ies([*new, (IE.CALLTOKEN, tok)]), ts=5)
     return _replies(ep, now, addr)
@@ -613,7 +616,10 @@ def _setup_encrypted_call(ep: Any, peer: _Peer, addr: Any, now: float, answer: b
         if f.frametype == 6 and f.csub == 8:            # AUTHREQ
             peer.dcallno = f.scallno
             peer.iseqno = (f.oseqno + 1) & 0xFF
-            chal = str(IEs.parse(f.payload).get(IE.CHALLENGE))
+            try:
+                chal = str(IEs.parse(f.payload).get(IE.CHALLENGE))
+            except FrameError:      # an encrypted reply whose header reads as an AUTHREQ
+                continue
             cipher = FrameCipher(derive_key(chal, SECRET))
     if cipher is None:
         return
