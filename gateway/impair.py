@@ -321,6 +321,17 @@ class VoiceCensus:
         dropped = sum(1 for i in self.drops.get((direction, addr, callno), ()) if i < offered)
         return offered, dropped
 
+    def far_end_echo_pct(self) -> float | None:
+        """For a far end that echoes (a load test against an echo extension): of the voice
+        frames delivered to it (every copy), the share it sent back, counted as it left the far
+        end, before the receive impairment.  It tells the far end's own losses apart from the
+        link's; a frame delivered after the far end hung up is not sent back, so the share stays
+        a little under 100 % even for a perfect echo.  None when nothing was delivered."""
+        delivered = self.totals["send"][2]
+        if not delivered:
+            return None
+        return round(100.0 * self.totals["recv"][0] / delivered, 3)
+
     def as_dict(self, direction: str) -> dict[str, Any]:
         seen, dropped, delivered = self.totals[direction]
         return {"frames": seen, "dropped": dropped, "delivered": delivered,

@@ -71,6 +71,7 @@ from iaxgw.sim.report import (
     LoadStats,
     ReportDirError,
     TimeseriesStream,
+    echo_missing_pct,
     probe_report_dir,
     worst_lines,
     write_report,
@@ -1599,14 +1600,14 @@ class LoadRunner:
             summary["loadtest"]["notes"].append(
                 f"the kernel dropped {kernel_drops} UDP datagram(s) on this machine for full "
                 "receive buffers during the run (local overload, not network loss)")
-        tx = sum(r.tx_frames for r in records if r.outcome == "ANSWERED")
-        rx = sum(r.rx_frames for r in records if r.outcome == "ANSWERED")
         summary["loadtest"]["echo_missing_pct"] = (
-            round(100.0 * max(0, tx - rx) / tx, 3) if tx and self.mode == "echo" else None)
+            echo_missing_pct(records) if self.mode == "echo" else None)
         summary["loadtest"]["rx_trunk_without_ts"] = self._saw_nots
         summary["encryption"] = encryption_summary(self)
         if self.impairment is not None:
             summary["impair"] = self.impairment.snapshot()
+            if self.mode == "echo":
+                summary["impair"]["far_end_echo_pct"] = self.impairment.census.far_end_echo_pct()
         with contextlib.suppress(Exception):
             summary["endpoint"] = dict(self._ep.stats())
         return LoadtestResult(summary=summary, exit_code=exit_code, records=records,
@@ -1889,7 +1890,10 @@ def finish_output(opts: LoadtestOptions, result: LoadtestResult) -> None:
     if imp:
         console.print(f"impair {imp.get('spec')} (seed {imp.get('seed')}): " + "; ".join(
             f"{d} dropped {c['dropped']}/{c['seen']}, dup {c['duplicated']}, "
-            f"reordered {c['reordered']}" for d in ("send", "recv") if (c := imp.get(d))))
+            f"reordered {c['reordered']}" for d in ("send", "recv") if (c := imp.get(d)))
+            + ("" if imp.get("far_end_echo_pct") is None else
+               f"; the far end echoed {imp['far_end_echo_pct']} % of the voice frames that "
+               "reached it"))
     enc = result.summary.get("encryption")
     if enc:
         console.print(encryption_line(enc), highlight=False)

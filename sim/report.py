@@ -104,6 +104,18 @@ def percentiles(values: Iterable[float | None],
     return out
 
 
+def echo_missing_pct(records: Iterable[Any]) -> float | None:
+    """Of the voice frames the answered calls sent, the share that never came back even once
+    (an echo run's round-trip loss): ``1 - frames back / frames sent``, where a frame that came
+    back twice (a duplicate) counts once.  None when nothing was sent."""
+    tx = back = 0
+    for r in records:
+        if r.outcome == "ANSWERED":
+            tx += int(r.tx_frames)
+            back += max(0, int(r.rx_frames) - int(r.duplicates))
+    return round(100.0 * max(0, tx - back) / tx, 3) if tx else None
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The ``q``-th percentile of ``values`` (None: no values)."""
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else None

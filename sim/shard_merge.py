@@ -13,7 +13,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from iaxgw.sim.report import Row, Snapshot, percentile, summarize, worst_calls
+from iaxgw.sim.report import (
+    Row,
+    Snapshot,
+    echo_missing_pct,
+    percentile,
+    summarize,
+    worst_calls,
+)
 
 #: Time-series fields summed over the shards (the rest are pooled medians or the wall clock).
 SUMMED_ROW_FIELDS = ("calls_up", "attempts", "answered", "failed", "tx_pps", "rx_pps",
@@ -319,12 +326,8 @@ def merge_loadtest(results: Sequence[ShardResult], base: Mapping[str, Any]) -> d
             if text not in notes:
                 notes.append(text)
     out["notes"] = notes
-    tx = sum(int(rec.tx_frames) for r in results for rec in r.records
-             if rec.outcome == "ANSWERED")
-    rx = sum(int(rec.rx_frames) for r in results for rec in r.records
-             if rec.outcome == "ANSWERED")
-    out["echo_missing_pct"] = (round(100.0 * max(0, tx - rx) / tx, 3)
-                               if tx and base.get("media") == "tone" else None)
+    out["echo_missing_pct"] = (echo_missing_pct(rec for r in results for rec in r.records)
+                               if base.get("media") == "tone" else None)
     return out
 
 

@@ -4,7 +4,8 @@
   process with the impairment on its socket (both ways);
 * marked ``asterisk``: the same against the real Asterisk 22 echo (office-a, exten 200).
 
-Every call must set up, carry verified audio and tear down (retransmissions do the work), both
+Every call must set up, carry verified audio (against Asterisk: unless the census shows the far
+end did not echo it, below) and tear down (retransmissions do the work), both
 call tables must be empty afterwards, and no asyncio task, endpoint timer or delayed datagram may
 outlive the run.
 
@@ -22,16 +23,24 @@ after the quiet-tail change.  Our table is therefore checked empty right after t
 far end (serve or Asterisk) has destroyed each call when its ACK/INVAL went out, so its table
 must be empty within a few seconds (5 s allowed for polling).
 
-Loss bound (echo, trunk without timestamps, so ``echo_missing_pct`` is the meaningful figure:
-frames sent minus frames echoed back): the injected round-trip loss is
-``1 - (1 - l_send)(1 - l_recv)`` from the impairment's own counters.  Measured echo loss adds
-(a) frames in flight at hangup (~RTT / 20 ms per call, ~1-3 %) and (b) a lost first full voice
-frame: minis are dropped and VNAKed until it is resent (one round trip plus up to the 100 ms
-VNAK rate limit, <= 0.3 s; was 2 s or 12 s before the receiver VNAKed): 2 x loss x 0.3 s / call
-length.  So:
-``expected - 3 pp <= echo_missing <= expected + 1.5 pp + (a) + (b)``: the lower side is wider
-because loss hits datagrams, and a trunk datagram carries a varying number of frames, so with
-burst=2 the per-frame loss strays further from the per-datagram figure (6.7 % seen for 8.8 %).
+Loss truth (echo, trunk without timestamps, so ``echo_missing_pct`` is the figure: frames sent
+minus frames that came back at least once).  The impairment's voice census (gateway/impair.py)
+counts every voice frame offered to it each way, so our counts are held to it exactly and the
+round trip is split into what the link did and what the far end did:
+
+* every frame we counted as sent was offered to the link (S = census send frames, exact);
+* every copy the link delivered to us was counted, except those that arrived after our HANGUP
+  (an echo's last round trip): ``0 <= delivered - rx <= calls x (RTT / 20 ms + 5)``;
+* the far end's own share (``far_end_echo_pct``: frames it sent back / copies delivered to it)
+  is at least ``min_echo``: iaxgw serve echoes everything; the lab's Asterisk was seen to send
+  back 91-93 % in some runs and ~100 % in most: while many calls hang up at once, its Echo stops
+  for 0.15-1 s on a few of the calls still up (seen in a pcap parsed with gateway/pcap.py: our
+  trunk datagrams carried the call's frames throughout, the impairment delivered them, and
+  Asterisk's trunk datagrams left that call out);
+* so the unique frames back should be ``(R - Dr) x U / C`` (R frames the far end sent, Dr of
+  them dropped, U unique frames and C copies delivered to it), and the measured round-trip
+  loss is held within 1 pp of ``1 - that / S`` (plus the HANGUP tail on the high side).  Seen:
+  9.86 vs 10.02, 16.02 vs 16.21 (a run where Asterisk echoed 93 %), 8.71 vs 8.69.
 """
 
 from __future__ import annotations
@@ -63,9 +72,8 @@ def _live_timers(ep: Any) -> int:
     return len(ep._timers.live())
 
 
-def _check_loss_and_injection(s: dict[str, Any], rtt_ms: float) -> None:
+def _check_loss_and_injection(s: dict[str, Any], rtt_ms: float, min_echo: float) -> None:
     imp = s["impair"]
-    ls, lr = imp["send"]["loss_pct"] / 100, imp["recv"]["loss_pct"] / 100
     # what was injected is what was asked (a few thousand datagrams: +-2.5 pp)
     for d in ("send", "recv"):
         c = imp[d]
@@ -73,12 +81,34 @@ def _check_loss_and_injection(s: dict[str, Any], rtt_ms: float) -> None:
         assert abs(c["loss_pct"] - 5.0) < 2.5, c
         assert c["dropped"] > 0 and c["duplicated"] > 0 and c["reordered"] > 0, c
         assert abs(c["delay_mean_ms"] - 30.0) < 2.0, c
-    expected = 100 * (1 - (1 - ls) * (1 - lr))
+    vs, vr = imp["send"]["voice"], imp["recv"]["voice"]
+    frames = s["frames"]
+    sent = vs["frames"]
+    assert sent == frames["tx"], (vs, frames)
+    tail = CALLS * (rtt_ms / 20.0 + 5)
+    assert 0 <= vr["delivered"] - frames["rx"] <= tail, (vr, frames, tail)
+    echo = imp["far_end_echo_pct"]
+    assert echo is not None and min_echo <= echo <= 101.0, imp
+    unique_in = vs["frames"] - vs["dropped"]
+    back = (vr["frames"] - vr["dropped"]) * unique_in / vs["delivered"]
+    expected = 100.0 * (1.0 - back / sent)
     missing = s["loadtest"]["echo_missing_pct"]
-    in_flight = 100 * (rtt_ms / 20.0 + 5) / (DURATION * 50)
-    first_full = 100 * 2 * 0.05 * 0.3 / DURATION
-    assert expected - 3.0 <= missing <= expected + 1.5 + in_flight + first_full, \
-        (missing, expected, in_flight, first_full)
+    tail_pp = 100.0 * tail / sent
+    assert expected - 1.0 <= missing <= expected + 1.0 + tail_pp, \
+        (missing, expected, tail_pp, echo, vs, vr)
+
+
+def _check_unverified_echo(res: Any, census: Any, peer: tuple[str, int]) -> None:
+    """Against Asterisk: a call whose audio did not verify must be one the far end did not echo
+    (the census: it sent back under half of the frames delivered to it; see the module doc),
+    never one whose echo reached us and was not recognised; at most 2 such calls."""
+    unverified = [r for r in res.records if not r.audio_verified]
+    for r in unverified:
+        ids = res.call_ids(r)
+        delivered = census.call("send", peer, ids["callno"])[2]
+        echoed = census.call("recv", peer, ids["peer_callno"])[0]
+        assert delivered > 0 and echoed < delivered / 2, (r, ids, delivered, echoed)
+    assert len(unverified) <= 2, [r.index for r in unverified]
 
 
 def _run_loadtest(opts: Any, spec: ImpairSpec) -> tuple[Any, dict[str, Any]]:
@@ -95,7 +125,8 @@ def _run_loadtest(opts: Any, spec: ImpairSpec) -> tuple[Any, dict[str, Any]]:
         after = {t.get_name() for t in asyncio.all_tasks()}
         leaks = {"channels": len(ep.channels()), "timers": _live_timers(ep),
                  "tasks": sorted(after - before),
-                 "in_flight": runner._server.impair.in_flight}
+                 "in_flight": runner._server.impair.in_flight,
+                 "census": runner.impairment.census}
         return res, leaks
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
@@ -127,10 +158,11 @@ def test_iaxgw_vs_iaxgw_through_impairment(tmp_path: Path) -> None:
         assert s["attempted"] == CALLS and s["answered"] == CALLS and s["failed"] == 0, \
             s.get("causes")
         assert s["loadtest"]["failed_total"] == 0 and s["audio"]["verified"] == CALLS
-        assert leaks == {"channels": 0, "timers": leaks["timers"], "tasks": [], "in_flight": 0}
+        assert leaks == {"channels": 0, "timers": leaks["timers"], "tasks": [], "in_flight": 0,
+                         "census": leaks["census"]}
         assert leaks["timers"] <= 2, leaks           # the peer's qualify/registration only
         assert s["endpoint"]["retransmissions"] > 0  # the loss was repaired, not avoided
-        _check_loss_and_injection(s, rtt_ms=s["rtt_ms"]["p50"] or 100.0)
+        _check_loss_and_injection(s, rtt_ms=s["rtt_ms"]["p50"] or 100.0, min_echo=99.0)
         # the far end's call table empties too
         deadline = time.monotonic() + FAR_END_EMPTY_S
         rows = query(serve.control, "channels")
@@ -164,10 +196,10 @@ def test_asterisk_echo_through_impairment(tmp_path: Path, lab: Any) -> None:
         res, leaks = _run_loadtest(opts, ImpairSpec.parse(SPEC))
         s = res.summary
         assert s["answered"] == CALLS and s["failed"] == 0, s.get("causes")
-        assert s["audio"]["verified"] == CALLS
+        _check_unverified_echo(res, leaks["census"], opts.peer_host)
         assert leaks["channels"] == 0 and leaks["tasks"] == [] and leaks["in_flight"] == 0
         assert leaks["timers"] <= 2, leaks
-        _check_loss_and_injection(s, rtt_ms=s["rtt_ms"]["p50"] or 100.0)
+        _check_loss_and_injection(s, rtt_ms=s["rtt_ms"]["p50"] or 100.0, min_echo=80.0)
         deadline = time.monotonic() + FAR_END_EMPTY_S
         while inst.active_calls() and time.monotonic() < deadline:
             time.sleep(0.5)

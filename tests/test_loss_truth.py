@@ -103,6 +103,40 @@ def test_link_feeds_the_census_both_ways() -> None:
         loop.close()
 
 
+def test_far_end_echo_share_from_the_census() -> None:
+    """``far_end_echo_pct``: frames the far end sent / copies delivered to it; an echo that
+    drops half of what one call received shows, the link's own loss does not."""
+    imp = Impairment(ImpairSpec.parse("loss=10%,seed=4,dir=send"))
+    assert imp.census.far_end_echo_pct() is None
+    delivered = 0
+    for i in range(400):
+        copies = len(imp.decide("send"))
+        imp.census.count("send", build_mini(5, i, b"\x11" * 160), PEER, copies)
+        delivered += copies
+        if copies and (i % 2 or i < 200):          # the far end echoes only half of the last 200
+            imp.census.count("recv", build_mini(9, i, b"\x11" * 160), PEER, 1)
+    echoed = imp.census.call("recv", PEER, 9)[0]
+    assert 0 < delivered < 400 and echoed < delivered
+    assert imp.census.far_end_echo_pct() == pytest.approx(100.0 * echoed / delivered, abs=1e-3)
+    assert 70.0 < imp.census.far_end_echo_pct() < 80.0
+
+
+def test_echo_missing_counts_a_duplicate_once() -> None:
+    """The round trip's missing frames: a frame that came back twice is one frame back, not
+    two (it hid a lost one before); only answered calls count; nothing sent is n/a."""
+    from types import SimpleNamespace
+
+    from iaxgw.sim.report import echo_missing_pct
+
+    def rec(outcome: str, tx: int, rx: int, dup: int) -> SimpleNamespace:
+        return SimpleNamespace(outcome=outcome, tx_frames=tx, rx_frames=rx, duplicates=dup)
+
+    assert echo_missing_pct([rec("ANSWERED", 100, 95, 5)]) == 10.0
+    assert echo_missing_pct([rec("ANSWERED", 100, 95, 5), rec("FAILED", 50, 0, 0),
+                             rec("ANSWERED", 100, 100, 0)]) == 5.0
+    assert echo_missing_pct([rec("FAILED", 50, 0, 0)]) is None
+
+
 def test_forward_return_split_from_the_receive_report() -> None:
     """Forward loss from the far end's RR: what it received of what we had sent at our PING
     (1 - frames / sent), or lost / (frames + lost) when that count is unknown; the return leg
