@@ -39,6 +39,10 @@ class FrameType(IntEnum):
 
 
 DTMF_END: Final = FrameType.DTMF
+#: frame types as plain ints, for the per-frame comparisons and sends of the hot paths
+FRAME_VOICE: Final = int(FrameType.VOICE)
+FRAME_CONTROL: Final = int(FrameType.CONTROL)
+FRAME_IAX: Final = int(FrameType.IAX)
 
 
 class IAXSubclass(IntEnum):

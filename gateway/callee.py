@@ -11,7 +11,7 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
-from iaxgw._core.constants import CAUSES, IE, IAXSubclass
+from iaxgw._core.constants import CAUSES, FRAME_IAX, IE, IAXSubclass
 from iaxgw._core.ies import IEs, build_ies, capability_from, format_from
 from iaxgw.gateway import registration
 from iaxgw.gateway.address import Addr
@@ -22,7 +22,7 @@ from iaxgw.gateway.crypto import CallCrypto, merge_encryption
 from iaxgw.gateway.events import AuthFailed, IncomingCall
 from iaxgw.gateway.model import Entry
 from iaxgw.gateway.registration import ie_int, ie_str
-from iaxgw.gateway.reliability import _IAX, EndpointCore
+from iaxgw.gateway.reliability import EndpointCore
 from iaxgw.gateway.rsakeys import KeyProblem, verify_challenge
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ class CalleeMixin(EndpointCore):
         if encryption:
             items.append((IE.ENCRYPTION, encryption))
         items.append((IE.USERNAME, username))
-        self._send(call, _IAX, IAXSubclass.AUTHREQ, build_ies(items), now)
+        self._send(call, FRAME_IAX, IAXSubclass.AUTHREQ, build_ies(items), now)
 
     def _recent_authfails(self, ip: str, now: float) -> deque[float] | None:
         """The times of failed auths from ``ip`` within ``authfailwindow`` (None: none/off)."""
@@ -273,7 +273,7 @@ class CalleeMixin(EndpointCore):
 
     def _send_reject(self, call: Call, cause: int, text: str | None, now: float) -> None:
         payload = build_ies([(IE.CAUSE, text or CAUSES.get(cause, "")), (IE.CAUSECODE, cause)])
-        self._send(call, _IAX, IAXSubclass.REJECT, payload, now, final=True)
+        self._send(call, FRAME_IAX, IAXSubclass.REJECT, payload, now, final=True)
 
     def _on_authrep(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         if call.auth_pending:
@@ -351,7 +351,7 @@ class CalleeMixin(EndpointCore):
         call.codec = fmt
         call.capability = fmt
         call.state = CallState.ACCEPTED
-        self._send(call, _IAX, IAXSubclass.ACCEPT,
+        self._send(call, FRAME_IAX, IAXSubclass.ACCEPT,
                    build_ies([(IE.FORMAT, fmt & 0xFFFFFFFF), (IE.FORMAT2, fmt)]), now)
         self._start_call_timers(call, now)
         entry = call.entry

@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from iaxgw._core.constants import IE, IAXSubclass
+from iaxgw._core.constants import FRAME_IAX, IE, IAXSubclass
 from iaxgw._core.ies import IEs, build_ies, format_from
 from iaxgw.gateway.calls import STATELESS_CALLNO, Call, CallKind, CallState
 from iaxgw.gateway.calltoken import md5_result
 from iaxgw.gateway.crypto import AES128, CallCrypto, derive_key, merge_encryption
 from iaxgw.gateway.events import CallProgress, CallSetup
 from iaxgw.gateway.registration import ie_int, ie_str
-from iaxgw.gateway.reliability import _IAX, EndpointCore
+from iaxgw.gateway.reliability import EndpointCore
 from iaxgw.gateway.rsakeys import KeyProblem, sign_challenge
 
 __all__ = ["CallFlowMixin"]
@@ -87,7 +87,7 @@ class CallFlowMixin(EndpointCore):
         call.new_ies = [*call.new_ies[:-1], (IE.CALLTOKEN, token)]
         self._stats["calltoken_resends"] += 1
         sub = IAXSubclass.REGREQ if call.kind == CallKind.REG_OUT else IAXSubclass.NEW
-        self._send(call, _IAX, sub, build_ies(call.new_ies), now)
+        self._send(call, FRAME_IAX, sub, build_ies(call.new_ies), now)
         if call.kind == CallKind.CALL_OUT:
             # the call started with its first NEW: a round trip, unless that NEW was resent
             rtt = (now - call.start) * 1000.0 if once else -1.0
@@ -106,7 +106,7 @@ class CallFlowMixin(EndpointCore):
         if refusal is not None:
             self._refuse_authreq(call, refusal, now)
             return
-        self._send(call, _IAX, IAXSubclass.AUTHREP, build_ies(items), now)
+        self._send(call, FRAME_IAX, IAXSubclass.AUTHREP, build_ies(items), now)
         self._events.append(CallSetup(call.callno, "authrep"))
 
     def _auth_items(self, call: Call, methods: int, challenge: str | None, secret: str,
@@ -162,16 +162,16 @@ class CallFlowMixin(EndpointCore):
         log.info("%s: call %d: %s", self.role_name, call.callno, text)
         self._end(call, 50, "local", text)
         call.state = CallState.TERMINATING
-        self._send(call, _IAX, IAXSubclass.HANGUP, build_ies([(IE.CAUSECODE, 50)]), now, final=True)
+        self._send(call, FRAME_IAX, IAXSubclass.HANGUP, build_ies([(IE.CAUSECODE, 50)]), now,
+                   final=True)
 
     def _on_accept(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         fmt = format_from(ies) or 0
         if not fmt & call.capability:
             self._end(call, 58, "local", "Unable to negotiate codec")
             call.state = CallState.TERMINATING
-            self._send(
-                call, _IAX, IAXSubclass.HANGUP, build_ies([(IE.CAUSECODE, 58)]), now, final=True
-            )
+            self._send(call, FRAME_IAX, IAXSubclass.HANGUP, build_ies([(IE.CAUSECODE, 58)]), now,
+                       final=True)
             return
         if fmt & (fmt - 1):
             common = fmt & call.capability
@@ -199,10 +199,10 @@ class CallFlowMixin(EndpointCore):
             (IE.RR_DROPPED, rx.dropped & 0xFFFFFFFF),
             (IE.RR_OOO, rx.ooo & 0xFFFFFFFF),
         ])
-        self._send(call, _IAX, IAXSubclass.PONG, payload, now, ts=f.ts)
+        self._send(call, FRAME_IAX, IAXSubclass.PONG, payload, now, ts=f.ts)
 
     def _on_lagrq(self, call: Call, f: Any, ies: IEs, now: float) -> None:
-        self._send(call, _IAX, IAXSubclass.LAGRP, b"", now, ts=f.ts)
+        self._send(call, FRAME_IAX, IAXSubclass.LAGRP, b"", now, ts=f.ts)
 
     def ping(self, callno: int, now: float) -> int | None:
         """PING call ``callno`` now, besides the regular PING of every call: its PONG brings
@@ -213,7 +213,7 @@ class CallFlowMixin(EndpointCore):
         if call is None or call.state == CallState.TERMINATING or call.kind not in (
                 CallKind.CALL_IN, CallKind.CALL_OUT) or not call.peer_callno:
             return None
-        return self._send(call, _IAX, IAXSubclass.PING, b"", now)
+        return self._send(call, FRAME_IAX, IAXSubclass.PING, b"", now)
 
     def _on_pong(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         rtt = int((now - call.start) * 1000.0) - f.ts
@@ -240,7 +240,7 @@ class CallFlowMixin(EndpointCore):
             call.lag_ms = lag
 
     def _on_call_poke(self, call: Call, f: Any, ies: IEs, now: float) -> None:
-        self._send(call, _IAX, IAXSubclass.PONG, b"", now, ts=f.ts)
+        self._send(call, FRAME_IAX, IAXSubclass.PONG, b"", now, ts=f.ts)
 
     def _on_unsupport(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         self._stats["unsupport_received"] += 1

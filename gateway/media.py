@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from iaxgw._core.constants import IE, IAXSubclass
+from iaxgw._core.constants import FRAME_IAX, FRAME_VOICE, IE, IAXSubclass
 from iaxgw._core.errors import FrameError
 from iaxgw._core.frames import uncompress_subclass
 from iaxgw._core.ies import build_ies
@@ -30,8 +30,6 @@ from iaxgw.gateway.calls import Call, CallState
 from iaxgw.gateway.crypto import KEY_ROTATE_MIN_S, KEY_ROTATE_SPREAD_S, rotation_key
 from iaxgw.gateway.events import VoiceReceived
 from iaxgw.gateway.reliability import (
-    _IAX,
-    _VOICE,
     TS_SKEW_MS,
     EndpointCore,
 )
@@ -112,7 +110,7 @@ class MediaMixin(EndpointCore):
             call.svoiceformat = fmt
             call.last_full_voice_ts = ts
             call.lastsent = ts
-            self._send(call, _VOICE, fmt, payload, now, ts=ts)
+            self._send(call, FRAME_VOICE, fmt, payload, now, ts=ts)
             return True
         call.lastsent = ts
         if call.trunk:
@@ -143,7 +141,7 @@ class MediaMixin(EndpointCore):
         if cc is None or self._calls.get(call.callno) is not call or call.state > CallState.UP:
             return
         key = rotation_key(self._rng)
-        self._send(call, _IAX, IAXSubclass.RTKEY, build_ies([(IE.CHALLENGE, key)]), now)
+        self._send(call, FRAME_IAX, IAXSubclass.RTKEY, build_ies([(IE.CHALLENGE, key)]), now)
         cc.rotate_tx(key, self._flush_gen, len(self._out))
         self._stats["key_rotations"] += 1
         when = now + KEY_ROTATE_MIN_S + self._rng.random() * KEY_ROTATE_SPREAD_S

@@ -17,13 +17,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from iaxgw._core.constants import IE, FrameType, IAXSubclass
+from iaxgw._core.constants import FRAME_IAX, IE, IAXSubclass
 from iaxgw._core.errors import FrameError
 from iaxgw._core.frames import DatagramKind, classify, parse_full
 from iaxgw._core.ies import parse_ies
 from iaxgw.gateway.address import format_addr
-
-_IAX_TYPE = int(FrameType.IAX)
 
 _KIND_NAMES = {
     int(DatagramKind.FULL): "full",
@@ -185,7 +183,7 @@ class Metrics:
                                     self.bytes.labels(direction))
         pair[0].inc()
         pair[1].inc(len(data))
-        if kind == "full" and len(data) >= 12 and data[10] == _IAX_TYPE:
+        if kind == "full" and len(data) >= 12 and data[10] == FRAME_IAX:
             self._on_iax_frame(direction, data)
 
     def _on_iax_frame(self, direction: str, data: bytes) -> None:

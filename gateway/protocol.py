@@ -24,6 +24,9 @@ from typing import Any
 
 from iaxgw._core.constants import (
     CONTROL_ALLOWED_ON_WIRE,
+    FRAME_CONTROL,
+    FRAME_IAX,
+    FRAME_VOICE,
     IE,
     ControlSubclass,
     FrameType,
@@ -58,9 +61,6 @@ from iaxgw.gateway.events import (
 from iaxgw.gateway.media import MediaMixin
 from iaxgw.gateway.peers import RegState
 from iaxgw.gateway.reliability import (
-    _CONTROL,
-    _IAX,
-    _VOICE,
     MediaSink,
 )
 
@@ -326,7 +326,7 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         call.new_ies = ies
         self._stats["calls_out"] += 1
         self._stats["calls_total"] += 1
-        self._send(call, _IAX, IAXSubclass.NEW, build_ies(ies), now)
+        self._send(call, FRAME_IAX, IAXSubclass.NEW, build_ies(ies), now)
         return callno
 
     def ringing(self, callno: int, now: float) -> None:
@@ -359,8 +359,8 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         self._end(call, cause, "local")
         self._cancel_call_timers(call)
         call.state = CallState.TERMINATING
-        self._send(call, _IAX, IAXSubclass.HANGUP, build_ies([(IE.CAUSECODE, cause & 0xFF)]), now,
-                   final=True)
+        self._send(call, FRAME_IAX, IAXSubclass.HANGUP,
+                   build_ies([(IE.CAUSECODE, cause & 0xFF)]), now, final=True)
 
     def reject(self, callno: int, now: float, cause: int = 21, text: str | None = None) -> None:
         """Refuse a call: REJECT while it is not yet ACCEPTed, HANGUP afterwards."""
@@ -469,7 +469,7 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
                        addr)
             return
         self._stats["frames_in_full"] += 1
-        is_iax = f.frametype == _IAX
+        is_iax = f.frametype == FRAME_IAX
         sub = f.csub if is_iax else -2
         if f.dcallno:
             call = self._calls.get(f.dcallno)
@@ -514,7 +514,7 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
 
     def _on_stateless_reply(self, call: Call, f: Any, now: float) -> None:
         """CALLTOKEN, PONG to POKE, calltoken REJECT/REGREJ: from call 1, no ACK, no seqnos."""
-        if f.frametype != _IAX:
+        if f.frametype != FRAME_IAX:
             return
         ies = self._parse_ies(f, call.addr, now)
         if ies is None:
@@ -574,16 +574,15 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
             if handler is None:
                 if not 1 <= sub <= max(IAXSubclass):
                     self._stats["unsupport_sent"] += 1
-                    self._send(
-                        call, _IAX, IAXSubclass.UNSUPPORT, build_ies([(IE.IAX_UNKNOWN, sub)]), now
-                    )
+                    self._send(call, FRAME_IAX, IAXSubclass.UNSUPPORT,
+                               build_ies([(IE.IAX_UNKNOWN, sub)]), now)
                 else:
                     self._stats["ignored_iax_" + IAXSubclass(sub).name.lower()] += 1
                 return
             handler(self, call, f, ies, now)
-        elif ft == _VOICE:
+        elif ft == FRAME_VOICE:
             self._on_full_voice(call, f, now)
-        elif ft == _CONTROL:
+        elif ft == FRAME_CONTROL:
             self._on_control(call, f, now)
         elif ft == FrameType.DTMF:
             if CallState.ACCEPTED <= call.state <= CallState.UP:
@@ -622,7 +621,7 @@ class Endpoint(MediaMixin, CalleeMixin, CallFlowMixin):
         call = self._calls.get(callno)
         if call is None or not CallState.ACCEPTED <= call.state <= CallState.UP:
             return None
-        self._send(call, _CONTROL, sub, b"", now)
+        self._send(call, FRAME_CONTROL, sub, b"", now)
         return call
 
 

@@ -10,7 +10,7 @@ import logging
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from iaxgw._core.constants import IE, FrameType, IAXSubclass
+from iaxgw._core.constants import FRAME_IAX, IE, IAXSubclass
 from iaxgw._core.ies import IEs, build_ies
 from iaxgw.gateway.address import Addr
 from iaxgw.gateway.calls import STATELESS_CALLNO, Call, CallKind, CallState
@@ -27,7 +27,6 @@ log = logging.getLogger("iaxgw.protocol")
 #: The cause text of the REGREJ a source throttled by ``authfaillimit`` gets
 REGREJ_THROTTLED_TEXT = "Registration Refused: throttled after repeated failed authentications"
 
-_IAX = int(FrameType.IAX)
 
 
 def ie_str(ies: IEs, ie: int) -> str | None:
@@ -63,7 +62,7 @@ def send_poke(ep: Endpoint, st: PeerState, now: float) -> None:
     call.poke_sent = now
     st.poke_callno = callno
     ep._stats["pokes_sent"] += 1
-    ep._send(call, _IAX, IAXSubclass.POKE, build_ies([(IE.CALLTOKEN, b"")]), now)
+    ep._send(call, FRAME_IAX, IAXSubclass.POKE, build_ies([(IE.CALLTOKEN, b"")]), now)
     ep._cancel(st.poke_timer)
     st.poke_timer = ep._schedule(now + 2 * st.maxms / 1000.0, partial(poke_timeout, ep),
                                    (st, call))
@@ -132,7 +131,7 @@ def on_regreq_new(ep: Endpoint, f: Any, ies: IEs, addr: Addr, now: float) -> Non
         return
     challenge = str(ep._rng.randint(0, 999999999))
     call.challenge = challenge
-    ep._send(call, _IAX, IAXSubclass.REGAUTH, build_ies([
+    ep._send(call, FRAME_IAX, IAXSubclass.REGAUTH, build_ies([
         (IE.AUTHMETHODS, 2), (IE.CHALLENGE, challenge), (IE.USERNAME, username)]), now)
 
 def on_regreq_auth(ep: Endpoint, call: Call, f: Any, ies: IEs, now: float) -> None:
@@ -171,7 +170,7 @@ def send_regrej(ep: Endpoint, now: float, arg: tuple[Call, str]) -> None:
     if ep._calls.get(call.callno) is call:
         ep._send(
             call,
-            _IAX,
+            FRAME_IAX,
             IAXSubclass.REGREJ,
             build_ies([(IE.CAUSE, text), (IE.CAUSECODE, 29)]),
             now,
@@ -184,7 +183,7 @@ def reg_accept(ep: Endpoint, call: Call, ies: IEs, release: bool, now: float) ->
     refresh = ie_int(ies, IE.REFRESH) or g.minregexpire
     refresh = 0 if release else min(max(refresh, g.minregexpire), g.maxregexpire)
     call.state = CallState.TERMINATING
-    ep._send(call, _IAX, IAXSubclass.REGACK, build_ies([
+    ep._send(call, FRAME_IAX, IAXSubclass.REGACK, build_ies([
         (IE.USERNAME, call.username),
         (IE.DATETIME, ep._wall_datetime(now)),
         (IE.REFRESH, refresh),
@@ -239,7 +238,7 @@ def register_tick(ep: Endpoint, now: float, rs: RegState) -> None:
                     (IE.CALLTOKEN, b"")]
     rs.status = "Request Sent"           # Asterisk's REG_STATE_REGSENT (no event: transient)
     ep._stats["regreq_sent"] += 1
-    ep._send(call, _IAX, IAXSubclass.REGREQ, build_ies(call.new_ies), now)
+    ep._send(call, FRAME_IAX, IAXSubclass.REGREQ, build_ies(call.new_ies), now)
 
 def on_regauth(ep: Endpoint, call: Call, f: Any, ies: IEs, now: float) -> None:
     rs = call.reg
@@ -254,7 +253,7 @@ def on_regauth(ep: Endpoint, call: Call, f: Any, ies: IEs, now: float) -> None:
         items.append((IE.PASSWORD, secret))
     if rs is not None:
         rs.status = "Auth. Sent"         # REG_STATE_AUTHSENT
-    ep._send(call, _IAX, IAXSubclass.REGREQ, build_ies(items), now)
+    ep._send(call, FRAME_IAX, IAXSubclass.REGREQ, build_ies(items), now)
 
 def on_regack(ep: Endpoint, call: Call, f: Any, ies: IEs, now: float) -> None:
     rs = call.reg

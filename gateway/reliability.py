@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, cast
 from iaxgw._core.constants import (
     CAUSES,
     FORMAT_BITS,
+    FRAME_CONTROL,
+    FRAME_IAX,
     ControlSubclass,
     FrameType,
     IAXSubclass,
@@ -57,9 +59,6 @@ log = logging.getLogger("iaxgw.protocol")
 
 MediaSink = Callable[[int, int, bytes, float], None]
 
-_IAX = int(FrameType.IAX)
-_VOICE = int(FrameType.VOICE)
-_CONTROL = int(FrameType.CONTROL)
 
 MAX_RETRIES = 4               # sends in all (1 + 3 retries), docs/protocol.md §7.6
 #: How late a soft timer (``EndpointCore._schedule_soft``) may fire, in seconds: a little more
@@ -74,9 +73,9 @@ UNWRAP_MS = 50000
 def frame_name(frametype: int, subclass: int) -> str:
     """A full frame's kind as a person reads it: ``NEW``, ``ANSWER``, ``voice frame``."""
     try:
-        if frametype == _IAX:
+        if frametype == FRAME_IAX:
             return IAXSubclass(subclass).name
-        if frametype == _CONTROL:
+        if frametype == FRAME_CONTROL:
             return ControlSubclass(subclass).name
         return f"{FrameType(frametype).name.lower()} frame"
     except ValueError:
@@ -264,7 +263,7 @@ class EndpointCore:
         if ms < 0:
             ms = 0
         last = call.lastsent
-        if frametype == _IAX:
+        if frametype == FRAME_IAX:
             if ms <= last:
                 ms = last + 3
         elif -TS_SKEW_MS <= ms - last <= TS_SKEW_MS:
@@ -283,7 +282,7 @@ class EndpointCore:
                           frametype, subclass, payload)
         call.oseqno = (oseq + 1) & 0xFF
         self._out.append((data, call.addr))
-        if frametype == _IAX:
+        if frametype == FRAME_IAX:
             call.mark_msg(subclass | MSG_TX)
         self._stats["frames_out_full"] += 1
         call.tx_full += 1
@@ -297,7 +296,7 @@ class EndpointCore:
     def _send_unreliable(self, call: Call, subclass: int, ts: int, oseqno: int) -> None:
         """ACK / VNAK: immediate, not retransmitted, OSeqno not advanced (docs/protocol.md §7.1)."""
         data = build_full(call.callno, call.peer_callno, ts & 0xFFFFFFFF, oseqno & 0xFF,
-                          call.iseqno, _IAX, subclass)
+                          call.iseqno, FRAME_IAX, subclass)
         self._out.append((data, call.addr))
         call.mark_msg(subclass | MSG_TX)
         self._stats["frames_out_ack" if subclass == IAXSubclass.ACK else "frames_out_vnak"] += 1
@@ -305,14 +304,14 @@ class EndpointCore:
     def _send_stateless(self, scallno: int, f: Any, addr: Addr, subclass: int,
                         payload: bytes = b"") -> None:
         """Reply from call 1 without state (CALLTOKEN, PONG to POKE, calltoken REJECT/REGREJ)."""
-        data = build_full(STATELESS_CALLNO, f.scallno, f.ts, 0, (f.iseqno + 1) & 0xFF, _IAX,
+        data = build_full(STATELESS_CALLNO, f.scallno, f.ts, 0, (f.iseqno + 1) & 0xFF, FRAME_IAX,
                           subclass, payload)
         self._out.append((data, addr))
         self._stats["frames_out_stateless"] += 1
 
     def _send_inval(self, f: Any, addr: Addr) -> None:
         """INVAL for an unknown call: ts 0, seqnos 0, src/dst swapped (docs/protocol.md §7.7)."""
-        data = build_full(f.dcallno, f.scallno, 0, 0, 0, _IAX, IAXSubclass.INVAL)
+        data = build_full(f.dcallno, f.scallno, 0, 0, 0, FRAME_IAX, IAXSubclass.INVAL)
         self._out.append((data, addr))
         self._stats["frames_out_inval"] += 1
 
@@ -372,7 +371,7 @@ class EndpointCore:
         self._stats["retransmissions"] += 1
         if (
             p.subclass == IAXSubclass.AUTHREP
-            and p.frametype == _IAX
+            and p.frametype == FRAME_IAX
             and call.kind == CallKind.CALL_OUT
         ):
             self._events.append(CallSetup(call.callno, "authrep", resend=True))
@@ -474,14 +473,14 @@ class EndpointCore:
     def _ping_tick(self, now: float, call: Call) -> None:
         if self._calls.get(call.callno) is not call or call.state == CallState.TERMINATING:
             return
-        self._send(call, _IAX, IAXSubclass.PING, b"", now)
+        self._send(call, FRAME_IAX, IAXSubclass.PING, b"", now)
         self._keep_call_timer(call, self._schedule_soft(now + PING_INTERVAL, self._ping_tick,
                                                         call))
 
     def _lagrq_tick(self, now: float, call: Call) -> None:
         if self._calls.get(call.callno) is not call or call.state == CallState.TERMINATING:
             return
-        self._send(call, _IAX, IAXSubclass.LAGRQ, b"", now)
+        self._send(call, FRAME_IAX, IAXSubclass.LAGRQ, b"", now)
         self._keep_call_timer(call, self._schedule_soft(now + LAGRQ_INTERVAL, self._lagrq_tick,
                                                         call))
 

@@ -35,6 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from iaxgw._core.constants import (
+    FRAME_CONTROL,
+    FRAME_IAX,
+    FRAME_VOICE,
+    IE,
+    ControlSubclass,
+    IAXSubclass,
+)
 from iaxgw.sim import cpugroup
 from iaxgw.sim.capture import Capture
 from iaxgw.sim.lab import AsteriskInstance, IaxPeer, Lab, LabError
@@ -47,14 +55,10 @@ FarEnd = Literal["asterisk", "iaxgw"]
 A_ADDR = ("127.0.0.10", 4569)
 B_ADDR = ("127.0.0.20", 4569)
 FRAMES_PER_S = 50
-# frame types and IAX subclasses read off the wire
-_FT_VOICE, _FT_CONTROL, _FT_IAX = 2, 4, 6
 #: ``maxauthreq``: Asterisk 22's default, which neither office-b's config changes
 MAXAUTHREQ = 3
-_IAX_NEW, _IAX_HANGUP, _IAX_REJECT, _IAX_ACCEPT, _IAX_AUTHREQ, _IAX_AUTHREP = 1, 5, 6, 7, 8, 9
-_CTRL_ANSWER = 4
-_IE_CAUSE, _IE_CAUSECODE, _IE_CALLTOKEN = 22, 42, 54
-_REPLIES_TO_NEW = frozenset({0x28, _IAX_AUTHREQ, _IAX_ACCEPT, _IAX_REJECT})    # 0x28: CALLTOKEN
+_REPLIES_TO_NEW = frozenset({IAXSubclass.CALLTOKEN, IAXSubclass.AUTHREQ, IAXSubclass.ACCEPT,
+                             IAXSubclass.REJECT})
 
 
 @dataclass(frozen=True)
@@ -299,7 +303,7 @@ def analyse_wire(records: Any, window: tuple[float, float]) -> list[CallOutcome]
         dst_no = ((d[2] & 0x7F) << 8) | d[3]
         ft, sub = d[10], d[11]
         if to_b:
-            if ft == _FT_IAX and sub == _IAX_NEW:
+            if ft == FRAME_IAX and sub == IAXSubclass.NEW:
                 old = calls.get(src_no)
                 if old is None or old.final:
                     calls[src_no] = CallOutcome(src_no, t)
@@ -307,41 +311,41 @@ def analyse_wire(records: Any, window: tuple[float, float]) -> list[CallOutcome]
                         done.append(old)
                 new = calls[src_no]
                 new.new_pending = new.last_new_at = t
-            elif ft == _FT_IAX and sub == _IAX_AUTHREP and src_no in calls:
+            elif ft == FRAME_IAX and sub == IAXSubclass.AUTHREP and src_no in calls:
                 rep = calls[src_no]
                 if rep.authrep_at is None:
                     rep.authrep_at = t
-            elif ft == _FT_VOICE:
+            elif ft == FRAME_VOICE:
                 voice(calls.get(src_no), d[12:], True, t)
             continue
         call = calls.get(dst_no) if dst_no else by_b.get(src_no)
         if call is None:
             continue
-        if call.new_pending is not None and ft == _FT_IAX and sub in _REPLIES_TO_NEW:
+        if call.new_pending is not None and ft == FRAME_IAX and sub in _REPLIES_TO_NEW:
             call.reply_s.append(t - call.new_pending)
             call.new_pending = None
-        if ft == _FT_VOICE:
+        if ft == FRAME_VOICE:
             voice(call, d[12:], False, t)
-        elif ft == _FT_IAX and sub == _IAX_ACCEPT:
+        elif ft == FRAME_IAX and sub == IAXSubclass.ACCEPT:
             call.b_callno = src_no
             by_b[src_no] = call
             if call.result == "no answer":
                 call.result = "accepted"
-        elif ft == _FT_IAX and sub == _IAX_AUTHREQ:
+        elif ft == FRAME_IAX and sub == IAXSubclass.AUTHREQ:
             call.authreqs += 1
             if call.authreq_new_at is None:
                 call.authreq_new_at = call.last_new_at
-        elif ft == _FT_CONTROL and sub == _CTRL_ANSWER and not call.final:
+        elif ft == FRAME_CONTROL and sub == ControlSubclass.ANSWER and not call.final:
             call.result = "answered"
             call.answered_at = t
-        elif ft == _FT_IAX and sub in (_IAX_REJECT, _IAX_HANGUP) and not call.final \
-                and call.result != "answered":
+        elif (ft == FRAME_IAX and sub in (IAXSubclass.REJECT, IAXSubclass.HANGUP)
+              and not call.final and call.result != "answered"):
             ies = _ies(d)
             call.ended_at = t
-            call.result = "REJECT" if sub == _IAX_REJECT else "HANGUP"
-            code = ies.get(_IE_CAUSECODE)
+            call.result = "REJECT" if sub == IAXSubclass.REJECT else "HANGUP"
+            code = ies.get(IE.CAUSECODE)
             call.cause = code[0] if code else None
-            text = ies.get(_IE_CAUSE)
+            text = ies.get(IE.CAUSE)
             call.cause_text = text.decode(errors="replace") if text is not None else None
     out = sorted(done + list(calls.values()), key=lambda c: c.new_at)
     _count_unanswered_authreqs(out)
