@@ -8,12 +8,13 @@ LINKTYPE_ETHERNET (or raw IP, LINKTYPE_RAW).
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 import os
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -25,6 +26,8 @@ PCAP_MAGIC = 0xA1B2C3D4
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
 SNAPLEN = 65535
+#: the largest record a reader accepts (dumpcap's default snap length; ours is SNAPLEN)
+MAX_RECORD = 262144
 
 _GLOBAL_HDR = struct.Struct("<IHHiIII")
 _REC_HDR = struct.Struct("<IIII")
@@ -38,6 +41,9 @@ _IPPROTO_UDP = 17
 # Locally administered MACs: the capture has no real link layer.
 _MAC_LOCAL = bytes.fromhex("020000000001")
 _MAC_REMOTE = bytes.fromhex("020000000002")
+#: How far (s) a record may be out of time order in one part and still be put in order by
+#: :meth:`PcapWriter.merge`: receive batches are stamped a few ms back, rarely more.
+MERGE_WINDOW_S = 0.5
 
 
 def _checksum(data: bytes) -> int:
@@ -136,6 +142,34 @@ class PcapWriter:
             self._fh.write(_REC_HDR.pack(sec, usec, len(packet), len(packet)) + packet)
             self.count += 1
 
+    def merge(self, parts: Sequence[str | Path], window: float = MERGE_WINDOW_S) -> int:
+        """Append every record of the pcap files ``parts`` (ours, of the same link type) in
+        time order, byte for byte: one capture of a run that several processes captured
+        (``loadtest --pcap`` with shards).  A part is not strictly in time order itself (a
+        received datagram is stamped with its arrival time when it is read, after datagrams sent
+        since), so records are held back ``window`` seconds and sorted; one later than that is
+        still written, out of order.  Streams: the records of one window in memory.  Returns the
+        number of records; ValueError if a part is not such a file."""
+        streams = [_raw_records(p, self.linktype) for p in parts]
+        held: list[tuple[tuple[int, int], int, bytes]] = []
+        n = 0
+        span = (int(window), round((window % 1) * 1_000_000))
+        with self._lock:
+            fh = self._fh
+            if fh is None:
+                raise ValueError(f"{self.path}: closed")
+            for key, record in heapq.merge(*streams, key=lambda r: r[0]):
+                heapq.heappush(held, (key, n, record))
+                n += 1
+                sec, usec = key[0] - span[0], key[1] - span[1]
+                due = (sec - 1, usec + 1_000_000) if usec < 0 else (sec, usec)
+                while held and held[0][0] < due:
+                    fh.write(heapq.heappop(held)[2])
+            while held:
+                fh.write(heapq.heappop(held)[2])
+            self.count += n
+        return n
+
     def flush(self) -> None:
         with self._lock:
             if self._fh is not None:
@@ -164,33 +198,52 @@ class PcapRecord:
     payload: bytes
 
 
-def read_pcap(path: str | Path) -> Iterator[PcapRecord]:
-    """Yield the UDP datagrams (IPv4 and IPv6) of a classic little-endian pcap (Ethernet or
-    raw IP)."""
+def _records(path: str | Path, linktype: int | None = None
+             ) -> Iterator[tuple[int, int, int, bytes, bytes]]:
+    """``(link type, sec, usec, record header, packet)`` of each record of a classic
+    little-endian microsecond pcap (of ``linktype``, if given); a cut-off last record (a process
+    killed mid-write) ends it.  ValueError if it is not such a file."""
     with open(path, "rb") as fh:
         hdr = fh.read(_GLOBAL_HDR.size)
         if len(hdr) < _GLOBAL_HDR.size:
             raise ValueError(f"{path}: not a pcap file (short header)")
-        magic, _vmaj, _vmin, _tz, _sig, _snap, linktype = _GLOBAL_HDR.unpack(hdr)
+        magic, _vmaj, _vmin, _tz, _sig, _snap, kind = _GLOBAL_HDR.unpack(hdr)
         if magic != PCAP_MAGIC:
             raise ValueError(f"{path}: not a little-endian microsecond pcap (magic {magic:#x})")
+        if linktype is not None and kind != linktype:
+            raise ValueError(f"{path}: a pcap file of link type {kind}, not {linktype}")
         while True:
             rec = fh.read(_REC_HDR.size)
             if len(rec) < _REC_HDR.size:
                 return
             sec, usec, incl, _orig = _REC_HDR.unpack(rec)
+            if incl > MAX_RECORD:
+                raise ValueError(f"{path}: a record of {incl} bytes")
             pkt = fh.read(incl)
             if len(pkt) < incl:
                 return
-            if linktype == LINKTYPE_ETHERNET:
-                if len(pkt) < 14 or struct.unpack("!H", pkt[12:14])[0] not in (
-                        _ETHERTYPE_IPV4, _ETHERTYPE_IPV6):
-                    continue
-                pkt = pkt[14:]
-            udp = _udp_of(pkt)
-            if udp is not None:
-                src, dst, payload = udp
-                yield PcapRecord(sec + usec / 1e6, src, dst, payload)
+            yield kind, sec, usec, rec, pkt
+
+
+def _raw_records(path: str | Path, linktype: int) -> Iterator[tuple[tuple[int, int], bytes]]:
+    """``((sec, usec), record header + packet)`` of each record of one of our pcap files."""
+    for _kind, sec, usec, rec, pkt in _records(path, linktype):
+        yield (sec, usec), rec + pkt
+
+
+def read_pcap(path: str | Path) -> Iterator[PcapRecord]:
+    """Yield the UDP datagrams (IPv4 and IPv6) of a classic little-endian pcap (Ethernet or
+    raw IP)."""
+    for linktype, sec, usec, _rec, pkt in _records(path):
+        if linktype == LINKTYPE_ETHERNET:
+            if len(pkt) < 14 or struct.unpack("!H", pkt[12:14])[0] not in (
+                    _ETHERTYPE_IPV4, _ETHERTYPE_IPV6):
+                continue
+            pkt = pkt[14:]
+        udp = _udp_of(pkt)
+        if udp is not None:
+            src, dst, payload = udp
+            yield PcapRecord(sec + usec / 1e6, src, dst, payload)
 
 
 def _udp_of(pkt: bytes) -> tuple[Addr, Addr, bytes] | None:

@@ -168,7 +168,7 @@ class ClusterMaster:
             raise PlanError(f"two workers bind the same address: {addrs}")
         parts = shard_options(self.opts, addrs, Path(tempfile.gettempdir()))
         for k, (cid, addr, o) in enumerate(zip(ids, addrs, parts, strict=True)):
-            o.report_dir = None
+            o.report_dir = o.pcap = None
             self.client_of[k] = cid
             self.shards.append(Shard(k, addr, o, Path(), Path(), Path()))
             self.runner.send_message(MSG_START, {"shard": k, "opts": options_to_json(o),

@@ -617,14 +617,8 @@ class LoadRunner:
         return self.result()
 
     def _open_pcap(self) -> None:
-        """--pcap FILE: created 0600, never through a link (gateway/safefs.py)."""
-        path = self.opts.pcap
-        if path is None:
-            return
-        try:
-            self._pcap = PcapWriter(path)
-        except OSError as exc:
-            raise ConfigUsageError(f"--pcap {path}: {exc.strerror or exc}") from None
+        if self.opts.pcap is not None:
+            self._pcap = open_pcap(self.opts.pcap)
 
     def _close_pcap(self) -> None:
         if self._pcap is not None:
@@ -1614,6 +1608,15 @@ class LoadRunner:
                               timeseries=list(self.stats.timeseries),
                               call_ids=self.stats.call_columns,
                               failures=self.stats.failures)
+
+
+def open_pcap(path: Path) -> PcapWriter:
+    """--pcap FILE: created 0600, never through a link (gateway/safefs.py); a usage error if it
+    cannot be."""
+    try:
+        return PcapWriter(path)
+    except OSError as exc:
+        raise ConfigUsageError(f"--pcap {path}: {exc.strerror or exc}") from None
 
 
 def encryption_summary(runner: LoadRunner) -> dict[str, Any]:

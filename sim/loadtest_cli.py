@@ -60,6 +60,9 @@ def _cluster(master: bool, expect: int | None, bind: tuple[str, int], impair: An
     if impair is not None or kw.get("bind") or kw.get("shards"):
         raise click.UsageError("--master: --impair, --bind and --shards belong to the workers "
                                "(each worker is one shard from its own --bind)")
+    if kw.get("pcap") is not None:
+        raise click.UsageError("--master: --pcap captures on one machine; the workers' datagrams "
+                               "are on theirs (capture there, e.g. with dumpcap)")
     opts = build_options(**kw)
     try:
         from iaxgw.sim.cluster import run_master
@@ -313,8 +316,9 @@ def loadtest(through: str | None = None, **kw: Any) -> None:
     sys.exit(_guarded(lambda: run_loadtest(opts, impair=impair).exit_code))
 
 
-#: what one process of a load test opens for itself (not yet for a run over several shards)
-PER_PROCESS_OPTIONS = ("control", "pcap", "metrics_addr")
+#: what one process of a load test opens for itself (not yet for a run over several shards;
+#: ``--pcap`` is: each shard captures its own, merged into the one file at the end)
+PER_PROCESS_OPTIONS = ("control", "metrics_addr")
 
 
 def _sharded_usage(opts: Any) -> None:

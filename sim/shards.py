@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import json
+import logging
 import math
 import os
 import pickle
@@ -37,10 +38,12 @@ from typing import IO, Any
 from iaxgw.gateway.address import Addr, format_addr
 from iaxgw.gateway.safefs import write_file_atomic
 from iaxgw.sim.limits import MACHINE_WIDE, limited_by
-from iaxgw.sim.loadtest import capacity_search
+from iaxgw.sim.loadtest import capacity_search, open_pcap
 from iaxgw.sim.loadtest_plan import LoadtestOptions, PlanError
 from iaxgw.sim.report import Row, TimeseriesStream
 from iaxgw.sim.shard_merge import LiveMerge, Second, ShardResult, merge_loadtest, merge_summary
+
+log = logging.getLogger("iaxgw.shards")
 
 #: Seconds the parent waits for the shards beyond their own run deadline before killing them.
 SHARD_GRACE_S = 60.0
@@ -79,7 +82,8 @@ def split(total: int, n: int) -> list[int]:
 def shard_options(opts: LoadtestOptions, addrs: list[Addr], work: Path) -> list[LoadtestOptions]:
     """Each shard's options: its share of the calls, attempts, rate and the target's auth slots
     (``maxauthreq`` counts per user at the target, and every shard is the same user), its own
-    address, its own report folder under ``--report``."""
+    address, its own report folder under ``--report``, its own capture in ``work`` with
+    ``--pcap`` (merged into the one file at the end)."""
     n = len(addrs)
     calls, attempts = split(opts.calls, n), split(opts.attempts, n)
     pending = max(1, opts.max_pending // n)
@@ -88,8 +92,9 @@ def shard_options(opts: LoadtestOptions, addrs: list[Addr], work: Path) -> list[
     for k, addr in enumerate(addrs):
         report = (Path(opts.report_dir) / "shards" / f"shard-{k}"
                   if opts.report_dir is not None else None)
+        pcap = work / f"shard-{k}.pcap" if opts.pcap is not None else None
         out.append(dataclasses.replace(
-            opts, calls=max(1, calls[k]), total=max(1, attempts[k]),
+            opts, calls=max(1, calls[k]), total=max(1, attempts[k]), pcap=pcap,
             rate=opts.cps * max(1, calls[k]) / opts.calls, bind=addr, binds=None, shards=1,
             max_pending=pending, report_dir=report, live=False, quiet=True, json_out=False,
             warnings=[], extens=opts.exten_list(), step=None, max_calls=peaks[k],
@@ -180,6 +185,7 @@ class ShardedRun:
         first = load_target(dataclasses.replace(opts, warnings=[]), config).bind
         n = opts.shard_count()
         self.addrs = shard_addresses(opts, first, n)
+        self.pcap = open_pcap(opts.pcap) if opts.pcap is not None else None
         self.work = Path(tempfile.mkdtemp(prefix="iaxgw-shards-"))    # 0700, ours
         self.shards = [Shard(k, a, o, self.work / f"spec-{k}.pickle",
                              self.work / f"result-{k}.pickle", self.work / f"shard-{k}.log")
@@ -291,6 +297,7 @@ class ShardedRun:
                 continue
             res.index, res.local = sh.index, sh.name
             results.append(res)
+        self._merge_pcap()
         with contextlib.suppress(OSError):
             for f in self.work.iterdir():
                 f.unlink()
@@ -299,6 +306,22 @@ class ShardedRun:
                               samples=self.merge.merged_samples, stop_signal=self.stop_signal,
                               shards=self.shards, capacity=self.capacity.result()
                               if self.capacity is not None else None)
+
+
+    def _merge_pcap(self) -> None:
+        """--pcap: the shards' captures, merged in time order into the one file (a lost shard's
+        capture up to where it stopped)."""
+        out = self.pcap
+        if out is None:
+            return
+        parts = [p for p in (sh.opts.pcap for sh in self.shards) if p is not None and p.exists()]
+        try:
+            out.merge(parts)
+        except (OSError, ValueError) as exc:
+            log.warning("--pcap %s: the shards' captures could not be merged: %s",
+                        self.opts.pcap, exc)
+        finally:
+            out.close()
 
 
 @dataclasses.dataclass(slots=True)

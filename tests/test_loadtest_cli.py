@@ -90,6 +90,29 @@ def test_pcap_through_a_link_is_refused_before_the_run(tmp_path: Path) -> None:
     assert victim.read_bytes() == b"keep me"
 
 
+def test_sharded_pcap_through_a_link_is_refused_before_any_shard_starts(tmp_path: Path) -> None:
+    """With several shards the parent opens FILE (the shards capture into a private folder and
+    it merges them): the same refusal, exit 2, before any call."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    planted = tmp_path / "planted.pcap"
+    planted.symlink_to(victim)
+    r = CliRunner().invoke(main, ["loadtest", "--site", "office-b", "--bind",
+                                  "127.0.0.1-127.0.0.2:" + str(_free_udp()), "-l", "2", "-q",
+                                  "--pcap", str(planted)])
+    assert r.exit_code == 2, r.output
+    assert "--pcap" in r.output and "not a plain file of ours" in r.output
+    assert victim.read_bytes() == b"keep me"
+
+
+def test_master_refuses_pcap(tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["loadtest", "--master", "--expect-workers", "2", "--site",
+                                  "office-b", "--pcap", str(tmp_path / "x.pcap")])
+    assert r.exit_code == 2, r.output
+    assert "--pcap" in r.output and "workers" in r.output
+    assert not (tmp_path / "x.pcap").exists()
+
+
 def test_metrics_port_in_use_exits_3() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
         held.bind(("127.0.0.1", 0))

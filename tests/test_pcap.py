@@ -60,6 +60,39 @@ def test_roundtrip_own_reader(tmp_path: Path, linktype: int | None) -> None:
     assert recs[1].time == pytest.approx(1_700_000_000.02)
 
 
+def test_merge_interleaves_captures_in_time_order(tmp_path: Path) -> None:
+    """Several processes' captures (``loadtest --pcap`` with shards) merged into one: every
+    record once, byte for byte, in time order even where a part was not; a record cut off by a
+    killed process ends its part; a part of another link type is refused."""
+    parts = []
+    for k in range(3):
+        part = tmp_path / f"part-{k}.pcap"
+        with PcapWriter(part) as w:
+            for i in range(50):
+                # a received datagram is written after later sends, stamped back by its age
+                back = 0.045 if i % 5 == 4 else 0.0
+                w.write("tx" if i % 2 else "rx", bytes([k, i]) * 10, (f"127.0.0.{20 + k}", 4569),
+                        REMOTE, when=1_700_000_000 + i * 0.02 + k * 0.007 - back)
+        parts.append(part)
+    with parts[2].open("ab") as fh:
+        fh.write(struct.pack("<IIII", 1_700_000_999, 0, 60, 60) + b"\x00" * 10)   # cut off
+    out = tmp_path / "merged.pcap"
+    with PcapWriter(out) as w:
+        assert w.merge(parts) == 150 and w.count == 150
+    recs = list(read_pcap(out))
+    times = [r.time for r in recs]
+    assert len(recs) == 150 and times == sorted(times)
+    assert [r.time for r in read_pcap(parts[0])] != sorted(r.time for r in read_pcap(parts[0]))
+    assert sorted(r.payload for r in recs) == sorted(
+        r.payload for p in parts for r in read_pcap(p))
+    assert {r.src for r in recs if r.payload[:1] == b"\x01" and r.payload[1] % 2} == {
+        ("127.0.0.21", 4569)}
+    raw = tmp_path / "raw.pcap"
+    PcapWriter(raw, LINKTYPE_RAW).close()
+    with PcapWriter(tmp_path / "m2.pcap") as w, pytest.raises(ValueError, match="link type"):
+        w.merge([parts[0], raw])
+
+
 def test_bad_direction_rejected(tmp_path: Path) -> None:
     with PcapWriter(tmp_path / "x.pcap") as w, pytest.raises(ValueError):
         w.write("sideways", b"x", LOCAL, REMOTE)

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ import numpy as np
 import pytest
 from test_loadtest import _site_dir
 
+from iaxgw.gateway.pcap import read_pcap
 from iaxgw.sim.loadtest import send_timing
 from iaxgw.sim.loadtest_lab import ServeProcess
 from iaxgw.sim.loadtest_plan import LoadtestOptions, PlanError, parse_bind_list
@@ -200,7 +202,9 @@ def test_three_shards_against_serve_merge_to_their_parts(serve: dict[str, Any],
                                                          tmp_path: Path) -> None:
     net = serve["net"]
     report = tmp_path / "rep"
-    proc = _loadtest(serve, report, f"{net}.10-{net}.12", "-l", "9", "-r", "15", "-d", "4")
+    pcap = tmp_path / "run.pcap"
+    proc = _loadtest(serve, report, f"{net}.10-{net}.12", "-l", "9", "-r", "15", "-d", "4",
+                     "--pcap", str(pcap))
     out = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 0, out
     summary = json.loads((report / "summary.json").read_text())
@@ -241,6 +245,19 @@ def test_three_shards_against_serve_merge_to_their_parts(serve: dict[str, Any],
     lt = summary["loadtest"]
     assert lt["local"] == ",".join(s["local"] for s in shards) and not lt["degraded"]
     assert lt["send_timing"]["ticks"] == sum(o["loadtest"]["send_timing"]["ticks"] for o in own)
+    # --pcap: one capture, every shard's datagrams in time order, each shard's 3 NEWs from its
+    # own address; as many datagrams as the shards counted, private, no part left behind
+    recs = list(read_pcap(pcap))
+    times = [r.time for r in recs]
+    assert times == sorted(times)
+    counted = sum(o["trunk"]["datagrams"]["tx"] + o["trunk"]["datagrams"]["rx"] for o in own)
+    assert len(recs) == counted, (len(recs), counted)
+    news = {(r.src, r.payload[:2]) for r in recs
+            if len(r.payload) >= 12 and r.payload[0] & 0x80 and r.payload[10:12] == b"\x06\x01"}
+    assert sorted(src for src, _ in news) == sorted(
+        (f"{net}.{10 + k}", 4569) for k in range(3) for _ in range(3))
+    assert stat.S_IMODE(pcap.stat().st_mode) == 0o600
+    assert not list(tmp_path.glob("**/shard-*.pcap"))
 
 
 def _once_running(proc: subprocess.Popen[bytes], report: Path, act: Any,
