@@ -151,19 +151,17 @@ class PcapWriter:
         still written, out of order.  Streams: the records of one window in memory.  Returns the
         number of records; ValueError if a part is not such a file."""
         streams = [_raw_records(p, self.linktype) for p in parts]
-        held: list[tuple[tuple[int, int], int, bytes]] = []
+        held: list[tuple[int, int, bytes]] = []
         n = 0
-        span = (int(window), round((window % 1) * 1_000_000))
+        span = round(window * 1_000_000)
         with self._lock:
             fh = self._fh
             if fh is None:
                 raise ValueError(f"{self.path}: closed")
-            for key, record in heapq.merge(*streams, key=lambda r: r[0]):
-                heapq.heappush(held, (key, n, record))
+            for usec, record in heapq.merge(*streams, key=lambda r: r[0]):
+                heapq.heappush(held, (usec, n, record))
                 n += 1
-                sec, usec = key[0] - span[0], key[1] - span[1]
-                due = (sec - 1, usec + 1_000_000) if usec < 0 else (sec, usec)
-                while held and held[0][0] < due:
+                while held[0][0] < usec - span:
                     fh.write(heapq.heappop(held)[2])
             while held:
                 fh.write(heapq.heappop(held)[2])
@@ -225,10 +223,11 @@ def _records(path: str | Path, linktype: int | None = None
             yield kind, sec, usec, rec, pkt
 
 
-def _raw_records(path: str | Path, linktype: int) -> Iterator[tuple[tuple[int, int], bytes]]:
-    """``((sec, usec), record header + packet)`` of each record of one of our pcap files."""
+def _raw_records(path: str | Path, linktype: int) -> Iterator[tuple[int, bytes]]:
+    """``(time in microseconds, record header + packet)`` of each record of one of our pcap
+    files."""
     for _kind, sec, usec, rec, pkt in _records(path, linktype):
-        yield (sec, usec), rec + pkt
+        yield sec * 1_000_000 + usec, rec + pkt
 
 
 def read_pcap(path: str | Path) -> Iterator[PcapRecord]:
