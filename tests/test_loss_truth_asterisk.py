@@ -210,26 +210,31 @@ def test_asterisk_loss_grid(asterisk_factory: Any, monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.asterisk
 def test_asterisk_jitter_responds(asterisk_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Uniform +-10 ms on what we receive: the round trip's RFC 3550 jitter is ~2/3 x 10 ms
-    more than without (Asterisk's own timing adds a little); with loss on top, still so."""
+    """Uniform +-30 ms on what we receive, with loss: the round trip's RFC 3550 jitter is what
+    the impairment's own model predicts, plus at most the path's own jitter, measured the moment
+    before with the same loss and no jitter (Asterisk's trunk timer on a busy machine alone has
+    read 6.5 ms, so a small injection would drown in it)."""
     from iaxgw.gateway.impair import expected_rfc3550_jitter
 
     _office_a(asterisk_factory, "trunk-nots")
     nums = CallNumbers()
     nums.install(monkeypatch)
-    spec = ImpairSpec.parse("loss=3%,jitter=10ms,delay=20ms,dir=recv,seed=4")
+    plain = _run(_opts("trunk-nots"), ImpairSpec.parse("loss=3%,dir=recv,seed=4"), nums)
+    check_cell(plain, nums, "trunk-nots no jitter")
+    base = plain.summary["jitter_ms"]["p50"]
+    assert base is not None
+    nums.numbers.clear()
+    spec = ImpairSpec.parse("loss=3%,jitter=30ms,delay=40ms,dir=recv,seed=4")
     res = _run(_opts("trunk-nots"), spec, nums)
-    s = res.summary
     cell = check_cell(res, nums, "trunk-nots jitter")
     want = expected_rfc3550_jitter(spec, 0.020)
-    got = s["jitter_ms"]["p50"]
-    base = RESULTS.get("trunk-nots-recv", {}).get("jitter_p50")
-    print(f"\nJITTER injected-expectation {want:.2f} ms reported {got:.2f} ms "
-          f"(no jitter: {base}) {cell}")
-    # the path's own jitter (Asterisk's timing, this busy machine) adds to what was injected
-    base_j = base if base is not None else 3.0
-    assert got is not None and 0.7 * want <= got <= want + base_j + 1.0, (got, want, base_j)
-    assert got > base_j + 1.0, (got, base_j, want)
+    got = res.summary["jitter_ms"]["p50"]
+    print(f"\nJITTER injected-expectation {want:.2f} ms reported {got} ms "
+          f"(same path without jitter: {base:.2f} ms) {cell}")
+    # independent zero-mean noise on the path can only add to the injected jitter's mean
+    # absolute step, and adds at most its own
+    assert got is not None and 0.8 * want <= got <= want + base + 1.5, (got, want, base)
+    assert got >= base + 0.5 * want, (got, base, want)
 
 
 @pytest.mark.asterisk
