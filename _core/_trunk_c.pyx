@@ -593,7 +593,7 @@ cdef class TrunkDemux:
 
 
 # ---------------------------------------------------------------------------------------------
-# The trunk receive hot path of the protocol core (gateway/media.py): per entry, find the call,
+# The trunk receive hot path of the protocol core (gateway/protocol.py): per entry, find the call,
 # unwrap its timestamp, account it (RFC 3550 jitter, loss from timestamp gaps) and hand the
 # payload on -- to the media sink, or, for a call that echoes (Echo() on a trunked call), straight
 # back into the trunk multiplexer of its peer.  The call record's media fields live in
@@ -601,9 +601,11 @@ cdef class TrunkDemux:
 # Twin: ``_trunk_py.receive_trunk`` (same rules, same results).
 
 cdef enum:
-    _TS_SKEW_MS = 160        # MAX_TIMESTAMP_SKEW (gateway.reliability.TS_SKEW_MS)
-    _UNWRAP_MS = 50000       # gateway.reliability.UNWRAP_MS
-    _ST_ACCEPTED = 3         # gateway.calls.CallState
+    # C copies of _core.constants TS_SKEW_MS, UNWRAP_MS and CallState.ACCEPTED / UP (the twin
+    # reads those; tests/test_core_cross.py holds the two to the same results)
+    _TS_SKEW_MS = 160
+    _UNWRAP_MS = 50000
+    _ST_ACCEPTED = 3
     _ST_UP = 4
 
 
@@ -1306,7 +1308,7 @@ cdef inline long long _floor_mod(long long a, long long m) noexcept:
 
 
 cdef inline long long _bytes_per_ms(long long fmt) noexcept:
-    # gateway.media._BYTES_PER_MS
+    # gateway.protocol._BYTES_PER_MS
     if fmt == 0x40:
         return 16
     if fmt == 0x8000:
@@ -1416,7 +1418,7 @@ cdef list _receive_trunk(object data, dict calls, double epoch, double now, obje
         if (mux is not None and call.echo and call.trunk and call.svoiceformat == call.codec
                 and _ST_ACCEPTED <= st <= _ST_UP
                 and (mux.mtu == 0 or _HDR + mux._entry_len + <Py_ssize_t>length <= mux.mtu)):
-            # gateway.media.MediaMixin.send_voice (its trunk branch), for the echoed payload
+            # gateway.protocol.Endpoint.send_voice (its trunk branch), for the echoed payload
             ts = _next_voice_ts(call, now)
             if 0 <= ts <= 0xFFFFFFFF:
                 _voice_sent(call, ts, length)
@@ -1774,7 +1776,7 @@ cdef class _SendPass:
 
 
 def send_trunk_voice(dict calls, list items, double now, dict trunks, list out=None):
-    """The trunk branch of ``gateway.media.MediaMixin.send_voice`` for many calls at once:
+    """The trunk branch of ``gateway.protocol.Endpoint.send_voice`` for many calls at once:
     ``items`` = ``[(callno, payload), ...]``; each call that is up (or accepted), trunked and
     past its first full voice frame in this codec gets the next timestamp (send_voice's rules)
     and its payload goes into the ``TrunkMux`` of its peer's stream (``trunks[call.addr].mux``).

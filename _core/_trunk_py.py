@@ -21,6 +21,7 @@ import struct
 from collections.abc import Iterable
 from typing import Any
 
+from iaxgw._core.constants import TS_SKEW_MS, UNWRAP_MS, CallState
 from iaxgw._core.errors import FrameError
 
 META_TRUNK = 1
@@ -265,10 +266,10 @@ class TrunkDemux:
 # name): per entry, find the call, unwrap its timestamp, account it and hand the payload to the
 # media sink, or, for a call that echoes, straight back into the trunk multiplexer of its peer.
 
-_TS_SKEW_MS = 160        # gateway.reliability.TS_SKEW_MS
-_UNWRAP_MS = 50000       # gateway.reliability.UNWRAP_MS
-_ST_ACCEPTED = 3         # gateway.calls.CallState
-_ST_UP = 4
+_TS_SKEW_MS = TS_SKEW_MS
+_UNWRAP_MS = UNWRAP_MS
+_ST_ACCEPTED = int(CallState.ACCEPTED)
+_ST_UP = int(CallState.UP)
 _BPMS = {0x40: 16, 0x8000: 32}
 
 
@@ -747,7 +748,7 @@ def receive_trunk(data: Buffer, calls: dict[int, CallMedia], epoch: float, now: 
                 and _ST_ACCEPTED <= st <= _ST_UP  # type: ignore[operator]
                 and (mux.mtu == 0 or HEADER_LEN + (ENTRY_TS_LEN if mux.timestamps
                                                    else ENTRY_LEN) + length <= mux.mtu)):
-            # gateway.media.MediaMixin.send_voice (its trunk branch), for the echoed payload
+            # gateway.protocol.Endpoint.send_voice (its trunk branch), for the echoed payload
             out_ts = _next_voice_ts(call, now)
             if 0 <= out_ts <= 0xFFFFFFFF:
                 _voice_sent(call, out_ts, length)

@@ -414,3 +414,23 @@ SUBCLASS_FLAG_LOG: Final = 0x80  # C bit of csub
 SUBCLASS_MAX_SHIFT: Final = 0x3F
 VIDEO_MARKER: Final = 0x40  # end-of-frame bit of a video full frame's csub
 META_TRUNK: Final = 1
+#: A timestamp within this many ms of the predicted one snaps to it (Asterisk's
+#: MAX_TIMESTAMP_SKEW): voice, control and trunk timestamps (docs/protocol.md §8.1).
+TS_SKEW_MS: Final = 160
+#: A 16-bit mini-frame timestamp is unwrapped against the call's last full timestamp within
+#: this many ms either side (docs/protocol.md §8.2).
+UNWRAP_MS: Final = 50000
+
+
+class CallState(IntEnum):
+    """States of one call number's transaction (the endpoint's dispatch table is keyed by
+    them; the compiled media path reads ACCEPTED and UP)."""
+
+    NEW_SENT = 1       # caller: NEW (or AUTHREP) sent, waiting ACCEPT/REJECT/AUTHREQ/CALLTOKEN
+    WAIT_AUTHREP = 2   # callee: AUTHREQ sent
+    ACCEPTED = 3       # ACCEPT sent or received: media flows, not answered yet
+    UP = 4             # answered
+    TERMINATING = 5    # our final frame (HANGUP/REJECT/REGACK/REGREJ) sent, waiting for its ACK
+    POKE = 6           # our POKE, waiting for the PONG
+    REG_OUT = 7        # we register to a registrar
+    REG_IN = 8         # a registrant registers to us (REGAUTH sent)

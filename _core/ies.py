@@ -59,6 +59,16 @@ class IEs:
                 return v
         return default
 
+    def get_str(self, ie: int) -> str | None:
+        """The string value of the first ``ie`` (None: absent or not a string)."""
+        v = self.get(ie)
+        return v if isinstance(v, str) else None
+
+    def get_int(self, ie: int) -> int | None:
+        """The integer value of the first ``ie`` (None: absent, a flag or not a number)."""
+        v = self.get(ie)
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
     def get_all(self, ie: int) -> list[object]:
         """Values of every occurrence of ``ie`` in wire order."""
         return [v for k, v in self._items if k == ie]

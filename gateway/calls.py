@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from iaxgw._core.constants import CallState
 from iaxgw._core.trunk import CallMedia, RxStats
 from iaxgw.gateway.address import Addr
 from iaxgw.gateway.timers import Timer
@@ -216,19 +217,6 @@ def _dec(counts: dict[str, int], ip: str) -> None:
         counts[ip] = left
     else:
         counts.pop(ip, None)
-
-
-class CallState(IntEnum):
-    """States of one call number's transaction (see ``protocol._IAX_TABLE``)."""
-
-    NEW_SENT = 1       # caller: NEW (or AUTHREP) sent, waiting ACCEPT/REJECT/AUTHREQ/CALLTOKEN
-    WAIT_AUTHREP = 2   # callee: AUTHREQ sent
-    ACCEPTED = 3       # ACCEPT sent or received: media flows, not answered yet
-    UP = 4             # answered
-    TERMINATING = 5    # our final frame (HANGUP/REJECT/REGACK/REGREJ) sent, waiting for its ACK
-    POKE = 6           # our POKE, waiting for the PONG
-    REG_OUT = 7        # we register to a registrar
-    REG_IN = 8         # a registrant registers to us (REGAUTH sent)
 
 
 class CallKind(IntEnum):

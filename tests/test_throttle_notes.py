@@ -3,8 +3,8 @@ it, and the load tester's note says "throttled" instead of blaming the username/
 
 from __future__ import annotations
 
-from iaxgw.gateway.callee import THROTTLED_TEXT
 from iaxgw.gateway.model import IaxConfig
+from iaxgw.gateway.protocol import THROTTLED_TEXT
 from iaxgw.sim.loadtest import Target, diagnose
 from iaxgw.sim.metrics import cause_key
 
