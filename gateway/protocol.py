@@ -67,6 +67,7 @@ from iaxgw._core.trunk import (
     tx_tick_send,
 )
 from iaxgw.gateway.address import Addr
+from iaxgw.gateway.admission import Admission, TokenCheck
 from iaxgw.gateway.calls import (
     MSG_TX,
     STATELESS_CALLNO,
@@ -80,8 +81,8 @@ from iaxgw.gateway.calls import (
     Pending,
     msg_text,
 )
-from iaxgw.gateway.calltoken import KEY_BYTES, CallTokens, md5_result
-from iaxgw.gateway.config import acl_allows, calltoken_optional
+from iaxgw.gateway.calltoken import KEY_BYTES, md5_result
+from iaxgw.gateway.config import acl_allows
 from iaxgw.gateway.crypto import (
     AES128,
     KEY_ROTATE_MIN_S,
@@ -226,8 +227,7 @@ class Endpoint:
         g = config.general
         self._callnos = CallNumbers(self._rng, g.maxcallnumbers,
                                     nonval_limit=g.maxcallnumbers_nonvalidated)
-        self._tokens = CallTokens(None if rng is None else rng.randbytes(KEY_BYTES),
-                                  g.calltokenexpiration)
+        self._admission = Admission(g, None if rng is None else rng.randbytes(KEY_BYTES))
         self._calls: dict[int, Call] = {}
         self._by_remote: dict[tuple[Addr, int], Call] = {}
         self._by_addr: dict[Addr, dict[int, Call]] = {}     # _by_remote per address
@@ -247,9 +247,6 @@ class Endpoint:
             name: PeerState(e) for name, e in config.entries.items() if e.is_peer}
         self._regs = [RegState(r, max(g.minregexpire, REG_DEFAULT_REFRESH))
                       for r in g.registers]
-        self._authreq: Counter[str] = Counter()     # unanswered AUTHREQs per user
-        self._authfails: dict[str, deque[float]] = {}   # recent failed auths per source IP
-        self._auto_validated: set[str] = set()     # requirecalltoken=auto entries seen with token
         self._trunks: dict[Addr, TrunkStream] = {}
         self._trunk_rx_epoch: dict[Addr, float] = {}
         self._echo_used = False          # some call echoes inside the endpoint (set_echo)
@@ -471,7 +468,7 @@ class Endpoint:
         self._callnos.release(call.callno, call.addr[0], now)
         if call.auth_pending:
             call.auth_pending = False
-            self._authreq[call.peer] -= 1
+            self._admission.authreq_done(call.peer)
         if call.kind == CallKind.POKE:
             st = self._peers.get(call.peer)
             if st is not None and st.poke_callno == call.callno:
@@ -1139,42 +1136,33 @@ class Endpoint:
         """Whether a call setup (or another request) is in progress: an AUTHREQ unanswered,
         or a request within the last :data:`SETUP_PROMPT_S` seconds.  A batching driver then
         reads each datagram as it comes and sends what it produced at once."""
-        return now < self._setup_until or any(self._authreq.values())
+        return now < self._setup_until or self._admission.authreq_pending()
 
     def _token_gate(self, f: Any, ies: IEs, addr: Addr, now: float, entry: Entry | None,
                     name: str, reject_sub: int) -> bool:
-        """docs/protocol.md §9.1 call token: True when the request may allocate state."""
-        token = ies.get(IE.CALLTOKEN, None)
-        if token is None and IE.CALLTOKEN not in ies:
-            mode = entry.requirecalltoken if entry is not None else None
-            if mode in ("no", "auto") and not (mode == "auto" and name in self._auto_validated):
-                return True
-            if mode is None and calltoken_optional(self.config.general, addr[0]):
-                return True
-            self._stats["calltoken_missing_rejected"] += 1
-            self._events.append(AuthFailed(addr, name, "call token required but missing"))
-            self._send_stateless(STATELESS_CALLNO, f, addr, reject_sub)
-            return False
-        if not token:
+        """docs/protocol.md §9.1 call token: True when the request may allocate state;
+        otherwise the CALLTOKEN or the REJECT / REGREJ (``reject_sub``) it gets is sent."""
+        v = self._admission.token_verdict(ies.get(IE.CALLTOKEN, None), IE.CALLTOKEN in ies,
+                                          addr, now + self.wall_offset, entry, name)
+        check = v.check
+        if check is TokenCheck.PASS:
+            if IE.CALLTOKEN in ies:
+                self._stats["calltoken_accepted"] += 1
+            return True
+        if check is TokenCheck.ISSUE:
             self._stats["calltoken_issued"] += 1
-            tok = self._tokens.issue(addr, now + self.wall_offset)
             self._send_stateless(STATELESS_CALLNO, f, addr, IAXSubclass.CALLTOKEN,
-                                 build_ies([(IE.CALLTOKEN, tok)]))
+                                 build_ies([(IE.CALLTOKEN, v.token)]))
             return False
-        raw = token.encode() if isinstance(token, str) else token
-        if not isinstance(raw, (bytes, bytearray, memoryview)):
-            raw = b""
-        reason = self._tokens.check(bytes(raw), addr, now + self.wall_offset)
-        if reason is not None:
+        if check is TokenCheck.MISSING:
+            self._stats["calltoken_missing_rejected"] += 1
+        else:
             self._stats["calltoken_rejected"] += 1
-            self._events.append(AuthFailed(addr, name, reason))
-            log.info("%s: %s from %s: %s", self.role_name, IAXSubclass(f.csub).name, addr, reason)
-            self._send_stateless(STATELESS_CALLNO, f, addr, reject_sub)
-            return False
-        self._stats["calltoken_accepted"] += 1
-        if entry is not None and entry.requirecalltoken == "auto":
-            self._auto_validated.add(name)
-        return True
+            log.info("%s: %s from %s: %s", self.role_name, IAXSubclass(f.csub).name, addr,
+                     v.reason)
+        self._events.append(AuthFailed(addr, name, v.reason))
+        self._send_stateless(STATELESS_CALLNO, f, addr, reject_sub)
+        return False
 
     def _on_request(self, f: Any, addr: Addr, now: float) -> None:
         self._setup_until = now + self.SETUP_PROMPT_S
@@ -1248,13 +1236,13 @@ class Endpoint:
                             "(no key to encrypt with)", now)
             return
         if entry.secrets or entry.inkeys:
-            if self._authreq[entry.name] >= self.config.general.maxauthreq:
+            if self._admission.authreq_full(entry.name):
                 self._events.append(AuthFailed(addr, name, "too many unanswered AUTHREQs"))
                 self._reject_call(call, 21, "Unauthenticated call limit reached", now)
                 return
             methods = ((2 if "md5" in entry.auth else 0) | (1 if "plaintext" in entry.auth else 0)
                        | (4 if "rsa" in entry.auth and entry.inkeys else 0)) or 2
-            self._authreq[entry.name] += 1
+            self._admission.authreq_sent(entry.name)
             call.auth_pending = True
             offered = ies.get_int(IE.ENCRYPTION) or 0
             enc, rotate = merge_encryption(entry.encryption, offered if methods & 6 else 0)
@@ -1297,43 +1285,23 @@ class Endpoint:
         items.append((IE.USERNAME, username))
         self._send(call, FRAME_IAX, IAXSubclass.AUTHREQ, build_ies(items), now)
 
-    def _recent_authfails(self, ip: str, now: float) -> deque[float] | None:
-        """The times of failed auths from ``ip`` within ``authfailwindow`` (None: none/off)."""
-        q = self._authfails.get(ip)
-        if q is None:
-            return None
-        window = self.config.general.authfailwindow
-        while q and (q[0] <= now - window or q[0] > now):
-            q.popleft()
-        if not q:
-            del self._authfails[ip]
-            return None
-        return q
-
     def _auth_throttled(self, addr: Addr, what: str, name: str, now: float) -> bool:
         """Whether the failed authentications (calls and registrations) from ``addr``'s IP in
         the window reached ``authfaillimit`` (never while it is off); if so the refusal of
         ``what`` is logged and reported."""
-        g = self.config.general
-        fails = self._recent_authfails(addr[0], now) if g.authfaillimit > 0 else None
-        if fails is None or len(fails) < g.authfaillimit:
+        fails = self._admission.throttled(addr[0], now)
+        if not fails:
             return False
-        self._warn("reject_auth_throttled", f"{what} refused: {len(fails)} failed "
-                   f"authentications from {addr[0]} in {g.authfailwindow} s", now)
+        self._warn("reject_auth_throttled", f"{what} refused: {fails} failed "
+                   f"authentications from {addr[0]} in {self.config.general.authfailwindow} s",
+                   now)
         self._events.append(AuthFailed(addr, name, "too many failed authentications"))
         return True
 
     def _note_authfail(self, ip: str, now: float) -> None:
-        """Count a failed authentication from ``ip`` (only while ``authfaillimit`` is on)."""
+        """Count a failed authentication from ``ip`` (throttled with ``authfaillimit``)."""
         self._stats["auth_failures"] += 1
-        g = self.config.general
-        if g.authfaillimit > 0 and g.authfailwindow > 0:
-            q = self._recent_authfails(ip, now)
-            if q is None:
-                if len(self._authfails) >= 4096:     # bounded: forget the oldest source
-                    del self._authfails[next(iter(self._authfails))]
-                q = self._authfails[ip] = deque(maxlen=g.authfaillimit)
-            q.append(now)
+        self._admission.note_failure(ip, now)
 
     def _auth_fail(self, call: Call, reason: str, now: float) -> None:
         self._note_authfail(call.addr[0], now)
@@ -1346,7 +1314,7 @@ class Endpoint:
                      delay: bool = False) -> None:
         if call.auth_pending:
             call.auth_pending = False
-            self._authreq[call.peer] -= 1
+            self._admission.authreq_done(call.peer)
         call.state = CallState.TERMINATING
         if cause == 50 and (delay or self.config.general.delayreject):
             call.timers.append(self._schedule(now + 1.0, self._delayed_reject, (call, text)))
@@ -1365,7 +1333,7 @@ class Endpoint:
     def _on_authrep(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         if call.auth_pending:
             call.auth_pending = False
-            self._authreq[call.peer] -= 1
+            self._admission.authreq_done(call.peer)
         entry = call.entry
         if call.fake_auth or entry is None:
             self._auth_fail(call, call.fake_auth or f"unknown user {call.username!r}", now)

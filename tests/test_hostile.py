@@ -425,7 +425,7 @@ def test_new_flood_without_tokens_allocates_nothing_and_a_real_call_completes() 
     assert st["calltoken_issued"] >= 2500 and st["calltoken_missing_rejected"] >= 2500
     assert held(b)[0] == base[0] + 1 and held(b)[1] == base[1] + 1     # only the real call
     assert len([c for c in b.channels() if c.addr[0] == "127.0.0.77"]) == 0
-    assert len(b._authreq) <= 1 and len(b._authfails) == 0 and len(b._warned) < 20
+    assert len(b._admission.authreq) <= 1 and len(b._admission.authfails) == 0 and len(b._warned) < 20
     in_step(ctx)
 
 
@@ -591,7 +591,7 @@ def test_throttle_is_per_source_ip_and_configurable() -> None:
         b.receive_datagram(new_frame(0xA00 + i, get_token(b, src, now, 0xA00 + i)), src, now)
         _answer_authreq(b, src, now, 0xA00 + i, "wrong")
         replies(b, now, src)
-    assert "reject_auth_throttled" not in b.stats() and not b._authfails
+    assert "reject_auth_throttled" not in b.stats() and not b._admission.authfails
 
 
 def _ack(b: Endpoint, f: Any, scallno: int, src: Addr, now: float) -> None:
@@ -623,7 +623,7 @@ def test_pending_authreq_acked_then_silent_expires_and_frees_maxauthreq() -> Non
         b.receive_datagram(new_frame(0x600 + i, get_token(b, src, now, 0x600 + i)), src, now)
         (areq,) = [f for f in replies(b, now, src) if f.csub == IAXSubclass.AUTHREQ]
         _ack(b, areq, 0x600 + i, src, now)
-    assert b._authreq["office-a"] == 3
+    assert b._admission.authreq["office-a"] == 3
     b.receive_datagram(new_frame(0x610, get_token(b, src, now, 0x610)), src, now)
     assert [
         IEs.parse(f.payload).get(IE.CAUSECODE)
@@ -633,9 +633,9 @@ def test_pending_authreq_acked_then_silent_expires_and_frees_maxauthreq() -> Non
     sent = _silence(b, src, now, 40.0)
     lagrq = [t - now for t, f in sent if f.csub == IAXSubclass.LAGRQ and f.dcallno == 0x600]
     assert 10.0 <= lagrq[0] <= 10.5                            # the first LAGRQ at 10 s
-    assert b._authreq["office-a"] == 3 and len(b._calls) == 3  # still retransmitting it
+    assert b._admission.authreq["office-a"] == 3 and len(b._calls) == 3  # still retransmitting it
     _silence(b, src, now + 40.0, 4.0)                          # its 4th send + 10 s: gone
-    assert b._authreq["office-a"] == 0 and len(b._calls) == 0
+    assert b._admission.authreq["office-a"] == 0 and len(b._calls) == 0
     later = now + 50.0
     b.receive_datagram(new_frame(0x620, get_token(b, src, later, 0x620)), src, later)
     _answer_authreq(b, src, later, 0x620, SECRET)
@@ -861,8 +861,8 @@ def test_call_token_key_is_long_random_and_hmac() -> None:
     the hash an HMAC-SHA1 keyed with it, the text Asterisk's ``<time>?<40 hex>``; call numbers
     and challenges come from the system's CSPRNG."""
     b1, b2 = gateway(), gateway()
-    key = getattr(b1._tokens, "key", b"")
-    assert isinstance(key, bytes) and len(key) >= 16 and key != getattr(b2._tokens, "key", b"")
+    key = getattr(b1._admission.tokens, "key", b"")
+    assert isinstance(key, bytes) and len(key) >= 16 and key != getattr(b2._admission.tokens, "key", b"")
     assert isinstance(b1._rng, random.SystemRandom)
     tok = get_token(b1, ADDR_A, 1000.0).decode()
     issued, sep, digest = tok.partition("?")
@@ -870,12 +870,12 @@ def test_call_token_key_is_long_random_and_hmac() -> None:
     want = hmac.new(key, f"127.0.0.10:4569?{issued}".encode(), hashlib.sha1).hexdigest()
     assert digest == want
     # the other endpoint (another key) refuses it; the issuer accepts it
-    assert b2._tokens.check(tok.encode(), ADDR_A, 1.7e9 + 1001) is not None
-    assert b1._tokens.check(tok.encode(), ADDR_A, 1.7e9 + 1001) is None
+    assert b2._admission.tokens.check(tok.encode(), ADDR_A, 1.7e9 + 1001) is not None
+    assert b1._admission.tokens.check(tok.encode(), ADDR_A, 1.7e9 + 1001) is None
     # a seeded endpoint (tests, fuzzing) stays deterministic
     _, cb = seed_configs(qualify=None)
     e1, e2 = (Endpoint(cb, local_addr=ADDR_B, rng=random.Random(4)) for _ in range(2))
-    assert e1._tokens.key == e2._tokens.key
+    assert e1._admission.tokens.key == e2._admission.tokens.key
 
 
 def _epoch_run(flood: str) -> tuple[int, list[int]]:

@@ -173,7 +173,7 @@ def test_acl_denied_known_user_looks_like_an_unknown_one() -> None:
         (IAXSubclass.AUTHREQ, 2, True, True, None, None),
         (IAXSubclass.REJECT, None, False, False, 50, "No authority found")]
     assert any("denied by the ACL of [office-a]" in e.reason for e in p.ev(p.b, AuthFailed))
-    assert p.b._authreq["office-a"] == 0          # a fake AUTHREQ takes no maxauthreq slot
+    assert p.b._admission.authreq["office-a"] == 0          # a fake AUTHREQ takes no maxauthreq slot
     p.run(2)
     assert empty(p.b)
 
@@ -255,7 +255,7 @@ def test_calltoken_valid_expired_foreign_other_address() -> None:
     assert (f.scallno, f.csub, f.payload) == (1, IAXSubclass.REJECT, b"")  # type: ignore[attr-defined]
     # foreign (another endpoint's secret)
     other = callee()
-    other._tokens.key = bytes(b ^ 0x5A for b in other._tokens.key)
+    other._admission.tokens.key = bytes(b ^ 0x5A for b in other._admission.tokens.key)
     other.start(0.0)
     drain(other, 0.0)
     ftok = get_token(other, 20.0)
