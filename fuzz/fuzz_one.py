@@ -19,7 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 INSTRUMENTED = [
     "iaxgw._core._frames_py", "iaxgw._core._ies_py", "iaxgw._core._trunk_py",
     "iaxgw._core._g711_py", "iaxgw.gateway.calls", "iaxgw.gateway.calltoken",
-    "iaxgw.gateway.config", "iaxgw.gateway.admission", "iaxgw.gateway.trunks",
+    "iaxgw.gateway.config", "iaxgw.gateway.admission", "iaxgw.gateway.calltable",
+    "iaxgw.gateway.trunks",
     "iaxgw.gateway.protocol",
 ]
 with atheris.instrument_imports(include=["iaxgw", "targets"]):

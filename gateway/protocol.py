@@ -81,6 +81,7 @@ from iaxgw.gateway.calls import (
     Pending,
     msg_text,
 )
+from iaxgw.gateway.calltable import CallTable
 from iaxgw.gateway.calltoken import KEY_BYTES, md5_result
 from iaxgw.gateway.config import acl_allows
 from iaxgw.gateway.crypto import (
@@ -225,12 +226,14 @@ class Endpoint:
         # call numbers and auth challenges: the system's CSPRNG unless a test seeds them
         self._rng = rng if rng is not None else random.SystemRandom()
         g = config.general
-        self._callnos = CallNumbers(self._rng, g.maxcallnumbers,
-                                    nonval_limit=g.maxcallnumbers_nonvalidated)
+        self._table = CallTable(CallNumbers(self._rng, g.maxcallnumbers,
+                                            nonval_limit=g.maxcallnumbers_nonvalidated))
+        # the table's maps and pool, bound once: the hot paths read them directly
+        self._calls = self._table.by_callno
+        self._by_remote = self._table.by_remote
+        self._by_addr = self._table.by_addr
+        self._callnos = self._table.numbers
         self._admission = Admission(g, None if rng is None else rng.randbytes(KEY_BYTES))
-        self._calls: dict[int, Call] = {}
-        self._by_remote: dict[tuple[Addr, int], Call] = {}
-        self._by_addr: dict[Addr, dict[int, Call]] = {}     # _by_remote per address
         self._out: list[tuple[bytes, Addr]] = []
         #: encrypted calls by our call number; ``_flush_gen`` counts ``datagrams_to_send``
         self._crypt: dict[int, CallCrypto] = {}
@@ -343,40 +346,10 @@ class Endpoint:
     def _new_call(self, callno: int, kind: CallKind, state: CallState, addr: Addr,
                   now: float) -> Call:
         call = Call(callno, kind, state, addr, now)
-        self._calls[callno] = call
+        self._table.add(call)
         self._rx_prompt = True          # until the next rx_prompt() scan
         self._rx_prompt_until = now + self.RX_PROMPT_REFRESH
         return call
-
-    def _bind_remote(self, call: Call, peer_callno: int) -> None:
-        if call.peer_callno == peer_callno:
-            if peer_callno:
-                self._by_remote[(call.addr, peer_callno)] = call
-                self._index_remote(call, peer_callno)
-            return
-        if call.peer_callno:
-            self._unbind_remote(call)
-        call.peer_callno = peer_callno
-        self._by_remote[(call.addr, peer_callno)] = call
-        self._index_remote(call, peer_callno)
-
-    def _index_remote(self, call: Call, peer_callno: int) -> None:
-        """``_by_addr``: the same map as ``_by_remote``, per source address (trunk receive
-        looks the address up once per datagram, then each entry by its call number)."""
-        calls = self._by_addr.get(call.addr)
-        if calls is None:
-            calls = self._by_addr[call.addr] = {}
-        calls[peer_callno] = call
-
-    def _unbind_remote(self, call: Call) -> None:
-        key = (call.addr, call.peer_callno)
-        if self._by_remote.get(key) is call:
-            del self._by_remote[key]
-        calls = self._by_addr.get(call.addr)
-        if calls is not None and calls.get(call.peer_callno) is call:
-            del calls[call.peer_callno]
-            if not calls:
-                del self._by_addr[call.addr]
 
     def _calc_ts(self, call: Call, now: float, frametype: int) -> int:
         """docs/protocol.md §8.1: IAX frames use the clock (at least last + 3); control/DTMF/text
@@ -452,20 +425,16 @@ class Endpoint:
         call.timers.clear()
 
     def _destroy(self, call: Call, now: float) -> None:
-        if self._calls.get(call.callno) is not call:
+        if not self._table.remove(call, now):
             return
-        del self._calls[call.callno]
         cc = self._crypt.get(call.callno)
         if cc is not None:
             self._crypt_gone.append((call.callno, cc))
-        if call.peer_callno:
-            self._unbind_remote(call)
         for p in call.unacked.values():
             self._cancel_pending(p)
         call.unacked.clear()
         self._cancel_call_timers(call)
         call.state = CallState.TERMINATING
-        self._callnos.release(call.callno, call.addr[0], now)
         if call.auth_pending:
             call.auth_pending = False
             self._admission.authreq_done(call.peer)
@@ -1054,10 +1023,10 @@ class Endpoint:
             if not (is_iax and sub in _NO_TS_TRACK) and f.ts > call.rx_last:
                 call.rx_last = f.ts
             if call.peer_callno == 0 and f.scallno:
-                self._bind_remote(call, f.scallno)
+                self._table.bind_remote(call, f.scallno)
             self._send_unreliable(call, IAXSubclass.ACK, f.ts, f.iseqno)
         elif call.peer_callno == 0 and f.scallno and sub != IAXSubclass.ACK:
-            self._bind_remote(call, f.scallno)
+            self._table.bind_remote(call, f.scallno)
         ft = f.frametype
         if is_iax:
             call.mark_msg(sub)
@@ -1209,7 +1178,7 @@ class Endpoint:
             return
         call = self._new_call(callno, CallKind.CALL_IN, CallState.WAIT_AUTHREP, addr, now)
         call.mark_msg(IAXSubclass.NEW)            # Asterisk's first_iax_message: Rx:NEW
-        self._bind_remote(call, f.scallno)
+        self._table.bind_remote(call, f.scallno)
         call.iseqno = (f.oseqno + 1) & 0xFF
         call.rx_last = f.ts
         call.trunk = trunk
@@ -1713,7 +1682,7 @@ class Endpoint:
             return
         call = self._new_call(callno, CallKind.REG_IN, CallState.REG_IN, addr, now)
         call.mark_msg(IAXSubclass.REGREQ)
-        self._bind_remote(call, f.scallno)
+        self._table.bind_remote(call, f.scallno)
         call.iseqno = (f.oseqno + 1) & 0xFF
         call.username = username
         call.peer = username
