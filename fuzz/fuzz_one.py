@@ -20,7 +20,7 @@ INSTRUMENTED = [
     "iaxgw._core._frames_py", "iaxgw._core._ies_py", "iaxgw._core._trunk_py",
     "iaxgw._core._g711_py", "iaxgw.gateway.calls", "iaxgw.gateway.calltoken",
     "iaxgw.gateway.config", "iaxgw.gateway.admission", "iaxgw.gateway.calltable",
-    "iaxgw.gateway.trunks",
+    "iaxgw.gateway.reliability", "iaxgw.gateway.trunks",
     "iaxgw.gateway.protocol",
 ]
 with atheris.instrument_imports(include=["iaxgw", "targets"]):

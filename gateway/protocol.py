@@ -69,7 +69,6 @@ from iaxgw._core.trunk import (
 from iaxgw.gateway.address import Addr
 from iaxgw.gateway.admission import Admission, TokenCheck
 from iaxgw.gateway.calls import (
-    MSG_TX,
     STATELESS_CALLNO,
     Call,
     CallKind,
@@ -117,6 +116,7 @@ from iaxgw.gateway.peers import (
     PeerState,
     RegState,
 )
+from iaxgw.gateway.reliability import Reliability
 from iaxgw.gateway.rsakeys import KeyProblem, KeyStore, sign_challenge, verify_challenge
 from iaxgw.gateway.timers import Timer, TimerFn, TimerQueue
 from iaxgw.gateway.trunks import TRUNK_GRID_KEEP, TRUNK_START_PHASE, TrunkStream
@@ -127,7 +127,6 @@ log = logging.getLogger("iaxgw.protocol")
 
 MediaSink = Callable[[int, int, bytes, float], None]
 
-MAX_RETRIES = 4               # sends in all (1 + 3 retries), docs/protocol.md §7.6
 #: How late a soft timer (``Endpoint._schedule_soft``) may fire, in seconds: a little more
 #: than the default 20 ms trunk period, so that with a trunk running it rides a trunk flush.
 SOFT_SLACK = 0.025
@@ -265,6 +264,8 @@ class Endpoint:
         self._rx_prompt = True
         self._rx_prompt_until = -1.0
         self._setup_until = -1.0        # setup_pending(): until when a request keeps it True
+        self._rel = Reliability(self._out, self._timers, self._stats, self._events,
+                                self._give_up)
 
     # ------------------------------------------------------------------ receive pacing
 
@@ -308,21 +309,6 @@ class Endpoint:
         if t is not None:
             t.alive = False
 
-    @staticmethod
-    def _cancel_pending(p: Pending) -> None:
-        """``p`` leaves ``call.unacked``: cancel its retransmission and forget the timer.
-
-        The timer's argument is ``(call, p)``, so ``p.timer`` closes a reference cycle.  Left
-        set, every acknowledged frame (with its call, when that was destroyed with frames
-        unacked) became cyclic garbage: promoted to the oldest GC generation while its timer
-        was pending, it waited for a full collection, which a long run makes rarely, so the
-        garbage (about 35 KiB/s at 200 calls) grew the heap for minutes.  Same in ``_ack_upto``,
-        inlined."""
-        t = p.timer
-        if t is not None:
-            t.alive = False
-            p.timer = None
-
     # ------------------------------------------------------------------ helpers
 
     def _warn(self, key: str, msg: str, now: float, addr: Addr | None = None) -> None:
@@ -350,51 +336,6 @@ class Endpoint:
         self._rx_prompt = True          # until the next rx_prompt() scan
         self._rx_prompt_until = now + self.RX_PROMPT_REFRESH
         return call
-
-    def _calc_ts(self, call: Call, now: float, frametype: int) -> int:
-        """docs/protocol.md §8.1: IAX frames use the clock (at least last + 3); control/DTMF/text
-        snap to last + 3 when within 160 ms of it."""
-        ms = int((now - call.start) * 1000.0)
-        if ms < 0:
-            ms = 0
-        last = call.lastsent
-        if frametype == FRAME_IAX:
-            if ms <= last:
-                ms = last + 3
-        elif -TS_SKEW_MS <= ms - last <= TS_SKEW_MS:
-            ms = last + 3
-        call.lastsent = ms
-        return ms
-
-    def _send(self, call: Call, frametype: int, subclass: int, payload: bytes, now: float, *,
-              ts: int | None = None, final: bool = False) -> int:
-        """Send a reliable full frame on ``call`` (resent until acked, docs/protocol.md §7.6);
-        returns its timestamp."""
-        if ts is None:
-            ts = self._calc_ts(call, now, frametype)
-        oseq = call.oseqno
-        data = build_full(call.callno, call.peer_callno, ts & 0xFFFFFFFF, oseq, call.iseqno,
-                          frametype, subclass, payload)
-        call.oseqno = (oseq + 1) & 0xFF
-        self._out.append((data, call.addr))
-        if frametype == FRAME_IAX:
-            call.mark_msg(subclass | MSG_TX)
-        self._stats["frames_out_full"] += 1
-        call.tx_full += 1
-        interval = min(max(2 * call.pingtime, 100), 10000) / 1000.0
-        p = Pending(oseq, ts & 0xFFFFFFFF, frametype, subclass, payload, final, interval)
-        p.dcallno = call.peer_callno
-        call.unacked[oseq] = p
-        p.timer = self._schedule(now + interval, self._retransmit, (call, p))
-        return p.ts
-
-    def _send_unreliable(self, call: Call, subclass: int, ts: int, oseqno: int) -> None:
-        """ACK / VNAK: immediate, not retransmitted, OSeqno not advanced (docs/protocol.md §7.1)."""
-        data = build_full(call.callno, call.peer_callno, ts & 0xFFFFFFFF, oseqno & 0xFF,
-                          call.iseqno, FRAME_IAX, subclass)
-        self._out.append((data, call.addr))
-        call.mark_msg(subclass | MSG_TX)
-        self._stats["frames_out_ack" if subclass == IAXSubclass.ACK else "frames_out_vnak"] += 1
 
     def _send_stateless(self, scallno: int, f: Any, addr: Addr, subclass: int,
                         payload: bytes = b"") -> None:
@@ -430,9 +371,7 @@ class Endpoint:
         cc = self._crypt.get(call.callno)
         if cc is not None:
             self._crypt_gone.append((call.callno, cc))
-        for p in call.unacked.values():
-            self._cancel_pending(p)
-        call.unacked.clear()
+        self._rel.forget(call)
         self._cancel_call_timers(call)
         call.state = CallState.TERMINATING
         if call.auth_pending:
@@ -448,33 +387,10 @@ class Endpoint:
 
     # ------------------------------------------------------------------ reliability
 
-    def _retransmit(self, now: float, arg: tuple[Call, Pending]) -> None:
-        call, p = arg
-        if call.unacked.get(p.oseqno) is not p:
-            return
-        if p.sends >= MAX_RETRIES:
-            self._give_up(call, p, now)
-            return
-        p.sends += 1
-        data = build_full(call.callno, p.dcallno, p.ts, p.oseqno, call.iseqno, p.frametype,
-                          p.subclass, p.payload, retransmit=True)
-        self._out.append((data, call.addr))
-        self._stats["retransmissions"] += 1
-        if (
-            p.subclass == IAXSubclass.AUTHREP
-            and p.frametype == FRAME_IAX
-            and call.kind == CallKind.CALL_OUT
-        ):
-            self._events.append(CallSetup(call.callno, "authrep", resend=True))
-        p.interval = min(p.interval * 10, 10.0)
-        p.timer = self._schedule(now + p.interval, self._retransmit, (call, p))
-
     def _give_up(self, call: Call, p: Pending, now: float) -> None:
         """docs/protocol.md §7.6: a final frame just destroys; anything else ends the call with
-        cause 27, without sending HANGUP; registrations go to Timeout."""
-        self._stats["retransmit_giveups"] += 1
-        del call.unacked[p.oseqno]
-        p.timer = None          # the timer that just fired (see _cancel_pending)
+        cause 27, without sending HANGUP; registrations go to Timeout (``Reliability`` calls
+        this when ``p``, taken out of ``call.unacked``, went unacknowledged)."""
         if p.final or call.kind in (CallKind.REG_IN, CallKind.POKE):
             self._destroy(call, now)
             return
@@ -498,41 +414,8 @@ class Endpoint:
                   f"{what} never acknowledged after {p.sends} sends ({waited:.0f} s)")
         self._destroy(call, now)
 
-    def _ack_upto(self, call: Call, iseqno: int, now: float) -> bool:
-        """Implicit ACK of our frames with OSeqno in [acked_to, iseqno).  True if the call was
-        destroyed because its final frame got acked."""
-        start = call.acked_to
-        d = (iseqno - start) & 0xFF
-        if d == 0 or d > ((call.oseqno - start) & 0xFF):
-            return False
-        final = False
-        unacked = call.unacked
-        x = start
-        for _ in range(d):
-            p = unacked.pop(x, None)
-            if p is not None:
-                t = p.timer             # _cancel_pending, inlined: no reference cycle left
-                if t is not None:
-                    t.alive = False
-                    p.timer = None
-                final = final or p.final
-            x = (x + 1) & 0xFF
-        call.acked_to = iseqno
-        if final:
-            self._destroy(call, now)
-            return True
-        return False
-
     def _on_vnak(self, call: Call, f: Any, ies: IEs | None, now: float) -> None:
-        """Resend every unacked frame at or after the VNAK's ISeqno (Asterisk vnak_retransmit)."""
-        for p in sorted(call.unacked.values(),
-                        key=lambda q: (q.oseqno - f.iseqno) & 0xFF):
-            if ((p.oseqno - f.iseqno) & 0xFF) < 128:
-                data = build_full(call.callno, p.dcallno, p.ts, p.oseqno, call.iseqno,
-                                  p.frametype, p.subclass, p.payload, retransmit=True)
-                self._out.append((data, call.addr))
-                self._stats["retransmissions_vnak"] += 1
-
+        self._rel.resend_from(call, f.iseqno)
 
     def _parse_ies(self, f: Any, addr: Addr, now: float) -> IEs | None:
         try:
@@ -563,14 +446,14 @@ class Endpoint:
     def _ping_tick(self, now: float, call: Call) -> None:
         if self._calls.get(call.callno) is not call or call.state == CallState.TERMINATING:
             return
-        self._send(call, FRAME_IAX, IAXSubclass.PING, b"", now)
+        self._rel.send(call, FRAME_IAX, IAXSubclass.PING, b"", now)
         self._keep_call_timer(call, self._schedule_soft(now + PING_INTERVAL, self._ping_tick,
                                                         call))
 
     def _lagrq_tick(self, now: float, call: Call) -> None:
         if self._calls.get(call.callno) is not call or call.state == CallState.TERMINATING:
             return
-        self._send(call, FRAME_IAX, IAXSubclass.LAGRQ, b"", now)
+        self._rel.send(call, FRAME_IAX, IAXSubclass.LAGRQ, b"", now)
         self._keep_call_timer(call, self._schedule_soft(now + LAGRQ_INTERVAL, self._lagrq_tick,
                                                         call))
 
@@ -695,8 +578,8 @@ class Endpoint:
         calls encrypted)."""
         if not self._started:
             self.start(now)
-        out = self._out
-        self._out = []
+        out = self._out[:]
+        self._out.clear()           # the same list: Reliability appends to it
         if self._crypt:
             encrypt_datagrams(out, self._crypt, self._flush_gen)
             for callno, cc in self._crypt_gone:
@@ -793,7 +676,7 @@ class Endpoint:
         call.new_ies = ies
         self._stats["calls_out"] += 1
         self._stats["calls_total"] += 1
-        self._send(call, FRAME_IAX, IAXSubclass.NEW, build_ies(ies), now)
+        self._rel.send(call, FRAME_IAX, IAXSubclass.NEW, build_ies(ies), now)
         return callno
 
     def ringing(self, callno: int, now: float) -> None:
@@ -826,8 +709,8 @@ class Endpoint:
         self._end(call, cause, "local")
         self._cancel_call_timers(call)
         call.state = CallState.TERMINATING
-        self._send(call, FRAME_IAX, IAXSubclass.HANGUP,
-                   build_ies([(IE.CAUSECODE, cause & 0xFF)]), now, final=True)
+        self._rel.send(call, FRAME_IAX, IAXSubclass.HANGUP,
+                       build_ies([(IE.CAUSECODE, cause & 0xFF)]), now, final=True)
 
     def reject(self, callno: int, now: float, cause: int = 21, text: str | None = None) -> None:
         """Refuse a call: REJECT while it is not yet ACCEPTed, HANGUP afterwards."""
@@ -845,14 +728,14 @@ class Endpoint:
         call = self._calls.get(callno)
         if call is None or not CallState.ACCEPTED <= call.state <= CallState.UP or len(digit) != 1:
             return
-        self._send(call, int(FrameType.DTMF_BEGIN), ord(digit), b"", now)
-        self._send(call, int(FrameType.DTMF), ord(digit), b"", now)
+        self._rel.send(call, int(FrameType.DTMF_BEGIN), ord(digit), b"", now)
+        self._rel.send(call, int(FrameType.DTMF), ord(digit), b"", now)
 
     def send_text(self, callno: int, text: str, now: float) -> None:
         call = self._calls.get(callno)
         if call is None or not CallState.ACCEPTED <= call.state <= CallState.UP:
             return
-        self._send(call, int(FrameType.TEXT), 0, text.encode() + b"\0", now)
+        self._rel.send(call, int(FrameType.TEXT), 0, text.encode() + b"\0", now)
 
     def poke(self, peer: str, now: float) -> None:
         """Send a POKE to ``peer`` now (qualify does this by itself for peers with qualify)."""
@@ -1007,24 +890,25 @@ class Endpoint:
                 self._reg_status(call.reg, "Rejected", 0)
             self._destroy(call, now)
             return
-        if self._ack_upto(call, f.iseqno, now):
+        if self._rel.ack_upto(call, f.iseqno):
+            self._destroy(call, now)       # its final frame was acknowledged
             return
         if not (is_iax and sub in _UNSEQUENCED):
             expected = call.iseqno
             if f.oseqno != expected:
                 if ((expected - f.oseqno) & 0xFF) < 128:
                     self._stats["frames_in_dup"] += 1
-                    self._send_unreliable(call, IAXSubclass.ACK, f.ts, f.iseqno)
+                    self._rel.send_unreliable(call, IAXSubclass.ACK, f.ts, f.iseqno)
                 else:
                     self._stats["frames_in_gap"] += 1
-                    self._send_unreliable(call, IAXSubclass.VNAK, call.lastsent, call.iseqno)
+                    self._rel.send_unreliable(call, IAXSubclass.VNAK, call.lastsent, call.iseqno)
                 return
             call.iseqno = (expected + 1) & 0xFF
             if not (is_iax and sub in _NO_TS_TRACK) and f.ts > call.rx_last:
                 call.rx_last = f.ts
             if call.peer_callno == 0 and f.scallno:
                 self._table.bind_remote(call, f.scallno)
-            self._send_unreliable(call, IAXSubclass.ACK, f.ts, f.iseqno)
+            self._rel.send_unreliable(call, IAXSubclass.ACK, f.ts, f.iseqno)
         elif call.peer_callno == 0 and f.scallno and sub != IAXSubclass.ACK:
             self._table.bind_remote(call, f.scallno)
         ft = f.frametype
@@ -1041,8 +925,8 @@ class Endpoint:
             if handler is None:
                 if not 1 <= sub <= max(IAXSubclass):
                     self._stats["unsupport_sent"] += 1
-                    self._send(call, FRAME_IAX, IAXSubclass.UNSUPPORT,
-                               build_ies([(IE.IAX_UNKNOWN, sub)]), now)
+                    self._rel.send(call, FRAME_IAX, IAXSubclass.UNSUPPORT,
+                                   build_ies([(IE.IAX_UNKNOWN, sub)]), now)
                 else:
                     self._stats["ignored_iax_" + IAXSubclass(sub).name.lower()] += 1
                 return
@@ -1088,7 +972,7 @@ class Endpoint:
         call = self._calls.get(callno)
         if call is None or not CallState.ACCEPTED <= call.state <= CallState.UP:
             return None
-        self._send(call, FRAME_CONTROL, sub, b"", now)
+        self._rel.send(call, FRAME_CONTROL, sub, b"", now)
         return call
 
     # ------------------------------------------------------------------ requests (dcallno 0)
@@ -1252,7 +1136,7 @@ class Endpoint:
         if encryption:
             items.append((IE.ENCRYPTION, encryption))
         items.append((IE.USERNAME, username))
-        self._send(call, FRAME_IAX, IAXSubclass.AUTHREQ, build_ies(items), now)
+        self._rel.send(call, FRAME_IAX, IAXSubclass.AUTHREQ, build_ies(items), now)
 
     def _auth_throttled(self, addr: Addr, what: str, name: str, now: float) -> bool:
         """Whether the failed authentications (calls and registrations) from ``addr``'s IP in
@@ -1297,7 +1181,7 @@ class Endpoint:
 
     def _send_reject(self, call: Call, cause: int, text: str | None, now: float) -> None:
         payload = build_ies([(IE.CAUSE, text or CAUSES.get(cause, "")), (IE.CAUSECODE, cause)])
-        self._send(call, FRAME_IAX, IAXSubclass.REJECT, payload, now, final=True)
+        self._rel.send(call, FRAME_IAX, IAXSubclass.REJECT, payload, now, final=True)
 
     def _on_authrep(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         if call.auth_pending:
@@ -1375,8 +1259,8 @@ class Endpoint:
         call.codec = fmt
         call.capability = fmt
         call.state = CallState.ACCEPTED
-        self._send(call, FRAME_IAX, IAXSubclass.ACCEPT,
-                   build_ies([(IE.FORMAT, fmt & 0xFFFFFFFF), (IE.FORMAT2, fmt)]), now)
+        self._rel.send(call, FRAME_IAX, IAXSubclass.ACCEPT,
+                       build_ies([(IE.FORMAT, fmt & 0xFFFFFFFF), (IE.FORMAT2, fmt)]), now)
         self._start_call_timers(call, now)
         entry = call.entry
         context = (entry.context if entry is not None and entry.context else None) \
@@ -1442,14 +1326,12 @@ class Endpoint:
             self._stats["drop_calltoken_repeated"] += 1
             return
         once = all(p.sends == 1 for p in call.unacked.values())
-        for p in call.unacked.values():
-            self._cancel_pending(p)
-        call.unacked.clear()
+        self._rel.forget(call)
         call.oseqno = call.iseqno = call.acked_to = 0
         call.new_ies = [*call.new_ies[:-1], (IE.CALLTOKEN, token)]
         self._stats["calltoken_resends"] += 1
         sub = IAXSubclass.REGREQ if call.kind == CallKind.REG_OUT else IAXSubclass.NEW
-        self._send(call, FRAME_IAX, sub, build_ies(call.new_ies), now)
+        self._rel.send(call, FRAME_IAX, sub, build_ies(call.new_ies), now)
         if call.kind == CallKind.CALL_OUT:
             # the call started with its first NEW: a round trip, unless that NEW was resent
             rtt = (now - call.start) * 1000.0 if once else -1.0
@@ -1468,7 +1350,7 @@ class Endpoint:
         if refusal is not None:
             self._refuse_authreq(call, refusal, now)
             return
-        self._send(call, FRAME_IAX, IAXSubclass.AUTHREP, build_ies(items), now)
+        self._rel.send(call, FRAME_IAX, IAXSubclass.AUTHREP, build_ies(items), now)
         self._events.append(CallSetup(call.callno, "authrep"))
 
     def _auth_items(self, call: Call, methods: int, challenge: str | None, secret: str,
@@ -1524,16 +1406,16 @@ class Endpoint:
         log.info("%s: call %d: %s", self.role_name, call.callno, text)
         self._end(call, 50, "local", text)
         call.state = CallState.TERMINATING
-        self._send(call, FRAME_IAX, IAXSubclass.HANGUP, build_ies([(IE.CAUSECODE, 50)]), now,
-                   final=True)
+        self._rel.send(call, FRAME_IAX, IAXSubclass.HANGUP, build_ies([(IE.CAUSECODE, 50)]), now,
+                       final=True)
 
     def _on_accept(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         fmt = format_from(ies) or 0
         if not fmt & call.capability:
             self._end(call, 58, "local", "Unable to negotiate codec")
             call.state = CallState.TERMINATING
-            self._send(call, FRAME_IAX, IAXSubclass.HANGUP, build_ies([(IE.CAUSECODE, 58)]), now,
-                       final=True)
+            self._rel.send(call, FRAME_IAX, IAXSubclass.HANGUP,
+                           build_ies([(IE.CAUSECODE, 58)]), now, final=True)
             return
         if fmt & (fmt - 1):
             common = fmt & call.capability
@@ -1561,10 +1443,10 @@ class Endpoint:
             (IE.RR_DROPPED, rx.dropped & 0xFFFFFFFF),
             (IE.RR_OOO, rx.ooo & 0xFFFFFFFF),
         ])
-        self._send(call, FRAME_IAX, IAXSubclass.PONG, payload, now, ts=f.ts)
+        self._rel.send(call, FRAME_IAX, IAXSubclass.PONG, payload, now, ts=f.ts)
 
     def _on_lagrq(self, call: Call, f: Any, ies: IEs, now: float) -> None:
-        self._send(call, FRAME_IAX, IAXSubclass.LAGRP, b"", now, ts=f.ts)
+        self._rel.send(call, FRAME_IAX, IAXSubclass.LAGRP, b"", now, ts=f.ts)
 
     def ping(self, callno: int, now: float) -> int | None:
         """PING call ``callno`` now, besides the regular PING of every call: its PONG brings
@@ -1575,7 +1457,7 @@ class Endpoint:
         if call is None or call.state == CallState.TERMINATING or call.kind not in (
                 CallKind.CALL_IN, CallKind.CALL_OUT) or not call.peer_callno:
             return None
-        return self._send(call, FRAME_IAX, IAXSubclass.PING, b"", now)
+        return self._rel.send(call, FRAME_IAX, IAXSubclass.PING, b"", now)
 
     def _on_pong(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         rtt = int((now - call.start) * 1000.0) - f.ts
@@ -1602,7 +1484,7 @@ class Endpoint:
             call.lag_ms = lag
 
     def _on_call_poke(self, call: Call, f: Any, ies: IEs, now: float) -> None:
-        self._send(call, FRAME_IAX, IAXSubclass.PONG, b"", now, ts=f.ts)
+        self._rel.send(call, FRAME_IAX, IAXSubclass.PONG, b"", now, ts=f.ts)
 
     def _on_unsupport(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         self._stats["unsupport_received"] += 1
@@ -1630,7 +1512,7 @@ class Endpoint:
         call.poke_sent = now
         st.poke_callno = callno
         self._stats["pokes_sent"] += 1
-        self._send(call, FRAME_IAX, IAXSubclass.POKE, build_ies([(IE.CALLTOKEN, b"")]), now)
+        self._rel.send(call, FRAME_IAX, IAXSubclass.POKE, build_ies([(IE.CALLTOKEN, b"")]), now)
         self._cancel(st.poke_timer)
         st.poke_timer = self._schedule(now + 2 * st.maxms / 1000.0, self._poke_timeout,
                                        (st, call))
@@ -1699,7 +1581,7 @@ class Endpoint:
             return
         challenge = str(self._rng.randint(0, 999999999))
         call.challenge = challenge
-        self._send(call, FRAME_IAX, IAXSubclass.REGAUTH, build_ies([
+        self._rel.send(call, FRAME_IAX, IAXSubclass.REGAUTH, build_ies([
             (IE.AUTHMETHODS, 2), (IE.CHALLENGE, challenge), (IE.USERNAME, username)]), now)
 
     def _on_regreq_auth(self, call: Call, f: Any, ies: IEs, now: float) -> None:
@@ -1736,7 +1618,7 @@ class Endpoint:
     def _send_regrej(self, now: float, arg: tuple[Call, str]) -> None:
         call, text = arg
         if self._calls.get(call.callno) is call:
-            self._send(
+            self._rel.send(
                 call,
                 FRAME_IAX,
                 IAXSubclass.REGREJ,
@@ -1751,7 +1633,7 @@ class Endpoint:
         refresh = ies.get_int(IE.REFRESH) or g.minregexpire
         refresh = 0 if release else min(max(refresh, g.minregexpire), g.maxregexpire)
         call.state = CallState.TERMINATING
-        self._send(call, FRAME_IAX, IAXSubclass.REGACK, build_ies([
+        self._rel.send(call, FRAME_IAX, IAXSubclass.REGACK, build_ies([
             (IE.USERNAME, call.username),
             (IE.DATETIME, self._wall_datetime(now)),
             (IE.REFRESH, refresh),
@@ -1806,7 +1688,7 @@ class Endpoint:
                         (IE.CALLTOKEN, b"")]
         rs.status = "Request Sent"           # Asterisk's REG_STATE_REGSENT (no event: transient)
         self._stats["regreq_sent"] += 1
-        self._send(call, FRAME_IAX, IAXSubclass.REGREQ, build_ies(call.new_ies), now)
+        self._rel.send(call, FRAME_IAX, IAXSubclass.REGREQ, build_ies(call.new_ies), now)
 
     def _on_regauth(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         rs = call.reg
@@ -1821,7 +1703,7 @@ class Endpoint:
             items.append((IE.PASSWORD, secret))
         if rs is not None:
             rs.status = "Auth. Sent"         # REG_STATE_AUTHSENT
-        self._send(call, FRAME_IAX, IAXSubclass.REGREQ, build_ies(items), now)
+        self._rel.send(call, FRAME_IAX, IAXSubclass.REGREQ, build_ies(items), now)
 
     def _on_regack(self, call: Call, f: Any, ies: IEs, now: float) -> None:
         rs = call.reg
@@ -1881,7 +1763,7 @@ class Endpoint:
             call.svoiceformat = fmt
             call.last_full_voice_ts = ts
             call.lastsent = ts
-            self._send(call, FRAME_VOICE, fmt, payload, now, ts=ts)
+            self._rel.send(call, FRAME_VOICE, fmt, payload, now, ts=ts)
             return True
         call.lastsent = ts
         if call.trunk:
@@ -1912,7 +1794,7 @@ class Endpoint:
         if cc is None or self._calls.get(call.callno) is not call or call.state > CallState.UP:
             return
         key = rotation_key(self._rng)
-        self._send(call, FRAME_IAX, IAXSubclass.RTKEY, build_ies([(IE.CHALLENGE, key)]), now)
+        self._rel.send(call, FRAME_IAX, IAXSubclass.RTKEY, build_ies([(IE.CHALLENGE, key)]), now)
         cc.rotate_tx(key, self._flush_gen, len(self._out))
         self._stats["key_rotations"] += 1
         when = now + KEY_ROTATE_MIN_S + self._rng.random() * KEY_ROTATE_SPREAD_S
@@ -1991,7 +1873,7 @@ class Endpoint:
             return
         call.vnak_at = now
         self._stats["vnak_no_full_voice"] += 1
-        self._send_unreliable(call, IAXSubclass.VNAK, call.lastsent, call.iseqno)
+        self._rel.send_unreliable(call, IAXSubclass.VNAK, call.lastsent, call.iseqno)
 
     def _on_full_voice(self, call: Call, f: Any, now: float) -> None:
         if not CallState.ACCEPTED <= call.state <= CallState.UP:

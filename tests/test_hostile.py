@@ -124,7 +124,7 @@ def peer_sends(ctx: Ctx, ftype: int, sub: int, payload: bytes = b"") -> list[Any
     """a itself sends a frame on the bystander call (a peer with odd frames, seqnos kept)."""
     p = ctx.p
     i0 = len(p.wire)
-    p.a._send(ctx.acall, ftype, sub, payload, p.now)
+    p.a._rel.send(ctx.acall, ftype, sub, payload, p.now)
     p.run(0.2)
     return [parse_full(d) for _, n, d, _ in p.wire[i0:] if n == "b>a" and d[0] & 0x80]
 
@@ -425,7 +425,8 @@ def test_new_flood_without_tokens_allocates_nothing_and_a_real_call_completes() 
     assert st["calltoken_issued"] >= 2500 and st["calltoken_missing_rejected"] >= 2500
     assert held(b)[0] == base[0] + 1 and held(b)[1] == base[1] + 1     # only the real call
     assert len([c for c in b.channels() if c.addr[0] == "127.0.0.77"]) == 0
-    assert len(b._admission.authreq) <= 1 and len(b._admission.authfails) == 0 and len(b._warned) < 20
+    adm = b._admission
+    assert len(adm.authreq) <= 1 and len(adm.authfails) == 0 and len(b._warned) < 20
     in_step(ctx)
 
 
@@ -862,7 +863,8 @@ def test_call_token_key_is_long_random_and_hmac() -> None:
     and challenges come from the system's CSPRNG."""
     b1, b2 = gateway(), gateway()
     key = getattr(b1._admission.tokens, "key", b"")
-    assert isinstance(key, bytes) and len(key) >= 16 and key != getattr(b2._admission.tokens, "key", b"")
+    other = getattr(b2._admission.tokens, "key", b"")
+    assert isinstance(key, bytes) and len(key) >= 16 and key != other
     assert isinstance(b1._rng, random.SystemRandom)
     tok = get_token(b1, ADDR_A, 1000.0).decode()
     issued, sep, digest = tok.partition("?")

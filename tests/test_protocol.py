@@ -173,7 +173,7 @@ def test_acl_denied_known_user_looks_like_an_unknown_one() -> None:
         (IAXSubclass.AUTHREQ, 2, True, True, None, None),
         (IAXSubclass.REJECT, None, False, False, 50, "No authority found")]
     assert any("denied by the ACL of [office-a]" in e.reason for e in p.ev(p.b, AuthFailed))
-    assert p.b._admission.authreq["office-a"] == 0          # a fake AUTHREQ takes no maxauthreq slot
+    assert p.b._admission.authreq["office-a"] == 0      # a fake AUTHREQ takes no maxauthreq slot
     p.run(2)
     assert empty(p.b)
 
