@@ -38,3 +38,58 @@ def test_no_extensions_env_selects_twins() -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports (``TYPE_CHECKING`` imports included), read
+    from the installed package's sources."""
+    import ast
+
+    import iaxgw.gateway
+
+    root = Path(str(iaxgw.gateway.__file__)).parent.parent      # iaxgw is a namespace package
+    mods: dict[str, Path] = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        name = ".".join(("iaxgw", *parts))
+        mods[name.removesuffix(".__init__")] = path
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for mod, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for n in names:
+                if n in mods and n != mod and n != "iaxgw":
+                    graph[mod].add(n)
+    return graph
+
+
+def test_import_graph_has_no_cycles() -> None:
+    """The package's modules import each other as a tree: no cycle, not even through
+    ``TYPE_CHECKING`` imports (a part never imports the endpoint that composes it)."""
+    graph = _import_graph()
+    assert "iaxgw.gateway.protocol" in graph["iaxgw.gateway.server"]      # the graph is read
+    state: dict[str, int] = {}          # 1: on the current path, 2: done
+
+    def visit(mod: str, path: list[str]) -> None:
+        state[mod] = 1
+        for dep in sorted(graph[mod]):
+            if state.get(dep) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(
+                    [*path[path.index(dep):], mod, dep] if dep in path else [mod, dep]))
+            if dep not in state:
+                visit(dep, [*path, mod])
+        state[mod] = 2
+
+    for mod in sorted(graph):
+        if mod not in state:
+            visit(mod, [])
+
+
+def test_endpoint_parts_do_not_import_the_endpoint() -> None:
+    graph = _import_graph()
+    for part in ("admission", "calltable", "reliability", "timers", "trunks", "calls", "peers"):
+        assert "iaxgw.gateway.protocol" not in graph[f"iaxgw.gateway.{part}"], part
