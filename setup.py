@@ -17,6 +17,12 @@ PACKAGES = {
     "iaxgw._core": "_core",
     "iaxgw.sim": "sim",
 }
+#: The layers inside the top-level folders (each a folder with an ``__init__.py``).
+SUBPACKAGES = [
+    f"{name}.{sub}" for name, folder in PACKAGES.items() if os.path.isdir(folder)
+    for sub in sorted(os.listdir(folder))
+    if os.path.isfile(os.path.join(folder, sub, "__init__.py"))
+]
 CORE_MODULES = ["_frames_c", "_ies_c", "_trunk_c", "_g711_c", "_udp_c"]
 
 
@@ -57,7 +63,7 @@ def _extensions() -> list[Extension]:
 
 
 setup(
-    packages=list(PACKAGES),
+    packages=[*PACKAGES, *SUBPACKAGES],
     package_dir=PACKAGES,
     package_data={
         "iaxgw._core": ["*.pyi", "py.typed", "*.pxd", "*.pxi"],

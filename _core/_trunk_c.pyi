@@ -200,7 +200,7 @@ class RxProbe:
     def take_exact(self) -> tuple[list[builtins.bytes], list[float], bool]: ...
 
 class CallMedia:
-    """The media fields of a call record (base class of ``gateway.calls.Call``)."""
+    """The media fields of a call record (base class of ``gateway.iax2.calls.Call``)."""
 
     callno: int
     state: Any

@@ -593,12 +593,13 @@ cdef class TrunkDemux:
 
 
 # ---------------------------------------------------------------------------------------------
-# The trunk receive hot path of the protocol core (gateway/protocol.py): per entry, find the call,
-# unwrap its timestamp, account it (RFC 3550 jitter, loss from timestamp gaps) and hand the
+# The trunk receive hot path of the protocol core (gateway/iax2/protocol.py): per entry, find the
+# call, unwrap its timestamp, account it (RFC 3550 jitter, loss from timestamp gaps) and hand the
 # payload on -- to the media sink, or, for a call that echoes (Echo() on a trunked call), straight
 # back into the trunk multiplexer of its peer.  The call record's media fields live in
-# ``CallMedia`` (the base class of ``gateway.calls.Call``) so this loop reads them as C fields.
-# Twin: ``_trunk_py.receive_trunk`` (same rules, same results).
+# ``CallMedia`` (the base class of ``gateway.iax2.calls.Call``) so this loop reads them as C
+# fields.  Twin:
+# ``_trunk_py.receive_trunk`` (same rules, same results).
 
 cdef enum:
     # C copies of _core.constants TS_SKEW_MS, UNWRAP_MS and CallState.ACCEPTED / UP (the twin
@@ -803,8 +804,8 @@ def stamp_matches(payload, original):
 
 
 cdef class TxProbe:
-    """The load tester's send side of one call (``sim.metrics.CallStats``): the payload cycle it
-    sends (``cycle``; frame ``k`` sends ``cycle[(k * 20 // frame_ms + offset) % len]``), the
+    """The load tester's send side of one call (``sim.load.metrics.CallStats``): the payload cycle
+    it sends (``cycle``; frame ``k`` sends ``cycle[(k * 20 // frame_ms + offset) % len]``), the
     frames and bytes sent, the first and last send times, and ``marks`` (a ``deque``): when
     each cycle started.  ``tx_tick`` builds a whole media tick from these without a Python
     call per call."""
@@ -939,7 +940,7 @@ cdef struct _Kept:
 
 
 cdef class RxProbe:
-    """The load tester's receive accounting of one call (``sim.metrics.CallStats``): RFC 3550
+    """The load tester's receive accounting of one call (``sim.load.metrics.CallStats``): RFC 3550
     interarrival jitter (its running value, maximum and sum), a 64-frame window of received
     media timestamps for duplicates, reordering and loss, and the payloads kept for the audio
     analysis.  ``receive_trunk`` feeds it straight from the datagram for a call whose ``probe``
@@ -1274,7 +1275,7 @@ cdef class RxProbe:
 
 
 cdef class CallMedia:
-    """The media fields of a call record (base class of ``gateway.calls.Call``)."""
+    """The media fields of a call record (base class of ``gateway.iax2.calls.Call``)."""
 
     cdef public long long callno
     cdef public object state
@@ -1308,7 +1309,7 @@ cdef inline long long _floor_mod(long long a, long long m) noexcept:
 
 
 cdef inline long long _bytes_per_ms(long long fmt) noexcept:
-    # gateway.protocol._BYTES_PER_MS
+    # gateway.iax2.protocol._BYTES_PER_MS
     if fmt == 0x40:
         return 16
     if fmt == 0x8000:
@@ -1418,7 +1419,7 @@ cdef list _receive_trunk(object data, dict calls, double epoch, double now, obje
         if (mux is not None and call.echo and call.trunk and call.svoiceformat == call.codec
                 and _ST_ACCEPTED <= st <= _ST_UP
                 and (mux.mtu == 0 or _HDR + mux._entry_len + <Py_ssize_t>length <= mux.mtu)):
-            # gateway.protocol.Endpoint.send_voice (its trunk branch), for the echoed payload
+            # gateway.iax2.protocol.Endpoint.send_voice (its trunk branch), for the echoed payload
             ts = _next_voice_ts(call, now)
             if 0 <= ts <= 0xFFFFFFFF:
                 _voice_sent(call, ts, length)
@@ -1776,7 +1777,7 @@ cdef class _SendPass:
 
 
 def send_trunk_voice(dict calls, list items, double now, dict trunks, list out=None):
-    """The trunk branch of ``gateway.protocol.Endpoint.send_voice`` for many calls at once:
+    """The trunk branch of ``gateway.iax2.protocol.Endpoint.send_voice`` for many calls at once:
     ``items`` = ``[(callno, payload), ...]``; each call that is up (or accepted), trunked and
     past its first full voice frame in this codec gets the next timestamp (send_voice's rules)
     and its payload goes into the ``TrunkMux`` of its peer's stream (``trunks[call.addr].mux``).

@@ -664,7 +664,7 @@ _MASK64 = (1 << 64) - 1
 
 
 class CallMedia:
-    """The media fields of a call record (base class of ``gateway.calls.Call``)."""
+    """The media fields of a call record (base class of ``gateway.iax2.calls.Call``)."""
 
     __slots__ = ("addr", "callno", "codec", "echo", "format_rx", "last_full_voice_ts",
                  "last_voice_ts", "lastsent", "nextpred", "probe", "rx", "rx_last", "start",
@@ -748,7 +748,7 @@ def receive_trunk(data: Buffer, calls: dict[int, CallMedia], epoch: float, now: 
                 and _ST_ACCEPTED <= st <= _ST_UP  # type: ignore[operator]
                 and (mux.mtu == 0 or HEADER_LEN + (ENTRY_TS_LEN if mux.timestamps
                                                    else ENTRY_LEN) + length <= mux.mtu)):
-            # gateway.protocol.Endpoint.send_voice (its trunk branch), for the echoed payload
+            # gateway.iax2.protocol.Endpoint.send_voice (its trunk branch), for the echoed payload
             out_ts = _next_voice_ts(call, now)
             if 0 <= out_ts <= 0xFFFFFFFF:
                 _voice_sent(call, out_ts, length)

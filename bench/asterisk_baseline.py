@@ -4,7 +4,7 @@
     python3 bench/asterisk_baseline.py --calls 200 --window 10
 
 Prints calls up, CPU% of each Asterisk over the window, and datagrams/s from a tshark capture.
-The measuring code lives in ``iaxgw.sim.asterisk_baseline`` so other benchmarks can reuse it.
+The measuring code lives in ``iaxgw.sim.lab.asterisk_baseline`` so other benchmarks can reuse it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import argparse
 import json
 import sys
 
-from iaxgw.sim.asterisk_baseline import run_baseline
-from iaxgw.sim.lab import LabError
+from iaxgw.sim.lab.asterisk_baseline import run_baseline
+from iaxgw.sim.lab.lab import LabError
 
 
 def main(argv: list[str] | None = None) -> int:

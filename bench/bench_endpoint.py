@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers_pair import ADDR_A, Pair, seed_configs, transfer
 
 from iaxgw._core.trunk import pack_trunk
-from iaxgw.gateway.events import IncomingCall
+from iaxgw.gateway.iax2.events import IncomingCall
 
 CALLS = 7
 BATCH = 100

@@ -17,9 +17,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from iaxgw.sim import signature as sig
-from iaxgw.sim.metrics import CallStats
-from iaxgw.sim.report import LoadStats
+from iaxgw.sim.load import signature as sig
+from iaxgw.sim.load.metrics import CallStats
+from iaxgw.sim.report.report import LoadStats
 
 PLAN = sig.default_plan()
 DET = sig.Detector(PLAN)

@@ -1,9 +1,9 @@
 """The load tester's media tick at scale (pytest-benchmark; ``python3 bench/ratios.py``).
 
-One 20 ms tick of ``CALLS`` answered, trunked echo-test calls, as ``sim.loadtest`` sends it: every
-call's ``TxProbe`` (its own one-second cycle of 50 distinct 160-byte payloads, each frame stamped
-with its counter) gives its next frame, the frames go into the trunk of their peer and the trunk
-is flushed into datagrams.  The cycles of 2,000 calls (16 MB) do not fit the caches, as in a
+One 20 ms tick of ``CALLS`` answered, trunked echo-test calls, as ``sim.load.loadtest`` sends it:
+every call's ``TxProbe`` (its own one-second cycle of 50 distinct 160-byte payloads, each frame
+stamped with its counter) gives its next frame, the frames go into the trunk of their peer and the
+trunk is flushed into datagrams.  The cycles of 2,000 calls (16 MB) do not fit the caches, as in a
 real run.
 
 - ``c``: ``tx_tick_send`` (one compiled pass: each frame counted and written, stamped, straight

@@ -1,7 +1,7 @@
 """What AES-128 call encryption costs: one voice frame, and ``iaxgw serve`` at N calls.
 
 1. Per frame: encrypt then decrypt a 160-byte G.711 voice mini frame (2 + 2 + 160 bytes; 194
-   on the wire) with :class:`iaxgw.gateway.crypto.FrameCipher`, the median of many repetitions
+   on the wire) with :class:`iaxgw.gateway.iax2.crypto.FrameCipher`, the median of many repetitions
    (the decrypted frame is checked against the original each time).
 2. Whole process: ``iaxgw serve`` as office-b (echo on 300) and ``iaxgw loadtest`` as office-a
    placing N calls of 20 ms G.711, first in the clear, then encrypted (``encryption = aes128``
@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from iaxgw.gateway.crypto import FrameCipher
-from iaxgw.sim.asterisk_baseline import cpu_ticks
-from iaxgw.sim.loadtest_lab import write_site
-from iaxgw.sim.loadtest_plan import LoadtestOptions
+from iaxgw.gateway.iax2.crypto import FrameCipher
+from iaxgw.sim.lab.asterisk_baseline import cpu_ticks
+from iaxgw.sim.lab.loadtest_lab import write_site
+from iaxgw.sim.load.loadtest_plan import LoadtestOptions
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 A_IP, B_IP = "127.0.31.10", "127.0.31.20"     # not the lab's addresses: runs beside it

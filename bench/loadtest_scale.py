@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from iaxgw.sim.loadtest import run_loadtest_core
-from iaxgw.sim.loadtest_lab import ServeProcess, proc_cpu_seconds, write_site
-from iaxgw.sim.loadtest_plan import LoadtestOptions
+from iaxgw.sim.lab.loadtest_lab import ServeProcess, proc_cpu_seconds, write_site
+from iaxgw.sim.load.loadtest import run_loadtest_core
+from iaxgw.sim.load.loadtest_plan import LoadtestOptions
 
 A_IP, B_IP = "127.0.9.10", "127.0.9.20"
 MAX_CALLNOS = 32000

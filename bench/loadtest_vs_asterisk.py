@@ -10,7 +10,7 @@ with Echo, trunked as in the seed.  One run, two phases:
    per-call signature tone and verifies every echo; once N calls are up we take the utime+stime
    of our process (and of office-b) over ``--window`` seconds.
 2. Asterisk **office-a** originates N calls ``channel originate Local/300@internal application
-   Milliwatt`` (as ``iaxgw.sim.asterisk_baseline`` does); once office-b has N calls up, the same
+   Milliwatt`` (as ``iaxgw.sim.lab.asterisk_baseline`` does); once office-b has N calls up, the same
    measurement on office-a's process.
 
 Prints a table: CPU % (100 = one core) of each generator and of the far end, and the ratio ours /
@@ -34,11 +34,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from iaxgw.sim.asterisk_baseline import cpu_ticks, originate_calls, wait_calls_up
-from iaxgw.sim.lab import Lab
-from iaxgw.sim.labconfig import seed_site
-from iaxgw.sim.loadtest_lab import write_site
-from iaxgw.sim.loadtest_plan import LoadtestOptions
+from iaxgw.sim.lab.asterisk_baseline import cpu_ticks, originate_calls, wait_calls_up
+from iaxgw.sim.lab.lab import Lab
+from iaxgw.sim.lab.labconfig import seed_site
+from iaxgw.sim.lab.loadtest_lab import write_site
+from iaxgw.sim.load.loadtest_plan import LoadtestOptions
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -33,15 +33,15 @@ INTERNAL_DIALPLAN = ("exten => h,1,NoOp(" + CAUSE_TAG + " ${HANGUPCAUSE} ${DIALS
 
 
 def site_config() -> Any:
-    from iaxgw.sim.labconfig import seed_site
+    from iaxgw.sim.lab.labconfig import seed_site
 
     return seed_site("office-a", extra_peer=QUALIFY_LINES,
                      extra_dialplan={"internal": INTERNAL_DIALPLAN})
 
 
 def _serve(workdir: Path, tag: str) -> Any:
-    from iaxgw.gateway.config import default_config_dir
-    from iaxgw.sim.loadtest_lab import ServeProcess
+    from iaxgw.gateway.conf.config import default_config_dir
+    from iaxgw.sim.lab.loadtest_lab import ServeProcess
 
     cfg = workdir / "office-b"
     if not cfg.exists():
@@ -52,7 +52,7 @@ def _serve(workdir: Path, tag: str) -> Any:
 
 
 def _ours(serve: Any, what: str) -> Any:
-    from iaxgw.gateway.control import query
+    from iaxgw.gateway.serve.control import query
 
     return query(serve.control, what)
 
@@ -150,7 +150,7 @@ def run(inst: Any, workdir: Path, mode: str = "kill", calls: int = 3,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from iaxgw.sim.lab import Lab
+    from iaxgw.sim.lab.lab import Lab
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mode", choices=("kill", "term"), default="kill")

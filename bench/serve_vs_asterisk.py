@@ -5,7 +5,7 @@ The lab's Asterisk office-a (127.0.0.10:4569) originates N Milliwatt calls
 office-b (127.0.0.20:4569), which answers with Echo on 300.  office-b is, in turn:
 
 1. ``iaxgw serve`` (a child process, the embedded office-b config);
-2. the lab's Asterisk 22 office-b (the baseline of ``sim/asterisk_baseline.py``).
+2. the lab's Asterisk 22 office-b (the baseline of ``sim/lab/asterisk_baseline.py``).
 
 For each, once the calls are up: office-b's CPU (utime+stime from /proc over a fixed window) and
 office-a's.  For iaxgw, audio is verified on every call from ``iaxgw show channels --json``
@@ -33,9 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from iaxgw.sim.asterisk_baseline import cpu_ticks, wait_calls_up
-from iaxgw.sim.lab import AsteriskInstance, Lab, LabError
-from iaxgw.sim.labconfig import seed_site
+from iaxgw.sim.lab.asterisk_baseline import cpu_ticks, wait_calls_up
+from iaxgw.sim.lab.lab import AsteriskInstance, Lab, LabError
+from iaxgw.sim.lab.labconfig import seed_site
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 FRAMES_PER_S = 50

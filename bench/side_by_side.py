@@ -1,5 +1,5 @@
 """One scenario with the lab's Asterisk 22 as office-b, then with ``iaxgw serve`` as office-b,
-office-a the real Asterisk both times (``iaxgw.sim.sidebyside``); prints the comparison.
+office-a the real Asterisk both times (``iaxgw.sim.lab.sidebyside``); prints the comparison.
 
 Usage (root, provisioned lab)::
 
@@ -16,8 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from iaxgw.sim.lab import Lab
-from iaxgw.sim.sidebyside import Scenario, run_side_by_side
+from iaxgw.sim.lab.lab import Lab
+from iaxgw.sim.lab.sidebyside import Scenario, run_side_by_side
 
 
 def scenario(name: str, calls: int, burst: int) -> Scenario:

@@ -36,10 +36,10 @@ def fd_count() -> int:
 
 
 async def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from iaxgw.gateway.impair import ImpairSpec
-    from iaxgw.sim.loadtest import LoadRunner, load_target
-    from iaxgw.sim.loadtest_lab import lossy_link_settings, write_site
-    from iaxgw.sim.loadtest_plan import LoadtestOptions
+    from iaxgw.gateway.driver.impair import ImpairSpec
+    from iaxgw.sim.lab.loadtest_lab import lossy_link_settings, write_site
+    from iaxgw.sim.load.loadtest import LoadRunner, load_target
+    from iaxgw.sim.load.loadtest_plan import LoadtestOptions
 
     rounds = max(1, math.ceil(args.minutes * 60 / args.duration))
     opts = LoadtestOptions(calls=args.calls, rate=args.calls / 5, total=args.calls * rounds,
@@ -99,7 +99,7 @@ def main() -> int:
     ap.add_argument("--json", dest="json_path", default=None, help="also write the figures here")
     args = ap.parse_args()
 
-    from iaxgw.sim.lab import Lab
+    from iaxgw.sim.lab.lab import Lab
 
     lab = Lab()
     reason = lab.unavailable_reason()
@@ -113,8 +113,8 @@ def main() -> int:
 def _run_locked(args: argparse.Namespace, lab: Any) -> int:
     import uvloop
 
-    from iaxgw.sim.labconfig import seed_site
-    from iaxgw.sim.loadtest_lab import LOSSY_CALLEE_GENERAL
+    from iaxgw.sim.lab.labconfig import seed_site
+    from iaxgw.sim.lab.loadtest_lab import LOSSY_CALLEE_GENERAL
 
     extra = {"extra_general": LOSSY_CALLEE_GENERAL} if args.impair else {}
     inst = lab.instance("office-a", seed_site("office-a", **extra)).start()

@@ -18,10 +18,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 #: Imported inside the instrumentation block so that their bytecode reports coverage.
 INSTRUMENTED = [
     "iaxgw._core._frames_py", "iaxgw._core._ies_py", "iaxgw._core._trunk_py",
-    "iaxgw._core._g711_py", "iaxgw.gateway.calls", "iaxgw.gateway.calltoken",
-    "iaxgw.gateway.config", "iaxgw.gateway.admission", "iaxgw.gateway.calltable",
-    "iaxgw.gateway.reliability", "iaxgw.gateway.trunks",
-    "iaxgw.gateway.protocol",
+    "iaxgw._core._g711_py", "iaxgw.gateway.iax2.calls", "iaxgw.gateway.iax2.calltoken",
+    "iaxgw.gateway.conf.config", "iaxgw.gateway.iax2.admission", "iaxgw.gateway.iax2.calltable",
+    "iaxgw.gateway.iax2.reliability", "iaxgw.gateway.iax2.trunks",
+    "iaxgw.gateway.iax2.protocol",
 ]
 with atheris.instrument_imports(include=["iaxgw", "targets"]):
     for _mod in INSTRUMENTED:

@@ -333,7 +333,7 @@ _CONFIG: Any = None
 def _config() -> Any:
     global _CONFIG
     if _CONFIG is None:
-        from iaxgw.gateway.config import default_config_dir, load_iax_conf
+        from iaxgw.gateway.conf.config import default_config_dir, load_iax_conf
 
         _CONFIG = load_iax_conf(default_config_dir("office-b") / "iax.conf")
     return _CONFIG
@@ -342,7 +342,7 @@ def _config() -> Any:
 def _endpoint() -> Any:
     import logging
 
-    from iaxgw.gateway.protocol import Endpoint
+    from iaxgw.gateway.iax2.protocol import Endpoint
 
     logging.getLogger("iaxgw").setLevel(logging.CRITICAL)
     st = _EP_STATE
@@ -583,7 +583,7 @@ def _encrypted_endpoint() -> dict[str, Any]:
     import dataclasses
     import logging
 
-    from iaxgw.gateway.protocol import Endpoint
+    from iaxgw.gateway.iax2.protocol import Endpoint
 
     logging.getLogger("iaxgw").setLevel(logging.CRITICAL)
     st = _ENC_STATE
@@ -609,7 +609,7 @@ def _setup_encrypted_call(ep: Any, peer: _Peer, addr: Any, now: float, answer: b
     from iaxgw._core.constants import IE
     from iaxgw._core.frames import build_full, parse_full
     from iaxgw._core.ies import IEs, build_ies
-    from iaxgw.gateway.crypto import FrameCipher, derive_key
+    from iaxgw.gateway.iax2.crypto import FrameCipher, derive_key
 
     cipher = None
     for f in _new_with_token(ep, peer, addr, now, [(IE.ENCRYPTION, offer)]):

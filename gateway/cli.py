@@ -50,11 +50,11 @@ def main(verbose: int) -> None:
 
 def _attach() -> None:
     """Attach the sub-commands, each defined beside the code it drives."""
-    from iaxgw.gateway.ctl_cli import ctl
-    from iaxgw.gateway.doctor_cli import check, probe
-    from iaxgw.gateway.serve_cli import serve, show
-    from iaxgw.sim.lab_cli import lab
-    from iaxgw.sim.loadtest_cli import loadtest, worker
+    from iaxgw.gateway.doctor.doctor_cli import check, probe
+    from iaxgw.gateway.serve.ctl_cli import ctl
+    from iaxgw.gateway.serve.serve_cli import serve, show
+    from iaxgw.sim.lab.lab_cli import lab
+    from iaxgw.sim.load.loadtest_cli import loadtest, worker
 
     for command in (lab, serve, show, ctl, loadtest, worker, check, probe):
         main.add_command(command)

@@ -43,7 +43,7 @@ def skip_or_fail(reason: str) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("asterisk") is None:
         return
-    from iaxgw.sim.lab import Lab
+    from iaxgw.sim.lab.lab import Lab
 
     reason = Lab().unavailable_reason()
     if reason is not None:
@@ -52,7 +52,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Sweep: stop every Asterisk this test process started and that is still running."""
-    from iaxgw.sim.lab import stop_all_started
+    from iaxgw.sim.lab.lab import stop_all_started
 
     stop_all_started()
 
@@ -60,7 +60,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Any]:
     """The provisioned lab; skips (or fails, see module doc) when it is not usable."""
-    from iaxgw.sim.lab import Lab, LabError, stop_all_started
+    from iaxgw.sim.lab.lab import Lab, LabError, stop_all_started
 
     lab_ = Lab()
     reason = lab_.unavailable_reason()
@@ -83,7 +83,7 @@ StartFn = Callable[..., Any]
 @pytest.fixture(scope="module")
 def asterisk_factory(lab: Any) -> Iterator[StartFn]:
     """``start(name="office-a", config=None, **overrides) -> AsteriskInstance``, module-scoped."""
-    from iaxgw.sim.labconfig import seed_site
+    from iaxgw.sim.lab.labconfig import seed_site
 
     started: list[Any] = []
 

@@ -1,4 +1,4 @@
-"""A fake :class:`iaxgw.gateway.channel.Channel` that records calls and drives media ticks.
+"""A fake :class:`iaxgw.gateway.pbx.channel.Channel` that records calls and drives media ticks.
 
 ``FakeChannel.start_clock()`` runs a media tick every ``tick`` seconds (default 2 ms, i.e. 10x
 real time): each tick hands the next payload of ``feed`` (what the far end "sends") to the
@@ -12,7 +12,7 @@ import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 
-from iaxgw.gateway.channel import DialOutcome, MediaHandler
+from iaxgw.gateway.pbx.channel import DialOutcome, MediaHandler
 
 DialFn = Callable[[str, str, float | None], Awaitable[DialOutcome]]
 

@@ -13,10 +13,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from iaxgw.gateway.address import Addr
-from iaxgw.gateway.events import CallProgress, Event, IncomingCall
-from iaxgw.gateway.model import AclRule, Entry, General, IaxConfig
-from iaxgw.gateway.protocol import Endpoint
+from iaxgw.gateway.conf.model import AclRule, Entry, General, IaxConfig
+from iaxgw.gateway.iax2.address import Addr
+from iaxgw.gateway.iax2.events import CallProgress, Event, IncomingCall
+from iaxgw.gateway.iax2.protocol import Endpoint
 
 ADDR_A: Addr = ("127.0.0.10", 4569)
 ADDR_B: Addr = ("127.0.0.20", 4569)

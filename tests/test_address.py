@@ -7,9 +7,9 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from iaxgw.gateway.address import AddressError, format_addr, parse_hostport, split_hostport
 from iaxgw.gateway.cli import main
-from iaxgw.sim.loadtest_plan import parse_bind_list
+from iaxgw.gateway.iax2.address import AddressError, format_addr, parse_hostport, split_hostport
+from iaxgw.sim.load.loadtest_plan import parse_bind_list
 
 
 @pytest.mark.parametrize(("text", "default", "want"), [
@@ -85,7 +85,7 @@ def test_loadtest_address_options_are_usage_errors() -> None:
 
 def test_probe_target_and_bind_are_parsed_before_the_probe(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import iaxgw.gateway.probe as probe_mod
+    import iaxgw.gateway.doctor.probe as probe_mod
 
     seen: dict[str, object] = {}
 

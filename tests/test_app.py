@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from iaxgw.gateway import events as ev
-from iaxgw.gateway.app import TICK, GatewayApp, Site
-from iaxgw.gateway.dialplan import load_extensions_conf
-from iaxgw.gateway.model import Entry, IaxConfig
+from iaxgw.gateway.conf.model import Entry, IaxConfig
+from iaxgw.gateway.iax2 import events as ev
+from iaxgw.gateway.pbx.dialplan import load_extensions_conf
+from iaxgw.gateway.serve.app import TICK, GatewayApp, Site
 
 EXT = """\
 [from-iax]

@@ -23,9 +23,9 @@ import pytest
 from iaxgw._core.constants import IE, IAXSubclass
 from iaxgw._core.frames import build_full, parse_full
 from iaxgw._core.ies import IEs, build_ies
-from iaxgw.gateway.config import load_iax_conf
-from iaxgw.gateway.protocol import Endpoint
-from iaxgw.sim.labconfig import LabSiteConfig, render_iax_conf, seed_site
+from iaxgw.gateway.conf.config import load_iax_conf
+from iaxgw.gateway.iax2.protocol import Endpoint
+from iaxgw.sim.lab.labconfig import LabSiteConfig, render_iax_conf, seed_site
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(120)]
 

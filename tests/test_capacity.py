@@ -1,4 +1,4 @@
-"""The capacity search's rule and its steps, on made-up seconds (sim/capacity.py), and the
+"""The capacity search's rule and its steps, on made-up seconds (sim/scale/capacity.py), and the
 options it plans (the first step, calls that stay up, enough attempts)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from iaxgw.sim.capacity import CapacitySearch, RuleError, StopRule, step_lines
-from iaxgw.sim.loadtest_plan import LoadtestOptions, PlanError
+from iaxgw.sim.load.loadtest_plan import LoadtestOptions, PlanError
+from iaxgw.sim.scale.capacity import CapacitySearch, RuleError, StopRule, step_lines
 
 
 def test_rule_names_what_tripped_and_never_trips_on_na() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from iaxgw.gateway.check import check_dirs
+from iaxgw.gateway.doctor.check import check_dirs
 
 SEED = Path(__file__).parent / "data" / "seed"
 

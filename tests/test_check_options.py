@@ -9,8 +9,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from iaxgw.gateway.check import check_dirs
 from iaxgw.gateway.cli import main
+from iaxgw.gateway.doctor.check import check_dirs
 
 SEED = Path(__file__).parent / "data" / "seed"
 

@@ -162,7 +162,7 @@ def test_capacity_search_steers_the_workers(serve: dict[str, Any],  # noqa: F811
 
 
 def test_worker_result_json_refuses_foreign_fields() -> None:
-    from iaxgw.sim.shard_merge import result_from_json
+    from iaxgw.sim.scale.shard_merge import result_from_json
 
     with pytest.raises(ValueError, match="other fields"):
         result_from_json({"records": [{"index": 0, "__reduce__": "x"}]})
@@ -185,9 +185,9 @@ def test_config_bundle_carries_includes_and_refuses_what_escapes(tmp_path: Path)
     bad encodings; an include outside --config is a usage error naming the file."""
     import base64
 
-    from iaxgw.gateway.config import load_iax_conf
-    from iaxgw.sim.config_bundle import BUNDLE_MAX_FILES, config_bundle, unpack_config_bundle
-    from iaxgw.sim.loadtest_plan import PlanError
+    from iaxgw.gateway.conf.config import load_iax_conf
+    from iaxgw.sim.load.loadtest_plan import PlanError
+    from iaxgw.sim.scale.config_bundle import BUNDLE_MAX_FILES, config_bundle, unpack_config_bundle
 
     # importing it in-process must not bring in gevent (its patches break every later
     # asyncio test of the session)

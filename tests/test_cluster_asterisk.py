@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from test_cluster import CLI, Cluster
 
-from iaxgw.gateway.config import default_config_dir
+from iaxgw.gateway.conf.config import default_config_dir
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(240),
               pytest.mark.skipif(importlib.util.find_spec("locust") is None,

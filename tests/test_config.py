@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from iaxgw.gateway.asterisk_conf import read_conf, strip_comment
-from iaxgw.gateway.config import (
+from iaxgw.gateway.conf.asterisk_conf import read_conf, strip_comment
+from iaxgw.gateway.conf.config import (
     ConfigError,
     PhoneBehaviour,
     acl_allows,
@@ -18,7 +18,7 @@ from iaxgw.gateway.config import (
     load_phones_conf,
     parse_callerid,
 )
-from iaxgw.gateway.model import AclRule, IaxConfig
+from iaxgw.gateway.conf.model import AclRule, IaxConfig
 
 SEED = Path(__file__).parent / "data" / "seed"
 net = ipaddress.ip_network
@@ -392,7 +392,7 @@ def test_unterminated_block_comment_is_an_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("target", ["/dev/zero", "big", "dir"])
 def test_include_only_small_regular_files(tmp_path: Path, target: str) -> None:
-    from iaxgw.gateway.asterisk_conf import MAX_FILE_BYTES
+    from iaxgw.gateway.conf.asterisk_conf import MAX_FILE_BYTES
 
     if target == "big":
         with open(tmp_path / "big", "wb") as fh:
@@ -412,7 +412,7 @@ def test_non_utf8_secret_keeps_its_bytes(tmp_path: Path) -> None:
     """Asterisk hashes the secret's bytes as they are in the file."""
     import hashlib
 
-    from iaxgw.gateway.calltoken import md5_result
+    from iaxgw.gateway.iax2.calltoken import md5_result
 
     (tmp_path / "iax.conf").write_bytes(b"[office-a]\ntype = friend\nsecret = caf\xe9\xff\n"
                                         b"host = 127.0.0.10\n")

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from iaxgw.gateway.cli import main
-from iaxgw.gateway.control import (
+from iaxgw.gateway.serve.control import (
     ControlError,
     ControlServer,
     default_control_path,

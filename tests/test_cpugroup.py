@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from iaxgw.sim import cpugroup
+from iaxgw.sim.lab import cpugroup
 
 SITE = "test-cpugroup"
 

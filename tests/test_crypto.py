@@ -20,15 +20,15 @@ from test_protocol import setup_call
 from iaxgw._core.constants import IE, IAXSubclass
 from iaxgw._core.frames import parse_full
 from iaxgw._core.ies import IEs
-from iaxgw.gateway.config import apply_encryption
-from iaxgw.gateway.crypto import (
+from iaxgw.gateway.conf.config import apply_encryption
+from iaxgw.gateway.iax2.crypto import (
     CallCrypto,
     FrameCipher,
     derive_key,
     merge_encryption,
     rtkey_challenge,
 )
-from iaxgw.gateway.events import AuthFailed, CallEnded, CallProgress, VoiceReceived
+from iaxgw.gateway.iax2.events import AuthFailed, CallEnded, CallProgress, VoiceReceived
 
 TONE = bytes(range(160))
 
@@ -324,8 +324,8 @@ def test_garbage_for_an_encrypted_call_is_dropped_and_the_call_goes_on() -> None
 
 
 def test_show_peers_marks_encrypted_entries() -> None:
-    from iaxgw.gateway.app import _peer_row
-    from iaxgw.gateway.model import Entry
+    from iaxgw.gateway.conf.model import Entry
+    from iaxgw.gateway.serve.app import _peer_row
 
     assert _peer_row("b", Entry(name="b", encryption=0x8001), {})["encryption"] is True
     assert _peer_row("b", Entry(name="b"), {})["encryption"] is False
@@ -334,7 +334,7 @@ def test_show_peers_marks_encrypted_entries() -> None:
 def test_rotation_keys_are_128_random_bits() -> None:
     import random
 
-    from iaxgw.gateway.crypto import rotation_key
+    from iaxgw.gateway.iax2.crypto import rotation_key
 
     keys = {rotation_key(random.SystemRandom()) for _ in range(64)}
     assert len(keys) == 64 and all(len(k) == 16 for k in keys)

@@ -27,10 +27,10 @@ import pytest
 from test_serve_asterisk import _show, wait_channel_up
 
 from iaxgw._core.frames import parse_full
-from iaxgw.gateway.pcap import read_pcap
-from iaxgw.sim.loadtest import run_loadtest_async
-from iaxgw.sim.loadtest_lab import write_site
-from iaxgw.sim.loadtest_plan import LoadtestOptions
+from iaxgw.gateway.driver.pcap import read_pcap
+from iaxgw.sim.lab.loadtest_lab import write_site
+from iaxgw.sim.load.loadtest import run_loadtest_async
+from iaxgw.sim.load.loadtest_plan import LoadtestOptions
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(300)]
 
@@ -211,7 +211,7 @@ def test_asterisk_to_asterisk_trunked_voice_is_clear(asterisk_factory: Any,
     office-a's Milliwatt reaches office-b's Echo; the capture shows the trunk datagrams
     carrying the Milliwatt bytes in the clear both ways, while every full frame of the call
     after office-b's AUTHREQ has the encrypted shape."""
-    from iaxgw.sim.capture import Capture
+    from iaxgw.sim.lab.capture import Capture
 
     office_a = asterisk_factory("office-a", trunk=True, extra_general=FORCED)
     office_b = asterisk_factory("office-b", trunk=True, extra_general=FORCED)

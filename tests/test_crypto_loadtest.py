@@ -12,8 +12,8 @@ import jsonschema
 import pytest
 from test_loadtest import EchoPeer, _opts, _run, _site_dir
 
-from iaxgw.sim.loadtest import encryption_line
-from iaxgw.sim.report import summary_schema
+from iaxgw.sim.load.loadtest import encryption_line
+from iaxgw.sim.report.report import summary_schema
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -78,8 +78,8 @@ def test_encryption_required_by_us_and_refused_by_the_peer(tmp_path: Path) -> No
 def test_lab_sites_written_encrypted_serve_and_loadtest(tmp_path: Path) -> None:
     """``iaxgw lab --encryption``'s two sites (write_site): serve as a process, the load tester
     calling it with mini frames; every call encrypted, audio verified."""
-    from iaxgw.sim.loadtest_lab import ServeProcess, write_site
-    from iaxgw.sim.loadtest_plan import LoadtestOptions
+    from iaxgw.sim.lab.loadtest_lab import ServeProcess, write_site
+    from iaxgw.sim.load.loadtest_plan import LoadtestOptions
 
     n = next(_NETS)
     a_ip, b_ip = f"127.1.{n}.10", f"127.1.{n}.20"

@@ -1,4 +1,4 @@
-"""Encryption on one side only, side by side (``iaxgw.sim.sidebyside``): the lab's Asterisk 22
+"""Encryption on one side only, side by side (``iaxgw.sim.lab.sidebyside``): the lab's Asterisk 22
 office-a calls office-b, which is first the lab's Asterisk, then ``iaxgw serve`` with the same
 rendered iax.conf; the outcomes must match.
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from iaxgw.sim.sidebyside import Scenario, run_side_by_side
+from iaxgw.sim.lab.sidebyside import Scenario, run_side_by_side
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(420)]
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from iaxgw._core import g711
-from iaxgw.gateway.channel import DialOutcome
-from iaxgw.gateway.config import ConfigError, PhoneBehaviour, PhonesConfig, default_config_dir
-from iaxgw.gateway.dialplan import (
+from iaxgw.gateway.conf.config import ConfigError, PhoneBehaviour, PhonesConfig, default_config_dir
+from iaxgw.gateway.pbx.channel import DialOutcome
+from iaxgw.gateway.pbx.dialplan import (
     Dialplan,
     evaluate,
     load_extensions_conf,
@@ -27,7 +27,7 @@ from iaxgw.gateway.dialplan import (
     substitute,
     substring,
 )
-from iaxgw.gateway.dialplan_apps import APPLICATIONS, Recorder, encode, frames, run, tone_pcm
+from iaxgw.gateway.pbx.dialplan_apps import APPLICATIONS, Recorder, encode, frames, run, tone_pcm
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakes import FakeChannel

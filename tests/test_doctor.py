@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from iaxgw.gateway.address import parse_hostport
-from iaxgw.gateway.check import check_dirs, has_errors
 from iaxgw.gateway.cli import main
-from iaxgw.gateway.dialplan import pattern_samples
+from iaxgw.gateway.doctor.check import check_dirs, has_errors
+from iaxgw.gateway.iax2.address import parse_hostport
+from iaxgw.gateway.pbx.dialplan import pattern_samples
 
 SEED = Path(__file__).parent / "data" / "seed"
 

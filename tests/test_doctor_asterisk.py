@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from iaxgw.gateway.check import check_dirs, has_errors
 from iaxgw.gateway.cli import main
-from iaxgw.gateway.probe import ProbeReport, probe
-from iaxgw.sim.labconfig import SEED_SECRET, seed_site
+from iaxgw.gateway.doctor.check import check_dirs, has_errors
+from iaxgw.gateway.doctor.probe import ProbeReport, probe
+from iaxgw.sim.lab.labconfig import SEED_SECRET, seed_site
 
 pytestmark = pytest.mark.asterisk
 

@@ -80,7 +80,7 @@ def test_encrypted_endpoint_target_reaches_an_encrypted_call(
     """The encrypted target's setup gives an answered call whose frames both ways go
     encrypted, and the fuzzed inputs reach the decrypt path of live encrypted calls both
     ways: frames that decrypt and frames refused (cut, flipped, in the clear)."""
-    import iaxgw.gateway.protocol as protocol
+    import iaxgw.gateway.iax2.protocol as protocol
 
     targets._ENC_STATE["ep"] = None
     st = targets._encrypted_endpoint()

@@ -1,4 +1,4 @@
-"""The load tester's garbage-collector pacing (``sim/gcpace.py``) and the untracked receive
+"""The load tester's garbage-collector pacing (``sim/load/gcpace.py``) and the untracked receive
 tuples it relies on."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import gc
 import pytest
 
 from iaxgw._core._select import both
-from iaxgw.sim.gcpace import GcPacer
+from iaxgw.sim.load.gcpace import GcPacer
 
 TRUNK = both("trunk")
 

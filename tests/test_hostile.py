@@ -27,11 +27,17 @@ from iaxgw._core.constants import IE, FrameType, IAXSubclass
 from iaxgw._core.frames import build_full, build_mini, parse_full
 from iaxgw._core.ies import IEs, build_ies
 from iaxgw._core.trunk import pack_trunk
-from iaxgw.gateway.address import Addr
-from iaxgw.gateway.calls import CallState
-from iaxgw.gateway.events import AuthFailed, CallEnded, CallProgress, IncomingCall, VoiceReceived
-from iaxgw.gateway.model import General
-from iaxgw.gateway.protocol import Endpoint
+from iaxgw.gateway.conf.model import General
+from iaxgw.gateway.iax2.address import Addr
+from iaxgw.gateway.iax2.calls import CallState
+from iaxgw.gateway.iax2.events import (
+    AuthFailed,
+    CallEnded,
+    CallProgress,
+    IncomingCall,
+    VoiceReceived,
+)
+from iaxgw.gateway.iax2.protocol import Endpoint
 
 STRANGER: Addr = ("127.0.0.66", 4569)
 SAME_IP_OTHER_PORT: Addr = (ADDR_A[0], 40000)
@@ -834,7 +840,7 @@ def test_nonvalidated_budget_is_global_and_allocation_constant_time(
 
 def test_call_number_allocation_cost_does_not_grow_with_the_pool() -> None:
     """Allocation draws one random number whatever the pool holds (no scan of the pool)."""
-    from iaxgw.gateway.calls import CallNumbers
+    from iaxgw.gateway.iax2.calls import CallNumbers
 
     class Counting(random.Random):
         draws = 0

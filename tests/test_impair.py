@@ -1,4 +1,4 @@
-"""``gateway/impair.py``: the spec parser and the statistics of the injected impairments.
+"""``gateway/driver/impair.py``: the spec parser and the statistics of the injected impairments.
 
 Seeded, N = 20,000 datagrams per check.  Bounds (about 4-5 standard deviations):
 * loss 5 %: Bernoulli sd = sqrt(p(1-p)/N) = 0.15 pp; the Gilbert-Elliott chain with burst 3 has
@@ -18,7 +18,7 @@ import random
 import pytest
 from click.testing import CliRunner
 
-from iaxgw.gateway.impair import (
+from iaxgw.gateway.driver.impair import (
     ImpairedLink,
     ImpairError,
     Impairment,
@@ -59,8 +59,8 @@ def test_parse_errors(text: str, words: str) -> None:
 
 
 def test_cli_bad_spec_is_a_usage_error() -> None:
-    from iaxgw.gateway.serve_cli import serve
-    from iaxgw.sim.loadtest_cli import loadtest
+    from iaxgw.gateway.serve.serve_cli import serve
+    from iaxgw.sim.load.loadtest_cli import loadtest
 
     for cmd in (serve, loadtest):
         args = ["--impair", "loss=7"] + (["--peer", "office-a"] if cmd is serve else [])

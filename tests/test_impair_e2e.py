@@ -23,10 +23,10 @@ after the quiet-tail change.  Our table is therefore checked empty right after t
 far end (serve or Asterisk) has destroyed each call when its ACK/INVAL went out, so its table
 must be empty within a few seconds (5 s allowed for polling).
 
-Loss truth (echo, trunk without timestamps, so ``echo_missing_pct`` is the figure: frames sent
-minus frames that came back at least once).  The impairment's voice census (gateway/impair.py)
-counts every voice frame offered to it each way, so our counts are held to it exactly and the
-round trip is split into what the link did and what the far end did:
+Loss truth (echo, trunk without timestamps, so ``echo_missing_pct`` is the figure: frames sent minus
+frames that came back at least once).  The impairment's voice census (gateway/driver/impair.py)
+counts every voice frame offered to it each way, so our counts are held to it exactly and the round
+trip is split into what the link did and what the far end did:
 
 * every frame we counted as sent was offered to the link (S = census send frames, exact);
 * every copy the link delivered to us was counted, except those that arrived after our HANGUP
@@ -34,8 +34,8 @@ round trip is split into what the link did and what the far end did:
 * the far end's own share (``far_end_echo_pct``: frames it sent back / copies delivered to it)
   is at least ``min_echo``: iaxgw serve echoes everything; the lab's Asterisk was seen to send
   back 91-93 % in some runs and ~100 % in most: while many calls hang up at once, its Echo stops
-  for 0.15-1 s on a few of the calls still up (seen in a pcap parsed with gateway/pcap.py: our
-  trunk datagrams carried the call's frames throughout, the impairment delivered them, and
+  for 0.15-1 s on a few of the calls still up (seen in a pcap parsed with gateway/driver/pcap.py:
+  our trunk datagrams carried the call's frames throughout, the impairment delivered them, and
   Asterisk's trunk datagrams left that call out);
 * so the unique frames back should be ``(R - Dr) x U / C`` (R frames the far end sent, Dr of
   them dropped, U unique frames and C copies delivered to it), and the measured round-trip
@@ -56,7 +56,7 @@ from typing import Any
 
 import pytest
 
-from iaxgw.gateway.impair import ImpairSpec
+from iaxgw.gateway.driver.impair import ImpairSpec
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -114,7 +114,7 @@ def _check_unverified_echo(res: Any, census: Any, peer: tuple[str, int]) -> None
 def _run_loadtest(opts: Any, spec: ImpairSpec) -> tuple[Any, dict[str, Any]]:
     import uvloop
 
-    from iaxgw.sim.loadtest import LoadRunner, load_target
+    from iaxgw.sim.load.loadtest import LoadRunner, load_target
 
     async def main() -> tuple[Any, dict[str, Any]]:
         before = {t.get_name() for t in asyncio.all_tasks()}
@@ -134,9 +134,9 @@ def _run_loadtest(opts: Any, spec: ImpairSpec) -> tuple[Any, dict[str, Any]]:
 
 
 def test_iaxgw_vs_iaxgw_through_impairment(tmp_path: Path) -> None:
-    from iaxgw.gateway.control import query
-    from iaxgw.sim.loadtest_lab import ServeProcess, lossy_link_settings, write_site
-    from iaxgw.sim.loadtest_plan import LoadtestOptions
+    from iaxgw.gateway.serve.control import query
+    from iaxgw.sim.lab.loadtest_lab import ServeProcess, lossy_link_settings, write_site
+    from iaxgw.sim.load.loadtest_plan import LoadtestOptions
 
     n = next(_NETS)
     a_ip, b_ip = f"127.0.{n}.10", f"127.0.{n}.20"
@@ -179,9 +179,9 @@ def test_iaxgw_vs_iaxgw_through_impairment(tmp_path: Path) -> None:
 
 @pytest.mark.asterisk
 def test_asterisk_echo_through_impairment(tmp_path: Path, lab: Any) -> None:
-    from iaxgw.sim.labconfig import seed_site
-    from iaxgw.sim.loadtest_lab import LOSSY_CALLEE_GENERAL, lossy_link_settings, write_site
-    from iaxgw.sim.loadtest_plan import LoadtestOptions
+    from iaxgw.sim.lab.labconfig import seed_site
+    from iaxgw.sim.lab.loadtest_lab import LOSSY_CALLEE_GENERAL, lossy_link_settings, write_site
+    from iaxgw.sim.load.loadtest_plan import LoadtestOptions
 
     inst = lab.instance("office-a", seed_site(
         "office-a", extra_general=LOSSY_CALLEE_GENERAL)).start()

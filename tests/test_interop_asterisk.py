@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 import uvloop
 
-from iaxgw.gateway.config import load_iax_conf
-from iaxgw.gateway.events import (
+from iaxgw.gateway.conf.config import load_iax_conf
+from iaxgw.gateway.conf.model import IaxConfig
+from iaxgw.gateway.driver.server import DatagramServer, open_endpoint
+from iaxgw.gateway.iax2.events import (
     CallEnded,
     CallProgress,
     Event,
@@ -20,9 +22,7 @@ from iaxgw.gateway.events import (
     PeerStatusChanged,
     VoiceReceived,
 )
-from iaxgw.gateway.model import IaxConfig
-from iaxgw.gateway.server import DatagramServer, open_endpoint
-from iaxgw.sim.labconfig import render_iax_conf, seed_site
+from iaxgw.sim.lab.labconfig import render_iax_conf, seed_site
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(120)]
 

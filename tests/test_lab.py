@@ -15,11 +15,17 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from iaxgw.sim import lab as labmod
-from iaxgw.sim.capture import Capture, count_trunk_entries, decode_counts, parse_tshark_fields
-from iaxgw.sim.lab import Lab, LabError, find_debian_mirror, parse_iax2_channels, parse_iax2_peers
-from iaxgw.sim.lab_cli import lab as lab_group
-from iaxgw.sim.labconfig import (
+from iaxgw.sim.lab import lab as labmod
+from iaxgw.sim.lab.capture import Capture, count_trunk_entries, decode_counts, parse_tshark_fields
+from iaxgw.sim.lab.lab import (
+    Lab,
+    LabError,
+    find_debian_mirror,
+    parse_iax2_channels,
+    parse_iax2_peers,
+)
+from iaxgw.sim.lab.lab_cli import lab as lab_group
+from iaxgw.sim.lab.labconfig import (
     BASE_MODULES,
     SiteDirs,
     render_asterisk_conf,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from iaxgw.sim.capture import Capture, decode_counts
+from iaxgw.sim.lab.capture import Capture, decode_counts
 
 pytestmark = pytest.mark.asterisk
 

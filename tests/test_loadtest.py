@@ -1,6 +1,6 @@
 """``iaxgw loadtest`` against a small in-test echo peer on loopback (and the real Asterisk lab).
 
-The peer is a real :class:`~iaxgw.gateway.protocol.Endpoint` in its own thread and event loop,
+The peer is a real :class:`~iaxgw.gateway.iax2.protocol.Endpoint` in its own thread and event loop,
 configured from the embedded seed (office-b) with its addresses moved to a random 127.0.0.x pair,
 so tests never collide with a lab or ``iaxgw serve`` on 127.0.0.10/20.  Its dialplan is tiny:
 x00 answers and echoes every voice payload at once, x02 busy, x03 congestion, x09 never answers.
@@ -26,11 +26,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from iaxgw.gateway import events as ev
-from iaxgw.gateway.config import default_config_dir, load_iax_conf
-from iaxgw.gateway.server import open_endpoint
-from iaxgw.sim.loadtest import run_loadtest, run_loadtest_async
-from iaxgw.sim.loadtest_plan import (
+from iaxgw.gateway.conf.config import default_config_dir, load_iax_conf
+from iaxgw.gateway.driver.server import open_endpoint
+from iaxgw.gateway.iax2 import events as ev
+from iaxgw.sim.load.loadtest import run_loadtest, run_loadtest_async
+from iaxgw.sim.load.loadtest_plan import (
     CallnoBudget,
     LoadtestOptions,
     PlanError,
@@ -38,7 +38,7 @@ from iaxgw.sim.loadtest_plan import (
     parse_extens,
     plan_calls,
 )
-from iaxgw.sim.metrics import CallStats
+from iaxgw.sim.load.metrics import CallStats
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -255,7 +255,7 @@ def test_setup_window_and_finished_calls(sites: dict[str, Any],
     """At most ``max_pending`` calls are in setup at once, and a finished call drops its live
     state (pre-encoded payloads, audio buffers), keeping only the compact record the report
     needs, so a long run's memory stays flat."""
-    import iaxgw.sim.loadtest as lt
+    import iaxgw.sim.load.loadtest as lt
 
     runners: list[Any] = []
     real = lt.LoadRunner
@@ -448,7 +448,7 @@ def test_ticker_always_lets_held_reads_go() -> None:
     read hold left behind would stop the load tester hearing hang-ups and answers)."""
     import uvloop
 
-    from iaxgw.sim.loadtest import LoadRunner, LoadtestOptions, load_target
+    from iaxgw.sim.load.loadtest import LoadRunner, LoadtestOptions, load_target
 
     class Transport:
         def __init__(self) -> None:
@@ -539,8 +539,8 @@ def test_achieved_rate_is_the_pace_not_the_refills_of_the_concurrency_cap(
 
 
 def test_unmet_target_reason_prints_rates_as_figures_not_float_noise() -> None:
-    from iaxgw.sim.loadtest import fail_reasons
-    from iaxgw.sim.loadtest_plan import LoadtestOptions
+    from iaxgw.sim.load.loadtest import fail_reasons
+    from iaxgw.sim.load.loadtest_plan import LoadtestOptions
 
     summary = {"targets": {"met": False,
                            "rate": {"achieved": 180.67000000000002, "asked": 1000.0},

@@ -32,9 +32,9 @@ from typing import Any
 
 import pytest
 
-from iaxgw.gateway.config import default_config_dir
-from iaxgw.sim.loadtest import run_loadtest_async
-from iaxgw.sim.loadtest_plan import LoadtestOptions
+from iaxgw.gateway.conf.config import default_config_dir
+from iaxgw.sim.load.loadtest import run_loadtest_async
+from iaxgw.sim.load.loadtest_plan import LoadtestOptions
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(240)]
 

@@ -26,10 +26,10 @@ from click.testing import CliRunner
 from test_loadtest import _site_dir
 
 from iaxgw.gateway.cli import main
-from iaxgw.sim.loadtest import load_target
-from iaxgw.sim.loadtest_lab import ServeProcess
-from iaxgw.sim.loadtest_plan import LoadtestOptions
-from iaxgw.sim.report import TIMESERIES_CSV_HEADER, summary_schema
+from iaxgw.sim.lab.loadtest_lab import ServeProcess
+from iaxgw.sim.load.loadtest import load_target
+from iaxgw.sim.load.loadtest_plan import LoadtestOptions
+from iaxgw.sim.report.report import TIMESERIES_CSV_HEADER, summary_schema
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -295,8 +295,8 @@ def test_sigint_exits_130_and_keeps_the_report(serve: dict[str, Any], tmp_path: 
 
 
 def test_readme_documents_every_report_column() -> None:
-    from iaxgw.sim.metrics import CallRecord
-    from iaxgw.sim.report import CALL_ID_FIELDS
+    from iaxgw.sim.load.metrics import CallRecord
+    from iaxgw.sim.report.report import CALL_ID_FIELDS
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     missing = [c for c in (*TIMESERIES_CSV_HEADER, *CALL_ID_FIELDS, *CallRecord.field_names())

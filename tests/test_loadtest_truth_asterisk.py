@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from iaxgw.gateway.impair import ImpairSpec
-from iaxgw.sim.loadtest import run_loadtest_async
-from iaxgw.sim.loadtest_lab import LOSSY_CALLEE_GENERAL
-from iaxgw.sim.loadtest_plan import LoadtestOptions
+from iaxgw.gateway.driver.impair import ImpairSpec
+from iaxgw.sim.lab.loadtest_lab import LOSSY_CALLEE_GENERAL
+from iaxgw.sim.load.loadtest import run_loadtest_async
+from iaxgw.sim.load.loadtest_plan import LoadtestOptions
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(300)]
 

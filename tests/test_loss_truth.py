@@ -1,4 +1,4 @@
-"""The impairment's voice frame census (``gateway.impair.VoiceCensus``): the truth the load
+"""The impairment's voice frame census (``gateway.driver.impair.VoiceCensus``): the truth the load
 tester's loss is held against (tests/test_loss_truth_asterisk.py runs it against Asterisk)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from iaxgw._core.frames import build_full, build_mini
 from iaxgw._core.trunk import pack_trunk
-from iaxgw.gateway.impair import ImpairedLink, Impairment, ImpairSpec, voice_callnos
+from iaxgw.gateway.driver.impair import ImpairedLink, Impairment, ImpairSpec, voice_callnos
 
 PEER = ("127.0.0.10", 4569)
 
@@ -126,7 +126,7 @@ def test_echo_missing_counts_a_duplicate_once() -> None:
     two (it hid a lost one before); only answered calls count; nothing sent is n/a."""
     from types import SimpleNamespace
 
-    from iaxgw.sim.report import echo_missing_pct
+    from iaxgw.sim.report.report import echo_missing_pct
 
     def rec(outcome: str, tx: int, rx: int, dup: int) -> SimpleNamespace:
         return SimpleNamespace(outcome=outcome, tx_frames=tx, rx_frames=rx, duplicates=dup)
@@ -144,9 +144,9 @@ def test_forward_return_split_from_the_receive_report() -> None:
     n/a."""
     from types import SimpleNamespace
 
-    from iaxgw.sim.live import _loss_row
-    from iaxgw.sim.metrics import CallStats, return_loss_pct
-    from iaxgw.sim.report import _forward_pct, _return_pct
+    from iaxgw.sim.load.live import _loss_row
+    from iaxgw.sim.load.metrics import CallStats, return_loss_pct
+    from iaxgw.sim.report.report import _forward_pct, _return_pct
 
     assert return_loss_pct(100.0 * (1 - 0.97 * 0.98), 3.0) == pytest.approx(2.0)
     assert return_loss_pct(1.0, 3.0) == 0.0          # never negative

@@ -4,8 +4,8 @@ The grid (against the real Asterisk 22 office-a, its Echo extension 200): {trunk
 per-entry timestamps (Asterisk's default), trunk with timestamps (``trunktimestamps = yes`` on
 both sides), mini frames (no trunk)} x {loss on our receive side, on our send side, both}.  In
 echo mode the measured path is the round trip.  The truth is the impairment's voice frame census
-(``gateway.impair.VoiceCensus``): per call, the share ``f`` of its voice frames dropped on the
-way out (counted by our call number) and ``r`` of those dropped on the way back (counted by the
+(``gateway.driver.impair.VoiceCensus``): per call, the share ``f`` of its voice frames dropped on
+the way out (counted by our call number) and ``r`` of those dropped on the way back (counted by the
 peer's call number of the same call), round trip ``1 - (1 - f)(1 - r)``; for the summary the
 same over every call's frames (the ``voice`` counters in the summary's ``impair`` key).
 
@@ -30,8 +30,8 @@ from typing import Any
 
 import pytest
 
-from iaxgw.gateway.impair import ImpairSpec
-from iaxgw.sim.metrics import mos_from_r, r_factor
+from iaxgw.gateway.driver.impair import ImpairSpec
+from iaxgw.sim.load.metrics import mos_from_r, r_factor
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -62,7 +62,7 @@ class CallNumbers:
         self.numbers: dict[int, tuple[int, int]] = {}
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from iaxgw.sim.loadtest import LoadRunner
+        from iaxgw.sim.load.loadtest import LoadRunner
 
         real = LoadRunner._finish
         numbers = self.numbers
@@ -90,7 +90,7 @@ class CallNumbers:
 def _run(opts: Any, spec: ImpairSpec, nums: CallNumbers) -> Any:
     import uvloop
 
-    from iaxgw.sim.loadtest import LoadRunner, load_target
+    from iaxgw.sim.load.loadtest import LoadRunner, load_target
 
     async def main() -> Any:
         runner = LoadRunner(opts, load_target(opts), impair=spec)
@@ -173,7 +173,7 @@ def _office_a(factory: Any, variant: str) -> None:
 
 
 def _opts(variant: str, **kw: Any) -> Any:
-    from iaxgw.sim.loadtest_plan import LoadtestOptions
+    from iaxgw.sim.load.loadtest_plan import LoadtestOptions
 
     _, trunk, tts = VARIANTS[variant]
     base: dict[str, Any] = {"quiet": True, "live": False, "peer": "office-a",
@@ -214,7 +214,7 @@ def test_asterisk_jitter_responds(asterisk_factory: Any, monkeypatch: pytest.Mon
     the impairment's own model predicts, plus at most the path's own jitter, measured the moment
     before with the same loss and no jitter (Asterisk's trunk timer on a busy machine alone has
     read 6.5 ms, so a small injection would drown in it)."""
-    from iaxgw.gateway.impair import expected_rfc3550_jitter
+    from iaxgw.gateway.driver.impair import expected_rfc3550_jitter
 
     _office_a(asterisk_factory, "trunk-nots")
     nums = CallNumbers()
@@ -294,8 +294,8 @@ _NETS = itertools.cycle(random.Random(os.getpid() + 13).sample(range(100, 250), 
                          ids=["trunk-nots-both", "mini-send"])
 def test_serve_loss_truth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trunk: bool,
                           direction: str) -> None:
-    from iaxgw.sim.loadtest_lab import ServeProcess, write_site
-    from iaxgw.sim.loadtest_plan import LoadtestOptions
+    from iaxgw.sim.lab.loadtest_lab import ServeProcess, write_site
+    from iaxgw.sim.load.loadtest_plan import LoadtestOptions
 
     n = next(_NETS)
     a_ip, b_ip = f"127.0.{n}.10", f"127.0.{n}.20"

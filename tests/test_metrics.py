@@ -7,7 +7,7 @@ import urllib.request
 from iaxgw._core.constants import IE, FrameType, IAXSubclass
 from iaxgw._core.frames import build_full, build_mini
 from iaxgw._core.ies import build_ies
-from iaxgw.gateway.prometheus import Metrics, datagram_kind, peer_up
+from iaxgw.gateway.serve.prometheus import Metrics, datagram_kind, peer_up
 
 
 def _has_samples(text: str, samples: list[str]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from test_metrics_e2e import check_pcap, check_run_metrics, run_scraped
 
-from iaxgw.sim.loadtest_plan import LoadtestOptions
+from iaxgw.sim.load.loadtest_plan import LoadtestOptions
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(180)]
 
@@ -39,8 +39,8 @@ def test_serve_metrics_for_calls_from_asterisk(lab: Any, tmp_path: Path) -> None
     from test_metrics_e2e import scrape
     from test_serve_interop_matrix import Gw
 
-    from iaxgw.gateway.prometheus import metrics_url
-    from iaxgw.sim.labconfig import seed_site
+    from iaxgw.gateway.serve.prometheus import metrics_url
+    from iaxgw.sim.lab.labconfig import seed_site
 
     inst = lab.instance("office-a", seed_site("office-a")).start()
     try:

@@ -22,7 +22,7 @@ import pytest
 from test_pcap import _ipv6_loopback
 from test_serve_e2e import _free_udp_port
 
-from iaxgw.gateway.app import GatewayApp, ServeOptions
+from iaxgw.gateway.serve.app import GatewayApp, ServeOptions
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -150,7 +150,7 @@ def run_scraped(opts: Any, calls_up: int) -> tuple[Any, dict[str, float], dict[s
     up.  Returns the result, that scrape, the registry at the end, and the metrics URL."""
     import uvloop
 
-    from iaxgw.sim.loadtest import LoadRunner, load_target
+    from iaxgw.sim.load.loadtest import LoadRunner, load_target
 
     urls: list[str | None] = []
 
@@ -220,8 +220,8 @@ def test_loadtest_metrics_scraped_while_it_runs(tmp_path: Path,
     """3 calls to serve's echo (300), Milliwatt (301) and Busy (302): scraped over HTTP while
     the two answered calls are up, then the histograms against the run's own records; the
     run's --pcap holds its calls."""
-    from iaxgw.sim.loadtest_lab import ServeProcess, write_site
-    from iaxgw.sim.loadtest_plan import LoadtestOptions
+    from iaxgw.sim.lab.loadtest_lab import ServeProcess, write_site
+    from iaxgw.sim.load.loadtest_plan import LoadtestOptions
 
     n = next(_NETS)
     a_ip, b_ip = f"127.0.{n}.10", f"127.0.{n}.20"
@@ -254,7 +254,7 @@ def check_pcap(path: Path, us: tuple[str, int], them: tuple[str, int], calls: in
 
     from iaxgw._core.constants import FrameType, IAXSubclass
     from iaxgw._core.frames import parse_full
-    from iaxgw.gateway.pcap import read_pcap
+    from iaxgw.gateway.driver.pcap import read_pcap
 
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     recs = list(read_pcap(path))

@@ -25,11 +25,11 @@ from test_loadtest import _site_dir
 from test_runtime_control import _pty_run
 
 from iaxgw.gateway.cli import main
-from iaxgw.gateway.control import query
-from iaxgw.gateway.dialplan_apps import milliwatt_payloads
-from iaxgw.gateway.originate import PHONE_TONE_HZ, phone_payloads
-from iaxgw.sim.loadtest_lab import ServeProcess
-from iaxgw.sim.report import summary_schema
+from iaxgw.gateway.pbx.dialplan_apps import milliwatt_payloads
+from iaxgw.gateway.pbx.originate import PHONE_TONE_HZ, phone_payloads
+from iaxgw.gateway.serve.control import query
+from iaxgw.sim.lab.loadtest_lab import ServeProcess
+from iaxgw.sim.report.report import summary_schema
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from iaxgw.gateway.cli import main
-from iaxgw.gateway.control import query
-from iaxgw.sim.loadtest_lab import ServeProcess
+from iaxgw.gateway.serve.control import query
+from iaxgw.sim.lab.loadtest_lab import ServeProcess
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(240)]
 

@@ -13,7 +13,7 @@ import pytest
 
 from iaxgw._core.constants import FrameType, IAXSubclass
 from iaxgw._core.frames import build_full, build_mini
-from iaxgw.gateway.pcap import LINKTYPE_RAW, PcapWriter, build_ipv4_udp, read_pcap
+from iaxgw.gateway.driver.pcap import LINKTYPE_RAW, PcapWriter, build_ipv4_udp, read_pcap
 
 LOCAL = ("127.0.0.20", 4569)
 REMOTE = ("127.0.0.10", 4569)
@@ -131,7 +131,7 @@ _CAN_CAPTURE = shutil.which("dumpcap") is not None and os.geteuid() == 0
 def test_lab_capture_file_is_private_and_never_follows_a_link(tmp_path: Path) -> None:
     """``iaxgw lab capture``'s file holds md5 challenges and responses: created 0600 whatever
     the umask, and a link planted at its path is refused, its target left alone."""
-    from iaxgw.sim.capture import Capture, CaptureError
+    from iaxgw.sim.lab.capture import Capture, CaptureError
 
     old = os.umask(0)
     try:
@@ -191,7 +191,7 @@ def test_ipv6_written_and_read_back(tmp_path: Path, linktype: int | None) -> Non
 
 
 def test_ipv6_checksum_of_odd_payload() -> None:
-    from iaxgw.gateway.pcap import build_ipv6_udp
+    from iaxgw.gateway.driver.pcap import build_ipv6_udp
 
     assert _udp6_checksum_ok(build_ipv6_udp(LOCAL6, REMOTE6, b"abc"))
     assert _udp6_checksum_ok(build_ipv6_udp(LOCAL6, REMOTE6, b""))
@@ -269,7 +269,7 @@ def test_serve_capture_of_a_call_over_ipv6(tmp_path: Path) -> None:
     import asyncio
 
     from iaxgw._core.frames import parse_full
-    from iaxgw.gateway.app import GatewayApp, ServeOptions
+    from iaxgw.gateway.serve.app import GatewayApp, ServeOptions
 
     b_port, a_port = _free_udp6(), _free_udp6()
     pcap = tmp_path / "b.pcap"

@@ -22,8 +22,8 @@ from helpers_pair import (
 from iaxgw._core.constants import IE, FrameType, IAXSubclass
 from iaxgw._core.frames import build_full, parse_full
 from iaxgw._core.ies import IEs, build_ies
-from iaxgw.gateway.events import AuthFailed, CallEnded, CallProgress, IncomingCall
-from iaxgw.gateway.protocol import Endpoint
+from iaxgw.gateway.iax2.events import AuthFailed, CallEnded, CallProgress, IncomingCall
+from iaxgw.gateway.iax2.protocol import Endpoint
 
 NEW_ORDER = [IE.VERSION, IE.CALLED_NUMBER, IE.CODEC_PREFS, IE.CALLING_NUMBER, IE.CALLINGPRES,
              IE.CALLINGTON, IE.CALLINGTNS, IE.CALLINGANI2, IE.CALLING_NAME, IE.CALLED_CONTEXT,

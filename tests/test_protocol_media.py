@@ -12,8 +12,8 @@ from iaxgw._core.constants import IE, FrameType, IAXSubclass
 from iaxgw._core.frames import build_full, build_mini, parse_full
 from iaxgw._core.ies import IEs
 from iaxgw._core.trunk import pack_trunk, parse_trunk
-from iaxgw.gateway.calls import RxStats
-from iaxgw.gateway.events import CallProgress, DtmfReceived, TextReceived, VoiceReceived
+from iaxgw.gateway.iax2.calls import RxStats
+from iaxgw.gateway.iax2.events import CallProgress, DtmfReceived, TextReceived, VoiceReceived
 
 TONE = bytes(range(160))
 

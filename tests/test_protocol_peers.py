@@ -8,8 +8,13 @@ from test_protocol import callee
 from iaxgw._core.constants import IE, FrameType, IAXSubclass
 from iaxgw._core.frames import build_full, parse_full
 from iaxgw._core.ies import IEs, build_ies
-from iaxgw.gateway.events import AuthFailed, IncomingCall, PeerStatusChanged, RegistrationChanged
-from iaxgw.gateway.model import Entry, IaxConfig, Register
+from iaxgw.gateway.conf.model import Entry, IaxConfig, Register
+from iaxgw.gateway.iax2.events import (
+    AuthFailed,
+    IncomingCall,
+    PeerStatusChanged,
+    RegistrationChanged,
+)
 
 
 def test_poke_answered_statelessly_from_call_1() -> None:
@@ -120,7 +125,7 @@ def test_registration_wrong_secret_and_expiry() -> None:
 def test_regreq_for_unknown_name_gets_regauth_then_regrej() -> None:
     ca, _ = reg_configs()
     ca.entries["x"] = Entry(name="x", type="user")
-    from iaxgw.gateway.protocol import Endpoint
+    from iaxgw.gateway.iax2.protocol import Endpoint
 
     ep = Endpoint(ca, local_addr=ADDR_A)
     ep.config.entries["office-b"].requirecalltoken = "no"

@@ -8,8 +8,8 @@ from test_protocol import callee, empty, raw_new, setup_call
 from iaxgw._core.constants import IE, FrameType, IAXSubclass
 from iaxgw._core.frames import build_full, parse_full
 from iaxgw._core.ies import IEs, build_ies
-from iaxgw.gateway.events import CallEnded, CallProgress, IncomingCall
-from iaxgw.gateway.protocol import PING_INTERVAL
+from iaxgw.gateway.iax2.events import CallEnded, CallProgress, IncomingCall
+from iaxgw.gateway.iax2.protocol import PING_INTERVAL
 
 
 def test_every_full_frame_acked_with_echoed_ts_and_exact_callnos() -> None:
@@ -239,7 +239,7 @@ def test_settled_frames_and_ended_calls_leave_no_reference_cycles() -> None:
     a long load test's heap grew by megabytes (issue #6)."""
     import gc
 
-    from iaxgw.gateway.calls import Call, Pending
+    from iaxgw.gateway.iax2.calls import Call, Pending
 
     gc.collect()
     gc.disable()
@@ -270,7 +270,7 @@ def test_soft_timers_ride_other_wakeups_and_have_their_own_deadline() -> None:
     """PING/LAGRQ/qualify/registration timers are soft: they fire at the first timer run at or
     after their time (a trunk flush, under load) and ask for a wake-up of their own only
     SOFT_SLACK later; cancelled ones never fire."""
-    from iaxgw.gateway.protocol import SOFT_SLACK
+    from iaxgw.gateway.iax2.protocol import SOFT_SLACK
 
     ep = callee()
     ep.start(0.0)

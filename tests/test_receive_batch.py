@@ -10,7 +10,7 @@ from helpers_pair import ADDR_A, Pair, seed_configs
 
 from iaxgw._core.frames import build_mini
 from iaxgw._core.trunk import pack_trunk
-from iaxgw.gateway.events import IncomingCall
+from iaxgw.gateway.iax2.events import IncomingCall
 
 TONE = bytes(range(160))
 

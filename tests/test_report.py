@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from iaxgw.sim.cpu import CpuMeter
-from iaxgw.sim.live import LiveScreen, compact_line, print_summary, render
-from iaxgw.sim.metrics import CallRecord
-from iaxgw.sim.report import (
+from iaxgw.sim.load.cpu import CpuMeter
+from iaxgw.sim.load.live import LiveScreen, compact_line, print_summary, render
+from iaxgw.sim.load.metrics import CallRecord
+from iaxgw.sim.report.report import (
     CALL_ID_FIELDS,
     TIMESERIES_CSV_HEADER,
     TIMESERIES_FIELDS,
@@ -222,7 +222,7 @@ def test_missing_data_is_null(tmp_path: Path) -> None:
 
 def test_plots_written(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from iaxgw.sim.plots import PLOT_FILES
+    from iaxgw.sim.report.plots import PLOT_FILES
 
     st, _, end = _run(seconds=3)
     # the failures by cause and second of the run: one BUSY and two REJECTs, all at 0.3 s
@@ -239,7 +239,7 @@ def test_plots_written(tmp_path: Path) -> None:
 
 
 def test_run_title_names_the_parameters() -> None:
-    from iaxgw.sim.plots import run_title
+    from iaxgw.sim.report.plots import run_title
 
     title = run_title({"codec": "ulaw", "started_at": "2026-12-07T01:50:00.123Z",
                        "loadtest": {"role": "office-a", "peer": "office-b",
@@ -254,8 +254,8 @@ def test_run_title_names_the_parameters() -> None:
 
 def test_missing_matplotlib_is_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from iaxgw.sim.loadtest import LoadtestResult, write_report_files
-    from iaxgw.sim.loadtest_plan import LoadtestOptions
+    from iaxgw.sim.load.loadtest import LoadtestResult, write_report_files
+    from iaxgw.sim.load.loadtest_plan import LoadtestOptions
 
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     st, _, end = _run(seconds=1)
@@ -418,7 +418,7 @@ def test_report_files_are_replaced_whole_never_half_written(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A write interrupted half way (here a Ctrl-C in the 4th row of calls.csv) leaves the
     previous file as it was, and no temporary file behind."""
-    import iaxgw.sim.report as report
+    import iaxgw.sim.report.report as report
 
     st, _, end = _run()
     write_report(tmp_path, st.summary(end), st.all_records(end), st.timeseries, plots=False)
@@ -449,7 +449,7 @@ def test_report_dir_that_cannot_be_written_fails_before_the_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
-    import iaxgw.sim.loadtest as lt
+    import iaxgw.sim.load.loadtest as lt
     from iaxgw.gateway.cli import main
 
     def no_run(*a: Any, **k: Any) -> Any:
@@ -475,8 +475,8 @@ def test_ctrl_c_while_the_report_is_written_waits_for_it(
     import signal
     import types
 
-    import iaxgw.sim.loadtest as lt
-    import iaxgw.sim.report as report
+    import iaxgw.sim.load.loadtest as lt
+    import iaxgw.sim.report.report as report
 
     st, _, end = _run()
     real = report.write_calls_csv

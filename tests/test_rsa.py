@@ -21,9 +21,9 @@ from test_protocol import setup_call
 
 from iaxgw._core.constants import IE, IAXSubclass
 from iaxgw._core.ies import IEs
-from iaxgw.gateway.events import AuthFailed, CallEnded, CallProgress
-from iaxgw.gateway.model import IaxConfig
-from iaxgw.gateway.rsakeys import (
+from iaxgw.gateway.conf.model import IaxConfig
+from iaxgw.gateway.iax2.events import AuthFailed, CallEnded, CallProgress
+from iaxgw.gateway.iax2.rsakeys import (
     KeyProblem,
     KeyStore,
     key_problems,

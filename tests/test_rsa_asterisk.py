@@ -20,9 +20,9 @@ from test_crypto_asterisk import _run, _serve
 from test_rsa import make_keys
 from test_serve_asterisk import _show, wait_channel_up
 
-from iaxgw.sim.labconfig import SiteDirs
-from iaxgw.sim.loadtest_lab import write_site
-from iaxgw.sim.loadtest_plan import LoadtestOptions
+from iaxgw.sim.lab.labconfig import SiteDirs
+from iaxgw.sim.lab.loadtest_lab import write_site
+from iaxgw.sim.load.loadtest_plan import LoadtestOptions
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(300)]
 

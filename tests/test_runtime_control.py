@@ -26,10 +26,10 @@ from test_loadtest import _site_dir
 from test_loadtest_cli import serve_pair
 
 from iaxgw.gateway.cli import main
-from iaxgw.gateway.control import CommandRefused, ControlError, query
-from iaxgw.sim.loadtest_control import MIN_RATE, RunControl, apply_key
-from iaxgw.sim.loadtest_lab import ServeProcess
-from iaxgw.sim.report import summary_schema
+from iaxgw.gateway.serve.control import CommandRefused, ControlError, query
+from iaxgw.sim.lab.loadtest_lab import ServeProcess
+from iaxgw.sim.load.loadtest_control import MIN_RATE, RunControl, apply_key
+from iaxgw.sim.report.report import summary_schema
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -370,7 +370,7 @@ def test_stop_right_after_answers_is_not_an_audio_failure(tmp_path: Path) -> Non
     import uvloop
     from test_loadtest import EchoPeer, _opts
 
-    from iaxgw.sim.loadtest import LoadRunner, load_target
+    from iaxgw.sim.load.loadtest import LoadRunner, load_target
 
     n = 251 + os.getpid() % 4
     a_ip, b_ip = f"127.0.{n}.10", f"127.0.{n}.20"

@@ -12,9 +12,9 @@ import pytest
 from fakes import FakeChannel
 from test_dialplan import arun, drive, seed_b, simple, tone_frames
 
-from iaxgw.gateway.config import PhoneBehaviour, PhonesConfig
-from iaxgw.gateway.dialplan_apps import Recorder
-from iaxgw.gateway.pcap import PcapWriter
+from iaxgw.gateway.conf.config import PhoneBehaviour, PhonesConfig
+from iaxgw.gateway.driver.pcap import PcapWriter
+from iaxgw.gateway.pbx.dialplan_apps import Recorder
 from iaxgw.gateway.safefs import UnsafePathError, default_spool_dir, private_dir
 
 VICTIM = b"precious\n"

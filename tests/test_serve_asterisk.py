@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from iaxgw.gateway.pcap import read_pcap
+from iaxgw.gateway.driver.pcap import read_pcap
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(180)]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from iaxgw.gateway.address import parse_hostport
 from iaxgw.gateway.cli import main
+from iaxgw.gateway.iax2.address import parse_hostport
 
 IAX_OK = """\
 [general]
@@ -111,7 +111,7 @@ def test_metrics_port_and_addr_together_is_usage_error(tmp_path: Path) -> None:
 
 
 def test_metrics_addr_parsed() -> None:
-    from iaxgw.gateway.serve_cli import metrics_addr_cb, pick_metrics_addr
+    from iaxgw.gateway.serve.serve_cli import metrics_addr_cb, pick_metrics_addr
 
     assert metrics_addr_cb(None, None, "127.0.0.1:0") == ("127.0.0.1", 0)
     assert metrics_addr_cb(None, None, "[::1]:9100") == ("::1", 9100)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from iaxgw.gateway.app import GatewayApp, ServeOptions
-from iaxgw.gateway.pcap import read_pcap
+from iaxgw.gateway.driver.pcap import read_pcap
+from iaxgw.gateway.serve.app import GatewayApp, ServeOptions
 
 pytestmark = pytest.mark.timeout(120)
 

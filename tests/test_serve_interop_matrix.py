@@ -35,9 +35,9 @@ import pytest
 import uvloop
 
 from iaxgw._core import g711
-from iaxgw.gateway import events as ev
-from iaxgw.gateway.app import GatewayApp, ServeOptions, load_site
-from iaxgw.gateway.model import AclRule
+from iaxgw.gateway.conf.model import AclRule
+from iaxgw.gateway.iax2 import events as ev
+from iaxgw.gateway.serve.app import GatewayApp, ServeOptions, load_site
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(240)]
 

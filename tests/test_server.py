@@ -6,8 +6,8 @@ import asyncio
 import os
 from pathlib import Path
 
-from iaxgw.gateway.model import IaxConfig
-from iaxgw.gateway.server import SOCKET_BUFFER, open_endpoint
+from iaxgw.gateway.conf.model import IaxConfig
+from iaxgw.gateway.driver.server import SOCKET_BUFFER, open_endpoint
 
 
 def test_socket_buffers_sized_for_trunk_bursts() -> None:

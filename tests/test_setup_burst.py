@@ -18,10 +18,10 @@ from typing import Any
 from iaxgw._core.constants import IE, IAXSubclass
 from iaxgw._core.frames import build_full, parse_full
 from iaxgw._core.ies import IEs, build_ies
-from iaxgw.gateway.calls import CallState
-from iaxgw.gateway.events import IncomingCall
-from iaxgw.gateway.protocol import Endpoint
-from iaxgw.gateway.server import DatagramServer, open_endpoint
+from iaxgw.gateway.driver.server import DatagramServer, open_endpoint
+from iaxgw.gateway.iax2.calls import CallState
+from iaxgw.gateway.iax2.events import IncomingCall
+from iaxgw.gateway.iax2.protocol import Endpoint
 from tests.helpers_pair import Pair, seed_configs
 from tests.test_hostile import _answer_authreq, get_token, new_frame, replies
 

@@ -1,5 +1,5 @@
 """Caller-side setup on a lossy link and the truth of its causes (sans-IO, in-memory pair), and
-the auth-slot pacing model of the load tester (:class:`~iaxgw.sim.loadtest_plan.AuthWindow`).
+the auth-slot pacing model of the load tester (:class:`~iaxgw.sim.load.loadtest_plan.AuthWindow`).
 
 * a NEW whose AUTHREQ is lost twice still completes with qualify on: the target's CALLTOKEN and
   its ACK of our resent NEW cancel the autokill, as Asterisk cancels auto_congest on any IAX
@@ -23,8 +23,8 @@ from helpers_pair import ADDR_B, SECRET, Link, Pair, seed_configs
 from iaxgw._core.constants import IE, FrameType, IAXSubclass
 from iaxgw._core.frames import build_full, parse_full
 from iaxgw._core.ies import IEs, build_ies
-from iaxgw.gateway import events as ev
-from iaxgw.sim.loadtest_plan import AuthWindow
+from iaxgw.gateway.iax2 import events as ev
+from iaxgw.sim.load.loadtest_plan import AuthWindow
 
 
 def _iax_sub(data: bytes) -> int:

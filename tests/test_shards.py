@@ -24,19 +24,19 @@ import numpy as np
 import pytest
 from test_loadtest import _site_dir
 
-from iaxgw.gateway.pcap import read_pcap
-from iaxgw.sim.loadtest import send_timing
-from iaxgw.sim.loadtest_lab import ServeProcess
-from iaxgw.sim.loadtest_plan import LoadtestOptions, PlanError, parse_bind_list
-from iaxgw.sim.report import summary_schema
-from iaxgw.sim.shard_merge import (
+from iaxgw.gateway.driver.pcap import read_pcap
+from iaxgw.sim.lab.loadtest_lab import ServeProcess
+from iaxgw.sim.load.loadtest import send_timing
+from iaxgw.sim.load.loadtest_plan import LoadtestOptions, PlanError, parse_bind_list
+from iaxgw.sim.report.report import summary_schema
+from iaxgw.sim.scale.shard_merge import (
     LiveMerge,
     merge_rows,
     merge_send_timing,
     merge_targets,
     pool_samples,
 )
-from iaxgw.sim.shards import shard_addresses, shard_options, split
+from iaxgw.sim.scale.shards import shard_addresses, shard_options, split
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -308,7 +308,7 @@ def test_a_shard_killed_mid_run_is_the_generators_loss(serve: dict[str, Any],
 
 
 def test_lab_sharded_far_end_allows_each_shard_its_setups() -> None:
-    from iaxgw.sim.loadtest_lab import SHARDED_MAXAUTHREQ, sharded_callee_general
+    from iaxgw.sim.lab.loadtest_lab import SHARDED_MAXAUTHREQ, sharded_callee_general
 
     one = LoadtestOptions(calls=10)
     assert sharded_callee_general(one) == () and one.max_pending == 3
@@ -320,9 +320,9 @@ def test_lab_sharded_far_end_allows_each_shard_its_setups() -> None:
 def test_lab_sharded_far_end_trunks_back_to_every_shard(tmp_path: Path) -> None:
     """A trunk peer entry per shard address after the first, only on a trunked far end (a call
     is trunked back only to a trunk peer's host); serve's socket buffers sized by the calls."""
-    from iaxgw.gateway.config import load_iax_conf
-    from iaxgw.gateway.server import SOCKET_BUFFER_ENV, socket_buffer_from_env
-    from iaxgw.sim.loadtest_lab import serve_env, shard_trunk_peers, write_site
+    from iaxgw.gateway.conf.config import load_iax_conf
+    from iaxgw.gateway.driver.server import SOCKET_BUFFER_ENV, socket_buffer_from_env
+    from iaxgw.sim.lab.loadtest_lab import serve_env, shard_trunk_peers, write_site
 
     ips = ["127.0.0.10", "127.0.0.11", "127.0.0.12"]
     opts = LoadtestOptions(calls=5000, shards=3)
@@ -389,7 +389,7 @@ def test_capacity_search_over_shards_steers_each_one(serve: dict[str, Any],
 
 
 def test_generator_limits_named() -> None:
-    from iaxgw.sim.limits import generator_limits, step_cpu_bound
+    from iaxgw.sim.load.limits import generator_limits, step_cpu_bound
 
     assert generator_limits([20.0] * 50, {"over_2ms_pct": 0.0}, [], 0) == []
     got = generator_limits([95.0] * 10 + [20.0] * 40, {"over_2ms_pct": 4.0, "late_p99_ms": 9.0},
@@ -401,7 +401,7 @@ def test_generator_limits_named() -> None:
 
 
 def test_capacity_step_on_a_cpu_bound_generator_is_not_the_targets_limit() -> None:
-    from iaxgw.sim.capacity import CapacitySearch, StopRule
+    from iaxgw.sim.scale.capacity import CapacitySearch, StopRule
 
     s = CapacitySearch(2, 2.0, 10, StopRule("setup_fail_pct > 1"))
     for t, cpu, failed in ((1, 30.0, 0), (2, 30.0, 0), (3, 99.0, 1), (4, 99.0, 0)):
@@ -450,7 +450,7 @@ def test_sigint_reaches_every_shard_once_and_keeps_the_report(serve: dict[str, A
 def test_merged_limits_name_each_shard_and_say_machine_wide_drops_once() -> None:
     from types import SimpleNamespace
 
-    from iaxgw.sim.shards import merged_limits
+    from iaxgw.sim.scale.shards import merged_limits
 
     drops = "this machine's kernel dropped 4282 UDP datagram(s) for full receive buffers"
     results = [SimpleNamespace(index=i, local=f"127.0.0.{10 + i}:4569", summary={

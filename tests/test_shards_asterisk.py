@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from iaxgw.sim.loadtest import write_report_files
-from iaxgw.sim.loadtest_plan import LoadtestOptions
-from iaxgw.sim.shards import run_sharded
+from iaxgw.sim.load.loadtest import write_report_files
+from iaxgw.sim.load.loadtest_plan import LoadtestOptions
+from iaxgw.sim.scale.shards import run_sharded
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(240)]
 
@@ -106,7 +106,7 @@ def test_capacity_search_finds_maxcalls(asterisk_factory: Any, tmp_path: Path,
 
         import uvloop
 
-        from iaxgw.sim.loadtest import run_loadtest_async
+        from iaxgw.sim.load.loadtest import run_loadtest_async
 
         opts.binds = None
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
@@ -134,7 +134,7 @@ def test_asterisk_trunks_back_only_to_trunk_peer_hosts(asterisk_factory: Any,
     office-b's entry, the second shard's echo comes as mini frames; with the lab's extra
     trunk peer per shard address (``shard_trunk_sections``, as ``iaxgw lab --asterisk
     --shards`` writes them) every echo comes trunked."""
-    from iaxgw.sim.loadtest_lab import shard_trunk_sections
+    from iaxgw.sim.lab.loadtest_lab import shard_trunk_sections
 
     kinds = {}
     for label, with_peers in (("office-b only", False), ("a trunk peer per shard", True)):

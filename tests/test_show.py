@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iaxgw.gateway.show import (
+from iaxgw.gateway.serve.show import (
     format_channels,
     format_netstats,
     format_peers,

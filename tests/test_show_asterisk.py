@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from iaxgw.sim.labconfig import SEED_SECRET, render_extensions_conf, render_iax_conf, seed_site
+from iaxgw.sim.lab.labconfig import SEED_SECRET, render_extensions_conf, render_iax_conf, seed_site
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(180)]
 

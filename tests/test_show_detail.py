@@ -8,9 +8,9 @@ from typing import Any
 
 from helpers_pair import Pair, answered_call, seed_configs
 
-from iaxgw.gateway.calls import MSG_TX, msg_text
-from iaxgw.gateway.show import format_peer, format_registry, format_users
-from iaxgw.gateway.showrows import callerid_text, peer_detail, user_rows
+from iaxgw.gateway.iax2.calls import MSG_TX, msg_text
+from iaxgw.gateway.serve.show import format_peer, format_registry, format_users
+from iaxgw.gateway.serve.showrows import callerid_text, peer_detail, user_rows
 
 
 def test_msg_text_uses_asterisks_names() -> None:
@@ -78,7 +78,7 @@ def test_registry_states_through_a_registration() -> None:
     registrar that goes silent: Timeout, no perceived address, refresh back to 60."""
     from test_protocol_peers import reg_configs
 
-    from iaxgw.gateway.showrows import registry_rows
+    from iaxgw.gateway.serve.showrows import registry_rows
 
     ca, cb = reg_configs()
     ca.general.maxregexpire = ca.general.minregexpire = 90      # office-a grants 90 s
@@ -106,8 +106,8 @@ def test_stats_name_each_figure_once(tmp_path: Path) -> None:
 
     from test_serve_e2e import _free_udp_port
 
-    from iaxgw.gateway.app import GatewayApp, ServeOptions
-    from iaxgw.gateway.show import format_show
+    from iaxgw.gateway.serve.app import GatewayApp, ServeOptions
+    from iaxgw.gateway.serve.show import format_show
 
     port = _free_udp_port("127.0.0.20")
 

@@ -1,6 +1,6 @@
 """Side by side: each scenario with the lab's Asterisk 22 as office-b, then with ``iaxgw serve``
 as office-b (same iax.conf / extensions.conf, same address), the real Asterisk office-a calling in
-both; the outcomes must match (``iaxgw.sim.sidebyside``).  Every comparison is printed (``-s``).
+both; the outcomes must match (``iaxgw.sim.lab.sidebyside``).  Every comparison is printed (``-s``).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from iaxgw.sim.sidebyside import Comparison, Scenario, run_side_by_side
+from iaxgw.sim.lab.sidebyside import Comparison, Scenario, run_side_by_side
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.timeout(420)]
 

@@ -9,7 +9,7 @@ from iaxgw._core.constants import IE
 from iaxgw._core.frames import build_full, build_mini
 from iaxgw._core.ies import build_ies
 from iaxgw._core.trunk import pack_trunk
-from iaxgw.sim.sidebyside import A_ADDR, B_ADDR, SideOutcome, analyse_wire
+from iaxgw.sim.lab.sidebyside import A_ADDR, B_ADDR, SideOutcome, analyse_wire
 
 IAX, CONTROL = 6, 4
 

@@ -11,8 +11,8 @@ import warnings
 import numpy as np
 import pytest
 
-from iaxgw.sim import signature as sig
-from iaxgw.sim.metrics import CallStats
+from iaxgw.sim.load import signature as sig
+from iaxgw.sim.load.metrics import CallStats
 
 PLAN = sig.default_plan()
 DET = sig.Detector(PLAN)
@@ -330,7 +330,7 @@ def test_spliced_loss_many_calls_no_foreign_ids() -> None:
 
 
 def test_crossed_only_from_calls_in_the_run() -> None:
-    from iaxgw.sim.report import LoadStats
+    from iaxgw.sim.report.report import LoadStats
 
     stats = LoadStats(mode="echo")
     calls = [stats.new_call(0.0, i) for i in range(5)]

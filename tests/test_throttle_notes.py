@@ -3,10 +3,10 @@ it, and the load tester's note says "throttled" instead of blaming the username/
 
 from __future__ import annotations
 
-from iaxgw.gateway.model import IaxConfig
-from iaxgw.gateway.protocol import THROTTLED_TEXT
-from iaxgw.sim.loadtest import Target, diagnose
-from iaxgw.sim.metrics import cause_key
+from iaxgw.gateway.conf.model import IaxConfig
+from iaxgw.gateway.iax2.protocol import THROTTLED_TEXT
+from iaxgw.sim.load.loadtest import Target, diagnose
+from iaxgw.sim.load.metrics import cause_key
 
 TARGET = Target(IaxConfig(), "office-b", ("127.0.0.20", 4569), ("127.0.0.10", 4569), "office-a")
 

@@ -1,4 +1,4 @@
-"""The endpoint's timer queue (gateway/timers.py): order, soft slack, cancellation, bounds."""
+"""The endpoint's timer queue (gateway/iax2/timers.py): order, soft slack, cancellation, bounds."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from iaxgw.gateway.timers import Timer, TimerQueue
+from iaxgw.gateway.iax2.timers import Timer, TimerQueue
 
 
 def _rec(log: list[tuple[Any, float]]) -> Any:

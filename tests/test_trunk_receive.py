@@ -256,7 +256,7 @@ def test_send_trunk_voice_matches_send_voice(trunk: bool) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from helpers_pair import Pair, seed_configs
 
-    from iaxgw.gateway.events import IncomingCall
+    from iaxgw.gateway.iax2.events import IncomingCall
 
     outs = []
     for batched in (False, True):
@@ -334,8 +334,8 @@ def test_datagram_census_counts_as_the_per_datagram_counter() -> None:
     """``datagram_census`` (compiled and twin) gives TrunkCounters the same figures as the load
     tester's per-datagram hook: full, mini, trunk with and without entry timestamps, truncated
     and short trunk datagrams, runts."""
-    from iaxgw.sim.loadtest import LoadRunner
-    from iaxgw.sim.metrics import TrunkCounters
+    from iaxgw.sim.load.loadtest import LoadRunner
+    from iaxgw.sim.load.metrics import TrunkCounters
 
     datagrams = [
         bytes([0x80 | 1, 2, 0, 0]) + bytes(8),                       # full
@@ -402,7 +402,7 @@ def test_flush_trunks_sends_the_tick_at_once_and_keeps_a_safety_timer() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from helpers_pair import Pair, seed_configs
 
-    from iaxgw.gateway.events import IncomingCall
+    from iaxgw.gateway.iax2.events import IncomingCall
 
     ca, cb = seed_configs(qualify=None, trunk=True)
     p = Pair(ca, cb)

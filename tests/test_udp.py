@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from iaxgw._core._select import both
-from iaxgw.gateway.server import BatchedTransport, DatagramServer
+from iaxgw.gateway.driver.server import BatchedTransport, DatagramServer
 
 UDP = both("udp")
 

@@ -1,6 +1,6 @@
 """Real Asterisk 22 datagrams (``tests/vectors/asterisk22_*.bin``) through both codec twins.
 
-The vectors were captured from two lab Asterisk 22 instances by ``python3 -m iaxgw.sim.vectors``
+The vectors were captured from two lab Asterisk 22 instances by ``python3 -m iaxgw.sim.lab.vectors``
 (see ``asterisk22_index.json`` for the direction, the run and the Asterisk version of each).  They
 must round-trip byte-exact: ``parse_full(x).to_bytes() == x``, ``build_ies(parse_ies(p)) == p``,
 ``build_mini(*parse_mini(x)) == x`` and ``pack_trunk(entries of x) == [x]``; every prefix must
@@ -20,7 +20,7 @@ from _vectors import VECTOR_DIR, load, names
 from iaxgw._core._select import both
 from iaxgw._core.constants import IE, ControlSubclass, DatagramKind, FrameType, IAXSubclass
 from iaxgw._core.errors import FrameError
-from iaxgw.gateway.pcap import read_pcap
+from iaxgw.gateway.driver.pcap import read_pcap
 
 PREFIX = "asterisk22_"
 INDEX = json.loads((VECTOR_DIR / "asterisk22_index.json").read_text())

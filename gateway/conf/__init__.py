@@ -1,0 +1,1 @@
+"""Configuration: Asterisk-format files read into the model the core and the tools share."""

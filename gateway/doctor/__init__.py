@@ -1,0 +1,1 @@
+"""The trunk doctor: ``iaxgw check`` (configs) and ``iaxgw probe`` (a live peer)."""

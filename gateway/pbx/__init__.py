@@ -1,0 +1,1 @@
+"""The dialplan: extensions.conf, its applications and the channels they drive."""

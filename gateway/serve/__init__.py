@@ -1,0 +1,1 @@
+"""``iaxgw serve``, ``iaxgw show`` and ``iaxgw ctl``: the long-running gateway and its tooling."""

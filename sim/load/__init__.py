@@ -1,0 +1,1 @@
+"""The load generator: ``iaxgw loadtest`` in one process, its calls, media and measurement."""
