@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from iaxgw.gateway.conf.model import AclRule, Entry, General, IaxConfig
+from iaxgw.gateway.conf.model import AclRule, Entry, General, IaxConfig, Register
 from iaxgw.gateway.iax2.address import Addr
 from iaxgw.gateway.iax2.events import CallProgress, Event, IncomingCall
 from iaxgw.gateway.iax2.protocol import Endpoint
@@ -235,3 +235,13 @@ def answered_call(p: Pair, caller: Endpoint, callee: Endpoint, peer: str,
     assert p.run_until(lambda: any(e.kind == "answered" for e in p.ev(caller, CallProgress)),
                        5)
     return cn, callee_cn
+
+
+def reg_configs(secret_b: str = SECRET) -> tuple[IaxConfig, IaxConfig]:
+    """The seed sites with office-b registering to office-a (office-a's entry for it is
+    ``host = dynamic``, with qualify)."""
+    ca, cb = seed_configs(qualify=None)
+    e = ca.entries["office-b"]
+    e.dynamic, e.host, e.qualify = True, None, 2000
+    cb.general.registers = [Register(username="office-b", secret=secret_b, host=ADDR_A[0])]
+    return ca, cb

@@ -76,7 +76,7 @@ def test_registry_rows_states() -> None:
 def test_registry_states_through_a_registration() -> None:
     """Request Sent, then Registered with the perceived address and the granted refresh; a
     registrar that goes silent: Timeout, no perceived address, refresh back to 60."""
-    from test_protocol_peers import reg_configs
+    from helpers_pair import reg_configs
 
     from iaxgw.gateway.serve.showrows import registry_rows
 

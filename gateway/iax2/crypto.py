@@ -86,7 +86,7 @@ class FrameCipher:
     plaintext block is XORed with that block before encryption (the context XORs it again: the
     block is encrypted as if the IV were zero), and the first block that comes out of the
     decryption is XORed with the previous input's last block.  The output is byte for byte
-    CBC with a zero IV per frame (``tests/test_crypto.py`` holds it to a block-by-block
+    CBC with a zero IV per frame (``tests/iax2/test_crypto.py`` holds it to a block-by-block
     reference)."""
 
     __slots__ = ("_dec", "_dec_last", "_enc", "_enc_last", "key")

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from helpers_pair import ADDR_A, ADDR_B, SECRET, Pair, drain, full_frames, iax, seed_configs
+from helpers_pair import (
+    ADDR_A,
+    ADDR_B,
+    Pair,
+    drain,
+    full_frames,
+    iax,
+    reg_configs,
+)
 from test_protocol import callee
 
 from iaxgw._core.constants import IE, FrameType, IAXSubclass
 from iaxgw._core.frames import build_full, parse_full
 from iaxgw._core.ies import IEs, build_ies
-from iaxgw.gateway.conf.model import Entry, IaxConfig, Register
+from iaxgw.gateway.conf.model import Entry
 from iaxgw.gateway.iax2.events import (
     AuthFailed,
     IncomingCall,
@@ -63,14 +71,6 @@ def test_qualify_ok_unreachable_ok_and_lagged() -> None:
     pokes = [t for t, dr, d, _ in p.wire if dr == "a>b" and d[0] & 0x80
              and parse_full(d).csub == IAXSubclass.POKE and parse_full(d).retransmit]
     assert pokes
-
-
-def reg_configs(secret_b: str = SECRET) -> tuple[IaxConfig, IaxConfig]:
-    ca, cb = seed_configs(qualify=None)
-    e = ca.entries["office-b"]
-    e.dynamic, e.host, e.qualify = True, None, 2000
-    cb.general.registers = [Register(username="office-b", secret=secret_b, host=ADDR_A[0])]
-    return ca, cb
 
 
 def test_registration_both_roles_and_refresh() -> None:

@@ -15,6 +15,9 @@ import hashlib
 import socket
 from typing import Any
 
+from helpers_pair import Pair, seed_configs
+from test_hostile import _answer_authreq, get_token, new_frame, replies
+
 from iaxgw._core.constants import IE, IAXSubclass
 from iaxgw._core.frames import build_full, parse_full
 from iaxgw._core.ies import IEs, build_ies
@@ -22,8 +25,6 @@ from iaxgw.gateway.driver.server import DatagramServer, open_endpoint
 from iaxgw.gateway.iax2.calls import CallState
 from iaxgw.gateway.iax2.events import IncomingCall
 from iaxgw.gateway.iax2.protocol import Endpoint
-from tests.helpers_pair import Pair, seed_configs
-from tests.test_hostile import _answer_authreq, get_token, new_frame, replies
 
 
 def _trunked_pair_with_calls(n: int) -> Pair:
