@@ -578,8 +578,8 @@ class Endpoint:
         calls encrypted)."""
         if not self._started:
             self.start(now)
-        out = self._out[:]
-        self._out.clear()           # the same list: Reliability appends to it
+        out = self._out
+        self._out = self._rel.out = []
         if self._crypt:
             encrypt_datagrams(out, self._crypt, self._flush_gen)
             for callno, cc in self._crypt_gone:

@@ -3,9 +3,9 @@
 A part of ``protocol.Endpoint`` that owns the rules of reliable delivery: the timestamp of
 each full frame, OSeqno / ISeqno, the frames kept until acknowledged (``Call.unacked``),
 retransmission with back-off, implicit ACK, VNAK resends, unsequenced ACK / VNAK.  It is given
-its collaborators: the endpoint's outgoing datagram queue, its timer queue, its counters and
-events, and ``give_up``, called when a frame was sent :data:`MAX_SENDS` times unacknowledged
-(the endpoint decides what that does to the call).
+its collaborators: the endpoint's outgoing datagram queue (``out``, replaced at each flush), its
+timer queue, its counters and events, and ``give_up``, called when a frame was sent
+:data:`MAX_SENDS` times unacknowledged (the endpoint decides what that does to the call).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ class Reliability:
 
     def __init__(self, out: list[tuple[bytes, Addr]], timers: TimerQueue, stats: Counter[str],
                  events: deque[Event], give_up: Callable[[Call, Pending, float], None]) -> None:
-        self._out = out
+        #: the endpoint's queue of datagrams to send; it hands a fresh one at each flush
+        self.out = out
         self._timers = timers
         self._stats = stats
         self._events = events
@@ -62,7 +63,7 @@ class Reliability:
         data = build_full(call.callno, call.peer_callno, ts & 0xFFFFFFFF, oseq, call.iseqno,
                           frametype, subclass, payload)
         call.oseqno = (oseq + 1) & 0xFF
-        self._out.append((data, call.addr))
+        self.out.append((data, call.addr))
         if frametype == FRAME_IAX:
             call.mark_msg(subclass | MSG_TX)
         self._stats["frames_out_full"] += 1
@@ -79,7 +80,7 @@ class Reliability:
         (docs/protocol.md §7.1)."""
         data = build_full(call.callno, call.peer_callno, ts & 0xFFFFFFFF, oseqno & 0xFF,
                           call.iseqno, FRAME_IAX, subclass)
-        self._out.append((data, call.addr))
+        self.out.append((data, call.addr))
         call.mark_msg(subclass | MSG_TX)
         self._stats["frames_out_ack" if subclass == IAXSubclass.ACK else "frames_out_vnak"] += 1
 
@@ -96,7 +97,7 @@ class Reliability:
         p.sends += 1
         data = build_full(call.callno, p.dcallno, p.ts, p.oseqno, call.iseqno, p.frametype,
                           p.subclass, p.payload, retransmit=True)
-        self._out.append((data, call.addr))
+        self.out.append((data, call.addr))
         self._stats["retransmissions"] += 1
         if (
             p.subclass == IAXSubclass.AUTHREP
@@ -158,5 +159,5 @@ class Reliability:
             if ((p.oseqno - iseqno) & 0xFF) < 128:
                 data = build_full(call.callno, p.dcallno, p.ts, p.oseqno, call.iseqno,
                                   p.frametype, p.subclass, p.payload, retransmit=True)
-                self._out.append((data, call.addr))
+                self.out.append((data, call.addr))
                 self._stats["retransmissions_vnak"] += 1
