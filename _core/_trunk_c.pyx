@@ -1309,7 +1309,8 @@ cdef inline long long _floor_mod(long long a, long long m) noexcept:
 
 
 cdef inline long long _bytes_per_ms(long long fmt) noexcept:
-    # gateway.iax2.protocol._BYTES_PER_MS
+    # bytes per millisecond of the codecs we pace (the twin's _BPMS): 16-bit linear at 8 and
+    # 16 kHz, else one byte per sample at 8 kHz
     if fmt == 0x40:
         return 16
     if fmt == 0x8000:
@@ -1336,6 +1337,18 @@ cdef inline void _voice_sent(CallMedia call, long long ts, Py_ssize_t length) no
     call.last_voice_ts = ts
     call.tx_frames += 1
     call.lastsent = ts
+
+
+def next_voice_ts(CallMedia call, double now):
+    """The timestamp of ``call``'s next voice payload sent at ``now`` (``Endpoint.send_voice``
+    takes it from here: the rule lives once per implementation)."""
+    return _next_voice_ts(call, now)
+
+
+def voice_sent(CallMedia call, long long ts, Py_ssize_t length):
+    """Account one voice payload of ``length`` bytes sent with ``ts`` (its successor's
+    predicted timestamp, the last voice and full timestamps, the frame count)."""
+    _voice_sent(call, ts, length)
 
 
 cdef struct _TrunkCounts:

@@ -690,8 +690,9 @@ class CallMedia:
         self.probe: RxProbe | None = None
 
 
-def _next_voice_ts(call: CallMedia, now: float) -> int:
-    """send_voice's timestamp for a call's next voice payload sent at ``now``."""
+def next_voice_ts(call: CallMedia, now: float) -> int:
+    """The timestamp of ``call``'s next voice payload sent at ``now``: the predicted one while
+    within the skew, else now snapped down to 20 ms (never repeating the last)."""
     ms = int((now - call.start) * 1000.0)
     pred = call.nextpred
     if call.last_voice_ts < 0 or not -_TS_SKEW_MS <= ms - pred <= _TS_SKEW_MS:
@@ -700,7 +701,8 @@ def _next_voice_ts(call: CallMedia, now: float) -> int:
     return pred
 
 
-def _voice_sent(call: CallMedia, ts: int, length: int) -> None:
+def voice_sent(call: CallMedia, ts: int, length: int) -> None:
+    """Account one voice payload of ``length`` bytes sent with ``ts``."""
     call.nextpred = ts + length // _BPMS.get(call.codec, 8)
     call.last_voice_ts = ts
     call.tx_frames += 1
@@ -749,9 +751,9 @@ def receive_trunk(data: Buffer, calls: dict[int, CallMedia], epoch: float, now: 
                 and (mux.mtu == 0 or HEADER_LEN + (ENTRY_TS_LEN if mux.timestamps
                                                    else ENTRY_LEN) + length <= mux.mtu)):
             # gateway.iax2.protocol.Endpoint.send_voice (its trunk branch), for the echoed payload
-            out_ts = _next_voice_ts(call, now)
+            out_ts = next_voice_ts(call, now)
             if 0 <= out_ts <= 0xFFFFFFFF:
-                _voice_sent(call, out_ts, length)
+                voice_sent(call, out_ts, length)
                 mux.add(call.callno, out_ts, view)
                 echoed += 1
                 continue
@@ -788,9 +790,9 @@ def _receive_mini(call: CallMedia, data: bytes, now: float, sink: Any,
         call.rx.update(ts, length, now)
     if call.echo and not call.trunk and out is not None \
             and _ST_ACCEPTED <= call.state <= _ST_UP:  # type: ignore[operator]
-        ets = _next_voice_ts(call, now)
+        ets = next_voice_ts(call, now)
         if 0 <= ets <= 0xFFFFFFFF and _mini_ok(call, ets):
-            _voice_sent(call, ets, length)
+            voice_sent(call, ets, length)
             out.append((_mini_frame(call.callno, ets, payload), call.addr))
             return True
     if call.probe is not None:
@@ -927,9 +929,9 @@ def send_trunk_voice(calls: dict[int, CallMedia], items: list[tuple[int, bytes]]
         st = call.state
         if not call.trunk and out is not None \
                 and _ST_ACCEPTED <= st <= _ST_UP:  # type: ignore[operator]
-            ts = _next_voice_ts(call, now)
+            ts = next_voice_ts(call, now)
             if 0 <= ts <= 0xFFFFFFFF and _mini_ok(call, ts):
-                _voice_sent(call, ts, len(payload))
+                voice_sent(call, ts, len(payload))
                 out.append((_mini_frame(call.callno, ts, payload), call.addr))
             else:
                 rest.append(item)
@@ -947,12 +949,12 @@ def send_trunk_voice(calls: dict[int, CallMedia], items: list[tuple[int, bytes]]
         if mux.mtu and HEADER_LEN + (ENTRY_TS_LEN if mux.timestamps else ENTRY_LEN) + n > mux.mtu:
             rest.append(item)
             continue
-        ts = _next_voice_ts(call, now)
+        ts = next_voice_ts(call, now)
         if not 0 <= ts <= 0xFFFFFFFF:
             rest.append(item)
             continue
         mux.add(call.callno, ts, payload)
-        _voice_sent(call, ts, n)
+        voice_sent(call, ts, n)
         if id(stream) not in seen:
             seen.add(id(stream))
             streams.append(stream)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         TrunkRunTotals,
         TxProbe,
         datagram_census,
+        next_voice_ts,
         pack_trunk,
         parse_trunk,
         read_stamp,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
         tx_tick,
         tx_tick_send,
         unstamp,
+        voice_sent,
     )
 else:
     META_TRUNK = _impl.META_TRUNK
@@ -77,6 +79,8 @@ else:
     receive_media_run = _impl.receive_media_run
     trunk_epoch = _impl.trunk_epoch
     receive_mini = _impl.receive_mini
+    next_voice_ts = _impl.next_voice_ts
+    voice_sent = _impl.voice_sent
     send_trunk_voice = _impl.send_trunk_voice
     trunk_entry_stats = _impl.trunk_entry_stats
 
@@ -99,6 +103,7 @@ __all__ = [
     "TrunkRunTotals",
     "TxProbe",
     "datagram_census",
+    "next_voice_ts",
     "pack_trunk",
     "parse_trunk",
     "read_stamp",
@@ -113,4 +118,5 @@ __all__ = [
     "tx_tick",
     "tx_tick_send",
     "unstamp",
+    "voice_sent",
 ]

@@ -467,3 +467,38 @@ def test_trunk_epoch_compiled_and_twin_agree() -> None:
         results.append((out, sorted(epochs.items())))
     assert results[0] == results[1]
     assert results[0][0][:4] == [1.0, 1.0, 2.5, 3.0] and results[0][0][-1] == 9e6
+
+
+@settings(max_examples=400, deadline=None)
+@given(start_ms=st.integers(-2000, 2000), now_ms=st.integers(0, 400000),
+       last=st.integers(-1, 400000), pred_off=st.integers(-400, 400),
+       codec=st.sampled_from([4, 8, 0x40, 0x8000, 0x1000]), length=st.integers(0, 960))
+def test_next_voice_ts_and_voice_sent_agree(start_ms: int, now_ms: int, last: int,
+                                            pred_off: int, codec: int, length: int) -> None:
+    """The voice-timestamp rule lives once per implementation (the endpoint's ``send_voice``
+    and the compiled batch sends use it): both agree everywhere, the skew edges included."""
+    calls = []
+    for mod in (TC, TP):
+        c = mod.CallMedia()
+        c.start = start_ms / 1000.0
+        c.codec = codec
+        c.last_voice_ts = last
+        c.nextpred = max(0, last) + pred_off
+        ts = mod.next_voice_ts(c, now_ms / 1000.0)
+        mod.voice_sent(c, ts, length)
+        calls.append((ts, c.nextpred, c.last_voice_ts, c.lastsent, c.tx_frames))
+    assert calls[0] == calls[1]
+    ts = calls[0][0]
+    assert ts > last or ts == max(0, last) + pred_off     # a new slot, or the prediction
+
+
+def test_next_voice_ts_snaps_outside_the_skew_and_follows_the_prediction_inside() -> None:
+    for mod in TRUNK:
+        c = mod.CallMedia()
+        c.start = 0.0
+        c.codec = 4
+        assert mod.next_voice_ts(c, 0.0537) == 40            # first voice: now, snapped to 20 ms
+        mod.voice_sent(c, 40, 160)
+        assert c.nextpred == 60 and c.last_voice_ts == 40 and c.lastsent == 40
+        assert mod.next_voice_ts(c, 0.2205) == 60            # 160 ms off: the prediction
+        assert mod.next_voice_ts(c, 0.2215) == 220           # 161 ms off: the clock again

@@ -59,12 +59,14 @@ from iaxgw._core.trunk import (
     TrunkMux,
     TrunkRunTotals,
     TxProbe,
+    next_voice_ts,
     receive_media_run,
     receive_mini,
     receive_trunk,
     send_trunk_voice,
     trunk_epoch,
     tx_tick_send,
+    voice_sent,
 )
 from iaxgw.gateway.conf.config import acl_allows
 from iaxgw.gateway.conf.model import Entry, IaxConfig
@@ -164,8 +166,6 @@ _FORMAT_LIMIT = 1 << 63
 #: At most one VNAK per call this often for media that arrives before its first full voice frame.
 NO_VOICE_VNAK_S = 0.1
 
-#: Bytes per millisecond of the codecs we can pace (for predicted voice timestamps).
-_BYTES_PER_MS = {4: 8, 8: 8, 0x40: 16, 0x8000: 32, 0x1000: 8}
 
 
 #: The cause text of the REJECT 50 a throttled source gets (``authfaillimit``): it says why, so
@@ -1744,28 +1744,18 @@ class Endpoint:
             self._stats["drop_voice_no_call"] += 1
             return False
         if ts is None:
-            ms = int((now - call.start) * 1000.0)
-            pred = call.nextpred
-            if call.last_voice_ts < 0 or not -TS_SKEW_MS <= ms - pred <= TS_SKEW_MS:
-                ts = ms - ms % 20
-                if ts <= call.last_voice_ts:
-                    ts = call.last_voice_ts + 20
-            else:
-                ts = pred
+            ts = next_voice_ts(call, now)          # the rule lives in _core.trunk
         fmt = call.codec
-        call.nextpred = ts + len(payload) // _BYTES_PER_MS.get(fmt, 8)
         prev = call.last_voice_ts
-        call.last_voice_ts = ts
-        call.tx_frames += 1
-        if call.svoiceformat != fmt or (not call.trunk and (ts >> 16) - (prev >> 16) >= 2):
-            if self._crypt:
-                self._rotate_at_first_voice(call, now)
+        full = call.svoiceformat != fmt or (not call.trunk and (ts >> 16) - (prev >> 16) >= 2)
+        if full and self._crypt:
+            self._rotate_at_first_voice(call, now)
+        voice_sent(call, ts, len(payload))
+        if full:
             call.svoiceformat = fmt
             call.last_full_voice_ts = ts
-            call.lastsent = ts
             self._rel.send(call, FRAME_VOICE, fmt, payload, now, ts=ts)
             return True
-        call.lastsent = ts
         if call.trunk:
             st = self._trunks.get(call.addr)
             if st is None:
