@@ -21,10 +21,22 @@ table and every signalling handler, in this order:
 - voice: send (full / mini / trunk), trunk streams, trunk and full-voice receive.
 
 Incoming NEWs that pass calltoken, ACL, authentication and codec negotiation are ACCEPTed by the
-core (as Asterisk does) and then announced with :class:`IncomingCall`.  The state the endpoint
-keeps lives in parts that own it: the timer queue (``timers.TimerQueue``), call numbers
-(``calls.CallNumbers``), call tokens (``calltoken.CallTokens``), peer and registration state
-(``peers``), trunk streams (``trunks.TrunkStream``) and per-call crypto (``crypto.CallCrypto``).
+core (as Asterisk does) and then announced with :class:`IncomingCall`.
+
+The state the endpoint keeps lives in parts that own it, each given its collaborators (the
+datagram queue, the timer queue, the counters) and none importing this module:
+
+- ``reliability.Reliability``: full-frame timestamps, sequence numbers, frames kept until
+  acknowledged, retransmission; it calls back ``_give_up`` when a frame goes unacknowledged;
+- ``calltable.CallTable``: the calls by our call number and by the peer's, the number pool;
+- ``admission.Admission``: call tokens, unanswered AUTHREQs, failed-authentication throttling
+  (verdicts only: the endpoint sends the replies);
+- ``timers.TimerQueue``; ``trunks.TrunkStreams``: the outgoing trunk streams and their flushes;
+- ``peers.PeerState`` / ``RegState`` (qualify and registration state, one per peer and
+  ``register =>`` line) and ``crypto.CallCrypto`` (one per encrypted call).
+
+The media hot paths (mini frames, trunk receive, batched sends) are compiled in ``_core.trunk``;
+the endpoint hands them its maps and queues.
 """
 
 from __future__ import annotations
@@ -45,18 +57,16 @@ from iaxgw._core.constants import (
     FRAME_IAX,
     FRAME_VOICE,
     IE,
-    TS_SKEW_MS,
     ControlSubclass,
     FrameType,
     IAXSubclass,
     formats_to_codec_prefs,
 )
 from iaxgw._core.errors import FrameError
-from iaxgw._core.frames import build_full, parse_full, uncompress_subclass
+from iaxgw._core.frames import FullFrame, build_full, parse_full, uncompress_subclass
 from iaxgw._core.ies import IEs, build_ies, capability_from, format_from
 from iaxgw._core.trunk import (
     RxProbe,
-    TrunkMux,
     TrunkRunTotals,
     TxProbe,
     next_voice_ts,
@@ -121,7 +131,7 @@ from iaxgw.gateway.iax2.peers import (
 from iaxgw.gateway.iax2.reliability import Reliability
 from iaxgw.gateway.iax2.rsakeys import KeyProblem, KeyStore, sign_challenge, verify_challenge
 from iaxgw.gateway.iax2.timers import Timer, TimerFn, TimerQueue
-from iaxgw.gateway.iax2.trunks import TRUNK_GRID_KEEP, TRUNK_START_PHASE, TrunkStream
+from iaxgw.gateway.iax2.trunks import TrunkStream, TrunkStreams
 
 __all__ = ["THROTTLED_TEXT", "Endpoint", "MediaSink", "codec_bits", "frame_name"]
 
@@ -195,7 +205,7 @@ _NO_INVAL = frozenset(
 
 #: Table of IAX (type 6) frames: (state or None for "any state", subclass) -> handler, filled
 #: in below the class.  A missing entry means "ignored in this state" (ACKed, counted).
-Handler = Callable[["Endpoint", Call, Any, IEs, float], None]
+Handler = Callable[["Endpoint", Call, FullFrame, IEs, float], None]
 _IAX_TABLE: dict[tuple[CallState | None, int], Handler] = {}
 
 _CONTROL_KIND = {
@@ -249,10 +259,8 @@ class Endpoint:
             name: PeerState(e) for name, e in config.entries.items() if e.is_peer}
         self._regs = [RegState(r, max(g.minregexpire, REG_DEFAULT_REFRESH))
                       for r in g.registers]
-        self._trunks: dict[Addr, TrunkStream] = {}
         self._trunk_rx_epoch: dict[Addr, float] = {}
         self._echo_used = False          # some call echoes inside the endpoint (set_echo)
-        self._trunkfreq = min(max(g.trunkfreq, 10), 1000) / 1000.0
         self._stats: Counter[str] = Counter()
         self._warned: dict[str, float] = {}
         # hot-path counters (plain ints; folded into stats())
@@ -266,6 +274,8 @@ class Endpoint:
         self._setup_until = -1.0        # setup_pending(): until when a request keeps it True
         self._rel = Reliability(self._out, self._timers, self._stats, self._events,
                                 self._give_up)
+        self._streams = TrunkStreams(g, self._out, self._timers, self._stats)
+        self._trunks = self._streams.by_addr        # bound once: the media paths read it
 
     # ------------------------------------------------------------------ receive pacing
 
@@ -337,7 +347,7 @@ class Endpoint:
         self._rx_prompt_until = now + self.RX_PROMPT_REFRESH
         return call
 
-    def _send_stateless(self, scallno: int, f: Any, addr: Addr, subclass: int,
+    def _send_stateless(self, scallno: int, f: FullFrame, addr: Addr, subclass: int,
                         payload: bytes = b"") -> None:
         """Reply from call 1 without state (CALLTOKEN, PONG to POKE, calltoken REJECT/REGREJ)."""
         data = build_full(STATELESS_CALLNO, f.scallno, f.ts, 0, (f.iseqno + 1) & 0xFF, FRAME_IAX,
@@ -345,7 +355,7 @@ class Endpoint:
         self._out.append((data, addr))
         self._stats["frames_out_stateless"] += 1
 
-    def _send_inval(self, f: Any, addr: Addr) -> None:
+    def _send_inval(self, f: FullFrame, addr: Addr) -> None:
         """INVAL for an unknown call: ts 0, seqnos 0, src/dst swapped (docs/protocol.md §7.7)."""
         data = build_full(f.dcallno, f.scallno, 0, 0, 0, FRAME_IAX, IAXSubclass.INVAL)
         self._out.append((data, addr))
@@ -414,10 +424,10 @@ class Endpoint:
                   f"{what} never acknowledged after {p.sends} sends ({waited:.0f} s)")
         self._destroy(call, now)
 
-    def _on_vnak(self, call: Call, f: Any, ies: IEs | None, now: float) -> None:
+    def _on_vnak(self, call: Call, f: FullFrame, ies: IEs | None, now: float) -> None:
         self._rel.resend_from(call, f.iseqno)
 
-    def _parse_ies(self, f: Any, addr: Addr, now: float) -> IEs | None:
+    def _parse_ies(self, f: FullFrame, addr: Addr, now: float) -> IEs | None:
         try:
             return IEs.parse(f.payload)
         except FrameError as exc:
@@ -579,7 +589,7 @@ class Endpoint:
         if not self._started:
             self.start(now)
         out = self._out
-        self._out = self._rel.out = []
+        self._out = self._rel.out = self._streams.out = []
         if self._crypt:
             encrypt_datagrams(out, self._crypt, self._flush_gen)
             for callno, cc in self._crypt_gone:
@@ -862,7 +872,7 @@ class Endpoint:
             # CallNumbers.quarantine bounds what forged frames can hold.
             self._stats["callnos_quarantined"] += 1
 
-    def _on_stateless_reply(self, call: Call, f: Any, now: float) -> None:
+    def _on_stateless_reply(self, call: Call, f: FullFrame, now: float) -> None:
         """CALLTOKEN, PONG to POKE, calltoken REJECT/REGREJ: from call 1, no ACK, no seqnos."""
         if f.frametype != FRAME_IAX:
             return
@@ -881,7 +891,7 @@ class Endpoint:
         handler(self, call, f, ies, now)
 
 
-    def _on_call_frame(self, call: Call, f: Any, is_iax: bool, sub: int, now: float) -> None:
+    def _on_call_frame(self, call: Call, f: FullFrame, is_iax: bool, sub: int, now: float) -> None:
         if is_iax and sub == IAXSubclass.INVAL:
             self._stats["inval_received"] += 1
             if call.kind in (CallKind.CALL_IN, CallKind.CALL_OUT):
@@ -946,7 +956,7 @@ class Endpoint:
             self._stats[f"ignored_frametype_{ft}"] += 1
 
 
-    def _on_rtkey(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+    def _on_rtkey(self, call: Call, f: FullFrame, ies: IEs, now: float) -> None:
         """The peer's new key took effect when the RTKEY was decrypted (``crypto``); an RTKEY
         on a call that is not encrypted is ignored (Asterisk warns "bad things will happen")."""
         if call.callno in self._crypt:
@@ -955,7 +965,7 @@ class Endpoint:
             self._warn("rtkey_unencrypted", f"call {call.callno}: RTKEY on a call that is not "
                        "encrypted, ignored", now, call.addr)
 
-    def _on_control(self, call: Call, f: Any, now: float) -> None:
+    def _on_control(self, call: Call, f: FullFrame, now: float) -> None:
         sub = -1 if f.csub == 0xFF else f.csub
         if sub not in CONTROL_ALLOWED_ON_WIRE:
             self._stats["drop_control_not_allowed"] += 1
@@ -991,7 +1001,7 @@ class Endpoint:
         reads each datagram as it comes and sends what it produced at once."""
         return now < self._setup_until or self._admission.authreq_pending()
 
-    def _token_gate(self, f: Any, ies: IEs, addr: Addr, now: float, entry: Entry | None,
+    def _token_gate(self, f: FullFrame, ies: IEs, addr: Addr, now: float, entry: Entry | None,
                     name: str, reject_sub: int) -> bool:
         """docs/protocol.md §9.1 call token: True when the request may allocate state;
         otherwise the CALLTOKEN or the REJECT / REGREJ (``reject_sub``) it gets is sent."""
@@ -1017,7 +1027,7 @@ class Endpoint:
         self._send_stateless(STATELESS_CALLNO, f, addr, reject_sub)
         return False
 
-    def _on_request(self, f: Any, addr: Addr, now: float) -> None:
+    def _on_request(self, f: FullFrame, addr: Addr, now: float) -> None:
         self._setup_until = now + self.SETUP_PROMPT_S
         self._rx_prompt = True
         self._rx_prompt_until = now + self.RX_PROMPT_REFRESH
@@ -1046,7 +1056,7 @@ class Endpoint:
                 return st.entry.trunk
         return False
 
-    def _on_new(self, f: Any, ies: IEs, addr: Addr, now: float) -> None:
+    def _on_new(self, f: FullFrame, ies: IEs, addr: Addr, now: float) -> None:
         username = ies.get_str(IE.USERNAME)
         entry = self.config.user(username) if username else self._guess_user(addr)
         name = username or (entry.name if entry is not None else "guest")
@@ -1183,7 +1193,7 @@ class Endpoint:
         payload = build_ies([(IE.CAUSE, text or CAUSES.get(cause, "")), (IE.CAUSECODE, cause)])
         self._rel.send(call, FRAME_IAX, IAXSubclass.REJECT, payload, now, final=True)
 
-    def _on_authrep(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+    def _on_authrep(self, call: Call, f: FullFrame, ies: IEs, now: float) -> None:
         if call.auth_pending:
             call.auth_pending = False
             self._admission.authreq_done(call.peer)
@@ -1274,13 +1284,13 @@ class Endpoint:
     # ------------------------------------------------------------------ calls we hold
 
 
-    def _on_hangup(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+    def _on_hangup(self, call: Call, f: FullFrame, ies: IEs, now: float) -> None:
         if call.kind in (CallKind.CALL_IN, CallKind.CALL_OUT):
             cause = ies.get_int(IE.CAUSECODE) or 16
             self._end(call, cause, "hangup", ies.get_str(IE.CAUSE))
         self._destroy(call, now)
 
-    def _on_reject(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+    def _on_reject(self, call: Call, f: FullFrame, ies: IEs, now: float) -> None:
         cause = ies.get_int(IE.CAUSECODE) or 21
         text = ies.get_str(IE.CAUSE) or (
             "CallToken rejected" if f.scallno == STATELESS_CALLNO else None)
@@ -1290,7 +1300,7 @@ class Endpoint:
         self._end(call, cause, "reject", text)
         self._destroy(call, now)
 
-    def _on_peer_gone(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+    def _on_peer_gone(self, call: Call, f: FullFrame, ies: IEs, now: float) -> None:
         self._destroy(call, now)
 
     def _autokill(self, now: float, call: Call) -> None:
@@ -1316,7 +1326,7 @@ class Endpoint:
             if t.alive and t.fn == fn:
                 t.alive = False
 
-    def _on_calltoken(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+    def _on_calltoken(self, call: Call, f: FullFrame, ies: IEs, now: float) -> None:
         """Resend the NEW/REGREQ with the token byte-exact, seqnos reset, same call number."""
         token = ies.get(IE.CALLTOKEN)
         if not isinstance(token, bytes) or not token:
@@ -1337,7 +1347,7 @@ class Endpoint:
             rtt = (now - call.start) * 1000.0 if once else -1.0
             self._events.append(CallSetup(call.callno, "calltoken", rtt))
 
-    def _on_authreq(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+    def _on_authreq(self, call: Call, f: FullFrame, ies: IEs, now: float) -> None:
         methods = ies.get_int(IE.AUTHMETHODS) or 0
         challenge = ies.get_str(IE.CHALLENGE)
         entry = call.entry
@@ -1409,7 +1419,7 @@ class Endpoint:
         self._rel.send(call, FRAME_IAX, IAXSubclass.HANGUP, build_ies([(IE.CAUSECODE, 50)]), now,
                        final=True)
 
-    def _on_accept(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+    def _on_accept(self, call: Call, f: FullFrame, ies: IEs, now: float) -> None:
         fmt = format_from(ies) or 0
         if not fmt & call.capability:
             self._end(call, 58, "local", "Unable to negotiate codec")
@@ -1431,7 +1441,7 @@ class Endpoint:
         return {"jitter": int(rx.jitter), "lost": rx.lost, "loss_pct": rx.loss_pct,
                 "frames": rx.frames, "delay": 0, "dropped": rx.dropped, "ooo": rx.ooo}
 
-    def _on_ping(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+    def _on_ping(self, call: Call, f: FullFrame, ies: IEs, now: float) -> None:
         """PONG with the PING's ts and our receive report (RR IEs, docs/protocol.md §9.5)."""
         rx = call.rx
         loss = (min(rx.loss_pct, 255) << 24) | (rx.lost & 0xFFFFFF)
@@ -1445,7 +1455,7 @@ class Endpoint:
         ])
         self._rel.send(call, FRAME_IAX, IAXSubclass.PONG, payload, now, ts=f.ts)
 
-    def _on_lagrq(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+    def _on_lagrq(self, call: Call, f: FullFrame, ies: IEs, now: float) -> None:
         self._rel.send(call, FRAME_IAX, IAXSubclass.LAGRP, b"", now, ts=f.ts)
 
     def ping(self, callno: int, now: float) -> int | None:
@@ -1459,7 +1469,7 @@ class Endpoint:
             return None
         return self._rel.send(call, FRAME_IAX, IAXSubclass.PING, b"", now)
 
-    def _on_pong(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+    def _on_pong(self, call: Call, f: FullFrame, ies: IEs, now: float) -> None:
         rtt = int((now - call.start) * 1000.0) - f.ts
         if 0 <= rtt < 600000:
             call.rtt_ms = rtt
@@ -1478,15 +1488,15 @@ class Endpoint:
             call.remote_rr = rr
             call.remote_rr_ts = f.ts
 
-    def _on_lagrp(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+    def _on_lagrp(self, call: Call, f: FullFrame, ies: IEs, now: float) -> None:
         lag = int((now - call.start) * 1000.0) - f.ts
         if 0 <= lag < 600000:
             call.lag_ms = lag
 
-    def _on_call_poke(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+    def _on_call_poke(self, call: Call, f: FullFrame, ies: IEs, now: float) -> None:
         self._rel.send(call, FRAME_IAX, IAXSubclass.PONG, b"", now, ts=f.ts)
 
-    def _on_unsupport(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+    def _on_unsupport(self, call: Call, f: FullFrame, ies: IEs, now: float) -> None:
         self._stats["unsupport_received"] += 1
         log.info("%s: peer does not support IAX subclass %s", self.role_name,
                  ies.get_int(IE.IAX_UNKNOWN))
@@ -1526,7 +1536,7 @@ class Endpoint:
             st.qualify_timer = self._schedule_soft(now + QUALIFY_FREQ_NOTOK,
                                                  self._qualify_tick, st)
 
-    def _on_poke_pong(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+    def _on_poke_pong(self, call: Call, f: FullFrame, ies: IEs, now: float) -> None:
         st = self._peers.get(call.peer)
         self._destroy(call, now)
         if st is None:
@@ -1550,7 +1560,7 @@ class Endpoint:
 
     # ------------------------------------------------------------------ registration: registrar
 
-    def _on_regreq_new(self, f: Any, ies: IEs, addr: Addr, now: float) -> None:
+    def _on_regreq_new(self, f: FullFrame, ies: IEs, addr: Addr, now: float) -> None:
         username = ies.get_str(IE.USERNAME) or ""
         entry = self.config.peer(username) if username else None
         if not self._token_gate(f, ies, addr, now, entry, username, IAXSubclass.REGREJ):
@@ -1584,7 +1594,7 @@ class Endpoint:
         self._rel.send(call, FRAME_IAX, IAXSubclass.REGAUTH, build_ies([
             (IE.AUTHMETHODS, 2), (IE.CHALLENGE, challenge), (IE.USERNAME, username)]), now)
 
-    def _on_regreq_auth(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+    def _on_regreq_auth(self, call: Call, f: FullFrame, ies: IEs, now: float) -> None:
         entry = call.entry
         md5 = (ies.get_str(IE.MD5_RESULT) or "").strip().lower()
         reason = None
@@ -1666,7 +1676,7 @@ class Endpoint:
         if st.status != "UNKNOWN":
             self._set_peer_status(st, "UNKNOWN", -1)
 
-    def _on_reg_abort(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+    def _on_reg_abort(self, call: Call, f: FullFrame, ies: IEs, now: float) -> None:
         self._destroy(call, now)
 
     # ------------------------------------------------------------------ registration: registrant
@@ -1690,7 +1700,7 @@ class Endpoint:
         self._stats["regreq_sent"] += 1
         self._rel.send(call, FRAME_IAX, IAXSubclass.REGREQ, build_ies(call.new_ies), now)
 
-    def _on_regauth(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+    def _on_regauth(self, call: Call, f: FullFrame, ies: IEs, now: float) -> None:
         rs = call.reg
         methods = ies.get_int(IE.AUTHMETHODS) or 0
         challenge = ies.get_str(IE.CHALLENGE)
@@ -1705,7 +1715,7 @@ class Endpoint:
             rs.status = "Auth. Sent"         # REG_STATE_AUTHSENT
         self._rel.send(call, FRAME_IAX, IAXSubclass.REGREQ, build_ies(items), now)
 
-    def _on_regack(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+    def _on_regack(self, call: Call, f: FullFrame, ies: IEs, now: float) -> None:
         rs = call.reg
         self._destroy(call, now)
         if rs is None:
@@ -1718,7 +1728,7 @@ class Endpoint:
         self._cancel(rs.timer)
         rs.timer = self._schedule_soft(now + max(5 * refresh / 6, 1.0), self._register_tick, rs)
 
-    def _on_regrej(self, call: Call, f: Any, ies: IEs, now: float) -> None:
+    def _on_regrej(self, call: Call, f: FullFrame, ies: IEs, now: float) -> None:
         rs = call.reg
         self._destroy(call, now)
         if rs is None:
@@ -1757,13 +1767,9 @@ class Endpoint:
             self._rel.send(call, FRAME_VOICE, fmt, payload, now, ts=ts)
             return True
         if call.trunk:
-            st = self._trunks.get(call.addr)
-            if st is None:
-                st = self._trunk_stream(call.addr)
+            st = self._trunks.get(call.addr) or self._streams.stream(call.addr)
             st.mux.add(callno, ts, payload)
-            if st.timer is None:
-                st.next_at = now + self._trunkfreq * TRUNK_START_PHASE
-                st.timer = self._schedule(st.next_at, self._trunk_flush, st)
+            self._streams.start(st, now)
         else:
             self._n_mini_out += 1
             self._out.append((_MINI.pack(callno, ts & 0xFFFF) + payload, call.addr))
@@ -1818,9 +1824,7 @@ class Endpoint:
         that got entries, and send the items it left one by one (``send_voice``)."""
         self._n_mini_out += minis
         for st in streams:
-            if st.timer is None:
-                st.next_at = now + self._trunkfreq * TRUNK_START_PHASE
-                st.timer = self._schedule(st.next_at, self._trunk_flush, st)
+            self._streams.start(st, now)
         failed: list[tuple[int, Exception]] = []
         for callno, payload in rest:
             try:
@@ -1839,18 +1843,7 @@ class Endpoint:
         tick's, not in the middle of the period where it met the peer's traffic being read.
         The stream's timer stays as a safety net for voice sent outside such ticks: it moves
         to half a period after this flush (where it finds nothing and only keeps the grid)."""
-        out = self._out
-        before = len(out)
-        half = self._trunkfreq * TRUNK_START_PHASE
-        for st in self._trunks.values():
-            if not st.mux.pending:
-                continue
-            self._cancel(st.timer)
-            self._trunk_flush(now, st)
-            self._cancel(st.timer)
-            st.next_at = now + half
-            st.timer = self._schedule(st.next_at, self._trunk_flush, st)
-        return len(out) - before
+        return self._streams.flush_all(now)
 
     # ------------------------------------------------------------------ media: receive
 
@@ -1865,7 +1858,7 @@ class Endpoint:
         self._stats["vnak_no_full_voice"] += 1
         self._rel.send_unreliable(call, IAXSubclass.VNAK, call.lastsent, call.iseqno)
 
-    def _on_full_voice(self, call: Call, f: Any, now: float) -> None:
+    def _on_full_voice(self, call: Call, f: FullFrame, now: float) -> None:
         if not CallState.ACCEPTED <= call.state <= CallState.UP:
             self._stats["drop_voice_before_accept"] += 1
             return
@@ -1892,68 +1885,7 @@ class Endpoint:
             self._events.append(VoiceReceived(call.callno, f.ts, payload, fmt))
 
 
-    # ------------------------------------------------------------------ media: trunk
-
-    def _trunk_stream(self, addr: Addr) -> TrunkStream:
-        g = self.config.general
-        st = TrunkStream(addr, TrunkMux(g.trunkmtu, g.trunktimestamps))
-        self._trunks[addr] = st
-        return st
-
-    def _trunk_flush(self, now: float, st: TrunkStream) -> None:
-        """docs/protocol.md §3.2: trunk ts = ms since the stream epoch, snapped to last +
-        trunkfreq within 160 ms, never repeated, 0 only when the stream (re)starts after > 5 s
-        idle."""
-        st.timer = None
-        mux = st.mux
-        if not mux.pending:
-            if now - st.last_send < TRUNK_GRID_KEEP:
-                # nothing this tick, but the stream is live: keep its grid, so entries that
-                # come just after a flush wait for the next tick of the same grid (a restart
-                # would move the grid to their arrival and every echo would wait longer)
-                st.next_at += self._trunkfreq
-                if st.next_at <= now:
-                    st.next_at = now + self._trunkfreq
-                st.timer = self._schedule(st.next_at, self._trunk_flush, st)
-            return
-        freq_ms = int(self._trunkfreq * 1000)
-        if st.epoch < 0 or now - st.last_send > 5.0:
-            st.epoch = now
-            st.last_ts = -1
-        ms = int((now - st.epoch) * 1000.0)
-        last = st.last_ts
-        if last >= 0:
-            pred = last + freq_ms
-            if -TS_SKEW_MS < ms - pred < TS_SKEW_MS:
-                ms = pred
-            if ms <= last:
-                ms = last + 1
-        st.last_ts = ms
-        st.last_send = now
-        addr = st.addr
-        sent = mux.flush(ms & 0xFFFFFFFF)
-        self._out += [(dg, addr) for dg in sent]
-        self._count_trunk_sends(sent)
-        st.next_at += self._trunkfreq
-        if st.next_at <= now:
-            st.next_at = now + self._trunkfreq
-        st.timer = self._schedule(st.next_at, self._trunk_flush, st)
-
-    def _count_trunk_sends(self, sent: list[bytes]) -> None:
-        """One flush of a trunk stream: ``iax2 show stats``'s transmits (Asterisk counts one
-        timed transmit per trunk peer and timer tick, empty ones too, and an untimed one each
-        time the MTU filled before the tick; ours counts the flushes that sent, and the
-        datagrams past the first of a flush the MTU split) and the largest trunk datagram sent
-        (bytes)."""
-        stats = self._stats
-        n = len(sent)
-        stats["trunk_datagrams_out"] += n
-        stats["trunk_timed"] += 1
-        if n > 1:
-            stats["trunk_untimed"] += n - 1
-        biggest = max(map(len, sent), default=0)
-        if biggest > stats["trunk_max_datagram_bytes"]:
-            stats["trunk_max_datagram_bytes"] = biggest
+    # ------------------------------------------------------------------ media: trunk receive
 
     def _receive_meta(self, data: bytes, addr: Addr, now: float) -> None:
         """A trunk datagram: per entry, the call by (source, call number), its ts, the receive
@@ -1965,7 +1897,7 @@ class Endpoint:
         epoch = trunk_epoch(self._trunk_rx_epoch, self._by_addr, addr, now, trunk_ts == 0)
         st = self._trunks.get(addr) if self._echo_used else None
         if st is None and self._echo_used and calls:
-            st = self._trunk_stream(addr)
+            st = self._streams.stream(addr)
         try:
             result = receive_trunk(
                 data, calls if calls is not None else _NO_CALLS, epoch, now,
@@ -1995,9 +1927,8 @@ class Endpoint:
         frame; echoed entries on a stream without a flush timer start its grid."""
         for call in vnak:
             self._vnak_no_voice(call, now)
-        if echoed and st is not None and st.timer is None:
-            st.next_at = now + self._trunkfreq * TRUNK_START_PHASE
-            st.timer = self._schedule(st.next_at, self._trunk_flush, st)
+        if echoed and st is not None:
+            self._streams.start(st, now)
 
     def _receive_media_run(self, batch: list[tuple[bytes, Addr, float]], start: int,
                            loop_now: float, floor: float, max_datagram: int

@@ -879,15 +879,11 @@ async def open_server_endpoint(config: IaxConfig, bind: Addr, *, role_name: str 
 
 
 def run_app(app: GatewayApp) -> int:
-    """Run ``app`` until a signal, on uvloop when available; returns the exit code."""
-    try:
-        import uvloop
+    """Run ``app`` until a signal, on uvloop (a dependency); returns the exit code."""
+    import uvloop
 
-        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover
-        factory = None
     started = time.monotonic()
-    with asyncio.Runner(loop_factory=factory) as runner:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         code = runner.run(app.run_until_signal())
     log.info("served for %.1f s", time.monotonic() - started)
     return code

@@ -1789,10 +1789,9 @@ def _get(obj: Any, key: str, default: Any) -> Any:
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        return asyncio.new_event_loop()
+    """The load tester's event loop: uvloop (a dependency)."""
+    import uvloop
+
     loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     return loop
 
