@@ -1,7 +1,7 @@
 """Per-call state of the IAX2 endpoint: call numbers, the call record, receive statistics.
 
-Pure data and small helpers; the protocol logic that drives them lives in ``protocol.py`` and its
-parts (``reliability``, ``callee``, ``callflow``, ``media``).
+Pure data and small helpers; the protocol logic that drives them lives in ``protocol.py`` (the
+``Endpoint``) and its parts (``reliability``, ``calltable``, ``admission``, ``trunks``).
 """
 
 from __future__ import annotations
