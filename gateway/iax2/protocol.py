@@ -1005,11 +1005,12 @@ class Endpoint:
                     name: str, reject_sub: int) -> bool:
         """docs/protocol.md §9.1 call token: True when the request may allocate state;
         otherwise the CALLTOKEN or the REJECT / REGREJ (``reject_sub``) it gets is sent."""
-        v = self._admission.token_verdict(ies.get(IE.CALLTOKEN, None), IE.CALLTOKEN in ies,
-                                          addr, now + self.wall_offset, entry, name)
+        present = IE.CALLTOKEN in ies
+        v = self._admission.token_verdict(ies.get(IE.CALLTOKEN, None), present, addr,
+                                          now + self.wall_offset, entry, name)
         check = v.check
         if check is TokenCheck.PASS:
-            if IE.CALLTOKEN in ies:
+            if present:
                 self._stats["calltoken_accepted"] += 1
             return True
         if check is TokenCheck.ISSUE:

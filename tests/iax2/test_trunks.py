@@ -56,8 +56,9 @@ def test_an_idle_stream_keeps_its_grid_a_while_then_restarts_its_epoch() -> None
     ts.start(st, 0.0)
     run_until(timers, 0.010)
     sent(ts)
-    run_until(timers, 0.010 + TRUNK_GRID_KEEP)        # empty ticks: the grid is kept
-    assert st.timer is None or st.timer.alive
+    run_until(timers, 0.010 + TRUNK_GRID_KEEP / 2)    # empty ticks: the grid is kept
+    assert st.timer is not None and st.timer.alive and timers.deadline() == st.next_at
+    assert not ts.out
     run_until(timers, 1.0)                            # then it stops
     assert timers.deadline() is None
     st.mux.add(300, 0, b"\xff" * 160)
