@@ -7,7 +7,10 @@ used at import).  ``IAXGW_DEBUG_BUILD=1`` builds with line tracing and without o
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 from setuptools import setup
 from setuptools.extension import Extension
@@ -23,7 +26,23 @@ SUBPACKAGES = [
     for sub in sorted(os.listdir(folder))
     if os.path.isfile(os.path.join(folder, sub, "__init__.py"))
 ]
-CORE_MODULES = ["_frames_c", "_ies_c", "_trunk_c", "_g711_c", "_udp_c"]
+CORE_MODULES = ["_frames_c", "_ies_c", "_trunk_c", "_probe_c", "_media_c", "_g711_c", "_udp_c"]
+
+
+def _cimport_path() -> str:
+    """A directory where ``iaxgw/_core/*.pxd`` can be found, for the compiled modules that
+    ``cimport`` each other by their package name (the source folder is ``_core``, not
+    ``iaxgw/_core``)."""
+    root = tempfile.mkdtemp(prefix="iaxgw-pxd-")
+    atexit.register(shutil.rmtree, root, True)
+    target = os.path.join(root, "iaxgw", "_core")
+    os.makedirs(target)
+    for name in os.listdir("_core"):
+        if name.endswith((".pxd", ".pxi")):
+            shutil.copyfile(os.path.join("_core", name), os.path.join(target, name))
+    with open(os.path.join(target, "__init__.py"), "w", encoding="ascii"):
+        pass
+    return root
 
 
 def _extensions() -> list[Extension]:
@@ -59,7 +78,8 @@ def _extensions() -> list[Extension]:
     }
     if debug:
         directives["linetrace"] = True
-    return cythonize(exts, compiler_directives=directives, annotate=False)
+    return cythonize(exts, compiler_directives=directives, annotate=False,
+                     include_path=[_cimport_path()])
 
 
 setup(

@@ -6,7 +6,7 @@ import contextlib
 import importlib
 import logging
 import os
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 NO_EXTENSIONS = os.environ.get("IAXGW_NO_EXTENSIONS", "") not in ("", "0")
 log = logging.getLogger("iaxgw.core")
@@ -37,3 +37,21 @@ def both(name: str) -> list[ModuleType]:
     with contextlib.suppress(ImportError):
         mods.insert(0, importlib.import_module(f"iaxgw._core._{name}_c"))
     return mods
+
+
+def flavours(*names: str) -> list[SimpleNamespace]:
+    """For tests and benchmarks that drive several ``_core`` modules together: per
+    implementation that can be imported here (compiled first), one namespace with the public
+    names of the modules ``names`` of that implementation; its ``__name__`` ends in ``_c`` or
+    ``_py``."""
+    per_module = [both(name) for name in names]
+    out = []
+    for impls in zip(*per_module, strict=False):
+        suffixes = {m.__name__.rsplit("_", 1)[-1] for m in impls}
+        if len(suffixes) != 1:
+            continue                    # a module of that flavour is missing
+        ns = SimpleNamespace(**{k: v for m in impls for k, v in vars(m).items()
+                                if not k.startswith("_")})
+        ns.__name__ = f"iaxgw._core._{'_'.join(names)}_{suffixes.pop()}"
+        out.append(ns)
+    return out

@@ -1,5 +1,5 @@
-# Shared helpers of the compiled core: big-endian reads/writes on raw byte pointers and
-# checked integer conversion.  Callers check lengths before every read.
+# Shared helpers of the compiled core: big-endian reads/writes on raw byte pointers, checked
+# integer conversion and a floor modulo.  Callers check lengths before every read.
 
 from cpython.long cimport PyLong_Check
 
@@ -26,3 +26,9 @@ cdef inline void wr32(unsigned char *p, unsigned int v) noexcept nogil:
     p[1] = (v >> 16) & 0xFF
     p[2] = (v >> 8) & 0xFF
     p[3] = v & 0xFF
+
+
+cdef inline long long floor_mod(long long a, long long m) noexcept nogil:
+    """``a`` modulo ``m`` (> 0) rounded towards minus infinity, as Python's ``%``."""
+    cdef long long r = a % m
+    return r + m if r < 0 else r

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from iaxgw._core._select import both
+from iaxgw._core._select import flavours
 
-TRUNK = {m.__name__.rsplit("_", 1)[-1]: m for m in both("trunk")}
+TRUNK = {m.__name__.rsplit("_", 1)[-1]: m for m in flavours("trunk", "probe", "media")}
 pytestmark = pytest.mark.skipif("c" not in TRUNK, reason="compiled core not built")
 CALLS = 2000
 CYCLE = 50

@@ -18,7 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 #: Imported inside the instrumentation block so that their bytecode reports coverage.
 INSTRUMENTED = [
     "iaxgw._core._frames_py", "iaxgw._core._ies_py", "iaxgw._core._trunk_py",
-    "iaxgw._core._g711_py", "iaxgw.gateway.iax2.calls", "iaxgw.gateway.iax2.calltoken",
+    "iaxgw._core._probe_py", "iaxgw._core._media_py", "iaxgw._core._g711_py",
+    "iaxgw.gateway.iax2.calls", "iaxgw.gateway.iax2.calltoken",
     "iaxgw.gateway.conf.config", "iaxgw.gateway.iax2.admission", "iaxgw.gateway.iax2.calltable",
     "iaxgw.gateway.iax2.reliability", "iaxgw.gateway.iax2.trunks",
     "iaxgw.gateway.iax2.protocol",

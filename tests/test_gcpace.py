@@ -10,7 +10,7 @@ import pytest
 from iaxgw._core._select import both
 from iaxgw.sim.load.gcpace import GcPacer
 
-TRUNK = both("trunk")
+PROBE = both("probe")
 
 
 class Cycle:
@@ -52,7 +52,7 @@ def test_pacer_collects_only_when_asked_and_restores_the_collector() -> None:
     pacer.stop()                                    # twice: harmless
 
 
-@pytest.mark.parametrize("mod", TRUNK, ids=lambda m: m.__name__.rsplit("_", 1)[-1])
+@pytest.mark.parametrize("mod", PROBE, ids=lambda m: m.__name__.rsplit("_", 1)[-1])
 def test_probe_pending_tuples(mod: object) -> None:
     probe = mod.RxProbe(20)  # type: ignore[attr-defined]
     for k in range(5):
@@ -64,7 +64,7 @@ def test_probe_pending_tuples(mod: object) -> None:
         assert not any(gc.is_tracked(t) for t in probe.pending)
 
 
-@pytest.mark.parametrize("mod", TRUNK, ids=lambda m: m.__name__.rsplit("_", 1)[-1])
+@pytest.mark.parametrize("mod", PROBE, ids=lambda m: m.__name__.rsplit("_", 1)[-1])
 def test_probe_exact_echo_bookkeeping(mod: object) -> None:
     own = [bytes([i]) * 160 for i in range(1, 4)]
     probe = mod.RxProbe(20, True, 8)  # type: ignore[attr-defined]

@@ -17,16 +17,16 @@ from typing import Any
 
 import pytest
 
-from iaxgw._core import _trunk_py
+from iaxgw._core import _probe_py
 
 try:
-    from iaxgw._core import _trunk_c
+    from iaxgw._core import _probe_c
 except ImportError:  # pragma: no cover - extensions not built
-    _trunk_c = None  # type: ignore[assignment]
+    _probe_c = None  # type: ignore[assignment]
 
-IMPLS: list[Any] = [pytest.param(_trunk_py, id="twin")]
-if _trunk_c is not None:
-    IMPLS.append(pytest.param(_trunk_c, id="compiled"))
+IMPLS: list[Any] = [pytest.param(_probe_py, id="twin")]
+if _probe_c is not None:
+    IMPLS.append(pytest.param(_probe_c, id="compiled"))
 
 
 def _cycle(n: int = 7, size: int = 160, seed: int = 3) -> list[bytes]:
@@ -57,20 +57,20 @@ def test_stamp_round_trip(mod: ModuleType) -> None:
 
 
 def test_stamp_compiled_and_twin_agree() -> None:
-    if _trunk_c is None:
+    if _probe_c is None:
         pytest.skip("extensions not built")
     rng = random.Random(9)
     for size in (16, 17, 80, 160, 161, 320):
         for _ in range(30):
             frame = bytes(rng.randrange(256) for _ in range(size))
             v = rng.randrange(0x20000)
-            a, b = _trunk_c.stamp_payload(frame, v), _trunk_py.stamp_payload(frame, v)
+            a, b = _probe_c.stamp_payload(frame, v), _probe_py.stamp_payload(frame, v)
             assert a == b
-            assert _trunk_c.read_stamp(a) == _trunk_py.read_stamp(a) == v & 0xFFFF
+            assert _probe_c.read_stamp(a) == _probe_py.read_stamp(a) == v & 0xFFFF
             noisy = bytearray(a)
             noisy[rng.randrange(size)] ^= 1 << rng.randrange(8)
-            assert _trunk_c.stamp_matches(bytes(noisy), frame) == \
-                _trunk_py.stamp_matches(bytes(noisy), frame)
+            assert _probe_c.stamp_matches(bytes(noisy), frame) == \
+                _probe_py.stamp_matches(bytes(noisy), frame)
 
 
 def _probe(mod: ModuleType, cycle: list[bytes], offset: int = 0) -> Any:
@@ -143,13 +143,13 @@ def test_probe_wraps_the_16_bit_counter_and_rejects_strays(mod: ModuleType) -> N
 
 
 def test_probe_compiled_and_twin_agree() -> None:
-    if _trunk_c is None:
+    if _probe_c is None:
         pytest.skip("extensions not built")
     cycle = _cycle(11)
     rng = random.Random(21)
-    sent = _sent(_trunk_py, cycle, 3000)
-    assert sent == _sent(_trunk_c, cycle, 3000)
-    probes = [_probe(m, cycle) for m in (_trunk_py, _trunk_c)]
+    sent = _sent(_probe_py, cycle, 3000)
+    assert sent == _sent(_probe_c, cycle, 3000)
+    probes = [_probe(m, cycle) for m in (_probe_py, _probe_c)]
     t = 1.0
     for k in range(3000):
         if rng.random() < 0.04:
@@ -226,10 +226,10 @@ def test_kept_frames_compiled_and_twin_agree(limit: int) -> None:
     it only when ``pending`` is read: the frames read back (payloads bit for bit, arrival and
     media times, order), the drops of the oldest half at ``limit``, the strays and the counts
     are the twin's, which keeps every payload as it came."""
-    if _trunk_c is None:
+    if _probe_c is None:
         pytest.skip("extensions not built")
     for seed in range(4):
-        assert _kept_run(_trunk_c, seed, limit) == _kept_run(_trunk_py, seed, limit)
+        assert _kept_run(_probe_c, seed, limit) == _kept_run(_probe_py, seed, limit)
 
 
 def test_kept_frames_untracked_and_rebuilt_bit_for_bit() -> None:
@@ -238,11 +238,11 @@ def test_kept_frames_untracked_and_rebuilt_bit_for_bit() -> None:
     not a wrong payload."""
     import gc
 
-    if _trunk_c is None:
+    if _probe_c is None:
         pytest.skip("extensions not built")
     cycle = _cycle(5)
-    sent = _sent(_trunk_c, cycle, 12)
-    p = _probe(_trunk_c, cycle)
+    sent = _sent(_probe_c, cycle, 12)
+    p = _probe(_probe_c, cycle)
     for n, payload in enumerate(sent):
         p.on_rx(20 * n, 1.0 + 0.02 * n, payload)
     assert p.pending_count == 12 and p.s_frames == 12

@@ -93,3 +93,25 @@ def test_endpoint_parts_do_not_import_the_endpoint() -> None:
     graph = _import_graph()
     for part in ("admission", "calltable", "reliability", "timers", "trunks", "calls", "peers"):
         assert "iaxgw.gateway.iax2.protocol" not in graph[f"iaxgw.gateway.iax2.{part}"], part
+
+
+def test_core_layers() -> None:
+    """In ``_core``, the trunk codec knows nothing of the load-tester probes or the media half,
+    and the probes nothing of the media half: in the twins' imports and in the compiled
+    modules' ``cimport``s alike."""
+    import re
+
+    graph = _import_graph()
+    core = "iaxgw._core."
+    above_codec = {f"{core}{m}" for m in ("_probe_py", "_media_py", "probe", "media")}
+    assert not above_codec & graph[f"{core}_trunk_py"]
+    assert f"{core}_trunk_py" in graph[f"{core}_probe_py"]                  # it was read
+    assert not {f"{core}_media_py", f"{core}media"} & graph[f"{core}_probe_py"]
+    assert {f"{core}_trunk_py", f"{core}_probe_py"} <= graph[f"{core}_media_py"]
+    src = Path(__file__).resolve().parent.parent / "_core"
+    cimports = {p.stem: set(re.findall(r"^from iaxgw\._core\.(\w+) cimport", p.read_text(),
+                                       re.M))
+                for p in src.glob("*.pyx")}
+    assert cimports["_trunk_c"] == set()
+    assert cimports["_probe_c"] == {"_trunk_c"}
+    assert cimports["_media_c"] == {"_trunk_c", "_probe_c"}

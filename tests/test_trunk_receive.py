@@ -1,4 +1,4 @@
-"""The trunk receive hot path (``_core.trunk.receive_trunk``): the compiled core and the twin agree
+"""The trunk receive hot path (``_core.media.receive_trunk``): the compiled core and the twin agree
 on every call-record field, every statistic, every delivered or echoed payload, for random
 sequences of trunk datagrams (both variants, wraps, gaps, unknown and inactive calls, echo)."""
 
@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iaxgw._core._select import both
+from iaxgw._core._select import flavours
 from iaxgw._core.errors import FrameError
 
-TRUNK = both("trunk")
+TRUNK = flavours("trunk", "probe", "media")
 pytestmark = pytest.mark.skipif(len(TRUNK) < 2, reason="compiled core not built")
 TC, TP = (TRUNK + TRUNK)[:2]
 

@@ -13,7 +13,7 @@ from enum import IntEnum
 from typing import Any
 
 from iaxgw._core.constants import CallState
-from iaxgw._core.trunk import CallMedia, RxStats
+from iaxgw._core.media import CallMedia, RxStats
 from iaxgw.gateway.iax2.address import Addr
 from iaxgw.gateway.iax2.timers import Timer
 
@@ -249,7 +249,7 @@ class Pending:
 
 class Call(CallMedia):
     """Everything the endpoint keeps for one of its call numbers (the media fields, read by the
-    compiled trunk receive path, are in :class:`~iaxgw._core.trunk.CallMedia`)."""
+    compiled trunk receive path, are in :class:`~iaxgw._core.media.CallMedia`)."""
 
     __slots__ = (
         "acked_to",

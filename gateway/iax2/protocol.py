@@ -35,7 +35,7 @@ datagram queue, the timer queue, the counters) and none importing this module:
 - ``peers.PeerState`` / ``RegState`` (qualify and registration state, one per peer and
   ``register =>`` line) and ``crypto.CallCrypto`` (one per encrypted call).
 
-The media hot paths (mini frames, trunk receive, batched sends) are compiled in ``_core.trunk``;
+The media hot paths (mini frames, trunk receive, batched sends) are compiled in ``_core.media``;
 the endpoint hands them its maps and queues.
 """
 
@@ -65,10 +65,9 @@ from iaxgw._core.constants import (
 from iaxgw._core.errors import FrameError
 from iaxgw._core.frames import FullFrame, build_full, parse_full, uncompress_subclass
 from iaxgw._core.ies import IEs, build_ies, capability_from, format_from
-from iaxgw._core.trunk import (
-    RxProbe,
+from iaxgw._core.media import (
     TrunkRunTotals,
-    TxProbe,
+    arrival_time,
     next_voice_ts,
     receive_media_run,
     receive_mini,
@@ -78,6 +77,7 @@ from iaxgw._core.trunk import (
     tx_tick_send,
     voice_sent,
 )
+from iaxgw._core.probe import RxProbe, TxProbe
 from iaxgw.gateway.conf.config import acl_allows
 from iaxgw.gateway.conf.model import Entry, IaxConfig
 from iaxgw.gateway.iax2.address import Addr
@@ -555,10 +555,7 @@ class Endpoint:
                 if i >= n:
                     break
             data, addr, age = batch[i]
-            now = loop_now - age
-            if now < floor:
-                now = floor
-            floor = now
+            now = floor = arrival_time(loop_now, age, floor)
             i += 1
             try:
                 self._receive_plain(data, addr, now)
@@ -1755,7 +1752,7 @@ class Endpoint:
             self._stats["drop_voice_no_call"] += 1
             return False
         if ts is None:
-            ts = next_voice_ts(call, now)          # the rule lives in _core.trunk
+            ts = next_voice_ts(call, now)          # the rule lives in _core.media
         fmt = call.codec
         prev = call.last_voice_ts
         full = call.svoiceformat != fmt or (not call.trunk and (ts >> 16) - (prev >> 16) >= 2)
@@ -1800,7 +1797,7 @@ class Endpoint:
     def send_voice_many(self, items: list[tuple[int, bytes]], now: float
                         ) -> list[tuple[int, Exception]]:
         """``send_voice(callno, payload, now)`` for each item, the trunked ones and the mini
-        frames in one compiled pass (``_core.trunk.send_trunk_voice``: same timestamps, same
+        frames in one compiled pass (``_core.media.send_trunk_voice``: same timestamps, same
         trunk entries and mini frames; full voice frames are left to ``send_voice``).  Returns
         the calls whose send raised, with the exception (the others were sent or dropped as
         ``send_voice`` would)."""
@@ -1812,7 +1809,7 @@ class Endpoint:
     def send_probes(self, probes: list[TxProbe], probe_now: float, now: float
                     ) -> list[tuple[int, Exception]]:
         """``send_voice_many(tx_tick(probes, probe_now), now)`` in one compiled pass
-        (``_core.trunk.tx_tick_send``): each load-test probe's next frame is counted and written
+        (``_core.media.tx_tick_send``): each load-test probe's next frame is counted and written
         straight into its trunk entry or mini frame.  Returns the calls whose send raised."""
         out = self._out
         before = len(out)
@@ -1891,7 +1888,7 @@ class Endpoint:
     def _receive_meta(self, data: bytes, addr: Addr, now: float) -> None:
         """A trunk datagram: per entry, the call by (source, call number), its ts, the receive
         stats and the payload to the sink, or back into the trunk for an echoing call.  The
-        per-entry loop is ``_core.trunk.receive_trunk`` (compiled): it runs ~10,000 times a
+        per-entry loop is ``_core.media.receive_trunk`` (compiled): it runs ~10,000 times a
         second at 200 trunked calls."""
         calls = self._by_addr.get(addr)
         trunk_ts = int.from_bytes(data[4:8], "big") if len(data) >= 8 else -1
@@ -1936,7 +1933,7 @@ class Endpoint:
                            ) -> tuple[int, float]:
         """``_receive_meta`` and ``receive_datagram``'s mini-frame branch for the consecutive
         media datagrams of a received batch from ``start`` (trunk datagrams, mini frames of
-        active calls), in one compiled pass (``_core.trunk.receive_media_run``: the arrival
+        active calls), in one compiled pass (``_core.media.receive_media_run``: the arrival
         times, epochs, echo streams and echoed mini frames as here, the counts summed in
         ``TrunkRunTotals``).  Returns the index of the first datagram not taken (the caller
         hands it to ``receive_datagram``) and the last arrival time."""

@@ -40,7 +40,8 @@ from typing import Any, Literal
 import numpy as np
 
 from iaxgw._core.constants import FORMAT_ALAW, FORMAT_ULAW
-from iaxgw._core.trunk import datagram_census, trunk_entry_stats
+from iaxgw._core.probe import datagram_census
+from iaxgw._core.trunk import trunk_entry_stats
 from iaxgw.gateway.conf.model import IaxConfig
 from iaxgw.gateway.driver.pcap import PcapWriter
 from iaxgw.gateway.iax2 import events as ev

@@ -15,11 +15,11 @@ The runner drives one :class:`CallStats` per call with one method call per frame
 Conventions
 -----------
 * Timestamps given to ``on_rx`` are already unwrapped milliseconds: IAX2 mini frames carry only the
-  low 16 bits, and the receive path (``_core.trunk``) unwraps them.
+  low 16 bits, and the receive path (``_core.media``) unwraps them.
 * Loss (``loss_method``):
 
   - ``"stamp"`` (echo mode, the echo came back bit for bit): every frame we send carries its
-    16-bit frame counter in the low bits of 16 of its bytes (``_core.trunk.stamp_payload``); a
+    16-bit frame counter in the low bits of 16 of its bytes (``_core.probe.stamp_payload``); a
     received frame counts when its counter decodes and the rest of it is our cycle's frame for
     that counter.  ``expected`` spans the lowest to the highest counter received (frames sent
     before the far end's echo ran, and those still in flight at the end, are not loss),
@@ -50,7 +50,7 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from iaxgw._core.trunk import RxProbe, TxProbe, unstamp
+from iaxgw._core.probe import RxProbe, TxProbe, unstamp
 from iaxgw.sim.load import signature as sig
 
 Mode = Literal["echo", "tone", "none"]
@@ -271,7 +271,7 @@ class CallStats:
         self.answer_counted = False     #: its setup time is in the collector's statistics
         # tx
         # tx: counted by a compiled probe too (the load tester builds a whole media tick from
-        # the calls' probes at once, ``_core.trunk.tx_tick_send``)
+        # the calls' probes at once, ``_core.media.tx_tick_send``)
         self.tx_marks: deque[float] = deque(maxlen=8)
         self.tx = TxProbe(list(self.payloads), frame_ms, self.tx_marks)
         # rx: the figures per received frame, counted by a compiled probe (which a trunked load
@@ -806,7 +806,7 @@ class TrunkCounters:
 
     def add_census(self, direction: Literal["tx", "rx"],
                    census: tuple[int, int, int, int, int, int, int, int, int]) -> None:
-        """Many datagrams at once: ``_core.trunk.datagram_census`` of them (the same counts as
+        """Many datagrams at once: ``_core.probe.datagram_census`` of them (the same counts as
         ``add`` on each)."""
         full, full_b, mini, mini_b, trunk, trunk_b, entries, entry_b, _no_ts = census
         total = full + mini + trunk
