@@ -18,17 +18,16 @@ from iaxgw._core._trunk_c cimport (
     _HDR,
     _MAX_CALLNO,
     TrunkMux,
-    callno_obj,
     check_header,
 )
 
 include "_wire.pxi"
+include "_callno.pxi"
 
 from iaxgw._core.errors import FrameError
 
 
-cdef extern from *:
-    ctypedef struct PyObject
+cdef extern from "Python.h":
     PyObject* PyDict_GetItem(object d, object key)
 
 

@@ -11,9 +11,10 @@ from cpython.bytes cimport PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free
 from libc.string cimport memcmp, memmove, memset
 
-from iaxgw._core._trunk_c cimport _MAX_CALLNO, callno_obj, entry_totals, grown
+from iaxgw._core._trunk_c cimport _MAX_CALLNO, entry_totals, grown
 
 include "_wire.pxi"
+include "_callno.pxi"
 
 
 cdef extern from "Python.h":

@@ -13,7 +13,6 @@ cdef enum:
     _MAX_MTU = 0xFFFF
 
 
-cdef object callno_obj(unsigned int callno)
 cdef int check_header(const unsigned char* p, Py_ssize_t n) except -1
 cdef void entry_totals(const unsigned char* p, Py_ssize_t n, long long* count,
                        long long* payload) noexcept

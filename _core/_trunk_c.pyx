@@ -27,10 +27,10 @@ from cpython.bytes cimport (
 )
 from cpython.list cimport PyList_New
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
-from cpython.ref cimport Py_INCREF
 from libc.string cimport memcmp, memcpy
 
 include "_wire.pxi"
+include "_callno.pxi"
 
 from iaxgw._core.errors import FrameError
 
@@ -43,34 +43,8 @@ cdef extern from "Python.h":
 cdef extern from *:
     """
     static char iaxgw_fmt_B[] = "B";
-    #ifdef Py_GIL_DISABLED
-    #define IAXGW_CALLNO_CACHE 0
-    #else
-    #define IAXGW_CALLNO_CACHE 1
-    #endif
     """
     char* _FMT_B "iaxgw_fmt_B"
-    int IAXGW_CALLNO_CACHE
-    ctypedef struct PyObject
-
-
-# Call numbers repeat in every datagram of a trunk (one entry per call per 20 ms), so their int
-# objects are interned here: one slot per 15-bit call number, filled on first use (with the GIL
-# only, the fill is not atomic).  At most 32,768 small ints, a bounded ~1 MB.
-cdef PyObject* _callnos[0x8000]     # indexed by callno & 0x7FFF
-
-
-cdef object callno_obj(unsigned int callno):
-    """The interned int object of a 15-bit call number (see above)."""
-    cdef object o
-    if not IAXGW_CALLNO_CACHE:
-        return callno
-    callno &= 0x7FFF
-    if _callnos[callno] == NULL:
-        o = callno
-        Py_INCREF(o)
-        _callnos[callno] = <PyObject*>o
-    return <object>_callnos[callno]
 
 
 META_TRUNK = 1
@@ -81,6 +55,7 @@ MAX_PAYLOAD = 0xFFFF
 MAX_CALLNO = 0x7FFF
 MIN_MTU = 16
 MAX_MTU = 0xFFFF
+
 
 cdef inline long long _as_int(object value, const char* what, long long lo,
                               long long hi) except? -1:
