@@ -11,7 +11,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromSt
 from cpython.bytes cimport PyBytes_GET_SIZE
 from libc.string cimport memcpy
 
-from iaxgw._core._probe_c cimport RxProbe, TxProbe, stamp_write
+from iaxgw._core._probe_c cimport RxProbe, TxProbe, jitter_next, stamp_write
 from iaxgw._core._trunk_c cimport (
     _ENT,
     _ENT_TS,
@@ -81,16 +81,13 @@ cdef class RxStats:
         self.ptime = 20
 
     cdef inline void _update(self, long long ts, long long nbytes, double now) noexcept:
-        cdef double transit, d, j
+        cdef double transit, j
         cdef long long top, gap, ptime
         self.frames += 1
         self.bytes += nbytes
         transit = now * 1000.0 - <double>ts
         if self.frames > 1:
-            d = transit - self.prev_transit
-            if d < 0:
-                d = -d
-            j = self.jitter + (d - self.jitter) * 0.0625
+            j = jitter_next(self.jitter, transit, self.prev_transit)
             self.jitter = j
             if j > self.jitter_max:
                 self.jitter_max = j

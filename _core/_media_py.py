@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from iaxgw._core._probe_py import RxProbe, TxProbe, tx_tick
+from iaxgw._core._probe_py import RxProbe, TxProbe, jitter_next, tx_tick
 from iaxgw._core._trunk_py import (
     ENTRY_LEN,
     ENTRY_TS_LEN,
@@ -63,10 +63,7 @@ class RxStats:
         self.bytes += nbytes
         transit = now * 1000.0 - ts
         if self.frames > 1:
-            d = transit - self.prev_transit
-            if d < 0:
-                d = -d
-            j = self.jitter + (d - self.jitter) * 0.0625
+            j = jitter_next(self.jitter, transit, self.prev_transit)
             self.jitter = j
             if j > self.jitter_max:
                 self.jitter_max = j

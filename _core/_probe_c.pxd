@@ -26,6 +26,16 @@ cdef inline int stamp_write(unsigned char* p, Py_ssize_t n, unsigned int value) 
     return 0
 
 
+cdef inline double jitter_next(double jitter, double transit, double prev_transit) noexcept nogil:
+    """RFC 3550 interarrival jitter (§6.4.1, A.8) after one more packet: J += (|D| - J) / 16,
+    D the change in relative transit time since the previous packet (ms).  The one copy of
+    the rule in the compiled core: the probes' and the media half's statistics use it."""
+    cdef double d = transit - prev_transit
+    if d < 0.0:
+        d = -d
+    return jitter + (d - jitter) * 0.0625
+
+
 cdef class TxProbe:
     cdef public long long callno
     cdef public long long k

@@ -355,7 +355,7 @@ cdef class RxProbe:
         cdef long v
         cdef long long hi = self.s_hi, k, idx, c
         cdef object orig
-        cdef double transit, d, j
+        cdef double transit, j
         if not n or p == NULL:
             return -1
         v = _stamp_read(p, size)
@@ -383,10 +383,7 @@ cdef class RxProbe:
             self.s_hi = k
             self._ring[k % _STAMP_WIN] = 1
         else:
-            d = transit - self.s_transit
-            if d < 0.0:
-                d = -d
-            j = self.s_jitter + (d - self.s_jitter) * 0.0625
+            j = jitter_next(self.s_jitter, transit, self.s_transit)
             self.s_jitter = j
             self.s_jitter_sum += j
             if j > self.s_jitter_max:
@@ -422,7 +419,7 @@ cdef class RxProbe:
         cdef long long n, fm, hi, k, i
         cdef long long idx = -1
         cdef unsigned int stamp = 0
-        cdef double transit, d, j
+        cdef double transit, j
         cdef unsigned long long bit
         if seq:
             self.seq_frames += 1
@@ -441,10 +438,7 @@ cdef class RxProbe:
             self.min_ts = ts
             self.mask = 1
         else:
-            d = transit - self.transit
-            if d < 0.0:
-                d = -d
-            j = self.jitter + (d - self.jitter) * 0.0625
+            j = jitter_next(self.jitter, transit, self.transit)
             self.jitter = j
             self.jitter_sum += j
             if j > self.jitter_max:

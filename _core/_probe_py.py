@@ -66,6 +66,11 @@ def stamp_matches(payload: Buffer, original: Buffer) -> bool:
     return unstamp(a) == unstamp(b)
 
 
+def jitter_next(jitter: float, transit: float, prev_transit: float) -> float:
+    """RFC 3550 interarrival jitter after one more packet (see ``_probe_c.pxd``)."""
+    return jitter + (abs(transit - prev_transit) - jitter) * 0.0625
+
+
 class TxProbe:
     """The load tester's send side of one call (see ``_probe_c.TxProbe``)."""
 
@@ -214,8 +219,7 @@ class RxProbe:
             self.s_lo = self.s_hi = k
             ring[k % STAMP_WINDOW] = 1
         else:
-            d = abs(transit - self.s_transit)
-            j = self.s_jitter + (d - self.s_jitter) * 0.0625
+            j = jitter_next(self.s_jitter, transit, self.s_transit)
             self.s_jitter = j
             self.s_jitter_sum += j
             if j > self.s_jitter_max:
@@ -259,8 +263,7 @@ class RxProbe:
             self.max_ts = self.min_ts = ts
             self.mask = 1
         else:
-            d = abs(transit - self.transit)
-            j = self.jitter + (d - self.jitter) * 0.0625
+            j = jitter_next(self.jitter, transit, self.transit)
             self.jitter = j
             self.jitter_sum += j
             if j > self.jitter_max:

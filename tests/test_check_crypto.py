@@ -81,7 +81,7 @@ def test_encryption_with_plaintext_auth_warns(tmp_path: Path) -> None:
 
 def _rsa_sites(tmp_path: Path, a_outkey: str, b_inkeys: str, make: tuple[str, ...]) -> tuple[
         Path, Path]:
-    from test_rsa import make_key
+    from test_rsakeys import make_key
 
     a, b = _pair(tmp_path)
     for d, lines in ((a, f"outkey = {a_outkey}\n"), (b, f"auth = rsa\ninkeys = {b_inkeys}\n")):

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from test_crypto_asterisk import _run, _serve
-from test_rsa import make_keys
+from test_rsakeys import make_keys
 from test_serve_asterisk import _show, wait_channel_up
 
 from iaxgw.sim.lab.labconfig import SiteDirs

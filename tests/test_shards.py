@@ -22,9 +22,12 @@ from typing import Any
 import jsonschema
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from test_loadtest import _site_dir
 
+from iaxgw.gateway.cli import main
 from iaxgw.gateway.driver.pcap import read_pcap
+from iaxgw.gateway.serve.control import CommandRefused, query
 from iaxgw.sim.lab.loadtest_lab import ServeProcess
 from iaxgw.sim.load.loadtest import send_timing
 from iaxgw.sim.load.loadtest_plan import LoadtestOptions, PlanError, parse_bind_list
@@ -258,6 +261,93 @@ def test_three_shards_against_serve_merge_to_their_parts(serve: dict[str, Any],
         (f"{net}.{10 + k}", 4569) for k in range(3) for _ in range(3))
     assert stat.S_IMODE(pcap.stat().st_mode) == 0o600
     assert not list(tmp_path.glob("**/shard-*.pcap"))
+
+
+def _wait_for(pred: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _last_second(sock: str) -> dict[str, Any]:
+    return dict(query(sock, "stats")["last_second"])
+
+
+def _attempt_rate(sock: str, seconds: float) -> float:
+    """Attempts per second over the merged seconds that arrive in ``seconds``."""
+    first = _last_second(sock)
+    time.sleep(seconds)
+    last = _last_second(sock)
+    span = float(last["elapsed_s"]) - float(first["elapsed_s"])
+    assert span >= seconds - 1.5, (first, last)
+    return (int(last["attempts_total"]) - int(first["attempts_total"])) / span
+
+
+def test_ctl_drives_a_sharded_run(serve: dict[str, Any], tmp_path: Path) -> None:
+    """``--control`` over two shards: one socket, in the parent.  ``ctl rate`` reaches the
+    shards as their shares (each its half of the calls: half the rate), pause stops both, stop
+    ends both gracefully; show is refused with the reason; the merged summary's ``control`` is
+    the parent's and each shard's own summary holds its share."""
+    net = serve["net"]
+    report = tmp_path / "rep"
+    sock = str(tmp_path / "ctl" / "lt.sock")
+    proc = _loadtest(serve, report, f"{net}.30-{net}.31", "-l", "40", "-r", "1", "-m", "200",
+                     "-d", "30", "--control", sock)
+    try:
+        _wait_for(lambda: os.path.exists(sock), 20, "the control socket")
+        assert stat.S_IMODE(os.stat(sock).st_mode) & 0o077 == 0
+        _wait_for(lambda: int(_last_second(sock).get("attempts_total") or 0) >= 2, 20,
+                  "two attempts at 1/s")
+        r = CliRunner().invoke(main, ["ctl", "--control", sock, "rate", "8"])
+        assert r.exit_code == 0 and "rate 8 calls/s" in r.output, r.output
+        time.sleep(1.2)
+        fast = _attempt_rate(sock, 3.5)
+        assert 5.5 <= fast <= 10.5, fast                  # 8/s asked (was 1/s)
+        r = CliRunner().invoke(main, ["ctl", "--control", sock, "pause"])
+        assert r.exit_code == 0 and "paused" in r.output
+        time.sleep(2.2)                                   # the seconds in flight merged
+        assert _attempt_rate(sock, 2.5) == 0.0            # no new calls while paused
+        st = query(sock, "stats")["loadtest"]
+        assert st["shards"] == 2 and st["shards_running"] == 2 and st["paused"] is True
+        assert int(st["calls_up"]) >= 5
+        r = CliRunner().invoke(main, ["show", "stats", "--control", sock])
+        assert r.exit_code == 0 and "shards_running" in r.output, r.output
+        r = CliRunner().invoke(main, ["show", "channels", "--control", sock])
+        assert r.exit_code == 1 and "2 shards" in r.output, r.output
+        with pytest.raises(CommandRefused, match="originate is for a running"):
+            query(sock, "originate", exten="300")
+        r = CliRunner().invoke(main, ["ctl", "--control", sock, "resume"])
+        assert r.exit_code == 0
+        time.sleep(1.2)
+        r = CliRunner().invoke(main, ["ctl", "--control", sock, "stop"])
+        assert r.exit_code == 0 and "load test stopping" in r.output
+        out = proc.communicate(timeout=60)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert "PASS" in out and "stopped by `iaxgw ctl stop`" in out
+    assert not os.path.exists(sock)
+    summary = json.loads((report / "summary.json").read_text())
+    jsonschema.Draft202012Validator(summary_schema()).validate(summary)
+    ctl = summary["control"]
+    assert ctl["stopped_by"] == "ctl" and ctl["initial_rate_cps"] == 1.0
+    assert [c["action"] for c in ctl["changes"]] == ["rate", "pause", "resume", "stop"]
+    assert summary["failed"] == 0 and summary["attempted"] < 200
+    assert [h["rate_cps"] for h in summary["targets"]["rate"]["asked_history"]][:2] == [1.0, 8.0]
+    for k in range(2):
+        own = json.loads((report / "shards" / f"shard-{k}" / "summary.json").read_text())
+        assert own["control"]["initial_rate_cps"] == 0.5
+        assert [(c["action"], c["rate_cps"]) for c in own["control"]["changes"]][:3] == [
+            ("rate", 4.0), ("pause", 4.0), ("resume", 4.0)]
+        assert own["control"]["stopped_by"] == "ctl"
+    # each merged second says the rate asked then (the shards' shares summed)
+    rows = _csv(report / "timeseries.csv")
+    assert {float(r["rate_asked_cps_now"]) for r in rows} >= {1.0, 8.0}
 
 
 def _once_running(proc: subprocess.Popen[bytes], report: Path, act: Any,

@@ -64,6 +64,11 @@ def _cluster(master: bool, expect: int | None, bind: tuple[str, int], impair: An
         raise click.UsageError("--master: --pcap captures on one machine; the workers' datagrams "
                                "are on theirs (capture there, e.g. with dumpcap)")
     opts = build_options(**kw)
+    given = [k for k in ("control", "metrics_addr") if getattr(opts, k, None) is not None]
+    if given:
+        names = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise click.UsageError(f"--master: {names}: not with a cluster yet (the workers run "
+                               "on other machines); use them on a run on one machine")
     try:
         from iaxgw.sim.scale.cluster import run_master
     except ImportError as exc:
@@ -317,8 +322,9 @@ def loadtest(through: str | None = None, **kw: Any) -> None:
 
 
 #: what one process of a load test opens for itself (not yet for a run over several shards;
-#: ``--pcap`` is: each shard captures its own, merged into the one file at the end)
-PER_PROCESS_OPTIONS = ("control", "metrics_addr")
+#: ``--pcap`` and ``--control`` are: each shard captures its own, merged into the one file at
+#: the end, and the parent serves the one control socket and steers the shards)
+PER_PROCESS_OPTIONS = ("metrics_addr",)
 
 
 def _sharded_usage(opts: Any) -> None:

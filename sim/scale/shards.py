@@ -11,7 +11,10 @@ its datagram counters) into a private folder of the parent's.  The parent shows 
 screen and writes the merged report (:mod:`iaxgw.sim.scale.shard_merge`); each shard's own report
 goes to ``shards/shard-K`` under ``--report``.
 
-A line ``calls N`` on a child's stdin changes its concurrency target (the capacity search).
+Lines on a child's stdin steer it: ``calls N`` changes its concurrency target (the capacity
+search), ``stop`` ends it as planned; ``rate R``, ``pause``, ``resume`` and ``halt BY`` are the
+operator's ``iaxgw ctl`` commands, relayed by the parent's control socket
+(:mod:`iaxgw.sim.scale.shard_control`).
 """
 
 from __future__ import annotations
@@ -37,10 +40,12 @@ from typing import IO, Any
 
 from iaxgw.gateway.iax2.address import Addr, format_addr
 from iaxgw.gateway.safefs import write_file_atomic
+from iaxgw.gateway.serve.control import CommandRefused, ControlError
 from iaxgw.sim.load.limits import MACHINE_WIDE, limited_by
 from iaxgw.sim.load.loadtest import capacity_search, open_pcap
 from iaxgw.sim.load.loadtest_plan import LoadtestOptions, PlanError
 from iaxgw.sim.report.report import Row, TimeseriesStream
+from iaxgw.sim.scale.shard_control import ShardControl, rate_shares
 from iaxgw.sim.scale.shard_merge import (
     LiveMerge,
     Second,
@@ -89,7 +94,8 @@ def shard_options(opts: LoadtestOptions, addrs: list[Addr], work: Path) -> list[
     """Each shard's options: its share of the calls, attempts, rate and the target's auth slots
     (``maxauthreq`` counts per user at the target, and every shard is the same user), its own
     address, its own report folder under ``--report``, its own capture in ``work`` with
-    ``--pcap`` (merged into the one file at the end)."""
+    ``--pcap`` (merged into the one file at the end); no control socket or metrics server of
+    its own (the parent's ``--control`` steers them all)."""
     n = len(addrs)
     calls, attempts = split(opts.calls, n), split(opts.attempts, n)
     pending = max(1, opts.max_pending // n)
@@ -104,7 +110,7 @@ def shard_options(opts: LoadtestOptions, addrs: list[Addr], work: Path) -> list[
             rate=opts.cps * max(1, calls[k]) / opts.calls, bind=addr, binds=None, shards=1,
             max_pending=pending, report_dir=report, live=False, quiet=True, json_out=False,
             warnings=[], extens=opts.exten_list(), step=None, max_calls=peaks[k],
-            stop_when=None, tick_phase=TICK_S * k / n))
+            stop_when=None, tick_phase=TICK_S * k / n, control=None, metrics_addr=None))
     if opts.max_pending < n:
         opts.warnings.append(f"--max-pending {opts.max_pending} is below the {n} shards: each "
                              "shard keeps one setup in flight (the target counts them per user)")
@@ -125,17 +131,23 @@ class Shard:
     result_path: Path
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    #: held while a line is written: the capacity search and the control socket's thread
+    #: both write
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     @property
     def name(self) -> str:
         return format_addr(self.local)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def send(self, line: str) -> None:
         """A control line to the shard (``calls N``); a shard that is gone is left alone."""
         p = self.proc
         if p is None or p.stdin is None or p.poll() is not None:
             return
-        with contextlib.suppress(OSError, ValueError):
+        with self.lock, contextlib.suppress(OSError, ValueError):
             p.stdin.write(line.encode() + b"\n")
             p.stdin.flush()
 
@@ -204,6 +216,12 @@ class ShardedRun:
         self.lines: queue.Queue[tuple[int, Any]] = queue.Queue()
         self.stop_signal: int | None = None
         self.lost: dict[int, str] = {}
+        self.last_row: Row | None = None
+        self.control: ShardControl | None = None
+        if opts.control:
+            self.control = ShardControl(opts.control, self.shards,
+                                        rate_shares([sh.opts.calls for sh in self.shards]),
+                                        opts.cps, lambda: self.last_row)
 
     def start(self) -> None:
         for sh in self.shards:
@@ -247,6 +265,7 @@ class ShardedRun:
 
     def _show(self, seconds: list[Second], stream: TimeseriesStream | None) -> None:
         for sec in seconds:
+            self.last_row = sec.row
             if stream is not None:
                 stream.write(sec.row)
             if self.on_second is not None:
@@ -262,6 +281,13 @@ class ShardedRun:
                 stream = TimeseriesStream(Path(self.opts.report_dir) / "timeseries.csv")
         old = {s: signal.signal(s, self._forward) for s in (signal.SIGINT, signal.SIGTERM)} \
             if threading.current_thread() is threading.main_thread() else {}
+        if self.control is not None:
+            try:
+                self.control.start()
+            except ControlError as exc:
+                from iaxgw.sim.load.loadtest import CannotRunError
+
+                raise CannotRunError(f"--control: {exc}") from None
         if self.screen is not None:
             self.screen.start()
         end = time.monotonic() + self.deadline()
@@ -275,6 +301,8 @@ class ShardedRun:
             self._show(self.merge.flush(), stream)
         finally:
             self._kill_all("the parent stopped")
+            if self.control is not None:
+                self.control.close()
             for s, h in old.items():
                 signal.signal(s, h)
             if self.screen is not None:
@@ -311,7 +339,8 @@ class ShardedRun:
         return ShardedOutcome(results=results, lost=self.lost, rows=self.merge.merged,
                               samples=self.merge.merged_samples, stop_signal=self.stop_signal,
                               shards=self.shards, capacity=self.capacity.result()
-                              if self.capacity is not None else None)
+                              if self.capacity is not None else None,
+                              control=self.control.control if self.control is not None else None)
 
 
     def _merge_pcap(self) -> None:
@@ -339,6 +368,7 @@ class ShardedOutcome:
     stop_signal: int | None
     shards: list[Shard]
     capacity: dict[str, Any] | None = None
+    control: Any = None         # the parent's RunControl (--control), else None
 
 
 def _tail(path: Path, lines: int = 6) -> str:
@@ -374,6 +404,10 @@ def sharded_result(opts: LoadtestOptions, outcome: ShardedOutcome) -> Any:
     summary["limited_by"] = limited_by(merged_limits(results))
     if outcome.capacity is not None:
         summary["capacity"] = outcome.capacity
+    if outcome.control is not None:
+        summary["control"] = outcome.control.summary()
+        summary.setdefault("targets", {}).setdefault("rate", {})["asked_history"] = \
+            outcome.control.history()
     reasons = merged_reasons(opts, summary, lt, failed, outcome.lost)
     exit_code = EXIT_FAIL if reasons else EXIT_PASS
     if not results or all(r.exit_code == EXIT_CANNOT_RUN for r in results):
@@ -445,7 +479,8 @@ def _finite(v: Any) -> Any:
 
 
 def _control(runner: Any) -> Callable[[], None]:
-    """Reads ``calls N`` lines from stdin: the concurrency target changes at once."""
+    """Reads the parent's lines from stdin (see the module docstring); each takes effect at
+    once."""
     buf = bytearray()
 
     def on_input() -> None:
@@ -462,11 +497,29 @@ def _control(runner: Any) -> Callable[[], None]:
             line, _, rest = bytes(buf).partition(b"\n")
             buf[:] = rest
             word, _, value = line.decode(errors="replace").partition(" ")
-            if word == "calls" and value.strip().isdigit():
-                runner.set_concurrency(int(value))
-            elif word == "stop":
-                runner.finish_early("the capacity search ended")
+            try:
+                _steer(runner, word, value.strip())
+            except (ValueError, CommandRefused) as exc:
+                log.warning("shard: control line %r ignored: %s", line[:80], exc)
     return on_input
+
+
+def _steer(runner: Any, word: str, value: str) -> None:
+    """One line from the parent onto ``runner``; ValueError when it is not one we know."""
+    if word == "calls" and value.isdigit():
+        runner.set_concurrency(int(value))
+    elif word == "stop":
+        runner.finish_early("the capacity search ended")
+    elif word == "rate":
+        runner.control.set_rate(float(value), "ctl")
+    elif word == "pause":
+        runner.control.pause("ctl")
+    elif word == "resume":
+        runner.control.resume("ctl")
+    elif word == "halt":
+        runner.control.stop(value if value in ("ctl", "key") else "ctl")
+    else:
+        raise ValueError(f"unknown control line {word!r}")
 
 
 async def _run_child(spec: dict[str, Any]) -> tuple[Any, Any]:

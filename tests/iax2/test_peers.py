@@ -1,4 +1,5 @@
-"""Qualify (POKE/PONG) and registration, both roles (docs/protocol.md §9.6, §9.7)."""
+"""Qualify (POKE/PONG) and registration, both roles (docs/protocol.md §9.6, §9.7): the endpoint
+driving the per-peer records of ``gateway.iax2.peers``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
-"""The trunk receive hot path (``_core.media.receive_trunk``): the compiled core and the twin agree
-on every call-record field, every statistic, every delivered or echoed payload, for random
-sequences of trunk datagrams (both variants, wraps, gaps, unknown and inactive calls, echo)."""
+"""The media half of the endpoint (``_core.media``), compiled and twin, with the probes it feeds.
+
+The trunk receive hot path (``receive_trunk``): the compiled core and the twin agree on every
+call-record field, every statistic, every delivered or echoed payload, for random sequences of
+trunk datagrams (both variants, wraps, gaps, unknown and inactive calls, echo); so do the batched
+sends, the voice-timestamp rule and the receive batch's arrival times."""
 
 from __future__ import annotations
 
