@@ -26,6 +26,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from iaxgw._core._select import flavours
 from iaxgw._core.errors import FrameError
 
 __all__ = ["TARGETS", "Finding", "compiled_available"]
@@ -141,6 +142,8 @@ def target_ies(data: bytes) -> None:
 # ------------------------------------------------------------------ trunk
 
 TRUNK = _mods("trunk")
+#: the media half with the codec and probes under it, per implementation (compiled first)
+MEDIA = flavours("trunk", "probe", "media")
 
 
 def _trunk_norm(tf: Any) -> tuple[Any, ...]:
@@ -242,7 +245,7 @@ def target_trunk_media(data: bytes) -> None:
     now = data[4] * 0.37 + data[5] / 1000.0
     body = data[6:]
     runs = []
-    for m in TRUNK:
+    for m in MEDIA:
         calls = _media_calls(m, seed)
         mux = m.TrunkMux(1240 if seed & 1 else 0, bool(seed & 2))
         sunk: list[Any] = []
