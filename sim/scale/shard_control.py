@@ -65,6 +65,7 @@ class ShardControl:
         self._ready = threading.Event()
         self._error: str | None = None
         self._pending_push = False
+        self._sent = (self.control.rate, False)     # the rate and pause the shards were told
 
     # -- the socket ---------------------------------------------------------------------------
 
@@ -127,7 +128,7 @@ class ShardControl:
                              "rate_asked_cps": c.rate, "paused": c.paused,
                              "stopping": c.stopped_by is not None,
                              "attempts": row.get("attempts_total"),
-                             "calls_up": row.get("calls_up_now"),
+                             "calls_up": row.get("calls_up"),
                              "shards": len(self.shards),
                              "shards_running": sum(1 for sh in self.shards if sh.running())},
                 "last_second": row}
@@ -136,15 +137,22 @@ class ShardControl:
         self._pending_push = True
 
     def _push(self) -> None:
-        """The rate and pause asked now, to every shard running (a rate each its share)."""
+        """What changed of the rate and pause asked, to every shard running (a rate each its
+        share); a shard records only what changed, as a one-process run would."""
         if not self._pending_push:
             return
         self._pending_push = False
         c = self.control
+        lines = []
+        if c.rate != self._sent[0]:
+            lines.append("rate")
+        if c.paused != self._sent[1]:
+            lines.append("pause" if c.paused else "resume")
+        self._sent = (c.rate, c.paused)
         for sh, share in zip(self.shards, self.shares, strict=True):
             if sh.running():
-                sh.send(shard_rate_line(c.rate, share))
-                sh.send("pause" if c.paused else "resume")
+                for what in lines:
+                    sh.send(shard_rate_line(c.rate, share) if what == "rate" else what)
 
     def _stopped(self, by: str) -> None:
         for sh in self.shards:

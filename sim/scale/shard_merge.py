@@ -45,7 +45,8 @@ def _sum_or_none(values: Sequence[float | int | None]) -> float | int | None:
 def merge_rows(rows: Sequence[Row], samples: Sequence[Mapping[str, Any]],
                time_s: float, unix_time_s: float) -> Row:
     """One merged time-series row from the shards' rows of the same second: counts and rates
-    summed, medians over the pooled samples, loss from the summed frame counts."""
+    summed (the rate asked too: each shard was asked its share), medians over the pooled
+    samples, loss from the summed frame counts; paused while every shard is."""
     out: Row = {"time_s": round(time_s, 3), "unix_time_s": round(unix_time_s, 3)}
     for name in SUMMED_ROW_FIELDS:
         out[name] = _sum_or_none([r.get(name) for r in rows])
@@ -55,6 +56,11 @@ def merge_rows(rows: Sequence[Row], samples: Sequence[Mapping[str, Any]],
     out["setup_p50_ms"] = percentile(pooled([s.get("setup_ms") or [] for s in samples]), 50)
     out["jitter_p50_ms"] = percentile(pooled([s.get("jitter_ms") or [] for s in samples]), 50)
     out["mos_p50"] = percentile(pooled([s.get("mos") or [] for s in samples]), 50)
+    rate = _sum_or_none([r.get("rate_asked_cps") for r in rows])     # each shard its share
+    out["rate_asked_cps"] = None if rate is None else round(rate, 4)
+    paused = [r.get("paused") for r in rows]
+    out["paused"] = (None if not paused or any(p is None for p in paused)
+                     else min(int(p) for p in paused if p is not None))   # every shard paused
     return out
 
 
