@@ -29,7 +29,7 @@ from iaxgw.sim.load.loadtest_control import SHOW_COMMANDS, RunControl, drive
 
 
 class ShardLine(Protocol):
-    """What the control needs of a shard: its share of the calls and a way to tell it."""
+    """What the control needs of a shard: whether it still runs, and a way to tell it."""
 
     def send(self, line: str) -> None: ...
 
@@ -57,14 +57,12 @@ class ShardControl:
         self.shards = list(shards)
         self.shares = list(shares)
         self.control = RunControl(rate, on_stop=self._stopped)
-        self.control.on_change = self._before_change
         self._last_second = last_second
         self._t0 = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: str | None = None
-        self._pending_push = False
         self._sent = (self.control.rate, False)     # the rate and pause the shards were told
 
     # -- the socket ---------------------------------------------------------------------------
@@ -108,7 +106,7 @@ class ShardControl:
     def handle(self, cmd: str, request: Mapping[str, Any]) -> Any:
         if cmd in SHOW_COMMANDS:
             raise CommandRefused(f"show {cmd}: this load test runs over {len(self.shards)} "
-                                 "shards, each with an endpoint of its own; `iaxgw ctl stats` "
+                                 "shards, each with an endpoint of its own; `iaxgw show stats` "
                                  "has the merged figures, --report each shard's")
         if cmd == "stats":
             return self.stats()
@@ -133,15 +131,9 @@ class ShardControl:
                              "shards_running": sum(1 for sh in self.shards if sh.running())},
                 "last_second": row}
 
-    def _before_change(self) -> None:
-        self._pending_push = True
-
     def _push(self) -> None:
         """What changed of the rate and pause asked, to every shard running (a rate each its
         share); a shard records only what changed, as a one-process run would."""
-        if not self._pending_push:
-            return
-        self._pending_push = False
         c = self.control
         lines = []
         if c.rate != self._sent[0]:
