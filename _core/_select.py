@@ -41,17 +41,16 @@ def both(name: str) -> list[ModuleType]:
 
 def flavours(*names: str) -> list[SimpleNamespace]:
     """For tests and benchmarks that drive several ``_core`` modules together: per
-    implementation that can be imported here (compiled first), one namespace with the public
-    names of the modules ``names`` of that implementation; its ``__name__`` ends in ``_c`` or
-    ``_py``."""
-    per_module = [both(name) for name in names]
+    implementation whose modules ``names`` all import here (compiled first), one namespace
+    with their public names; its ``__name__`` ends in ``_c`` or ``_py``."""
     out = []
-    for impls in zip(*per_module, strict=False):
-        suffixes = {m.__name__.rsplit("_", 1)[-1] for m in impls}
-        if len(suffixes) != 1:
-            continue                    # a module of that flavour is missing
-        ns = SimpleNamespace(**{k: v for m in impls for k, v in vars(m).items()
+    for suffix in ("c", "py"):
+        try:
+            mods = [importlib.import_module(f"iaxgw._core._{name}_{suffix}") for name in names]
+        except ImportError:
+            continue                    # that implementation is not built here
+        ns = SimpleNamespace(**{k: v for m in mods for k, v in vars(m).items()
                                 if not k.startswith("_")})
-        ns.__name__ = f"iaxgw._core._{'_'.join(names)}_{suffixes.pop()}"
+        ns.__name__ = f"iaxgw._core._{'_'.join(names)}_{suffix}"
         out.append(ns)
     return out

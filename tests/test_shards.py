@@ -152,6 +152,21 @@ def test_live_merge_waits_for_every_running_shard() -> None:
     assert later[0].snapshot.attempts == 10      # the ended shard keeps its totals
 
 
+def test_merged_rows_carry_the_rate_asked_and_pause() -> None:
+    """Each shard is asked its share of the rate: the merged second says the run's rate (the
+    shares summed); it is paused only while every shard is; a shard that cannot say (not a
+    rate-driven run) leaves the merged cell empty, not a partial sum."""
+    def row(rate: float | None, paused: int | None) -> dict[str, Any]:
+        return {"rate_asked_cps": rate, "paused": paused, "attempts": 1}
+
+    out = merge_rows([row(0.5, 0), row(0.25, 1)], [{}, {}], 1.0, 100.0)
+    assert out["rate_asked_cps"] == 0.75 and out["paused"] == 0 and out["attempts"] == 2
+    out = merge_rows([row(4.0, 1), row(4.0, 1)], [{}, {}], 2.0, 101.0)
+    assert out["rate_asked_cps"] == 8.0 and out["paused"] == 1
+    out = merge_rows([row(4.0, 0), row(None, None)], [{}, {}], 3.0, 102.0)
+    assert out["rate_asked_cps"] is None and out["paused"] is None
+
+
 def test_targets_added_up() -> None:
     a = {"rate": {"asked": 5.0, "achieved": 4.9}, "calls": {"asked": 5, "peak": 5}, "met": True,
          "capped_by": [{"cap": "maxauthreq", "waited_s": 1.0}]}
