@@ -365,6 +365,21 @@ def test_ctl_drives_a_sharded_run(serve: dict[str, Any], tmp_path: Path) -> None
     assert {float(r["rate_asked_cps_now"]) for r in rows} >= {1.0, 8.0}
 
 
+def test_sharded_control_socket_taken_exits_3(serve: dict[str, Any], tmp_path: Path) -> None:
+    """A --control path another process listens on (serve's own socket): the sharded run
+    stops before any shard starts, exit 3, and leaves the other socket alone."""
+    net = serve["net"]
+    taken = serve["proc"].control
+    report = tmp_path / "rep"
+    proc = _loadtest(serve, report, f"{net}.40-{net}.41", "-l", "4", "-d", "1",
+                     "--control", taken)
+    out = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 3, out
+    assert "--control" in out and "already listening" in out
+    assert not (report / "shards").exists()                  # no shard ran
+    assert query(taken, "stats")                               # serve still answers
+
+
 def _once_running(proc: subprocess.Popen[bytes], report: Path, act: Any,
                   settle: float = 2.0) -> str:
     """Once the run's timeseries.csv is there and ``settle`` s later, ``act(proc)``; then the

@@ -275,23 +275,23 @@ class ShardedRun:
                     self.screen.update(sec.snapshot)
 
     def run(self) -> ShardedOutcome:
-        stream = None
-        if self.opts.report_dir is not None:
-            with contextlib.suppress(OSError):
-                stream = TimeseriesStream(Path(self.opts.report_dir) / "timeseries.csv")
-        old = {s: signal.signal(s, self._forward) for s in (signal.SIGINT, signal.SIGTERM)} \
-            if threading.current_thread() is threading.main_thread() else {}
-        if self.control is not None:
+        if self.control is not None:        # first: a socket we cannot open stops the run here
             try:
                 self.control.start()
             except ControlError as exc:
                 from iaxgw.sim.load.loadtest import CannotRunError
 
                 raise CannotRunError(f"--control: {exc}") from None
-        if self.screen is not None:
-            self.screen.start()
-        end = time.monotonic() + self.deadline()
+        stream = None
+        if self.opts.report_dir is not None:
+            with contextlib.suppress(OSError):
+                stream = TimeseriesStream(Path(self.opts.report_dir) / "timeseries.csv")
+        old = {s: signal.signal(s, self._forward) for s in (signal.SIGINT, signal.SIGTERM)} \
+            if threading.current_thread() is threading.main_thread() else {}
         try:
+            if self.screen is not None:
+                self.screen.start()
+            end = time.monotonic() + self.deadline()
             self.start()
             while any(sh.proc is not None and sh.proc.poll() is None for sh in self.shards):
                 self.pump(stream)
