@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from test_loadtest import _site_dir
+from test_runtime_control import _wait_for
 
 from iaxgw.gateway.cli import main
 from iaxgw.gateway.driver.pcap import read_pcap
@@ -276,15 +277,6 @@ def test_three_shards_against_serve_merge_to_their_parts(serve: dict[str, Any],
         (f"{net}.{10 + k}", 4569) for k in range(3) for _ in range(3))
     assert stat.S_IMODE(pcap.stat().st_mode) == 0o600
     assert not list(tmp_path.glob("**/shard-*.pcap"))
-
-
-def _wait_for(pred: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _last_second(sock: str) -> dict[str, Any]:
