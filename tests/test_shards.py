@@ -28,7 +28,7 @@ from test_runtime_control import _wait_for
 
 from iaxgw.gateway.cli import main
 from iaxgw.gateway.driver.pcap import read_pcap
-from iaxgw.gateway.serve.control import ControlError, query
+from iaxgw.gateway.serve.control import CommandRefused, ControlError, query
 from iaxgw.sim.lab.loadtest_lab import ServeProcess
 from iaxgw.sim.load.loadtest import send_timing
 from iaxgw.sim.load.loadtest_plan import LoadtestOptions, PlanError, parse_bind_list
@@ -166,6 +166,43 @@ def test_merged_rows_carry_the_rate_asked_and_pause() -> None:
     assert out["rate_asked_cps"] == 8.0 and out["paused"] == 1
     out = merge_rows([row(4.0, 0), row(None, None)], [{}, {}], 3.0, 102.0)
     assert out["rate_asked_cps"] is None and out["paused"] is None
+
+
+class _FakeShard:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.alive = True
+
+    def send(self, line: str) -> None:
+        self.lines.append(line)
+
+    def running(self) -> bool:
+        return self.alive
+
+
+def test_shard_control_passes_each_shard_its_share_and_only_what_changed() -> None:
+    """The parent's control (no socket needed): a rate goes to each shard as its share of the
+    calls, pause/resume once each, nothing to a shard that ended; a rate some shard could not
+    be given (its share under the lowest rate a shard takes) is refused and changes nothing."""
+    from iaxgw.sim.scale.shard_control import ShardControl, rate_shares
+
+    shards = [_FakeShard(), _FakeShard()]
+    ctl = ShardControl("unused.sock", shards, rate_shares([30, 10]), 4.0, lambda: None)
+    ctl.handle("rate", {"rate": 8})
+    assert [sh.lines for sh in shards] == [["rate 6.0"], ["rate 2.0"]]
+    ctl.handle("pause", {})
+    ctl.handle("pause", {})                        # already paused: nothing new to tell
+    assert [sh.lines[1:] for sh in shards] == [["pause"], ["pause"]]
+    shards[1].alive = False
+    ctl.handle("resume", {})
+    assert shards[0].lines[-1] == "resume" and shards[1].lines[-1] == "pause"
+    with pytest.raises(CommandRefused, match=r"ask at least 0\.04 calls/s"):
+        ctl.handle("rate", {"rate": 0.02})         # the 10-call shard would get 0.005/s
+    assert ctl.control.rate == 8.0 and shards[0].lines[-1] == "resume"
+    assert [c["action"] for c in ctl.control.summary()["changes"]] == [
+        "rate", "pause", "resume"]
+    ctl.handle("stop", {})
+    assert shards[0].lines[-1] == "halt ctl" and ctl.stats()["loadtest"]["stopping"] is True
 
 
 def test_targets_added_up() -> None:

@@ -243,7 +243,8 @@ class HotKeys:
 # --- the control socket of a load test ------------------------------------------------------
 
 
-def _rate_arg(request: Mapping[str, Any]) -> float:
+def rate_arg(request: Mapping[str, Any]) -> float:
+    """The ``rate`` of a ``ctl rate`` request, in calls/s (``CommandRefused`` if not a number)."""
     value = request.get("rate")
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise CommandRefused('rate needs a number of calls per second ("rate": N)')
@@ -258,7 +259,7 @@ def drive(control: RunControl, cmd: str, request: Mapping[str, Any]) -> dict[str
     ``"by": "key"``: sent for a hot key (a --through client's), recorded as such."""
     by = "key" if request.get("by") == "key" else "ctl"
     if cmd == "rate":
-        control.set_rate(_rate_arg(request), by)
+        control.set_rate(rate_arg(request), by)
     elif cmd == "pause":
         control.pause(by)
     elif cmd == "resume":

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from iaxgw.gateway.serve.control import CommandRefused, ControlError, ControlServer
-from iaxgw.sim.load.loadtest_control import SHOW_COMMANDS, RunControl, drive
+from iaxgw.sim.load.loadtest_control import MIN_RATE, SHOW_COMMANDS, RunControl, drive, rate_arg
 
 
 class ShardLine(Protocol):
@@ -113,6 +113,8 @@ class ShardControl:
         if cmd == "originate":
             raise CommandRefused("a load test places its own calls: originate is for a running "
                                  "`iaxgw serve` (its --control socket)")
+        if cmd == "rate":
+            self._check_rate(rate_arg(request))
         answer = drive(self.control, cmd, request)
         self._push()
         return answer
@@ -130,6 +132,16 @@ class ShardControl:
                              "shards": len(self.shards),
                              "shards_running": sum(1 for sh in self.shards if sh.running())},
                 "last_second": row}
+
+    def _check_rate(self, rate: float) -> None:
+        """Refuse a rate some shard could not be given: its share under the lowest rate a
+        load test takes (it would clamp it up and the run would go faster than recorded)."""
+        low = min(self.shares) * rate
+        if low < MIN_RATE:
+            need = MIN_RATE / min(self.shares)
+            raise CommandRefused(f"rate {rate:g} calls/s over {len(self.shards)} shards gives "
+                                 f"one {low:.4g}/s, under the {MIN_RATE:g}/s a shard takes: "
+                                 f"ask at least {need:.4g} calls/s")
 
     def _push(self) -> None:
         """What changed of the rate and pause asked, to every shard running (a rate each its
