@@ -44,6 +44,7 @@ class CallMedia:
     nextpred: int
     lastsent: int
     tx_frames: int
+    rx_early: int
     trunk: bool
     echo: bool
     rx: RxStats

@@ -134,6 +134,9 @@ cdef class CallMedia:
     cdef public long long nextpred
     cdef public long long lastsent
     cdef public long long tx_frames
+    #: voice frames that arrived before the call's first full voice frame, so were discarded
+    #: (and VNAKed), as Asterisk discards them (docs/protocol.md, P4)
+    cdef public long long rx_early
     cdef public bint trunk
     cdef public bint echo
     cdef public RxStats rx
@@ -248,6 +251,7 @@ cdef list _receive_trunk(object data, dict calls, double epoch, double now, obje
         if call.format_rx == 0 or st > _ST_UP:
             out.inactive += 1
             if call.format_rx == 0:
+                call.rx_early += 1
                 if vnak is None:
                     vnak = []
                 vnak.append(call)

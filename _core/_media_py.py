@@ -97,8 +97,8 @@ class CallMedia:
     """The media fields of a call record (base class of ``gateway.iax2.calls.Call``)."""
 
     __slots__ = ("addr", "callno", "codec", "echo", "format_rx", "last_full_voice_ts",
-                 "last_voice_ts", "lastsent", "nextpred", "probe", "rx", "rx_last", "start",
-                 "state", "svoiceformat", "trunk", "tx_frames")
+                 "last_voice_ts", "lastsent", "nextpred", "probe", "rx", "rx_early", "rx_last",
+                 "start", "state", "svoiceformat", "trunk", "tx_frames")
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         self.callno = 0
@@ -114,6 +114,7 @@ class CallMedia:
         self.nextpred = 0
         self.lastsent = 0
         self.tx_frames = 0
+        self.rx_early = 0
         self.trunk = False
         self.echo = False
         self.rx = RxStats()
@@ -157,6 +158,7 @@ def receive_trunk(data: Buffer, calls: dict[int, CallMedia], epoch: float, now: 
         if not call.format_rx or st > _ST_UP:  # type: ignore[operator]
             inactive += 1
             if not call.format_rx:
+                call.rx_early += 1
                 vnak.append(call)
             continue
         last = call.rx_last

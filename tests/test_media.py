@@ -21,8 +21,8 @@ pytestmark = pytest.mark.skipif(len(TRUNK) < 2, reason="compiled core not built"
 TC, TP = (TRUNK + TRUNK)[:2]
 
 FIELDS = ("callno", "state", "start", "codec", "format_rx", "svoiceformat", "rx_last",
-          "last_voice_ts", "last_full_voice_ts", "nextpred", "lastsent", "tx_frames", "trunk",
-          "echo")
+          "last_voice_ts", "last_full_voice_ts", "nextpred", "lastsent", "tx_frames", "rx_early",
+          "trunk", "echo")
 
 
 PROBE_FIELDS = ("frames", "bytes", "duplicates", "out_of_order", "max_ts", "min_ts", "last",
@@ -133,6 +133,8 @@ def test_unknown_inactive_and_vnak(mod: Any) -> None:
         data, calls, 0.0, 1.0, lambda *a: pytest.fail("nothing is deliverable"), None)
     assert (n, unknown, inactive, echoed, truncated) == (3, 1, 2, 0, False)
     assert [c.callno for c in vnak] == [3]
+    # the entry before call 3's first full voice frame is counted on the call; call 4 has hung up
+    assert (calls[3].rx_early, calls[4].rx_early) == (1, 0)
     with pytest.raises(FrameError):
         mod.receive_trunk(b"\x00\x00\x02\x00\x00\x00\x00\x00", calls, 0.0, 1.0, print, None)
 

@@ -517,6 +517,7 @@ class Endpoint:
                     self._stats["drop_mini_unknown_call" if call is None
                                 else "drop_mini_call_not_active"] += 1
                     if call is not None and not call.format_rx:
+                        call.rx_early += 1
                         self._vnak_no_voice(call, now)
                     return
                 # timestamp unwrap, receive statistics, then the payload to the sink, to the

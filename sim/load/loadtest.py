@@ -1074,6 +1074,9 @@ class LoadRunner:
                 h.cancel()
         self._take_rr(call)
         self._note_peer_callno(call)
+        info = self._ep.call_info(call.callno) if call.callno >= 0 else None
+        if info is not None:
+            call.stats.early_frames = info.rx_early
         self.media_calls.pop(call.callno, None)
         self.calls.pop(call.callno, None)
         if call.returned >= 0:

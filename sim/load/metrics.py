@@ -158,6 +158,7 @@ class CallRecord:
     loss_forward_pct: float | None  #: what the far end lost from us (its receive report)
     loss_return_pct: float | None   #: what we lost from the far end
     rr_frames: int | None          #: our frames the far end's latest report covers
+    early_frames: int              #: arrived before the first full voice frame: discarded
     duplicates: int
     out_of_order: int
     jitter_ms: float | None        #: RFC 3550 estimate at the end of the call
@@ -212,7 +213,8 @@ class CallStats:
 
     __slots__ = (
         "_ana_windows", "_batches", "_carry", "_dropped_seen", "_inline", "_own_set",
-        "answer_counted", "audio", "bpl", "cause", "cause_code", "codec", "detector", "frame_ms",
+        "answer_counted", "audio", "bpl", "cause", "cause_code", "codec", "detector",
+        "early_frames", "frame_ms",
         "index", "jb_factor", "mode", "outcome", "payloads", "ping_rtts", "remote_rr",
         "remote_rr_sent", "rtt_every", "rtts", "rx", "rx_codec", "signature", "snap_expected",
         "snap_lost",
@@ -297,6 +299,9 @@ class CallStats:
         #: our voice frames sent when we PINGed for that report (None: not known): what it
         #: covers
         self.remote_rr_sent: int | None = None
+        #: voice frames that reached the endpoint before the call's first full voice frame and
+        #: were discarded, as Asterisk discards them (``CallMedia.rx_early``, set at the end)
+        self.early_frames = 0
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -745,7 +750,7 @@ class CallStats:
             expected=self.expected, lost=self.lost, loss_pct=self.loss_pct,
             loss_method=self.loss_method, loss_forward_pct=self.loss_forward_pct,
             loss_return_pct=self.loss_return_pct,
-            rr_frames=self.rr_frames,
+            rr_frames=self.rr_frames, early_frames=self.early_frames,
             duplicates=self.duplicates, out_of_order=self.out_of_order,
             jitter_ms=self.jitter if jitter_mean is not None else None,
             jitter_mean_ms=jitter_mean,

@@ -136,6 +136,8 @@ def test_media_before_accept_and_before_full_voice_dropped() -> None:
     p.b.receive_datagram(build_mini(cn, 100, TONE), p.a.local_addr, p.now)   # no full voice yet
     assert not [e for e in events(p.b) if isinstance(e, VoiceReceived)]
     assert p.b.stats()["drop_mini_call_not_active"] == 1
+    call_b = p.b.call_info(_bcn)
+    assert call_b is not None and call_b.rx_early == 1
 
 
 def test_mini_ts_unwrap_across_16_bits() -> None:
@@ -224,6 +226,8 @@ def test_lost_first_full_voice_is_vnaked_by_media(trunk: bool) -> None:
     got = p.ev(p.b, VoiceReceived)
     assert got and got[0].payload == TONE and p.b.channels()[0].frames_rx == len(got)
     assert len(got) >= 9, len(got)                 # all but the frames before its resend
+    call_b = p.b.call_info(_bcn)                   # ... which are counted on the call
+    assert call_b is not None and call_b.rx_early == 10 - (len(got) - 1), call_b.rx_early
     assert 1 <= p.b.stats()["vnak_no_full_voice"] <= 3           # rate-limited
     assert p.a.stats()["retransmissions_vnak"] >= 1
     assert p.a.stats().get("retransmissions", 0) == 0            # no timer retransmission
