@@ -224,3 +224,33 @@ def test_dialplan_end_hangs_up(tmp_path: Path, exten: str, cause: int,
         await app.stop()
         assert len([c for c in ep.calls if c[0] == "hangup"]) == 1
     asyncio.run(main())
+
+
+def test_serve_paces_its_collector_only_when_it_is_the_process(tmp_path: Path) -> None:
+    """``pace_gc`` (set by the CLI): automatic collection off while serving, young objects
+    collected and survivors frozen by serve's own loop, everything back at stop; an embedded
+    app (the default) leaves the process's collector alone."""
+    import gc
+
+    async def main() -> None:
+        assert gc.isenabled()
+        embedded, _ = _app(tmp_path / "a")
+        await embedded.start()
+        assert gc.isenabled() and embedded._gc is None
+        await embedded.stop()
+        app, _ = _app(tmp_path / "b")
+        app.pace_gc = True
+        await app.start()
+        try:
+            assert not gc.isenabled() and app._gc is not None and app._gc.active
+            frozen = gc.get_freeze_count()
+            junk = [[i] for i in range(20_000)]          # survivors of young collections
+            await _until(lambda: app._gc is not None and app._gc.steps >= 1, timeout=3.0)
+            assert gc.get_freeze_count() > frozen       # ... frozen by the once-a-second step
+            del junk
+        finally:
+            await app.stop()
+        assert gc.isenabled() and app._gc is None and gc.get_freeze_count() == 0
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    asyncio.run(main())

@@ -1,5 +1,5 @@
-"""The load tester's garbage-collector pacing (``sim/load/gcpace.py``) and the untracked receive
-tuples it relies on."""
+"""The garbage-collector pacing of the media loops (``gateway/driver/gcpace.py``: the load
+tester's and serve's) and the untracked receive tuples it relies on."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import gc
 import pytest
 
 from iaxgw._core._select import both
-from iaxgw.sim.load.gcpace import GcPacer
+from iaxgw.gateway.driver.gcpace import GcPacer
 
 PROBE = both("probe")
 

@@ -300,6 +300,8 @@ def test_three_shards_against_serve_merge_to_their_parts(serve: dict[str, Any],
     assert max(int(r["calls_up_now"]) for r in ts) == 9
     lt = summary["loadtest"]
     assert lt["local"] == ",".join(s["local"] for s in shards) and not lt["degraded"]
+    # a plain load test asks for no real-time priority
+    assert lt["realtime"] == "off" and {s["realtime"] for s in shards} == {"off"}
     assert lt["send_timing"]["ticks"] == sum(o["loadtest"]["send_timing"]["ticks"] for o in own)
     # --pcap: one capture, every shard's datagrams in time order, each shard's 3 NEWs from its
     # own address; as many datagrams as the shards counted, private, no part left behind
@@ -511,6 +513,10 @@ def test_lab_with_shards_lets_them_in_and_merges(tmp_path: Path) -> None:
     assert [sh["local"] for sh in s["shards"]] == [f"127.{n}.8.10:4569", f"127.{n}.8.11:4569"]
     assert s["answered"] == 6 and s["audio"]["verified"] == 6
     assert f"127.{n}.8.10, 127.{n}.8.11" in s["lab"]["we_are"]
+    # the lab runs each shard's media loop at real-time priority (as root), or says why not
+    want = "on" if os.geteuid() == 0 else "refused: needs root or CAP_SYS_NICE"
+    assert [sh["realtime"] for sh in s["shards"]] == [want, want], s["shards"]
+    assert s["loadtest"]["realtime"] == want
     kinds = s["trunk"]["by_kind"]
     assert kinds.get("rx_trunk", 0) > 0 and kinds.get("rx_mini", 0) == 0, kinds
 

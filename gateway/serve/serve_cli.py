@@ -144,6 +144,7 @@ def serve(peer: str, config_dir: Path | None, bind: tuple[str, int] | None,
         _fail("serve", str(exc))
         return
     app.announce = lambda line: click.echo(f"iaxgw serve: {line}", err=True)
+    app.pace_gc = True          # this process is the serve: no full collection stops it
     from iaxgw.sim.load.loadtest_through import LoadtestHost
 
     # `iaxgw loadtest --through PATH`: load tests placed from this serve's own endpoint

@@ -260,6 +260,7 @@ def _run_core(opts: LoadtestOptions, impair: Any) -> LoadtestResult:
 def run_lab(opts: LoadtestOptions, *, asterisk: bool = False, impair: Any = None) -> int:
     """Run the lab load test, print the live screen and the summary; returns the exit code."""
     check_report_dir(opts)
+    lab_defaults(opts)
     with tempfile.TemporaryDirectory(prefix="iaxgw-lab-") as tmp:
         work = Path(tmp)
         other: dict[str, Any] = {}
@@ -270,6 +271,14 @@ def run_lab(opts: LoadtestOptions, *, asterisk: bool = False, impair: Any = None
     result.summary["lab"] = other
     finish_output(opts, result)
     return result.exit_code
+
+
+def lab_defaults(opts: LoadtestOptions) -> None:
+    """What the lab runs differently from a plain load test unless told otherwise: the load
+    tester's media loop at real-time priority (``--realtime``).  The far end shares this
+    machine, and the figures must be the far end's, not the scheduler's."""
+    if opts.realtime is None:
+        opts.realtime = True
 
 
 def _cpu_pct(pid: int | None, before: float | None, wall: float) -> float | None:

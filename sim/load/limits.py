@@ -24,8 +24,9 @@ MACHINE_WIDE = "this machine's"
 
 def generator_limits(cpu_samples: Sequence[float], send_timing: Mapping[str, Any],
                      capped_by: Sequence[Mapping[str, Any]], kernel_drops: int | None,
-                     who: str = "the load tester") -> list[str]:
-    """The ways one generator process fell short (empty: it kept up)."""
+                     who: str = "the load tester", realtime: str = "off") -> list[str]:
+    """The ways one generator process fell short (empty: it kept up).  ``realtime``: what
+    ``--realtime`` got; late ticks without it name it."""
     out: list[str] = []
     busy = sum(1 for c in cpu_samples if c >= CPU_BUSY_PCT)
     if cpu_samples and busy > CPU_BUSY_SHARE * len(cpu_samples):
@@ -33,8 +34,10 @@ def generator_limits(cpu_samples: Sequence[float], send_timing: Mapping[str, Any
                    f"{len(cpu_samples)} s")
     late = send_timing.get("over_2ms_pct")
     if late is not None and late > LATE_TICKS_PCT:
+        hint = "" if realtime == "on" else (
+            "; --realtime puts them ahead of the rest of this machine")
         out.append(f"{who}'s media ticks were late: {late:.1f} % started over 2 ms late "
-                   f"(p99 {send_timing.get('late_p99_ms')} ms)")
+                   f"(p99 {send_timing.get('late_p99_ms')} ms){hint}")
     if any(c.get("cap") == "scheduler_late" for c in capped_by):
         out.append(f"{who} did not keep its own call schedule (local CPU or event loop)")
     if kernel_drops:

@@ -43,11 +43,11 @@ from iaxgw._core.constants import FORMAT_ALAW, FORMAT_ULAW
 from iaxgw._core.probe import datagram_census
 from iaxgw._core.trunk import trunk_entry_stats
 from iaxgw.gateway.conf.model import IaxConfig
+from iaxgw.gateway.driver.gcpace import GcPacer
 from iaxgw.gateway.driver.pcap import PcapWriter
 from iaxgw.gateway.iax2 import events as ev
 from iaxgw.gateway.iax2.address import Addr, format_addr
 from iaxgw.sim.load import signature as sig
-from iaxgw.sim.load.gcpace import GcPacer
 from iaxgw.sim.load.limits import generator_limits, limited_by
 from iaxgw.sim.load.loadtest_control import RunControl
 from iaxgw.sim.load.loadtest_metrics import LoadtestMetrics
@@ -61,6 +61,7 @@ from iaxgw.sim.load.loadtest_plan import (
     plan_calls,
 )
 from iaxgw.sim.load.metrics import CallStats, Mode
+from iaxgw.sim.load.realtime import realtime
 from iaxgw.sim.report.report import (
     LoadStats,
     ReportDirError,
@@ -420,12 +421,14 @@ class LoadRunner:
         # per media tick (50 a second): unboxed doubles, 16 bytes a tick where two lists of
         # floats took 80 (a 10-minute run: 0.5 MB instead of 2.4 MB)
         self.late_ms: array[float] = array("d")  # per tick: start lateness vs the grid (ms)
-        self.gc = GcPacer()              # no full GC pauses in the media loop (sim/load/gcpace.py)
+        self.gc = GcPacer()              # no full GC pauses in the media loop (driver/gcpace.py)
         self._tick_open = False          # a statistics tick is being swept (_periodic_begin)
         self._sweep_done = False         # ... and its sweep is done: _periodic_end next
         self._tick_began = 0.0           # when the open statistics tick began (clock)
         self.work_ms: array[float] = array("d")  # per tick: time spent sending (ms)
         self.notes: list[str] = list(opts.warnings)
+        #: what --realtime got for the media loop: "on", "off" or "refused: <why>"
+        self.realtime = "off"
         self.started_attempts = 0
         self.stopping = False
         self.interrupted = False
@@ -583,6 +586,13 @@ class LoadRunner:
                 self.notes.append(f"timeseries.csv not written while the run goes: {exc}")
         if self.attach is None:       # a process-wide pacer: not inside a serve
             self.gc.start()
+        # --realtime: process-wide too, so never inside a serve; undone when the run ends
+        priority = contextlib.ExitStack()
+        self.realtime = priority.enter_context(
+            realtime(bool(self.opts.realtime) and self.attach is None))
+        if self.realtime.startswith("refused"):
+            self.notes.append(f"--realtime {self.realtime}: the run went on at the ordinary "
+                              "priority")
         tasks = [loop.create_task(self._scheduler(), name="loadtest-scheduler"),
                  loop.create_task(self._ticker(), name="loadtest-media")]
         if self.screen is not None:
@@ -615,6 +625,7 @@ class LoadRunner:
             self._close_pcap()
             if stream is not None:
                 stream.close()
+            priority.close()
         return self.result()
 
     def _open_pcap(self) -> None:
@@ -1573,6 +1584,7 @@ class LoadRunner:
             "exit_code": exit_code,
             "fail_reasons": reasons,
             "allow_underrun": o.allow_underrun,
+            "realtime": self.realtime,
             "hairpin_returned": self.returned_legs if o.mode == "hairpin" else None,
             "unmatched_incoming": self.unmatched_incoming,
             "callno_budget": self.budget.limit,
@@ -1592,7 +1604,8 @@ class LoadRunner:
         }
         lt = summary["loadtest"]
         limits = generator_limits(self.stats.cpu_samples, lt["send_timing"],
-                                  targets.get("capped_by") or [], kernel_drops)
+                                  targets.get("capped_by") or [], kernel_drops,
+                                  realtime=self.realtime)
         summary["limited_by"] = limited_by(limits)
         if kernel_drops:
             summary["loadtest"]["notes"].append(

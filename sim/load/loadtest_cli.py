@@ -160,6 +160,11 @@ def common_options(f: F) -> F:
                           "mos_p50, loss_pct, jitter_p95_ms, setup_p95_ms, setup_fail_pct, "
                           "calls_up.  [default: setup_fail_pct > 1 or loss_pct > 1 or "
                           "mos_p5 < 3.5]"),
+        click.option("--realtime/--no-realtime", default=None,
+                     help="Run the load tester's media loop (each shard's) at real-time "
+                          "priority, as `asterisk -p` runs Asterisk's: ahead of everything "
+                          "else on this machine, the far end included.  Needs root or "
+                          "CAP_SYS_NICE.  [default: off; on for `iaxgw lab`]"),
         click.option("--shards", type=click.IntRange(1, 256), default=None,
                      help="Load-test processes, each with its own source address (--bind "
                           "list or range).  [default: one per --bind address; one when the "

@@ -180,6 +180,7 @@ class LoadtestOptions:
     hot_keys: bool = False                # hot keys on the terminal (stdin a TTY)
     metrics_addr: tuple[str, int] | None = None   # --metrics-addr/--metrics-port; port 0 = any
     pcap: Path | None = None              # --pcap: every datagram sent and received
+    realtime: bool | None = None          # media loop under SCHED_RR; None: off (lab: on)
     warnings: list[str] = field(default_factory=list)
 
     @property

@@ -283,7 +283,8 @@ def shard_entry(res: ShardResult) -> dict[str, Any]:
             "failed": s.get("failed"), "max_concurrent": s.get("max_concurrent"),
             "cpu_pct": s.get("cpu_pct"), "cpu_max_pct": s.get("cpu_max_pct"),
             "late_ticks": lt.get("late_ticks"), "send_late_p99_ms": st.get("late_p99_ms"),
-            "exit_code": res.exit_code, "fail_reasons": lt.get("fail_reasons") or []}
+            "realtime": lt.get("realtime"), "exit_code": res.exit_code,
+            "fail_reasons": lt.get("fail_reasons") or []}
 
 
 def merge_targets(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -325,6 +326,9 @@ def merge_loadtest(results: Sequence[ShardResult], base: Mapping[str, Any]) -> d
     out["audio_ok"] = all(lt.get("audio_ok", True) for lt in lts)
     out["interrupted"] = any(lt.get("interrupted") for lt in lts)
     out["deadline_hit"] = any(lt.get("deadline_hit") for lt in lts)
+    # "on" only when every shard's media loop ran so (each shard says why it did not)
+    got = {lt.get("realtime") for lt in lts}
+    out["realtime"] = got.pop() if len(got) == 1 else "mixed"
     notes: list[str] = []
     for r, lt in zip(results, lts, strict=True):
         for note in lt.get("notes") or []:

@@ -1,4 +1,6 @@
-"""Garbage-collector pacing for the media loops that must keep a 20 ms grid.
+"""Garbage-collector pacing for the media loops that must keep a 20 ms grid (the load
+tester's, and ``iaxgw serve``'s: a full collection stopped serve for up to 217 ms at 5,000
+calls).
 
 CPython's cyclic collector stops the process for as long as it takes to scan a generation.  A
 full (generation 2) collection scans every tracked object: at 2,000 load-test calls that is
