@@ -586,6 +586,10 @@ class LoadRunner:
                 self.notes.append(f"timeseries.csv not written while the run goes: {exc}")
         if self.attach is None:       # a process-wide pacer: not inside a serve
             self.gc.start()
+        tasks = [loop.create_task(self._scheduler(), name="loadtest-scheduler"),
+                 loop.create_task(self._ticker(), name="loadtest-media")]
+        if self.screen is not None:
+            self.screen.start()
         # --realtime: process-wide too, so never inside a serve; undone when the run ends
         priority = contextlib.ExitStack()
         self.realtime = priority.enter_context(
@@ -593,10 +597,6 @@ class LoadRunner:
         if self.realtime.startswith("refused"):
             self.notes.append(f"--realtime {self.realtime}: the run went on at the ordinary "
                               "priority")
-        tasks = [loop.create_task(self._scheduler(), name="loadtest-scheduler"),
-                 loop.create_task(self._ticker(), name="loadtest-media")]
-        if self.screen is not None:
-            self.screen.start()
         try:
             try:
                 await self._wait_done()
