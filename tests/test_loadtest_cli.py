@@ -130,6 +130,39 @@ def test_lab_refuses_role_options_with_the_reason(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "--peer" in r.output and "plays both sites" in r.output
 
 
+def _lab_options(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> LoadtestOptions:
+    """The options ``iaxgw lab ARGS`` would run with (the run itself replaced)."""
+    from iaxgw.sim.lab import loadtest_lab
+
+    seen: list[LoadtestOptions] = []
+    monkeypatch.setattr(loadtest_lab, "run_lab",
+                        lambda opts, **kw: seen.append(opts) or 0)
+    r = CliRunner().invoke(main, ["lab", "-q", *args])
+    assert r.exit_code == 0, r.output
+    return seen[0]
+
+
+def test_lab_ramps_many_calls_at_its_own_rate_and_holds_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """calls/5 would ask 1,000 setups/s of a far end on this machine: the lab asks 200/s and,
+    without --duration, keeps each call up for the 25 s ramp + 20 s, and says so."""
+    o = _lab_options(monkeypatch, ["--calls", "5000"])
+    assert (o.cps, o.duration) == (200.0, (45.0, 45.0))
+    assert "placed at 200/s, not calls/5 (1000/s)" in o.warnings[0]
+    assert "each call lasts 45 s, the 25 s ramp + 20 s" in o.warnings[0]
+    assert not [w for w in o.warnings if "shorter than the ramp" in w]
+    o = _lab_options(monkeypatch, ["--calls", "5000", "--duration", "30"])
+    assert (o.cps, o.duration) == (200.0, (30.0, 30.0))
+    assert "each call lasts" not in o.warnings[0]
+    o = _lab_options(monkeypatch, ["--calls", "5000", "--rate", "1000"])
+    assert (o.cps, o.duration) == (1000.0, (20.0, 20.0))
+    o = _lab_options(monkeypatch, ["--calls", "5000", "--total", "2000"])
+    assert o.duration == (30.0, 30.0)             # a 10 s ramp to the 2,000 placed
+    o = _lab_options(monkeypatch, ["--calls", "1000"])
+    assert (o.cps, o.duration) == (200.0, (20.0, 20.0))     # calls/5 is within the lab's rate
+    assert not [w for w in o.warnings if w.startswith("lab:")]
+
+
 def test_verbose_after_the_sub_command(monkeypatch: pytest.MonkeyPatch) -> None:
     levels: list[int] = []
     monkeypatch.setattr(logging, "basicConfig", lambda **kw: levels.append(kw["level"]))
@@ -162,6 +195,33 @@ def serve_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         yield {"a": a, "b": b, "a_ip": a_ip, "b_ip": b_ip, "tmp": tmp, "proc": proc}
     finally:
         proc.stop()
+
+
+def test_serve_realtime_takes_the_priority_asked(tmp_path: Path) -> None:
+    """``iaxgw serve --realtime --realtime-priority 7`` (as the lab starts it at 5): the kernel
+    schedules it SCHED_RR 7 (root), or serve says it was refused and runs as usual."""
+    from iaxgw.sim.lab.loadtest_lab import scheduling
+
+    n = next(_NETS)
+    a_ip, b_ip = f"127.0.{n}.10", f"127.0.{n}.20"
+    _site_dir(tmp_path / "a", "office-a", a_ip, b_ip)
+    b = _site_dir(tmp_path / "b", "office-b", a_ip, b_ip)
+    proc = ServeProcess(b, tmp_path, realtime_priority=7)
+    assert proc.argv[-3:] == ["--realtime", "--realtime-priority", "7"]
+    proc.start()
+    try:
+        got = scheduling(proc.pid)
+        log = proc.log_path.read_text()
+        if os.geteuid() == 0:
+            assert got == "SCHED_RR 7", got
+            assert "real-time priority (SCHED_RR 7): on" in log, log
+        else:
+            assert got == "ordinary", got
+            assert "real-time priority (SCHED_RR 7): refused: needs root" in log, log
+    finally:
+        proc.stop()
+    assert scheduling(os.getpid()) == "ordinary"
+    assert ServeProcess(b, tmp_path).argv[-1] != "7"       # not asked: not passed
 
 
 def _args(s: dict[str, Any], *extra: str) -> list[str]:

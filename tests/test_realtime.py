@@ -1,5 +1,5 @@
-"""``--realtime``: the load tester's media loop under SCHED_RR for the run, and the lab's
-defaults (real-time on, the default rate capped)."""
+"""``--realtime``: a media loop (the load tester's, serve's) under SCHED_RR for the run, and the
+lab's defaults (real-time on for the load tester and, one priority step below, for serve)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from iaxgw.gateway.driver.realtime import RT_PRIORITY, realtime
 from iaxgw.sim.load.limits import generator_limits
 from iaxgw.sim.load.loadtest_plan import LoadtestOptions
-from iaxgw.sim.load.realtime import RT_PRIORITY, realtime
 
 needs_sched = pytest.mark.skipif(not hasattr(os, "sched_setscheduler"),
                                  reason="no sched_setscheduler here")
@@ -49,6 +49,22 @@ def test_on_for_the_run_then_back_and_never_inherited() -> None:
         # a child (the far end the lab starts, a tool) runs at the ordinary policy
         assert _child_policy() == os.SCHED_OTHER
     assert (_policy(), os.sched_getparam(0).sched_priority) == before
+
+
+@needs_sched
+def test_priority_is_the_one_asked() -> None:
+    with pytest.raises(ValueError, match=r"1\.\.99"), realtime(True, 0):
+        pass
+    from iaxgw.sim.lab.loadtest_lab import scheduling
+
+    assert scheduling(os.getpid()) == "ordinary"
+    with realtime(True, 5) as got:
+        if got != "on":
+            pytest.skip(got)
+        assert _policy() == os.SCHED_RR and os.sched_getparam(0).sched_priority == 5
+        assert scheduling(os.getpid()) == "SCHED_RR 5"
+    assert scheduling(os.getpid()) == "ordinary"
+    assert scheduling(2 ** 22 + 1) == "unknown"          # no such process
 
 
 @needs_sched

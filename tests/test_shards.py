@@ -517,6 +517,8 @@ def test_lab_with_shards_lets_them_in_and_merges(tmp_path: Path) -> None:
     want = "on" if os.geteuid() == 0 else "refused: needs root or CAP_SYS_NICE"
     assert [sh["realtime"] for sh in s["shards"]] == [want, want], s["shards"]
     assert s["loadtest"]["realtime"] == want
+    # and serve one priority step below them (SERVE_RT_PRIORITY), as the kernel has it
+    assert s["lab"]["far_end_realtime"] == ("SCHED_RR 5" if want == "on" else "ordinary")
     kinds = s["trunk"]["by_kind"]
     assert kinds.get("rx_trunk", 0) > 0 and kinds.get("rx_mini", 0) == 0, kinds
 

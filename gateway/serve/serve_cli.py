@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from iaxgw.gateway.driver.realtime import RT_PRIORITY, realtime
 from iaxgw.gateway.iax2.address import parse_hostport
 from iaxgw.gateway.serve.control import ControlError, default_control_path, query
 from iaxgw.gateway.serve.show import format_show
@@ -123,11 +124,18 @@ IMPAIR_HELP = ("A bad network on our socket: loss=5%,burst=3,delay=40ms,jitter=2
               default=None, metavar="DIR",
               help="RSA keys for auth = rsa (NAME.pub, NAME.key).  [default: keys/ beside "
                    "iax.conf]")
+@click.option("--realtime/--no-realtime", "realtime_on", default=False, show_default=True,
+              help="Run at real-time priority (SCHED_RR), as `asterisk -p` (highpriority); "
+                   "needs root or CAP_SYS_NICE, else serve says so and runs as usual.")
+@click.option("--realtime-priority", "realtime_priority", type=click.IntRange(1, 99),
+              default=RT_PRIORITY, show_default=True, metavar="N",
+              help="The SCHED_RR priority --realtime takes (1-99; Asterisk's is 10).")
 def serve(peer: str, config_dir: Path | None, bind: tuple[str, int] | None,
           peer_host: tuple[str, int] | None, pcap: Path | None, metrics_port: int | None,
           metrics_addr: tuple[str, int] | None,
           debug_frames: bool, control: str | None, phones: Path | None,
-          spool: Path | None, impair: Any = None, keys: Path | None = None) -> None:
+          spool: Path | None, impair: Any = None, keys: Path | None = None,
+          realtime_on: bool = False, realtime_priority: int = RT_PRIORITY) -> None:
     """Run as one site of the trunk (by default the seed's office-b) until SIGINT/SIGTERM."""
     from iaxgw.gateway.serve.app import GatewayApp, PeerNotFound, ServeOptions, StartError, run_app
 
@@ -156,7 +164,10 @@ def serve(peer: str, config_dir: Path | None, bind: tuple[str, int] | None,
         for handler in logging.getLogger().handlers:
             handler.setLevel(logging.DEBUG)
     try:
-        code = run_app(app)
+        with realtime(realtime_on, realtime_priority) as rt:
+            if realtime_on:
+                app.announce(f"real-time priority (SCHED_RR {realtime_priority}): {rt}")
+            code = run_app(app)
     except StartError as exc:
         message = str(exc)
         if message.startswith("cannot bind"):

@@ -17,6 +17,7 @@ Both sides use the embedded seed configuration (copied to a temporary folder, so
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import signal
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from iaxgw.gateway.driver.realtime import RT_PRIORITY
 from iaxgw.gateway.driver.server import SOCKET_BUFFER_ENV
 from iaxgw.sim.load.loadtest import (
     LoadtestError,
@@ -44,14 +46,37 @@ from iaxgw.sim.load.loadtest_plan import (
     lossy_caller_settings,
 )
 
-__all__ = ["LOSSY_HANGUP_LINGER", "LOSSY_MEDIA_TIMEOUT", "LOSSY_SETUP_TIMEOUT",
-           "lossy_link_settings", "run_lab"]
+__all__ = ["LAB_HOLD_S", "LAB_MAX_RATE", "LOSSY_HANGUP_LINGER", "LOSSY_MEDIA_TIMEOUT",
+           "LOSSY_SETUP_TIMEOUT", "lab_ramp", "lossy_link_settings", "run_lab"]
 
 A_IP, B_IP = "127.0.0.10", "127.0.0.20"
 #: ``IAXGW_LAB_ADDRS="127.0.5.10,127.0.5.20"`` moves the serve variant off the seed's addresses
 #: (when a lab Asterisk holds them); the Asterisk variant always uses the seed's.
 ADDRS_ENV = "IAXGW_LAB_ADDRS"
 SERVE_READY_S = 15.0
+
+
+#: The SCHED_RR priority of the lab's serve when the lab runs at real-time priority
+#: (``--realtime``, its default): below the load tester's (:data:`RT_PRIORITY`), so that the
+#: generator's media ticks still come first, and above every ordinary process.  With serve under
+#: the ordinary scheduler beside three real-time shards on two cores, ``iaxgw lab --calls 5000
+#: --rate 200`` saw serve fall behind its socket by 1-2 s once ~4,000 calls were up (NEW to
+#: CALLTOKEN on the wire, while the machine was 15 % idle): setups slowed to 10-20/s, and the
+#: run missed its rate (6 runs of 7).  At this priority it kept 200/s to the end, setups under
+#: 40 ms.  The far end of a real trunk is typically an Asterisk started with ``-p`` too.
+SERVE_RT_PRIORITY = RT_PRIORITY - 5
+
+
+def scheduling(pid: int | None) -> str:
+    """A process's scheduling as the kernel has it: ``"SCHED_RR 5"``, ``"ordinary"``, or
+    ``"unknown"`` (gone, or not a system that says)."""
+    try:
+        policy = os.sched_getscheduler(pid or 0) & ~getattr(os, "SCHED_RESET_ON_FORK", 0)
+        prio = os.sched_getparam(pid or 0).sched_priority
+    except (AttributeError, OSError):
+        return "unknown"
+    names = {getattr(os, n): n for n in ("SCHED_RR", "SCHED_FIFO") if hasattr(os, n)}
+    return f"{names[policy]} {prio}" if policy in names else "ordinary"
 
 
 def proc_cpu_seconds(pid: int) -> float | None:
@@ -90,7 +115,8 @@ class ServeProcess:
     """``iaxgw serve`` as office-b in a child process, ready once its control socket answers."""
 
     def __init__(self, config_dir: Path, workdir: Path, *, own_session: bool = False,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, realtime_priority: int | None = None
+                 ) -> None:
         self.control = str(workdir / "serve.sock")
         #: start serve in a session of its own (``setsid``), as a daemonized Asterisk runs: with
         #: the kernel's autogroup scheduling a process shares its CPU share with the rest of its
@@ -101,6 +127,8 @@ class ServeProcess:
         self.log_path = workdir / "serve.log"
         self.argv = [sys.executable, "-m", "iaxgw.gateway.cli", "serve", "--config",
                      str(config_dir), "--peer", "office-a", "--control", self.control]
+        if realtime_priority is not None:
+            self.argv += ["--realtime", "--realtime-priority", str(realtime_priority)]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -273,10 +301,45 @@ def run_lab(opts: LoadtestOptions, *, asterisk: bool = False, impair: Any = None
     return result.exit_code
 
 
+#: The lab's default ramp at most (call attempts/s).  A load test ramps at calls/5 per second
+#: unless told (``--rate``); in the lab the far end shares the machine, and on two cores serve
+#: answers some 400-600 setups/s next to thousands of calls (``iaxgw lab --calls 5000`` asked
+#: 1,000/s and reached 410-660/s, so it failed on a rate nobody chose).  Faster labs: ``--rate``.
+LAB_MAX_RATE = 200.0
+#: How long the lab's calls stay up after the last one is placed, when its ramp was slowed
+#: (``LAB_MAX_RATE``) and ``--duration`` was not given: the whole concurrency is held this long.
+LAB_HOLD_S = 20.0
+
+
+def lab_ramp(kw: dict[str, Any], *, duration_given: bool) -> str | None:
+    """The lab's ramp for the CLI keywords ``kw`` (changed in place): at most
+    :data:`LAB_MAX_RATE` setups/s when ``--rate`` (and ``--step``) were not given, and then, unless
+    ``--duration`` was given, calls that last the ramp plus :data:`LAB_HOLD_S` so that every
+    call is up at once.  Returns the note that says so (None: nothing changed)."""
+    if kw.get("rate") is not None or kw.get("step") is not None:
+        return None
+    calls = int(kw.get("calls") or 0)
+    usual = max(10.0, calls / 5.0)
+    if usual <= LAB_MAX_RATE:
+        return None
+    kw["rate"] = LAB_MAX_RATE
+    note = (f"lab: calls are placed at {LAB_MAX_RATE:g}/s, not calls/5 ({usual:g}/s): the far "
+            "end shares this machine (--rate sets it)")
+    if not duration_given:
+        total = kw.get("total")
+        ramp = min(calls, int(total) if total else calls) / LAB_MAX_RATE
+        hold = float(math.ceil(ramp) + LAB_HOLD_S)
+        kw["duration"] = (hold, hold)
+        note += (f"; each call lasts {hold:g} s, the {ramp:g} s ramp + {LAB_HOLD_S:g} s "
+                 "(--duration sets it)")
+    return note
+
+
 def lab_defaults(opts: LoadtestOptions) -> None:
     """What the lab runs differently from a plain load test unless told otherwise: the load
-    tester's media loop at real-time priority (``--realtime``).  The far end shares this
-    machine, and the figures must be the far end's, not the scheduler's."""
+    tester's media loop at real-time priority (``--realtime``), and serve's one step below it
+    (:data:`SERVE_RT_PRIORITY`).  The far end shares this machine, and the figures must be the
+    far end's, not the scheduler's."""
     if opts.realtime is None:
         opts.realtime = True
 
@@ -313,8 +376,10 @@ def _with_serve(opts: LoadtestOptions, work: Path, other: dict[str, Any],
         conf = b_dir / "iax.conf"
         conf.write_text(conf.read_text().replace("[general]\n",
                                                  "[general]\n" + "\n".join(general) + "\n", 1))
-    serve = ServeProcess(b_dir, work, env=serve_env(opts))
+    serve = ServeProcess(b_dir, work, env=serve_env(opts),
+                         realtime_priority=SERVE_RT_PRIORITY if opts.realtime else None)
     serve.start()
+    other["far_end_realtime"] = scheduling(serve.pid)
     try:
         opts.config_dir = a_dir
         opts.peer = "office-b"

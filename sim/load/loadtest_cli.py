@@ -364,7 +364,7 @@ def _flags(keys: list[str]) -> str:
 
 def lab_main(*, asterisk: bool = False, **kw: Any) -> int:
     """``iaxgw lab``'s default action: serve + loadtest on loopback (or loadtest vs Asterisk)."""
-    from iaxgw.sim.lab.loadtest_lab import run_lab
+    from iaxgw.sim.lab.loadtest_lab import lab_ramp, run_lab
 
     given = [k for k in ROLE_OPTIONS if kw.pop(k, None) is not None]
     if given:
@@ -373,7 +373,12 @@ def lab_main(*, asterisk: bool = False, **kw: Any) -> int:
             "against serve as office-b, or with --asterisk as office-b against the lab's "
             "Asterisk office-a); use `iaxgw loadtest` to choose them")
     impair = kw.pop("impair", None)
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source("duration") if ctx is not None else None
+    note = lab_ramp(kw, duration_given=source not in (None, click.core.ParameterSource.DEFAULT))
     opts = build_options(**kw)
+    if note:
+        opts.warnings.insert(0, note)
     return _guarded(lambda: run_lab(opts, asterisk=asterisk, impair=impair))
 
 
