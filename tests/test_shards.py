@@ -542,6 +542,69 @@ def test_capacity_search_over_shards_steers_each_one(serve: dict[str, Any],
     assert (report / "capacity.png").is_file()
 
 
+def test_metrics_over_shards_are_served_by_the_parent(serve: dict[str, Any],
+                                                      tmp_path: Path) -> None:
+    """``--metrics-addr`` with two shards: the parent serves the merged figures.  Scraped while
+    the calls are up, and read at the end, against the merged records (calls.csv's): attempts,
+    answers, failures by outcome and cause code, setup times, MOS of the ended calls."""
+    import threading
+
+    from test_metrics_e2e import scrape
+
+    from iaxgw.sim.scale.shards import ShardedRun, sharded_result
+
+    net = serve["net"]
+    binds = parse_bind_list(f"{net}.30,{net}.31")
+    opts = LoadtestOptions(calls=6, total=6, rate=10, duration=(4.0, 4.0), quiet=True,
+                           live=False, extens=["300", "302"], peer="office-b",
+                           config_dir=serve["a"], bind=binds[0], binds=binds, max_failed=6,
+                           metrics_addr=("127.0.0.1", 0))
+    opts.check()
+    run = ShardedRun(opts)
+    assert run.prom is not None
+    outcome: list[Any] = []
+    worker = threading.Thread(target=lambda: outcome.append(run.run()))
+    worker.start()
+    scrapes: list[dict[str, float]] = []
+    deadline = time.monotonic() + 90
+    while worker.is_alive() and time.monotonic() < deadline:
+        if run.prom.url is not None:
+            with contextlib.suppress(OSError):
+                scrapes.append(scrape(run.prom.url))
+        time.sleep(0.1)
+    worker.join(30)
+    res = sharded_result(opts, outcome[0])
+    recs = res.records
+    answered = [r for r in recs if r.answer_ms is not None]
+    busy = [r for r in recs if r.outcome == "BUSY"]
+    n_up, n_busy = len(answered), len(busy)
+    # the extensions alternate within each shard: echo and Busy() both reached
+    assert len(recs) == 6 and n_up + n_busy == 6 and n_up and n_busy, [r.outcome for r in recs]
+    # while the answered calls were up, over both shards
+    live = [m for m in scrapes if m.get("iaxgw_loadtest_calls_up") == float(n_up)]
+    assert live, scrapes[-3:]
+    m = live[-1]
+    assert m["iaxgw_loadtest_calls_target"] == 6.0
+    assert m["iaxgw_loadtest_calls_attempted_total"] == 6.0
+    assert m["iaxgw_loadtest_calls_answered_total"] == float(n_up)
+    assert m['iaxgw_loadtest_calls_failed_total{cause="17",outcome="BUSY"}'] == float(n_busy)
+    assert {r.cause_code for r in busy} == {17}
+    # at the end: every setup time, and each ended answered call's MOS, as the records hold
+    after = {}
+    for line in run.prom.metrics.render().decode().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            after[key] = float(value)
+    assert after["iaxgw_loadtest_setup_seconds_count"] == float(n_up)
+    assert after["iaxgw_loadtest_setup_seconds_sum"] == pytest.approx(
+        sum(r.answer_ms for r in answered if r.answer_ms is not None) / 1000.0)
+    assert after["iaxgw_loadtest_call_mos_count"] == float(
+        len([r for r in answered if r.mos is not None])) == float(n_up)
+    assert after['iaxgw_loadtest_calls_failed_total{cause="17",outcome="BUSY"}'] == float(n_busy)
+    # the endpoint's counters are each shard's own: not exported by the parent
+    assert not [k for k in after if k.startswith("iaxgw_protocol_")]
+
+
 # --- who limited the run ----------------------------------------------------------------------
 
 

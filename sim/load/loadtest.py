@@ -1176,7 +1176,7 @@ class LoadRunner:
         call.sent_at_ping[ts] = call.stats.tx_frames
         if self._server is not None:
             # one flush for every PING due in this loop pass (hundreds a second at thousands of
-            # calls: a flush each cost a shard some 3 % of its time)
+            # calls, each flush re-arming the endpoint's timer and draining its events)
             self._server.flush_soon()
         due = [call.planned_end - b for b in RR_LAST_S if call.planned_end - b > now + 0.5]
         at = min([now + RR_EVERY_S, *due]) if due else None

@@ -321,23 +321,8 @@ def loadtest(through: str | None = None, **kw: Any) -> None:
     if opts.shard_count() > 1:
         from iaxgw.sim.scale.shards import run_sharded_loadtest
 
-        _sharded_usage(opts)
         sys.exit(_guarded(lambda: run_sharded_loadtest(opts, impair=impair).exit_code))
     sys.exit(_guarded(lambda: run_loadtest(opts, impair=impair).exit_code))
-
-
-#: what one process of a load test opens for itself (not yet for a run over several shards;
-#: ``--pcap`` and ``--control`` are: each shard captures its own, merged into the one file at
-#: the end, and the parent serves the one control socket and steers the shards)
-PER_PROCESS_OPTIONS = ("metrics_addr",)
-
-
-def _sharded_usage(opts: Any) -> None:
-    given = [k for k in PER_PROCESS_OPTIONS if getattr(opts, k, None) is not None]
-    if given:
-        names = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise click.UsageError(f"{names}: not with several shards (each process would open "
-                               "its own); run one shard, or drop the option")
 
 
 #: what a run through a serve cannot take (the serve's own site, endpoint and socket)

@@ -12,6 +12,12 @@ endpoint's counters, peers up and their qualify round trip) plus the run's own f
 
 The snapshot figures are copied from the once-a-second statistics tick; the HTTP thread never
 touches live call state.
+
+A run over several shards serves the metrics from its parent (:meth:`LoadtestMetrics.on_merged`):
+the merged second's snapshot (the live screen's), the setup times the shards measured in it,
+and each ended call as its shard reports it (:func:`ended_entry`), so the run's own figures are
+the single process's.  The protocol endpoint's counters and peers are each shard's own and are
+not exported there.
 """
 
 from __future__ import annotations
@@ -79,6 +85,13 @@ class _SnapshotCollector(Collector):
                 yield _gauge(name, doc, float(value))
 
 
+def ended_entry(rec: CallRecord) -> list[Any]:
+    """What the metrics take of an ended call (a shard sends it to its parent as JSON):
+    outcome, cause code, answered, MOS, jitter (ms), loss (%)."""
+    return [rec.outcome, rec.cause_code, rec.answer_ms is not None, rec.mos, rec.jitter_ms,
+            rec.loss_pct]
+
+
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     g = GaugeMetricFamily(name, doc)
     g.add_metric([], value)
@@ -119,17 +132,29 @@ class LoadtestMetrics:
         """A call ended (``LoadStats.on_record``): failures as the summary counts them
         (every outcome but ANSWERED and IN_PROGRESS: a setup a graceful stop cancelled), the
         figures of the calls that were answered."""
-        if rec.outcome not in ("ANSWERED", "IN_PROGRESS"):
-            cause = "none" if rec.cause_code is None else str(rec.cause_code)
-            self.failed.labels(rec.outcome, cause).inc()
-        if rec.answer_ms is None:
+        self.on_ended(ended_entry(rec))
+
+    def on_ended(self, entry: Sequence[Any]) -> None:
+        """A call ended, as :func:`ended_entry` gives it (a shard's report of one)."""
+        outcome, cause_code, answered, mos, jitter_ms, loss_pct = entry
+        if outcome not in ("ANSWERED", "IN_PROGRESS"):
+            cause = "none" if cause_code is None else str(cause_code)
+            self.failed.labels(str(outcome), cause).inc()
+        if not answered:
             return
-        if rec.mos is not None:
-            self.mos.observe(rec.mos)
-        if rec.jitter_ms is not None:
-            self.jitter.observe(rec.jitter_ms / 1000.0)
-        if rec.loss_pct is not None:
-            self.loss.observe(rec.loss_pct / 100.0)
+        if mos is not None:
+            self.mos.observe(float(mos))
+        if jitter_ms is not None:
+            self.jitter.observe(float(jitter_ms) / 1000.0)
+        if loss_pct is not None:
+            self.loss.observe(float(loss_pct) / 100.0)
+
+    def on_merged(self, snap: Snapshot, setup_ms: Sequence[float]) -> None:
+        """Once a merged second of a sharded run: its snapshot and the setup times the
+        shards measured in it (the ended calls come with :meth:`on_ended`)."""
+        self._snapshot.set(snap)
+        for ms in setup_ms:
+            self.setup.observe(float(ms) / 1000.0)
 
     def on_tick(self, snap: Snapshot, endpoint: Any, setup_ms: Sequence[float]) -> None:
         """Once a second: the run's snapshot, the setup times of the calls answered since the

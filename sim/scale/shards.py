@@ -43,6 +43,7 @@ from iaxgw.gateway.safefs import write_file_atomic
 from iaxgw.gateway.serve.control import CommandRefused, ControlError
 from iaxgw.sim.load.limits import MACHINE_WIDE, limited_by
 from iaxgw.sim.load.loadtest import capacity_search, open_pcap
+from iaxgw.sim.load.loadtest_metrics import LoadtestMetrics, ended_entry
 from iaxgw.sim.load.loadtest_plan import LoadtestOptions, PlanError
 from iaxgw.sim.report.report import Row, TimeseriesStream
 from iaxgw.sim.scale.shard_control import ShardControl, rate_shares
@@ -165,11 +166,12 @@ def capacity_lines(search: Any, row: Row, samples: dict[str, Any], n: int) -> li
     return [f"calls {max(1, c)}" for c in split(action.calls, n)]
 
 
-def start_shard(sh: Shard, *, impair: Any = None, config: Any = None) -> IO[bytes]:
+def start_shard(sh: Shard, *, impair: Any = None, config: Any = None,
+                ended: bool = False) -> IO[bytes]:
     """Start a shard's process (its spec in our private folder); returns its stdout, where it
-    writes a JSON line a second."""
+    writes a JSON line a second (``ended``: with the calls that ended in it)."""
     write_file_atomic(sh.spec, pickle.dumps({"opts": sh.opts, "impair": impair,
-                                             "config": config,
+                                             "config": config, "ended": ended,
                                              "result": str(sh.result_path)}), 0o600)
     with sh.log_path.open("wb") as log:
         # a session of its own: a Ctrl-C reaches the parent only, which passes it on once
@@ -210,6 +212,8 @@ class ShardedRun:
                        for k, (a, o) in enumerate(zip(self.addrs, shard_options(
                            opts, self.addrs, self.work), strict=True))]
         self.merge = LiveMerge(shards=n, target=opts.calls)
+        #: ``--metrics-addr``: the parent serves the merged figures (the shards serve none)
+        self.prom = LoadtestMetrics(opts.calls) if opts.metrics_addr is not None else None
         self.capacity = capacity_search(opts)
         if self.capacity is not None:
             self.on_second = self._capacity_second
@@ -225,7 +229,8 @@ class ShardedRun:
 
     def start(self) -> None:
         for sh in self.shards:
-            stdout = start_shard(sh, impair=self.impair, config=self.config)
+            stdout = start_shard(sh, impair=self.impair, config=self.config,
+                                 ended=self.prom is not None)
             threading.Thread(target=_read_lines, args=(sh.index, stdout, self.lines),
                              daemon=True, name=f"shard-{sh.index}-reader").start()
 
@@ -259,6 +264,11 @@ class ShardedRun:
                 shard, msg = self.lines.get(timeout=POLL_S)
             except queue.Empty:
                 return
+            if msg is not None and self.prom is not None:
+                for entry in msg.get("ended") or (msg.get("samples") or {}).get("ended") or []:
+                    self.prom.on_ended(entry)
+            if msg is not None and "row" not in msg:
+                continue            # a shard's last ended calls only
             snaps = (self.merge.shard_ended(shard) if msg is None
                      else self.merge.add(shard, msg.get("row") or {}, msg.get("samples") or {}))
             self._show(snaps, stream)
@@ -270,6 +280,8 @@ class ShardedRun:
                 stream.write(sec.row)
             if self.on_second is not None:
                 self.on_second(sec.row, sec.samples)
+            if self.prom is not None:
+                self.prom.on_merged(sec.snapshot, sec.samples.get("setup_ms") or [])
             if self.screen is not None:
                 with contextlib.suppress(Exception):
                     self.screen.update(sec.snapshot)
@@ -282,6 +294,7 @@ class ShardedRun:
                 from iaxgw.sim.load.loadtest import CannotRunError
 
                 raise CannotRunError(f"--control: {exc}") from None
+        self._start_metrics()
         stream = None
         if self.opts.report_dir is not None:
             with contextlib.suppress(OSError):
@@ -303,6 +316,8 @@ class ShardedRun:
             self._kill_all("the parent stopped")
             if self.control is not None:
                 self.control.close()
+            if self.prom is not None:
+                self.prom.stop()
             for s, h in old.items():
                 signal.signal(s, h)
             if self.screen is not None:
@@ -310,6 +325,24 @@ class ShardedRun:
             if stream is not None:
                 stream.close()
         return self._collect()
+
+    def _start_metrics(self) -> None:
+        """``--metrics-addr``: the merged metrics from now on, and where (stderr); an address
+        that cannot be bound stops the run before any shard starts (exit 3)."""
+        addr = self.opts.metrics_addr
+        if self.prom is None or addr is None:
+            return
+        try:
+            url = self.prom.start(addr)
+        except OSError as exc:
+            from iaxgw.sim.load.loadtest import CannotRunError
+
+            if self.control is not None:
+                self.control.close()
+            raise CannotRunError(f"metrics: cannot bind {format_addr(addr)}: "
+                                 f"{exc.strerror or exc}") from None
+        print(f"iaxgw loadtest: metrics on {url} (merged over {len(self.shards)} shards)",
+              file=sys.stderr, flush=True)
 
     def _kill_all(self, why: str) -> None:
         for sh in self.shards:
@@ -460,16 +493,32 @@ def run_sharded_loadtest(opts: LoadtestOptions, *, impair: Any = None,
 
 
 class _Emitter:
-    """A shard's seconds as JSON lines on its stdout, for the parent."""
+    """A shard's seconds as JSON lines on its stdout, for the parent; with ``ended`` (the
+    parent serves ``--metrics-addr``) each second also carries the calls that ended in it, and
+    :meth:`flush_ended` sends those of the run's last moments."""
 
-    def __init__(self, out: IO[str]) -> None:
+    def __init__(self, out: IO[str], ended: bool = False) -> None:
         self.out = out
+        self.ended: list[list[Any]] | None = [] if ended else None
+
+    def on_record(self, rec: Any) -> None:
+        if self.ended is not None:
+            self.ended.append(ended_entry(rec))
 
     def __call__(self, row: Row, samples: dict[str, Any]) -> None:
         clean = {k: v for k, v in samples.items()}
+        if self.ended is not None:
+            clean["ended"], self.ended = self.ended, []
+        self._write({"row": row, "samples": clean})
+
+    def flush_ended(self) -> None:
+        if self.ended:
+            self._write({"ended": self.ended})
+            self.ended = []
+
+    def _write(self, msg: dict[str, Any]) -> None:
         with contextlib.suppress(OSError, ValueError):
-            self.out.write(json.dumps({"row": row, "samples": clean},
-                                      default=_finite) + "\n")
+            self.out.write(json.dumps(msg, default=_finite) + "\n")
             self.out.flush()
 
 
@@ -533,7 +582,10 @@ async def _run_child(spec: dict[str, Any]) -> tuple[Any, Any]:
     if impair is not None and getattr(impair, "loss", 0.0) > 0:
         opts.warnings.extend(lossy_caller_settings(opts))
     runner = LoadRunner(opts, load_target(opts, spec.get("config")), impair=impair)
-    runner.stats.on_samples = _Emitter(sys.stdout)
+    emitter = _Emitter(sys.stdout, ended=bool(spec.get("ended")))
+    runner.stats.on_samples = emitter
+    if emitter.ended is not None:
+        runner.stats.on_record = emitter.on_record
     loop = asyncio.get_running_loop()
     runner.loop = loop
     with contextlib.suppress(OSError, ValueError, NotImplementedError):
@@ -568,6 +620,8 @@ def child_main(spec_path: str) -> int:
         check_report_dir(opts)
         with asyncio.Runner(loop_factory=_new_loop) as r:
             runner, result = r.run(_run_child(spec))
+        if isinstance(runner.stats.on_samples, _Emitter):
+            runner.stats.on_samples.flush_ended()
     except LoadtestError as exc:
         print(f"shard {opts.bind}: {exc}", file=sys.stderr)
         return 3
