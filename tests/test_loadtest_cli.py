@@ -125,6 +125,27 @@ def test_metrics_port_in_use_exits_3() -> None:
     assert f"metrics: cannot bind 127.0.0.1:{port}" in r.stderr
 
 
+def test_sharded_metrics_port_in_use_exits_3_before_any_shard_starts(tmp_path: Path) -> None:
+    """With shards the parent binds --metrics-addr first: in use, exit 3 and no shard ran."""
+    from iaxgw.sim.scale import shards
+
+    started: list[Any] = []
+    real = shards.start_shard
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held, \
+            pytest.MonkeyPatch.context() as mp:
+        mp.setattr(shards, "start_shard", lambda *a, **kw: started.append(a) or real(*a, **kw))
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        n = next(_NETS)
+        r = CliRunner().invoke(main, ["loadtest", "--site", "office-b", "--bind",
+                                      f"127.0.{n}.30,127.0.{n}.31", "-l", "2", "-q",
+                                      "--metrics-addr", f"127.0.0.1:{port}"])
+    assert r.exit_code == 3, r.output
+    assert f"metrics: cannot bind 127.0.0.1:{port}" in r.stderr
+    assert started == []
+
+
 def test_lab_refuses_role_options_with_the_reason(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["lab", "--peer", "office-b", "--calls", "1"])
     assert r.exit_code == 2 and "--peer" in r.output and "plays both sites" in r.output

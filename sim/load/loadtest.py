@@ -687,8 +687,7 @@ class LoadRunner:
         except OSError as exc:
             with contextlib.suppress(Exception):
                 self._server.close()
-            raise CannotRunError(f"metrics: cannot bind {format_addr(addr)}: "
-                                 f"{exc.strerror or exc}") from None
+            raise CannotRunError(str(exc.strerror)) from None
         print(f"iaxgw loadtest: metrics on {url}", file=sys.stderr, flush=True)
     async def _open_controls(self, loop: asyncio.AbstractEventLoop) -> None:
         """``--control PATH``: the control socket (``iaxgw show`` / ``iaxgw ctl``); and the

@@ -31,6 +31,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from iaxgw.gateway.iax2.address import format_addr
 from iaxgw.gateway.serve.control import to_jsonable
 from iaxgw.gateway.serve.prometheus import Metrics, metrics_url
 from iaxgw.sim.load.metrics import CallRecord
@@ -169,8 +170,13 @@ class LoadtestMetrics:
                                          to_jsonable(endpoint.peers()))
 
     def start(self, addr: tuple[str, int]) -> str:
-        """Serve ``/metrics`` on ``addr`` (port 0: any free one); returns its URL."""
-        self.url = metrics_url(*self.metrics.start_http(addr[1], addr[0]))
+        """Serve ``/metrics`` on ``addr`` (port 0: any free one); returns its URL.  An address
+        that cannot be bound: ``OSError`` whose ``strerror`` is the whole reason to print."""
+        try:
+            self.url = metrics_url(*self.metrics.start_http(addr[1], addr[0]))
+        except OSError as exc:
+            raise OSError(exc.errno, f"metrics: cannot bind {format_addr(addr)}: "
+                                     f"{exc.strerror or exc}") from None
         return self.url
 
     def stop(self) -> None:

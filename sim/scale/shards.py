@@ -339,8 +339,7 @@ class ShardedRun:
 
             if self.control is not None:
                 self.control.close()
-            raise CannotRunError(f"metrics: cannot bind {format_addr(addr)}: "
-                                 f"{exc.strerror or exc}") from None
+            raise CannotRunError(str(exc.strerror)) from None
         print(f"iaxgw loadtest: metrics on {url} (merged over {len(self.shards)} shards)",
               file=sys.stderr, flush=True)
 
