@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Calls held against ``iaxgw serve`` on this machine, by the number of load-test shards.
 
-    python3 bench/loadtest_shards.py --runs 2000x1,4000x2,5000x3 [--duration 20]
+    python3 bench/loadtest_shards.py --runs 2000x1,4000x2,5000x3 [--duration S]
 
 Each run is ``iaxgw lab --calls N --shards K`` (serve as office-b in a child process, the load
 tester as office-a in K shards, each from its own loopback address; serve's ACL lets each one
@@ -28,10 +28,12 @@ from typing import Any
 ADDRS = "127.0.11.10,127.0.11.20"
 
 
-def run(calls: int, shards: int, duration: float, timeout: float) -> dict[str, Any]:
+def run(calls: int, shards: int, duration: float | None, timeout: float) -> dict[str, Any]:
     env = {**os.environ, "IAXGW_LAB_ADDRS": ADDRS}
     argv = [sys.executable, "-m", "iaxgw.gateway.cli", "lab", "--calls", str(calls),
-            "--shards", str(shards), "-d", f"{duration:g}", "--json", "--allow-underrun"]
+            "--shards", str(shards), "--json", "--allow-underrun"]
+    if duration is not None:
+        argv += ["-d", f"{duration:g}"]
     t0 = time.monotonic()
     proc = subprocess.run(argv, env=env, capture_output=True, timeout=timeout, check=False)
     wall = time.monotonic() - t0
@@ -69,7 +71,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", default="2000x1,4000x2,5000x3",
                     help="CALLSxSHARDS,... (default %(default)s)")
-    ap.add_argument("--duration", type=float, default=20.0, help="seconds each call holds")
+    ap.add_argument("--duration", type=float, default=None,
+                    help="seconds each call holds (default: the lab's, 20 s or, where it slows "
+                         "the ramp to 200/s, the ramp + 20 s)")
     ap.add_argument("--json", help="keep every run's summary here")
     a = ap.parse_args()
     runs = []
@@ -78,7 +82,8 @@ def main() -> int:
           flush=True)
     for spec in a.runs.split(","):
         calls, _, shards = spec.partition("x")
-        r = run(int(calls), int(shards or 1), a.duration, timeout=a.duration + 600)
+        r = run(int(calls), int(shards or 1), a.duration,
+                timeout=(a.duration or int(calls) / 200 + 20) + 600)
         runs.append(r)
         print(row(r), flush=True)
     if a.json:
