@@ -243,6 +243,11 @@ def test_serve_realtime_takes_the_priority_asked(tmp_path: Path) -> None:
         proc.stop()
     assert scheduling(os.getpid()) == "ordinary"
     assert ServeProcess(b, tmp_path).argv[-1] != "7"       # not asked: not passed
+    # a priority outside SCHED_RR's 1..99: a usage error before anything starts
+    r = CliRunner().invoke(main, ["serve", "--peer", "office-a", "--config", str(b),
+                                  "--realtime", "--realtime-priority", "0"])
+    assert r.exit_code == 2 and "--realtime-priority" in r.output and "1<=x<=99" in r.output, \
+        r.output
 
 
 def _args(s: dict[str, Any], *extra: str) -> list[str]:

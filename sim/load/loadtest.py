@@ -300,6 +300,21 @@ def trunk_entries(data: bytes) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------
 
 
+def start_metrics(prom: LoadtestMetrics | None, addr: Addr | None,
+                  on_fail: Callable[[], None], note: str = "") -> None:
+    """``--metrics-addr``: serve ``prom`` on ``addr`` from now on and say where (stderr, with
+    ``note``); an address that cannot be bound: ``on_fail()``, then exit 3 (CannotRunError).
+    One process's run and a sharded run's parent alike."""
+    if prom is None or addr is None:
+        return
+    try:
+        url = prom.start(addr)
+    except OSError as exc:
+        on_fail()
+        raise CannotRunError(str(exc.strerror)) from None
+    print(f"iaxgw loadtest: metrics on {url}{note}", file=sys.stderr, flush=True)
+
+
 @dataclass(slots=True)
 class LiveCall:
     """One attempt of ours: the plan, the endpoint's call number, the stats."""
@@ -679,16 +694,12 @@ class LoadRunner:
 
     def _start_metrics(self) -> None:
         """--metrics-addr: serve the metrics from now on and say where (stderr)."""
-        addr = self.opts.metrics_addr
-        if self.prom is None or addr is None:
-            return
-        try:
-            url = self.prom.start(addr)
-        except OSError as exc:
+        def close_socket() -> None:
             with contextlib.suppress(Exception):
                 self._server.close()
-            raise CannotRunError(str(exc.strerror)) from None
-        print(f"iaxgw loadtest: metrics on {url}", file=sys.stderr, flush=True)
+
+        start_metrics(self.prom, self.opts.metrics_addr, close_socket)
+
     async def _open_controls(self, loop: asyncio.AbstractEventLoop) -> None:
         """``--control PATH``: the control socket (``iaxgw show`` / ``iaxgw ctl``); and the
         hot keys when stdin is a terminal.  A socket that cannot be opened: exit 3."""

@@ -42,7 +42,7 @@ from iaxgw.gateway.iax2.address import Addr, format_addr
 from iaxgw.gateway.safefs import write_file_atomic
 from iaxgw.gateway.serve.control import CommandRefused, ControlError
 from iaxgw.sim.load.limits import MACHINE_WIDE, limited_by
-from iaxgw.sim.load.loadtest import capacity_search, open_pcap
+from iaxgw.sim.load.loadtest import capacity_search, open_pcap, start_metrics
 from iaxgw.sim.load.loadtest_metrics import LoadtestMetrics, ended_entry
 from iaxgw.sim.load.loadtest_plan import LoadtestOptions, PlanError
 from iaxgw.sim.report.report import Row, TimeseriesStream
@@ -329,19 +329,12 @@ class ShardedRun:
     def _start_metrics(self) -> None:
         """``--metrics-addr``: the merged metrics from now on, and where (stderr); an address
         that cannot be bound stops the run before any shard starts (exit 3)."""
-        addr = self.opts.metrics_addr
-        if self.prom is None or addr is None:
-            return
-        try:
-            url = self.prom.start(addr)
-        except OSError as exc:
-            from iaxgw.sim.load.loadtest import CannotRunError
-
+        def close_control() -> None:
             if self.control is not None:
                 self.control.close()
-            raise CannotRunError(str(exc.strerror)) from None
-        print(f"iaxgw loadtest: metrics on {url} (merged over {len(self.shards)} shards)",
-              file=sys.stderr, flush=True)
+
+        start_metrics(self.prom, self.opts.metrics_addr, close_control,
+                      f" (merged over {len(self.shards)} shards)")
 
     def _kill_all(self, why: str) -> None:
         for sh in self.shards:
